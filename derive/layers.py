@@ -1,0 +1,313 @@
+"""Layer-level derivation: the local partials and the delta recursion, for any width.
+
+SymPy derives every elementwise piece of the backward pass from the rows of
+:mod:`derive.tables`:
+
+* sigma'(z) by ``diff`` of the activation, rewritten in terms of the cached
+  forward value a = sigma(z) where SymPy can (sigmoid' = a(1 - a), tanh' = 1 - a^2);
+* the output error delta^L (BP1) by differentiating the cost composed with the
+  output activation and simplifying (sigmoid + binary cross-entropy gives a - y);
+* for softmax, the Jacobian-vector product, derived on three symbolic units and
+  split into an elementwise part and one sum over units; where the sum reduces to
+  sum_j y_j, the assumption sum_j y_j = 1 is applied and recorded.
+
+The matrix structure (z = W a + b, W^T delta, delta a^T) is the chain rule's
+shape and lives in the program builder; no derivative is written by hand.
+All expressions use the per-element symbols :data:`Z`, :data:`A`, :data:`Y`,
+:data:`LOGP` (log of the softmax output) and :data:`UPSTREAM`.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+
+import sympy as sp
+
+from derive.errors import DerivationError
+from derive.exprparse import X, parse_activation
+from derive.functions import sigmoid, stable_log_rules
+from derive.spec import Spec
+from derive.tables import ACTIVATIONS, COSTS
+from derive.tables import A as COST_A
+from derive.tables import Y as COST_Y
+
+#: Per-element symbols of the layer-level expressions.
+Z = sp.Symbol("z", real=True)
+A = sp.Symbol("a", real=True)
+Y = sp.Symbol("y", real=True)
+LOGP = sp.Symbol("logp", real=True)
+UPSTREAM = sp.Symbol("g", real=True)
+
+
+@dataclass(frozen=True)
+class ActivationDerivation:
+    """An elementwise activation and its derivative.
+
+    ``forward`` is sigma(z) in :data:`Z`; ``derivative`` is sympy.diff of it;
+    ``cached`` is the same derivative in the cheapest verified form over the
+    symbols :data:`A` (the cached output) and :data:`Z`.
+    """
+
+    name: str
+    forward: sp.Expr
+    derivative: sp.Expr
+    cached: sp.Expr
+
+    @property
+    def uses_a(self) -> bool:
+        """True when sigma'(z) is computed from the cached output a."""
+        return A in self.cached.free_symbols
+
+
+@dataclass(frozen=True)
+class SoftmaxJVP:
+    """delta_j = elementwise_j + scale_j * sum_k summand_k, for a softmax output.
+
+    ``elementwise`` and ``scale`` are in :data:`A` (and :data:`Y`); ``summand`` is
+    in :data:`A` and :data:`Y`. When ``summand_total`` is not None the sum was
+    replaced by that constant under ``assumption`` and ``scale`` is already folded
+    into ``elementwise``.
+    """
+
+    elementwise: sp.Expr
+    scale: sp.Expr
+    summand: sp.Expr
+    summand_total: sp.Expr | None
+    assumption: str | None
+
+
+@dataclass(frozen=True)
+class OutputDerivation:
+    """BP1 for this network: dC/da^L, and delta^L either elementwise or as a softmax JVP."""
+
+    cost_element: sp.Expr  # c(a, y)
+    dcost_da: sp.Expr  # dc/da in A, Y
+    delta: sp.Expr | None  # elementwise delta^L in A, Z, Y (None for softmax)
+    softmax: SoftmaxJVP | None
+    loss_element: sp.Expr  # stable per-element cost in Z, A, Y, LOGP
+    assumptions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NetworkDerivation:
+    """Everything SymPy derived for a spec: hidden activations and the output error."""
+
+    spec: Spec
+    activations: tuple[ActivationDerivation | None, ...]  # None for a softmax layer
+    output: OutputDerivation
+
+    @property
+    def assumptions(self) -> tuple[str, ...]:
+        """Assumptions the derivation relies on (stated in docs and modules)."""
+        return self.output.assumptions
+
+
+def _sample_points(symbols: list[sp.Symbol], count: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    points = []
+    for _ in range(count):
+        point = {}
+        for s in symbols:
+            if s == A:
+                point[s] = sp.Rational(rng.randint(5, 95), 100)
+            else:
+                point[s] = sp.Rational(rng.randint(-300, 300), 100)
+        points.append(point)
+    return points
+
+
+def equal_at_points(
+    lhs: sp.Expr, rhs: sp.Expr, subs_a: sp.Expr | None = None, count: int = 6, seed: int = 0
+) -> bool:
+    """Numerically compare two expressions at random rational points (30 digits).
+
+    With ``subs_a`` given, :data:`A` is replaced by ``subs_a`` (a function of
+    :data:`Z`) before comparing, so a cached form can be checked against its source.
+    """
+    if subs_a is not None:
+        lhs, rhs = lhs.subs(A, subs_a), rhs.subs(A, subs_a)
+    symbols = sorted((lhs.free_symbols | rhs.free_symbols), key=lambda s: s.name)
+    for point in _sample_points(symbols, count, seed):
+        left = sp.N(lhs.subs(point), 30)
+        right = sp.N(rhs.subs(point), 30)
+        if not (left.is_finite and right.is_finite):
+            return False
+        if abs(left - right) > sp.Float("1e-20", 30) * (1 + abs(right)):
+            return False
+    return True
+
+
+def activation_expr(name: str) -> sp.Expr:
+    """The SymPy expression in x of an elementwise activation (name or expression text)."""
+    row = ACTIVATIONS.get(name)
+    if row is not None:
+        if row.expr is None:
+            raise DerivationError(
+                "activation", f"{name!r} is not elementwise", "use it only in the output layer"
+            )
+        return row.expr
+    return parse_activation(name)
+
+
+@functools.lru_cache(maxsize=256)
+def derive_activation(name: str) -> ActivationDerivation:
+    """Derive sigma'(z) for an elementwise activation and its cached form.
+
+    Examples
+    --------
+    >>> derive_activation("sigmoid").cached
+    a*(1 - a)
+    >>> derive_activation("tanh").cached
+    1 - a**2
+    """
+    f = activation_expr(name)
+    d = sp.diff(f, X)
+    forward = f.subs(X, Z)
+    derivative = d.subs(X, Z)
+    candidates = [derivative]
+    in_a = tidy(derivative.subs(forward, A)) if forward != Z else derivative
+    if Z not in in_a.free_symbols and in_a != derivative:
+        candidates.insert(0, in_a)
+    chosen = derivative
+    for candidate in candidates:
+        if equal_at_points(candidate, derivative, subs_a=forward):
+            chosen = candidate
+            break
+    return ActivationDerivation(name, forward, derivative, chosen)
+
+
+def _softmax_jvp() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+    """Split the softmax vector-Jacobian product into P(a, g) + Q(a) * sum_k R(a_k, g_k).
+
+    Derived on three units: delta_0 = sum_k g_k d softmax_k / d z_0, with exp(z_i)
+    replaced by a_i T (T the normalizer) and sum_i a_i = 1 (checked by SymPy).
+    """
+    n = 3
+    zs = sp.symbols("z0:3", real=True)
+    gs = sp.symbols("g0:3", real=True)
+    as_ = sp.symbols("a0:3", positive=True)
+    total = sp.Symbol("T", positive=True)
+    norm = sum(sp.exp(v) for v in zs)
+    softmax = [sp.exp(zs[k]) / norm for k in range(n)]
+    if sp.simplify(sum(softmax) - 1) != 0:  # pragma: no cover - a SymPy regression
+        raise DerivationError("activation", "softmax does not sum to one", "report this")
+    delta0 = sum(gs[k] * sp.diff(softmax[k], zs[0]) for k in range(n))
+    delta0 = sp.simplify(delta0.subs({sp.exp(zs[i]): as_[i] * total for i in range(n)}))
+    delta0 = sp.expand(delta0.subs(sum(as_), 1))
+    unit_sum = {as_[2]: 1 - as_[0] - as_[1]}
+    cross = sp.factor(delta0.coeff(gs[1]) * gs[1])
+    q_part, r_part = sp.Integer(1), sp.Integer(1)
+    for factor in sp.Mul.make_args(cross):
+        if factor.free_symbols <= {as_[0], gs[0]}:
+            q_part *= factor
+        elif factor.free_symbols <= {as_[1], gs[1]}:
+            r_part *= factor
+        else:
+            raise DerivationError("activation", "softmax Jacobian does not separate", "report this")
+    summand = r_part.subs({as_[1]: A, gs[1]: UPSTREAM})
+    scale = q_part.subs({as_[0]: A})
+    reduced = sum(r_part.subs({as_[1]: as_[k], gs[1]: gs[k]}) for k in range(n))
+    elementwise = sp.factor(sp.expand(delta0 - q_part * reduced).subs(unit_sum))
+    if elementwise.free_symbols - {as_[0], gs[0]}:
+        raise DerivationError("activation", "softmax Jacobian does not separate", "report this")
+    return elementwise.subs({as_[0]: A, gs[0]: UPSTREAM}), scale, summand
+
+
+def _cost_element(cost: str) -> sp.Expr:
+    return COSTS[cost].expr.subs({COST_A: A, COST_Y: Y})
+
+
+def _op_count(expr: sp.Expr) -> int:
+    return int(sp.count_ops(expr))
+
+
+def tidy(expr: sp.Expr) -> sp.Expr:
+    """Factor ``expr`` and write its binomial factors the way a reader expects.
+
+    ``-a*(a - 1)`` becomes ``a*(1 - a)`` and ``-(y - a)`` becomes ``a - y``: the
+    same expression, with constants leading ``1 - a`` and the sign absorbed.
+    """
+    if expr.has(sp.Piecewise):
+        return expr
+    factored = sp.factor(expr)
+    coeff, factors = factored.as_coeff_mul()
+    out = []
+    for f in factors:
+        base, exp = f.as_base_exp()
+        if isinstance(base, sp.Add) and exp.is_odd and base.as_coeff_add()[0].is_negative:
+            coeff, f = -coeff, sp.expand(-base) ** exp
+        out.append(f)
+    if coeff.is_negative:
+        for i, f in enumerate(out):
+            base, exp = f.as_base_exp()
+            if isinstance(base, sp.Add) and exp.is_odd and base.as_coeff_add()[0] == 0:
+                coeff, out[i] = -coeff, sp.expand(-base) ** exp
+                break
+    tidied = sp.Mul(coeff, *out)
+    expanded = sp.expand(expr)
+    return expanded if _op_count(expanded) < _op_count(tidied) else tidied
+
+
+def derive_output(spec: Spec) -> OutputDerivation:
+    """BP1: the output error delta^L for the spec's output activation and cost."""
+    out_name = spec.layers[-1].activation
+    c = _cost_element(spec.cost)
+    dc_da = sp.simplify(sp.diff(c, A))
+    assumptions: list[str] = []
+    if out_name == "softmax":
+        loss = c.subs(sp.log(A), LOGP)
+        p_part, q_part, r_part = _softmax_jvp()
+        elementwise = tidy(sp.simplify(p_part.subs(UPSTREAM, dc_da)))
+        scale = tidy(sp.simplify(q_part))
+        summand = tidy(sp.simplify(r_part.subs(UPSTREAM, dc_da)))
+        total = None
+        assumption = None
+        if summand.free_symbols == {Y} and sp.degree(summand, Y) == 1:
+            coefficient = sp.simplify(summand / Y)
+            if Y not in coefficient.free_symbols:
+                total = coefficient
+                assumption = (
+                    "each target column sums to one (sum_j y_j = 1, a one-hot or "
+                    "probability vector)"
+                )
+                assumptions.append(assumption)
+                elementwise = tidy(sp.simplify(elementwise + scale * total))
+        softmax = SoftmaxJVP(elementwise, scale, summand, total, assumption)
+        return OutputDerivation(c, dc_da, None, softmax, loss, tuple(assumptions))
+
+    act = derive_activation(out_name)
+    product = dc_da * act.cached
+    composed = sp.simplify(sp.diff(c.subs(A, act.forward), Z))
+    composed_in_a = tidy(composed.subs(act.forward, A)) if act.forward != Z else composed
+    delta = tidy(product)
+    # A simplified composed form wins when it needs only cached values and is no longer.
+    if (
+        Z not in composed_in_a.free_symbols
+        and _op_count(composed_in_a) <= _op_count(delta)
+        and equal_at_points(composed_in_a, product, subs_a=act.forward)
+    ):
+        delta = composed_in_a
+    loss = c
+    if out_name == "sigmoid" and c.has(sp.log):
+        # Logits form: log(sigmoid(z)) and log(1 - sigmoid(z)) through softplus.
+        loss = sp.expand(c.subs(A, sigmoid(Z))).subs(stable_log_rules(Z))
+        loss = sp.simplify(loss).subs(sigmoid(Z), A)
+    return OutputDerivation(c, dc_da, delta, None, loss, tuple(assumptions))
+
+
+def derive_network(spec: Spec) -> NetworkDerivation:
+    """Derive the activations of every layer and the output error of ``spec``.
+
+    Examples
+    --------
+    >>> from derive.spec import preset
+    >>> derive_network(preset("deep-relu-sigmoid")).output.delta
+    a - y
+    """
+    acts = tuple(
+        None if layer.activation == "softmax" else derive_activation(layer.activation)
+        for layer in spec.layers
+    )
+    return NetworkDerivation(spec, acts, derive_output(spec))

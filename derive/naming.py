@@ -1,0 +1,143 @@
+"""The one place that names things: identifiers emitted in code and their LaTeX forms.
+
+Every symbol chainrule creates gets its name here, and a SymPy symbol's name is the
+identifier that will be generated, so no printer ever renames anything. The table
+follows Nielsen's chapter 2: layers are numbered 1..L, ``a0`` is the input ``x``.
+
+==================  ===============  =============================
+math                identifier       LaTeX
+==================  ===============  =============================
+W^l, w^l_jk         ``W2``, ``w2_1_0``  ``W^{2}``, ``w^{2}_{10}``
+b^l, z^l, a^l       ``b2``, ``z2``, ``a2``  ``b^{2}``, ``z^{2}``, ``a^{2}``
+delta^l             ``delta2``        ``\\delta^{2}``
+sigma'(z^l)         ``sp2``           ``\\sigma'(z^{2})``
+dC/dW^l, dC/db^l    ``dC_dW2``        ``\\frac{\\partial C}{\\partial W^{2}}``
+CSE temporaries     ``_t0``           ``t_{0}``
+==================  ===============  =============================
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+#: Reserved prefix of common-subexpression temporaries; no other name starts with it.
+TEMP_PREFIX = "_t"
+
+
+def weight(layer: int) -> str:
+    """Identifier of the weight matrix of ``layer`` (1..L), e.g. ``W2``."""
+    return f"W{layer}"
+
+
+def bias(layer: int) -> str:
+    """Identifier of the bias vector of ``layer``, e.g. ``b2``."""
+    return f"b{layer}"
+
+
+def weighted_input(layer: int) -> str:
+    """Identifier of z^l, e.g. ``z2``."""
+    return f"z{layer}"
+
+
+def activation(layer: int) -> str:
+    """Identifier of a^l; ``a0`` is the input x."""
+    return f"a{layer}"
+
+
+def delta(layer: int) -> str:
+    """Identifier of delta^l = dC/dz^l, e.g. ``delta2``."""
+    return f"delta{layer}"
+
+
+def sigma_prime(layer: int) -> str:
+    """Identifier of sigma'(z^l), e.g. ``sp2``."""
+    return f"sp{layer}"
+
+
+def grad(param: str) -> str:
+    """Identifier of the gradient of a parameter, e.g. ``dC_dW2`` for ``W2``."""
+    return f"dC_d{param}"
+
+
+def weight_entry(layer: int, j: int, k: int) -> str:
+    """Identifier of the scalar w^l_jk (j in layer l, k in layer l-1), e.g. ``w2_1_0``."""
+    return f"w{layer}_{j}_{k}"
+
+
+def bias_entry(layer: int, j: int) -> str:
+    """Identifier of the scalar b^l_j, e.g. ``b2_1``."""
+    return f"b{layer}_{j}"
+
+
+def input_entry(k: int) -> str:
+    """Identifier of the scalar input x_k."""
+    return f"x_{k}"
+
+
+def target_entry(j: int) -> str:
+    """Identifier of the scalar target y_j."""
+    return f"y_{j}"
+
+
+def temp(i: int) -> str:
+    """Identifier of the i-th CSE temporary, e.g. ``_t0``."""
+    return f"{TEMP_PREFIX}{i}"
+
+
+_LATEX_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("dC_dW", r"\frac{\partial C}{\partial W^{%s}}"),
+    ("dC_db", r"\frac{\partial C}{\partial b^{%s}}"),
+    ("delta", r"\delta^{%s}"),
+    ("sp", r"\sigma'(z^{%s})"),
+    ("W", "W^{%s}"),
+    ("b", "b^{%s}"),
+    ("z", "z^{%s}"),
+    ("a", "a^{%s}"),
+)
+
+
+def latex(name: str) -> str:
+    """LaTeX form of an identifier issued by this module.
+
+    Examples
+    --------
+    >>> latex("W2"), latex("w2_1_0"), latex("delta3"), latex("_t4")
+    ('W^{2}', 'w^{2}_{10}', '\\\\delta^{3}', 't_{4}')
+    """
+    if name.startswith(TEMP_PREFIX) and name[len(TEMP_PREFIX) :].isdigit():
+        return f"t_{{{name[len(TEMP_PREFIX) :]}}}"
+    parts = name.split("_")
+    if len(parts) == 3 and parts[0][:1] in "wb" and parts[0][1:].isdigit():
+        return f"{parts[0][0]}^{{{parts[0][1:]}}}_{{{parts[1]}{parts[2]}}}"
+    if len(parts) == 2 and parts[0][:1] in "wbz" and parts[0][1:].isdigit():
+        return f"{parts[0][0]}^{{{parts[0][1:]}}}_{{{parts[1]}}}"
+    if len(parts) == 2 and parts[0] in ("x", "y") and parts[1].isdigit():
+        return f"{parts[0]}_{{{parts[1]}}}"
+    for prefix, pattern in _LATEX_PATTERNS:
+        rest = name[len(prefix) :]
+        if name.startswith(prefix) and rest.isdigit():
+            return pattern % rest
+    return name
+
+
+def symbol(name: str, **assumptions: bool) -> sp.Symbol:
+    """A SymPy symbol whose name is the identifier ``name`` (real by default)."""
+    assumptions.setdefault("real", True)
+    return sp.Symbol(name, **assumptions)
+
+
+def log_output(layer: int) -> str:
+    """Identifier of log(a^l) for a softmax layer (the log-softmax), e.g. ``logp2``."""
+    return f"logp{layer}"
+
+
+def unit_sum(layer: int) -> str:
+    """Identifier of the per-example sum over the units of layer l, e.g. ``s2``."""
+    return f"s{layer}"
+
+
+#: Identifiers of the batch arrays, the example count and the cost.
+INPUT = "x"
+TARGET = "y"
+BATCH = "m"
+COST = "C"

@@ -1,0 +1,429 @@
+"""The architecture spec: validated, frozen, free of SymPy objects.
+
+A spec is built from a TOML or JSON file, a preset name, a command-line one-liner
+or Python, and always goes through :func:`Spec.validate` so that every route
+rejects the same bad input with the same one-line message.
+
+File format (TOML; JSON has the same fields)::
+
+    name = "nielsen"
+    input = 784
+    cost = "quadratic"          # quadratic | squared-error | binary-cross-entropy | cross-entropy
+    layout = "columns"          # columns (x is n0 x m) | rows (x is m x n0)
+    dtype = "float64"           # float64 | float32
+
+    [[layers]]
+    size = 30
+    activation = "sigmoid"      # a name, or an expression in x such as "x*sigmoid(x)"
+    bias = true                 # optional, default true
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from derive.errors import SpecError
+from derive.exprparse import looks_like_expression, parse_activation
+from derive.tables import ACTIVATIONS, COSTS
+
+MAX_WIDTH = 100_000
+MAX_LAYERS = 64
+MAX_NAME = 200
+LAYOUTS = ("columns", "rows")
+DTYPES = ("float64", "float32")
+TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype")
+LAYER_FIELDS = ("size", "activation", "bias")
+
+
+def _suggest(value: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}use one of: {', '.join(choices)}"
+
+
+def _check_size(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(
+            where, f"expected a whole number, got {value!r}", "give a positive integer such as 30"
+        )
+    if value < 1:
+        raise SpecError(where, f"size {value} is not positive", "give a positive integer")
+    if value > MAX_WIDTH:
+        raise SpecError(
+            where,
+            f"size {value} is larger than {MAX_WIDTH}",
+            f"use at most {MAX_WIDTH} units per layer",
+        )
+    return value
+
+
+def _check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise SpecError(where, f"expected a string, got {value!r}", _suggest("", choices))
+    if value not in choices:
+        raise SpecError(where, f"unknown value {value!r}", _suggest(value, choices))
+    return value
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One dense layer: ``size`` units, an activation (name or expression), a bias flag."""
+
+    size: int
+    activation: str
+    bias: bool = True
+
+    @property
+    def is_custom(self) -> bool:
+        """True when the activation is an expression in x rather than a table name."""
+        return self.activation not in ACTIVATIONS
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A feedforward network: input size, layers 1..L, cost, array layout and dtype.
+
+    Examples
+    --------
+    >>> s = Spec.from_sizes([784, 30, 10], ["sigmoid", "sigmoid"], "quadratic")
+    >>> s.sizes
+    (784, 30, 10)
+    """
+
+    input_size: int
+    layers: tuple[Layer, ...]
+    cost: str
+    layout: str = "columns"
+    dtype: str = "float64"
+    name: str = "network"
+    source: str = field(default="python", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        self.validate()
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Layer sizes with the input size first: (n_0, n_1, ..., n_L)."""
+        return (self.input_size, *(layer.size for layer in self.layers))
+
+    @property
+    def depth(self) -> int:
+        """L, the number of layers with weights."""
+        return len(self.layers)
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        """Activation of each layer 1..L."""
+        return tuple(layer.activation for layer in self.layers)
+
+    @property
+    def parameter_count(self) -> int:
+        """Number of scalar parameters (weights and enabled biases)."""
+        n = self.sizes
+        return sum(
+            n[i] * n[i + 1] + (n[i + 1] if self.layers[i].bias else 0) for i in range(self.depth)
+        )
+
+    def validate(self) -> None:
+        """Raise :class:`SpecError` naming the first invalid field."""
+        _check_size(self.input_size, "input")
+        if not isinstance(self.layers, tuple) or not self.layers:
+            raise SpecError("layers", "the network has no layers", "give at least one layer")
+        if len(self.layers) > MAX_LAYERS:
+            raise SpecError("layers", f"{len(self.layers)} layers", f"use at most {MAX_LAYERS}")
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            where = f"layers[{i}]"
+            if not isinstance(layer, Layer):
+                raise SpecError(where, f"expected a Layer, got {layer!r}", "use Layer(size, ...)")
+            _check_size(layer.size, f"{where}.size")
+            if not isinstance(layer.bias, bool):
+                raise SpecError(
+                    f"{where}.bias",
+                    f"expected true or false, got {layer.bias!r}",
+                    "write bias = true or bias = false",
+                )
+            act = layer.activation
+            if not isinstance(act, str) or not act.strip():
+                raise SpecError(
+                    f"{where}.activation",
+                    f"expected a name, got {act!r}",
+                    _suggest("", tuple(ACTIVATIONS)),
+                )
+            if act not in ACTIVATIONS:
+                if not looks_like_expression(act):
+                    raise SpecError(
+                        f"{where}.activation",
+                        f"unknown activation {act!r}",
+                        _suggest(act, tuple(ACTIVATIONS)) + ", or an expression in x",
+                    )
+                parse_activation(act, f"{where}.activation")
+            if act == "softmax" and i != last:
+                raise SpecError(
+                    f"{where}.activation",
+                    "softmax is only allowed in the output layer",
+                    "use an elementwise activation such as relu in hidden layers",
+                )
+            if act == "softmax" and layer.size < 2:
+                raise SpecError(
+                    f"{where}.size",
+                    "softmax over a single output is constant",
+                    "use at least 2 outputs, or sigmoid for one",
+                )
+        _check_choice(self.cost, "cost", tuple(COSTS))
+        out = self.layers[last]
+        if self.cost == "cross-entropy":
+            if out.size < 2:
+                raise SpecError(
+                    "cost",
+                    "cross-entropy needs at least 2 outputs",
+                    "use binary-cross-entropy with one sigmoid output",
+                )
+            if out.activation != "softmax":
+                raise SpecError(
+                    "cost",
+                    f"cross-entropy needs a softmax output layer, got {out.activation!r}",
+                    "set the last activation to softmax, or use binary-cross-entropy",
+                )
+        if self.cost == "binary-cross-entropy" and out.activation not in ("sigmoid", "softmax"):
+            raise SpecError(
+                "cost",
+                f"binary-cross-entropy needs outputs in (0, 1), got activation {out.activation!r}",
+                "set the last activation to sigmoid",
+            )
+        _check_choice(self.layout, "layout", LAYOUTS)
+        _check_choice(self.dtype, "dtype", DTYPES)
+        if not isinstance(self.name, str) or not self.name or len(self.name) > MAX_NAME:
+            raise SpecError(
+                "name",
+                f"expected a non-empty string of at most {MAX_NAME} characters, got {self.name!r}",
+                "give a short name",
+            )
+
+    @classmethod
+    def from_sizes(
+        cls,
+        sizes: list[int] | tuple[int, ...],
+        activations: list[str] | tuple[str, ...],
+        cost: str,
+        *,
+        bias: bool = True,
+        layout: str = "columns",
+        dtype: str = "float64",
+        name: str = "network",
+        source: str = "python",
+    ) -> Spec:
+        """Build a spec from layer sizes (input first) and one activation per layer."""
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise SpecError(
+                "sizes",
+                f"got {len(sizes)} size(s)",
+                "give the input size and at least one layer size, e.g. 784,30,10",
+            )
+        activations = list(activations)
+        if len(activations) != len(sizes) - 1:
+            raise SpecError(
+                "activations",
+                f"{len(activations)} activation(s) for {len(sizes) - 1} layer(s)",
+                "give one activation per layer",
+            )
+        layers = tuple(Layer(s, a, bias) for s, a in zip(sizes[1:], activations, strict=True))
+        return cls(sizes[0], layers, cost, layout, dtype, name, source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data, in the file format's field names."""
+        return {
+            "name": self.name,
+            "input": self.input_size,
+            "cost": self.cost,
+            "layout": self.layout,
+            "dtype": self.dtype,
+            "layers": [
+                {"size": ly.size, "activation": ly.activation, "bias": ly.bias}
+                for ly in self.layers
+            ],
+        }
+
+    def replace(self, **changes: Any) -> Spec:
+        """A copy with some top-level fields changed (validated again)."""
+        data = {
+            "input_size": self.input_size,
+            "layers": self.layers,
+            "cost": self.cost,
+            "layout": self.layout,
+            "dtype": self.dtype,
+            "name": self.name,
+            "source": self.source,
+        }
+        data.update(changes)
+        return Spec(**data)
+
+
+def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            prefix = f"{where}." if where else ""
+            raise SpecError(f"{prefix}{key}", "unknown field", _suggest(str(key), allowed))
+
+
+def spec_from_dict(data: Any, source: str = "dict") -> Spec:
+    """Validate plain data (as read from TOML or JSON) into a :class:`Spec`."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            "spec",
+            f"expected a table of fields, got {type(data).__name__}",
+            "write fields such as input = 784 and [[layers]]",
+        )
+    _check_keys(data, TOP_FIELDS, "")
+    for required in ("input", "layers", "cost"):
+        if required not in data:
+            raise SpecError(required, "missing field", f"add {required} = ... to the spec")
+    raw_layers = data["layers"]
+    if not isinstance(raw_layers, list):
+        raise SpecError(
+            "layers",
+            f"expected a list of tables, got {raw_layers!r}",
+            "write each layer as [[layers]] with size and activation",
+        )
+    layers = []
+    for i, raw in enumerate(raw_layers):
+        where = f"layers[{i}]"
+        if not isinstance(raw, dict):
+            raise SpecError(
+                where, f"expected a table, got {raw!r}", "give size and activation for each layer"
+            )
+        _check_keys(raw, LAYER_FIELDS, where)
+        for required in ("size", "activation"):
+            if required not in raw:
+                raise SpecError(f"{where}.{required}", "missing field", f"add {required} = ...")
+        layers.append(Layer(raw["size"], raw["activation"], raw.get("bias", True)))
+    return Spec(
+        input_size=data["input"],
+        layers=tuple(layers),
+        cost=data["cost"],
+        layout=data.get("layout", "columns"),
+        dtype=data.get("dtype", "float64"),
+        name=data.get("name", "network"),
+        source=source,
+    )
+
+
+def _reject_constant(token: str) -> Any:
+    raise SpecError("spec", f"JSON constant {token} is not allowed", "use finite numbers")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise SpecError(key, "duplicate key in JSON", "give each field once")
+        out[key] = value
+    return out
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a ``.toml`` or ``.json`` spec file.
+
+    Raises
+    ------
+    SpecError
+        When the file is missing, unreadable, malformed or describes an invalid network.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise SpecError(
+            "spec",
+            f"file {str(path)!r} is neither .toml nor .json",
+            "name the spec file with a .toml or .json extension",
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("spec", f"file {str(path)!r} does not exist", "check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(
+            "spec",
+            f"cannot read {str(path)!r} ({exc.__class__.__name__})",
+            "give a readable UTF-8 text file",
+        ) from None
+    if suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(
+                "spec", f"malformed TOML in {str(path)!r}: {exc}", "fix the TOML syntax"
+            ) from None
+    else:
+        try:
+            data = json.loads(
+                text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
+            )
+        except json.JSONDecodeError as exc:
+            raise SpecError(
+                "spec",
+                f"malformed JSON in {str(path)!r}: {exc.msg} at line {exc.lineno}",
+                "fix the JSON syntax",
+            ) from None
+    return spec_from_dict(data, source=path.name)
+
+
+_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "3b1b-chain": (
+        "seed 004: a chain of one neuron per layer, C0 = (a^(L) - y)^2",
+        dict(sizes=[1, 1, 1, 1], activations=["sigmoid"] * 3, cost="squared-error"),
+    ),
+    "nielsen": (
+        "seed 002: Nielsen's [784, 30, 10] sigmoid network, quadratic cost, BP1-BP4",
+        dict(sizes=[784, 30, 10], activations=["sigmoid"] * 2, cost="quadratic"),
+    ),
+    "two-layer-nobias": (
+        "seed 001: x -> h1 -> h2 with sigmoid and no biases, outer products",
+        dict(sizes=[4, 5, 3], activations=["sigmoid"] * 2, cost="quadratic", bias=False),
+    ),
+    "cheatsheet-relu": (
+        "seed 003: 1-1-1 ReLU chain, no biases, rows layout Z = XW, E_o and E_h",
+        dict(
+            sizes=[1, 1, 1], activations=["relu"] * 2, cost="quadratic", bias=False, layout="rows"
+        ),
+    ),
+    "deep-relu-sigmoid": (
+        "seed 000: 3 hidden ReLU layers, sigmoid output, cross-entropy, 1/m averaging",
+        dict(
+            sizes=[12, 8, 8, 8, 1],
+            activations=["relu"] * 3 + ["sigmoid"],
+            cost="binary-cross-entropy",
+        ),
+    ),
+}
+
+
+def preset_names() -> tuple[str, ...]:
+    """Names of the built-in presets, in a fixed order."""
+    return tuple(_PRESETS)
+
+
+def preset_description(name: str) -> str:
+    """One line naming the seed text the preset reproduces."""
+    preset(name)
+    return _PRESETS[name][0]
+
+
+def preset(name: str) -> Spec:
+    """The spec of a built-in preset (see :func:`preset_names`).
+
+    Examples
+    --------
+    >>> preset("nielsen").sizes
+    (784, 30, 10)
+    """
+    if name not in _PRESETS:
+        raise SpecError("preset", f"unknown preset {name!r}", _suggest(name, preset_names()))
+    return Spec.from_sizes(name=name, source=f"preset {name}", **_PRESETS[name][1])
