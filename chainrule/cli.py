@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -259,13 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="write nothing; exit 1 when any module is stale"
     )
     reg.set_defaults(func=cmd_regenerate)
-    for extra in EXTRA_COMMANDS:
-        extra(sub)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
-#: Functions that add more subcommands: each takes the subparsers object.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+#: Modules that add subcommands; each defines ``register(subparsers)``, which adds its
+#: parser(s) with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit status.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
