@@ -67,6 +67,10 @@ class softplus(sp.Function):  # noqa: N801 - the math name
     def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
         return self.closed_form(arg)
 
+    def _eval_evalf(self, prec: int) -> sp.Expr | None:
+        # mpmath has no softplus: evaluate the closed form (lets N() reach a number).
+        return self.closed_form(self.args[0])._eval_evalf(prec)
+
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
 
