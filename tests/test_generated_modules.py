@@ -1,0 +1,240 @@
+"""Generated modules compute the right gradient: finite differences and the oracle.
+
+Every preset (Nielsen with a small input for speed) and a fixed set of small
+architectures covering every activation, every valid cost, both layouts, biases on,
+off and mixed, and both dtypes are generated, imported, and checked two ways:
+central differences on every parameter entry, and agreement with the hand-written
+backprop in ``oracle.py`` to 1e-10. The checked-in files in ``generated/`` are
+compared with the oracle too, at their real sizes, on random directions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import oracle
+import pytest
+from conftest import GENERATED, import_path
+
+from chainrule.cli import preset_filename
+from derive.spec import Layer, Spec, preset, preset_names
+
+
+def small_preset(name: str) -> Spec:
+    """The preset, with Nielsen's 784 inputs cut to 6 so that every entry can be checked."""
+    spec = preset(name)
+    return spec.replace(input_size=6) if name == "nielsen" else spec
+
+
+def _spec(sizes, acts, cost, *, layout="columns", bias=True, dtype="float64", name="arch"):
+    biases = bias if isinstance(bias, tuple) else (bias,) * len(acts)
+    layers = tuple(Layer(s, a, b) for s, a, b in zip(sizes[1:], acts, biases, strict=True))
+    return Spec(sizes[0], layers, cost, layout, dtype, name)
+
+
+#: Small architectures: every activation (and two custom expressions), every valid cost,
+#: both layouts, biases on, off and mixed, float64 and float32.
+ARCHITECTURES = {
+    "sigmoid-quadratic-cols": _spec([3, 4, 2], ["sigmoid", "sigmoid"], "quadratic"),
+    "tanh-softmax-ce-rows": _spec([3, 4, 3], ["tanh", "softmax"], "cross-entropy", layout="rows"),
+    "relu-leaky-sigmoid-bce-nobias": _spec(
+        [2, 3, 3, 1], ["relu", "leaky-relu", "sigmoid"], "binary-cross-entropy", bias=False
+    ),
+    "softplus-linear-se-rows-f32": _spec(
+        [4, 3, 2], ["softplus", "linear"], "squared-error", layout="rows", dtype="float32"
+    ),
+    "swish-softmax-ce-f32": _spec(
+        [3, 3, 3], ["x*sigmoid(x)", "softmax"], "cross-entropy", dtype="float32"
+    ),
+    "leaky-softmax-quadratic-rows-nobias": _spec(
+        [2, 4, 3], ["leaky-relu", "softmax"], "quadratic", layout="rows", bias=False
+    ),
+    "linear-sigmoid-bce-rows-mixed": _spec(
+        [3, 2, 2], ["linear", "sigmoid"], "binary-cross-entropy", layout="rows", bias=(False, True)
+    ),
+    "tanh-tanh-quadratic-mixed-f32": _spec(
+        [2, 3, 2], ["tanh", "tanh"], "quadratic", bias=(True, False), dtype="float32"
+    ),
+    "relu-softmax-bce": _spec([3, 3, 2], ["relu", "softmax"], "binary-cross-entropy"),
+    "sigmoid-softplus-linear-se": _spec(
+        [1, 2, 2, 1], ["sigmoid", "softplus", "linear"], "squared-error"
+    ),
+    "swish-sigmoid-bce-rows": _spec(
+        [3, 4, 1], ["x*sigmoid(x)", "sigmoid"], "binary-cross-entropy", layout="rows"
+    ),
+    "softplus-softmax-se-rows-f32": _spec(
+        [2, 3, 2], ["softplus", "softmax"], "squared-error", layout="rows", dtype="float32"
+    ),
+    "mish-relu-quadratic": _spec([3, 2, 2], ["x*tanh(softplus(x))", "relu"], "quadratic"),
+}
+
+ALL_SPECS = {f"preset:{n}": small_preset(n) for n in preset_names()} | {
+    f"arch:{k}": v for k, v in ARCHITECTURES.items()
+}
+
+
+def test_architectures_cover_every_activation_cost_layout_bias_and_dtype():
+    acts = {a for s in ARCHITECTURES.values() for a in s.activations}
+    assert {"sigmoid", "tanh", "relu", "leaky-relu", "softplus", "linear", "softmax"} <= acts
+    assert "x*sigmoid(x)" in acts
+    assert {s.cost for s in ARCHITECTURES.values()} == {
+        "quadratic",
+        "squared-error",
+        "binary-cross-entropy",
+        "cross-entropy",
+    }
+    assert {s.layout for s in ARCHITECTURES.values()} == {"columns", "rows"}
+    assert {s.dtype for s in ARCHITECTURES.values()} == {"float64", "float32"}
+    bias_patterns = {tuple(ly.bias for ly in s.layers) for s in ARCHITECTURES.values()}
+    assert any(all(p) for p in bias_patterns) and any(not any(p) for p in bias_patterns)
+    assert any(len(set(p)) == 2 for p in bias_patterns)
+
+
+def _problem(spec: Spec, seed: int, m: int = 3):
+    net = spec.to_dict()
+    rng = np.random.default_rng(seed)
+    return net, *oracle.sample_problem(net, rng, m=m)
+
+
+@pytest.mark.parametrize("key", sorted(ALL_SPECS))
+def test_finite_differences_on_every_entry(build, key):
+    spec = ALL_SPECS[key]
+    module = build(spec)
+    for seed in (1, 2):
+        _, params, x, y = _problem(spec, seed)
+        cost, grads = module.loss_and_grad(params, x, y)
+        failures = oracle.fd_failures(lambda p: module.loss(p, x, y), params, grads, cost)
+        assert failures == [], failures[:5]
+
+
+@pytest.mark.parametrize("key", sorted(ALL_SPECS))
+def test_agrees_with_the_oracle(build, key):
+    spec = ALL_SPECS[key]
+    module = build(spec)
+    for seed in (3, 4, 5):
+        net, params, x, y = _problem(spec, seed, m=4)
+        got = module.loss_and_grad(params, x, y)
+        want = oracle.loss_and_grad(net, params, x, y)
+        oracle.assert_agrees(got, want)
+        assert module.loss(params, x, y) == pytest.approx(want[0], rel=1e-12)
+        np.testing.assert_allclose(
+            module.forward(params, x), oracle.forward(net, params, x), rtol=1e-12, atol=1e-15
+        )
+
+
+@pytest.mark.parametrize("key", sorted(ALL_SPECS))
+def test_module_constants_and_init_params(build, key):
+    spec = ALL_SPECS[key]
+    module = build(spec)
+    assert module.LAYER_SIZES == spec.sizes
+    assert module.ACTIVATIONS == spec.activations
+    assert (module.COST, module.LAYOUT, module.DTYPE) == (spec.cost, spec.layout, spec.dtype)
+    params = module.init_params(seed=7)
+    want = oracle.random_params(spec.to_dict(), np.random.default_rng(0))
+    assert list(params) == list(want)
+    for key_, value in params.items():
+        assert value.shape == want[key_].shape, key_
+        assert value.dtype == np.dtype(spec.dtype), key_
+    again = module.init_params(seed=7)
+    assert all(np.array_equal(params[k], again[k]) for k in params)
+    other = module.init_params(seed=8)
+    assert not np.array_equal(params["W1"], other["W1"])
+
+
+@pytest.mark.parametrize("key", sorted(k for k, s in ALL_SPECS.items() if s.dtype == "float32"))
+def test_float32_module_keeps_float32(build, key):
+    spec = ALL_SPECS[key]
+    module = build(spec)
+    net, params, x, y = _problem(spec, 6, m=5)
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    assert module.forward(p32, x32).dtype == np.float32
+    cost, grads = module.loss_and_grad(p32, x32, y32)
+    assert isinstance(cost, float)
+    assert {k: g.dtype for k, g in grads.items()} == {k: np.dtype(np.float32) for k in p32}
+    # float32 arithmetic, so agreement to float32 precision with the float64 oracle.
+    want_cost, want_grads = oracle.loss_and_grad(net, p32, x32, y32)
+    assert cost == pytest.approx(want_cost, rel=1e-5)
+    for k, g in grads.items():
+        scale = float(np.max(np.abs(want_grads[k])))
+        np.testing.assert_allclose(g, want_grads[k], rtol=1e-4, atol=1e-5 * scale, err_msg=k)
+
+
+@pytest.mark.parametrize("key", sorted(ALL_SPECS))
+def test_sgd_step_and_own_check_gradient(build, key):
+    spec = ALL_SPECS[key]
+    module = build(spec)
+    _, params, x, y = _problem(spec, 9)
+    assert module.check_gradient(params, x, y) <= 1e-6
+    before = {k: v.copy() for k, v in params.items()}
+    cost, grads = module.loss_and_grad(params, x, y)
+    returned = module.sgd_step(params, x, y, 0.1)
+    assert returned == cost
+    for k in params:
+        np.testing.assert_allclose(params[k], before[k] - 0.1 * grads[k], rtol=1e-14, atol=0)
+
+
+def test_train_lowers_the_cost_of_a_fixed_problem(build):
+    module = build(ARCHITECTURES["sigmoid-quadratic-cols"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 40))
+    y = np.vstack([x[0] > 0, x[1] > 0]).astype(float) * 0.8 + 0.1
+    params = module.init_params(seed=0)
+    start = module.loss(params, x, y)
+    history = module.train(params, x, y, epochs=30, batch_size=8, lr=2.0, seed=0)
+    assert len(history) == 30
+    assert history[-1] < 0.6 * start
+    assert module.loss(params, x, y) < 0.6 * start
+    # Same seed, same shuffles: training is reproducible.
+    again = module.init_params(seed=0)
+    assert module.train(again, x, y, epochs=30, batch_size=8, lr=2.0, seed=0) == history
+
+
+def test_softmax_cross_entropy_module_states_the_target_assumption(build):
+    module = build(ARCHITECTURES["tanh-softmax-ce-rows"])
+    assert "sum_j y_j = 1" in module.__doc__
+    assert "Assumptions:" in module.__doc__
+    plain = build(ARCHITECTURES["sigmoid-quadratic-cols"])
+    assert "Assumptions:" not in plain.__doc__
+
+
+def test_relu_gradient_is_zero_exactly_at_the_kink(build):
+    # relu'(0) = 0: a unit whose z is exactly 0 passes no gradient back.
+    module = build(preset("cheatsheet-relu"))
+    params = {"W1": np.array([[1.0]]), "W2": np.array([[2.0]])}
+    x, y = np.array([[0.0]]), np.array([[1.0]])
+    cost, grads = module.loss_and_grad(params, x, y)
+    assert cost == 0.5
+    assert grads["W1"][0, 0] == 0.0
+    assert grads["W2"][0, 0] == 0.0
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_checked_in_module_agrees_with_oracle_at_full_size(name):
+    module = import_path(GENERATED / preset_filename(name))
+    net = module.SPEC
+    assert net == preset(name).to_dict()
+    rng = np.random.default_rng(11)
+    params, x, y = oracle.sample_problem(net, rng, m=5)
+    cost, grads = module.loss_and_grad(params, x, y)
+    oracle.assert_agrees((cost, grads), oracle.loss_and_grad(net, params, x, y))
+    failures = oracle.directional_failures(
+        lambda p: module.loss(p, x, y), params, grads, cost, rng, count=8
+    )
+    assert failures == []
+    # And on a random sample of single entries of every parameter.
+    picks = {k: rng.choice(v.size, min(v.size, 25), replace=False) for k, v in params.items()}
+    assert oracle.fd_failures(lambda p: module.loss(p, x, y), params, grads, cost, picks) == []
+
+
+def test_finite_differences_catch_a_wrong_gradient(build):
+    # The checker itself must fail when one entry is off by a small amount (1e-5).
+    spec = ARCHITECTURES["sigmoid-quadratic-cols"]
+    module = build(spec)
+    _, params, x, y = _problem(spec, 1)
+    cost, grads = module.loss_and_grad(params, x, y)
+    grads = {k: v.copy() for k, v in grads.items()}
+    grads["W1"][0, 0] += 1e-5
+    failures = oracle.fd_failures(lambda p: module.loss(p, x, y), params, grads, cost)
+    assert [(k, i) for k, i, _, _ in failures] == [("W1", 0)]
+    with pytest.raises(AssertionError):
+        oracle.assert_agrees((cost, grads), module.loss_and_grad(params, x, y))
