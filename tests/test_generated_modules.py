@@ -102,7 +102,7 @@ def test_finite_differences_on_every_entry(build, key):
     for seed in (1, 2):
         _, params, x, y = _problem(spec, seed)
         cost, grads = module.loss_and_grad(params, x, y)
-        failures = oracle.fd_failures(lambda p: module.loss(p, x, y), params, grads, cost)
+        failures = oracle.fd_failures(lambda p, x=x, y=y: module.loss(p, x, y), params, grads, cost)
         assert failures == [], failures[:5]
 
 
@@ -234,7 +234,7 @@ def test_finite_differences_catch_a_wrong_gradient(build):
     cost, grads = module.loss_and_grad(params, x, y)
     grads = {k: v.copy() for k, v in grads.items()}
     grads["W1"][0, 0] += 1e-5
-    failures = oracle.fd_failures(lambda p: module.loss(p, x, y), params, grads, cost)
+    failures = oracle.fd_failures(lambda p, x=x, y=y: module.loss(p, x, y), params, grads, cost)
     assert [(k, i) for k, i, _, _ in failures] == [("W1", 0)]
     with pytest.raises(AssertionError):
         oracle.assert_agrees((cost, grads), module.loss_and_grad(params, x, y))
