@@ -1,0 +1,342 @@
+"""Keras JSON and PyTorch nn.Sequential become specs; their weights give the same gradient."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chainrule.cli import main
+from chainrule.importers import params_from_keras, spec_from_keras
+from codegen.render import generate_module
+from derive.errors import SpecError
+from derive.spec import Layer
+
+
+def _dense(units, activation="linear", use_bias=True, name="dense", **extra):
+    return {"class_name": "Dense", "config": {"name": name, "units": units,
+            "activation": activation, "use_bias": use_bias, **extra}}  # fmt: skip
+
+
+#: The shape of tf.keras 2.x ``model.to_json()``: InputLayer with batch_input_shape, alpha.
+KERAS2 = {
+    "class_name": "Sequential",
+    "config": {
+        "name": "sequential",
+        "layers": [
+            {
+                "class_name": "InputLayer",
+                "config": {"batch_input_shape": [None, 4], "dtype": "float32", "name": "in"},
+            },
+            _dense(6, "tanh", name="dense"),
+            _dense(5, "linear", name="dense_1"),
+            {"class_name": "LeakyReLU", "config": {"name": "leaky", "alpha": 0.01}},
+            _dense(3, "softmax", use_bias=False, name="dense_2"),
+        ],
+    },
+    "keras_version": "2.15.0",
+    "backend": "tensorflow",
+}
+
+#: The shape of Keras 3 ``model.to_json()``: module/registered_name, batch_shape,
+#: DTypePolicy objects, build_config, negative_slope.
+_POLICY = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}}
+KERAS3 = {
+    "module": "keras",
+    "class_name": "Sequential",
+    "config": {
+        "name": "sequential_3",
+        "trainable": True,
+        "dtype": _POLICY,
+        "layers": [
+            {
+                "module": "keras.layers",
+                "class_name": "InputLayer",
+                "config": {"batch_shape": [None, 3], "dtype": "float32", "name": "input_layer"},
+                "registered_name": None,
+            },
+            {
+                "module": "keras.layers",
+                "class_name": "Dense",
+                "config": {
+                    "name": "dense",
+                    "dtype": _POLICY,
+                    "units": 4,
+                    "activation": "relu",
+                    "use_bias": True,
+                },  # fmt: skip
+                "registered_name": None,
+                "build_config": {"input_shape": [None, 3]},
+            },
+            {
+                "module": "keras.layers",
+                "class_name": "Dense",
+                "config": {
+                    "name": "dense_1",
+                    "units": 2,
+                    "activation": "linear",
+                    "use_bias": True,
+                },  # fmt: skip
+                "registered_name": None,
+            },
+            {
+                "module": "keras.layers",
+                "class_name": "Activation",
+                "config": {"name": "act", "activation": "sigmoid"},
+                "registered_name": None,
+            },
+        ],
+        "build_input_shape": [None, 3],
+    },
+    "registered_name": None,
+    "build_config": {"input_shape": [None, 3]},
+}
+
+
+def _load(source: str, tmp_path: Path, stem: str):
+    path = tmp_path / f"{stem}.py"
+    path.write_text(source, encoding="utf-8")
+    loader = importlib.util.spec_from_file_location(stem, path)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+def test_keras2_json_becomes_spec() -> None:
+    spec = spec_from_keras(json.dumps(KERAS2), "cross-entropy")
+    assert spec.sizes == (4, 6, 5, 3)
+    assert spec.activations == ("tanh", "leaky-relu", "softmax")
+    assert [layer.bias for layer in spec.layers] == [True, True, False]
+    assert spec.layout == "rows"
+    assert spec.name == "sequential"
+
+
+def test_keras3_json_file_becomes_spec(tmp_path: Path) -> None:
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(KERAS3), encoding="utf-8")
+    spec = spec_from_keras(path, "binary-cross-entropy")
+    assert spec.sizes == (3, 4, 2)
+    assert spec.activations == ("relu", "sigmoid")
+    assert spec.layers[1] == Layer(2, "sigmoid", True)
+
+
+def test_keras3_without_input_layer_uses_build_config() -> None:
+    data = json.loads(json.dumps(KERAS3))
+    del data["config"]["layers"][0]
+    del data["config"]["build_input_shape"]
+    assert spec_from_keras(data, "quadratic").sizes == (3, 4, 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "field_part", "message_part"),
+    [
+        (
+            lambda d: d["config"]["layers"].insert(
+                1, {"class_name": "Conv2D", "config": {"name": "conv"}}
+            ),
+            "'conv'",
+            "Conv2D",
+        ),  # fmt: skip
+        (lambda d: d["config"]["layers"][3]["config"].update(alpha=0.3), "negative_slope", "0.3"),
+        (
+            lambda d: d["config"]["layers"][1]["config"].update(activation="gelu"),
+            "activation",
+            "gelu",
+        ),  # fmt: skip
+        (
+            lambda d: d["config"]["layers"][0]["config"].update(batch_input_shape=[None, 2, 2]),
+            "batch_input_shape",
+            "[None, 2, 2]",
+        ),  # fmt: skip
+        (lambda d: d.update(class_name="Functional"), "from-keras", "Functional"),
+    ],
+)
+def test_keras_unsupported_is_a_clear_error(change, field_part, message_part) -> None:
+    data = json.loads(json.dumps(KERAS2))
+    change(data)
+    with pytest.raises(SpecError) as info:
+        spec_from_keras(data, "cross-entropy")
+    assert field_part in info.value.field
+    assert message_part in info.value.message
+    assert info.value.fix
+
+
+def test_keras_json_rejects_nan_and_duplicate_keys() -> None:
+    with pytest.raises(SpecError, match="NaN"):
+        spec_from_keras('{"class_name": "Sequential", "config": {"x": NaN}}', "quadratic")
+    with pytest.raises(SpecError, match="duplicate"):
+        spec_from_keras('{"class_name": "Sequential", "class_name": "Sequential"}', "quadratic")
+
+
+def _reference_rows(params: dict, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """KERAS2 by hand in rows layout (tanh, leaky relu, softmax, cross-entropy)."""
+    h1 = np.tanh(x @ params["W1"] + params["b1"])
+    z2 = h1 @ params["W2"] + params["b2"]
+    h2 = np.where(z2 > 0, z2, 0.01 * z2)
+    z3 = h2 @ params["W3"]
+    logp = z3 - z3.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    return float(-(y * logp).sum() / len(x)), np.exp(logp)
+
+
+def test_keras_weights_give_the_same_loss_and_gradient(tmp_path: Path) -> None:
+    spec = spec_from_keras(KERAS2, "cross-entropy")
+    rng = np.random.default_rng(3)
+    # model.get_weights(): kernel (n_in, n_out) then bias, per Dense layer.
+    weights = [rng.standard_normal(s) for s in [(4, 6), (6,), (6, 5), (5,), (5, 3)]]
+    x = rng.standard_normal((7, 4))
+    y = np.eye(3)[rng.integers(0, 3, 7)]
+    for layout in ("rows", "columns"):
+        spec_l = spec.replace(layout=layout)
+        module = _load(generate_module(spec_l), tmp_path, f"keras_{layout}")
+        params = params_from_keras(weights, spec_l)
+        xs, ys = (x, y) if layout == "rows" else (x.T, y.T)
+        cost, grads = module.loss_and_grad(params, xs, ys)
+        ref_params = params_from_keras(weights, spec.replace(layout="rows"))
+        ref_cost, probs = _reference_rows(ref_params, x, y)
+        assert cost == pytest.approx(ref_cost, rel=1e-12)
+        # dC/dz^3 = (softmax - y)/m, so dC/dW^3 = h2^T (p - y) / m in rows layout.
+        z2 = np.tanh(x @ ref_params["W1"] + ref_params["b1"]) @ ref_params["W2"]
+        h2 = np.where(
+            z2 + ref_params["b2"] > 0, z2 + ref_params["b2"], 0.01 * (z2 + ref_params["b2"])
+        )
+        expected = h2.T @ (probs - y) / len(x)
+        got = grads["W3"] if layout == "rows" else grads["W3"].T
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)
+        assert "b3" not in grads
+
+
+def test_params_from_keras_checks_count() -> None:
+    spec = spec_from_keras(KERAS2, "cross-entropy")
+    with pytest.raises(SpecError, match="5 expected"):
+        params_from_keras([np.zeros((4, 6))], spec)
+
+
+def test_cli_generate_from_keras(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(KERAS2), encoding="utf-8")
+    out = tmp_path / "net.py"
+    status = main(
+        ["generate", "--from-keras", str(path), "--cost", "cross-entropy", "-o", str(out)]
+    )
+    assert status == 0
+    module = _load(out.read_text(encoding="utf-8"), tmp_path, "net_cli")
+    assert module.LAYER_SIZES == (4, 6, 5, 3)
+    assert module.ACTIVATIONS == ("tanh", "leaky-relu", "softmax")
+    assert module.LAYOUT == "rows"
+
+
+def test_cli_import_needs_a_cost(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(KERAS2), encoding="utf-8")
+    assert main(["generate", "--from-keras", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cost" in err and "--cost" in err
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+torch = pytest.importorskip("torch", reason="PyTorch is optional: pip install torch==2.13.0")
+
+
+def _torch_net():
+    torch.manual_seed(0)
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Linear(5, 7),
+        nn.Tanh(),
+        nn.Linear(7, 6, bias=False),
+        nn.LeakyReLU(0.01),
+        nn.Sequential(nn.Linear(6, 4), nn.Softplus()),
+        nn.Linear(4, 3),
+        nn.Softmax(dim=-1),
+    ).double()
+
+
+def test_from_torch_reads_the_architecture() -> None:
+    from chainrule.importers import from_torch
+
+    spec = from_torch(_torch_net(), "cross-entropy")
+    assert spec.sizes == (5, 7, 6, 4, 3)
+    assert spec.activations == ("tanh", "leaky-relu", "softplus", "softmax")
+    assert [layer.bias for layer in spec.layers] == [True, False, True, True]
+    assert spec.layout == "columns"
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (lambda nn: nn.Sequential(nn.Linear(2, 3), nn.LeakyReLU(0.2)), "0.2"),
+        (lambda nn: nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5)), "Dropout"),
+        (lambda nn: nn.Sequential(nn.Linear(2, 3), nn.Softplus(beta=2)), "beta"),
+        (lambda nn: nn.Sequential(nn.Linear(2, 3), nn.Linear(4, 1)), "in_features 4"),
+        (lambda nn: nn.Linear(2, 3), "nn.Sequential"),
+    ],
+)
+def test_from_torch_unsupported_is_a_clear_error(module, message) -> None:
+    from chainrule.importers import from_torch
+
+    with pytest.raises(SpecError) as info:
+        from_torch(module(torch.nn), "quadratic")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("layout", ["columns", "rows"])
+@pytest.mark.parametrize("cost", ["cross-entropy", "quadratic"])
+def test_torch_weights_give_the_same_loss_and_gradient(tmp_path: Path, layout, cost) -> None:
+    from chainrule.importers import from_torch, params_from_torch
+
+    net = _torch_net()
+    spec = from_torch(net, cost, layout=layout)
+    module = _load(generate_module(spec), tmp_path, f"torch_{layout}_{cost.replace('-', '_')}")
+    params = params_from_torch(net, spec)
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(9, 5, generator=gen, dtype=torch.float64)
+    y = torch.nn.functional.one_hot(torch.randint(0, 3, (9,), generator=gen), 3).double()
+    out = net(x)
+    if cost == "cross-entropy":
+        torch_loss = -(y * torch.log(out)).sum() / len(x)
+    else:
+        torch_loss = 0.5 * ((out - y) ** 2).sum() / len(x)
+    net.zero_grad()
+    torch_loss.backward()
+
+    xs, ys = (x.numpy(), y.numpy()) if layout == "rows" else (x.numpy().T, y.numpy().T)
+    cost_value, grads = module.loss_and_grad(params, xs, ys)
+    assert cost_value == pytest.approx(torch_loss.item(), rel=1e-12)
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    for l, lin in enumerate(linears, start=1):  # noqa: E741
+        expected_w = lin.weight.grad.numpy()
+        got_w = grads[f"W{l}"] if layout == "columns" else grads[f"W{l}"].T
+        np.testing.assert_allclose(got_w, expected_w, rtol=1e-10, atol=1e-13)
+        if lin.bias is None:
+            assert f"b{l}" not in grads
+        else:
+            np.testing.assert_allclose(
+                grads[f"b{l}"].reshape(-1), lin.bias.grad.numpy(), rtol=1e-10, atol=1e-13
+            )
+
+
+def test_cli_generate_from_torch_file(tmp_path: Path) -> None:
+    model = tmp_path / "model.py"
+    model.write_text(
+        "import torch\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(),\n"
+        "                          torch.nn.Linear(4, 1), torch.nn.Sigmoid())\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "net.py"
+    argv = ["generate", "--from-torch", f"{model}:net", "--cost", "binary-cross-entropy"]
+    assert main([*argv, "-o", str(out)]) == 0
+    module = _load(out.read_text(encoding="utf-8"), tmp_path, "torch_cli")
+    assert module.LAYER_SIZES == (3, 4, 1)
+    assert module.ACTIVATIONS == ("relu", "sigmoid")
+    assert module.NAME == "net"
+    assert main(["generate", "--from-torch", f"{model}:missing", "--cost", "quadratic"]) == 2
+    assert not any(name.startswith("_chainrule_user_model") for name in sys.modules)
