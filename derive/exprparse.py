@@ -9,7 +9,10 @@ Caps keep the work bounded: length, node count, literal size, exponent size.
 from __future__ import annotations
 
 import ast
+import functools
 import math
+import re
+import unicodedata
 from collections.abc import Callable
 
 import sympy as sp
@@ -60,9 +63,25 @@ _BINOPS: dict[type, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
 }
 
 
+_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*")
+
+
 def looks_like_expression(text: str) -> bool:
-    """True when ``text`` is meant as an expression rather than an activation name."""
-    return any(ch in text for ch in "()+-*/ ") or text.strip() == "x"
+    """True when ``text`` is meant as an expression rather than an activation name.
+
+    A bare word such as ``"sigmoidd"`` or ``"leaky-rlu"`` is a (mistyped) name; anything
+    else, or any word that mentions the variable ``x``, is parsed as an expression so
+    that the error says what is wrong with it.
+
+    Examples
+    --------
+    >>> looks_like_expression("leaky-rlu"), looks_like_expression("x-1")
+    (False, True)
+    """
+    stripped = text.strip()
+    if not _NAME_LIKE.fullmatch(stripped):
+        return True
+    return "x" in stripped.split("-")
 
 
 def parse_activation(text: str, field: str = "activation") -> sp.Expr:
@@ -94,30 +113,53 @@ def parse_activation(text: str, field: str = "activation") -> sp.Expr:
     if not isinstance(text, str):
         raise SpecError(
             field,
-            f"expected an expression string, got {text!r}",
+            f"expected an expression string, got {_quote(text)}",
             "write it in x, e.g. 'x*sigmoid(x)'",
         )
     if len(text) > MAX_LENGTH:
         raise SpecError(
             field,
             f"expression is {len(text)} characters long",
-            f"keep it under {MAX_LENGTH} characters",
+            f"keep it to at most {MAX_LENGTH} characters",
         )
-    if not text.isascii() or not text.isprintable():
-        raise SpecError(
-            field,
-            f"expression {text!r} has non-ASCII or control characters",
-            "write it with plain ASCII letters, digits and operators",
-        )
+    for ch in text:
+        if not (ch.isascii() and ch.isprintable()):
+            raise SpecError(
+                field,
+                f"expression {_quote(text)} contains {_describe(ch)}",
+                "write it with plain ASCII letters, digits and operators (x, not a look-alike)",
+            )
+    return _parse(text, field)
+
+
+def _quote(text: object, limit: int = 60) -> str:
+    """``repr(text)`` cut to ``limit`` characters, so that an error stays one short line."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _describe(ch: str) -> str:
+    """Name a character for an error message, e.g. ``U+FF58 FULLWIDTH LATIN SMALL LETTER X``."""
+    name = unicodedata.name(ch, "a control character")
+    return f"the character U+{ord(ch):04X} ({name})"
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(text: str, field: str) -> sp.Expr:
+    """Parse checked ASCII text; cached, since specs are validated on every copy."""
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise SpecError(
-            field, f"expression {text!r} is not valid syntax", "write it in x, e.g. 'x*sigmoid(x)'"
+            field,
+            f"expression {_quote(text)} is not valid syntax",
+            "write it in x, e.g. 'x*sigmoid(x)'",
         ) from None
     nodes = sum(1 for _ in ast.walk(tree))
     if nodes > MAX_NODES:
-        raise SpecError(field, f"expression has {nodes} syntax nodes", f"keep it under {MAX_NODES}")
+        raise SpecError(
+            field, f"expression has {nodes} syntax nodes", f"keep it to at most {MAX_NODES}"
+        )
     expr = _Builder(field, text).build(tree.body)
     _check_result(expr, field, text)
     return expr
@@ -134,7 +176,7 @@ class _Builder:
         names = ", ".join(sorted(FUNCTIONS))
         return SpecError(
             self.field,
-            f"{what} in expression {self.text!r}",
+            f"{what} in expression {_quote(self.text)}",
             fix or f"use x, numbers, + - * / ** and the functions {names}",
         )
 
@@ -144,7 +186,7 @@ class _Builder:
         if isinstance(node, ast.Name):
             if node.id == "x":
                 return X
-            raise self.fail(f"unknown name {node.id!r}", "the only variable is x")
+            raise self.fail(f"unknown name {_quote(node.id)}", "the only variable is x")
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             inner = self.build(node.operand)
             return -inner if isinstance(node.op, ast.USub) else inner
@@ -156,7 +198,7 @@ class _Builder:
 
     def constant(self, value: object) -> sp.Expr:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(f"literal {value!r} is not a number")
+            raise self.fail(f"literal {_quote(value)} is not a number")
         if not math.isfinite(value) or abs(value) > MAX_LITERAL:
             raise self.fail(
                 f"literal {value!r} is out of range",
@@ -208,7 +250,7 @@ class _Builder:
     def call(self, node: ast.Call) -> sp.Expr:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             what = node.func.id if isinstance(node.func, ast.Name) else "this call"
-            raise self.fail(f"function {what!r} is not allowed")
+            raise self.fail(f"function {_quote(what)} is not allowed")
         if node.keywords:
             raise self.fail("keyword arguments", "pass arguments by position")
         arity, builder = FUNCTIONS[node.func.id]
@@ -217,26 +259,193 @@ class _Builder:
         return builder(*(self.build(arg) for arg in node.args))
 
 
-_SAMPLES = (-2.5, -0.7, 0.3, 1.9)
+#: Grid on which a parsed activation and its derivative must be finite and real:
+#: [-10, 10] in steps of 0.05 (0 included exactly), plus a few irrational-looking points.
+GRID: tuple[float, ...] = tuple(i / 20 for i in range(-200, 201)) + (
+    -math.pi,
+    -1 / 3,
+    1 / 7,
+    math.e,
+)
+
+
+class _NotReal(Exception):
+    """Raised by a compiled evaluator when a value is not a finite real number."""
+
+
+class _Unsupported(Exception):
+    """Raised while compiling an evaluator for a node it does not know."""
+
+
+def _stable_sigmoid(t: float) -> float:
+    if t >= 0:
+        return 1.0 / (1.0 + math.exp(-t))
+    e = math.exp(t)
+    return e / (1.0 + e)
+
+
+def _stable_softplus(t: float) -> float:
+    return max(t, 0.0) + math.log1p(math.exp(-abs(t)))
+
+
+_UNARY: dict[type, Callable[[float], float]] = {
+    sp.exp: math.exp,
+    sp.log: math.log,
+    sp.tanh: math.tanh,
+    sp.sin: math.sin,
+    sp.cos: math.cos,
+    sigmoid: _stable_sigmoid,
+    softplus: _stable_softplus,
+}
+
+_RELATIONS: dict[str, Callable[[float, float], bool]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+def _compile(expr: sp.Basic) -> Callable[[float], float]:
+    """Turn a SymPy expression in :data:`X` into a float function by walking its tree.
+
+    Only the node types listed here are understood (anything else raises
+    :class:`_Unsupported`); no source text is produced or evaluated.
+    """
+    if expr == X:
+        return lambda v: v
+    if expr.is_number and not isinstance(expr, sp.logic.boolalg.Boolean):
+        value = complex(expr.evalf(30))
+        if value.imag != 0 or not math.isfinite(value.real):
+            raise _NotReal
+        return lambda v, c=value.real: c
+    if isinstance(expr, sp.Add):
+        parts = [_compile(a) for a in expr.args]
+        return lambda v: math.fsum(p(v) for p in parts)
+    if isinstance(expr, sp.Mul):
+        parts = [_compile(a) for a in expr.args]
+
+        def product(v: float) -> float:
+            out = 1.0
+            for p in parts:
+                out *= p(v)
+            return out
+
+        return product
+    if isinstance(expr, sp.Pow):
+        base, power = _compile(expr.base), _compile(expr.exp)
+        return lambda v: math.pow(base(v), power(v))
+    if type(expr) in _UNARY:
+        fn, inner = _UNARY[type(expr)], _compile(expr.args[0])
+        return lambda v: fn(inner(v))
+    if isinstance(expr, sp.Piecewise):
+        branches = [(_compile(value), _compile(cond)) for value, cond in expr.args]
+
+        def piecewise(v: float) -> float:
+            for value, cond in branches:
+                if cond(v):
+                    return value(v)
+            raise _NotReal
+
+        return piecewise
+    if expr is sp.true or expr is sp.false:
+        return lambda v, c=bool(expr): c
+    if isinstance(expr, sp.core.relational.Relational):
+        rel, lhs, rhs = _RELATIONS[expr.rel_op], _compile(expr.lhs), _compile(expr.rhs)
+        return lambda v: rel(lhs(v), rhs(v))
+    if isinstance(expr, (sp.And, sp.Or, sp.Not)):
+        parts = [_compile(a) for a in expr.args]
+        combine = {sp.And: all, sp.Or: any, sp.Not: lambda it: not next(iter(it))}[type(expr)]
+        return lambda v: combine(p(v) for p in parts)
+    raise _Unsupported(type(expr).__name__)
+
+
+def _evaluator(expr: sp.Expr) -> Callable[[float], float | None]:
+    """A function returning the real value of ``expr`` at a float, or None when it is not
+    a finite real number there (a pole, a log of a negative, an overflow...)."""
+    try:
+        fn = _compile(expr)
+    except _NotReal:
+        return lambda v: None
+    except _Unsupported:
+        # Slow but general: SymPy's own numeric evaluation of the built expression.
+        def fn(v: float) -> float:
+            value = complex(expr.subs(X, sp.Rational(repr(v))).evalf(30))
+            if value.imag != 0:
+                raise _NotReal
+            return value.real
+
+    def safe(v: float) -> float | None:
+        try:
+            out = fn(v)
+        except (_NotReal, ValueError, ZeroDivisionError, OverflowError, TypeError):
+            return None
+        return float(out) if math.isfinite(out) else None
+
+    return safe
+
+
+def _denominators(expr: sp.Expr) -> list[sp.Expr]:
+    """Sub-expressions that must not vanish: bases of negative powers and log arguments."""
+    out = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Pow) and node.exp.is_negative and node.base.has(X):
+            out.append(node.base)
+        elif isinstance(node, sp.log) and node.args[0].has(X):
+            out.append(node.args[0])
+    return out
 
 
 def _check_result(expr: sp.Expr, field: str, text: str) -> None:
-    """Require an expression in x that is finite, with a finite derivative, at sample points."""
+    """Require an activation in x that is real and finite, with a finite derivative, on
+    :data:`GRID`, and whose denominators and log arguments never cross or touch zero."""
     if X not in expr.free_symbols:
         raise SpecError(
             field,
-            f"expression {text!r} does not depend on x",
+            f"expression {_quote(text)} does not depend on x",
             "an activation must be a function of x",
         )
-    if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
-        raise SpecError(field, f"expression {text!r} is not finite", "avoid dividing by zero")
+    if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan, sp.I):
+        raise SpecError(field, f"expression {_quote(text)} is not finite", "avoid dividing by zero")
     deriv = sp.diff(expr, X)
-    for value in _SAMPLES:
-        for what, e in (("value", expr), ("derivative", deriv)):
-            number = e.subs(X, sp.Rational(repr(value))).evalf(20)
-            if not (number.is_real and number.is_finite):
+    for what, e in (("value", expr), ("derivative", deriv)):
+        value_at = _evaluator(e)
+        for v in GRID:
+            if value_at(v) is None:
                 raise SpecError(
                     field,
-                    f"expression {text!r} has a non-finite or complex {what} at x = {value}",
-                    "use a function that is finite for every real x",
+                    f"expression {_quote(text)} has no finite real {what} at x = {v:g}",
+                    "use a function that is finite for every real x and does not overflow "
+                    "float64 for |x| <= 10",
                 )
+    for den in _denominators(expr):
+        where = _zero_of(den)
+        if where is not None:
+            raise SpecError(
+                field,
+                f"expression {_quote(text)} divides by zero or takes log(0) near x = {where:g}",
+                "use a function that is finite for every real x",
+            )
+
+
+def _zero_of(den: sp.Expr) -> float | None:
+    """A real x where ``den`` vanishes (exactly for polynomials, by sign change otherwise)."""
+    if den.is_polynomial(X):
+        try:
+            poly = sp.Poly(den, X, domain="QQ")
+        except sp.PolynomialError:
+            poly = None  # irrational coefficients: fall back to the sign-change scan
+        if poly is not None:
+            if poly.degree() > 0 and poly.count_roots() > 0:
+                return float(sp.real_roots(poly)[0].evalf(15))
+            return None
+    value_at = _evaluator(den)
+    previous = None
+    for v in GRID[:401]:
+        current = value_at(v)
+        if current is not None and previous is not None and current * previous <= 0:
+            return v
+        previous = current
+    return None

@@ -34,10 +34,18 @@ from derive.tables import ACTIVATIONS, COSTS
 MAX_WIDTH = 100_000
 MAX_LAYERS = 64
 MAX_NAME = 200
+MAX_FILE_BYTES = 1_000_000
+MAX_SHOWN = 60
 LAYOUTS = ("columns", "rows")
 DTYPES = ("float64", "float32")
 TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype")
 LAYER_FIELDS = ("size", "activation", "bias")
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` cut to :data:`MAX_SHOWN` characters, so an error stays one short line."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
 def _suggest(value: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -49,7 +57,9 @@ def _suggest(value: str, choices: list[str] | tuple[str, ...]) -> str:
 def _check_size(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(
-            where, f"expected a whole number, got {value!r}", "give a positive integer such as 30"
+            where,
+            f"expected a whole number, got {_show(value)}",
+            "give a positive integer such as 30",
         )
     if value < 1:
         raise SpecError(where, f"size {value} is not positive", "give a positive integer")
@@ -64,9 +74,9 @@ def _check_size(value: Any, where: str) -> int:
 
 def _check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str):
-        raise SpecError(where, f"expected a string, got {value!r}", _suggest("", choices))
+        raise SpecError(where, f"expected a string, got {_show(value)}", _suggest("", choices))
     if value not in choices:
-        raise SpecError(where, f"unknown value {value!r}", _suggest(value, choices))
+        raise SpecError(where, f"unknown value {_show(value)}", _suggest(value, choices))
     return value
 
 
@@ -141,23 +151,25 @@ class Spec:
         for i, layer in enumerate(self.layers):
             where = f"layers[{i}]"
             if not isinstance(layer, Layer):
-                raise SpecError(where, f"expected a Layer, got {layer!r}", "use Layer(size, ...)")
+                raise SpecError(
+                    where, f"expected a Layer, got {_show(layer)}", "use Layer(size, ...)"
+                )
             _check_size(layer.size, f"{where}.size")
             if not isinstance(layer.bias, bool):
                 raise SpecError(
                     f"{where}.bias",
-                    f"expected true or false, got {layer.bias!r}",
+                    f"expected true or false, got {_show(layer.bias)}",
                     "write bias = true or bias = false",
                 )
             act = layer.activation
             if not isinstance(act, str) or not act.strip():
                 raise SpecError(
                     f"{where}.activation",
-                    f"expected a name, got {act!r}",
+                    f"expected a name, got {_show(act)}",
                     _suggest("", tuple(ACTIVATIONS)),
                 )
             if act not in ACTIVATIONS:
-                if not looks_like_expression(act):
+                if not looks_like_expression(act) and len(act) <= MAX_SHOWN:
                     raise SpecError(
                         f"{where}.activation",
                         f"unknown activation {act!r}",
@@ -202,8 +214,16 @@ class Spec:
         if not isinstance(self.name, str) or not self.name or len(self.name) > MAX_NAME:
             raise SpecError(
                 "name",
-                f"expected a non-empty string of at most {MAX_NAME} characters, got {self.name!r}",
+                f"expected a non-empty string of at most {MAX_NAME} characters, "
+                f"got {_show(self.name)}",
                 "give a short name",
+            )
+        if not self.name.isprintable():
+            bad = next(ch for ch in self.name if not ch.isprintable())
+            raise SpecError(
+                "name",
+                f"{_show(self.name)} contains the control character U+{ord(bad):04X}",
+                "give a one-line name of printable characters",
             )
 
     @classmethod
@@ -270,7 +290,9 @@ def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> N
     for key in data:
         if key not in allowed:
             prefix = f"{where}." if where else ""
-            raise SpecError(f"{prefix}{key}", "unknown field", _suggest(str(key), allowed))
+            raise SpecError(
+                f"{prefix}{_show(str(key))[1:-1]}", "unknown field", _suggest(str(key), allowed)
+            )
 
 
 def spec_from_dict(data: Any, source: str = "dict") -> Spec:
@@ -289,15 +311,19 @@ def spec_from_dict(data: Any, source: str = "dict") -> Spec:
     if not isinstance(raw_layers, list):
         raise SpecError(
             "layers",
-            f"expected a list of tables, got {raw_layers!r}",
+            f"expected a list of tables, got {_show(raw_layers)}",
             "write each layer as [[layers]] with size and activation",
         )
+    if len(raw_layers) > MAX_LAYERS:
+        raise SpecError("layers", f"{len(raw_layers)} layers", f"use at most {MAX_LAYERS}")
     layers = []
     for i, raw in enumerate(raw_layers):
         where = f"layers[{i}]"
         if not isinstance(raw, dict):
             raise SpecError(
-                where, f"expected a table, got {raw!r}", "give size and activation for each layer"
+                where,
+                f"expected a table, got {_show(raw)}",
+                "give size and activation for each layer",
             )
         _check_keys(raw, LAYER_FIELDS, where)
         for required in ("size", "activation"):
@@ -319,11 +345,20 @@ def _reject_constant(token: str) -> Any:
     raise SpecError("spec", f"JSON constant {token} is not allowed", "use finite numbers")
 
 
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SpecError(
+            "spec", f"JSON number {token[:20]} overflows to {value}", "use finite numbers"
+        )
+    return value
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise SpecError(key, "duplicate key in JSON", "give each field once")
+            raise SpecError(_show(key)[1:-1], "duplicate key in JSON", "give each field once")
         out[key] = value
     return out
 
@@ -345,6 +380,12 @@ def load_spec(path: str | Path) -> Spec:
             "name the spec file with a .toml or .json extension",
         )
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise SpecError(
+                "spec",
+                f"file {str(path)!r} is larger than {MAX_FILE_BYTES} bytes",
+                "a spec file is a few lines of TOML or JSON",
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError("spec", f"file {str(path)!r} does not exist", "check the path") from None
@@ -361,11 +402,22 @@ def load_spec(path: str | Path) -> Spec:
             raise SpecError(
                 "spec", f"malformed TOML in {str(path)!r}: {exc}", "fix the TOML syntax"
             ) from None
+        except RecursionError:
+            raise SpecError(
+                "spec", f"TOML in {str(path)!r} is nested too deeply", "write a flat spec"
+            ) from None
     else:
         try:
             data = json.loads(
-                text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates
+                text,
+                parse_constant=_reject_constant,
+                parse_float=_finite_float,
+                object_pairs_hook=_no_duplicates,
             )
+        except RecursionError:
+            raise SpecError(
+                "spec", f"JSON in {str(path)!r} is nested too deeply", "write a flat spec"
+            ) from None
         except json.JSONDecodeError as exc:
             raise SpecError(
                 "spec",
