@@ -9,9 +9,14 @@ file that chainrule did not generate is never overwritten unless forced.
 from __future__ import annotations
 
 import ast
+import functools
 import os
+import re
 import tempfile
+from importlib import resources
 from pathlib import Path
+
+import numpy as np
 
 from codegen.render import MARKER
 from derive.errors import CodegenError
@@ -22,19 +27,200 @@ _FORBIDDEN_NAMES = frozenset(
         "exec",
         "compile",
         "__import__",
+        "__builtins__",
         "open",
         "getattr",
         "setattr",
+        "delattr",
         "globals",
         "locals",
         "vars",
         "input",
+        "breakpoint",
+        "print",
+        "help",
+        "exit",
+        "quit",
     }
 )
+
+#: Builtins a generated module may use without defining them.
+BUILTINS = frozenset(
+    {
+        "abs",
+        "bool",
+        "dict",
+        "enumerate",
+        "float",
+        "int",
+        "isinstance",
+        "len",
+        "list",
+        "max",
+        "min",
+        "range",
+        "reversed",
+        "round",
+        "sorted",
+        "sum",
+        "tuple",
+        "zip",
+        "ValueError",
+        "TypeError",
+        "KeyError",
+    }
+)
+
+#: ``np.<name>`` calls and constants allowed besides NumPy's ufuncs (pure elementwise math).
+NUMPY_NAMES = frozenset(
+    {
+        "all",
+        "allclose",
+        "amax",
+        "amin",
+        "any",
+        "argmax",
+        "array",
+        "asarray",
+        "ascontiguousarray",
+        "clip",
+        "concatenate",
+        "diag",
+        "dot",
+        "e",
+        "einsum",
+        "empty_like",
+        "errstate",
+        "eye",
+        "finfo",
+        "float32",
+        "float64",
+        "full",
+        "full_like",
+        "max",
+        "mean",
+        "min",
+        "ndarray",
+        "newaxis",
+        "ones",
+        "ones_like",
+        "outer",
+        "pi",
+        "prod",
+        "random.default_rng",
+        "select",
+        "shape",
+        "squeeze",
+        "stack",
+        "sum",
+        "transpose",
+        "where",
+        "zeros",
+        "zeros_like",
+    }
+)
+
+#: Attributes allowed on any other object: arrays, dicts, lists, generators, finfo.
+OBJECT_ATTRIBUTES = frozenset(
+    {
+        "T",
+        "append",
+        "astype",
+        "copy",
+        "dtype",
+        "eps",
+        "get",
+        "items",
+        "keys",
+        "ndim",
+        "normal",
+        "permutation",
+        "ravel",
+        "reshape",
+        "shape",
+        "size",
+        "standard_normal",
+        "sum",
+        "tiny",
+        "uniform",
+        "values",
+    }
+)
+
+#: Statements and expressions a generated module never needs.
+_FORBIDDEN_NODES = (
+    ast.ClassDef,
+    ast.AsyncFunctionDef,
+    ast.AsyncFor,
+    ast.AsyncWith,
+    ast.Await,
+    ast.Global,
+    ast.Nonlocal,
+    ast.Delete,
+    ast.With,
+    ast.Yield,
+    ast.YieldFrom,
+    ast.NamedExpr,
+)
+
+#: Identifiers with layer (and unit) indices, as :mod:`derive.naming` issues them:
+#: ``W2``, ``dC_db1``, ``w2_1_0``, ``_t0``.
+_INDEXED_NAME = re.compile(r"_?[A-Za-z]+(?:_[A-Za-z]+)*\d+(?:_\d+)*")
+
+
+@functools.lru_cache(maxsize=1)
+def template_vocabulary() -> frozenset[str]:
+    """Identifiers written in the templates: the generator's own fixed names."""
+    words: set[str] = set()
+    folder = resources.files("codegen") / "templates"
+    for entry in folder.iterdir():
+        if entry.name.endswith(".j2"):
+            words.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", entry.read_text(encoding="utf-8")))
+    return frozenset(words)
+
+
+def _fail(what: str, fix: str) -> CodegenError:
+    return CodegenError("module", what, fix)
+
+
+def _dotted(node: ast.Attribute) -> tuple[ast.expr, str]:
+    """The root expression and dotted path of an attribute chain: (Name np, 'random.x')."""
+    parts = [node.attr]
+    value = node.value
+    while isinstance(value, ast.Attribute):
+        parts.append(value.attr)
+        value = value.value
+    return value, ".".join(reversed(parts))
+
+
+def _numpy_allowed(path: str) -> bool:
+    if path in NUMPY_NAMES:
+        return True
+    return "." not in path and isinstance(getattr(np, path, None), np.ufunc)
+
+
+def _bound_names(tree: ast.Module) -> set[str]:
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.FunctionDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.Import):
+            bound.update(alias.asname or alias.name for alias in node.names)
+    return bound
 
 
 def lint_module(source: str) -> None:
     """Parse, lint and compile a generated module; raise :class:`CodegenError` on a fault.
+
+    The rules: imports only ``numpy`` (as ``np``); attribute access only to NumPy's
+    math (its ufuncs and :data:`NUMPY_NAMES`) and to :data:`OBJECT_ATTRIBUTES` of other
+    objects, never to a dunder; every name is bound in the module or one of
+    :data:`BUILTINS`, and every bound name is generator-issued (written in a template, or
+    an indexed name from :mod:`derive.naming`); no evaluators, classes, globals, ``with``.
 
     Examples
     --------
@@ -42,41 +228,83 @@ def lint_module(source: str) -> None:
     Traceback (most recent call last):
     ...
     derive.errors.CodegenError: module: imports 'os'; a generated module may import only numpy
+    >>> lint_module("import numpy as np; W1 = np.exp(1.0)")
     """
     try:
         tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise CodegenError(
-            "module", f"generated code does not parse ({exc.msg})", "report this as a chainrule bug"
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise _fail(
+            f"generated code does not parse ({type(exc).__name__})",
+            "report this as a chainrule bug",
         ) from None
+    bound = _bound_names(tree)
+    vocabulary = template_vocabulary()
+    # The inner links of a chain such as np.random.default_rng are checked with the whole.
+    inner = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name != "numpy":
-                    raise CodegenError(
-                        "module",
-                        f"imports {alias.name!r}",
-                        "a generated module may import only numpy",
+                if alias.name != "numpy" or alias.asname not in (None, "np"):
+                    raise _fail(
+                        f"imports {alias.name!r}", "a generated module may import only numpy"
                     )
         elif isinstance(node, ast.ImportFrom):
-            raise CodegenError(
-                "module",
-                f"imports from {node.module!r}",
-                "a generated module may import only numpy",
+            raise _fail(f"imports from {node.module!r}", "a generated module may import only numpy")
+        elif isinstance(node, _FORBIDDEN_NODES):
+            raise _fail(
+                f"contains a {type(node).__name__} node",
+                "a generated module holds only functions, assignments and loops",
             )
-        elif isinstance(node, ast.Name) and node.id in _FORBIDDEN_NAMES:
-            raise CodegenError(
-                "module",
-                f"uses {node.id!r}",
-                "a generated module may not call evaluators or open files",
-            )
-        elif isinstance(node, ast.Attribute) and node.attr.startswith("__"):
-            raise CodegenError(
-                "module",
-                f"accesses attribute {node.attr!r}",
-                "a generated module may not touch dunder attributes",
-            )
-    compile(tree, "<chainrule module>", "exec")
+        elif isinstance(node, ast.Name):
+            _check_name(node, bound, vocabulary)
+        elif isinstance(node, ast.Attribute):
+            _check_attribute(node, chained=id(node) in inner)
+    try:
+        compile(tree, "<chainrule module>", "exec")
+    except (SyntaxError, ValueError) as exc:
+        raise _fail(
+            f"generated code does not compile ({type(exc).__name__})",
+            "report this as a chainrule bug",
+        ) from None
+
+
+def _check_name(node: ast.Name, bound: set[str], vocabulary: frozenset[str]) -> None:
+    name = node.id
+    if name in _FORBIDDEN_NAMES or (name.startswith("__") and name.endswith("__")):
+        raise _fail(f"uses {name!r}", "a generated module may not call evaluators or open files")
+    if isinstance(node.ctx, ast.Load) and name not in bound and name not in BUILTINS:
+        raise _fail(f"uses the undefined name {name!r}", "report this as a chainrule bug")
+    if (
+        isinstance(node.ctx, ast.Store)
+        and name not in vocabulary
+        and not _INDEXED_NAME.fullmatch(name)
+    ):
+        raise _fail(
+            f"binds {name!r}, a name chainrule does not issue", "report this as a chainrule bug"
+        )
+
+
+def _check_attribute(node: ast.Attribute, *, chained: bool) -> None:
+    if node.attr.startswith("_"):
+        raise _fail(
+            f"accesses attribute {node.attr!r}",
+            "a generated module may not touch private attributes",
+        )
+    root, path = _dotted(node)
+    if chained and isinstance(root, ast.Name) and root.id == "np":
+        return
+    if isinstance(root, ast.Name) and root.id == "np":
+        if not _numpy_allowed(path):
+            raise _fail(f"uses np.{path}", "a generated module may use only NumPy's math")
+    elif node.attr not in OBJECT_ATTRIBUTES:
+        raise _fail(
+            f"accesses attribute {node.attr!r}",
+            "a generated module may use only array and dict attributes",
+        )
 
 
 def is_generated(path: Path) -> bool:
@@ -98,6 +326,12 @@ def write_module(source: str, path: str | Path, *, force: bool = False) -> Path:
         an existing file there was not generated by chainrule and ``force`` is false.
     """
     path = Path(path)
+    if not source.startswith(MARKER + "\n"):
+        raise CodegenError(
+            "module",
+            "source does not start with chainrule's marker line",
+            "write only modules made by generate_module",
+        )
     lint_module(source)
     if path.is_dir():
         raise CodegenError(

@@ -424,7 +424,8 @@ def load_spec(path: str | Path) -> Spec:
                 f"malformed JSON in {str(path)!r}: {exc.msg} at line {exc.lineno}",
                 "fix the JSON syntax",
             ) from None
-    return spec_from_dict(data, source=path.name)
+    # Never "preset ...": the header names a preset only for a real preset.
+    return spec_from_dict(data, source=f"file {path.name}")
 
 
 _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
