@@ -12,8 +12,8 @@ import ast
 
 
 def _is_simple_power_operand(node: ast.expr) -> bool:
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        node = node.operand
+    # A unary operand is always printed in parentheses here (``(-a) ** 2``,
+    # ``a ** (-1)``), and ruff does not hug a parenthesized operand.
     if isinstance(node, ast.Constant):
         return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
     while isinstance(node, ast.Attribute):
@@ -22,21 +22,37 @@ def _is_simple_power_operand(node: ast.expr) -> bool:
 
 
 class _RuffStyleUnparser(ast._Unparser):  # type: ignore[name-defined]
-    """ast's unparser with ruff's spacing around ``**``."""
+    """ast's unparser with ruff's spacing around ``**`` and its ``-(a**2)``."""
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> None:  # noqa: N802 - ast visitor name
+        if not (isinstance(node.operand, ast.BinOp) and isinstance(node.operand.op, ast.Pow)):
+            super().visit_UnaryOp(node)
+            return
+        # ruff parenthesizes a power under a unary operator: -(z**2), not -z**2.
+        operator = self.unop[node.op.__class__.__name__]
+        precedence = self.unop_precedence[operator]
+        with self.require_parens(precedence, node):
+            self.write(operator if operator != "not" else "not ")
+            self.set_precedence(ast._Precedence.ATOM, node.operand)  # type: ignore[attr-defined]
+            self.traverse(node.operand)
 
     def visit_BinOp(self, node: ast.BinOp) -> None:  # noqa: N802 - ast visitor name
         if not isinstance(node.op, ast.Pow):
             super().visit_BinOp(node)
             return
-        if not (_is_simple_power_operand(node.left) and _is_simple_power_operand(node.right)):
-            super().visit_BinOp(node)
-            return
+        hug = _is_simple_power_operand(node.left) and _is_simple_power_operand(node.right)
+        # ruff reads an unparenthesized chain a**b**c as one run of operands; a nested
+        # exponent keeps its parentheses instead (x ** (y**z), as SymPy writes it).
+        nested = isinstance(node.right, ast.BinOp) and isinstance(node.right.op, ast.Pow)
         precedence = self.binop_precedence["**"]
         with self.require_parens(precedence, node):
             self.set_precedence(precedence.next(), node.left)
             self.traverse(node.left)
-            self.write("**")
-            self.set_precedence(precedence, node.right)
+            self.write("**" if hug else " ** ")
+            self.set_precedence(
+                ast._Precedence.ATOM if nested else precedence,  # type: ignore[attr-defined]
+                node.right,
+            )
             self.traverse(node.right)
 
 
