@@ -1,0 +1,117 @@
+"""``chainrule graph``: DOT for every preset, walk counts, and SVG/PNG through Graphviz."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from chainrule.cli import main
+from chainrule.cmd_graph import build_graph, path_counts
+from derive.errors import SpecError
+from derive.spec import Spec, preset, preset_names
+
+HAS_DOT = shutil.which("dot") is not None
+
+
+def _brute_force_walks(sizes: tuple[int, ...], bias: bool) -> int:
+    """Edge traversals of the expanded chain rule, by listing every path from C to a parameter."""
+    depth = len(sizes) - 1
+    total = 0
+    # A parameter of layer l at unit j: paths from C to z^l_j go through one unit of every
+    # layer above; each path walks one edge per layer crossed, plus the edge C -> z^L.
+    for layer in range(1, depth + 1):
+        params_per_unit = sizes[layer - 1] + (1 if bias else 0)
+        for _unit in range(sizes[layer]):
+            paths = 1
+            for above in range(layer + 1, depth + 1):
+                paths *= sizes[above]
+            edges_per_path = depth - layer + 1
+            total += params_per_unit * paths * edges_per_path
+    return total
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_has_a_dot_graph(name: str) -> None:
+    spec = preset(name)
+    graph = build_graph(spec)
+    assert graph.dot.startswith("digraph chainrule {") and graph.dot.endswith("}\n")
+    assert graph.dot.count("{") == graph.dot.count("}")
+    assert "cluster_forward" in graph.dot and "cluster_backward" in graph.dot
+    assert "δ" in graph.dot and "#f9b46b" in graph.dot  # the shared terms, highlighted
+    bias = spec.layers[0].bias
+    assert graph.naive_walks == _brute_force_walks(spec.sizes, bias)
+    expected_level = "layer" if name in ("nielsen", "deep-relu-sigmoid") else "scalar"
+    assert graph.level == expected_level
+    edges = sum(a * b for a, b in zip(spec.sizes[1:], spec.sizes[2:], strict=False))
+    assert graph.backprop_walks == spec.sizes[-1] + edges
+
+
+def test_chain_counts_match_the_hand_count() -> None:
+    # 1-1-1-1 with biases: w3,b3 walk C->z3 once each; w2,b2 walk C->z3->z2; w1,b1 all three.
+    graph = build_graph(preset("3b1b-chain"))
+    assert path_counts(preset("3b1b-chain")) == ([1, 1, 1, 1], [0, 2, 4, 6])
+    assert (graph.naive_walks, graph.backprop_walks) == (12, 3)
+    assert 'C -> delta3_0 [color="#d62728"' in graph.dot and 'label="×6"' in graph.dot
+    assert "delta2_0 -> delta1_0" in graph.dot and 'label="×2"' in graph.dot
+
+
+def test_scalar_and_layer_levels_can_be_forced() -> None:
+    spec = preset("two-layer-nobias")
+    scalar = build_graph(spec, "scalar")
+    layer = build_graph(spec, "layer")
+    assert "z1_4" in scalar.dot and "delta1_4" in scalar.dot
+    assert "z1_4" not in layer.dot and "dC_dW1" in layer.dot
+    assert scalar.naive_walks == layer.naive_walks == 135
+    with pytest.raises(SpecError, match="unreadable"):
+        build_graph(preset("nielsen"), "scalar")
+
+
+def test_user_name_cannot_break_the_dot_text() -> None:
+    spec = Spec.from_sizes([2, 2], ["sigmoid"], "quadratic", name='evil"; x -> y; "\\')
+    dot = build_graph(spec).dot
+    assert 'evil\\"; x -> y; \\"\\\\' in dot
+    assert "\n  x -> y" not in dot
+
+
+def test_cli_writes_dot(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "chain.dot"
+    assert main(["graph", "--preset", "3b1b-chain", "-o", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == build_graph(preset("3b1b-chain")).dot
+    assert "naive chain rule walks the backward edges 12 times" in capsys.readouterr().out
+
+
+def test_cli_prints_dot_without_output(capsys) -> None:
+    assert main(["graph", "--preset", "nielsen"]) == 0
+    assert capsys.readouterr().out == build_graph(preset("nielsen")).dot
+
+
+def test_cli_rejects_unknown_picture_type(tmp_path: Path, capsys) -> None:
+    assert main(["graph", "--preset", "nielsen", "-o", str(tmp_path / "x.jpg")]) == 2
+    assert "'.jpg'" in capsys.readouterr().err
+    assert not (tmp_path / "x.jpg").exists()
+
+
+def test_cli_without_dot_writes_dot_and_says_so(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert main(["graph", "--preset", "3b1b-chain", "-o", str(tmp_path / "c.svg")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "apt-get install graphviz" in err
+    assert (tmp_path / "c.dot").read_text(encoding="utf-8").startswith("digraph")
+    assert not (tmp_path / "c.svg").exists()
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
+@pytest.mark.parametrize("name", preset_names())
+def test_svg_renders_for_every_preset(name: str) -> None:
+    svg = build_graph(preset(name)).render("svg").decode("utf-8")
+    assert "<svg" in svg and "</svg>" in svg
+    assert "δ" in svg and "forward pass" in svg
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
+def test_cli_writes_png(tmp_path: Path) -> None:
+    out = tmp_path / "nielsen.png"
+    assert main(["graph", "--preset", "nielsen", "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
