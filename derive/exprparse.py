@@ -129,6 +129,12 @@ def parse_activation(text: str, field: str = "activation") -> sp.Expr:
                 f"expression {_quote(text)} contains {_describe(ch)}",
                 "write it with plain ASCII letters, digits and operators (x, not a look-alike)",
             )
+    if "#" in text:
+        raise SpecError(
+            field,
+            f"expression {_quote(text)} contains a comment sign #",
+            "write only the expression, e.g. 'x*sigmoid(x)'",
+        )
     return _parse(text, field)
 
 
@@ -249,8 +255,11 @@ class _Builder:
 
     def call(self, node: ast.Call) -> sp.Expr:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            what = node.func.id if isinstance(node.func, ast.Name) else "this call"
-            raise self.fail(f"function {_quote(what)} is not allowed")
+            if isinstance(node.func, ast.Name):
+                raise self.fail(f"function {_quote(node.func.id)} is not allowed")
+            raise self.fail(
+                f"calling a {type(node.func).__name__} (not a function name) is not allowed"
+            )
         if node.keywords:
             raise self.fail("keyword arguments", "pass arguments by position")
         arity, builder = FUNCTIONS[node.func.id]
