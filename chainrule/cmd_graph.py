@@ -67,6 +67,16 @@ class Graph:
     naive_walks: int
     backprop_walks: int
 
+    def __str__(self) -> str:
+        return self.dot
+
+    def summary(self) -> str:
+        """One line: the level and the walk counts."""
+        return (
+            f"{self.level} graph of {self.name!r}: the naive chain rule walks the backward "
+            f"edges {self.naive_walks:,} times, backpropagation {self.backprop_walks:,}"
+        )
+
     def render(self, fmt: str = "svg") -> bytes:
         """The picture in ``fmt`` (svg or png) from Graphviz's ``dot``."""
         return render_dot(self.dot, fmt)
@@ -77,7 +87,10 @@ class Graph:
             return None
         return self.render("svg").decode("utf-8")
 
-    def _repr_markdown_(self) -> str:
+    def _repr_markdown_(self) -> str | None:
+        """Jupyter without ``dot``: the counts and the DOT text (None when SVG is shown)."""
+        if shutil.which("dot") is not None:
+            return None
         saved = self.naive_walks / max(1, self.backprop_walks)
         return (
             f"**{self.level} graph of {self.name!r}**: the naive chain rule walks the "
