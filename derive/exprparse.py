@@ -205,9 +205,9 @@ class _Builder:
     def constant(self, value: object) -> sp.Expr:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(f"literal {_quote(value)} is not a number")
-        if not math.isfinite(value) or abs(value) > MAX_LITERAL:
+        if abs(value) > MAX_LITERAL or not math.isfinite(value):
             raise self.fail(
-                f"literal {value!r} is out of range",
+                f"literal {_quote(value)} is out of range",
                 f"use finite numbers of magnitude at most {MAX_LITERAL:g}",
             )
         if isinstance(value, int):
@@ -305,6 +305,8 @@ _UNARY: dict[type, Callable[[float], float]] = {
     sp.cos: math.cos,
     sigmoid: _stable_sigmoid,
     softplus: _stable_softplus,
+    sp.Abs: abs,
+    sp.sign: lambda t: float((t > 0) - (t < 0)),
 }
 
 _RELATIONS: dict[str, Callable[[float, float], bool]] = {
