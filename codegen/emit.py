@@ -97,6 +97,7 @@ NUMPY_NAMES = frozenset(
         "float64",
         "full",
         "full_like",
+        "load",
         "max",
         "mean",
         "min",
@@ -108,6 +109,7 @@ NUMPY_NAMES = frozenset(
         "pi",
         "prod",
         "random.default_rng",
+        "savez",
         "select",
         "shape",
         "squeeze",
@@ -263,6 +265,8 @@ def lint_module(source: str) -> None:
             _check_name(node, bound, vocabulary)
         elif isinstance(node, ast.Attribute):
             _check_attribute(node, chained=id(node) in inner)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            _check_numpy_load(node)
     try:
         compile(tree, "<chainrule module>", "exec")
     except (SyntaxError, ValueError) as exc:
@@ -286,6 +290,21 @@ def _check_name(node: ast.Name, bound: set[str], vocabulary: frozenset[str]) -> 
         raise _fail(
             f"binds {name!r}, a name chainrule does not issue", "report this as a chainrule bug"
         )
+
+
+def _check_numpy_load(node: ast.Call) -> None:
+    """``np.load`` only with a literal ``allow_pickle=False``: a pickle can run code."""
+    root, path = _dotted(node.func)
+    if not (isinstance(root, ast.Name) and root.id == "np" and path == "load"):
+        return
+    for keyword in node.keywords:
+        if (
+            keyword.arg == "allow_pickle"
+            and isinstance(keyword.value, ast.Constant)
+            and keyword.value.value is False
+        ):
+            return
+    raise _fail("calls np.load without allow_pickle=False", "report this as a chainrule bug")
 
 
 def _check_attribute(node: ast.Attribute, *, chained: bool) -> None:
