@@ -29,6 +29,7 @@ converted back to SymPy and are the same functions of the parameters.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -701,8 +702,11 @@ class _FromSymEngine:
         self.functions = to_se.functions
         self.memo: dict[Any, sp.Basic] = {}
         self.extra: dict[str, sp.Symbol] = {}
+        self.rename: dict[str, sp.Symbol] = {}
 
     def symbol(self, name: str) -> sp.Symbol:
+        if name in self.rename:
+            return self.rename[name]
         if name in self.symbols:
             return self.symbols[name]
         return self.extra.setdefault(name, _sym(name))
@@ -781,7 +785,12 @@ _DUMMY_ARG = sp.Dummy("u", real=True)
 
 def _derivative(cls: Any, point: sp.Expr) -> sp.Expr:
     """SymPy's own derivative of the one-argument function ``cls`` at ``point``."""
-    return sp.diff(cls(_DUMMY_ARG), _DUMMY_ARG).xreplace({_DUMMY_ARG: point})
+    return _derivative_template(cls).xreplace({_DUMMY_ARG: point})
+
+
+@functools.lru_cache(maxsize=16)
+def _derivative_template(cls: Any) -> sp.Expr:
+    return sp.diff(cls(_DUMMY_ARG), _DUMMY_ARG)
 
 
 # --------------------------------------------------------------------------- strategies
@@ -813,21 +822,33 @@ def _symengine_diff_cse(
     # Replace the unevaluated derivatives of sigmoid/softplus inside SymEngine, so
     # that CSE sees sigmoid(u) in them and shares it with the forward value.
     back = _FromSymEngine(to_se)
-    subs_nodes = _collect(raw, ("Subs", "Derivative"))
-    mapping = {n: to_se(back(n)) for n in subs_nodes}
+    mapping = {}
+    for node in _collect(raw, ("Subs", "Derivative")):
+        if type(node).__name__ == "Subs":  # Subs(Derivative(f(xi), xi), xi, u)
+            name, point = node.expr.expr.get_name(), node.point[0]
+        else:  # Derivative(f(u), u)
+            name, point = node.expr.get_name(), node.expr.args[0]
+        template, var = _se_derivative(to_se, name)
+        mapping[node] = template.xreplace({var: point})
     if mapping:
-        raw = [r.xreplace(mapping) if hasattr(r, "xreplace") else r.subs(mapping) for r in raw]
+        raw = [r.xreplace(mapping) for r in raw]
     if not do_cse:
         return [], [back(r) for r in raw]
     pairs, reduced = se.cse(raw)
-    rename = {}
     replacements = []
     for i, (tmp, value) in enumerate(pairs):
-        new = _sym(naming.temp(i))
-        rename[tmp] = se.Symbol(new.name)
-        replacements.append((new, value))
-    back_pairs = [(new, back(value.xreplace(rename))) for new, value in replacements]
-    return back_pairs, [back(r.xreplace(rename)) for r in reduced]
+        if tmp.name in to_se.symbols:  # pragma: no cover - SymEngine names are x0, x1, ...
+            raise DerivationError("engine", f"temporary {tmp.name} clashes", "use --engine sympy")
+        back.rename[tmp.name] = _sym(naming.temp(i))
+        replacements.append((back.rename[tmp.name], value))
+    back_pairs = [(new, back(value)) for new, value in replacements]
+    return back_pairs, [back(r) for r in reduced]
+
+
+def _se_derivative(to_se: _ToSymEngine, name: str) -> tuple[Any, Any]:
+    """SymPy's derivative of the function ``name``, in SymEngine, and its variable."""
+    cls = to_se.functions[name]
+    return to_se(_derivative(cls, _DUMMY_ARG)), to_se(_DUMMY_ARG)
 
 
 def _collect(exprs: Sequence[Any], kinds: tuple[str, ...]) -> list[Any]:
