@@ -115,3 +115,14 @@ def test_cli_writes_png(tmp_path: Path) -> None:
     out = tmp_path / "nielsen.png"
     assert main(["graph", "--preset", "nielsen", "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_written_file_has_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "g.dot"
+    assert main(["graph", "--preset", "cheatsheet-relu", "-o", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
