@@ -584,13 +584,21 @@ def symengine_available() -> bool:
     return True
 
 
-def resolve_engine(engine: str) -> str:
-    """``auto`` becomes ``symengine`` when installed, else ``sympy``; others are checked."""
+def resolve_engine(engine: str, spec: Spec | None = None) -> str:
+    """``auto`` becomes ``symengine`` when installed, else ``sympy``; others are checked.
+
+    For a network with piecewise activations (ReLU) ``auto`` stays with SymPy:
+    SymEngine has no if-then-else condition, so its CSE of those gradients is weaker.
+    """
     if engine not in ENGINES:
         raise DerivationError(
             "engine", f"unknown engine {engine!r}", "use one of: " + ", ".join(ENGINES)
         )
     if engine == "auto":
+        if spec is not None and any(
+            act != "softmax" and activation_expr(act).has(sp.Piecewise) for act in spec.activations
+        ):
+            return "sympy"
         return "symengine" if symengine_available() else "sympy"
     if engine == "symengine" and not symengine_available():
         raise DerivationError(
@@ -921,7 +929,7 @@ def gradients(
         program, grads = _backprop_program(spec)
         return Gradients("backprop", net, tuple(program), tuple(grads), "sympy")
     check_naive_budget(spec, budget)
-    engine = resolve_engine(engine)
+    engine = resolve_engine(engine, spec)
     net = _as_network(spec_or_net)
     targets = [_grad_target(p) for p in net.params]
     notes = [f"dC/d{naming.latex(p.name)} by diff of the expanded cost" for p in net.params]
@@ -1145,7 +1153,8 @@ def label_temporaries(g: Gradients, seed: int = 0) -> dict[sp.Symbol, str]:
         value = reference.assign(s.target, s.expr)
         if s.note.startswith(("delta", "z^", "a^", "sigma")):
             known.setdefault(_key(value), s.note)
-            known.setdefault(_key(-value), "-" + s.note)
+            with mpmath.workdps(30):
+                known.setdefault(_key(-value), "-" + s.note)
     ev = Evaluator(point, 30)
     targets = set(net.targets)
     uses_y: dict[sp.Symbol, bool] = {}
@@ -1168,7 +1177,8 @@ def is_backward_label(label: str) -> bool:
 
 def _key(value: Any) -> str:
     # 20 significant digits: equal values agree, distinct random values do not.
-    return mpmath.nstr(value, 20)
+    with mpmath.workdps(30):
+        return mpmath.nstr(+value, 20)
 
 
 # --------------------------------------------------------------------------- counts
@@ -1295,6 +1305,7 @@ def finite_difference_ops(spec: Spec, forward_ops: int, central: bool = True) ->
 __all__ = [
     "Assignment",
     "DEFAULT_BUDGET",
+    "Evaluator",
     "Gradients",
     "LayerCounts",
     "ParamInfo",

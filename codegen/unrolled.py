@@ -1,0 +1,292 @@
+"""Unrolled modules: one scalar variable per weight, straight-line code per strategy.
+
+Where the vectorized module multiplies matrices, an unrolled module writes every
+scalar out (``w2_1_0 = params["W2"][1, 0]``) and computes each gradient entry with
+the statements of one strategy from :mod:`derive.scalar`:
+
+* ``naive``: one expression per parameter, the fully expanded chain rule; the same
+  forward values and backward products are visibly computed again and again;
+* ``cse``: the temporaries ``_t0, _t1, ...`` that :func:`sympy.cse` found, each
+  labelled with what it is (a delta^l_j, a forward value, ...), then the entries;
+* ``backprop``: the forward pass, then BP1..BP4, each delta computed once.
+
+Each scalar variable holds one value per example (a NumPy array of shape (m,)), so
+the modules take the same batches as the vectorized module and have the same public
+API, keys, shapes and layout. They are meant for small networks: past
+:data:`MAX_PARAMETERS` (or a naive expansion past :data:`MAX_NAIVE_OPS`) generation
+is refused.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from codegen.printer import print_expr
+from codegen.program import build_program
+from codegen.pyformat import format_expr
+from codegen.render import _ENV, MARKER, _context, py_literal
+from derive import naming
+from derive.errors import CodegenError
+from derive.layers import LOGP, A, Y, Z, derive_network
+from derive.opcount import program_ops
+from derive.scalar import (
+    STRATEGIES,
+    Gradients,
+    count_strategy,
+    estimate_naive_ops,
+    forward_program,
+    gradients,
+    label_temporaries,
+    unit_name,
+)
+from derive.spec import Spec
+
+#: Largest network (in parameters) an unrolled module is generated for.
+MAX_PARAMETERS = 200
+#: Largest estimated naive expansion (operations) printed into a module.
+MAX_NAIVE_OPS = 200_000
+
+_STRATEGY_TEXT = {
+    "naive": (
+        "Strategy naive: each gradient entry is diff(C, theta) of the fully expanded cost. "
+        "Nothing is shared, so the same forward values and chain-rule products are "
+        "recomputed in every entry."
+    ),
+    "cse": (
+        "Strategy cse: the naive gradients after common-subexpression elimination "
+        "(sympy.cse, canonical order). Each temporary _tN is computed once; its comment "
+        "says whether it is a delta^l_j of backpropagation, another backward term or a "
+        "forward value."
+    ),
+    "backprop": (
+        "Strategy backprop: the forward pass, then the delta recursion (BP1, BP2) and the "
+        "gradients (BP3, BP4). Each delta^l_j is computed once and reused."
+    ),
+}
+
+
+def check_unrolled_size(spec: Spec, strategy: str) -> None:
+    """Raise :class:`CodegenError` when ``spec`` is too large for an unrolled module."""
+    if spec.parameter_count > MAX_PARAMETERS:
+        raise CodegenError(
+            "form",
+            f"an unrolled module of {spec.parameter_count} parameters is too large "
+            f"(limit {MAX_PARAMETERS})",
+            "use --form vectorized, or a smaller network",
+        )
+    if strategy in ("naive", "cse"):
+        estimate = estimate_naive_ops(spec)
+        if estimate > MAX_NAIVE_OPS:
+            raise CodegenError(
+                "strategy",
+                f"the {strategy} module would print a naive expansion of about "
+                f"{estimate:.2g} operations (limit {MAX_NAIVE_OPS:,})",
+                "use --strategy backprop, or a smaller network",
+            )
+
+
+def _code(expr: sp.Expr, helpers: set[str]) -> str:
+    return format_expr(print_expr(expr, helpers))
+
+
+def _line(target: str, expr: sp.Expr, comment: str, helpers: set[str]) -> dict[str, str]:
+    return {"target": target, "code": _code(expr, helpers), "comment": comment}
+
+
+def _index(spec: Spec, kind: str, j: int, k: int) -> str:
+    """Index of w^l_jk (or b^l_j) in its parameter array, in the spec's layout."""
+    if kind == "b":
+        return f"[0, {j}]" if spec.layout == "rows" else f"[{j}, 0]"
+    return f"[{k}, {j}]" if spec.layout == "rows" else f"[{j}, {k}]"
+
+
+def _unit_index(spec: Spec, array: str, j: int) -> str:
+    return f"{array}[:, {j}]" if spec.layout == "rows" else f"{array}[{j}]"
+
+
+def _param_lines(g: Gradients, used: set[str]) -> list[str]:
+    spec = g.network.spec
+    lines = []
+    for info in g.network.info:
+        name = info.symbol.name
+        if name not in used:
+            continue
+        index = _index(spec, info.kind, info.j, info.k)
+        lines.append(f"{name} = params[{py_literal(info.array)}]{index}")
+    return lines
+
+
+def _input_lines(g: Gradients, used: set[str]) -> list[str]:
+    spec = g.network.spec
+    lines = []
+    for k, x in enumerate(g.network.inputs):
+        if x.name in used:
+            lines.append(f"{x.name} = {_unit_index(spec, naming.INPUT, k)}")
+    for j, y in enumerate(g.network.targets):
+        if y.name in used:
+            lines.append(f"{y.name} = {_unit_index(spec, naming.TARGET, j)}")
+    return lines
+
+
+def _free_names(exprs: list[sp.Expr]) -> set[str]:
+    names: set[str] = set()
+    for e in exprs:
+        names.update(s.name for s in e.free_symbols)
+    return names
+
+
+def _grad_dict(g: Gradients) -> list[dict[str, str]]:
+    """``{"key": '"W1"', "value": "np.array([[...]], dtype=_DT)"}`` per parameter array."""
+    spec = g.network.spec
+    sizes = spec.sizes
+    entries = {a.target.name: a.target.name for a in g.grads}
+    out = []
+    for layer in range(1, spec.depth + 1):
+        n, n_prev = sizes[layer], sizes[layer - 1]
+
+        def cell(name: str) -> str:
+            return f"_mean({entries[name]}, m)"
+
+        w_rows = [
+            [cell(naming.grad(naming.weight_entry(layer, j, k))) for k in range(n_prev)]
+            for j in range(n)
+        ]
+        if spec.layout == "rows":
+            w_rows = [list(col) for col in zip(*w_rows, strict=True)]
+        out.append({"key": py_literal(naming.weight(layer)), "rows": w_rows})
+        if spec.layers[layer - 1].bias:
+            cells = [cell(naming.grad(naming.bias_entry(layer, j))) for j in range(n)]
+            b_rows = [cells] if spec.layout == "rows" else [[c] for c in cells]
+            out.append({"key": py_literal(naming.bias(layer)), "rows": b_rows})
+    return out
+
+
+def _forward_section(spec: Spec, helpers: set[str]) -> tuple[list[dict], list[str], list[dict]]:
+    """Forward statements, FORWARD_VALUES and the stacking of per-unit values."""
+    statements = [s for s in forward_program(spec) if s.label == "forward"]
+    lines = [
+        _line(s.target.name, s.expr, f"forward: {s.note} = {s.expr}", helpers) for s in statements
+    ]
+    cache = []
+    stacks = []
+    axis = 1 if spec.layout == "rows" else 0
+    for layer in range(1, spec.depth + 1):
+        for base in (naming.weighted_input(layer), naming.activation(layer)):
+            names = [unit_name(base, j) for j in range(spec.sizes[layer])]
+            cache.append(base)
+            stacks.append({"name": base, "code": f"np.stack([{', '.join(names)}], axis={axis})"})
+    return lines, cache, stacks
+
+
+def _cost_expr(spec: Spec) -> sp.Expr:
+    """Per-example cost in the scalar symbols of the output layer (stable form)."""
+    output = derive_network(spec).output
+    big_l = spec.depth
+    total = sp.Integer(0)
+    for j in range(spec.sizes[-1]):
+        a = naming.symbol(unit_name(naming.activation(big_l), j))
+        z = naming.symbol(unit_name(naming.weighted_input(big_l), j))
+        y = naming.symbol(naming.target_entry(j))
+        total += output.loss_element.xreplace({Z: z, A: a, Y: y, LOGP: sp.log(a)})
+    return total
+
+
+def _strategy_lines(g: Gradients, labels: dict[sp.Symbol, str], helpers: set[str]) -> list[dict]:
+    lines = []
+    for s in g.program:
+        if g.strategy == "cse":
+            note = labels.get(s.target, "")
+            comment = f"cse: {s.target.name} is {note}" if note else f"cse: {s.target.name}"
+        else:
+            comment = f"{s.label}: {s.note}"
+        lines.append(_line(s.target.name, s.expr, comment, helpers))
+    for a in g.grads:
+        if g.strategy == "naive":
+            comment = f"naive: {a.note}"
+        elif g.strategy == "cse":
+            comment = f"cse: {a.target.name[len(naming.grad('')) :]} entry after sharing"
+        else:
+            comment = f"{a.label}: {a.note}"
+        lines.append(_line(a.target.name, a.expr, comment, helpers))
+    return lines
+
+
+def generate_unrolled(
+    spec: Spec, strategy: str, *, engine: str = "auto", budget: int | None = None
+) -> str:
+    """The source of an unrolled module computing ``spec``'s gradient by ``strategy``.
+
+    Raises
+    ------
+    CodegenError
+        When the network is too large for an unrolled module.
+
+    Examples
+    --------
+    >>> from derive.spec import preset
+    >>> src = generate_unrolled(preset("cheatsheet-relu"), "backprop")
+    >>> "delta1_0 = " in src and "def loss_and_grad(params, x, y):" in src
+    True
+    """
+    if strategy not in STRATEGIES:
+        raise CodegenError(
+            "strategy", f"unknown strategy {strategy!r}", "use one of: " + ", ".join(STRATEGIES)
+        )
+    check_unrolled_size(spec, strategy)
+    g = gradients(spec, strategy, engine=engine, budget=budget)
+    labels = label_temporaries(g) if strategy == "cse" else {}
+    counts = count_strategy(g)
+    context = _context(build_program(derive_network(spec)))
+    helpers: set[str] = set()
+    forward_lines, cache, stacks = _forward_section(spec, helpers)
+    cost = _cost_expr(spec)
+    body = _strategy_lines(g, labels, helpers)
+    used = _free_names([s.expr for s in (*g.program, *g.grads)])
+    fwd_used = _free_names([s.expr for s in forward_program(spec)])
+    big_l = spec.depth
+    out_names = [
+        unit_name(base, j)
+        for base in (naming.weighted_input(big_l), naming.activation(big_l))
+        for j in range(spec.sizes[-1])
+    ]
+    cost_used = _free_names([cost])
+    cost_unpack = []
+    for name in out_names:
+        if name in cost_used:
+            base, _, j = name.rpartition("_")
+            cost_unpack.append(f"{name} = {_unit_index(spec, base, int(j))}")
+    forward_ops = program_ops([(s.expr, 1) for s in forward_program(spec)])
+    summary = (
+        f"Unrolled {strategy} gradient of a {'-'.join(map(str, spec.sizes))} network "
+        f"({spec.cost} cost), derived by SymPy."
+    )
+    context.update(
+        {
+            "marker": MARKER,
+            "summary": summary,
+            "strategy_text": _STRATEGY_TEXT[strategy],
+            "strategy_literal": py_literal(strategy),
+            "operations": py_literal({"gradient": counts.total, "forward": forward_ops}),
+            "cache_literal": py_literal(tuple(cache)),
+            "cache_tuple": ", ".join(cache),
+            "forward_param_lines": _param_lines(g, fwd_used),
+            "forward_input_lines": [ln for ln in _input_lines(g, fwd_used) if ln.startswith("x_")],
+            "forward_lines": forward_lines,
+            "stacks": stacks,
+            "output_stack": naming.activation(big_l),
+            "cost_unpack": cost_unpack,
+            "cost_code": _code(cost, helpers),
+            "cost_target_lines": [ln for ln in _input_lines(g, cost_used) if ln.startswith("y_")],
+            "grad_param_lines": _param_lines(g, used),
+            "grad_input_lines": _input_lines(g, used),
+            "grad_lines": body,
+            "grad_arrays": _grad_dict(g),
+            "helpers": sorted(helpers),
+            "layer_output": naming.activation(big_l),
+            "layer_z": naming.weighted_input(big_l),
+        }
+    )
+    return _ENV.get_template("unrolled.py.j2").render(**context)
+
+
+__all__ = ["MAX_NAIVE_OPS", "MAX_PARAMETERS", "check_unrolled_size", "generate_unrolled"]
