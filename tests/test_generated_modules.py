@@ -347,3 +347,30 @@ def test_long_statement_of_a_custom_activation_passes_ruff_format(module_files):
     assert _ruff("check", "--isolated", mish).returncode == 0
     done = _ruff("format", "--isolated", "--check", mish)
     assert done.returncode == 0, done.stdout
+
+
+def test_custom_activation_needs_no_template_or_printer_entry():
+    # The templates name no activation (only the stable forward helpers _sigmoid and
+    # _log_softmax, used wherever SymPy's forms call for them), and nothing in the printer
+    # or the templates knows x*sigmoid(x): its derivative comes from SymPy alone.
+    import sympy as sp
+
+    from codegen.program import build_program
+    from derive.layers import derive_network
+
+    root = GENERATED.parent / "codegen"
+    templates = "".join(p.read_text(encoding="utf-8") for p in root.glob("templates/*.j2"))
+    for word in ("relu", "leaky", "softplus", "tanh", "swish", "x*sigmoid", "1 - a"):
+        assert word not in templates, word
+    printer = (root / "printer.py").read_text(encoding="utf-8")
+    assert "swish" not in printer and "x*sigmoid" not in printer
+
+    spec = ARCHITECTURES["swish-sigmoid-bce-rows"]
+    program = build_program(derive_network(spec))
+    (statement,) = [s for s in program.backward if s.target == "sp1"]
+    z1 = sp.Symbol("z1", real=True)
+    forward = z1 / (1 + sp.exp(-z1))
+    got = statement.expr.subs(sp.Symbol("a1", real=True), forward).rewrite(sp.exp)
+    want = sp.diff(forward, z1)
+    for value in (sp.Rational(-7, 3), sp.Rational(1, 5), sp.Rational(11, 4)):
+        assert abs(sp.N(got.subs(z1, value) - want.subs(z1, value), 40)) < 1e-35
