@@ -374,3 +374,40 @@ def test_custom_activation_needs_no_template_or_printer_entry():
     want = sp.diff(forward, z1)
     for value in (sp.Rational(-7, 3), sp.Rational(1, 5), sp.Rational(11, 4)):
         assert abs(sp.N(got.subs(z1, value) - want.subs(z1, value), 40)) < 1e-35
+
+
+@pytest.mark.parametrize("key", sorted(ALL_SPECS))
+def test_chainrule_checker_passes_every_module(build, key):
+    from chainrule.check import check_module
+
+    report = check_module(build(ALL_SPECS[key]), seed=3)
+    assert report.passed, report.worst
+    assert [name for name, _, _ in report.worst] == list(build(ALL_SPECS[key]).init_params())
+
+
+def _comment_block_before(lines: list[str], index: int) -> str:
+    """The first line of the run of comment lines just above ``lines[index]``."""
+    start = index
+    while start > 0 and lines[start - 1].lstrip().startswith("#"):
+        start -= 1
+    assert start < index, f"no comment above {lines[index]!r}"
+    return lines[start].strip()
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_backward_statement_is_preceded_by_its_labelled_equation(name):
+    lines = (GENERATED / preset_filename(name)).read_text(encoding="utf-8").splitlines()
+    want = {"delta": ("# BP1:", "# BP2:"), "sp": ("# BP2:",), "dC_dW": ("# BP4:",)}
+    want["dC_db"] = ("# BP3:",)
+    seen = set()
+    for i, line in enumerate(lines):
+        head = line.strip().split(" = ")[0]
+        for prefix, labels in want.items():
+            if head.startswith(prefix) and head[len(prefix) :].isdigit():
+                first = _comment_block_before(lines, i)
+                assert first.startswith(labels), (line, first)
+                seen.add(first[:6])
+    labels = {"# BP1:", "# BP2:", "# BP3:", "# BP4:"}
+    if not any(ly.bias for ly in preset(name).layers):
+        labels.discard("# BP3:")
+    assert seen == labels
