@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from codegen.printer import print_expr
+from codegen.printer import ChainrulePrinter
 from codegen.program import build_program
 from codegen.pyformat import format_expr
 from codegen.render import _ENV, MARKER, _context, py_literal
@@ -85,8 +85,46 @@ def check_unrolled_size(spec: Spec, strategy: str) -> None:
             )
 
 
+class UnrolledPrinter(ChainrulePrinter):
+    """The NumPy printer plus the boolean conditions that nested ReLUs produce.
+
+    Differentiating a composition of piecewise functions gives conditions such as
+    ``And(z > 0, w*Piecewise(...) > 0)`` and ``ITE(c, p, q)``; they print as the
+    elementwise ufuncs ``np.logical_and``/``np.logical_or``/``np.logical_not`` and
+    ``np.where``.
+
+    Examples
+    --------
+    >>> a, b = sp.symbols("a b", real=True)
+    >>> UnrolledPrinter().doprint(sp.And(a > 0, b > 0, a > b))
+    'np.logical_and(np.logical_and(a > 0, a > b), b > 0)'
+    """
+
+    def _fold(self, ufunc: str, args: tuple) -> str:
+        out = self._print(args[0])
+        for arg in args[1:]:
+            out = f"np.{ufunc}({out}, {self._print(arg)})"
+        return out
+
+    def _print_And(self, expr: sp.And) -> str:  # noqa: N802 - printer dispatch name
+        return self._fold("logical_and", expr.args)
+
+    def _print_Or(self, expr: sp.Or) -> str:  # noqa: N802 - printer dispatch name
+        return self._fold("logical_or", expr.args)
+
+    def _print_Not(self, expr: sp.Not) -> str:  # noqa: N802 - printer dispatch name
+        return f"np.logical_not({self._print(expr.args[0])})"
+
+    def _print_ITE(self, expr: sp.ITE) -> str:  # noqa: N802 - printer dispatch name
+        cond, yes, no = (self._print(a) for a in expr.args)
+        return f"np.where({cond}, {yes}, {no})"
+
+
 def _code(expr: sp.Expr, helpers: set[str]) -> str:
-    return format_expr(print_expr(expr, helpers))
+    printer = UnrolledPrinter()
+    text = printer.doprint(expr)
+    helpers.update(printer.helpers)
+    return format_expr(text)
 
 
 def _line(target: str, expr: sp.Expr, comment: str, helpers: set[str]) -> dict[str, str]:

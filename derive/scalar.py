@@ -65,6 +65,11 @@ def unit_name(base: str, j: int) -> str:
     return f"{base}_{j}"
 
 
+def softmax_normalizer(layer: int) -> str:
+    """Identifier of sum_k exp(z^l_k) in scalar code, e.g. ``sumexp2``."""
+    return f"sumexp{layer}"
+
+
 def _sym(name: str) -> sp.Symbol:
     return naming.symbol(name)
 
@@ -280,7 +285,7 @@ def _forward_program(net_or_spec: Spec, representative: bool = False) -> list[As
         act = spec.layers[layer - 1].activation
         avals = [_sym(unit_name(naming.activation(layer), j)) for j in range(n)]
         if act == "softmax":
-            total = _sym(naming.unit_sum(layer))
+            total = _sym(softmax_normalizer(layer))
             out.append(
                 Assignment(
                     total,
@@ -386,7 +391,7 @@ def _backprop_program(
         def g(j: int) -> sp.Expr:
             return output.dcost_da.xreplace({A: asym(big_l, j), Y: ys[j]})
 
-        total = _sym(unit_name(naming.unit_sum(big_l), 0) + "g")
+        total = _sym(naming.unit_sum(big_l))
         program.append(
             Assignment(
                 total,
