@@ -166,8 +166,8 @@ _FORBIDDEN_NODES = (
 )
 
 #: Identifiers with layer (and unit) indices, as :mod:`derive.naming` issues them:
-#: ``W2``, ``dC_db1``, ``w2_1_0``, ``_t0``.
-_INDEXED_NAME = re.compile(r"_?[A-Za-z]+(?:_[A-Za-z]+)*\d+(?:_\d+)*")
+#: ``W2``, ``dC_db1``, ``w2_1_0``, ``_t0``, and the scalar inputs and targets ``x_0``, ``y_1``.
+_INDEXED_NAME = re.compile(r"_?[A-Za-z]+(?:_[A-Za-z]+)*_?\d+(?:_\d+)*")
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,6 +9,8 @@ NumPy expression (sigmoid split by sign, softplus as ``logaddexp``).
 
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
 
 _t = sp.Dummy("t", real=True)
@@ -16,9 +18,15 @@ _t = sp.Dummy("t", real=True)
 
 def _exp_free(expr: sp.Expr, arg: sp.Expr) -> sp.Expr:
     """Rewrite ``exp(+-t)`` in ``expr`` through sigmoid(t) and substitute ``t -> arg``."""
+    return _exp_free_in_t(expr).xreplace({_t: arg})
+
+
+@functools.lru_cache(maxsize=64)
+def _exp_free_in_t(expr: sp.Expr) -> sp.Expr:
+    # Cached: simplify is slow and a scalar-level diff calls fdiff thousands of times.
     s = sigmoid(_t)
     out = expr.subs(sp.exp(-_t), (1 - s) / s).subs(sp.exp(_t), s / (1 - s))
-    return sp.factor(sp.simplify(out)).subs(_t, arg)
+    return sp.factor(sp.simplify(out))
 
 
 class sigmoid(sp.Function):  # noqa: N801 - the math name
