@@ -241,10 +241,21 @@ def test_cli_import_needs_a_cost(tmp_path: Path, capsys) -> None:
 # ----------------------------------------------------------------------------- PyTorch
 
 
-torch = pytest.importorskip("torch", reason="PyTorch is optional: pip install torch==2.13.0")
+@pytest.fixture
+def torch():
+    """PyTorch, or a skip when it is absent (it is optional: pip install torch==2.13.0)."""
+    return pytest.importorskip("torch", reason="PyTorch is optional: pip install torch==2.13.0")
 
 
-def _torch_net():
+def test_from_torch_without_torch_says_how_to_install(monkeypatch) -> None:
+    from chainrule.importers import from_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(SpecError, match=r"pip install torch==2\.13\.0"):
+        from_torch(object(), "quadratic")
+
+
+def _torch_net(torch):
     torch.manual_seed(0)
     nn = torch.nn
     return nn.Sequential(
@@ -258,10 +269,10 @@ def _torch_net():
     ).double()
 
 
-def test_from_torch_reads_the_architecture() -> None:
+def test_from_torch_reads_the_architecture(torch) -> None:
     from chainrule.importers import from_torch
 
-    spec = from_torch(_torch_net(), "cross-entropy")
+    spec = from_torch(_torch_net(torch), "cross-entropy")
     assert spec.sizes == (5, 7, 6, 4, 3)
     assert spec.activations == ("tanh", "leaky-relu", "softplus", "softmax")
     assert [layer.bias for layer in spec.layers] == [True, False, True, True]
@@ -278,7 +289,7 @@ def test_from_torch_reads_the_architecture() -> None:
         (lambda nn: nn.Linear(2, 3), "nn.Sequential"),
     ],
 )
-def test_from_torch_unsupported_is_a_clear_error(module, message) -> None:
+def test_from_torch_unsupported_is_a_clear_error(torch, module, message) -> None:
     from chainrule.importers import from_torch
 
     with pytest.raises(SpecError) as info:
@@ -288,10 +299,10 @@ def test_from_torch_unsupported_is_a_clear_error(module, message) -> None:
 
 @pytest.mark.parametrize("layout", ["columns", "rows"])
 @pytest.mark.parametrize("cost", ["cross-entropy", "quadratic"])
-def test_torch_weights_give_the_same_loss_and_gradient(tmp_path: Path, layout, cost) -> None:
+def test_torch_weights_give_the_same_loss_and_gradient(torch, tmp_path: Path, layout, cost) -> None:
     from chainrule.importers import from_torch, params_from_torch
 
-    net = _torch_net()
+    net = _torch_net(torch)
     spec = from_torch(net, cost, layout=layout)
     module = _load(generate_module(spec), tmp_path, f"torch_{layout}_{cost.replace('-', '_')}")
     params = params_from_torch(net, spec)
@@ -323,7 +334,7 @@ def test_torch_weights_give_the_same_loss_and_gradient(tmp_path: Path, layout, c
             )
 
 
-def test_cli_generate_from_torch_file(tmp_path: Path) -> None:
+def test_cli_generate_from_torch_file(torch, tmp_path: Path) -> None:
     model = tmp_path / "model.py"
     model.write_text(
         "import torch\n"
@@ -340,3 +351,48 @@ def test_cli_generate_from_torch_file(tmp_path: Path) -> None:
     assert module.NAME == "net"
     assert main(["generate", "--from-torch", f"{model}:missing", "--cost", "quadratic"]) == 2
     assert not any(name.startswith("_chainrule_user_model") for name in sys.modules)
+
+
+# ----------------------------------------------------------------------------- Keras itself
+
+
+def test_real_keras_model_gives_the_same_loss_and_gradient(torch, tmp_path: Path) -> None:
+    """With Keras 3 installed (torch backend): its own JSON, weights, loss and autograd.
+
+    Keras 3.15's torch backend computes matmuls in float32 even under floatx float64
+    (``result_type(float64, float64)`` is float32 there), so this comparison is at float32
+    precision; the torch tests above are the exact float64 ones.
+    """
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras", reason="Keras is optional")
+    if keras.backend.backend() != "torch":
+        pytest.skip("this comparison uses Keras's torch backend")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(4,)),
+            keras.layers.Dense(6, activation="tanh"),
+            keras.layers.Dense(5),
+            keras.layers.LeakyReLU(negative_slope=0.01),
+            keras.layers.Dense(3, activation="softmax", use_bias=False),
+        ]
+    )
+    spec = spec_from_keras(model.to_json(), "cross-entropy")
+    assert spec.activations == ("tanh", "leaky-relu", "softmax")
+    assert [layer.bias for layer in spec.layers] == [True, True, False]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 4)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 7)]
+    loss = keras.losses.CategoricalCrossentropy()(torch.tensor(y), model(torch.tensor(x)))
+    loss.backward()
+    expected = [v.value.grad.numpy() for v in model.trainable_weights]
+
+    module = _load(generate_module(spec), tmp_path, "keras_real")
+    params = params_from_keras(model.get_weights(), spec)
+    cost, grads = module.loss_and_grad(params, x.astype(np.float64), y.astype(np.float64))
+    assert cost == pytest.approx(loss.item(), rel=1e-5)
+    got = [grads["W1"], grads["b1"].reshape(-1), grads["W2"], grads["b2"].reshape(-1), grads["W3"]]
+    for ours, theirs in zip(got, expected, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
