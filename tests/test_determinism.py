@@ -100,7 +100,6 @@ def test_regenerate_check_is_clean_in_the_checkout():
 def test_regenerate_check_reports_an_altered_file_and_regenerate_repairs_it(tmp_path):
     folder = tmp_path / "generated"
     shutil.copytree(GENERATED, folder)
-    assert _regenerate("--check", "--dir", str(folder)).returncode == 0
 
     altered = folder / preset_filename("nielsen")
     original = altered.read_text(encoding="utf-8")
