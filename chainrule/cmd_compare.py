@@ -222,16 +222,19 @@ def _num(value: int | float | None) -> str:
     return f"{value:,}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A Markdown table; the first ``left`` columns are text, the rest numbers."""
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
-        return "| " + " | ".join([first, *rest]) + " |"
+        out = [
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(out) + " |"
 
-    sep = "| " + " | ".join(["-" * widths[0], *("-" * (w - 1) + ":" for w in widths[1:])]) + " |"
-    return [line(header), sep, *(line(r) for r in rows)]
+    rules = ["-" * w if i < left else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
+    return [line(header), "| " + " | ".join(rules) + " |", *(line(r) for r in rows)]
 
 
 def render_comparison(c: Comparison) -> str:
@@ -365,7 +368,7 @@ def render_sweep(axis: str, rows: list[dict[str, Any]], title: str) -> str:
                 _num(r["forward_ops"]),
             ]
         )
-    return "\n".join([title, "", *_table(header, body)])
+    return "\n".join([title, "", *_table(header, body, left=2)])
 
 
 def plot_sweep(axis: str, rows: list[dict[str, Any]], path: str, title: str) -> None:
