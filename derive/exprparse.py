@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Callable
 
 import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
 
 from derive.errors import SpecError
 from derive.functions import sigmoid, softplus
@@ -166,8 +167,17 @@ def _parse(text: str, field: str) -> sp.Expr:
         raise SpecError(
             field, f"expression has {nodes} syntax nodes", f"keep it to at most {MAX_NODES}"
         )
-    expr = _Builder(field, text).build(tree.body)
-    _check_result(expr, field, text)
+    try:
+        expr = _Builder(field, text).build(tree.body)
+        _check_result(expr, field, text)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError) as exc:
+        # SymPy refusing an operation on what the text built (e.g. comparing a complex
+        # number) is still a fault of the text: report it as one.
+        raise SpecError(
+            field,
+            f"expression {_quote(text)} cannot be used ({type(exc).__name__})",
+            "use a real, finite function of x",
+        ) from None
     return expr
 
 
@@ -187,6 +197,14 @@ class _Builder:
         )
 
     def build(self, node: ast.AST) -> sp.Expr:
+        expr = self.node(node)
+        if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan):
+            raise self.fail("a non-finite value (such as log(0))", "use finite sub-expressions")
+        if expr.has(sp.I):
+            raise self.fail("a complex value (such as sqrt(-1))", "use real sub-expressions")
+        return expr
+
+    def node(self, node: ast.AST) -> sp.Expr:
         if isinstance(node, ast.Constant):
             return self.constant(node.value)
         if isinstance(node, ast.Name):
@@ -446,7 +464,7 @@ def _zero_of(den: sp.Expr) -> float | None:
     if den.is_polynomial(X):
         try:
             poly = sp.Poly(den, X, domain="QQ")
-        except sp.PolynomialError:
+        except BasePolynomialError:
             poly = None  # irrational coefficients: fall back to the sign-change scan
         if poly is not None:
             if poly.degree() > 0 and poly.count_roots() > 0:
