@@ -1154,12 +1154,20 @@ def label_temporaries(g: Gradients, seed: int = 0) -> dict[sp.Symbol, str]:
     point = random_point(net, seed)
     reference = Evaluator(point, 30)
     known: dict[str, str] = {}
+    sigma_primes: set[sp.Symbol] = set()
     for s in _backprop_program(net.spec)[0]:
         value = reference.assign(s.target, s.expr)
-        if s.note.startswith(("delta", "z^", "a^", "sigma")):
-            known.setdefault(_key(value), s.note)
+        entries = [(value, s.note)] if s.note.startswith(("delta", "z^", "a^", "sigma")) else []
+        if s.note.startswith("sigma'"):
+            sigma_primes.add(s.target)
+        if s.label == "BP2" and s.note.startswith("delta"):
+            # delta^l_j = (sum_i w^(l+1)_ij delta^(l+1)_i) sigma'(z^l_j): the sum is dC/da^l_j.
+            back = s.expr.xreplace(dict.fromkeys(s.expr.free_symbols & sigma_primes, 1))
+            entries.append((reference(back), "dC/da" + s.note[len("delta") :]))
+        for v, note in entries:
+            known.setdefault(_key(v), note)
             with mpmath.workdps(30):
-                known.setdefault(_key(-value), "-" + s.note)
+                known.setdefault(_key(-v), "-" + note)
     ev = Evaluator(point, 30)
     targets = set(net.targets)
     uses_y: dict[sp.Symbol, bool] = {}
@@ -1177,7 +1185,7 @@ def label_temporaries(g: Gradients, seed: int = 0) -> dict[sp.Symbol, str]:
 
 def is_backward_label(label: str) -> bool:
     """True for a label of :func:`label_temporaries` that names a backward quantity."""
-    return label.lstrip("-").startswith(("delta", "backward"))
+    return label.lstrip("-").startswith(("delta", "dC/da", "backward"))
 
 
 def _key(value: Any) -> str:
