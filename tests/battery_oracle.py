@@ -1,0 +1,217 @@
+"""An independent NumPy backpropagation for the random-architecture battery.
+
+Nothing here is generated or derived by chainrule. Named activations carry their
+derivatives written by hand from the math. Custom expressions are written again by hand
+as NumPy functions (their text is only a dictionary key, never evaluated):
+
+* analytic ones get their derivative by the complex step, f'(z) = Im f(z + ih) / h with
+  h = 1e-30, which has no subtraction and so no cancellation error;
+* non-analytic ones (kinks: max, min, abs) get a hand-written derivative instead.
+
+Every activation also lists its kinks, the points where the derivative jumps, so the
+battery can resample data whose weighted inputs come near one.
+
+Shapes: ``columns`` layout W^l (n_l, n_{l-1}), b^l (n_l, 1), x (n_0, m); ``rows`` is
+the transpose of everything. The oracle works in columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Array = np.ndarray
+STEP = 1e-30  # complex step
+
+
+def _sigmoid(z: Array) -> Array:
+    if np.iscomplexobj(z):
+        return 1.0 / (1.0 + np.exp(-z))
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softplus(z: Array) -> Array:
+    if np.iscomplexobj(z):
+        return np.log(1.0 + np.exp(z))
+    return np.logaddexp(0.0, z)
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """sigma and sigma' as NumPy functions, and the points where sigma' jumps."""
+
+    f: Callable[[Array], Array]
+    df: Callable[[Array], Array]
+    kinks: tuple[float, ...] = ()
+    analytic: bool = True
+
+
+def _complex_step(f: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    return lambda z: np.imag(f(z + 1j * STEP)) / STEP
+
+
+NAMED: dict[str, Elementwise] = {
+    "sigmoid": Elementwise(_sigmoid, lambda z: _sigmoid(z) * (1.0 - _sigmoid(z))),
+    "tanh": Elementwise(np.tanh, lambda z: 1.0 - np.tanh(z) ** 2),
+    "relu": Elementwise(
+        lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float), (0.0,), False
+    ),
+    "leaky-relu": Elementwise(
+        lambda z: np.where(z > 0, z, 0.01 * z),
+        lambda z: np.where(z > 0, 1.0, 0.01),
+        (0.0,),
+        False,
+    ),
+    "softplus": Elementwise(_softplus, _sigmoid),
+    "linear": Elementwise(lambda z: z, np.ones_like),
+}
+
+
+def _analytic(f: Callable[[Array], Array]) -> Elementwise:
+    return Elementwise(f, _complex_step(f))
+
+
+#: Custom activation text -> the same function written by hand in NumPy.
+CUSTOM: dict[str, Elementwise] = {
+    "x*sigmoid(x)": _analytic(lambda z: z * _sigmoid(z)),
+    "softplus(x) - log(2)": _analytic(lambda z: _softplus(z) - np.log(2.0)),
+    "x*tanh(softplus(x))": _analytic(lambda z: z * np.tanh(_softplus(z))),
+    "sin(x) + 0.5*x": _analytic(lambda z: np.sin(z) + 0.5 * z),
+    "exp(-x**2/2) + x": _analytic(lambda z: np.exp(-(z**2) / 2) + z),
+    "tanh(x)**2 + x/4": _analytic(lambda z: np.tanh(z) ** 2 + z / 4),
+    "max(x, 0.1*x)": Elementwise(
+        lambda z: np.maximum(z, 0.1 * z), lambda z: np.where(z >= 0, 1.0, 0.1), (0.0,), False
+    ),
+    "abs(x)": Elementwise(np.abs, np.sign, (0.0,), False),
+    "x/(1 + abs(x))": Elementwise(
+        lambda z: z / (1 + np.abs(z)), lambda z: 1.0 / (1 + np.abs(z)) ** 2, (0.0,), False
+    ),
+    "min(x, 1) + 0.1*x": Elementwise(
+        lambda z: np.minimum(z, 1.0) + 0.1 * z,
+        lambda z: np.where(z <= 1, 1.1, 0.1),
+        (1.0,),
+        False,
+    ),
+}
+
+ELEMENTWISE: dict[str, Elementwise] = {**NAMED, **CUSTOM}
+
+
+def _softmax(z: Array) -> Array:
+    shifted = z - z.max(axis=0, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=0, keepdims=True)
+
+
+#: cost -> (c(a, y) per element, dc/da per element), written by hand.
+COSTS: dict[str, tuple[Callable[[Array, Array], Array], Callable[[Array, Array], Array]]] = {
+    "quadratic": (lambda a, y: 0.5 * (a - y) ** 2, lambda a, y: a - y),
+    "squared-error": (lambda a, y: (a - y) ** 2, lambda a, y: 2.0 * (a - y)),
+    "binary-cross-entropy": (
+        lambda a, y: -(y * np.log(a) + (1 - y) * np.log(1 - a)),
+        lambda a, y: (a - y) / (a * (1 - a)),
+    ),
+    "cross-entropy": (lambda a, y: -y * np.log(a), lambda a, y: -y / a),
+}
+
+
+def _to_columns(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, y: Array):
+    rows = spec["layout"] == "rows"
+    cols = {
+        k: (np.asarray(v, float).T if rows else np.asarray(v, float)) for k, v in params.items()
+    }
+    if rows:
+        return cols, np.asarray(x, float).T, np.asarray(y, float).T
+    return cols, np.asarray(x, float), np.asarray(y, float)
+
+
+def weighted_inputs(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array) -> list[Array]:
+    """z^1..z^L (columns layout), for kink resampling."""
+    p, a, _ = _to_columns(spec, params, x, np.zeros((1, 1)))
+    zs = []
+    for index, layer in enumerate(spec["layers"], start=1):
+        z = p[f"W{index}"] @ a
+        if layer.get("bias", True):
+            z = z + p[f"b{index}"]
+        zs.append(z)
+        act = layer["activation"]
+        a = _softmax(z) if act == "softmax" else ELEMENTWISE[act].f(z)
+    return zs
+
+
+def loss_and_grad(
+    spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, y: Array
+) -> tuple[float, dict[str, Array]]:
+    """Cost (mean over examples of the summed per-unit cost) and its gradient.
+
+    ``spec`` is plain data in the spec file format (``Spec.to_dict()``).
+    """
+    p, x, y = _to_columns(spec, params, x, y)
+    m = x.shape[1]
+    layers = spec["layers"]
+    acts = [x]
+    zs = []
+    for index, layer in enumerate(layers, start=1):
+        z = p[f"W{index}"] @ acts[-1]
+        if layer.get("bias", True):
+            z = z + p[f"b{index}"]
+        zs.append(z)
+        act = layer["activation"]
+        acts.append(_softmax(z) if act == "softmax" else ELEMENTWISE[act].f(z))
+    cost, dcost = COSTS[spec["cost"]]
+    a_out = acts[-1]
+    loss = float(np.sum(cost(a_out, y)) / m)
+    g = dcost(a_out, y) / m  # dC/da^L
+    if layers[-1]["activation"] == "softmax":
+        delta = a_out * (g - np.sum(a_out * g, axis=0, keepdims=True))  # J^T g
+    else:
+        delta = g * ELEMENTWISE[layers[-1]["activation"]].df(zs[-1])
+    grads: dict[str, Array] = {}
+    for index in range(len(layers), 0, -1):
+        grads[f"W{index}"] = delta @ acts[index - 1].T
+        if layers[index - 1].get("bias", True):
+            grads[f"b{index}"] = delta.sum(axis=1, keepdims=True)
+        if index > 1:
+            below = layers[index - 2]["activation"]
+            delta = (p[f"W{index}"].T @ delta) * ELEMENTWISE[below].df(zs[index - 2])
+    if spec["layout"] == "rows":
+        grads = {k: v.T for k, v in grads.items()}
+    return loss, grads
+
+
+def near_kink(
+    spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, margin: float
+) -> bool:
+    """True when some weighted input lies within ``margin`` of its activation's kink."""
+    for layer, z in zip(spec["layers"], weighted_inputs(spec, params, x), strict=True):
+        act = layer["activation"]
+        kinks = () if act == "softmax" else ELEMENTWISE[act].kinks
+        if any(np.min(np.abs(z - k)) < margin for k in kinks):
+            return True
+    return False
+
+
+def central_differences(
+    loss: Callable[[dict[str, Array]], float], params: dict[str, Array]
+) -> dict[str, Array]:
+    """Central differences with h_i = cbrt(eps) * max(1, |theta_i|), every entry."""
+    step = np.cbrt(np.finfo(np.float64).eps)
+    out = {}
+    for key, value in params.items():
+        flat = value.reshape(-1)
+        numeric = np.empty(flat.size)
+        for i in range(flat.size):
+            old = flat[i]
+            h = step * max(1.0, abs(old))
+            flat[i] = old + h
+            up = loss(params)
+            flat[i] = old - h
+            down = loss(params)
+            flat[i] = old
+            numeric[i] = (up - down) / (2 * h)
+        out[key] = numeric.reshape(value.shape)
+    return out

@@ -1,0 +1,109 @@
+"""The long random-architecture battery: ``python -m tests.soak --examples 500``.
+
+Runs the cases of :mod:`test_random_architectures` (finite differences and the
+independent oracle on every parameter) without stopping at the first failure, then
+prints a summary: how many networks of which kinds were checked, the worst
+finite-difference ratio (<= 1 passes), the worst relative error against the oracle
+(<= 1e-10 passes) and every failing network. Exit status 0 when all pass, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, seed, settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_random_architectures import (  # noqa: E402
+    ORACLE_RTOL,
+    Case,
+    Outcome,
+    cases,
+    run_case,
+)
+
+
+def soak(examples: int, random_seed: int) -> int:
+    """Run ``examples`` random networks; print the summary; return the exit status."""
+    results: list[tuple[Case, Outcome]] = []
+    failures: list[str] = []
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="chainrule-soak-") as tmp:
+        folder = Path(tmp)
+
+        @seed(random_seed)
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=cases())
+        def one(case: Case) -> None:
+            where = f"{case.spec.to_dict()} batch={case.batch} seed={case.seed}"
+            try:
+                outcome = run_case(case, folder)
+            except Exception as exc:  # noqa: BLE001 - a soak records every failure
+                failures.append(f"{type(exc).__name__}: {exc} for {where}")
+                return
+            results.append((case, outcome))
+            if outcome.fd_ratio > 1.0:
+                failures.append(f"finite differences ratio {outcome.fd_ratio:.3g} for {where}")
+            if outcome.oracle_error > ORACLE_RTOL:
+                failures.append(f"oracle error {outcome.oracle_error:.3g} for {where}")
+
+        one()
+    elapsed = time.perf_counter() - started
+    _summary(results, failures, elapsed)
+    return 1 if failures else 0
+
+
+def _summary(results: list[tuple[Case, Outcome]], failures: list[str], elapsed: float) -> None:
+    specs = [case.spec for case, _ in results]
+    activations = Counter(layer.activation for spec in specs for layer in spec.layers)
+    print(f"random architectures checked: {len(results)} (and {len(failures)} raised or failed)")
+    print(f"failures: {len(failures)}")
+    if results:
+        outcomes = [outcome for _, outcome in results]
+        print(f"time: {elapsed:.1f} s ({elapsed / len(results):.2f} s per network)")
+        print(f"depth: {dict(sorted(Counter(s.depth for s in specs).items()))}")
+        print(f"widest layer: {max(max(s.sizes) for s in specs)}")
+        print(f"batch: {dict(sorted(Counter(c.batch for c, _ in results).items()))}")
+        print(f"layout: {dict(sorted(Counter(s.layout for s in specs).items()))}")
+        print(f"cost: {dict(sorted(Counter(s.cost for s in specs).items()))}")
+        with_bias = sum(layer.bias for s in specs for layer in s.layers)
+        print(f"layers with bias: {with_bias} of {sum(s.depth for s in specs)}")
+        print(
+            "activations (layers): " + ", ".join(f"{k} {v}" for k, v in sorted(activations.items()))
+        )
+        print(f"parameters checked: {sum(o.parameters for o in outcomes)}")
+        print(f"kink resamples: {sum(o.resamples for o in outcomes)}")
+        print(f"worst finite-difference ratio: {max(o.fd_ratio for o in outcomes):.3g} (pass <= 1)")
+        print(
+            f"worst oracle relative error: {max(o.oracle_error for o in outcomes):.3g} "
+            f"(pass <= {ORACLE_RTOL:g})"
+        )
+    for line in failures:
+        print(f"FAILED {line}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the soak."""
+    parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__)
+    parser.add_argument("--examples", type=int, default=500, help="networks to check")
+    parser.add_argument("--seed", type=int, default=20260, help="Hypothesis seed")
+    args = parser.parse_args(argv)
+    return soak(args.examples, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
