@@ -22,7 +22,7 @@ import importlib.util
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 #: Environment-free switch used by the CLI's ``--quiet``; ``set_quiet(True)`` silences all.
@@ -151,3 +151,36 @@ def track(items: Any, label: str, *, quiet: bool = False, stream: TextIO | None 
         for item in items:
             yield item
             bar.advance()
+
+
+def stage_printer(
+    *, quiet: bool = False, stream: TextIO | None = None
+) -> Callable[[str, int, int], None] | None:
+    """A ``progress(stage, done, total)`` callback for long loops, or None when silent.
+
+    The callback form suits code that reports from deep inside (e.g. per parameter of
+    the scalar derivation): each new ``stage`` name starts a new display, and reaching
+    ``done == total`` ends it. Returns None off a terminal or when quiet, so callers can
+    skip the reporting entirely.
+    """
+    stream = sys.stderr if stream is None else stream
+    kind = backend(stream, quiet)
+    if kind == "none":
+        return None
+    state: dict[str, Any] = {"stage": None, "bar": None}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if state["stage"] != stage:
+            if state["bar"] is not None:
+                state["bar"].finish()
+            state["stage"] = stage
+            state["bar"] = Progress(stage, total, stream, kind)
+            state["bar"].start()
+        bar = state["bar"]
+        if done > bar.done:
+            bar.advance(done - bar.done)
+        if done >= total:
+            bar.finish()
+            state["stage"] = state["bar"] = None
+
+    return report

@@ -69,3 +69,24 @@ def test_cli_quiet_flag_silences_progress() -> None:
         assert progress_module._QUIET is True
     finally:
         set_quiet(False)
+
+
+def test_stage_printer_is_none_off_a_terminal() -> None:
+    from chainrule.progress import stage_printer
+
+    assert stage_printer(stream=io.StringIO()) is None
+    assert stage_printer(stream=FakeTerminal(), quiet=True) is None
+
+
+def test_stage_printer_shows_each_stage(no_libraries) -> None:
+    from chainrule.progress import stage_printer
+
+    stream = FakeTerminal()
+    report = stage_printer(stream=stream)
+    report("naive diff", 1, 2)
+    time.sleep(3 * progress_module.TICK)
+    report("naive diff", 2, 2)
+    report("cse", 1, 1)
+    text = stream.getvalue()
+    assert "naive diff 1/2" in text
+    assert text.endswith("\r\033[K")
