@@ -87,3 +87,123 @@ def print_expr(expr: sp.Expr, helpers: set[str] | None = None) -> str:
     if helpers is not None:
         helpers.update(printer.helpers)
     return text
+
+
+#: SymPy functions whose NumPy ufunc takes ``out=``: the outermost call writes in place.
+_UNARY_UFUNCS: dict[type, str] = {
+    sp.exp: "exp",
+    sp.tanh: "tanh",
+    sp.sinh: "sinh",
+    sp.cosh: "cosh",
+    sp.sin: "sin",
+    sp.cos: "cos",
+    sp.atan: "arctan",
+    sp.Abs: "abs",
+}
+
+
+def _is_relu(expr: sp.Piecewise) -> bool:
+    """Piecewise((e, e > 0), (0, True)), which is max(e, 0) exactly (0 at e = 0 either way)."""
+    if len(expr.args) != 2:
+        return False
+    (value, cond), (rest, default) = expr.args
+    return (
+        default is sp.true
+        and rest == 0
+        and isinstance(cond, sp.StrictGreaterThan)
+        and cond.lhs == value
+        and cond.rhs == 0
+    )
+
+
+def indicator_condition(expr: sp.Expr) -> sp.Basic | None:
+    """The condition c of Piecewise((1, c), (0, True)), an indicator; None otherwise.
+
+    Multiplying by the boolean array of c is multiplying by the indicator, without
+    the two constant arrays of ``np.where``.
+
+    Examples
+    --------
+    >>> z = sp.Symbol("z1", real=True)
+    >>> indicator_condition(sp.Piecewise((1, z > 0), (0, True)))
+    z1 > 0
+    """
+    if not isinstance(expr, sp.Piecewise) or len(expr.args) != 2:
+        return None
+    (value, cond), (rest, default) = expr.args
+    if value == 1 and rest == 0 and default is sp.true:
+        return cond
+    return None
+
+
+def print_into(expr: sp.Expr, out: str, helpers: set[str] | None = None) -> str | None:
+    """Print ``expr`` so that its outermost NumPy call writes into the array ``out``.
+
+    Inner subexpressions print as :func:`print_expr` prints them; only the last
+    operation gets ``out=``, so the result lands in a preallocated buffer. Returns
+    None when ``expr`` is a bare symbol or a number (nothing to compute) or when its
+    outermost operation has no ``out=`` form (``np.where``); print it with
+    :func:`print_expr` then.
+
+    Examples
+    --------
+    >>> a, y = sp.Symbol("a2", real=True), sp.Symbol("y", real=True)
+    >>> print_into(a * (1 - a) * (a - y), 'ws["delta2"]')
+    'np.multiply(a2*(1 - a2), a2 - y, out=ws["delta2"])'
+    >>> print_into(sp.tanh(a), "buf")
+    'np.tanh(a2, out=buf)'
+    """
+    printer = ChainrulePrinter()
+    text = _into(printer, expr, out)
+    if helpers is not None:
+        helpers.update(printer.helpers)
+    return text
+
+
+def _into(printer: ChainrulePrinter, expr: sp.Expr, out: str) -> str | None:
+    p = printer.doprint
+    if isinstance(expr, sp.Symbol) or expr.is_number:
+        return None
+    if isinstance(expr, sp.Mul):
+        numer, denom = [], []
+        for factor in expr.args:
+            base, exp = factor.as_base_exp()
+            if exp.is_number and exp.is_negative and not factor.is_number:
+                denom.append(base ** (-exp))
+            else:
+                numer.append(factor)
+        if denom:
+            return f"np.divide({p(sp.Mul(*numer))}, {p(sp.Mul(*denom))}, out={out})"
+        *rest, last = expr.args
+        return f"np.multiply({p(sp.Mul(*rest))}, {p(last)}, out={out})"
+    if isinstance(expr, sp.Add):
+        *rest, last = expr.args
+        coeff, _ = last.as_coeff_Mul()
+        if coeff.is_negative:
+            return f"np.subtract({p(sp.Add(*rest))}, {p(-last)}, out={out})"
+        return f"np.add({p(sp.Add(*rest))}, {p(last)}, out={out})"
+    if isinstance(expr, sp.Pow):
+        base, exp = expr.args
+        if exp == 2:
+            return f"np.square({p(base)}, out={out})"
+        if exp == -1:
+            return f"np.divide(1, {p(base)}, out={out})"
+        if exp == sp.Rational(1, 2):
+            return f"np.sqrt({p(base)}, out={out})"
+        return f"np.power({p(base)}, {p(exp)}, out={out})"
+    if isinstance(expr, sigmoid):
+        printer.helpers.add("_sigmoid")
+        return f"_sigmoid({p(expr.args[0])}, out={out})"
+    if isinstance(expr, softplus):
+        return f"np.logaddexp(0, {p(expr.args[0])}, out={out})"
+    if isinstance(expr, sp.log):
+        arg = expr.args[0]
+        if isinstance(arg, sp.Add) and arg.as_coeff_add()[0] == 1:
+            return f"np.log1p({p(sp.Add(*arg.as_coeff_add()[1]))}, out={out})"
+        return f"np.log({p(arg)}, out={out})"
+    if isinstance(expr, sp.Piecewise) and _is_relu(expr):
+        return f"np.maximum({p(expr.args[0][0])}, 0, out={out})"
+    if type(expr) in _UNARY_UFUNCS:
+        return f"np.{_UNARY_UFUNCS[type(expr)]}({p(expr.args[0])}, out={out})"
+    # Anything else (np.where, say) has no out= form: the caller assigns a new array.
+    return None

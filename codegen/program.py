@@ -6,6 +6,13 @@ its label (forward, cost, BP1..BP4). The builder decides the statement order and
 the array layout; the math inside every elementwise statement comes from
 :mod:`derive.layers`. The structure itself (z = W a + b, W^T delta, delta a^T) is
 the chain rule applied to a dense layer.
+
+``op``, ``operands`` and ``expr`` state the math of a statement; ``code`` is how the
+module computes it fast: matrix products and elementwise results are written into
+preallocated work buffers (``ws[...]``, see :data:`Program.buffers`) with ``out=``,
+follow-up in-place updates sit in ``updates``, and the 1/m of the cost's mean over
+examples is applied once, to delta^L, instead of once per gradient (so BP3/BP4 code
+has no division). The equation comments say so wherever the code differs.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from codegen.printer import print_expr
+from codegen.printer import indicator_condition, print_expr, print_into
 from derive import naming
 from derive.layers import LOGP, A, NetworkDerivation, Y, Z
 from derive.spec import Spec
@@ -27,6 +34,8 @@ class Statement:
     ``op`` is one of ``alias``, ``affine``, ``map``, ``log_softmax``, ``unit_sum``,
     ``backprop``, ``outer``, ``example_sum``, ``loss``; ``operands`` are identifiers;
     ``expr`` is the elementwise SymPy expression for ``map``, ``unit_sum`` and ``loss``.
+    ``buffer`` names the work buffer the code writes into (None: a new array or an
+    alias); ``updates`` are in-place statements that complete the value after ``code``.
     """
 
     target: str
@@ -36,6 +45,8 @@ class Statement:
     code: str
     equation: str
     label: str
+    buffer: str | None = None
+    updates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,10 +64,21 @@ class Program:
     helpers: frozenset[str]
     kink_layers: tuple[int, ...]
     assumptions: tuple[str, ...]
+    #: Work buffers (name, shape code in ``m``, "zeros" or "ones") the statements write into.
+    buffers: tuple[tuple[str, str, str], ...] = ()
 
 
 def _sym(name: str) -> sp.Symbol:
     return naming.symbol(name)
+
+
+#: Work-buffer key of the column (or row) of m ones that sums over examples by a product.
+ONES = "ones"
+
+
+def buffer_ref(name: str) -> str:
+    """The generated expression of a work buffer, e.g. ``ws["z1"]``."""
+    return f'ws["{name}"]'
 
 
 class _Builder:
@@ -67,11 +89,36 @@ class _Builder:
         self.units_axis = 1 if self.rows else 0
         self.examples_axis = 0 if self.rows else 1
         self.helpers: set[str] = set()
+        self.buffers: list[tuple[str, str, str]] = []
 
-    def map(self, target: str, expr: sp.Expr, equation: str, label: str) -> Statement:
-        code = print_expr(expr, self.helpers)
+    def buffer(self, name: str, units: int) -> str:
+        """Register a work buffer of ``units`` rows (columns in the rows layout)."""
+        shape = f"(m, {units})" if self.rows else f"({units}, m)"
+        self.buffers.append((name, shape, "zeros"))
+        return buffer_ref(name)
+
+    def units(self, name: str) -> int:
+        """Number of units of the layer a per-layer identifier such as ``delta2`` belongs to."""
+        digits = "".join(ch for ch in name if ch.isdigit())
+        return self.spec.sizes[int(digits)]
+
+    def map(
+        self,
+        target: str,
+        expr: sp.Expr,
+        equation: str,
+        label: str,
+        code_expr: sp.Expr | None = None,
+    ) -> Statement:
+        """An elementwise statement; ``code_expr`` (default ``expr``) is what the code computes."""
         operands = tuple(sorted(s.name for s in expr.free_symbols))
-        return Statement(target, "map", operands, expr, code, equation, label)
+        computed = expr if code_expr is None else code_expr
+        into = print_into(computed, buffer_ref(target), self.helpers)
+        if into is None:
+            code = print_expr(computed, self.helpers)
+            return Statement(target, "map", operands, expr, code, equation, label)
+        self.buffer(target, self.units(target))
+        return Statement(target, "map", operands, expr, into, equation, label, buffer=target)
 
     def layer_symbols(self, layer: int) -> dict[sp.Symbol, sp.Symbol]:
         return {
@@ -103,12 +150,15 @@ class _Builder:
                 naming.weighted_input(index),
                 naming.activation(index),
             )
-            product = f"{prev} @ {w}" if self.rows else f"{w} @ {prev}"
-            code = f"{product} + {b}" if layer.bias else product
+            pair = f"{prev}, {w}" if self.rows else f"{w}, {prev}"
+            code = f"np.matmul({pair}, out={self.buffer(z, layer.size)})"
             wa = f"{prev} W^{index}" if self.rows else f"W^{index} {prev}"
             eq = f"z^{index} = {wa}" + (f" + b^{index}" if layer.bias else "")
             operands = (w, prev, b) if layer.bias else (w, prev)
-            out.append(Statement(z, "affine", operands, None, code, eq, "forward"))
+            updates = (f"{z} += {b}",) if layer.bias else ()
+            out.append(
+                Statement(z, "affine", operands, None, code, eq, "forward", z, updates)
+            )
             cache.append(z)
             act = self.derivation.activations[index - 1]
             if act is None:
@@ -120,9 +170,11 @@ class _Builder:
                         "log_softmax",
                         (z,),
                         None,
-                        f"_log_softmax({z}, axis={self.units_axis})",
+                        f"_log_softmax({z}, axis={self.units_axis}, "
+                        f"out={self.buffer(logp, layer.size)})",
                         f"log a^{index} = z^{index} - log sum_k exp(z^{index}_k)",
                         "forward",
+                        logp,
                     )
                 )
                 out.append(
@@ -166,6 +218,60 @@ class _Builder:
             "cost",
         )
 
+    def backprop(self, index: int) -> list[Statement]:
+        """BP2 for a hidden layer: sigma'(z^l), then delta^l = ((W^(l+1))^T delta^(l+1)) (.) sigma'.
+
+        The product is written into delta^l's buffer and multiplied by sigma' in place.
+        An indicator derivative (ReLU's) is kept as a boolean mask.
+        """
+        out: list[Statement] = []
+        delta, upper = naming.delta(index), naming.delta(index + 1)
+        w_up = naming.weight(index + 1)
+        pair = f"{upper}, {w_up}.T" if self.rows else f"{w_up}.T, {upper}"
+        code = f"np.matmul({pair}, out={self.buffer(delta, self.spec.sizes[index])})"
+        act = self.derivation.activations[index - 1]
+        cached = act.cached.subs(self.layer_symbols(index))
+        derivative = act.derivative.subs(Z, _sym(naming.weighted_input(index)))
+        sp_name = naming.sigma_prime(index)
+        carried = f" (carries the 1/m of delta^{self.spec.depth})"
+        if cached == 1:
+            eq = f"delta^{index} = (W^{index + 1})^T delta^{index + 1} (sigma' = 1){carried}"
+            return [Statement(delta, "backprop", (w_up, upper), None, code, eq, "BP2", delta)]
+        condition = indicator_condition(cached)
+        if condition is not None:
+            operands = tuple(sorted(v.name for v in cached.free_symbols))
+            out.append(
+                Statement(
+                    sp_name,
+                    "map",
+                    operands,
+                    cached,
+                    print_expr(condition, self.helpers),
+                    f"sigma'(z^{index}) = {derivative}: the indicator of {condition}, "
+                    "kept as a boolean mask",
+                    "BP2",
+                )
+            )
+        else:
+            out.append(
+                self.map(sp_name, cached, f"sigma'(z^{index}) = {derivative} = {cached}", "BP2")
+            )
+        eq = f"delta^{index} = ((W^{index + 1})^T delta^{index + 1}) (.) sigma'(z^{index}){carried}"
+        out.append(
+            Statement(
+                delta,
+                "backprop",
+                (w_up, upper, sp_name),
+                None,
+                code,
+                eq,
+                "BP2",
+                delta,
+                (f"{delta} *= {sp_name}",),
+            )
+        )
+        return out
+
     def backward(self) -> tuple[list[Statement], list[tuple[str, str]]]:
         out: list[Statement] = []
         grads: list[tuple[str, str]] = []
@@ -174,6 +280,10 @@ class _Builder:
         symbols = self.layer_symbols(big_l)
         delta_l = naming.delta(big_l)
         dc_da = output.dcost_da.subs(symbols)
+        # The cost is a mean over the m examples: delta^L is stored divided by m, once,
+        # and every delta and gradient computed from it inherits the factor.
+        per_example = 1 / _sym(naming.BATCH)
+        folded = f"; stored divided by m (the cost's mean), so no gradient divides again"
         if output.softmax is None:
             expr = output.delta.subs(symbols)
             out.append(
@@ -181,8 +291,9 @@ class _Builder:
                     delta_l,
                     expr,
                     f"delta^{big_l} = dC/da^{big_l} * sigma'(z^{big_l}) "
-                    f"= ({dc_da}) * sigma'(z^{big_l}) = {expr}",
+                    f"= ({dc_da}) * sigma'(z^{big_l}) = {expr}{folded}",
                     "BP1",
+                    code_expr=expr * per_example,
                 )
             )
         else:
@@ -194,8 +305,9 @@ class _Builder:
                         delta_l,
                         expr,
                         f"delta^{big_l} = J_softmax^T dC/da^{big_l} with "
-                        f"dC/da = {dc_da}; sum_j y_j = 1 gives {expr}",
+                        f"dC/da = {dc_da}; sum_j y_j = 1 gives {expr}{folded}",
                         "BP1",
+                        code_expr=expr * per_example,
                     )
                 )
             else:
@@ -219,44 +331,20 @@ class _Builder:
                     self.map(
                         delta_l,
                         expr,
-                        f"delta^{big_l} = J_softmax^T dC/da^{big_l} with dC/da = {dc_da}: {expr}",
+                        f"delta^{big_l} = J_softmax^T dC/da^{big_l} with dC/da = {dc_da}: "
+                        f"{expr}{folded}",
                         "BP1",
+                        code_expr=expr * per_example,
                     )
                 )
         for index in range(big_l, 0, -1):
             delta = naming.delta(index)
             if index < big_l:
-                upper = naming.delta(index + 1)
-                w_up = naming.weight(index + 1)
-                back = f"{upper} @ {w_up}.T" if self.rows else f"{w_up}.T @ {upper}"
-                act = self.derivation.activations[index - 1]
-                cached = act.cached.subs(self.layer_symbols(index))
-                derivative = act.derivative.subs(Z, _sym(naming.weighted_input(index)))
-                sp_name = naming.sigma_prime(index)
-                if cached == 1:
-                    code = back
-                    eq = f"delta^{index} = (W^{index + 1})^T delta^{index + 1} (sigma' = 1)"
-                    operands: tuple[str, ...] = (w_up, upper)
-                else:
-                    out.append(
-                        self.map(
-                            sp_name,
-                            cached,
-                            f"sigma'(z^{index}) = {derivative} = {cached}",
-                            "BP2",
-                        )
-                    )
-                    code = f"({back}) * {sp_name}"
-                    eq = (
-                        f"delta^{index} = ((W^{index + 1})^T delta^{index + 1}) "
-                        f"(.) sigma'(z^{index})"
-                    )
-                    operands = (w_up, upper, sp_name)
-                out.append(Statement(delta, "backprop", operands, None, code, eq, "BP2"))
+                out.extend(self.backprop(index))
             prev = naming.activation(index - 1)
             w = naming.weight(index)
             g_w = naming.grad(w)
-            code = f"{prev}.T @ {delta} / m" if self.rows else f"{delta} @ {prev}.T / m"
+            code = f"{prev}.T @ {delta}" if self.rows else f"{delta} @ {prev}.T"
             out.append(
                 Statement(
                     g_w,
@@ -264,7 +352,8 @@ class _Builder:
                     (delta, prev),
                     None,
                     code,
-                    f"dC/dW^{index} = (1/m) delta^{index} (a^{index - 1})^T",
+                    f"dC/dW^{index} = (1/m) delta^{index} (a^{index - 1})^T "
+                    f"(the 1/m is already in delta^{index})",
                     "BP4",
                 )
             )
@@ -272,7 +361,10 @@ class _Builder:
             if self.spec.layers[index - 1].bias:
                 b = naming.bias(index)
                 g_b = naming.grad(b)
-                code = f"np.sum({delta}, axis={self.examples_axis}, keepdims=True) / m"
+                ones = buffer_ref(ONES)
+                if all(name != ONES for name, _, _ in self.buffers):
+                    self.buffers.append((ONES, "(1, m)" if self.rows else "(m, 1)", "ones"))
+                code = f"{ones} @ {delta}" if self.rows else f"{delta} @ {ones}"
                 out.append(
                     Statement(
                         g_b,
@@ -280,7 +372,8 @@ class _Builder:
                         (delta,),
                         None,
                         code,
-                        f"dC/db^{index} = (1/m) sum over examples of delta^{index}",
+                        f"dC/db^{index} = (1/m) sum over examples of delta^{index}: one "
+                        f"product with a vector of m ones (the 1/m is already in delta^{index})",
                         "BP3",
                     )
                 )
@@ -318,4 +411,5 @@ def build_program(derivation: NetworkDerivation) -> Program:
         helpers=frozenset(builder.helpers),
         kink_layers=kinks,
         assumptions=derivation.assumptions,
+        buffers=tuple(builder.buffers),
     )

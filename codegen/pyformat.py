@@ -22,7 +22,13 @@ def _is_simple_power_operand(node: ast.expr) -> bool:
 
 
 class _RuffStyleUnparser(ast._Unparser):  # type: ignore[name-defined]
-    """ast's unparser with ruff's spacing around ``**`` and its ``-(a**2)``."""
+    """ast's unparser with ruff's spacing around ``**``, its ``-(a**2)`` and its quotes."""
+
+    def _write_constant(self, value: object) -> None:
+        if isinstance(value, str) and value.isidentifier():
+            self.write(f'"{value}"')  # keys such as ws["z1"]: ruff's double quotes
+            return
+        super()._write_constant(value)
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> None:  # noqa: N802 - ast visitor name
         if not (isinstance(node.operand, ast.BinOp) and isinstance(node.operand.op, ast.Pow)):

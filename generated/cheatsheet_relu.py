@@ -44,6 +44,8 @@ FORWARD_VALUES = ("z1", "a1", "z2", "a2")
 KINK_LAYERS = (1, 2)
 
 _DT = np.float64
+#: Work buffers of loss_and_grad, one set per (batch size, dtype): see _workspace.
+_WORKSPACES = {}
 
 
 def init_params(seed=0):
@@ -60,20 +62,51 @@ def init_params(seed=0):
     return params
 
 
-def _forward(params, x):
-    """Forward pass, returning every cached value (z1, a1, z2, a2)."""
+def _new_workspace(m, dtype):
+    """Arrays for every intermediate value of a batch of m examples (zeros; ones for sums)."""
+    return {
+        "z1": np.zeros((m, 1), dtype),
+        "a1": np.zeros((m, 1), dtype),
+        "z2": np.zeros((m, 1), dtype),
+        "a2": np.zeros((m, 1), dtype),
+        "delta2": np.zeros((m, 1), dtype),
+        "delta1": np.zeros((m, 1), dtype),
+    }
+
+
+def _workspace(m, dtype):
+    """The work buffers for batch size m and ``dtype``: made on first use, then reused.
+
+    Only loss_and_grad and loss use them, and neither returns a buffer, so no array
+    a caller holds is ever overwritten. Calls from several threads at once with the
+    same batch size would share buffers: give each thread its own module copy.
+    """
+    ws = _WORKSPACES.get((m, dtype))
+    if ws is None:
+        ws = _WORKSPACES[(m, dtype)] = _new_workspace(m, dtype)
+    return ws
+
+
+def _forward(params, x, ws=None):
+    """Forward pass, returning every cached value (z1, a1, z2, a2).
+
+    Each value is written into its buffer in ``ws`` (new buffers when None) with
+    ``out=`` and in-place updates; a^0 is x itself, never a copy.
+    """
     W1 = params["W1"]
     W2 = params["W2"]
+    if ws is None:
+        ws = _new_workspace(x.shape[0], W1.dtype)
     # forward: a^0 = x, the input (shape (m, n0))
     a0 = x
     # forward: z^1 = a0 W^1
-    z1 = a0 @ W1
+    z1 = np.matmul(a0, W1, out=ws["z1"])
     # forward: a^1 = relu(z^1) = Piecewise((z1, z1 > 0), (0, True))
-    a1 = np.where(z1 > 0, z1, _DT(0))
+    a1 = np.maximum(z1, 0, out=ws["a1"])
     # forward: z^2 = a1 W^2
-    z2 = a1 @ W2
+    z2 = np.matmul(a1, W2, out=ws["z2"])
     # forward: a^2 = relu(z^2) = Piecewise((z2, z2 > 0), (0, True))
-    a2 = np.where(z2 > 0, z2, _DT(0))
+    a2 = np.maximum(z2, 0, out=ws["a2"])
     return z1, a1, z2, a2
 
 
@@ -84,32 +117,39 @@ def forward(params, x):
 
 def loss(params, x, y):
     """Batch cost: the mean over the m examples of the per-example cost."""
-    _, _, _, a2 = _forward(params, x)
     m = x.shape[0]
+    _, _, _, a2 = _forward(params, x, _workspace(m, params["W1"].dtype))
     # cost: C = (1/m) sum over examples and units of (a2 - y)**2/2
     C = np.sum(1 / 2 * (a2 - y) ** 2) / m
     return float(C)
 
 
 def loss_and_grad(params, x, y):
-    """Cost and its gradient: (float, dict with the keys and shapes of ``params``)."""
+    """Cost and its gradient: (float, dict with the keys and shapes of ``params``).
+
+    The forward values and deltas live in work buffers reused by the next call with
+    the same batch size; the gradient arrays are new on every call, owned by the caller.
+    """
     W2 = params["W2"]
-    z1, a1, z2, a2 = _forward(params, x)
-    a0 = x
     m = x.shape[0]
+    ws = _workspace(m, params["W1"].dtype)
+    z1, a1, z2, a2 = _forward(params, x, ws)
+    a0 = x
     # cost: C = (1/m) sum over examples and units of (a2 - y)**2/2
     C = np.sum(1 / 2 * (a2 - y) ** 2) / m
     # BP1: delta^2 = dC/da^2 * sigma'(z^2) = (a2 - y) * sigma'(z^2) = (a2 - y)*Piecewise((1, z2
-    # > 0), (0, True))
-    delta2 = (a2 - y) * np.where(z2 > 0, _DT(1), _DT(0))
-    # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T
-    dC_dW2 = a1.T @ delta2 / m
-    # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)) = Piecewise((1, z1 > 0), (0, True))
-    sp1 = np.where(z1 > 0, _DT(1), _DT(0))
-    # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1)
-    delta1 = delta2 @ W2.T * sp1
-    # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T
-    dC_dW1 = a0.T @ delta1 / m
+    # > 0), (0, True)); stored divided by m (the cost's mean), so no gradient divides again
+    delta2 = np.divide((a2 - y) * np.where(z2 > 0, _DT(1), _DT(0)), m, out=ws["delta2"])
+    # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T (the 1/m is already in delta^2)
+    dC_dW2 = a1.T @ delta2
+    # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)): the indicator of z1 > 0, kept as a
+    # boolean mask
+    sp1 = z1 > 0
+    # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^2)
+    delta1 = np.matmul(delta2, W2.T, out=ws["delta1"])
+    delta1 *= sp1
+    # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T (the 1/m is already in delta^1)
+    dC_dW1 = a0.T @ delta1
     grads = {
         "W1": dC_dW1,
         "W2": dC_dW2,
@@ -121,7 +161,8 @@ def sgd_step(params, x, y, lr):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
     cost, grads = loss_and_grad(params, x, y)
     for key, grad in grads.items():
-        params[key] -= lr * grad
+        grad *= lr  # the gradient arrays are new on every call: scale them in place
+        params[key] -= grad
     return cost
 
 
@@ -173,3 +214,36 @@ def check_gradient(params, x, y):
             numeric = (up - down) / (2 * h)
             worst = max(worst, abs(grad[i] - numeric) / (abs(numeric) + scale))
     return worst
+
+
+#: Shape of each parameter, as ``init_params`` makes it and ``load_params`` checks it.
+PARAM_SHAPES = {
+    "W1": (1, 1),
+    "W2": (1, 1),
+}
+
+
+def save_params(path, params):
+    """Write ``params`` to ``path`` as a NumPy ``.npz`` archive, one array per key.
+
+    NumPy appends ``.npz`` when ``path`` has no suffix; read it back with ``load_params``.
+    """
+    np.savez(path, **{key: np.asarray(value) for key, value in params.items()})
+
+
+def load_params(path):
+    """Parameters saved by ``save_params``, checked against this network's keys and shapes.
+
+    Returns a dict like ``init_params`` gives, in this module's dtype. The archive is
+    read with ``allow_pickle=False``: it holds plain arrays and nothing else.
+    """
+    archive = np.load(path, allow_pickle=False)
+    params = {key: np.array(archive[key], dtype=_DT) for key in archive}
+    if sorted(params) != sorted(PARAM_SHAPES):
+        keys = sorted(params)
+        raise ValueError(f"{path}: keys {keys}, expected {sorted(PARAM_SHAPES)}")
+    for key, shape in PARAM_SHAPES.items():
+        found = params[key].shape
+        if found != shape:
+            raise ValueError(f"{path}: {key} has shape {found}, expected {shape}")
+    return {key: params[key] for key in PARAM_SHAPES}

@@ -60,12 +60,23 @@ FORWARD_VALUES = ("z1", "a1", "z2", "a2", "z3", "a3", "z4", "a4")
 KINK_LAYERS = (1, 2, 3)
 
 _DT = np.float64
+#: Work buffers of loss_and_grad, one set per (batch size, dtype): see _workspace.
+_WORKSPACES = {}
 
 
-def _sigmoid(z):
-    """Logistic function, split by sign so that exp never overflows."""
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+@np.errstate(over="ignore", under="ignore")
+def _sigmoid(z, out=None):
+    """Logistic function 1 / (1 + exp(-z)), in place into ``out`` when given.
+
+    Stable without a split by sign: where exp(-z) overflows (z < -709 in float64) it
+    gives inf, and 1 / inf = 0 is the correctly rounded value; where it underflows the
+    result is 1; elsewhere every step keeps full relative precision. Both warnings are
+    silenced for that reason.
+    """
+    out = np.negative(z, out=out)
+    np.exp(out, out=out)
+    out += 1
+    return np.divide(1, out, out=out)
 
 
 def init_params(seed=0):
@@ -94,8 +105,44 @@ def init_params(seed=0):
     return params
 
 
-def _forward(params, x):
-    """Forward pass, returning every cached value (z1, a1, z2, a2, z3, a3, z4, a4)."""
+def _new_workspace(m, dtype):
+    """Arrays for every intermediate value of a batch of m examples (zeros; ones for sums)."""
+    return {
+        "z1": np.zeros((8, m), dtype),
+        "a1": np.zeros((8, m), dtype),
+        "z2": np.zeros((8, m), dtype),
+        "a2": np.zeros((8, m), dtype),
+        "z3": np.zeros((8, m), dtype),
+        "a3": np.zeros((8, m), dtype),
+        "z4": np.zeros((1, m), dtype),
+        "a4": np.zeros((1, m), dtype),
+        "delta4": np.zeros((1, m), dtype),
+        "ones": np.ones((m, 1), dtype),
+        "delta3": np.zeros((8, m), dtype),
+        "delta2": np.zeros((8, m), dtype),
+        "delta1": np.zeros((8, m), dtype),
+    }
+
+
+def _workspace(m, dtype):
+    """The work buffers for batch size m and ``dtype``: made on first use, then reused.
+
+    Only loss_and_grad and loss use them, and neither returns a buffer, so no array
+    a caller holds is ever overwritten. Calls from several threads at once with the
+    same batch size would share buffers: give each thread its own module copy.
+    """
+    ws = _WORKSPACES.get((m, dtype))
+    if ws is None:
+        ws = _WORKSPACES[(m, dtype)] = _new_workspace(m, dtype)
+    return ws
+
+
+def _forward(params, x, ws=None):
+    """Forward pass, returning every cached value (z1, a1, z2, a2, z3, a3, z4, a4).
+
+    Each value is written into its buffer in ``ws`` (new buffers when None) with
+    ``out=`` and in-place updates; a^0 is x itself, never a copy.
+    """
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -104,24 +151,30 @@ def _forward(params, x):
     b3 = params["b3"]
     W4 = params["W4"]
     b4 = params["b4"]
+    if ws is None:
+        ws = _new_workspace(x.shape[1], W1.dtype)
     # forward: a^0 = x, the input (shape (n0, m))
     a0 = x
     # forward: z^1 = W^1 a0 + b^1
-    z1 = W1 @ a0 + b1
+    z1 = np.matmul(W1, a0, out=ws["z1"])
+    z1 += b1
     # forward: a^1 = relu(z^1) = Piecewise((z1, z1 > 0), (0, True))
-    a1 = np.where(z1 > 0, z1, _DT(0))
+    a1 = np.maximum(z1, 0, out=ws["a1"])
     # forward: z^2 = W^2 a1 + b^2
-    z2 = W2 @ a1 + b2
+    z2 = np.matmul(W2, a1, out=ws["z2"])
+    z2 += b2
     # forward: a^2 = relu(z^2) = Piecewise((z2, z2 > 0), (0, True))
-    a2 = np.where(z2 > 0, z2, _DT(0))
+    a2 = np.maximum(z2, 0, out=ws["a2"])
     # forward: z^3 = W^3 a2 + b^3
-    z3 = W3 @ a2 + b3
+    z3 = np.matmul(W3, a2, out=ws["z3"])
+    z3 += b3
     # forward: a^3 = relu(z^3) = Piecewise((z3, z3 > 0), (0, True))
-    a3 = np.where(z3 > 0, z3, _DT(0))
+    a3 = np.maximum(z3, 0, out=ws["a3"])
     # forward: z^4 = W^4 a3 + b^4
-    z4 = W4 @ a3 + b4
+    z4 = np.matmul(W4, a3, out=ws["z4"])
+    z4 += b4
     # forward: a^4 = sigmoid(z^4) = sigmoid(z4)
-    a4 = _sigmoid(z4)
+    a4 = _sigmoid(z4, out=ws["a4"])
     return z1, a1, z2, a2, z3, a3, z4, a4
 
 
@@ -132,53 +185,69 @@ def forward(params, x):
 
 def loss(params, x, y):
     """Batch cost: the mean over the m examples of the per-example cost."""
-    _, _, _, _, _, _, z4, _ = _forward(params, x)
     m = x.shape[1]
+    _, _, _, _, _, _, z4, _ = _forward(params, x, _workspace(m, params["W1"].dtype))
     # cost: C = (1/m) sum over examples and units of -y*z4 + softplus(z4)
     C = np.sum(-y * z4 + np.logaddexp(0, z4)) / m
     return float(C)
 
 
 def loss_and_grad(params, x, y):
-    """Cost and its gradient: (float, dict with the keys and shapes of ``params``)."""
+    """Cost and its gradient: (float, dict with the keys and shapes of ``params``).
+
+    The forward values and deltas live in work buffers reused by the next call with
+    the same batch size; the gradient arrays are new on every call, owned by the caller.
+    """
     W2 = params["W2"]
     W3 = params["W3"]
     W4 = params["W4"]
-    z1, a1, z2, a2, z3, a3, z4, a4 = _forward(params, x)
-    a0 = x
     m = x.shape[1]
+    ws = _workspace(m, params["W1"].dtype)
+    z1, a1, z2, a2, z3, a3, z4, a4 = _forward(params, x, ws)
+    a0 = x
     # cost: C = (1/m) sum over examples and units of -y*z4 + softplus(z4)
     C = np.sum(-y * z4 + np.logaddexp(0, z4)) / m
-    # BP1: delta^4 = dC/da^4 * sigma'(z^4) = ((-a4 + y)/(a4*(a4 - 1))) * sigma'(z^4) = a4 - y
-    delta4 = a4 - y
-    # BP4: dC/dW^4 = (1/m) delta^4 (a^3)^T
-    dC_dW4 = delta4 @ a3.T / m
-    # BP3: dC/db^4 = (1/m) sum over examples of delta^4
-    dC_db4 = np.sum(delta4, axis=1, keepdims=True) / m
-    # BP2: sigma'(z^3) = Piecewise((1, z3 > 0), (0, True)) = Piecewise((1, z3 > 0), (0, True))
-    sp3 = np.where(z3 > 0, _DT(1), _DT(0))
-    # BP2: delta^3 = ((W^4)^T delta^4) (.) sigma'(z^3)
-    delta3 = W4.T @ delta4 * sp3
-    # BP4: dC/dW^3 = (1/m) delta^3 (a^2)^T
-    dC_dW3 = delta3 @ a2.T / m
-    # BP3: dC/db^3 = (1/m) sum over examples of delta^3
-    dC_db3 = np.sum(delta3, axis=1, keepdims=True) / m
-    # BP2: sigma'(z^2) = Piecewise((1, z2 > 0), (0, True)) = Piecewise((1, z2 > 0), (0, True))
-    sp2 = np.where(z2 > 0, _DT(1), _DT(0))
-    # BP2: delta^2 = ((W^3)^T delta^3) (.) sigma'(z^2)
-    delta2 = W3.T @ delta3 * sp2
-    # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T
-    dC_dW2 = delta2 @ a1.T / m
-    # BP3: dC/db^2 = (1/m) sum over examples of delta^2
-    dC_db2 = np.sum(delta2, axis=1, keepdims=True) / m
-    # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)) = Piecewise((1, z1 > 0), (0, True))
-    sp1 = np.where(z1 > 0, _DT(1), _DT(0))
-    # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1)
-    delta1 = W2.T @ delta2 * sp1
-    # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T
-    dC_dW1 = delta1 @ a0.T / m
-    # BP3: dC/db^1 = (1/m) sum over examples of delta^1
-    dC_db1 = np.sum(delta1, axis=1, keepdims=True) / m
+    # BP1: delta^4 = dC/da^4 * sigma'(z^4) = ((-a4 + y)/(a4*(a4 - 1))) * sigma'(z^4) = a4 - y;
+    # stored divided by m (the cost's mean), so no gradient divides again
+    delta4 = np.divide(a4 - y, m, out=ws["delta4"])
+    # BP4: dC/dW^4 = (1/m) delta^4 (a^3)^T (the 1/m is already in delta^4)
+    dC_dW4 = delta4 @ a3.T
+    # BP3: dC/db^4 = (1/m) sum over examples of delta^4: one product with a vector of m ones
+    # (the 1/m is already in delta^4)
+    dC_db4 = delta4 @ ws["ones"]
+    # BP2: sigma'(z^3) = Piecewise((1, z3 > 0), (0, True)): the indicator of z3 > 0, kept as a
+    # boolean mask
+    sp3 = z3 > 0
+    # BP2: delta^3 = ((W^4)^T delta^4) (.) sigma'(z^3) (carries the 1/m of delta^4)
+    delta3 = np.matmul(W4.T, delta4, out=ws["delta3"])
+    delta3 *= sp3
+    # BP4: dC/dW^3 = (1/m) delta^3 (a^2)^T (the 1/m is already in delta^3)
+    dC_dW3 = delta3 @ a2.T
+    # BP3: dC/db^3 = (1/m) sum over examples of delta^3: one product with a vector of m ones
+    # (the 1/m is already in delta^3)
+    dC_db3 = delta3 @ ws["ones"]
+    # BP2: sigma'(z^2) = Piecewise((1, z2 > 0), (0, True)): the indicator of z2 > 0, kept as a
+    # boolean mask
+    sp2 = z2 > 0
+    # BP2: delta^2 = ((W^3)^T delta^3) (.) sigma'(z^2) (carries the 1/m of delta^4)
+    delta2 = np.matmul(W3.T, delta3, out=ws["delta2"])
+    delta2 *= sp2
+    # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T (the 1/m is already in delta^2)
+    dC_dW2 = delta2 @ a1.T
+    # BP3: dC/db^2 = (1/m) sum over examples of delta^2: one product with a vector of m ones
+    # (the 1/m is already in delta^2)
+    dC_db2 = delta2 @ ws["ones"]
+    # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)): the indicator of z1 > 0, kept as a
+    # boolean mask
+    sp1 = z1 > 0
+    # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^4)
+    delta1 = np.matmul(W2.T, delta2, out=ws["delta1"])
+    delta1 *= sp1
+    # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T (the 1/m is already in delta^1)
+    dC_dW1 = delta1 @ a0.T
+    # BP3: dC/db^1 = (1/m) sum over examples of delta^1: one product with a vector of m ones
+    # (the 1/m is already in delta^1)
+    dC_db1 = delta1 @ ws["ones"]
     grads = {
         "W1": dC_dW1,
         "b1": dC_db1,
@@ -196,7 +265,8 @@ def sgd_step(params, x, y, lr):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
     cost, grads = loss_and_grad(params, x, y)
     for key, grad in grads.items():
-        params[key] -= lr * grad
+        grad *= lr  # the gradient arrays are new on every call: scale them in place
+        params[key] -= grad
     return cost
 
 
@@ -248,3 +318,42 @@ def check_gradient(params, x, y):
             numeric = (up - down) / (2 * h)
             worst = max(worst, abs(grad[i] - numeric) / (abs(numeric) + scale))
     return worst
+
+
+#: Shape of each parameter, as ``init_params`` makes it and ``load_params`` checks it.
+PARAM_SHAPES = {
+    "W1": (8, 12),
+    "b1": (8, 1),
+    "W2": (8, 8),
+    "b2": (8, 1),
+    "W3": (8, 8),
+    "b3": (8, 1),
+    "W4": (1, 8),
+    "b4": (1, 1),
+}
+
+
+def save_params(path, params):
+    """Write ``params`` to ``path`` as a NumPy ``.npz`` archive, one array per key.
+
+    NumPy appends ``.npz`` when ``path`` has no suffix; read it back with ``load_params``.
+    """
+    np.savez(path, **{key: np.asarray(value) for key, value in params.items()})
+
+
+def load_params(path):
+    """Parameters saved by ``save_params``, checked against this network's keys and shapes.
+
+    Returns a dict like ``init_params`` gives, in this module's dtype. The archive is
+    read with ``allow_pickle=False``: it holds plain arrays and nothing else.
+    """
+    archive = np.load(path, allow_pickle=False)
+    params = {key: np.array(archive[key], dtype=_DT) for key in archive}
+    if sorted(params) != sorted(PARAM_SHAPES):
+        keys = sorted(params)
+        raise ValueError(f"{path}: keys {keys}, expected {sorted(PARAM_SHAPES)}")
+    for key, shape in PARAM_SHAPES.items():
+        found = params[key].shape
+        if found != shape:
+            raise ValueError(f"{path}: {key} has shape {found}, expected {shape}")
+    return {key: params[key] for key in PARAM_SHAPES}

@@ -53,12 +53,23 @@ FORWARD_VALUES = ("z1", "a1", "z2", "a2", "z3", "a3")
 KINK_LAYERS = ()
 
 _DT = np.float64
+#: Work buffers of loss_and_grad, one set per (batch size, dtype): see _workspace.
+_WORKSPACES = {}
 
 
-def _sigmoid(z):
-    """Logistic function, split by sign so that exp never overflows."""
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+@np.errstate(over="ignore", under="ignore")
+def _sigmoid(z, out=None):
+    """Logistic function 1 / (1 + exp(-z)), in place into ``out`` when given.
+
+    Stable without a split by sign: where exp(-z) overflows (z < -709 in float64) it
+    gives inf, and 1 / inf = 0 is the correctly rounded value; where it underflows the
+    result is 1; elsewhere every step keeps full relative precision. Both warnings are
+    silenced for that reason.
+    """
+    out = np.negative(z, out=out)
+    np.exp(out, out=out)
+    out += 1
+    return np.divide(1, out, out=out)
 
 
 def init_params(seed=0):
@@ -83,28 +94,68 @@ def init_params(seed=0):
     return params
 
 
-def _forward(params, x):
-    """Forward pass, returning every cached value (z1, a1, z2, a2, z3, a3)."""
+def _new_workspace(m, dtype):
+    """Arrays for every intermediate value of a batch of m examples (zeros; ones for sums)."""
+    return {
+        "z1": np.zeros((1, m), dtype),
+        "a1": np.zeros((1, m), dtype),
+        "z2": np.zeros((1, m), dtype),
+        "a2": np.zeros((1, m), dtype),
+        "z3": np.zeros((1, m), dtype),
+        "a3": np.zeros((1, m), dtype),
+        "delta3": np.zeros((1, m), dtype),
+        "ones": np.ones((m, 1), dtype),
+        "delta2": np.zeros((1, m), dtype),
+        "sp2": np.zeros((1, m), dtype),
+        "delta1": np.zeros((1, m), dtype),
+        "sp1": np.zeros((1, m), dtype),
+    }
+
+
+def _workspace(m, dtype):
+    """The work buffers for batch size m and ``dtype``: made on first use, then reused.
+
+    Only loss_and_grad and loss use them, and neither returns a buffer, so no array
+    a caller holds is ever overwritten. Calls from several threads at once with the
+    same batch size would share buffers: give each thread its own module copy.
+    """
+    ws = _WORKSPACES.get((m, dtype))
+    if ws is None:
+        ws = _WORKSPACES[(m, dtype)] = _new_workspace(m, dtype)
+    return ws
+
+
+def _forward(params, x, ws=None):
+    """Forward pass, returning every cached value (z1, a1, z2, a2, z3, a3).
+
+    Each value is written into its buffer in ``ws`` (new buffers when None) with
+    ``out=`` and in-place updates; a^0 is x itself, never a copy.
+    """
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
     b2 = params["b2"]
     W3 = params["W3"]
     b3 = params["b3"]
+    if ws is None:
+        ws = _new_workspace(x.shape[1], W1.dtype)
     # forward: a^0 = x, the input (shape (n0, m))
     a0 = x
     # forward: z^1 = W^1 a0 + b^1
-    z1 = W1 @ a0 + b1
+    z1 = np.matmul(W1, a0, out=ws["z1"])
+    z1 += b1
     # forward: a^1 = sigmoid(z^1) = sigmoid(z1)
-    a1 = _sigmoid(z1)
+    a1 = _sigmoid(z1, out=ws["a1"])
     # forward: z^2 = W^2 a1 + b^2
-    z2 = W2 @ a1 + b2
+    z2 = np.matmul(W2, a1, out=ws["z2"])
+    z2 += b2
     # forward: a^2 = sigmoid(z^2) = sigmoid(z2)
-    a2 = _sigmoid(z2)
+    a2 = _sigmoid(z2, out=ws["a2"])
     # forward: z^3 = W^3 a2 + b^3
-    z3 = W3 @ a2 + b3
+    z3 = np.matmul(W3, a2, out=ws["z3"])
+    z3 += b3
     # forward: a^3 = sigmoid(z^3) = sigmoid(z3)
-    a3 = _sigmoid(z3)
+    a3 = _sigmoid(z3, out=ws["a3"])
     return z1, a1, z2, a2, z3, a3
 
 
@@ -115,44 +166,55 @@ def forward(params, x):
 
 def loss(params, x, y):
     """Batch cost: the mean over the m examples of the per-example cost."""
-    _, _, _, _, _, a3 = _forward(params, x)
     m = x.shape[1]
+    _, _, _, _, _, a3 = _forward(params, x, _workspace(m, params["W1"].dtype))
     # cost: C = (1/m) sum over examples and units of (a3 - y)**2
     C = np.sum((a3 - y) ** 2) / m
     return float(C)
 
 
 def loss_and_grad(params, x, y):
-    """Cost and its gradient: (float, dict with the keys and shapes of ``params``)."""
+    """Cost and its gradient: (float, dict with the keys and shapes of ``params``).
+
+    The forward values and deltas live in work buffers reused by the next call with
+    the same batch size; the gradient arrays are new on every call, owned by the caller.
+    """
     W2 = params["W2"]
     W3 = params["W3"]
-    _, a1, _, a2, _, a3 = _forward(params, x)
-    a0 = x
     m = x.shape[1]
+    ws = _workspace(m, params["W1"].dtype)
+    _, a1, _, a2, _, a3 = _forward(params, x, ws)
+    a0 = x
     # cost: C = (1/m) sum over examples and units of (a3 - y)**2
     C = np.sum((a3 - y) ** 2) / m
-    # BP1: delta^3 = dC/da^3 * sigma'(z^3) = (2*a3 - 2*y) * sigma'(z^3) = 2*a3*(1 - a3)*(a3 - y)
-    delta3 = 2 * a3 * (1 - a3) * (a3 - y)
-    # BP4: dC/dW^3 = (1/m) delta^3 (a^2)^T
-    dC_dW3 = delta3 @ a2.T / m
-    # BP3: dC/db^3 = (1/m) sum over examples of delta^3
-    dC_db3 = np.sum(delta3, axis=1, keepdims=True) / m
+    # BP1: delta^3 = dC/da^3 * sigma'(z^3) = (2*a3 - 2*y) * sigma'(z^3) = 2*a3*(1 - a3)*(a3 -
+    # y); stored divided by m (the cost's mean), so no gradient divides again
+    delta3 = np.divide(2 * a3 * (1 - a3) * (a3 - y), m, out=ws["delta3"])
+    # BP4: dC/dW^3 = (1/m) delta^3 (a^2)^T (the 1/m is already in delta^3)
+    dC_dW3 = delta3 @ a2.T
+    # BP3: dC/db^3 = (1/m) sum over examples of delta^3: one product with a vector of m ones
+    # (the 1/m is already in delta^3)
+    dC_db3 = delta3 @ ws["ones"]
     # BP2: sigma'(z^2) = -(sigmoid(z2) - 1)*sigmoid(z2) = a2*(1 - a2)
-    sp2 = a2 * (1 - a2)
-    # BP2: delta^2 = ((W^3)^T delta^3) (.) sigma'(z^2)
-    delta2 = W3.T @ delta3 * sp2
-    # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T
-    dC_dW2 = delta2 @ a1.T / m
-    # BP3: dC/db^2 = (1/m) sum over examples of delta^2
-    dC_db2 = np.sum(delta2, axis=1, keepdims=True) / m
+    sp2 = np.multiply(a2, 1 - a2, out=ws["sp2"])
+    # BP2: delta^2 = ((W^3)^T delta^3) (.) sigma'(z^2) (carries the 1/m of delta^3)
+    delta2 = np.matmul(W3.T, delta3, out=ws["delta2"])
+    delta2 *= sp2
+    # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T (the 1/m is already in delta^2)
+    dC_dW2 = delta2 @ a1.T
+    # BP3: dC/db^2 = (1/m) sum over examples of delta^2: one product with a vector of m ones
+    # (the 1/m is already in delta^2)
+    dC_db2 = delta2 @ ws["ones"]
     # BP2: sigma'(z^1) = -(sigmoid(z1) - 1)*sigmoid(z1) = a1*(1 - a1)
-    sp1 = a1 * (1 - a1)
-    # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1)
-    delta1 = W2.T @ delta2 * sp1
-    # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T
-    dC_dW1 = delta1 @ a0.T / m
-    # BP3: dC/db^1 = (1/m) sum over examples of delta^1
-    dC_db1 = np.sum(delta1, axis=1, keepdims=True) / m
+    sp1 = np.multiply(a1, 1 - a1, out=ws["sp1"])
+    # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^3)
+    delta1 = np.matmul(W2.T, delta2, out=ws["delta1"])
+    delta1 *= sp1
+    # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T (the 1/m is already in delta^1)
+    dC_dW1 = delta1 @ a0.T
+    # BP3: dC/db^1 = (1/m) sum over examples of delta^1: one product with a vector of m ones
+    # (the 1/m is already in delta^1)
+    dC_db1 = delta1 @ ws["ones"]
     grads = {
         "W1": dC_dW1,
         "b1": dC_db1,
@@ -168,7 +230,8 @@ def sgd_step(params, x, y, lr):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
     cost, grads = loss_and_grad(params, x, y)
     for key, grad in grads.items():
-        params[key] -= lr * grad
+        grad *= lr  # the gradient arrays are new on every call: scale them in place
+        params[key] -= grad
     return cost
 
 
@@ -220,3 +283,40 @@ def check_gradient(params, x, y):
             numeric = (up - down) / (2 * h)
             worst = max(worst, abs(grad[i] - numeric) / (abs(numeric) + scale))
     return worst
+
+
+#: Shape of each parameter, as ``init_params`` makes it and ``load_params`` checks it.
+PARAM_SHAPES = {
+    "W1": (1, 1),
+    "b1": (1, 1),
+    "W2": (1, 1),
+    "b2": (1, 1),
+    "W3": (1, 1),
+    "b3": (1, 1),
+}
+
+
+def save_params(path, params):
+    """Write ``params`` to ``path`` as a NumPy ``.npz`` archive, one array per key.
+
+    NumPy appends ``.npz`` when ``path`` has no suffix; read it back with ``load_params``.
+    """
+    np.savez(path, **{key: np.asarray(value) for key, value in params.items()})
+
+
+def load_params(path):
+    """Parameters saved by ``save_params``, checked against this network's keys and shapes.
+
+    Returns a dict like ``init_params`` gives, in this module's dtype. The archive is
+    read with ``allow_pickle=False``: it holds plain arrays and nothing else.
+    """
+    archive = np.load(path, allow_pickle=False)
+    params = {key: np.array(archive[key], dtype=_DT) for key in archive}
+    if sorted(params) != sorted(PARAM_SHAPES):
+        keys = sorted(params)
+        raise ValueError(f"{path}: keys {keys}, expected {sorted(PARAM_SHAPES)}")
+    for key, shape in PARAM_SHAPES.items():
+        found = params[key].shape
+        if found != shape:
+            raise ValueError(f"{path}: {key} has shape {found}, expected {shape}")
+    return {key: params[key] for key in PARAM_SHAPES}
