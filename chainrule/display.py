@@ -3,7 +3,8 @@
 :mod:`derive` stays free of display code (and never imports :mod:`codegen` or this
 package): :func:`install`, called when :mod:`chainrule` is imported, attaches
 ``_repr_markdown_`` to :class:`~derive.spec.Spec` and
-:class:`~derive.layers.NetworkDerivation` unless they already define one. Graph
+:class:`~derive.layers.NetworkDerivation` (and the ``Comparison`` of ``chainrule
+compare``) unless they already define one. Graph
 objects (:class:`chainrule.cmd_graph.Graph`) carry their own ``_repr_svg_``.
 
 Examples
@@ -114,6 +115,12 @@ def install() -> None:
         (Spec, spec_markdown),
         (NetworkDerivation, derivation_markdown),
     )
+    try:  # the comparison table of ``chainrule compare`` is Markdown already
+        from chainrule.cmd_compare import Comparison, render_comparison
+
+        pairs += ((Comparison, render_comparison),)
+    except ImportError:
+        pass
     for cls, function in pairs:
         if "_repr_markdown_" not in vars(cls):
             cls._repr_markdown_ = function  # type: ignore[attr-defined]

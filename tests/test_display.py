@@ -45,3 +45,12 @@ def test_graph_svg_in_jupyter() -> None:
     graph = chainrule.build_graph(chainrule.preset("3b1b-chain"))
     assert graph._repr_markdown_() is None
     assert "<svg" in graph._repr_svg_()
+
+
+def test_comparison_displays_its_table() -> None:
+    from chainrule.cmd_compare import compare_spec, render_comparison
+
+    result = compare_spec(chainrule.preset("3b1b-chain"))
+    text = result._repr_markdown_()
+    assert text == render_comparison(result)
+    assert text.startswith("network 3b1b-chain")
