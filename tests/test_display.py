@@ -53,4 +53,4 @@ def test_comparison_displays_its_table() -> None:
     result = compare_spec(chainrule.preset("3b1b-chain"))
     text = result._repr_markdown_()
     assert text == render_comparison(result)
-    assert text.startswith("network 3b1b-chain")
+    assert text.startswith("network 1-1-1-1 (sigmoid, sigmoid, sigmoid; squared-error cost)")
