@@ -126,3 +126,26 @@ def test_written_file_has_ordinary_permissions(tmp_path: Path) -> None:
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cli_graph_of_an_imported_keras_model(tmp_path: Path, capsys) -> None:
+    import json
+
+    model = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "imported",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 2]}},
+                {"class_name": "Dense", "config": {"units": 2, "activation": "tanh"}},
+                {"class_name": "Dense", "config": {"units": 1, "activation": "sigmoid"}},
+            ],
+        },
+    }
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(model), encoding="utf-8")
+    argv = ["graph", "--from-keras", str(path), "--cost", "binary-cross-entropy"]
+    assert main(argv) == 0
+    dot = capsys.readouterr().out
+    assert "imported: 2-2-1, binary-cross-entropy (scalar graph)" in dot
+    assert "delta1_1" in dot
