@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
     digits = None
     if not args.quick and "digits" not in skip:
-        digits = digits_comparison(epochs=30, batch_size=32, lr=0.1)
+        digits = digits_comparison(epochs=60, batch_size=32, lr=0.3)
     info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     if limiter is not None:
         limiter.restore_original_limits()

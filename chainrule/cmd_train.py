@@ -283,7 +283,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 flag, f"must be at least 1, got {getattr(args, name)}", "give 1 or more"
             )
     if not (np.isfinite(args.lr) and args.lr > 0):
-        raise SpecError("--lr", f"must be a positive number, got {args.lr}", "try --lr 0.1")
+        raise SpecError("--lr", f"must be a positive number, got {args.lr}", "try --lr 0.3")
     if args.dataset and args.data:
         raise SpecError("--data", "given with --dataset", "choose one data source")
     if args.module:
@@ -356,9 +356,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dataset", choices=("digits",), help="scikit-learn's 8x8 digits (the default)"
     )
     parser.add_argument("--data", help="an .npz file with arrays x (N, n0) and y")
-    parser.add_argument("--epochs", type=int, default=30, help="passes over the data (30)")
+    parser.add_argument("--epochs", type=int, default=60, help="passes over the data (60)")
     parser.add_argument("--batch-size", type=int, default=32, help="examples per step (32)")
-    parser.add_argument("--lr", type=float, default=0.1, help="learning rate eta (0.1)")
+    parser.add_argument("--lr", type=float, default=0.3, help="learning rate eta (0.3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of split, weights, shuffles")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", help="draw loss and accuracy per epoch to this image file")
