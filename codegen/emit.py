@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import math
 import os
 import re
 import tempfile
@@ -265,8 +266,22 @@ def lint_module(source: str) -> None:
             _check_name(node, bound, vocabulary)
         elif isinstance(node, ast.Attribute):
             _check_attribute(node, chained=id(node) in inner)
+        elif isinstance(node, ast.Constant):
+            _check_constant(node)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             _check_numpy_load(node)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("float", "complex")
+            and any(
+                isinstance(arg, ast.Constant) and isinstance(arg.value, str) for arg in node.args
+            )
+        ):
+            raise _fail(
+                f"builds a number from text with {node.func.id}()",
+                "constants are emitted as finite number literals",
+            )
     try:
         compile(tree, "<chainrule module>", "exec")
     except (SyntaxError, ValueError) as exc:
@@ -289,6 +304,15 @@ def _check_name(node: ast.Name, bound: set[str], vocabulary: frozenset[str]) -> 
     ):
         raise _fail(
             f"binds {name!r}, a name chainrule does not issue", "report this as a chainrule bug"
+        )
+
+
+def _check_constant(node: ast.Constant) -> None:
+    """Number literals are finite (``1e999`` parses to inf) and real."""
+    value = node.value
+    if isinstance(value, complex) or (isinstance(value, float) and not math.isfinite(value)):
+        raise _fail(
+            f"has the constant {value!r}", "constants are emitted as finite number literals"
         )
 
 
