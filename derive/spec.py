@@ -380,13 +380,21 @@ def load_spec(path: str | Path) -> Spec:
             "name the spec file with a .toml or .json extension",
         )
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
+        if path.exists() and not path.is_file():
+            raise SpecError(
+                "spec", f"{str(path)!r} is not a regular file", "give a .toml or .json file"
+            )
+        # Read at most one byte past the cap: a file that grows, or a symlink to a
+        # device, cannot make chainrule read without end.
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
             raise SpecError(
                 "spec",
                 f"file {str(path)!r} is larger than {MAX_FILE_BYTES} bytes",
                 "a spec file is a few lines of TOML or JSON",
             )
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise SpecError("spec", f"file {str(path)!r} does not exist", "check the path") from None
     except (OSError, UnicodeDecodeError) as exc:

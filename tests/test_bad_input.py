@@ -207,6 +207,13 @@ CASES = [
         },
     ),
     Case(
+        "toml-deep-nesting",
+        ("{dir}/net.toml",),
+        "spec",
+        "nested too deeply",
+        {"net.toml": "input = 3\nlayers = " + "[" * 50_000 + "]" * 50_000 + "\n"},
+    ),
+    Case(
         "spec-wrong-suffix",
         ("{dir}/net.yaml",),
         "spec",
@@ -358,3 +365,40 @@ def test_a_generated_file_is_replaced_without_force(tmp_path: Path) -> None:
 def test_the_repository_is_importable_from_the_subprocess_environment() -> None:
     # The subprocess cases import this checkout, not some other installed copy.
     assert str(REPO) in cli_env()["PYTHONPATH"].split(os.pathsep)
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory"])
+def test_a_spec_path_that_is_not_a_regular_file(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "net.json"
+    if kind == "device":
+        spec.symlink_to("/dev/zero")  # reading it would never end
+    elif kind == "fifo":
+        os.mkfifo(spec)  # opening it would wait for a writer
+    else:
+        spec.mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    status = main(["generate", str(spec), "-o", str(tmp_path / "out.py")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.splitlines() == [err.strip()]
+    assert err.startswith("chainrule: error: spec: ") and "not a regular file" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_expressions_with_commas_work_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "net.py"
+    status = main(
+        [
+            "generate",
+            "--sizes=3,4,4,2",
+            "--activations=max(x, 0.1*x),x*sigmoid(x),softmax",
+            "--cost=cross-entropy",
+            "-o",
+            str(out),
+            "--check",
+        ]
+    )
+    assert status == 0
+    assert '"max(x, 0.1*x)"' in out.read_text(encoding="utf-8")
