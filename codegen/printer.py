@@ -136,6 +136,26 @@ def indicator_condition(expr: sp.Expr) -> sp.Basic | None:
     return None
 
 
+#: NumPy comparison ufuncs by SymPy relational operator, for boolean masks written in place.
+_COMPARISONS = {">": "greater", ">=": "greater_equal", "<": "less", "<=": "less_equal"}
+
+
+def print_condition_into(cond: sp.Basic, out: str) -> str | None:
+    """Print a comparison such as ``z1 > 0`` as a NumPy ufunc writing a boolean ``out``.
+
+    Examples
+    --------
+    >>> z = sp.Symbol("z1", real=True)
+    >>> print_condition_into(z > 0, "mask")
+    'np.greater(z1, 0, out=mask)'
+    """
+    if not isinstance(cond, sp.core.relational.Relational) or cond.rel_op not in _COMPARISONS:
+        return None
+    printer = ChainrulePrinter()
+    lhs, rhs = printer.doprint(cond.lhs), printer.doprint(cond.rhs)
+    return f"np.{_COMPARISONS[cond.rel_op]}({lhs}, {rhs}, out={out})"
+
+
 def print_into(expr: sp.Expr, out: str, helpers: set[str] | None = None) -> str | None:
     """Print ``expr`` so that its outermost NumPy call writes into the array ``out``.
 

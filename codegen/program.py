@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from codegen.printer import indicator_condition, print_expr, print_into
+from codegen.printer import indicator_condition, print_condition_into, print_expr, print_into
 from derive import naming
 from derive.layers import LOGP, A, NetworkDerivation, Y, Z
 from derive.spec import Spec
@@ -64,8 +64,9 @@ class Program:
     helpers: frozenset[str]
     kink_layers: tuple[int, ...]
     assumptions: tuple[str, ...]
-    #: Work buffers (name, shape code in ``m``, "zeros" or "ones") the statements write into.
-    buffers: tuple[tuple[str, str, str], ...] = ()
+    #: Work buffers (name, shape code in ``m``, "zeros" or "ones", "dtype" or "bool") that the
+    #: statements write into.
+    buffers: tuple[tuple[str, str, str, str], ...] = ()
 
 
 def _sym(name: str) -> sp.Symbol:
@@ -89,12 +90,12 @@ class _Builder:
         self.units_axis = 1 if self.rows else 0
         self.examples_axis = 0 if self.rows else 1
         self.helpers: set[str] = set()
-        self.buffers: list[tuple[str, str, str]] = []
+        self.buffers: list[tuple[str, str, str, str]] = []
 
-    def buffer(self, name: str, units: int) -> str:
+    def buffer(self, name: str, units: int, dtype: str = "dtype") -> str:
         """Register a work buffer of ``units`` rows (columns in the rows layout)."""
         shape = f"(m, {units})" if self.rows else f"({units}, m)"
-        self.buffers.append((name, shape, "zeros"))
+        self.buffers.append((name, shape, "zeros", dtype))
         return buffer_ref(name)
 
     def units(self, name: str) -> int:
@@ -156,9 +157,7 @@ class _Builder:
             eq = f"z^{index} = {wa}" + (f" + b^{index}" if layer.bias else "")
             operands = (w, prev, b) if layer.bias else (w, prev)
             updates = (f"{z} += {b}",) if layer.bias else ()
-            out.append(
-                Statement(z, "affine", operands, None, code, eq, "forward", z, updates)
-            )
+            out.append(Statement(z, "affine", operands, None, code, eq, "forward", z, updates))
             cache.append(z)
             act = self.derivation.activations[index - 1]
             if act is None:
@@ -240,16 +239,23 @@ class _Builder:
         condition = indicator_condition(cached)
         if condition is not None:
             operands = tuple(sorted(v.name for v in cached.free_symbols))
+            mask = print_condition_into(condition, buffer_ref(sp_name))
+            if mask is None:
+                mask_code, buffer = print_expr(condition, self.helpers), None
+            else:
+                mask_code, buffer = mask, sp_name
+                self.buffer(sp_name, self.spec.sizes[index], "bool")
             out.append(
                 Statement(
                     sp_name,
                     "map",
                     operands,
                     cached,
-                    print_expr(condition, self.helpers),
+                    mask_code,
                     f"sigma'(z^{index}) = {derivative}: the indicator of {condition}, "
                     "kept as a boolean mask",
                     "BP2",
+                    buffer,
                 )
             )
         else:
@@ -283,7 +289,7 @@ class _Builder:
         # The cost is a mean over the m examples: delta^L is stored divided by m, once,
         # and every delta and gradient computed from it inherits the factor.
         per_example = 1 / _sym(naming.BATCH)
-        folded = f"; stored divided by m (the cost's mean), so no gradient divides again"
+        folded = "; stored divided by m (the cost's mean), so no gradient divides again"
         if output.softmax is None:
             expr = output.delta.subs(symbols)
             out.append(
@@ -362,8 +368,9 @@ class _Builder:
                 b = naming.bias(index)
                 g_b = naming.grad(b)
                 ones = buffer_ref(ONES)
-                if all(name != ONES for name, _, _ in self.buffers):
-                    self.buffers.append((ONES, "(1, m)" if self.rows else "(m, 1)", "ones"))
+                if all(name != ONES for name, *_ in self.buffers):
+                    shape = "(1, m)" if self.rows else "(m, 1)"
+                    self.buffers.append((ONES, shape, "ones", "dtype"))
                 code = f"{ones} @ {delta}" if self.rows else f"{delta} @ {ones}"
                 out.append(
                     Statement(

@@ -71,6 +71,7 @@ def _new_workspace(m, dtype):
         "a2": np.zeros((m, 1), dtype),
         "delta2": np.zeros((m, 1), dtype),
         "delta1": np.zeros((m, 1), dtype),
+        "sp1": np.zeros((m, 1), bool),
     }
 
 
@@ -144,7 +145,7 @@ def loss_and_grad(params, x, y):
     dC_dW2 = a1.T @ delta2
     # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)): the indicator of z1 > 0, kept as a
     # boolean mask
-    sp1 = z1 > 0
+    sp1 = np.greater(z1, 0, out=ws["sp1"])
     # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^2)
     delta1 = np.matmul(delta2, W2.T, out=ws["delta1"])
     delta1 *= sp1

@@ -119,8 +119,11 @@ def _new_workspace(m, dtype):
         "delta4": np.zeros((1, m), dtype),
         "ones": np.ones((m, 1), dtype),
         "delta3": np.zeros((8, m), dtype),
+        "sp3": np.zeros((8, m), bool),
         "delta2": np.zeros((8, m), dtype),
+        "sp2": np.zeros((8, m), bool),
         "delta1": np.zeros((8, m), dtype),
+        "sp1": np.zeros((8, m), bool),
     }
 
 
@@ -217,7 +220,7 @@ def loss_and_grad(params, x, y):
     dC_db4 = delta4 @ ws["ones"]
     # BP2: sigma'(z^3) = Piecewise((1, z3 > 0), (0, True)): the indicator of z3 > 0, kept as a
     # boolean mask
-    sp3 = z3 > 0
+    sp3 = np.greater(z3, 0, out=ws["sp3"])
     # BP2: delta^3 = ((W^4)^T delta^4) (.) sigma'(z^3) (carries the 1/m of delta^4)
     delta3 = np.matmul(W4.T, delta4, out=ws["delta3"])
     delta3 *= sp3
@@ -228,7 +231,7 @@ def loss_and_grad(params, x, y):
     dC_db3 = delta3 @ ws["ones"]
     # BP2: sigma'(z^2) = Piecewise((1, z2 > 0), (0, True)): the indicator of z2 > 0, kept as a
     # boolean mask
-    sp2 = z2 > 0
+    sp2 = np.greater(z2, 0, out=ws["sp2"])
     # BP2: delta^2 = ((W^3)^T delta^3) (.) sigma'(z^2) (carries the 1/m of delta^4)
     delta2 = np.matmul(W3.T, delta3, out=ws["delta2"])
     delta2 *= sp2
@@ -239,7 +242,7 @@ def loss_and_grad(params, x, y):
     dC_db2 = delta2 @ ws["ones"]
     # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)): the indicator of z1 > 0, kept as a
     # boolean mask
-    sp1 = z1 > 0
+    sp1 = np.greater(z1, 0, out=ws["sp1"])
     # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^4)
     delta1 = np.matmul(W2.T, delta2, out=ws["delta1"])
     delta1 *= sp1
