@@ -14,10 +14,10 @@ For each case (network, batch size, dtype) this script times, in one process:
 
 Calls are interleaved round by round (floor, generated, numpy, ... then again), so
 that a load change hits every implementation alike; each reported time is the
-median over rounds, and each ratio is the median over rounds of (time / floor time
-of the same round). Then it trains a [64, 32, 10] ReLU + softmax network on
-scikit-learn's digits with the module's own ``train()`` and compares seconds per epoch
-with scikit-learn's ``MLPClassifier(solver="sgd")`` of the same sizes.
+median over rounds, and each ratio is that median over the floor's median. Then it
+trains a [64, 32, 10] ReLU + softmax network on scikit-learn's digits with the
+module's own ``train()`` and compares seconds per epoch with scikit-learn's
+``MLPClassifier(solver="sgd")`` of the same sizes.
 
 Run ``python benchmarks/gradient.py`` (``--json`` for machine-readable output,
 ``--quick`` for a short run, ``--threads N`` to set the BLAS threads). On machines
@@ -247,27 +247,25 @@ def module_for(spec: Spec) -> types.ModuleType:
 def interleaved(
     fns: dict[str, Callable[[], object]], rounds: int, slow: dict[str, int]
 ) -> dict[str, tuple[float, float]]:
-    """(median seconds, median ratio to ``floor`` of the same round) per implementation.
+    """(median seconds, median seconds / median floor seconds) per implementation.
 
-    ``slow`` maps a name to a smaller number of rounds (it runs only in the first ones).
+    Every round calls each implementation once, in turn, so a change of machine load
+    hits all of them alike. ``slow`` maps a name to a smaller number of rounds (it
+    runs only in the first ones).
     """
     for fn in fns.values():
         fn()  # warm up: buffers, JIT compilation, caches
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    ratios: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
-        this_round = {}
         for name, fn in fns.items():
             if r >= slow.get(name, rounds):
                 continue
             start = time.perf_counter()
             fn()
-            this_round[name] = time.perf_counter() - start
-        for name, seconds in this_round.items():
-            times[name].append(seconds)
-            ratios[name].append(seconds / this_round["floor"])
-    return {name: (float(np.median(times[name])), float(np.median(ratios[name]))) for name in fns}
+            times[name].append(time.perf_counter() - start)
+    medians = {name: float(np.median(values)) for name, values in times.items()}
+    return {name: (t, t / medians["floor"]) for name, t in medians.items()}
 
 
 def check_agreement(module_grads: Params, reference: Params, dtype: str) -> float:
@@ -481,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"warning: {var}={info[var]} is set; it can slow OpenBLAS. Rerun with "
                     "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE"
                 )
-        print(f"{rounds} interleaved rounds per case; medians; ratio = median of time / floor\n")
+        print(f"{rounds} interleaved rounds per case; median times; ratio = time / floor time\n")
     results = []
     for case in CASES:
         for dtype in DTYPES:
