@@ -25,6 +25,14 @@ MAX_LENGTH = 500
 MAX_NODES = 200
 MAX_LITERAL = 1e6
 MAX_EXPONENT = 16
+#: Calls nested inside calls, e.g. sigmoid(sigmoid(x)) is 2 deep; SymPy's simplification
+#: of the derivative grows quickly with depth.
+MAX_CALL_DEPTH = 8
+#: max, min and abs calls in one expression (each becomes a Piecewise).
+MAX_PIECEWISE = 6
+#: Polynomial degree above which a denominator's real roots are searched by sign changes
+#: on the grid instead of exactly.
+MAX_EXACT_DEGREE = 64
 
 #: The variable of every activation expression.
 X = sp.Symbol("x", real=True)
@@ -145,6 +153,19 @@ def _quote(text: object, limit: int = 60) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
+def _call_depth(node: ast.AST) -> int:
+    """How deeply calls nest in ``node`` (iterative: the tree may be deep)."""
+    deepest = 0
+    stack = [(node, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, ast.Call):
+            depth += 1
+            deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in ast.iter_child_nodes(current))
+    return deepest
+
+
 def _describe(ch: str) -> str:
     """Name a character for an error message, e.g. ``U+FF58 FULLWIDTH LATIN SMALL LETTER X``."""
     name = unicodedata.name(ch, "a control character")
@@ -166,6 +187,26 @@ def _parse(text: str, field: str) -> sp.Expr:
     if nodes > MAX_NODES:
         raise SpecError(
             field, f"expression has {nodes} syntax nodes", f"keep it to at most {MAX_NODES}"
+        )
+    depth = _call_depth(tree.body)
+    if depth > MAX_CALL_DEPTH:
+        raise SpecError(
+            field,
+            f"expression {_quote(text)} nests function calls {depth} deep",
+            f"nest at most {MAX_CALL_DEPTH} calls",
+        )
+    pieces = sum(
+        1
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Name)
+        and n.func.id in ("max", "min", "abs")
+    )
+    if pieces > MAX_PIECEWISE:
+        raise SpecError(
+            field,
+            f"expression {_quote(text)} has {pieces} max/min/abs calls",
+            f"use at most {MAX_PIECEWISE}",
         )
     try:
         expr = _Builder(field, text).build(tree.body)
@@ -264,7 +305,10 @@ class _Builder:
                 f"exponent {exponent} is too large",
                 f"use exponents of magnitude at most {MAX_EXPONENT}",
             )
-        if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) for n in ast.walk(node.left)):
+        base_node = node.left
+        while isinstance(base_node, ast.UnaryOp):
+            base_node = base_node.operand
+        if isinstance(base_node, ast.BinOp) and isinstance(base_node.op, ast.Pow):
             raise self.fail("a tower of exponents", "write a single power, e.g. x**6")
         base = self.build(node.left)
         if base.is_zero and exponent < 0:
@@ -459,9 +503,20 @@ def _check_result(expr: sp.Expr, field: str, text: str) -> None:
             )
 
 
+def _degree_bound(expr: sp.Expr) -> int:
+    """An upper bound on the degree in x of a polynomial expression, without expanding it."""
+    if isinstance(expr, sp.Add):
+        return max(_degree_bound(a) for a in expr.args)
+    if isinstance(expr, sp.Mul):
+        return sum(_degree_bound(a) for a in expr.args)
+    if isinstance(expr, sp.Pow) and expr.exp.is_Integer:
+        return int(expr.exp) * _degree_bound(expr.base)
+    return 1 if expr.has(X) else 0
+
+
 def _zero_of(den: sp.Expr) -> float | None:
     """A real x where ``den`` vanishes (exactly for polynomials, by sign change otherwise)."""
-    if den.is_polynomial(X):
+    if den.is_polynomial(X) and _degree_bound(den) <= MAX_EXACT_DEGREE:
         try:
             poly = sp.Poly(den, X, domain="QQ")
         except BasePolynomialError:

@@ -17,10 +17,12 @@ from codegen.render import generate_module
 from derive.errors import SpecError
 from derive.exprparse import (
     FUNCTIONS,
+    MAX_CALL_DEPTH,
     MAX_EXPONENT,
     MAX_LENGTH,
     MAX_LITERAL,
     MAX_NODES,
+    MAX_PIECEWISE,
     X,
     looks_like_expression,
     parse_activation,
@@ -143,9 +145,28 @@ def test_exponent_cap() -> None:
     )
 
 
-@pytest.mark.parametrize("text", ["(x**2)**3", "(sigmoid(x)**2)**2", "exp(x**2)**2"])
+@pytest.mark.parametrize("text", ["(x**2)**3", "(sigmoid(x)**2)**2", "(-x**2)**3"])
 def test_exponent_towers_are_rejected(text: str) -> None:
     assert "tower" in rejected(text)
+
+
+def test_powers_of_sums_are_not_towers() -> None:
+    expr = parse_activation("(x**4 + 3*x**3 - 2*x + 1)/(x**2 + 1)**3")
+    assert float(expr.subs(X, 1).evalf()) == pytest.approx(3 / 8)
+    assert parse_activation("exp(x**2/100)**2") == sp.exp(X**2 / 100) ** 2
+
+
+def test_call_depth_cap() -> None:
+    at_cap = "sigmoid(" * MAX_CALL_DEPTH + "x" + ")" * MAX_CALL_DEPTH
+    assert X in parse_activation(at_cap).free_symbols
+    deeper = "tanh(" + at_cap + ")"
+    assert f"{MAX_CALL_DEPTH + 1} deep" in rejected(deeper)
+
+
+def test_piecewise_cap() -> None:
+    at_cap = "x" + " + abs(x)" * MAX_PIECEWISE
+    assert X in parse_activation(at_cap).free_symbols
+    assert f"{MAX_PIECEWISE + 1} max/min/abs calls" in rejected(at_cap + " + max(x, 0)")
 
 
 @pytest.mark.parametrize("text", ["x**2**3", "x**x", "2**x", "x**(1/2)", "x**sigmoid(x)"])
