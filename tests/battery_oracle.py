@@ -8,6 +8,10 @@ as NumPy functions (their text is only a dictionary key, never evaluated):
   h = 1e-30, which has no subtraction and so no cancellation error;
 * non-analytic ones (kinks: max, min, abs) get a hand-written derivative instead.
 
+Two output/cost pairs use the textbook identities that keep them exact when the output
+saturates: sigmoid with binary cross-entropy (loss softplus(z) - y z, delta s(z) - y) and
+softmax with cross-entropy (log-softmax, delta -y + a sum_k y_k).
+
 Every activation also lists its kinks, the points where the derivative jumps, so the
 battery can resample data whose weighted inputs come near one.
 
@@ -163,13 +167,26 @@ def loss_and_grad(
         act = layer["activation"]
         acts.append(_softmax(z) if act == "softmax" else ELEMENTWISE[act].f(z))
     cost, dcost = COSTS[spec["cost"]]
-    a_out = acts[-1]
-    loss = float(np.sum(cost(a_out, y)) / m)
-    g = dcost(a_out, y) / m  # dC/da^L
-    if layers[-1]["activation"] == "softmax":
-        delta = a_out * (g - np.sum(a_out * g, axis=0, keepdims=True))  # J^T g
+    a_out, z_out, out_act = acts[-1], zs[-1], layers[-1]["activation"]
+    pair = (out_act, spec["cost"])
+    if pair == ("sigmoid", "binary-cross-entropy"):
+        # -(y log s(z) + (1 - y) log(1 - s(z))) = softplus(z) - y z; its z-derivative is
+        # s(z) - y. Written so, a saturated sigmoid loses no digits to 1 - a.
+        loss = float(np.sum(_softplus(z_out) - y * z_out) / m)
+        delta = (a_out - y) / m
+    elif pair == ("softmax", "cross-entropy"):
+        # log a = z - logsumexp(z); J^T (-y / a) = -y + a * sum_k y_k.
+        top = z_out.max(axis=0, keepdims=True)
+        lse = top + np.log(np.exp(z_out - top).sum(axis=0, keepdims=True))
+        loss = float(-np.sum(y * (z_out - lse)) / m)
+        delta = (-y + a_out * y.sum(axis=0, keepdims=True)) / m
     else:
-        delta = g * ELEMENTWISE[layers[-1]["activation"]].df(zs[-1])
+        loss = float(np.sum(cost(a_out, y)) / m)
+        g = dcost(a_out, y) / m  # dC/da^L
+        if out_act == "softmax":
+            delta = a_out * (g - np.sum(a_out * g, axis=0, keepdims=True))  # J^T g
+        else:
+            delta = g * ELEMENTWISE[out_act].df(z_out)
     grads: dict[str, Array] = {}
     for index in range(len(layers), 0, -1):
         grads[f"W{index}"] = delta @ acts[index - 1].T

@@ -258,3 +258,17 @@ def test_kinks_are_seen_for_resampling() -> None:
     assert not oracle.near_kink(data, params, np.full((2, 1), 0.75), KINK_MARGIN)
     # z^2 = 1.0002: within 1e-3 of the kink at 1.
     assert oracle.near_kink(data, params, np.full((2, 1), 0.5001), KINK_MARGIN)
+
+
+def test_a_saturated_sigmoid_output_found_by_the_soak(tmp_path: Path) -> None:
+    """Soak seed 20260 found the sigmoid output saturating (a = 1 - 1e-7): the module's
+    logits form was right; the oracle had to stop computing 1 - a."""
+    spec = Spec(
+        input_size=4,
+        layers=(Layer(4, "softplus"), Layer(1, "softplus", False), Layer(2, "sigmoid")),
+        cost="binary-cross-entropy",
+        layout="rows",
+        name="battery",
+    )
+    case = Case(spec, 2, 55167)
+    check_outcome(case, run_case(case, tmp_path))
