@@ -455,8 +455,43 @@ def targets_met(results: list[dict[str, object]], stat: str) -> list[str]:
     return lines
 
 
+def report(data: dict[str, object], stat: str) -> None:
+    """Print the machine, the table, the targets and the digits comparison of one run."""
+    info = data["machine"]
+    print(
+        f"machine: {info.get('cpu', info['machine'])}, {info['cpus']} CPUs, "
+        f"load average {info['load_average']} at the start, {info['load_average_end']} at the end"
+    )
+    print(f"python {info['python']}, numpy {info['numpy']}, BLAS {info['blas']}")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if info[var] is not None:
+            print(
+                f"warning: {var}={info[var]} is set; it can slow OpenBLAS. Rerun with "
+                "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE"
+            )
+    print(
+        f"{data['rounds']} interleaved rounds per case; {stat} times; ratio = time / floor time\n"
+    )
+    print_table(data["results"], stat)
+    print()
+    for line in targets_met(data["results"], stat):
+        print(line)
+    digits = data.get("digits")
+    if digits:
+        c, s = digits["chainrule"], digits["sklearn"]
+        print(
+            f"\ndigits {digits['network']}, {digits['epochs']} epochs, batch "
+            f"{digits['batch_size']}, lr {digits['lr']}:\n"
+            f"  chainrule train(): {c['seconds_per_epoch'] * 1e3:.2f} ms/epoch, test accuracy "
+            f"{c['test_accuracy']:.4f}\n"
+            f"  sklearn MLPClassifier(sgd): {s['seconds_per_epoch'] * 1e3:.2f} ms/epoch, test "
+            f"accuracy {s['test_accuracy']:.4f}\n"
+            f"  chainrule is {digits['speedup']:.2f}x faster per epoch"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print a table (or JSON)."""
+    """Run the benchmark; print a report (or JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--rounds", type=int, default=60, help="timed rounds per case (60)")
@@ -472,7 +507,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip", default="", help="comma-separated: jax,torch,digits (leave these out)"
     )
+    parser.add_argument("--report", metavar="RUN.json", help="print the report of a saved run")
     args = parser.parse_args(argv)
+    if args.report:
+        report(json.loads(Path(args.report).read_text(encoding="utf-8")), args.stat)
+        return 0
     rounds = 10 if args.quick else args.rounds
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     limiter = None
@@ -485,58 +524,28 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(args.threads)
     blas = info.get("blas")
     threads = args.threads or (blas[0]["num_threads"] if isinstance(blas, list) and blas else 1)
-    if not args.json:
-        print(
-            f"machine: {info.get('cpu', info['machine'])}, {info['cpus']} CPUs, "
-            f"load average {info['load_average']}"
-        )
-        print(f"python {info['python']}, numpy {info['numpy']}, BLAS {blas}")
-        for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-            if info[var] is not None:
-                print(
-                    f"warning: {var}={info[var]} is set; it can slow OpenBLAS. Rerun with "
-                    "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE"
-                )
-        print(
-            f"{rounds} interleaved rounds per case; {args.stat} times; ratio = time / floor time\n"
-        )
     results = []
     for case in CASES:
         for dtype in DTYPES:
             for m in BATCHES:
                 results.append(run_case(case, m, dtype, rounds, threads, skip))
-                if not args.json:
-                    r = results[-1]
-                    print(
-                        f"  done: {case.label}, batch {m}, {dtype}: generated "
-                        f"{r[args.stat]['ratio_to_floor']['generated']:.2f}x floor",
-                        file=sys.stderr,
-                    )
+                r = results[-1]
+                print(
+                    f"  done: {case.label}, batch {m}, {dtype}: generated "
+                    f"{r[args.stat]['ratio_to_floor']['generated']:.2f}x floor",
+                    file=sys.stderr,
+                )
     digits = None
     if not args.quick and "digits" not in skip:
         digits = digits_comparison(epochs=60, batch_size=32, lr=0.3)
     info["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     if limiter is not None:
         limiter.restore_original_limits()
+    data = {"machine": info, "rounds": rounds, "results": results, "digits": digits}
     if args.json:
-        print(json.dumps({"machine": info, "results": results, "digits": digits}, indent=2))
-        return 0
-    print_table(results, args.stat)
-    print()
-    for line in targets_met(results, args.stat):
-        print(line)
-    if digits is not None:
-        c, s = digits["chainrule"], digits["sklearn"]
-        print(
-            f"\ndigits {digits['network']}, {digits['epochs']} epochs, batch "
-            f"{digits['batch_size']}, lr {digits['lr']}:\n"
-            f"  chainrule train(): {c['seconds_per_epoch'] * 1e3:.2f} ms/epoch, test accuracy "
-            f"{c['test_accuracy']:.4f}\n"
-            f"  sklearn MLPClassifier(sgd): {s['seconds_per_epoch'] * 1e3:.2f} ms/epoch, test "
-            f"accuracy {s['test_accuracy']:.4f}\n"
-            f"  chainrule is {digits['speedup']:.2f}x faster per epoch"
-        )
-    print(f"\nload average at the end: {info['load_average_end']}")
+        print(json.dumps(data, indent=2))
+    else:
+        report(data, args.stat)
     return 0
 
 
