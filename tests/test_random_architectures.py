@@ -11,10 +11,10 @@ a module (through the lint and the atomic write) and imports it; then
   data whose weighted inputs come within 1e-3 of a kink (ReLU, leaky ReLU, abs, max,
   min) resampled, not ignored;
 * the independent oracle of :mod:`battery_oracle` must agree on the loss and every
-  gradient entry to 1e-10 relative. For analytic custom expressions the oracle's
-  derivative comes from the complex step on a hand-written NumPy copy of the function;
-  for non-analytic ones (max, min, abs) from a hand-written derivative. No case skips
-  the oracle.
+  gradient entry to 1e-10 relative, |g - r| <= 1e-10 (|r| + 0.01 max(1, |loss|)). For
+  analytic custom expressions the oracle's derivative comes from the complex step on a
+  hand-written NumPy copy of the function; for non-analytic ones (max, min, abs) from a
+  hand-written derivative. No case skips the oracle.
 
 CI runs 50 derandomized examples; ``python -m tests.soak --examples 500`` runs more.
 """
@@ -138,6 +138,18 @@ def _data(spec: Spec, batch: int, rng: np.random.Generator) -> tuple[np.ndarray,
     return x, y
 
 
+def weight_scale(spec: Spec) -> float:
+    """Factor on the initial weights: 1.7, except 0.6 for softmax with binary cross-entropy.
+
+    That pair's generated loss computes log(1 - a) from a saturating softmax and loses
+    digits once a logit leads the others by ~15 (and divides by zero past ~37): a known
+    fault, pinned by a strict xfail in test_stability.py. Until it is fixed the battery
+    checks that pair only where it is accurate, with smaller weights.
+    """
+    softmax_bce = spec.layers[-1].activation == "softmax" and spec.cost == "binary-cross-entropy"
+    return 0.6 if softmax_bce else 1.7
+
+
 def run_case(case: Case, folder: Path) -> Outcome:
     """Generate the case's module; check it by finite differences and against the oracle."""
     spec = case.spec
@@ -151,7 +163,7 @@ def run_case(case: Case, folder: Path) -> Outcome:
         }
         # Larger weights than the default initialisation push units into their
         # nonlinear ranges (and past kinks), where mistakes show.
-        params = {k: v * 1.7 for k, v in params.items()}
+        params = {k: v * weight_scale(spec) for k, v in params.items()}
         x, y = _data(spec, case.batch, rng)
         if not oracle.near_kink(data, params, x, KINK_MARGIN):
             break
@@ -171,10 +183,13 @@ def run_case(case: Case, folder: Path) -> Outcome:
         fd_ratio = max(fd_ratio, float(ratio.max()))
 
     ref_loss, ref_grads = oracle.loss_and_grad(data, params, x, y)
-    scale = max(1.0, max(float(np.abs(v).max()) for v in ref_grads.values()))
+    # Relative error, with the floor the modules' own check_gradient uses:
+    # |g - r| / (|r| + 0.01 * max(1, |loss|)). Without a floor, an entry that is pure
+    # rounding (tanh'(17) = 1 - a^2 ~ 1e-15) would count as a 100% disagreement.
+    floor = 0.01 * max(1.0, abs(ref_loss))
     oracle_error = abs(loss - ref_loss) / max(1.0, abs(ref_loss))
     for key, ref in ref_grads.items():
-        err = np.abs(np.asarray(grads[key]) - ref) / (np.abs(ref) + 1e-6 * scale)
+        err = np.abs(np.asarray(grads[key]) - ref) / (np.abs(ref) + floor)
         oracle_error = max(oracle_error, float(err.max()))
     return Outcome(fd_ratio, oracle_error, resamples, spec.parameter_count)
 
@@ -272,3 +287,24 @@ def test_a_saturated_sigmoid_output_found_by_the_soak(tmp_path: Path) -> None:
     )
     case = Case(spec, 2, 55167)
     check_outcome(case, run_case(case, tmp_path))
+
+
+def test_saturated_tanh_outputs_found_by_the_soak(tmp_path: Path) -> None:
+    """Soak seed 7: tanh outputs at z = 17 leave gradient entries that are pure rounding
+    (1 - a^2 ~ 1e-15); module and oracle agree to 1e-15 absolute, which the relative
+    measure must not call a disagreement."""
+    spec = Spec(
+        input_size=1,
+        layers=(
+            Layer(1, "max(x, 0.1*x)", False),
+            Layer(1, "min(x, 1) + 0.1*x"),
+            Layer(6, "min(x, 1) + 0.1*x"),
+            Layer(6, "tanh"),
+        ),
+        cost="quadratic",
+        name="battery",
+    )
+    case = Case(spec, 1, 3)
+    outcome = run_case(case, tmp_path)
+    check_outcome(case, outcome)
+    assert outcome.oracle_error < 1e-13
