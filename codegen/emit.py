@@ -359,6 +359,16 @@ def is_generated(path: Path) -> bool:
         return False
 
 
+def _file_mode(path: Path) -> int:
+    """The existing file's permission bits, or 0666 less the process umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_module(source: str, path: str | Path, *, force: bool = False) -> Path:
     """Lint ``source`` and write it atomically to ``path``.
 
@@ -402,6 +412,8 @@ def write_module(source: str, path: str | Path, *, force: bool = False) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(source)
+        # mkstemp makes the file private (0600); give it the mode a plain write would.
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except OSError:
         Path(tmp).unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,16 @@ def test_write_refuses_hand_written_and_directory_targets(tmp_path: Path) -> Non
     with pytest.raises(CodegenError) as info:
         write_module(source, tmp_path)
     assert "is a directory" in str(info.value)
+
+
+def test_written_modules_get_ordinary_permissions(tmp_path: Path) -> None:
+    source = generate_module(preset("3b1b-chain"))
+    old = os.umask(0o022)
+    try:
+        fresh = write_module(source, tmp_path / "fresh.py")
+    finally:
+        os.umask(old)
+    assert fresh.stat().st_mode & 0o777 == 0o644
+    fresh.chmod(0o640)
+    write_module(source, fresh)  # replacing keeps the file's own mode
+    assert fresh.stat().st_mode & 0o777 == 0o640
