@@ -63,6 +63,7 @@ def soak(examples: int, random_seed: int) -> int:
 
         one()
     elapsed = time.perf_counter() - started
+    print(f"soak: {examples} examples, Hypothesis seed {random_seed}")
     _summary(results, failures, elapsed)
     return 1 if failures else 0
 
