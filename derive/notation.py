@@ -1,0 +1,237 @@
+"""The three notations a derivation can be written in: Nielsen's, 3Blue1Brown's, the cheatsheet's.
+
+A notation maps each mathematical object of a network (a weight w^l_jk, the weighted
+input z^l_j, the layer error delta^l, a partial derivative, ...) to the LaTeX the
+corresponding seed text uses for it. It never names identifiers in code: those come
+from :mod:`derive.naming`. Unit indices are dropped for layers of a single unit, as
+the seeds do for their one-neuron chains (``w^{(L)}`` rather than ``w^{(L)}_{00}``).
+
+================  ======================  ====================  ======================
+object            ``nielsen``             ``3b1b``              ``cheatsheet``
+================  ======================  ====================  ======================
+weight (matrix)   ``W^{2}``               ``W^{(L)}``           ``W_o``, ``W_h``
+weight entry      ``w^{2}_{jk}``          ``w^{(L)}_{jk}``      ``W_{o,kj}`` (rows)
+input, output     ``x``, ``a^{2}``        ``x``, ``a^{(L)}``    ``X``, ``\\hat{y}``
+hidden output     ``a^{1}``               ``a^{(L-1)}``         ``H``
+layer error       ``\\delta^{2}``          ``\\delta^{(L)}``      ``E_o``, ``E_h``
+cost              ``C``                   ``C_0``               ``C``
+derivative        ``\\frac{\\partial C}{\\partial w}``  (same)       ``C'(W_o)``
+================  ======================  ====================  ======================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from derive.errors import SpecError
+from derive.spec import Spec
+
+#: Names accepted by ``--notation``, the default first.
+NOTATIONS: tuple[str, ...] = ("nielsen", "3b1b", "cheatsheet")
+
+#: Letters used for the unit index of layers above the one being differentiated.
+_SUM_LETTERS = "qrsuv"
+
+
+@dataclass(frozen=True)
+class Notation:
+    """LaTeX for the objects of one network in one notation.
+
+    Every method takes a layer number l (0..L, 0 being the input) and, for entries,
+    index letters; an index is dropped when its layer has a single unit.
+
+    Examples
+    --------
+    >>> from derive.spec import preset
+    >>> notation("3b1b", preset("3b1b-chain")).w(3, "j", "k")
+    'w^{(L)}'
+    >>> notation("nielsen", preset("nielsen")).w(2, "j", "k")
+    'w^{2}_{jk}'
+    """
+
+    name: str
+    spec: Spec
+
+    # -- structure ---------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """L, the number of layers with weights."""
+        return self.spec.depth
+
+    def size(self, layer: int) -> int:
+        """Number of units of ``layer`` (0 is the input)."""
+        return self.spec.sizes[layer]
+
+    def _idx(self, layer: int | str, index: str | None) -> str | None:
+        if isinstance(layer, str):
+            return index
+        return None if index is None or self.size(layer) == 1 else index
+
+    def sum_letter(self, above: int, layer: int) -> str:
+        """Index letter of ``layer`` when it is summed over, ``above`` layers up the chain."""
+        if 1 <= above <= len(_SUM_LETTERS):
+            return _SUM_LETTERS[above - 1]
+        return f"i_{{{layer}}}"
+
+    @property
+    def rows(self) -> bool:
+        """True when examples are rows (Z = XW), as in the cheatsheet."""
+        return self.spec.layout == "rows"
+
+    # -- layer tags --------------------------------------------------------------
+    def tag(self, layer: int | str) -> str:
+        """The layer as written in superscripts: ``2``, ``(L-1)``; or a subscript tag.
+
+        A string layer such as ``"l"`` or ``"l-1"`` is a generic layer.
+        """
+        if isinstance(layer, str):
+            return f"({layer})" if self.name == "3b1b" else layer
+        if self.name == "3b1b":
+            offset = self.depth - layer
+            return "(L)" if offset == 0 else f"(L-{offset})"
+        if self.name == "cheatsheet":
+            if layer == self.depth:
+                return "o"
+            return "h" if self.depth == 2 else str(layer)
+        return str(layer)
+
+    def _base(self, letter: str, layer: int | str, index: str | None) -> str:
+        """``letter`` of ``layer`` with an optional unit index."""
+        if self.name == "cheatsheet":
+            sub = self.tag(layer)
+            return f"{letter}_{{{sub},{index}}}" if index else f"{letter}_{{{sub}}}"
+        sup = f"^{{{self.tag(layer)}}}"
+        return f"{letter}{sup}_{{{index}}}" if index else f"{letter}{sup}"
+
+    # -- objects -----------------------------------------------------------------
+    def x(self, index: str | None = None) -> str:
+        """The input (a^0)."""
+        index = self._idx(0, index)
+        letter = "X" if self.name == "cheatsheet" else "x"
+        return f"{letter}_{{{index}}}" if index else letter
+
+    def y(self, index: str | None = None) -> str:
+        """The target."""
+        index = self._idx(self.depth, index)
+        return f"y_{{{index}}}" if index else "y"
+
+    def a(self, layer: int | str, index: str | None = None) -> str:
+        """The activation a^l (the input x for l = 0)."""
+        if layer == 0:
+            return self.x(index)
+        index = self._idx(layer, index)
+        if self.name == "cheatsheet":
+            if isinstance(layer, str):
+                return self._base("H", layer, index)
+            if layer == self.depth:
+                return f"\\hat{{y}}_{{{index}}}" if index else "\\hat{y}"
+            if self.depth == 2:
+                return f"H_{{{index}}}" if index else "H"
+            return self._base("H", layer, index)
+        return self._base("a", layer, index)
+
+    def z(self, layer: int | str, index: str | None = None) -> str:
+        """The weighted input z^l."""
+        return self._base("Z" if self.name == "cheatsheet" else "z", layer, self._idx(layer, index))
+
+    def b(self, layer: int | str, index: str | None = None) -> str:
+        """The bias b^l."""
+        return self._base("b", layer, self._idx(layer, index))
+
+    def weight_matrix(self, layer: int) -> str:
+        """The weight matrix W^l."""
+        return self._base("W", layer, None)
+
+    def w(self, layer: int | str, j: str | None, k: str | None) -> str:
+        """The weight from unit k of layer l-1 to unit j of layer l."""
+        below = f"{layer}-1" if isinstance(layer, str) else layer - 1
+        j, k = self._idx(layer, j), self._idx(below, k)
+        pair = "".join(i for i in ((k, j) if self.rows else (j, k)) if i)
+        if self.name == "cheatsheet":
+            return self._base("W", layer, pair or None)
+        return self._base("w", layer, pair or None)
+
+    def delta(self, layer: int | str, index: str | None = None) -> str:
+        """The layer error delta^l = dC/dz^l (E in the cheatsheet)."""
+        letter = "E" if self.name == "cheatsheet" else "\\delta"
+        return self._base(letter, layer, self._idx(layer, index))
+
+    def act_letter(self, layer: int | str) -> str:
+        """The function letter of a layer's activation: sigma, or R for ReLU (cheatsheet)."""
+        if isinstance(layer, str):
+            return "\\sigma"
+        if self.name == "cheatsheet" and self.spec.layers[layer - 1].activation == "relu":
+            return "R"
+        return "\\sigma"
+
+    def sprime(self, layer: int | str, index: str | None = None) -> str:
+        """sigma'(z^l): the derivative of the layer's activation at its weighted input."""
+        return f"{self.act_letter(layer)}'({self.z(layer, index)})"
+
+    @property
+    def cost(self) -> str:
+        """The cost of one example."""
+        return "C_0" if self.name == "3b1b" else "C"
+
+    def partial(self, num: str, den: str) -> str:
+        """d num / d den: a fraction of partials, or prime notation in the cheatsheet."""
+        if self.name == "cheatsheet":
+            return f"{num}'({den})"
+        return f"\\frac{{\\partial {num}}}{{\\partial {den}}}"
+
+    def grad(self, num: str, den: str) -> str:
+        """Derivative of the cost with respect to a parameter."""
+        if self.name == "cheatsheet":
+            return f"{num}'({den})"
+        return f"\\frac{{\\partial {num}}}{{\\partial {den}}}"
+
+    def transpose(self, body: str) -> str:
+        """A transposed matrix or vector."""
+        return f"({body})^{{T}}" if (" " in body or "^" in body) else f"{body}^{{T}}"
+
+    def sum(self, layer: int, letter: str) -> str:
+        """A sum over the units of ``layer`` (empty for a single unit)."""
+        return "" if self.size(layer) == 1 else f"\\sum_{{{letter}}} "
+
+    def times(self, layer: int) -> str:
+        """Elementwise product over the units of ``layer`` (a plain product for one unit)."""
+        return "\\cdot" if self.size(layer) == 1 else "\\odot"
+
+    @property
+    def batch_a0(self) -> str:
+        """The mini-batch input written as the activation of layer 0."""
+        return "A_{0}" if self.name == "cheatsheet" else self._base("A", 0, None)
+
+    def grad_a(self) -> str:
+        """The gradient of the cost with respect to the output activation."""
+        if self.name == "nielsen":
+            return "\\nabla_a C"
+        return self.partial(self.cost, self.a(self.depth))
+
+    def batch(self, letter: str, layer: int) -> str:
+        """A mini-batch matrix: Z^l, A^l, Delta^l (the cheatsheet's symbols already are)."""
+        if self.name == "cheatsheet":
+            table = {
+                "Z": self.z(layer),
+                "A": self.a(layer) if layer != self.depth else "\\hat{Y}",
+                "D": self.delta(layer),
+            }
+            return table[letter]
+        if letter == "A" and layer == 0:
+            return "X"
+        return self._base({"Z": "Z", "A": "A", "D": "\\Delta"}[letter], layer, None)
+
+
+def notation(name: str, spec: Spec) -> Notation:
+    """The notation called ``name`` for the network ``spec``.
+
+    Raises
+    ------
+    SpecError
+        When ``name`` is not one of :data:`NOTATIONS`.
+    """
+    if name not in NOTATIONS:
+        raise SpecError(
+            "notation", f"unknown notation {name!r}", f"use one of: {', '.join(NOTATIONS)}"
+        )
+    return Notation(name, spec)
