@@ -157,4 +157,6 @@ def test_generated_sigmoid_needs_no_where_and_is_stable(build):
         got = module._sigmoid(z)
     want = np.array([0.0, 4.248354255291589e-18, 0.2689414213699951, 0.5, 0.9525741268224334, 1.0])
     np.testing.assert_allclose(got, want, rtol=1e-15, atol=0)
+    out = np.empty_like(z)
+    assert module._sigmoid(z, out=out) is out
     assert "np.where" not in inspect.getsource(module._sigmoid)
