@@ -301,6 +301,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lines.append(line)
         if not args.json:
             print(line, flush=True)
+        bar.note(f"loss {loss:.3f}, test accuracy {acc:.3f}")
         bar.advance()
 
     sizes = "-".join(map(str, module.LAYER_SIZES))

@@ -180,3 +180,17 @@ def test_cli_rejects_missing_files_and_bad_numbers(tmp_path, run_cli):
     not_npz.write_text("hello")
     garbage = run_cli("train", *DIGITS_NET, "--data", str(not_npz))
     assert garbage.returncode == 2 and "cannot read" in garbage.stderr
+
+
+def test_a_generated_file_trains_with_module(tmp_path, run_cli):
+    x, labels = _blobs(80)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x, y=labels)
+    module = tmp_path / "net.py"
+    args = ["--sizes", "4,6,3", "--activations", "sigmoid,softmax", "--cost", "cross-entropy"]
+    assert run_cli("generate", *args, "-o", str(module)).returncode == 0
+    done = run_cli("train", "--module", str(module), "--data", str(data), "--epochs", "8", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["test_accuracy"] > 0.8
+    both = run_cli("train", "--module", str(module), *args, "--data", str(data))
+    assert both.returncode == 2 and "give a module or a network" in both.stderr
