@@ -189,7 +189,18 @@ def test_a_generated_file_trains_with_module(tmp_path, run_cli):
     module = tmp_path / "net.py"
     args = ["--sizes", "4,6,3", "--activations", "sigmoid,softmax", "--cost", "cross-entropy"]
     assert run_cli("generate", *args, "-o", str(module)).returncode == 0
-    done = run_cli("train", "--module", str(module), "--data", str(data), "--epochs", "8", "--json")
+    done = run_cli(
+        "train",
+        "--module",
+        str(module),
+        "--data",
+        str(data),
+        "--epochs",
+        "30",
+        "--lr",
+        "1",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["test_accuracy"] > 0.8
     both = run_cli("train", "--module", str(module), *args, "--data", str(data))
