@@ -12,8 +12,10 @@ For each case (network, batch size, dtype) this script times, in one process:
 * ``jax``: ``jax.jit(jax.value_and_grad(loss))`` on CPU, when JAX is installed;
 * ``torch``: PyTorch eager autograd on CPU, when PyTorch is installed.
 
-Calls are interleaved round by round (floor, generated, numpy, ... then again), so
-that a load change hits every implementation alike; each reported time is the
+Calls are interleaved round by round (floor, generated, numpy, loop, then again), so
+that a load change hits every implementation alike (JAX and PyTorch run afterwards in
+rounds of their own: their thread pools keep spinning after a call and would slow the
+next BLAS call); each reported time is the
 median over rounds, and each ratio is that median over the floor's median. Then it
 trains a [64, 32, 10] ReLU + softmax network on scikit-learn's digits with the
 module's own ``train()`` and compares seconds per epoch with scikit-learn's
@@ -40,7 +42,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+# PyTorch's OpenMP threads spin after each operation unless told to wait passively.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -309,15 +314,20 @@ def run_case(
         "numpy": lambda: numpy_loss_and_grad(case, params, x, y),
         "loop": lambda: loop_loss_and_grad(case, params, x, y),
     }
+    times = interleaved(fns, rounds, slow={"loop": max(3, rounds // 10)})
+    # The frameworks run after, in their own interleaved rounds: their thread pools keep
+    # spinning for a while after each call and would slow whatever BLAS call came next.
+    frameworks: dict[str, Callable[[], object]] = {}
     if "jax" not in skip:
         jax_run = make_jax(case, params, x, y)
         if jax_run is not None:
-            fns["jax"] = jax_run
+            frameworks["jax"] = jax_run
     if "torch" not in skip:
         torch_run = make_torch(case, params, x, y, threads)
         if torch_run is not None:
-            fns["torch"] = torch_run
-    times = interleaved(fns, rounds, slow={"loop": max(3, rounds // 10)})
+            frameworks["torch"] = torch_run
+    if frameworks:
+        times.update(interleaved(frameworks, rounds, slow={}))
     return {
         "case": case.label,
         "batch": m,
@@ -521,6 +531,10 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             raise SystemExit("--threads needs threadpoolctl: pip install threadpoolctl") from None
         limiter = threadpool_limits(args.threads, user_api="blas")
+        if args.threads == 1:  # JAX (imported later) gets one thread too
+            os.environ.setdefault(
+                "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            )
     info = machine_info(args.threads)
     blas = info.get("blas")
     threads = args.threads or (blas[0]["num_threads"] if isinstance(blas, list) and blas else 1)
