@@ -108,6 +108,40 @@ class Section:
 # --------------------------------------------------------------------------- witness
 
 
+_WRAPPED: dict[sp.Expr, type] = {}
+
+
+def _wrapped(expr: sp.Expr) -> type:
+    """A SymPy function equal to ``expr`` (in :data:`Z`) that stays unevaluated off numbers.
+
+    Substituting a ReLU into a ReLU makes SymPy fold the nested piecewise conditions,
+    which grows exponentially with depth; a function application keeps the witness
+    linear in size, evaluates to ``expr`` at any number and differentiates to the
+    wrapped ``diff(expr, Z)``.
+    """
+    if expr not in _WRAPPED:
+
+        def evaluate(cls: type, arg: sp.Expr) -> sp.Expr | None:
+            return expr.subs(Z, arg) if arg.is_Number else None
+
+        def fdiff(self: sp.Function, argindex: int = 1) -> sp.Expr:
+            return _wrapped(sp.diff(expr, Z))(self.args[0])
+
+        _WRAPPED[expr] = type(
+            f"piecewise{len(_WRAPPED)}",
+            (sp.Function,),
+            {"nargs": 1, "eval": classmethod(evaluate), "fdiff": fdiff},
+        )
+    return _WRAPPED[expr]
+
+
+def _at(expr: sp.Expr, value: sp.Expr) -> sp.Expr:
+    """``expr`` (in :data:`Z`) at ``value``; piecewise forms stay wrapped (see :func:`_wrapped`)."""
+    if expr.has(sp.Piecewise) and not value.is_Symbol:
+        return _wrapped(expr)(value)
+    return expr.subs(Z, value)
+
+
 def _name(*parts: object) -> str:
     return "_".join(str(p) for p in parts)
 
@@ -180,7 +214,7 @@ class _Witness:
                 for j in range(z.shape[0]):
                     out[j, i] = sp.exp(z[j, i]) / norm
             return out
-        return z.applyfunc(lambda v: derived.forward.subs(Z, v))
+        return z.applyfunc(lambda v: _at(derived.forward, v))
 
     def example_costs(self, out: sp.Matrix) -> list[sp.Expr]:
         """Per-example cost sum_j c(a^L_j, y_j) for each column of ``out``."""
@@ -245,20 +279,23 @@ def _sample(symbols: list[sp.Symbol], rng: random.Random) -> dict[sp.Symbol, sp.
 
 
 def _collapse(expr: sp.Basic, var: sp.Symbol, point: dict, memo: dict) -> sp.Basic:
-    """``expr`` with every subexpression free of ``var`` replaced by its value at ``point``."""
+    """``expr`` with every subexpression free of ``var`` replaced by its value at ``point``.
+
+    ``memo`` maps each visited subexpression to (depends on var, collapsed form), so a
+    subexpression shared many times in the cost is visited once.
+    """
     if expr in memo:
-        return memo[expr]
-    if var not in expr.free_symbols:
-        fixed = expr.xreplace(point)
-        out = sp.N(fixed, 40) if isinstance(fixed, sp.Expr) else fixed
-    elif not expr.args:
-        out = expr
+        return memo[expr][1]
+    if not expr.args:
+        depends = expr == var
+        out = expr if depends or not isinstance(expr, sp.Expr) else expr.xreplace(point)
     else:
-        out = expr.func(*[_collapse(arg, var, point, memo) for arg in expr.args])
-        if isinstance(out, (sigmoid, softplus)):
-            # The closed form differentiates without the exp-free rewriting of fdiff.
-            out = type(out).closed_form(out.args[0])
-    memo[expr] = out
+        args = [_collapse(arg, var, point, memo) for arg in expr.args]
+        depends = any(memo[arg][0] for arg in expr.args)
+        out = expr.func(*args)
+        if not depends and isinstance(out, sp.Expr) and not out.is_Number:
+            out = sp.N(out, 40)
+    memo[expr] = (depends, out)
     return out
 
 
@@ -416,7 +453,7 @@ class _Builder:
         return f"\\left({text}\\right)" if factor and isinstance(self.dcda, sp.Add) else text
 
     def sprime_at(self, layer: int, z: sp.Expr) -> sp.Expr:
-        return self.d.activations[layer - 1].derivative.subs(Z, z)
+        return _at(self.d.activations[layer - 1].derivative, z)
 
     def in_order(self, backward: list[str]) -> list[str]:
         """Factors listed from the cost back, reversed for a notation that reads forward."""
@@ -725,8 +762,8 @@ class _Builder:
         def local(m: int, i: int) -> sp.Expr:
             derived = d.activations[m - 1]
             if mode == "ratio":
-                return sp.diff(derived.forward, Z).subs(Z, w1.zfull[m][i, 0])
-            return derived.derivative.subs(Z, w1.zfull[m][i, 0])
+                return _at(sp.diff(derived.forward, Z), w1.zfull[m][i, 0])
+            return _at(derived.derivative, w1.zfull[m][i, 0])
 
         def final(i: int) -> sp.Expr:
             if mode == "ratio":
@@ -1112,11 +1149,7 @@ class _Builder:
                     (
                         (
                             o(w2.afull[layer]),
-                            o(
-                                w2.zfull[layer].applyfunc(
-                                    lambda v, dd=derived: dd.forward.subs(Z, v)
-                                )
-                            ),
+                            o(w2.zfull[layer].applyfunc(lambda v, dd=derived: _at(dd.forward, v))),
                         ),
                     ),
                     "forward",
