@@ -11,6 +11,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
+from codegen.pyformat import format_expr
 from derive.functions import sigmoid, softplus
 
 #: Name of the generated module's dtype constructor, used to keep literals in dtype.
@@ -178,6 +179,84 @@ def print_into(expr: sp.Expr, out: str, helpers: set[str] | None = None) -> str 
     if helpers is not None:
         helpers.update(printer.helpers)
     return text
+
+
+def print_in_place(
+    expr: sp.Expr, out: str, target: str, helpers: set[str] | None = None
+) -> tuple[str, tuple[str, ...]] | None:
+    """Like :func:`print_into`, but without temporaries where one factor or term is compound.
+
+    Returns the first assignment's expression (writing into ``out``) and in-place
+    updates of the variable ``target`` that finish the value: ``a1*(1 - a1)`` becomes
+    ``np.subtract(1, a1, out=...)`` then ``sp1 *= a1``, one pass fewer and no
+    temporary array. None when :func:`print_into` would return None.
+
+    Examples
+    --------
+    >>> a = sp.Symbol("a1", real=True)
+    >>> print_in_place(a * (1 - a), "buf", "sp1")
+    ('np.subtract(1, a1, out=buf)', ('sp1 *= a1',))
+    """
+    printer = ChainrulePrinter()
+    result = _in_place(printer, expr, out, target)
+    if helpers is not None:
+        helpers.update(printer.helpers)
+    if result is None:
+        return None
+    code, updates = result
+    return code, tuple(updates)
+
+
+def _is_atom(expr: sp.Expr) -> bool:
+    return isinstance(expr, sp.Symbol) or bool(expr.is_number)
+
+
+def _signed_atom(term: sp.Expr) -> tuple[int, sp.Expr] | None:
+    """(+1, t) or (-1, t) for an atom t or its negation; None for anything else."""
+    if _is_atom(term):
+        return (-1, -term) if term.is_number and term.is_negative else (1, term)
+    coeff, rest = term.as_coeff_Mul()
+    if coeff == -1 and isinstance(rest, sp.Symbol):
+        return -1, rest
+    return None
+
+
+def _in_place(
+    printer: ChainrulePrinter, expr: sp.Expr, out: str, target: str
+) -> tuple[str, list[str]] | None:
+    p = printer.doprint
+    if isinstance(expr, sp.Mul):
+        compound = [f for f in expr.args if not _is_atom(f)]
+        if len(compound) == 1 and len(expr.args) > 1:
+            inner = _in_place(printer, compound[0], out, target)
+            if inner is not None:
+                code, updates = inner
+                rest = [f for f in expr.args if f is not compound[0]]
+                return code, updates + [f"{target} *= {format_expr(p(f))}" for f in rest]
+    if isinstance(expr, sp.Add):
+        signed = [_signed_atom(t) for t in expr.args]
+        compound = [t for t, s in zip(expr.args, signed, strict=True) if s is None]
+        if len(compound) == 1 and len(expr.args) > 1:
+            # atom - c is computed as c, then one subtraction from the atom: no negation pass.
+            negated = compound[0].as_coeff_Mul()[0] == -1
+            inner = _in_place(printer, -compound[0] if negated else compound[0], out, target)
+            if inner is not None:
+                code, updates = inner
+                atoms = [pair for pair in signed if pair is not None]
+                if negated:
+                    first = next((pair for pair in atoms if pair[0] > 0), None)
+                    if first is None:
+                        updates = updates + [f"np.negative({target}, out={target})"]
+                    else:
+                        atoms.remove(first)
+                        left = format_expr(p(first[1]))
+                        updates = updates + [f"np.subtract({left}, {target}, out={target})"]
+                for sign, atom in atoms:
+                    op = "+=" if sign > 0 else "-="
+                    updates = updates + [f"{target} {op} {format_expr(p(atom))}"]
+                return code, updates
+    code = _into(printer, expr, out)
+    return None if code is None else (format_expr(code), [])
 
 
 def _into(printer: ChainrulePrinter, expr: sp.Expr, out: str) -> str | None:

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from codegen.printer import indicator_condition, print_condition_into, print_expr, print_into
+from codegen.printer import (
+    indicator_condition,
+    print_condition_into,
+    print_expr,
+    print_in_place,
+)
 from derive import naming
 from derive.layers import LOGP, A, NetworkDerivation, Y, Z
 from derive.spec import Spec
@@ -114,12 +119,13 @@ class _Builder:
         """An elementwise statement; ``code_expr`` (default ``expr``) is what the code computes."""
         operands = tuple(sorted(s.name for s in expr.free_symbols))
         computed = expr if code_expr is None else code_expr
-        into = print_into(computed, buffer_ref(target), self.helpers)
+        into = print_in_place(computed, buffer_ref(target), target, self.helpers)
         if into is None:
             code = print_expr(computed, self.helpers)
             return Statement(target, "map", operands, expr, code, equation, label)
         self.buffer(target, self.units(target))
-        return Statement(target, "map", operands, expr, into, equation, label, buffer=target)
+        code, updates = into
+        return Statement(target, "map", operands, expr, code, equation, label, target, updates)
 
     def layer_symbols(self, layer: int) -> dict[sp.Symbol, sp.Symbol]:
         return {

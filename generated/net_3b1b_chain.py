@@ -196,7 +196,8 @@ def loss_and_grad(params, x, y):
     # (the 1/m is already in delta^3)
     dC_db3 = delta3 @ ws["ones"]
     # BP2: sigma'(z^2) = -(sigmoid(z2) - 1)*sigmoid(z2) = a2*(1 - a2)
-    sp2 = np.multiply(a2, 1 - a2, out=ws["sp2"])
+    sp2 = np.subtract(1, a2, out=ws["sp2"])
+    sp2 *= a2
     # BP2: delta^2 = ((W^3)^T delta^3) (.) sigma'(z^2) (carries the 1/m of delta^3)
     delta2 = np.matmul(W3.T, delta3, out=ws["delta2"])
     delta2 *= sp2
@@ -206,7 +207,8 @@ def loss_and_grad(params, x, y):
     # (the 1/m is already in delta^2)
     dC_db2 = delta2 @ ws["ones"]
     # BP2: sigma'(z^1) = -(sigmoid(z1) - 1)*sigmoid(z1) = a1*(1 - a1)
-    sp1 = np.multiply(a1, 1 - a1, out=ws["sp1"])
+    sp1 = np.subtract(1, a1, out=ws["sp1"])
+    sp1 *= a1
     # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^3)
     delta1 = np.matmul(W2.T, delta2, out=ws["delta1"])
     delta1 *= sp1

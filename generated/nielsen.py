@@ -173,7 +173,8 @@ def loss_and_grad(params, x, y):
     # (the 1/m is already in delta^2)
     dC_db2 = delta2 @ ws["ones"]
     # BP2: sigma'(z^1) = -(sigmoid(z1) - 1)*sigmoid(z1) = a1*(1 - a1)
-    sp1 = np.multiply(a1, 1 - a1, out=ws["sp1"])
+    sp1 = np.subtract(1, a1, out=ws["sp1"])
+    sp1 *= a1
     # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^2)
     delta1 = np.matmul(W2.T, delta2, out=ws["delta1"])
     delta1 *= sp1

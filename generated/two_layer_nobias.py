@@ -159,7 +159,8 @@ def loss_and_grad(params, x, y):
     # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T (the 1/m is already in delta^2)
     dC_dW2 = delta2 @ a1.T
     # BP2: sigma'(z^1) = -(sigmoid(z1) - 1)*sigmoid(z1) = a1*(1 - a1)
-    sp1 = np.multiply(a1, 1 - a1, out=ws["sp1"])
+    sp1 = np.subtract(1, a1, out=ws["sp1"])
+    sp1 *= a1
     # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^2)
     delta1 = np.matmul(W2.T, delta2, out=ws["delta1"])
     delta1 *= sp1
