@@ -542,11 +542,12 @@ def estimate_naive_ops(spec: Spec) -> int:
                 touched = sizes[upper]
             if softmax_out:
                 d = d * sizes[big_l]
-            per_param = (
-                sizes[big_l] * (t_dc + 1 + d) + sizes[big_l] - 1
-                if layer < big_l or (softmax_out)
-                else t_dc + 1 + d
-            )
+            # A parameter below the output layer (or under softmax) reaches every output
+            # unit's cost term; an output-layer parameter reaches only its own unit's.
+            if layer < big_l or softmax_out:
+                per_param = sizes[big_l] * (t_dc + 1 + d) + sizes[big_l] - 1
+            else:
+                per_param = t_dc + 1 + d
             count = sizes[layer] * (sizes[layer - 1] if kind == "w" else 1)
             total += count * per_param
     return int(total)
