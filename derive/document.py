@@ -746,7 +746,7 @@ class _Builder:
         pieces[0] = outer + pieces[0]
         return self.wrap(pieces)
 
-    def wrap(self, pieces: list[str], per_line: int = 6) -> list[str]:
+    def wrap(self, pieces: list[str], per_line: int = 8) -> list[str]:
         lines = []
         for start in range(0, len(pieces), per_line):
             lines.append(self.join(pieces[start : start + per_line]))

@@ -1,0 +1,217 @@
+"""The step-by-step derivation: every equation holds, the seeds' forms come out, and the
+vectorized section matches the generated module's statements line by line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import sympy as sp
+
+import chainrule
+from codegen.program import build_program
+from derive.document import Step, check_step, derivation, sides_agree, to_unicode
+from derive.layers import derive_network
+from derive.spec import Spec, preset, preset_names
+
+#: Small specs beyond the presets: softmax (with and without the sum-to-one
+#: simplification), a custom activation, a linear layer, the rows layout.
+EXTRA_SPECS = {
+    "softmax-ce": Spec.from_sizes([2, 2, 2], ["tanh", "softmax"], "cross-entropy"),
+    "softmax-quadratic": Spec.from_sizes([2, 1, 2], ["sigmoid", "softmax"], "quadratic"),
+    "custom-linear": Spec.from_sizes([2, 2, 2], ["x*sigmoid(x)", "linear"], "quadratic"),
+    "rows-tanh": Spec.from_sizes(
+        [2, 3, 2], ["tanh", "sigmoid"], "binary-cross-entropy", layout="rows"
+    ),
+}
+
+
+def _unicode_steps(doc: chainrule.Derivation) -> list[str]:
+    return [to_unicode(step.latex) for step in doc]
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_equation_of_every_preset_holds(name: str) -> None:
+    doc = derivation(preset(name))
+    assert len(doc) > 20
+    failed = [step.title for step in doc if not check_step(step, points=1, seed=3)]
+    assert failed == []
+
+
+@pytest.mark.parametrize("name", sorted(EXTRA_SPECS))
+def test_every_equation_of_other_networks_holds(name: str) -> None:
+    doc = derivation(EXTRA_SPECS[name])
+    failed = [step.title for step in doc if not check_step(step, points=1, seed=5)]
+    assert failed == []
+
+
+@pytest.mark.parametrize(
+    ("name", "notation"), [("3b1b-chain", "3b1b"), ("cheatsheet-relu", "cheatsheet")]
+)
+def test_every_equation_holds_in_the_seed_notations(name: str, notation: str) -> None:
+    doc = derivation(preset(name), notation)
+    assert all(check_step(step, points=2) for step in doc)
+
+
+def test_a_wrong_equation_is_caught() -> None:
+    doc = derivation(preset("two-layer-nobias"))
+    bp4 = next(s for s in doc if s.label == "BP4" and "layer 1" in s.title)
+    lhs, rhs = bp4.equality
+    assert sides_agree((lhs, rhs))
+    wrong = dataclasses.replace(bp4, checks=((lhs, rhs * 2),))
+    assert not check_step(wrong)
+    # The gradient of another weight is not this weight's gradient.
+    other = bp4.checks[1][1]
+    assert not check_step(dataclasses.replace(bp4, checks=((lhs, other),)))
+
+
+def test_expanded_chain_is_compared_with_diff_of_the_full_scalar_cost() -> None:
+    doc = derivation(preset("deep-relu-sigmoid"))
+    step = next(s for s in doc if s.title == "Chain rule for a weight of layer 1, written out")
+    lhs = step.lhs
+    assert isinstance(lhs, sp.Derivative)
+    weight = lhs.variables[0]
+    assert weight.name == "w1_0_0"
+    # The differentiated expression is the cost of the whole witness network.
+    assert {s.name for s in lhs.expr.free_symbols} >= {"w4_0_2", "b1_0", "x_0_0", "y_0_0"}
+    assert len(step.sides) == 3 and check_step(step)
+
+
+def test_steps_carry_title_latex_and_a_sympy_equality() -> None:
+    doc = chainrule.derivation(preset("nielsen"))
+    steps = list(doc)
+    assert steps == list(doc.steps)
+    for step in steps:
+        assert isinstance(step, Step) and step.title and step.latex
+        lhs, rhs = step.equality
+        assert isinstance(lhs, (sp.Basic, sp.MatrixBase))
+        assert isinstance(rhs, (sp.Basic, sp.MatrixBase))
+    titles = [section.title for section in doc.sections]
+    assert titles == [
+        "The network and the notation",
+        "Forward equations",
+        "Local partial derivatives",
+        "The chain rule, written out and memoized",
+        "Summary: BP1 to BP4",
+        "Vectorized over a mini-batch",
+    ]
+
+
+def test_nielsen_summary_is_bp1_to_bp4() -> None:
+    summary = derivation(preset("nielsen")).sections[4].steps
+    by_label = [(s.label, s.latex) for s in summary]
+    assert by_label == [
+        (
+            "BP1",
+            r"\delta^{2} = \nabla_a C \odot \sigma'(z^{2}) = \left(a^{2} - y\right) \odot "
+            r"\sigma'(z^{2}) = a^{2} \left(1 - a^{2}\right) \left(a^{2} - y\right)",
+        ),
+        ("BP2", r"\delta^{1} = \left((W^{2})^{T} \delta^{2}\right) \odot \sigma'(z^{1})"),
+        ("BP3", r"\frac{\partial C}{\partial b^{2}} = \delta^{2}"),
+        ("BP3", r"\frac{\partial C}{\partial b^{1}} = \delta^{1}"),
+        ("BP4", r"\frac{\partial C}{\partial W^{2}} = \delta^{2} (a^{1})^{T}"),
+        ("BP4", r"\frac{\partial C}{\partial W^{1}} = \delta^{1} x^{T}"),
+    ]
+
+
+def test_nielsen_component_forms() -> None:
+    text = _unicode_steps(derivation(preset("nielsen")))
+    assert "∂C/∂w²ⱼₖ = δ²ⱼ a¹ₖ" in text
+    assert "∂C/∂b¹ⱼ = δ¹ⱼ" in text
+    assert "δ¹ⱼ = ∂C/∂z¹ⱼ = Σ_q δ²_q w²_(qj) σ'(z¹ⱼ)" in text
+
+
+def test_3b1b_chain_reproduces_the_three_ratios() -> None:
+    doc = derivation(preset("3b1b-chain"), "3b1b")
+    step = next(s for s in doc if s.title == "Chain rule for a weight of layer 3, written out")
+    assert to_unicode(step.latex).splitlines() == [
+        "∂C₀/∂w⁽ᴸ⁾ = ∂z⁽ᴸ⁾/∂w⁽ᴸ⁾ ∂a⁽ᴸ⁾/∂z⁽ᴸ⁾ ∂C₀/∂a⁽ᴸ⁾",
+        "= a⁽ᴸ⁻¹⁾ σ'(z⁽ᴸ⁾) 2 (a⁽ᴸ⁾ - y)",
+    ]
+    # The output error, shared by every layer below, is highlighted.
+    assert r"\textcolor{teal}{\sigma'(z^{(L)})}" in step.latex
+    assert r"\textcolor{teal}{2 \left(a^{(L)} - y\right)}" in step.latex
+    deeper = next(s for s in doc if s.title == "Chain rule for a weight of layer 1, written out")
+    assert to_unicode(deeper.latex).splitlines()[-1].startswith("= x σ'(z⁽ᴸ⁻²⁾) w⁽ᴸ⁻¹⁾")
+
+
+def test_cheatsheet_reproduces_e_o_and_e_h() -> None:
+    text = _unicode_steps(derivation(preset("cheatsheet-relu"), "cheatsheet"))
+    assert "Eₒ = C'(Zₒ) = C'(ŷ) · R'(Zₒ) = (ŷ - y) · R'(Zₒ)" in text
+    assert "Eₕ = Eₒ · Wₒ · R'(Zₕ)" in text
+    assert "C'(Wₒ) = C'(ŷ) · ŷ'(Zₒ) · Zₒ'(Wₒ)\n= (ŷ - y) · R'(Zₒ) · H" in text
+    assert "C'(Wₕ) = Eₕ · X" in text
+
+
+def test_simplified_output_error_for_sigmoid_and_cross_entropy() -> None:
+    doc = derivation(preset("deep-relu-sigmoid"))
+    bp1 = doc.sections[4].steps[0]
+    assert bp1.label == "BP1" and bp1.latex.endswith("= a^{4} - y")
+    softmax = derivation(EXTRA_SPECS["softmax-ce"]).sections[4].steps[0]
+    assert softmax.latex.endswith("= a^{2} - y")
+
+
+@pytest.mark.parametrize("spec", [preset(n) for n in preset_names()] + list(EXTRA_SPECS.values()))
+def test_vectorized_section_matches_the_generated_statements(spec: Spec) -> None:
+    program = build_program(derive_network(spec))
+    statements = [*program.forward, program.cost, *program.backward]
+    expected = [(st.label, st.target) for st in statements]
+    for notation in ("nielsen", "cheatsheet"):
+        doc = derivation(spec, notation)
+        assert [(s.label, s.target) for s in doc.vectorized] == expected
+
+
+def test_large_layers_are_not_expanded_scalar_by_scalar() -> None:
+    doc = derivation(preset("nielsen"))
+    tex = doc.to_latex()
+    assert "784" in tex  # the table gives the real size
+    assert "_{783" not in tex and "w^{1}_{0" not in tex
+    assert len(tex) < 40_000
+    assert "at most 3 units per layer" in doc.sections[0].intro
+
+
+def test_user_name_never_appears() -> None:
+    name = r"EVIL}\input{/etc/passwd} $x$ <b>"
+    spec = preset("two-layer-nobias").replace(name=name)
+    doc = derivation(spec)
+    for text in (doc.to_latex(), doc.to_markdown(), doc.to_text(), doc._repr_latex_()):
+        assert "EVIL" not in text and "passwd" not in text
+
+
+def test_custom_activation_is_shown_as_sympy_latex() -> None:
+    doc = derivation(EXTRA_SPECS["custom-linear"])
+    table = doc.sections[0].table
+    assert table[1 + 1][2] == r"$x \sigma\left(x\right)$"
+    activation = next(s for s in doc if s.title == "Activation of layer 1")
+    assert r"z^{1}_{j} \sigma\left(z^{1}_{j}\right)" in activation.latex
+
+
+def test_jupyter_display() -> None:
+    doc = chainrule.derivation(preset("3b1b-chain"), notation="3b1b")
+    latex = doc._repr_latex_()
+    assert latex.startswith("$$") and latex.rstrip().endswith("$$")
+    assert latex.count("{") == latex.count("}")
+    assert latex.count("$$") % 2 == 0
+    markdown = doc._repr_markdown_()
+    assert markdown.startswith("# Backpropagation, step by step: a 1-1-1-1 network")
+    assert markdown.count("$$") == 2 * len(doc)
+    assert "\\tag{BP1}" in markdown
+
+
+def test_text_is_plain_unicode() -> None:
+    for name in preset_names():
+        for notation in ("nielsen", "3b1b", "cheatsheet"):
+            text = derivation(preset(name), notation).to_text()
+            assert "\\" not in text and "$" not in text
+
+
+def test_to_unicode_of_fractions_and_scripts() -> None:
+    assert to_unicode(r"\frac{\partial C}{\partial w^{2}_{jk}} = a^{1}_{k} \delta^{2}_{j}") == (
+        "∂C/∂w²ⱼₖ = a¹ₖ δ²ⱼ"
+    )
+    assert to_unicode(r"\sum_{q} x_{q}") == "Σ_q x_q"
+
+
+def test_unknown_notation_is_a_spec_error() -> None:
+    with pytest.raises(chainrule.SpecError, match="notation"):
+        derivation(preset("nielsen"), "leibniz")
