@@ -482,22 +482,6 @@ def time_strategies(spec: Spec, engine: str, budget: int | None) -> dict[str, fl
 # --------------------------------------------------------------------------- command
 
 
-def _progress_printer() -> Any:
-    if not sys.stderr.isatty():
-        return None
-
-    def show(stage: str, done: int, total: int) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        end = "\n" if done >= total else ""
-        sys.stderr.write(
-            f"\r{stage:<12} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}"
-        )
-        sys.stderr.flush()
-
-    return show
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     from chainrule.cli import spec_from_args
 
@@ -530,7 +514,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "activation", "--activation goes with --sweep", "use --activations for a one-liner"
         )
     spec = spec_from_args(args)
-    result = compare_spec(spec, engine=args.engine, budget=budget, progress=_progress_printer())
+    from chainrule.progress import stage_printer
+
+    result = compare_spec(spec, engine=args.engine, budget=budget, progress=stage_printer())
     if args.time:
         result.times = time_strategies(spec, args.engine, budget)
     if args.json:
