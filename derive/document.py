@@ -42,7 +42,6 @@ from derive.layers import (
     derive_network,
     tidy,
 )
-from derive.functions import sigmoid, softplus
 from derive.notation import notation
 from derive.spec import Spec
 from derive.tables import ACTIVATIONS
@@ -981,7 +980,7 @@ class _Builder:
         for layer in range(big_l, 0, -1):
             if self.spec.layers[layer - 1].bias:
                 delta = w1.delta_full(layer)
-                lhs = sp.Matrix(w1.n[layer], 1, lambda j, _: w1.dcost(w1.b[layer][j, 0]))
+                lhs = sp.Matrix(w1.n[layer], 1, lambda j, _, ly=layer: w1.dcost(w1.b[ly][j, 0]))
                 latex = f"{nota.grad(nota.cost, nota.b(layer))} = {nota.delta(layer)}"
                 steps.append(
                     Step(
@@ -1027,9 +1026,11 @@ class _Builder:
             )
             body = self.join(factors)
         elif nota.rows:
-            body = f"\\left({up} {nota.transpose(weight)}\\right) {nota.times(layer)} {nota.sprime(layer)}"
+            back = f"\\left({up} {nota.transpose(weight)}\\right)"
+            body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
         else:
-            body = f"\\left({nota.transpose(weight)} {up}\\right) {nota.times(layer)} {nota.sprime(layer)}"
+            back = f"\\left({nota.transpose(weight)} {up}\\right)"
+            body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
         latex = f"{nota.delta(layer)} = {body}"
         return Step(f"Error of layer {layer}", latex, ((lhs, rhs),), label="BP2")
 
@@ -1118,7 +1119,9 @@ class _Builder:
                     sp.log(sp.Add(*[sp.exp(zf[k, i]) for k in range(w2.n[layer])]))
                     for i in range(m)
                 ]
-                logp = sp.Matrix(w2.n[layer], m, lambda j, i: zf[j, i] - logsum[i])
+                logp = sp.Matrix(
+                    w2.n[layer], m, lambda j, i, zf=zf, logsum=logsum: zf[j, i] - logsum[i]
+                )
                 if rows:
                     norm = f"\\log\\left(e^{{{zb}}} \\mathbf{{1}}\\right) \\mathbf{{1}}^{{T}}"
                 else:
