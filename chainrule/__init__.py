@@ -14,13 +14,19 @@ True
 
 from __future__ import annotations
 
+from chainrule.cmd_graph import Graph, build_graph
+from chainrule.display import install as _install_display
+from chainrule.importers import from_keras, from_torch, params_from_keras, params_from_torch
 from codegen.emit import lint_module, write_module
 from codegen.render import generate_module
+from derive.document import Derivation, derivation
 from derive.errors import ChainruleError, CodegenError, DerivationError, SpecError
 from derive.layers import derive_network
 from derive.spec import Layer, Spec, load_spec, preset, preset_names
 
 __version__ = "0.1.0"
+
+_install_display()
 
 
 def generate(spec: Spec) -> str:
@@ -35,7 +41,15 @@ __all__ = [
     "Layer",
     "Spec",
     "SpecError",
+    "Graph",
+    "build_graph",
+    "Derivation",
+    "derivation",
     "derive_network",
+    "from_keras",
+    "from_torch",
+    "params_from_keras",
+    "params_from_torch",
     "generate",
     "lint_module",
     "load_spec",
