@@ -20,6 +20,7 @@ expression.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import re
@@ -60,17 +61,27 @@ Side = Any  # a SymPy expression or matrix
 class Step:
     """One displayed equation and the SymPy sides that make it checkable.
 
-    ``checks`` holds one tuple of sides per instance checked (e.g. one per layer for a
-    step written for a generic layer l); all sides of a tuple are equal.
+    ``checks`` (built on first use from ``source``, a tuple or a function returning
+    one) holds one tuple of sides per instance checked (e.g. one per layer for a step
+    written for a generic layer l); all sides of a tuple are equal.
     ``label`` is BP1..BP4, ``forward`` or ``cost`` where the step has one, and
     ``target`` the identifier a vectorized step assigns in the generated module.
     """
 
     title: str
     latex: str
-    checks: tuple[tuple[Side, ...], ...]
+    source: Any = field(repr=False, compare=False)
     label: str = ""
     target: str = ""
+    _resolved: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @property
+    def checks(self) -> tuple[tuple[Side, ...], ...]:
+        """One tuple of equal sides per checked instance (built on first use)."""
+        if not self._resolved:
+            source = self.source
+            self._resolved.append(tuple(source() if callable(source) else source))
+        return self._resolved[0]
 
     @property
     def sides(self) -> tuple[Side, ...]:
@@ -141,6 +152,28 @@ def _at(expr: sp.Expr, value: sp.Expr) -> sp.Expr:
     return expr.subs(Z, value)
 
 
+class _At(sp.Expr):
+    """``expr`` with ``variables`` replaced by ``values``, kept unevaluated.
+
+    Like ``sympy.Subs`` but built in constant time: the layer errors of a deep
+    witness are large expressions, and ``Subs`` inspects them on construction.
+    """
+
+    is_commutative = True
+
+    def __new__(cls, expr: sp.Expr, variables: sp.Tuple, values: sp.Tuple) -> _At:
+        return sp.Basic.__new__(cls, expr, variables, values)
+
+    @property
+    def free_symbols(self) -> set[sp.Basic]:
+        expr, variables, values = self.args
+        return (expr.free_symbols - set(variables)) | values.free_symbols
+
+    def doit(self, **hints: Any) -> sp.Expr:
+        expr, variables, values = self.args
+        return expr.doit(**hints).xreplace(dict(zip(variables, values, strict=True)))
+
+
 def _name(*parts: object) -> str:
     return "_".join(str(p) for p in parts)
 
@@ -148,12 +181,14 @@ def _name(*parts: object) -> str:
 class _Witness:
     """The scalar network on which every step's sides are built (m examples)."""
 
-    def __init__(self, spec: Spec, derivation: NetworkDerivation, m: int) -> None:
+    def __init__(
+        self, spec: Spec, derivation: NetworkDerivation, m: int, width: int = WITNESS_WIDTH
+    ) -> None:
         self.spec = spec
         self.derivation = derivation
         self.m = m
         self.depth = spec.depth
-        self.n = tuple(min(size, WITNESS_WIDTH) for size in spec.sizes)
+        self.n = tuple(min(size, width) for size in spec.sizes)
         sym = naming.symbol
         n, big_l = self.n, self.depth
         self.x = sp.Matrix(n[0], m, lambda k, i: sym(_name(naming.input_entry(k), i)))
@@ -219,7 +254,7 @@ class _Witness:
         """Per-example cost sum_j c(a^L_j, y_j) for each column of ``out``."""
         c = self.derivation.output.cost_element
         return [
-            sum(c.subs({A: out[j, i], Y: self.y[j, i]}) for j in range(out.shape[0]))
+            sp.Add(*[c.xreplace({A: out[j, i], Y: self.y[j, i]}) for j in range(out.shape[0])])
             for i in range(out.shape[1])
         ]
 
@@ -245,8 +280,8 @@ class _Witness:
 
     def delta_at(self, layer: int, z: sp.Matrix) -> sp.Matrix:
         """delta^l with the free weighted inputs replaced by ``z`` (kept unevaluated)."""
-        free = list(self.zfree[layer])
-        return self.delta(layer).applyfunc(lambda e: sp.Subs(e, free, list(z)))
+        free, values = sp.Tuple(*self.zfree[layer]), sp.Tuple(*z)
+        return self.delta(layer).applyfunc(lambda e: _At(e, free, values))
 
     def delta_full(self, layer: int) -> sp.Matrix:
         """delta^l as a function of the inputs and parameters."""
@@ -266,8 +301,8 @@ class _Witness:
 
 
 @functools.lru_cache(maxsize=32)
-def _witness(spec: Spec, m: int) -> _Witness:
-    return _Witness(spec, derive_network(spec), m)
+def _witness(spec: Spec, m: int, width: int = WITNESS_WIDTH) -> _Witness:
+    return _Witness(spec, derive_network(spec), m, width)
 
 
 # --------------------------------------------------------------------------- checking
@@ -306,7 +341,7 @@ def _numeric(expr: sp.Expr, point: dict[sp.Symbol, sp.Expr], memo: dict | None =
     still exact in the variable. ``memo`` shares repeated derivatives (one point).
     """
     memo = {} if memo is None else memo
-    if not expr.has(sp.Derivative, sp.Subs):
+    if not expr.has(sp.Derivative, sp.Subs, _At):
         return expr.xreplace(point)
     if expr in memo:
         return memo[expr]
@@ -319,11 +354,12 @@ def _numeric(expr: sp.Expr, point: dict[sp.Symbol, sp.Expr], memo: dict | None =
             inner = _numeric(expr.expr, others, {})
             inner = _collapse(inner, var, others, {})
             out = sp.diff(inner, var).xreplace({var: point[var]})
-    elif isinstance(expr, sp.Subs):
+    elif isinstance(expr, (sp.Subs, _At)):
+        inner, variables, values = expr.args
         moved = dict(point)
-        for var, value in zip(expr.variables, expr.point, strict=True):
+        for var, value in zip(variables, values, strict=True):
             moved[var] = sp.N(_numeric(value, point, memo), 40)
-        out = _numeric(expr.expr, moved, {})
+        out = _numeric(inner, moved, {})
     else:
         out = expr.func(*[_numeric(arg, point, memo) for arg in expr.args])
     memo[expr] = out
@@ -416,11 +452,12 @@ class _Factor:
 class _Builder:
     """Builds the sections of one derivation (one spec, one notation)."""
 
-    def __init__(self, spec: Spec, notation_name: str) -> None:
+    def __init__(self, spec: Spec, notation_name: str, width: int = WITNESS_WIDTH) -> None:
         self.spec = spec
+        self.width = width
         self.nota = notation(notation_name, spec)
         self.d = derive_network(spec)
-        self.w1 = _witness(spec, 1)
+        self.w1 = _witness(spec, 1, width)
         self.depth = spec.depth
         self.forward_order = notation_name == "3b1b"
         self.sep = " \\cdot " if notation_name == "cheatsheet" else " \\, "
@@ -499,7 +536,7 @@ class _Builder:
             f"{'-'.join(map(str, spec.sizes))}, {spec.cost} cost, {spec.layout} layout. "
             "An index is dropped for a layer of a single unit."
         )
-        if self.w1.n != spec.sizes:
+        if any(size > WITNESS_WIDTH for size in spec.sizes):
             intro += (
                 f" SymPy checks every equation on a copy with at most {WITNESS_WIDTH} units per "
                 "layer: the per-unit equations do not depend on the width."
@@ -767,7 +804,7 @@ class _Builder:
         def final(i: int) -> sp.Expr:
             if mode == "ratio":
                 return w1.free_to_full(sp.diff(cost, a_top[i, 0]))
-            return self.dcda.subs({A: w1.afull[big_l][i, 0], Y: w1.y[i, 0]})
+            return self.dcda.xreplace({A: w1.afull[big_l][i, 0], Y: w1.y[i, 0]})
 
         def upward(m: int, i: int) -> sp.Expr:
             key = (m, i)
@@ -1063,7 +1100,7 @@ class _Builder:
     def vectorized(self) -> Section:
         """The mini-batch statements, in the order and with the labels of the module."""
         nota, spec, d = self.nota, self.spec, self.d
-        w2 = _witness(spec, WITNESS_BATCH)
+        w2 = _witness(spec, WITNESS_BATCH, self.width)
         rows = nota.rows
         m = w2.m
         big_l = self.depth
@@ -1171,7 +1208,7 @@ class _Builder:
         zf, af = w2.zfull[big_l], w2.afull[big_l]
         logs = [sp.log(sp.Add(*[sp.exp(zf[k, i]) for k in range(w2.n[big_l])])) for i in range(m)]
         terms = [
-            out.loss_element.subs(
+            out.loss_element.xreplace(
                 {Z: zf[j, i], A: af[j, i], Y: w2.y[j, i], LOGP: zf[j, i] - logs[i]}
             )
             for j in range(w2.n[big_l])
@@ -1532,8 +1569,25 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     >>> [s.label for s in doc.vectorized][-2:]
     ['BP4', 'BP3']
     """
-    builder = _Builder(spec, notation)
-    sections = (
+    # The document is laid out on a one-unit witness (fast at any depth); the sides
+    # of each step come from the full witness, built when a check first asks for them.
+    sections = _sections(spec, notation, 1)
+    lazy = []
+    for number, section in enumerate(sections):
+        steps = tuple(
+            dataclasses.replace(
+                step, source=functools.partial(_full_checks, spec, notation, number, index)
+            )
+            for index, step in enumerate(section.steps)
+        )
+        lazy.append(dataclasses.replace(section, steps=steps))
+    return Derivation(spec, notation, tuple(lazy))
+
+
+@functools.lru_cache(maxsize=16)
+def _sections(spec: Spec, notation: str, width: int) -> tuple[Section, ...]:
+    builder = _Builder(spec, notation, width)
+    return (
         builder.network(),
         builder.forward(),
         builder.local_partials(),
@@ -1541,7 +1595,11 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
         builder.summary(),
         builder.vectorized(),
     )
-    return Derivation(spec, notation, sections)
+
+
+def _full_checks(spec: Spec, notation: str, section: int, index: int) -> tuple:
+    """The checks of one step, on the witness of width :data:`WITNESS_WIDTH`."""
+    return _sections(spec, notation, WITNESS_WIDTH)[section].steps[index].checks
 
 
 # --------------------------------------------------------------------------- text forms

@@ -58,11 +58,11 @@ def test_a_wrong_equation_is_caught() -> None:
     bp4 = next(s for s in doc if s.label == "BP4" and "layer 1" in s.title)
     lhs, rhs = bp4.equality
     assert sides_agree((lhs, rhs))
-    wrong = dataclasses.replace(bp4, checks=((lhs, rhs * 2),))
+    wrong = dataclasses.replace(bp4, source=((lhs, rhs * 2),))
     assert not check_step(wrong)
     # The gradient of another weight is not this weight's gradient.
     other = bp4.checks[1][1]
-    assert not check_step(dataclasses.replace(bp4, checks=((lhs, other),)))
+    assert not check_step(dataclasses.replace(bp4, source=((lhs, other),)))
 
 
 def test_expanded_chain_is_compared_with_diff_of_the_full_scalar_cost() -> None:
@@ -215,3 +215,20 @@ def test_to_unicode_of_fractions_and_scripts() -> None:
 def test_unknown_notation_is_a_spec_error() -> None:
     with pytest.raises(chainrule.SpecError, match="notation"):
         derivation(preset("nielsen"), "leibniz")
+
+
+@pytest.mark.parametrize("name", ["nielsen", "deep-relu-sigmoid"])
+def test_layout_does_not_depend_on_the_witness_width(name: str) -> None:
+    from derive.document import WITNESS_WIDTH, _sections
+
+    light = _sections(preset(name), "nielsen", 1)
+    full = _sections(preset(name), "nielsen", WITNESS_WIDTH)
+    assert [s.latex for sec in light for s in sec.steps] == [
+        s.latex for sec in full for s in sec.steps
+    ]
+
+
+def test_deep_networks_render_quickly() -> None:
+    spec = Spec.from_sizes([4] * 40 + [2], ["relu"] * 39 + ["softmax"], "cross-entropy")
+    doc = derivation(spec, "3b1b")
+    assert len(doc) > 600 and "\\end{document}" in doc.to_latex()
