@@ -48,9 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_spec_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="text", help="default: text")
-    parser.add_argument(
-        "--notation", choices=NOTATIONS, default="nielsen", help="default: nielsen"
-    )
+    parser.add_argument("--notation", choices=NOTATIONS, default="nielsen", help="default: nielsen")
     parser.add_argument(
         "-o", "--output", help="file to write (default: standard output; derivation.pdf for pdf)"
     )
