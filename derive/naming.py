@@ -131,6 +131,11 @@ def log_output(layer: int) -> str:
     return f"logp{layer}"
 
 
+def mask(layer: int) -> str:
+    """Identifier of the cached comparisons (e.g. z > 0 of a ReLU) of layer l, e.g. ``mask2``."""
+    return f"mask{layer}"
+
+
 def unit_sum(layer: int) -> str:
     """Identifier of the per-example sum over the units of layer l, e.g. ``s2``."""
     return f"s{layer}"

@@ -262,6 +262,17 @@ def _grad_target(param: sp.Symbol) -> sp.Symbol:
     return _sym(naming.grad(param.name))
 
 
+def _masks(layer: int, j: int, expr: sp.Basic) -> dict[sp.Basic, sp.Symbol]:
+    """The comparisons in a unit's activation, each cached once as a boolean mask.
+
+    A kinked activation (ReLU: z > 0) and its derivative test the same condition;
+    the memoized program evaluates it once in the forward pass and reuses it.
+    """
+    rels = sorted(expr.atoms(sp.core.relational.Relational), key=sp.default_sort_key)
+    base = unit_name(naming.mask(layer), j)
+    return {rel: sp.Symbol(base if i == 0 else f"{base}_{i}") for i, rel in enumerate(rels)}
+
+
 def _forward_program(net_or_spec: Spec, representative: bool = False) -> list[Assignment]:
     """z^l_j = sum_k w a + b and a^l_j = sigma(z^l_j), unit by unit (or one per layer)."""
     spec = net_or_spec
@@ -312,10 +323,16 @@ def _forward_program(net_or_spec: Spec, representative: bool = False) -> list[As
         else:
             template = activation_expr(act)
             for j in units:
+                unit_expr = template.xreplace({X: zs[j]})
+                masks = _masks(layer, j, unit_expr)
+                for rel, flag in masks.items():
+                    out.append(
+                        Assignment(flag, rel, "forward", f"mask^{layer}_{j}", big_l, count, layer)
+                    )
                 out.append(
                     Assignment(
                         avals[j],
-                        template.xreplace({X: zs[j]}),
+                        unit_expr.xreplace(masks),
                         "forward",
                         f"a^{layer}_{j}",
                         big_l,
@@ -373,10 +390,11 @@ def _backprop_program(
     if output.softmax is None:
         for j in units_out:
             local = {A: asym(big_l, j), Z: zsym(big_l, j), Y: ys[j]}
+            out_expr = activation_expr(spec.layers[-1].activation).xreplace({X: zsym(big_l, j)})
             program.append(
                 Assignment(
                     dsym(big_l, j),
-                    output.delta.xreplace(local),
+                    output.delta.xreplace(local).xreplace(_masks(big_l, j, out_expr)),
                     "BP1",
                     f"delta^{big_l}_{j}",
                     big_l,
@@ -433,6 +451,9 @@ def _backprop_program(
                     )
                 )
                 cached = act.cached.xreplace({A: asym(layer, j), Z: zsym(layer, j)})
+                cached = cached.xreplace(
+                    _masks(layer, j, act.forward.xreplace({Z: zsym(layer, j)}))
+                )
                 if cached == 1:
                     expr = back
                 else:
