@@ -8,13 +8,13 @@ atomically; an existing file that chainrule did not write is kept unless ``--for
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from codegen.emit import write_file
 from derive.document import derivation
 from derive.errors import CodegenError
 from derive.notation import NOTATIONS
@@ -65,25 +65,7 @@ def _written_by_chainrule(path: Path) -> bool:
 
 def _write(path: Path, data: bytes, force: bool) -> None:
     """Write ``data`` atomically, refusing to replace a file chainrule did not write."""
-    if path.is_dir():
-        raise CodegenError("output", f"{str(path)!r} is a folder", "give a file name")
-    if path.exists() and not force and not _written_by_chainrule(path):
-        raise CodegenError(
-            "output",
-            f"{str(path)!r} exists and was not written by chainrule",
-            "choose another name, or pass --force to overwrite it",
-        )
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise CodegenError("output", f"folder {str(folder)!r} does not exist", "create it first")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".chainrule-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(path, data, force=force, ours=_written_by_chainrule)
 
 
 def compile_pdf(tex: str) -> bytes:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from codegen.emit import write_file
 from derive.errors import SpecError
 from derive.spec import Spec
 
@@ -341,17 +340,8 @@ def render_dot(dot: str, fmt: str) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a picture is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # A picture or DOT file is replaced like any output of `chainrule graph -o`.
+    write_file(path, data, force=True, ours=lambda _: True)
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

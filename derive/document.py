@@ -368,7 +368,7 @@ def _numeric(expr: sp.Expr, point: dict[sp.Symbol, sp.Expr], memo: dict | None =
 
 def _evaluate(side: Side, point: dict[sp.Symbol, sp.Rational], memo: dict) -> list[sp.Float]:
     matrix = side if isinstance(side, sp.MatrixBase) else sp.Matrix([side])
-    return [sp.N(_numeric(sp.sympify(entry), point, memo), 30) for entry in matrix]
+    return [sp.N(_numeric(entry, point, memo), 30) for entry in matrix]
 
 
 def sides_agree(sides: tuple[Side, ...], points: int = 2, seed: int = 0) -> bool:
