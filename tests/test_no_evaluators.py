@@ -45,11 +45,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "runs chainrule's own generated module, linted just before; user text in it is only "
     "repr string literals",
     (
-        "derive/document.py",
-        "sp.sympify(entry)",
-    ): "entry is an element of a SymPy matrix built by the derivation (a SymPy object, "
-    "never a string)",
-    (
         "chainrule/check.py",
         "spec.loader.exec_module(module)",
     ): "'chainrule check FILE' imports the module file the user names, by request: the "
