@@ -18,6 +18,7 @@ from types import ModuleType
 
 import pytest
 
+from codegen.emit import lint_module
 from codegen.render import generate_module
 from derive.spec import Spec
 
@@ -56,13 +57,15 @@ def load_source(module_dir: Path) -> Callable[[str], ModuleType]:
 
 @pytest.fixture(scope="session")
 def build(load_source: Callable[[str], ModuleType]) -> Callable[[Spec], ModuleType]:
-    """Generate the module of a spec (once per session) and import it."""
+    """Generate the module of a spec (once per session), lint it as the CLI does, import it."""
     cache: dict[tuple, ModuleType] = {}
 
     def make(spec: Spec) -> ModuleType:
         key = (repr(spec.to_dict()), spec.source)
         if key not in cache:
-            cache[key] = load_source(generate_module(spec))
+            source = generate_module(spec)
+            lint_module(source)
+            cache[key] = load_source(source)
         return cache[key]
 
     return make
