@@ -85,6 +85,7 @@ NUMPY_NAMES = frozenset(
         "array",
         "asarray",
         "ascontiguousarray",
+        "broadcast_to",
         "clip",
         "concatenate",
         "diag",
@@ -110,6 +111,7 @@ NUMPY_NAMES = frozenset(
         "outer",
         "pi",
         "prod",
+        "put_along_axis",
         "random.default_rng",
         "savez",
         "select",
@@ -117,6 +119,7 @@ NUMPY_NAMES = frozenset(
         "squeeze",
         "stack",
         "sum",
+        "take_along_axis",
         "transpose",
         "where",
         "zeros",
@@ -136,6 +139,7 @@ OBJECT_ATTRIBUTES = frozenset(
         "get",
         "items",
         "keys",
+        "min",
         "ndim",
         "normal",
         "permutation",
@@ -168,8 +172,9 @@ _FORBIDDEN_NODES = (
 )
 
 #: Identifiers with layer (and unit) indices, as :mod:`derive.naming` issues them:
-#: ``W2``, ``dC_db1``, ``w2_1_0``, ``_t0``, and the scalar inputs and targets ``x_0``, ``y_1``.
-_INDEXED_NAME = re.compile(r"_?[A-Za-z]+(?:_[A-Za-z]+)*_?\d+(?:_\d+)*")
+#: ``W2``, ``dC_db1``, ``w2_1_0``, ``_t0``, the scalar inputs and targets ``x_0``, ``y_1``,
+#: and ``log1ma2`` (log(1 - a^2) of a softmax).
+_INDEXED_NAME = re.compile(r"(?:_?[A-Za-z]+(?:_[A-Za-z]+)*_?|log1ma)\d+(?:_\d+)*")
 
 
 @functools.lru_cache(maxsize=1)

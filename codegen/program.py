@@ -28,7 +28,7 @@ from codegen.printer import (
     print_in_place,
 )
 from derive import naming
-from derive.layers import LOGP, A, NetworkDerivation, Y, Z
+from derive.layers import LOG1MP, LOGP, REST, UNIT_SUM, A, NetworkDerivation, Y, Z
 from derive.spec import Spec
 
 
@@ -36,9 +36,10 @@ from derive.spec import Spec
 class Statement:
     """One line of generated code: ``target = <code>``.
 
-    ``op`` is one of ``alias``, ``affine``, ``map``, ``log_softmax``, ``unit_sum``,
-    ``backprop``, ``outer``, ``example_sum``, ``loss``; ``operands`` are identifiers;
-    ``expr`` is the elementwise SymPy expression for ``map``, ``unit_sum`` and ``loss``.
+    ``op`` is one of ``alias``, ``affine``, ``map``, ``log_softmax``, ``log1m_softmax``,
+    ``unit_sum``, ``other_units``, ``backprop``, ``outer``, ``example_sum``, ``loss``;
+    ``operands`` are identifiers; ``expr`` is the elementwise SymPy expression for
+    ``map``, ``unit_sum``, ``loss`` and (the weights v_k) ``other_units``.
     ``buffer`` names the work buffer the code writes into (None: a new array or an
     alias); ``updates`` are in-place statements that complete the value after ``code``.
     """
@@ -104,8 +105,11 @@ class _Builder:
         return buffer_ref(name)
 
     def units(self, name: str) -> int:
-        """Number of units of the layer a per-layer identifier such as ``delta2`` belongs to."""
-        digits = "".join(ch for ch in name if ch.isdigit())
+        """Number of units of the layer a per-layer identifier such as ``delta2`` belongs to.
+
+        The layer is the identifier's trailing number (``log1ma2`` is layer 2).
+        """
+        digits = name[len(name.rstrip("0123456789")) :]
         return self.spec.sizes[int(digits)]
 
     def map(
@@ -119,11 +123,12 @@ class _Builder:
         """An elementwise statement; ``code_expr`` (default ``expr``) is what the code computes."""
         operands = tuple(sorted(s.name for s in expr.free_symbols))
         computed = expr if code_expr is None else code_expr
+        units = self.units(target)
         into = print_in_place(computed, buffer_ref(target), target, self.helpers)
         if into is None:
             code = print_expr(computed, self.helpers)
             return Statement(target, "map", operands, expr, code, equation, label)
-        self.buffer(target, self.units(target))
+        self.buffer(target, units)
         code, updates = into
         return Statement(target, "map", operands, expr, code, equation, label, target, updates)
 
@@ -133,6 +138,9 @@ class _Builder:
             A: _sym(naming.activation(layer)),
             Y: _sym(naming.TARGET),
             LOGP: _sym(naming.log_output(layer)),
+            LOG1MP: _sym(naming.log_complement(layer)),
+            REST: _sym(naming.other_units(layer)),
+            UNIT_SUM: _sym(naming.unit_sum(layer)),
         }
 
     def forward(self) -> tuple[list[Statement], list[str]]:
@@ -182,6 +190,25 @@ class _Builder:
                         logp,
                     )
                 )
+                cache.append(logp)
+                if index == self.spec.depth and self.derivation.output.complement is not None:
+                    log1m = naming.log_complement(index)
+                    self.helpers.add("_log1m_softmax")
+                    out.append(
+                        Statement(
+                            log1m,
+                            "log1m_softmax",
+                            (z,),
+                            None,
+                            f"_log1m_softmax({z}, axis={self.units_axis}, "
+                            f"out={self.buffer(log1m, layer.size)})",
+                            f"log(1 - a^{index}) = log sum_(k != j) exp(z^{index}_k) "
+                            f"- log sum_k exp(z^{index}_k)",
+                            "forward",
+                            log1m,
+                        )
+                    )
+                    cache.append(log1m)  # before a^L: forward() returns the last value
                 out.append(
                     self.map(
                         a,
@@ -190,7 +217,7 @@ class _Builder:
                         "forward",
                     )
                 )
-                cache.extend([logp, a])
+                cache.append(a)
             else:
                 expr = act.forward.subs(self.layer_symbols(index))
                 # Only table names and SymPy's own printing of a parsed expression reach
@@ -284,6 +311,67 @@ class _Builder:
         )
         return out
 
+    def _complement_delta(
+        self, big_l: int, dc_da: sp.Expr, folded: str, per_example: sp.Expr
+    ) -> list[Statement]:
+        """BP1 for a softmax whose cost is in log(1 - a): the other-units term, then delta^L."""
+        comp = self.derivation.output.complement
+        symbols = self.layer_symbols(big_l)
+        a, logp, log1m = (
+            naming.activation(big_l),
+            naming.log_output(big_l),
+            naming.log_complement(big_l),
+        )
+        rest = naming.other_units(big_l)
+        weights = comp.dlog1m.subs(symbols)
+        self.helpers.add("_softmax_other_units")
+        out = [
+            Statement(
+                rest,
+                "other_units",
+                (a, logp, log1m),
+                weights,
+                f"_softmax_other_units({a}, {logp}, {log1m}, {print_expr(weights, self.helpers)}, "
+                f"axis={self.units_axis})",
+                f"rest_j = sum over k != j of v_k a_j / (1 - a_k), v = dC/dlog(1 - a) = {weights}",
+                "BP1",
+            )
+        ]
+        if not comp.summand_is_constant:
+            s = naming.unit_sum(big_l)
+            summand = comp.summand.subs(symbols)
+            body = print_expr(summand, self.helpers)
+            out.append(
+                Statement(
+                    s,
+                    "unit_sum",
+                    tuple(sorted(v.name for v in summand.free_symbols)),
+                    summand,
+                    f"np.sum({body}, axis={self.units_axis}, keepdims=True)",
+                    f"s = sum over units k of {summand}",
+                    "BP1",
+                )
+            )
+        expr = comp.delta.subs(symbols)
+        u = comp.dlogp.subs(symbols)
+        total = (
+            f"sum over the {self.spec.sizes[big_l]} units of {comp.summand.subs(symbols)}"
+            if comp.summand_is_constant
+            else "s"
+        )
+        out.append(
+            self.map(
+                naming.delta(big_l),
+                expr,
+                f"delta^{big_l} = J_softmax^T dC/da^{big_l} with dC/da = {dc_da}, taken "
+                f"through log a and log(1 - a): u = dC/dlog a = {u}, "
+                f"delta = u - a ({total}) + rest = {expr}{folded}",
+                "BP1",
+                code_expr=expr * per_example,
+            )
+        )
+        return out
+
     def backward(self) -> tuple[list[Statement], list[tuple[str, str]]]:
         out: list[Statement] = []
         grads: list[tuple[str, str]] = []
@@ -308,6 +396,8 @@ class _Builder:
                     code_expr=expr * per_example,
                 )
             )
+        elif output.complement is not None:
+            out.extend(self._complement_delta(big_l, dc_da, folded, per_example))
         else:
             jvp = output.softmax
             if jvp.summand_total is not None:

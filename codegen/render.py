@@ -139,6 +139,8 @@ def _context(program: Program) -> dict:
         f"{origin} (spec sha256 {spec_hash(spec)}).",
         f"Regenerate with: {how}.",
         "Every statement is preceded by the equation it implements (BP1..BP4).",
+        "Underflow is not reported (a result rounded to zero or a subnormal is the correctly",
+        "rounded value); overflow, invalid values and division by zero follow np.errstate.",
     ]
     summary = (
         f"Backpropagation for a {'-'.join(map(str, sizes))} network "

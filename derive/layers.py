@@ -9,12 +9,16 @@ SymPy derives every elementwise piece of the backward pass from the rows of
   output activation and simplifying (sigmoid + binary cross-entropy gives a - y);
 * for softmax, the Jacobian-vector product, derived on three symbolic units and
   split into an elementwise part and one sum over units; where the sum reduces to
-  sum_j y_j, the assumption sum_j y_j = 1 is applied and recorded.
+  sum_j y_j, the assumption sum_j y_j = 1 is applied and recorded;
+* for softmax with a cost in log(1 - a) (binary cross-entropy), the cost written in
+  log a and log(1 - a), both exact functions of the logits, and delta^L through them
+  (:class:`ComplementJVP`), checked by SymPy against the composed cost on three units.
 
 The matrix structure (z = W a + b, W^T delta, delta a^T) is the chain rule's
 shape and lives in the program builder; no derivative is written by hand.
 All expressions use the per-element symbols :data:`Z`, :data:`A`, :data:`Y`,
-:data:`LOGP` (log of the softmax output) and :data:`UPSTREAM`.
+:data:`LOGP` (log of the softmax output), :data:`LOG1MP` (log of one minus it),
+:data:`REST`, :data:`UNIT_SUM` and :data:`UPSTREAM`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ Z = sp.Symbol("z", real=True)
 A = sp.Symbol("a", real=True)
 Y = sp.Symbol("y", real=True)
 LOGP = sp.Symbol("logp", real=True)
+LOG1MP = sp.Symbol("log1mp", real=True)
+REST = sp.Symbol("rest", real=True)
+UNIT_SUM = sp.Symbol("s", real=True)
 UPSTREAM = sp.Symbol("g", real=True)
 
 
@@ -79,6 +86,30 @@ class SoftmaxJVP:
 
 
 @dataclass(frozen=True)
+class ComplementJVP:
+    """delta^L for a softmax output whose cost is written in log a and log(1 - a).
+
+    With the cost c(LOGP, LOG1MP, y), u = dc/dLOGP and v = dc/dLOG1MP (``sympy.diff``),
+    the chain rule through log a_j = z_j - log sum_k e^(z_k) and
+    log(1 - a_j) = log sum_(k != j) e^(z_k) - log sum_k e^(z_k) gives
+
+        delta_j = u_j - a_j sum_k (u_k + v_k) + rest_j,
+        rest_j  = sum_(k != j) v_k a_j / (1 - a_k),
+
+    which SymPy checks against the derivative of the composed cost (on three units).
+    Every term is bounded where the softmax saturates, unlike dc/da = (1-y)/(1-a) + ...
+    ``delta`` is that expression over :data:`A`, :data:`Y`, :data:`REST` and, unless the
+    summand u + v is a constant (then the sum is ``units`` times it), :data:`UNIT_SUM`.
+    """
+
+    dlogp: sp.Expr  # u, in Y (and LOGP, LOG1MP)
+    dlog1m: sp.Expr  # v
+    summand: sp.Expr  # u + v
+    summand_is_constant: bool
+    delta: sp.Expr
+
+
+@dataclass(frozen=True)
 class OutputDerivation:
     """BP1 for this network: dC/da^L, and delta^L either elementwise or as a softmax JVP."""
 
@@ -86,8 +117,10 @@ class OutputDerivation:
     dcost_da: sp.Expr  # dc/da in A, Y
     delta: sp.Expr | None  # elementwise delta^L in A, Z, Y (None for softmax)
     softmax: SoftmaxJVP | None
-    loss_element: sp.Expr  # stable per-element cost in Z, A, Y, LOGP
+    loss_element: sp.Expr  # stable per-element cost in Z, A, Y, LOGP, LOG1MP
     assumptions: tuple[str, ...]
+    #: For softmax with a cost in log(1 - a): the stable form the module computes.
+    complement: ComplementJVP | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +248,50 @@ def _softmax_jvp() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     return elementwise.subs({as_[0]: A, gs[0]: UPSTREAM}), scale, summand
 
 
+def _complement_jvp(loss: sp.Expr, units: int) -> ComplementJVP:
+    """delta^L through log a and log(1 - a) of a softmax, verified on three units.
+
+    ``loss`` is the per-unit cost over :data:`LOGP`, :data:`LOG1MP` and :data:`Y`.
+    """
+    u = sp.simplify(sp.diff(loss, LOGP))
+    v = sp.simplify(sp.diff(loss, LOG1MP))
+    summand = sp.simplify(u + v)
+    constant = not summand.free_symbols
+    total = units * summand if constant else UNIT_SUM
+    delta = tidy(sp.expand(u - A * total)) + REST
+    # The check: on three units, the derivative of the composed cost w.r.t. z_0.
+    n = 3
+    zs = sp.symbols("z0:3", real=True)
+    ys = sp.symbols("y0:3", real=True)
+    norm = sp.log(sum(sp.exp(v_) for v_ in zs))
+    logp = [zs[j] - norm for j in range(n)]
+    log1m = [sp.log(sum(sp.exp(zs[k]) for k in range(n) if k != j)) - norm for j in range(n)]
+    probs = [sp.exp(zs[j]) / sum(sp.exp(v_) for v_ in zs) for j in range(n)]
+
+    def at(expr: sp.Expr, j: int) -> sp.Expr:
+        return expr.subs({LOGP: logp[j], LOG1MP: log1m[j], Y: ys[j], A: probs[j]})
+
+    composed = sum(at(loss, j) for j in range(n))
+    exact = sp.diff(composed, zs[0])
+    claimed = (
+        at(u, 0)
+        - probs[0] * sum(at(summand, k) for k in range(n))
+        + sum(at(v, k) * probs[0] / (1 - probs[k]) for k in range(1, n))
+    )
+    rng = random.Random(7)
+    for _ in range(4):
+        point = {zs[j]: sp.Rational(rng.randint(-300, 300), 100) for j in range(n)}
+        point.update({ys[j]: sp.Rational(rng.randint(0, 100), 100) for j in range(n)})
+        left, right = sp.N(exact.subs(point), 30), sp.N(claimed.subs(point), 30)
+        if abs(left - right) > sp.Float("1e-20", 30) * (1 + abs(left)):
+            raise DerivationError(
+                "cost",
+                "the chain rule through log(1 - softmax) does not match the cost's derivative",
+                "report this",
+            )
+    return ComplementJVP(u, v, summand, constant, delta)
+
+
 def _cost_element(cost: str) -> sp.Expr:
     return COSTS[cost].expr.subs({COST_A: A, COST_Y: Y})
 
@@ -257,7 +334,7 @@ def derive_output(spec: Spec) -> OutputDerivation:
     dc_da = sp.simplify(sp.diff(c, A))
     assumptions: list[str] = []
     if out_name == "softmax":
-        loss = c.subs(sp.log(A), LOGP)
+        loss = c.subs(sp.log(A), LOGP).subs(sp.log(1 - A), LOG1MP)
         p_part, q_part, r_part = _softmax_jvp()
         elementwise = tidy(sp.simplify(p_part.subs(UPSTREAM, dc_da)))
         scale = tidy(sp.simplify(q_part))
@@ -275,7 +352,14 @@ def derive_output(spec: Spec) -> OutputDerivation:
                 assumptions.append(assumption)
                 elementwise = tidy(sp.simplify(elementwise + scale * total))
         softmax = SoftmaxJVP(elementwise, scale, summand, total, assumption)
-        return OutputDerivation(c, dc_da, None, softmax, loss, tuple(assumptions))
+        complement = None
+        if LOG1MP in loss.free_symbols:
+            if A in loss.free_symbols:  # pragma: no cover - no cost row mixes both forms
+                raise DerivationError("cost", "mixes a and log(1 - a)", "report this")
+            complement = _complement_jvp(loss, spec.sizes[-1])
+        return OutputDerivation(
+            c, dc_da, None, softmax, loss, tuple(assumptions), complement=complement
+        )
 
     act = derive_activation(out_name)
     product = dc_da * act.cached

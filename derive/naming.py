@@ -131,6 +131,20 @@ def log_output(layer: int) -> str:
     return f"logp{layer}"
 
 
+def log_complement(layer: int) -> str:
+    """Identifier of log(1 - a^l) for a softmax layer, e.g. ``log1ma2``."""
+    return f"log1ma{layer}"
+
+
+def other_units(layer: int) -> str:
+    """Identifier of the other-units term of a softmax layer's delta, e.g. ``rest2``.
+
+    rest_j = sum over units k != j of v_k a_j / (1 - a_k): the chain rule through
+    log(1 - a_k) (see :class:`derive.layers.ComplementJVP`).
+    """
+    return f"rest{layer}"
+
+
 def mask(layer: int) -> str:
     """Identifier of the cached comparisons (e.g. z > 0 of a ReLU) of layer l, e.g. ``mask2``."""
     return f"mask{layer}"

@@ -123,6 +123,12 @@ COSTS: dict[str, tuple[Callable[[Array, Array], Array], Callable[[Array, Array],
 }
 
 
+def _lse(z: Array) -> Array:
+    """log sum_k exp(z_k) over axis 0 (one row per example column), shifted by the max."""
+    top = z.max(axis=0, keepdims=True)
+    return top + np.log(np.exp(z - top).sum(axis=0, keepdims=True))
+
+
 def _to_columns(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, y: Array):
     rows = spec["layout"] == "rows"
     cols = {
@@ -180,6 +186,24 @@ def loss_and_grad(
         lse = top + np.log(np.exp(z_out - top).sum(axis=0, keepdims=True))
         loss = float(-np.sum(y * (z_out - lse)) / m)
         delta = (-y + a_out * y.sum(axis=0, keepdims=True)) / m
+    elif pair == ("softmax", "binary-cross-entropy"):
+        # log a_j = z_j - lse(z), log(1 - a_j) = lse(z without unit j) - lse(z), each
+        # log-sum-exp taken by brute force; the chain rule then runs through the logits:
+        # d log a_j / d z_i = [i = j] - a_i and d log(1 - a_j) / d z_i = [i != j]
+        # exp(z_i - lse(z without j)) - a_i, with dc/dlog a = -y, dc/dlog(1 - a) = y - 1.
+        n = z_out.shape[0]
+        lse = _lse(z_out)
+        lse_without = np.concatenate([_lse(np.delete(z_out, j, axis=0)) for j in range(n)])
+        logp, log1m = z_out - lse, lse_without - lse
+        loss = float(-np.sum(y * logp + (1 - y) * log1m) / m)
+        delta = np.zeros_like(z_out)
+        for i in range(n):
+            for j in range(n):
+                d_logp = (1.0 if i == j else 0.0) - a_out[i]
+                share = 0.0 if i == j else np.exp(z_out[i] - lse_without[j])
+                d_log1m = share - a_out[i]
+                delta[i] += -y[j] * d_logp + (y[j] - 1) * d_log1m
+        delta /= m
     else:
         loss = float(np.sum(cost(a_out, y)) / m)
         g = dcost(a_out, y) / m  # dC/da^L

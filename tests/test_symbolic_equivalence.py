@@ -1,7 +1,7 @@
 """The vectorized program equals SymPy's ``diff`` of the fully expanded scalar cost.
 
-For small instances (widths <= 3, depth 2-3) of every preset's layer types, plus
-softmax with cross-entropy and with the quadratic cost, this test writes the whole
+For small instances (widths <= 3, depth 1-3) of every preset's layer types, plus
+softmax with cross-entropy, binary cross-entropy and the quadratic cost, this test writes the whole
 batch cost out as one scalar SymPy expression, one symbol per w^l_jk, b^l_j, x_k and
 y_j, with the activations and costs typed in here from their definitions (nothing
 is taken from chainrule's tables). It differentiates that expression with respect to
@@ -152,6 +152,35 @@ def run_program(program: Program, env: dict[str, sp.Matrix], batch: int) -> dict
                 z.cols,
                 lambda i, j: _num(z[i, j] - sp.log(sum(sp.exp(v) for v in z.col(j)))),
             )
+        if s.op == "log1m_softmax":
+            z = ops[0]
+            units = z.cols if rows else z.rows
+
+            def log1m(i: int, j: int) -> sp.Expr:
+                line = list(z.row(i)) if rows else list(z.col(j))
+                own = j if rows else i
+                others = sum(sp.exp(v) for k, v in enumerate(line) if k != own)
+                return _num(sp.log(others) - sp.log(sum(sp.exp(v) for v in line)))
+
+            assert units >= 2
+            return sp.Matrix(z.rows, z.cols, log1m)
+        if s.op == "other_units":
+            # rest_j = sum over units k != j of v_k a_j / (1 - a_k), from the definition.
+            a = ops[0]
+            v = _entrywise(s.expr, env) if s.expr.free_symbols else None
+
+            def rest(i: int, j: int) -> sp.Expr:
+                own, count = (j, a.cols) if rows else (i, a.rows)
+                total = sp.Integer(0)
+                for k in range(count):
+                    if k == own:
+                        continue
+                    ak = a[i, k] if rows else a[k, j]
+                    vk = s.expr if v is None else (v[i, k] if rows else v[k, j])
+                    total += vk * a[i, j] / (1 - ak)
+                return _num(total)
+
+            return sp.Matrix(a.rows, a.cols, rest)
         if s.op == "unit_sum":
             terms = _entrywise(s.expr, env)
             if units_axis == 0:
@@ -205,6 +234,15 @@ CASES = {
         2,
     ),
     "softmax-cross-entropy": (Spec.from_sizes([2, 3, 3], ["tanh", "softmax"], "cross-entropy"), 2),
+    # softmax with binary cross-entropy: delta^L through log a and log(1 - a)
+    "softmax-binary-cross-entropy": (
+        Spec.from_sizes([2, 2, 3], ["sigmoid", "softmax"], "binary-cross-entropy"),
+        2,
+    ),
+    "softmax-binary-cross-entropy-rows": (
+        Spec.from_sizes([2, 3], ["softmax"], "binary-cross-entropy", layout="rows"),
+        2,
+    ),
     "softmax-quadratic-rows": (
         Spec.from_sizes([2, 2, 3], ["leaky-relu", "softmax"], "quadratic", layout="rows"),
         2,
