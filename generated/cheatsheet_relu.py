@@ -68,6 +68,7 @@ def _new_workspace(m, dtype):
     """Arrays for every intermediate value of a batch of m examples (zeros; ones for sums)."""
     return {
         "z1": np.zeros((m, 1), dtype),
+        "zeros1": np.zeros((m, 1), dtype),
         "a1": np.zeros((m, 1), dtype),
         "z2": np.zeros((m, 1), dtype),
         "a2": np.zeros((m, 1), dtype),
@@ -105,11 +106,11 @@ def _forward(params, x, ws=None):
     # forward: z^1 = a0 W^1
     z1 = np.matmul(a0, W1, out=ws["z1"])
     # forward: a^1 = relu(z^1) = Piecewise((z1, z1 > 0), (0, True))
-    a1 = np.maximum(z1, 0, out=ws["a1"])
+    a1 = np.maximum(z1, ws["zeros1"], out=ws["a1"])
     # forward: z^2 = a1 W^2
     z2 = np.matmul(a1, W2, out=ws["z2"])
     # forward: a^2 = relu(z^2) = Piecewise((z2, z2 > 0), (0, True))
-    a2 = np.maximum(z2, 0, out=ws["a2"])
+    a2 = np.maximum(z2, ws["zeros1"], out=ws["a2"])
     return z1, a1, z2, a2
 
 

@@ -111,6 +111,7 @@ def _new_workspace(m, dtype):
     """Arrays for every intermediate value of a batch of m examples (zeros; ones for sums)."""
     return {
         "z1": np.zeros((8, m), dtype),
+        "zeros8": np.zeros((8, m), dtype),
         "a1": np.zeros((8, m), dtype),
         "z2": np.zeros((8, m), dtype),
         "a2": np.zeros((8, m), dtype),
@@ -164,17 +165,17 @@ def _forward(params, x, ws=None):
     z1 = np.matmul(W1, a0, out=ws["z1"])
     z1 += b1
     # forward: a^1 = relu(z^1) = Piecewise((z1, z1 > 0), (0, True))
-    a1 = np.maximum(z1, 0, out=ws["a1"])
+    a1 = np.maximum(z1, ws["zeros8"], out=ws["a1"])
     # forward: z^2 = W^2 a1 + b^2
     z2 = np.matmul(W2, a1, out=ws["z2"])
     z2 += b2
     # forward: a^2 = relu(z^2) = Piecewise((z2, z2 > 0), (0, True))
-    a2 = np.maximum(z2, 0, out=ws["a2"])
+    a2 = np.maximum(z2, ws["zeros8"], out=ws["a2"])
     # forward: z^3 = W^3 a2 + b^3
     z3 = np.matmul(W3, a2, out=ws["z3"])
     z3 += b3
     # forward: a^3 = relu(z^3) = Piecewise((z3, z3 > 0), (0, True))
-    a3 = np.maximum(z3, 0, out=ws["a3"])
+    a3 = np.maximum(z3, ws["zeros8"], out=ws["a3"])
     # forward: z^4 = W^4 a3 + b^4
     z4 = np.matmul(W4, a3, out=ws["z4"])
     z4 += b4

@@ -146,8 +146,17 @@ def test_relu_derivative_is_a_boolean_mask_and_products_write_in_place():
     assert by_target["delta2"].updates == ("delta2 *= sp2",)
     assert "np.matmul(W3.T, delta3, out=" in by_target["delta2"].code
     forward = {s.target: s for s in program.forward}
-    assert forward["a1"].code.startswith("np.maximum(z1, 0, out=")
+    # ReLU against a zeros buffer (NumPy's maximum with a scalar 0 is not vectorized),
+    # one per layer width, shared by the layers of that width and never written.
+    assert forward["a1"].code == 'np.maximum(z1, ws["zeros5"], out=ws["a1"])'
     assert forward["z1"].updates == ("z1 += b1",)
+    assert forward["a2"].code == 'np.maximum(z2, ws["zeros4"], out=ws["a2"])'
+    zeros = [b for b in program.buffers if b[0].startswith("zeros")]
+    assert zeros == [("zeros5", "(5, m)", "zeros", "dtype"), ("zeros4", "(4, m)", "zeros", "dtype")]
+    for s in (*program.forward, *program.backward):
+        writes = [s.code, *s.updates]
+        assert not (s.buffer or "").startswith("zeros"), s
+        assert not any('out=ws["zeros' in w for w in writes), s
 
 
 def test_generated_sigmoid_needs_no_where_and_is_stable(build):

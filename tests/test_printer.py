@@ -10,7 +10,7 @@ import sys
 import pytest
 import sympy as sp
 
-from codegen.printer import DTYPE_NAME, ChainrulePrinter, print_expr
+from codegen.printer import DTYPE_NAME, ChainrulePrinter, print_expr, print_in_place
 from codegen.pyformat import format_expr
 from derive.functions import sigmoid, softplus
 
@@ -77,6 +77,27 @@ def test_print_piecewise_is_nested_where_with_dtype_constants():
 def test_print_piecewise_refuses_a_missing_default_branch():
     with pytest.raises(ValueError, match="default branch"):
         print_expr(sp.Piecewise((z, z > 0)))
+
+
+def test_relu_into_a_buffer_compares_with_a_zeros_array_when_one_is_given():
+    z = sp.Symbol("z1", real=True)
+    relu = sp.Piecewise((z, z > 0), (0, True))
+    asked = []
+
+    def zeros() -> str:
+        asked.append(True)
+        return 'ws["zeros3"]'
+
+    assert print_in_place(relu, 'ws["a1"]', "a1", zeros=zeros) == (
+        'np.maximum(z1, ws["zeros3"], out=ws["a1"])',
+        (),
+    )
+    assert asked == [True]
+    # Without a zeros array (or for anything but ReLU) the scalar form, and no request.
+    assert print_in_place(relu, "buf", "a1") == ("np.maximum(z1, 0, out=buf)", ())
+    asked.clear()
+    assert print_in_place(sp.tanh(z), "buf", "a1", zeros=zeros) == ("np.tanh(z1, out=buf)", ())
+    assert asked == []
 
 
 @pytest.mark.parametrize(
