@@ -388,6 +388,19 @@ def digits_comparison(epochs: int, batch_size: int, lr: float) -> dict[str, obje
     }
 
 
+def pin_to_cpus(count: int) -> None:
+    """Keep this process (and every thread it starts later) on ``count`` CPUs.
+
+    BLAS, PyTorch and JAX each size their thread pools differently, and XLA's CPU
+    runtime does not honour every thread flag; pinning the whole process is what makes
+    a ``--threads 1`` run one core for every column alike.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))[:count]
+    os.sched_setaffinity(0, cpus)
+
+
 def machine_info(threads: int | None) -> dict[str, object]:
     """CPU, Python, NumPy, BLAS (threadpoolctl) and the OpenBLAS environment variables."""
     info: dict[str, object] = {
@@ -396,6 +409,9 @@ def machine_info(threads: int | None) -> dict[str, object]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "cpu_affinity": (
+            sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        ),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
     }
@@ -469,7 +485,8 @@ def report(data: dict[str, object], stat: str) -> None:
     """Print the machine, the table, the targets and the digits comparison of one run."""
     info = data["machine"]
     print(
-        f"machine: {info.get('cpu', info['machine'])}, {info['cpus']} CPUs, "
+        f"machine: {info.get('cpu', info['machine'])}, {info['cpus']} CPUs "
+        f"(this run on CPUs {info.get('cpu_affinity')}), "
         f"load average {info['load_average']} at the start, {info['load_average_end']} at the end"
     )
     print(f"python {info['python']}, numpy {info['numpy']}, BLAS {info['blas']}")
@@ -535,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault(
                 "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
             )
+        pin_to_cpus(args.threads)
     info = machine_info(args.threads)
     blas = info.get("blas")
     threads = args.threads or (blas[0]["num_threads"] if isinstance(blas, list) and blas else 1)
