@@ -13,6 +13,7 @@ import functools
 import math
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable
 
 import sympy as sp
@@ -176,8 +177,12 @@ def _describe(ch: str) -> str:
 def _parse(text: str, field: str) -> sp.Expr:
     """Parse checked ASCII text; cached, since specs are validated on every copy."""
     try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        # Python warns (on stderr) about text such as "1if x" and parses it anyway: that
+        # is invalid syntax here, reported by the one error line and nothing else.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SyntaxWarning)
+            tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, SyntaxWarning, ValueError, RecursionError, MemoryError):
         raise SpecError(
             field,
             f"expression {_quote(text)} is not valid syntax",

@@ -254,6 +254,19 @@ def test_refused_with_the_reason(text: object, says: str) -> None:
     assert says in message, message
 
 
+@pytest.mark.parametrize("text", ["1if x", "2or x", "0x1for x", "x*1in x"])
+def test_text_python_only_warns_about_is_refused_without_a_warning(text: str) -> None:
+    # Python parses these with a SyntaxWarning on stderr; here they are invalid syntax,
+    # and the error is the only thing a user sees.
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        message = rejected(text)
+    assert "not valid syntax" in message, message
+    assert seen == [], [str(w.message) for w in seen]
+
+
 def test_errors_repeat_and_do_not_poison_the_cache() -> None:
     for _ in range(2):
         assert "unknown name 'q'" in rejected("x*q")
