@@ -90,6 +90,11 @@ def buffer_ref(name: str) -> str:
     return f'ws["{name}"]'
 
 
+def gradient_ref(param: str) -> str:
+    """The generated expression of the array a parameter's gradient is written into."""
+    return f'out["{param}"]'
+
+
 class _Builder:
     def __init__(self, derivation: NetworkDerivation) -> None:
         self.derivation = derivation
@@ -463,7 +468,8 @@ class _Builder:
             prev = naming.activation(index - 1)
             w = naming.weight(index)
             g_w = naming.grad(w)
-            code = f"{prev}.T @ {delta}" if self.rows else f"{delta} @ {prev}.T"
+            pair = f"{prev}.T, {delta}" if self.rows else f"{delta}, {prev}.T"
+            code = f"np.matmul({pair}, out={gradient_ref(w)})"
             out.append(
                 Statement(
                     g_w,
@@ -484,7 +490,8 @@ class _Builder:
                 if all(name != ONES for name, *_ in self.buffers):
                     shape = "(1, m)" if self.rows else "(m, 1)"
                     self.buffers.append((ONES, shape, "ones", "dtype"))
-                code = f"{ones} @ {delta}" if self.rows else f"{delta} @ {ones}"
+                pair = f"{ones}, {delta}" if self.rows else f"{delta}, {ones}"
+                code = f"np.matmul({pair}, out={gradient_ref(b)})"
                 out.append(
                     Statement(
                         g_b,

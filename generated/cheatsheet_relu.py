@@ -131,13 +131,19 @@ def loss(params, x, y):
 
 
 @np.errstate(under="ignore")
-def loss_and_grad(params, x, y):
+def loss_and_grad(params, x, y, out=None):
     """Cost and its gradient: (float, dict with the keys and shapes of ``params``).
 
     The forward values and deltas live in work buffers reused by the next call with
-    the same batch size; the gradient arrays are new on every call, owned by the caller.
+    the same batch size. The gradient is written into ``out`` when given (a dict of
+    C-contiguous arrays with the keys, shapes and dtype of ``params``, e.g. from
+    ``new_gradient``; the arrays returned are those of ``out``), into new ones otherwise.
+    Reusing ``out`` spares an allocation per parameter and call, which a multithreaded
+    BLAS pays for dearly when it writes into freshly mapped memory.
     """
     W2 = params["W2"]
+    if out is None:
+        out = new_gradient(params["W1"].dtype)
     m = x.shape[0]
     ws = _workspace(m, params["W1"].dtype)
     z1, a1, z2, a2 = _forward(params, x, ws)
@@ -148,7 +154,7 @@ def loss_and_grad(params, x, y):
     # > 0), (0, True)); stored divided by m (the cost's mean), so no gradient divides again
     delta2 = np.divide((a2 - y) * np.where(z2 > 0, _DT(1), _DT(0)), m, out=ws["delta2"])
     # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T (the 1/m is already in delta^2)
-    dC_dW2 = a1.T @ delta2
+    dC_dW2 = np.matmul(a1.T, delta2, out=out["W2"])
     # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)): the indicator of z1 > 0, kept as a
     # boolean mask
     sp1 = np.greater(z1, 0, out=ws["sp1"])
@@ -156,7 +162,7 @@ def loss_and_grad(params, x, y):
     delta1 = np.matmul(delta2, W2.T, out=ws["delta1"])
     delta1 *= sp1
     # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T (the 1/m is already in delta^1)
-    dC_dW1 = a0.T @ delta1
+    dC_dW1 = np.matmul(a0.T, delta1, out=out["W1"])
     grads = {
         "W1": dC_dW1,
         "W2": dC_dW2,
@@ -164,11 +170,32 @@ def loss_and_grad(params, x, y):
     return float(C), grads
 
 
+def new_gradient(dtype=_DT):
+    """Arrays to hold a gradient: a dict with the keys and shapes of ``PARAM_SHAPES``."""
+    return {key: np.empty(shape, dtype) for key, shape in PARAM_SHAPES.items()}
+
+
+#: The gradient arrays sgd_step writes into, one set per dtype: see _step_gradient.
+_STEP_GRADIENTS = {}
+
+
+def _step_gradient(dtype):
+    """sgd_step's own gradient arrays for ``dtype``: made on first use, then reused.
+
+    They never leave sgd_step, so no array a caller holds is overwritten.
+    """
+    grads = _STEP_GRADIENTS.get(dtype)
+    if grads is None:
+        grads = _STEP_GRADIENTS[dtype] = new_gradient(dtype)
+    return grads
+
+
 def sgd_step(params, x, y, lr):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
-    cost, grads = loss_and_grad(params, x, y)
+    grads = _step_gradient(params["W1"].dtype)
+    cost, _ = loss_and_grad(params, x, y, out=grads)
     for key, grad in grads.items():
-        grad *= lr  # the gradient arrays are new on every call: scale them in place
+        grad *= lr  # sgd_step's own arrays: scale them in place
         params[key] -= grad
     return cost
 

@@ -201,15 +201,21 @@ def loss(params, x, y):
 
 
 @np.errstate(under="ignore")
-def loss_and_grad(params, x, y):
+def loss_and_grad(params, x, y, out=None):
     """Cost and its gradient: (float, dict with the keys and shapes of ``params``).
 
     The forward values and deltas live in work buffers reused by the next call with
-    the same batch size; the gradient arrays are new on every call, owned by the caller.
+    the same batch size. The gradient is written into ``out`` when given (a dict of
+    C-contiguous arrays with the keys, shapes and dtype of ``params``, e.g. from
+    ``new_gradient``; the arrays returned are those of ``out``), into new ones otherwise.
+    Reusing ``out`` spares an allocation per parameter and call, which a multithreaded
+    BLAS pays for dearly when it writes into freshly mapped memory.
     """
     W2 = params["W2"]
     W3 = params["W3"]
     W4 = params["W4"]
+    if out is None:
+        out = new_gradient(params["W1"].dtype)
     m = x.shape[1]
     ws = _workspace(m, params["W1"].dtype)
     z1, a1, z2, a2, z3, a3, z4, a4 = _forward(params, x, ws)
@@ -220,10 +226,10 @@ def loss_and_grad(params, x, y):
     # stored divided by m (the cost's mean), so no gradient divides again
     delta4 = np.divide(a4 - y, m, out=ws["delta4"])
     # BP4: dC/dW^4 = (1/m) delta^4 (a^3)^T (the 1/m is already in delta^4)
-    dC_dW4 = delta4 @ a3.T
+    dC_dW4 = np.matmul(delta4, a3.T, out=out["W4"])
     # BP3: dC/db^4 = (1/m) sum over examples of delta^4: one product with a vector of m ones
     # (the 1/m is already in delta^4)
-    dC_db4 = delta4 @ ws["ones"]
+    dC_db4 = np.matmul(delta4, ws["ones"], out=out["b4"])
     # BP2: sigma'(z^3) = Piecewise((1, z3 > 0), (0, True)): the indicator of z3 > 0, kept as a
     # boolean mask
     sp3 = np.greater(z3, 0, out=ws["sp3"])
@@ -231,10 +237,10 @@ def loss_and_grad(params, x, y):
     delta3 = np.matmul(W4.T, delta4, out=ws["delta3"])
     delta3 *= sp3
     # BP4: dC/dW^3 = (1/m) delta^3 (a^2)^T (the 1/m is already in delta^3)
-    dC_dW3 = delta3 @ a2.T
+    dC_dW3 = np.matmul(delta3, a2.T, out=out["W3"])
     # BP3: dC/db^3 = (1/m) sum over examples of delta^3: one product with a vector of m ones
     # (the 1/m is already in delta^3)
-    dC_db3 = delta3 @ ws["ones"]
+    dC_db3 = np.matmul(delta3, ws["ones"], out=out["b3"])
     # BP2: sigma'(z^2) = Piecewise((1, z2 > 0), (0, True)): the indicator of z2 > 0, kept as a
     # boolean mask
     sp2 = np.greater(z2, 0, out=ws["sp2"])
@@ -242,10 +248,10 @@ def loss_and_grad(params, x, y):
     delta2 = np.matmul(W3.T, delta3, out=ws["delta2"])
     delta2 *= sp2
     # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T (the 1/m is already in delta^2)
-    dC_dW2 = delta2 @ a1.T
+    dC_dW2 = np.matmul(delta2, a1.T, out=out["W2"])
     # BP3: dC/db^2 = (1/m) sum over examples of delta^2: one product with a vector of m ones
     # (the 1/m is already in delta^2)
-    dC_db2 = delta2 @ ws["ones"]
+    dC_db2 = np.matmul(delta2, ws["ones"], out=out["b2"])
     # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)): the indicator of z1 > 0, kept as a
     # boolean mask
     sp1 = np.greater(z1, 0, out=ws["sp1"])
@@ -253,10 +259,10 @@ def loss_and_grad(params, x, y):
     delta1 = np.matmul(W2.T, delta2, out=ws["delta1"])
     delta1 *= sp1
     # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T (the 1/m is already in delta^1)
-    dC_dW1 = delta1 @ a0.T
+    dC_dW1 = np.matmul(delta1, a0.T, out=out["W1"])
     # BP3: dC/db^1 = (1/m) sum over examples of delta^1: one product with a vector of m ones
     # (the 1/m is already in delta^1)
-    dC_db1 = delta1 @ ws["ones"]
+    dC_db1 = np.matmul(delta1, ws["ones"], out=out["b1"])
     grads = {
         "W1": dC_dW1,
         "b1": dC_db1,
@@ -270,11 +276,32 @@ def loss_and_grad(params, x, y):
     return float(C), grads
 
 
+def new_gradient(dtype=_DT):
+    """Arrays to hold a gradient: a dict with the keys and shapes of ``PARAM_SHAPES``."""
+    return {key: np.empty(shape, dtype) for key, shape in PARAM_SHAPES.items()}
+
+
+#: The gradient arrays sgd_step writes into, one set per dtype: see _step_gradient.
+_STEP_GRADIENTS = {}
+
+
+def _step_gradient(dtype):
+    """sgd_step's own gradient arrays for ``dtype``: made on first use, then reused.
+
+    They never leave sgd_step, so no array a caller holds is overwritten.
+    """
+    grads = _STEP_GRADIENTS.get(dtype)
+    if grads is None:
+        grads = _STEP_GRADIENTS[dtype] = new_gradient(dtype)
+    return grads
+
+
 def sgd_step(params, x, y, lr):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
-    cost, grads = loss_and_grad(params, x, y)
+    grads = _step_gradient(params["W1"].dtype)
+    cost, _ = loss_and_grad(params, x, y, out=grads)
     for key, grad in grads.items():
-        grad *= lr  # the gradient arrays are new on every call: scale them in place
+        grad *= lr  # sgd_step's own arrays: scale them in place
         params[key] -= grad
     return cost
 

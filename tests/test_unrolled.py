@@ -89,8 +89,8 @@ def test_same_api_keys_shapes_and_values_as_the_vectorized_module(name, unrolled
         module, _ = unrolled(spec, strategy)
         for attr in ("NAME", "LAYER_SIZES", "ACTIVATIONS", "COST", "LAYOUT", "DTYPE", "SPEC"):
             assert getattr(module, attr) == getattr(vectorized, attr), attr
-        for fn in ("init_params", "forward", "loss", "loss_and_grad", "sgd_step", "train",
-                   "check_gradient"):  # fmt: skip
+        for fn in ("init_params", "forward", "loss", "loss_and_grad", "new_gradient",
+                   "sgd_step", "train", "check_gradient"):  # fmt: skip
             assert callable(getattr(module, fn)), fn
         params = module.init_params(3)
         ref_params = vectorized.init_params(3)
@@ -103,6 +103,11 @@ def test_same_api_keys_shapes_and_values_as_the_vectorized_module(name, unrolled
         assert cost == pytest.approx(ref_cost, rel=1e-12)
         for key in ref_grads:
             np.testing.assert_allclose(grads[key], ref_grads[key], rtol=1e-10, atol=1e-14)
+        out = module.new_gradient()
+        _, into = module.loss_and_grad(params, x, y, out=out)
+        for key in ref_grads:
+            assert into[key] is out[key]
+            np.testing.assert_array_equal(out[key], grads[key])
         assert module.check_gradient(params, x, y) < 1e-6
         assert module.FORWARD_VALUES[:2] == ("z1", "a1")
         history = module.train(
