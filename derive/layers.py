@@ -257,9 +257,13 @@ def _complement_jvp(loss: sp.Expr, units: int) -> ComplementJVP:
     v = sp.simplify(sp.diff(loss, LOG1MP))
     summand = sp.simplify(u + v)
     constant = not summand.free_symbols
-    total = units * summand if constant else UNIT_SUM
-    delta = tidy(sp.expand(u - A * total)) + REST
-    # The check: on three units, the derivative of the composed cost w.r.t. z_0.
+
+    def delta_for(count: int) -> sp.Expr:
+        total = count * summand if constant else UNIT_SUM
+        return tidy(sp.expand(u - A * total)) + REST
+
+    # The check: on three units, the emitted delta_0 (its sum and other-units term
+    # spelled out) against the derivative of the composed cost w.r.t. z_0.
     n = 3
     zs = sp.symbols("z0:3", real=True)
     ys = sp.symbols("y0:3", real=True)
@@ -273,10 +277,11 @@ def _complement_jvp(loss: sp.Expr, units: int) -> ComplementJVP:
 
     composed = sum(at(loss, j) for j in range(n))
     exact = sp.diff(composed, zs[0])
-    claimed = (
-        at(u, 0)
-        - probs[0] * sum(at(summand, k) for k in range(n))
-        + sum(at(v, k) * probs[0] / (1 - probs[k]) for k in range(1, n))
+    claimed = at(delta_for(n), 0).subs(
+        {
+            UNIT_SUM: sum(at(summand, k) for k in range(n)),
+            REST: sum(at(v, k) * probs[0] / (1 - probs[k]) for k in range(1, n)),
+        }
     )
     rng = random.Random(7)
     for _ in range(4):
@@ -289,7 +294,7 @@ def _complement_jvp(loss: sp.Expr, units: int) -> ComplementJVP:
                 "the chain rule through log(1 - softmax) does not match the cost's derivative",
                 "report this",
             )
-    return ComplementJVP(u, v, summand, constant, delta)
+    return ComplementJVP(u, v, summand, constant, delta_for(units))
 
 
 def _cost_element(cost: str) -> sp.Expr:

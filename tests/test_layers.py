@@ -20,9 +20,14 @@ from codegen.render import generate_module
 from derive.errors import DerivationError
 from derive.functions import sigmoid, softplus
 from derive.layers import (
+    LOG1MP,
+    LOGP,
+    REST,
+    UNIT_SUM,
     A,
     Y,
     Z,
+    _complement_jvp,
     derive_activation,
     derive_network,
     derive_output,
@@ -218,3 +223,28 @@ def test_derive_package_never_imports_codegen():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("units", [2, 3, 5])
+def test_softmax_binary_cross_entropy_goes_through_log_a_and_log_one_minus_a(units):
+    spec = Spec.from_sizes([2, units], ["softmax"], "binary-cross-entropy")
+    out = derive_output(spec)
+    assert out.loss_element == -(Y * LOGP + (1 - Y) * LOG1MP)
+    comp = out.complement
+    assert comp is not None and comp.summand_is_constant
+    assert (comp.dlogp, comp.dlog1m, comp.summand) == (-Y, Y - 1, -1)
+    assert sp.expand(comp.delta - (units * A - Y + REST)) == 0
+
+
+def test_a_cost_with_a_varying_unit_sum_keeps_the_sum_symbol():
+    comp = _complement_jvp(-(Y * LOGP + (1 - Y) * LOG1MP) + LOGP**2, 3)
+    assert not comp.summand_is_constant
+    assert UNIT_SUM in comp.delta.free_symbols
+
+
+def test_a_wrong_complement_delta_is_caught(monkeypatch):
+    import derive.layers as layers
+
+    monkeypatch.setattr(layers, "tidy", lambda expr: expr + layers.A / 7)
+    with pytest.raises(DerivationError, match="log\\(1 - softmax\\)"):
+        layers._complement_jvp(-(Y * LOGP + (1 - Y) * LOG1MP), 3)
