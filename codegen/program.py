@@ -333,6 +333,19 @@ class _Builder:
         )
         return out
 
+    def unit_sum(self, layer: int, summand: sp.Expr) -> Statement:
+        """BP1's per-example sum over the units of ``layer`` of the elementwise ``summand``."""
+        body = print_expr(summand, self.helpers)
+        return Statement(
+            naming.unit_sum(layer),
+            "unit_sum",
+            tuple(sorted(v.name for v in summand.free_symbols)),
+            summand,
+            f"np.sum({body}, axis={self.units_axis}, keepdims=True)",
+            f"s = sum over units k of {summand}",
+            "BP1",
+        )
+
     def _complement_delta(
         self, big_l: int, dc_da: sp.Expr, folded: str, per_example: sp.Expr
     ) -> list[Statement]:
@@ -360,20 +373,7 @@ class _Builder:
             )
         ]
         if not comp.summand_is_constant:
-            s = naming.unit_sum(big_l)
-            summand = comp.summand.subs(symbols)
-            body = print_expr(summand, self.helpers)
-            out.append(
-                Statement(
-                    s,
-                    "unit_sum",
-                    tuple(sorted(v.name for v in summand.free_symbols)),
-                    summand,
-                    f"np.sum({body}, axis={self.units_axis}, keepdims=True)",
-                    f"s = sum over units k of {summand}",
-                    "BP1",
-                )
-            )
+            out.append(self.unit_sum(big_l, comp.summand.subs(symbols)))
         expr = comp.delta.subs(symbols)
         u = comp.dlogp.subs(symbols)
         total = (
@@ -435,22 +435,8 @@ class _Builder:
                     )
                 )
             else:
-                s = naming.unit_sum(big_l)
-                summand = jvp.summand.subs(symbols)
-                body = print_expr(summand, self.helpers)
-                out.append(
-                    Statement(
-                        s,
-                        "unit_sum",
-                        tuple(sorted(v.name for v in summand.free_symbols)),
-                        summand,
-                        f"np.sum({body}, axis={self.units_axis}, keepdims=True)",
-                        f"s = sum over units k of {summand}",
-                        "BP1",
-                    )
-                )
-                expr = (jvp.elementwise + jvp.scale * sp.Symbol("_S")).subs(symbols)
-                expr = expr.subs(sp.Symbol("_S"), _sym(s))
+                out.append(self.unit_sum(big_l, jvp.summand.subs(symbols)))
+                expr = (jvp.elementwise + jvp.scale * UNIT_SUM).subs(symbols)
                 out.append(
                     self.map(
                         delta_l,
