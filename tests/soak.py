@@ -81,6 +81,8 @@ def _summary(results: list[tuple[Case, Outcome]], failures: list[str], elapsed: 
         print(f"batch: {dict(sorted(Counter(c.batch for c, _ in results).items()))}")
         print(f"layout: {dict(sorted(Counter(s.layout for s in specs).items()))}")
         print(f"cost: {dict(sorted(Counter(s.cost for s in specs).items()))}")
+        pairs = Counter(f"{s.layers[-1].activation} + {s.cost}" for s in specs)
+        print(f"output + cost: {dict(sorted(pairs.items()))}")
         with_bias = sum(layer.bias for s in specs for layer in s.layers)
         print(f"layers with bias: {with_bias} of {sum(s.depth for s in specs)}")
         print(
