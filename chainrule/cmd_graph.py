@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -339,9 +341,40 @@ def render_dot(dot: str, fmt: str) -> bytes:
     return done.stdout
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # A picture or DOT file is replaced like any output of `chainrule graph -o`.
-    write_file(path, data, force=True, ours=lambda _: True)
+#: The PNG text chunk that marks a picture as chainrule's (PNG's own tEXt keyword).
+PNG_MARK = b"Software\x00chainrule"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def mark_png(data: bytes) -> bytes:
+    """``data`` (a PNG from Graphviz) with a ``tEXt`` chunk "Software: chainrule" after IHDR.
+
+    A PNG is a signature then chunks (length, type, data, CRC-32 of type and data); the
+    first is IHDR, 13 bytes of data. Viewers ignore text chunks; ``graph`` reads this one
+    to know that it may replace the file.
+    """
+    if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise SpecError("output", "dot did not write a PNG", "write a .svg or .dot file instead")
+    end_of_ihdr = 8 + 4 + 4 + 13 + 4
+    chunk = struct.pack(">I", len(PNG_MARK)) + b"tEXt" + PNG_MARK
+    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + PNG_MARK) & 0xFFFFFFFF)
+    return data[:end_of_ihdr] + chunk + data[end_of_ihdr:]
+
+
+def written_by_chainrule(path: Path) -> bool:
+    """True when ``path`` is a DOT, SVG or PNG file that ``chainrule graph`` wrote."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    return (
+        head.startswith(b"digraph chainrule {")
+        or b"<!-- Title: chainrule " in head
+        or (head.startswith(_PNG_SIGNATURE) and PNG_MARK in head[:200])
+    )
+
+
+def _write_atomic(path: Path, data: bytes, force: bool) -> None:
+    # A file chainrule did not write (no mark) is replaced only with --force.
+    write_file(path, data, force=force, ours=written_by_chainrule)
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -367,7 +400,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     )
     if fmt != "dot" and shutil.which("dot") is None:
         fallback = path.with_suffix(".dot")
-        _write_atomic(fallback, graph.dot.encode("utf-8"))
+        _write_atomic(fallback, graph.dot.encode("utf-8"), args.force)
         print(
             f"chainrule: Graphviz 'dot' is not installed, so wrote {fallback} instead of {path}; "
             f"install it (apt-get install graphviz) and run: dot -T{fmt} {fallback} -o {path}",
@@ -375,7 +408,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
         )
         return 0
     data = graph.dot.encode("utf-8") if fmt == "dot" else graph.render(fmt)
-    _write_atomic(path, data)
+    if fmt == "png":
+        data = mark_png(data)
+    _write_atomic(path, data, args.force)
     print(f"wrote {path} ({summary})")
     return 0
 
@@ -405,5 +440,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("auto", "scalar", "layer"),
         default="auto",
         help="scalar: one node per unit; layer: one node per vector (default: by size)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite an existing file not written by chainrule"
     )
     parser.set_defaults(func=cmd_graph)

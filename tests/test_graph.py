@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chainrule.cli import main
-from chainrule.cmd_graph import build_graph, path_counts
+from chainrule.cmd_graph import build_graph, path_counts, written_by_chainrule
 from derive.errors import SpecError
 from derive.spec import Spec, preset, preset_names
 
@@ -149,3 +149,54 @@ def test_cli_graph_of_an_imported_keras_model(tmp_path: Path, capsys) -> None:
     dot = capsys.readouterr().out
     assert "imported: 2-2-1, binary-cross-entropy (scalar graph)" in dot
     assert "delta1_1" in dot
+
+
+@pytest.mark.parametrize("suffix", [".dot", ".svg", ".png"])
+def test_cli_keeps_a_file_it_did_not_write_unless_forced(
+    tmp_path: Path, capsys, suffix: str
+) -> None:
+    if suffix != ".dot" and not HAS_DOT:
+        pytest.skip("Graphviz 'dot' is not installed")
+    out = tmp_path / f"mine{suffix}"
+    out.write_bytes(b"a picture of my own\n")
+    assert main(["graph", "--preset", "3b1b-chain", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err, err
+    assert out.read_bytes() == b"a picture of my own\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # nothing half-written
+    assert main(["graph", "--preset", "3b1b-chain", "-o", str(out), "--force"]) == 0
+    assert out.read_bytes() != b"a picture of my own\n"
+
+
+@pytest.mark.parametrize("suffix", [".dot", ".svg", ".png"])
+def test_cli_replaces_a_graph_it_wrote(tmp_path: Path, suffix: str) -> None:
+    if suffix != ".dot" and not HAS_DOT:
+        pytest.skip("Graphviz 'dot' is not installed")
+    out = tmp_path / f"g{suffix}"
+    assert main(["graph", "--preset", "3b1b-chain", "-o", str(out)]) == 0
+    assert written_by_chainrule(out)
+    assert main(["graph", "--preset", "nielsen", "-o", str(out)]) == 0
+    assert written_by_chainrule(out)
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
+def test_png_mark_is_a_well_formed_text_chunk(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    out = tmp_path / "g.png"
+    assert main(["graph", "--preset", "two-layer-nobias", "-o", str(out)]) == 0
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, kind
+        chunks.append((kind, body))
+        pos += 12 + length
+    assert pos == len(data)
+    assert [k for k, _ in chunks][:2] == [b"IHDR", b"tEXt"] and chunks[-1][0] == b"IEND"
+    assert chunks[1][1] == b"Software\x00chainrule"
