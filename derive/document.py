@@ -32,7 +32,10 @@ import sympy as sp
 
 from derive import naming
 from derive.layers import (
+    LOG1MP,
     LOGP,
+    REST,
+    UNIT_SUM,
     UPSTREAM,
     A,
     NetworkDerivation,
@@ -1172,6 +1175,32 @@ class _Builder:
                         naming.log_output(layer),
                     )
                 )
+                if layer == big_l and d.output.complement is not None:
+                    others = sp.Matrix(
+                        w2.n[layer],
+                        m,
+                        lambda j, i, zf=zf, logsum=logsum, ly=layer: (
+                            sp.log(sp.Add(*[sp.exp(zf[k, i]) for k in range(w2.n[ly]) if k != j]))
+                            - logsum[i]
+                        ),
+                    )
+                    if rows:
+                        rest_sum = (
+                            f"\\log\\left(e^{{{zb}}} (\\mathbf{{1}}\\mathbf{{1}}^{{T}} - I)\\right)"
+                        )
+                    else:
+                        rest_sum = (
+                            f"\\log\\left((\\mathbf{{1}}\\mathbf{{1}}^{{T}} - I) e^{{{zb}}}\\right)"
+                        )
+                    steps.append(
+                        Step(
+                            "Log of one minus the softmax",
+                            f"\\log(1 - {ab}) = {rest_sum} - {norm}",
+                            ((o(w2.afull[layer].applyfunc(lambda v: sp.log(1 - v))), o(others)),),
+                            "forward",
+                            naming.log_complement(layer),
+                        )
+                    )
                 steps.append(
                     Step(
                         "Softmax",
@@ -1205,13 +1234,25 @@ class _Builder:
             Y: f"Y_{{{idx}}}",
         }
         entry[LOGP] = f"\\log {entry[A]}"
+        entry[LOG1MP] = f"\\log(1 - {entry[A]})"
         zf, af = w2.zfull[big_l], w2.afull[big_l]
-        logs = [sp.log(sp.Add(*[sp.exp(zf[k, i]) for k in range(w2.n[big_l])])) for i in range(m)]
+        units = range(w2.n[big_l])
+        logs = [sp.log(sp.Add(*[sp.exp(zf[k, i]) for k in units])) for i in range(m)]
+
+        def log1m(j: int, i: int) -> sp.Expr:
+            return sp.log(sp.Add(*[sp.exp(zf[k, i]) for k in units if k != j])) - logs[i]
+
         terms = [
             out.loss_element.xreplace(
-                {Z: zf[j, i], A: af[j, i], Y: w2.y[j, i], LOGP: zf[j, i] - logs[i]}
+                {
+                    Z: zf[j, i],
+                    A: af[j, i],
+                    Y: w2.y[j, i],
+                    LOGP: zf[j, i] - logs[i],
+                    **({LOG1MP: log1m(j, i)} if out.complement is not None else {}),
+                }
             )
-            for j in range(w2.n[big_l])
+            for j in units
             for i in range(m)
         ]
         steps.append(
@@ -1244,6 +1285,8 @@ class _Builder:
                     naming.delta(big_l),
                 )
             )
+        elif out.complement is not None:
+            steps.extend(self.batch_complement_bp1(w2, a_free, names))
         else:
             jvp = out.softmax
             sub = lambda e, j, i: e.subs({A: a_free[j, i], Y: w2.y[j, i]})  # noqa: E731
@@ -1299,6 +1342,91 @@ class _Builder:
             "with its labels."
         )
         return Section("Vectorized over a mini-batch", intro, tuple(steps))
+
+    def batch_complement_bp1(
+        self, w2: _Witness, a_free: sp.Matrix, names: dict[sp.Symbol, str]
+    ) -> list[Step]:
+        """BP1 of a softmax output under a cost in log(1 - a), as the module computes it:
+        the other-units term R, the sum over units when it is not a constant, then Delta."""
+        nota, comp = self.nota, self.d.output.complement
+        rows, big_l, m = nota.rows, self.depth, w2.m
+        units = range(w2.n[big_l])
+
+        def o(matrix: sp.Matrix) -> sp.Matrix:
+            return matrix.T if rows else matrix
+
+        def sub(expr: sp.Expr, j: int, i: int) -> sp.Expr:
+            return expr.subs({A: a_free[j, i], Y: w2.y[j, i]})
+
+        rest = sp.Matrix(
+            w2.n[big_l],
+            m,
+            lambda j, i: sp.Add(
+                *[
+                    sub(comp.dlog1m, k, i) * a_free[j, i] / (1 - a_free[k, i])
+                    for k in units
+                    if k != j
+                ]
+            ),
+        )
+        r_name, ab = nota.batch("R", big_l), nota.batch("A", big_l)
+        idx = "ij" if rows else "ji"
+        v = _tex(comp.dlog1m, {**names, Y: "Y"})
+        steps = [
+            Step(
+                "Other units of the output error",
+                f"{{{r_name}}}_{{{idx}}} = \\sum_{{k \\neq j}} V_{{k}} \\frac{{{{{ab}}}_{{j}}}}"
+                f"{{1 - {{{ab}}}_{{k}}}}, \\quad V = \\frac{{\\partial C}}"
+                f"{{\\partial \\log(1 - {ab})}} = {v}",
+                ((o(rest), o(rest)),),
+                "BP1",
+                naming.other_units(big_l),
+            )
+        ]
+        values = {REST: None, UNIT_SUM: None}
+        if not comp.summand_is_constant:
+            totals = [sp.Add(*[sub(comp.summand, k, i) for k in units]) for i in range(m)]
+            sums = sp.Matrix(1, m, lambda _, i: totals[i])
+            one = "\\mathbf{1}^{T}"
+            summand = _tex(comp.summand, names)
+            s_tex = (
+                f"s = \\left({summand}\\right) \\mathbf{{1}}"
+                if rows
+                else f"s = {one} \\left({summand}\\right)"
+            )
+            steps.append(
+                Step(
+                    "Sum over the output units",
+                    s_tex,
+                    ((o(sums), o(sums)),),
+                    "BP1",
+                    naming.unit_sum(big_l),
+                )
+            )
+            values[UNIT_SUM] = totals
+        formula = sp.Matrix(
+            w2.n[big_l],
+            m,
+            lambda j, i: sub(comp.delta, j, i).subs(
+                {
+                    REST: rest[j, i],
+                    **({UNIT_SUM: values[UNIT_SUM][i]} if values[UNIT_SUM] else {}),
+                }
+            ),
+        )
+        s_shown = "s \\mathbf{1}^{T}" if rows else "\\mathbf{1} s"
+        dl = nota.batch("D", big_l)
+        latex = _tex(comp.delta, {**names, REST: r_name, UNIT_SUM: s_shown})
+        steps.append(
+            Step(
+                "Output error of the batch",
+                f"{dl} = {latex} \\quad (\\text{{elementwise}})",
+                ((o(w2.delta(big_l)), o(formula)),),
+                "BP1",
+                naming.delta(big_l),
+            )
+        )
+        return steps
 
     def batch_bp2(self, w2: _Witness, layer: int) -> list[Step]:
         nota = self.nota

@@ -209,7 +209,10 @@ class Notation:
         return self.partial(self.cost, self.a(self.depth))
 
     def batch(self, letter: str, layer: int) -> str:
-        """A mini-batch matrix: Z^l, A^l, Delta^l (the cheatsheet's symbols already are)."""
+        """A mini-batch matrix: Z^l, A^l, Delta^l (the cheatsheet's symbols already are), and
+        R^l, the other-units term of a softmax output's error under a cost in log(1 - a)."""
+        if letter == "R":
+            return self._base("R", layer, None)
         if self.name == "cheatsheet":
             table = {
                 "Z": self.z(layer),

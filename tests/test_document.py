@@ -23,6 +23,8 @@ EXTRA_SPECS = {
     "rows-tanh": Spec.from_sizes(
         [2, 3, 2], ["tanh", "sigmoid"], "binary-cross-entropy", layout="rows"
     ),
+    "softmax-bce": Spec.from_sizes([2, 2, 3], ["sigmoid", "softmax"], "binary-cross-entropy"),
+    "softmax-bce-rows": Spec.from_sizes([2, 3], ["softmax"], "binary-cross-entropy", layout="rows"),
 }
 
 
@@ -168,6 +170,17 @@ def test_large_layers_are_not_expanded_scalar_by_scalar() -> None:
     assert "_{783" not in tex and "w^{1}_{0" not in tex
     assert len(tex) < 40_000
     assert "at most 3 units per layer" in doc.sections[0].intro
+
+
+def test_softmax_binary_cross_entropy_is_shown_through_log_one_minus_a() -> None:
+    doc = derivation(EXTRA_SPECS["softmax-bce"])
+    text = {step.title: to_unicode(step.latex) for step in doc.vectorized}
+    assert "log(1 - A²)" in text["Log of one minus the softmax"]
+    assert (
+        "log(1 - A²ⱼᵢ)" in text["Cost of the batch"] and "log1mp" not in text["Cost of the batch"]
+    )
+    assert "Σ_(k ≠ j)" in text["Other units of the output error"]
+    assert text["Output error of the batch"].startswith("Δ² = 3 A² + R² - Y")
 
 
 def test_user_name_never_appears() -> None:
