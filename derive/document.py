@@ -1291,22 +1291,9 @@ class _Builder:
             jvp = out.softmax
             sub = lambda e, j, i: e.subs({A: a_free[j, i], Y: w2.y[j, i]})  # noqa: E731
             if jvp.summand_total is None:
-                s_name = naming.unit_sum(big_l)
                 s_sym = naming.symbol("_S")
-                totals = [
-                    sp.Add(*[sub(jvp.summand, k, i) for k in range(w2.n[big_l])]) for i in range(m)
-                ]
-                sums = sp.Matrix(1, m, lambda _, i: totals[i])
-                one = "\\mathbf{1}^{T}"
-                summand = _tex(jvp.summand, names)
-                s_tex = (
-                    f"s = \\left({summand}\\right) \\mathbf{{1}}"
-                    if rows
-                    else f"s = {one} \\left({summand}\\right)"
-                )
-                steps.append(
-                    Step("Sum over the output units", s_tex, ((o(sums), o(sums)),), "BP1", s_name)
-                )
+                step, totals = self.batch_unit_sum(w2, a_free, jvp.summand, names)
+                steps.append(step)
                 expr = jvp.elementwise + jvp.scale * s_sym
                 formula = sp.Matrix(
                     w2.n[big_l],
@@ -1342,6 +1329,31 @@ class _Builder:
             "with its labels."
         )
         return Section("Vectorized over a mini-batch", intro, tuple(steps))
+
+    def batch_unit_sum(
+        self, w2: _Witness, a_free: sp.Matrix, summand: sp.Expr, names: dict[sp.Symbol, str]
+    ) -> tuple[Step, list[sp.Expr]]:
+        """BP1's sum over the output units of ``summand`` (in A, Y), per example of the batch.
+
+        Returns the step and the per-example totals.
+        """
+        rows, big_l, m = self.nota.rows, self.depth, w2.m
+        totals = [
+            sp.Add(*[summand.subs({A: a_free[k, i], Y: w2.y[k, i]}) for k in range(w2.n[big_l])])
+            for i in range(m)
+        ]
+        sums = sp.Matrix(1, m, lambda _, i: totals[i])
+        sums = sums.T if rows else sums
+        body = _tex(summand, names)
+        s_tex = (
+            f"s = \\left({body}\\right) \\mathbf{{1}}"
+            if rows
+            else f"s = \\mathbf{{1}}^{{T}} \\left({body}\\right)"
+        )
+        step = Step(
+            "Sum over the output units", s_tex, ((sums, sums),), "BP1", naming.unit_sum(big_l)
+        )
+        return step, totals
 
     def batch_complement_bp1(
         self, w2: _Witness, a_free: sp.Matrix, names: dict[sp.Symbol, str]
@@ -1383,35 +1395,15 @@ class _Builder:
                 naming.other_units(big_l),
             )
         ]
-        values = {REST: None, UNIT_SUM: None}
+        totals: list[sp.Expr] | None = None
         if not comp.summand_is_constant:
-            totals = [sp.Add(*[sub(comp.summand, k, i) for k in units]) for i in range(m)]
-            sums = sp.Matrix(1, m, lambda _, i: totals[i])
-            one = "\\mathbf{1}^{T}"
-            summand = _tex(comp.summand, names)
-            s_tex = (
-                f"s = \\left({summand}\\right) \\mathbf{{1}}"
-                if rows
-                else f"s = {one} \\left({summand}\\right)"
-            )
-            steps.append(
-                Step(
-                    "Sum over the output units",
-                    s_tex,
-                    ((o(sums), o(sums)),),
-                    "BP1",
-                    naming.unit_sum(big_l),
-                )
-            )
-            values[UNIT_SUM] = totals
+            step, totals = self.batch_unit_sum(w2, a_free, comp.summand, names)
+            steps.append(step)
         formula = sp.Matrix(
             w2.n[big_l],
             m,
             lambda j, i: sub(comp.delta, j, i).subs(
-                {
-                    REST: rest[j, i],
-                    **({UNIT_SUM: values[UNIT_SUM][i]} if values[UNIT_SUM] else {}),
-                }
+                {REST: rest[j, i], **({UNIT_SUM: totals[i]} if totals is not None else {})}
             ),
         )
         s_shown = "s \\mathbf{1}^{T}" if rows else "\\mathbf{1} s"
