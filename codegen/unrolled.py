@@ -27,7 +27,7 @@ from codegen.pyformat import format_expr
 from codegen.render import _ENV, MARKER, _context, py_literal
 from derive import naming
 from derive.errors import CodegenError
-from derive.layers import LOGP, A, Y, Z, derive_network
+from derive.layers import LOG1MP, LOGP, A, Y, Z, derive_network
 from derive.opcount import program_ops
 from derive.scalar import (
     STRATEGIES,
@@ -225,7 +225,10 @@ def _cost_expr(spec: Spec) -> sp.Expr:
         a = naming.symbol(unit_name(naming.activation(big_l), j))
         z = naming.symbol(unit_name(naming.weighted_input(big_l), j))
         y = naming.symbol(naming.target_entry(j))
-        total += output.loss_element.xreplace({Z: z, A: a, Y: y, LOGP: sp.log(a)})
+        # The unrolled cost is written in a itself: log a and log(1 - a) of the unit.
+        total += output.loss_element.xreplace(
+            {Z: z, A: a, Y: y, LOGP: sp.log(a), LOG1MP: sp.log(1 - a)}
+        )
     return total
 
 

@@ -27,6 +27,8 @@ NETWORKS = [
         [2, 2, 1, 1], ["relu", "leaky-relu", "sigmoid"], "binary-cross-entropy", layout="rows"
     ),
     Spec.from_sizes([2, 3, 2], ["x*sigmoid(x)", "linear"], "squared-error"),
+    # softmax + binary cross-entropy: the cost in log a and log(1 - a) of each unit
+    Spec.from_sizes([2, 3], ["softmax"], "binary-cross-entropy"),
 ]
 
 
