@@ -153,7 +153,8 @@ def loss_and_grad(params, x, y, out=None):
     C-contiguous arrays with the keys, shapes and dtype of ``params``, e.g. from
     ``new_gradient``; the arrays returned are those of ``out``), into new ones otherwise.
     Reusing ``out`` spares an allocation per parameter and call, which a multithreaded
-    BLAS pays for dearly when it writes into freshly mapped memory.
+    BLAS pays for dearly when it writes into freshly mapped memory. ``out`` must not
+    share memory with ``params``, ``x`` or ``y``.
     """
     W2 = params["W2"]
     if out is None:
@@ -189,24 +190,27 @@ def new_gradient(dtype=_DT):
     return {key: np.empty(shape, dtype) for key, shape in PARAM_SHAPES.items()}
 
 
-#: The gradient arrays sgd_step writes into, one set per dtype: see _step_gradient.
+#: The gradient arrays of sgd_step, one set per (batch size, dtype): see _step_gradient.
 _STEP_GRADIENTS = {}
 
 
-def _step_gradient(dtype):
-    """sgd_step's own gradient arrays for ``dtype``: made on first use, then reused.
+def _step_gradient(m, dtype):
+    """sgd_step's own gradient arrays for batch size m and ``dtype``: made once, reused.
 
-    They never leave sgd_step, so no array a caller holds is overwritten.
+    They never leave sgd_step, so no array a caller holds is overwritten. Like the work
+    buffers, they are shared by calls with the same batch size: threads that train at
+    once with the same batch size need a module copy each.
     """
-    grads = _STEP_GRADIENTS.get(dtype)
+    grads = _STEP_GRADIENTS.get((m, dtype))
     if grads is None:
-        grads = _STEP_GRADIENTS[dtype] = new_gradient(dtype)
+        grads = _STEP_GRADIENTS[(m, dtype)] = new_gradient(dtype)
     return grads
 
 
+@np.errstate(under="ignore")
 def sgd_step(params, x, y, lr):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
-    grads = _step_gradient(params["W1"].dtype)
+    grads = _step_gradient(x.shape[1], params["W1"].dtype)
     cost, _ = loss_and_grad(params, x, y, out=grads)
     for key, grad in grads.items():
         grad *= lr  # sgd_step's own arrays: scale them in place

@@ -133,11 +133,16 @@ def test_sgd_step_reuses_its_own_gradient_arrays(build):
     params = module.init_params(7)
     x, y = _batch(module, 6, "float64")
     module.sgd_step(params, x, y, 0.1)
-    own = module._step_gradient(np.dtype(np.float64))
+    own = module._step_gradient(6, np.dtype(np.float64))
     pointers = {k: v.ctypes.data for k, v in own.items()}
     _, grads = module.loss_and_grad(params, x, y)
     module.sgd_step(params, x, y, 0.1)
-    assert module._step_gradient(np.dtype(np.float64)) is own
+    assert module._step_gradient(6, np.dtype(np.float64)) is own
+    # Another batch size gets arrays of its own, as it gets work buffers of its own.
+    x3, y3 = _batch(module, 3, "float64")
+    module.sgd_step(params, x3, y3, 0.1)
+    other = module._step_gradient(3, np.dtype(np.float64))
+    assert all(not np.shares_memory(other[k], own[k]) for k in own)
     assert {k: v.ctypes.data for k, v in own.items()} == pointers
     for key, grad in grads.items():  # what a caller got earlier is untouched
         assert not np.shares_memory(grad, own[key])

@@ -236,6 +236,20 @@ def test_softmax_binary_cross_entropy_with_tied_largest_logits(
     np.testing.assert_allclose(grads["b1"], delta, rtol=1e-12, atol=1e-15)
 
 
+def test_sgd_step_and_train_do_not_report_underflow(build: Callable[[Spec], ModuleType]) -> None:
+    """A subnormal gradient entry (about 2e-323 here) scaled by lr underflows again."""
+    spec = Spec.from_sizes([1, 2], ["softmax"], "binary-cross-entropy")
+    module = build(spec)
+    params = {"W1": np.zeros((2, 1)), "b1": np.array([[0.0], [-744.0]])}
+    x, y = np.ones((1, 1)), np.array([[1.0], [0.0]])
+    with np.errstate(all="raise"):
+        _, grads = module.loss_and_grad(params, x, y)
+        assert 0 < abs(grads["b1"][1, 0]) < 1e-300
+        module.sgd_step(params, x, y, 0.1)
+        module.train(params, x, y, epochs=2, batch_size=1, lr=0.1)
+    assert all(np.all(np.isfinite(v)) for v in params.values())
+
+
 def test_overflow_is_still_reported(build: Callable[[Spec], ModuleType]) -> None:
     """Only underflow is quiet: exp(800) overflowing in a custom activation raises."""
     module = build(Spec.from_sizes([1, 1], ["exp(x)"], "quadratic"))
