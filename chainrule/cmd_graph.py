@@ -363,8 +363,13 @@ def mark_png(data: bytes) -> bytes:
 
 def written_by_chainrule(path: Path) -> bool:
     """True when ``path`` is a DOT, SVG or PNG file that ``chainrule graph`` wrote."""
-    with open(path, "rb") as handle:
-        head = handle.read(4096)
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
     return (
         head.startswith(b"digraph chainrule {")
         or b"<!-- Title: chainrule " in head

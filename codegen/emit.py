@@ -388,13 +388,21 @@ def write_file(
     Raises
     ------
     CodegenError
-        When the path is a directory, its folder is missing or not writable, or an
-        existing file there was not written by chainrule and ``force`` is false.
+        When the path is a directory or another non-regular file (FIFO, socket,
+        device), its folder is missing or not writable, or an existing file there was
+        not written by chainrule and ``force`` is false.
     """
     path = Path(path)
     if path.is_dir():
         raise CodegenError(
             "output", f"{str(path)!r} is a directory", "give a file name such as network.py"
+        )
+    if path.exists() and not path.is_file():
+        # A FIFO, socket or device: reading it to see whose it is could block forever.
+        raise CodegenError(
+            "output",
+            f"{str(path)!r} is not a regular file",
+            "give the path of a regular file, or a new name",
         )
     if path.exists() and not force and not ours(path):
         raise CodegenError(

@@ -387,6 +387,39 @@ def test_a_spec_path_that_is_not_a_regular_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize("command", ["generate", "graph", "derive"])
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_an_output_path_that_is_not_a_regular_file(command: str, kind: str, tmp_path: Path) -> None:
+    import socket
+
+    suffix = {"generate": ".py", "graph": ".dot", "derive": ".tex"}[command]
+    out = tmp_path / f"out{suffix}"
+    held = None
+    if kind == "fifo":
+        os.mkfifo(out)  # reading it to see whose it is would wait for a writer
+    else:
+        held = socket.socket(socket.AF_UNIX)
+        held.bind(str(out))
+    try:
+        args = [command, "--preset", "3b1b-chain", "-o", str(out)]
+        args += ["--format", "tex"] if command == "derive" else []
+        for extra in ([], ["--force"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "chainrule", *args, *extra],
+                capture_output=True,
+                text=True,
+                env=cli_env(),
+                timeout=60,
+            )
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+            assert "not a regular file" in done.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    finally:
+        if held is not None:
+            held.close()
+
+
 def test_expressions_with_commas_work_from_the_command_line(tmp_path: Path) -> None:
     out = tmp_path / "net.py"
     status = main(
