@@ -404,7 +404,17 @@ def pin_to_cpus(count: int) -> None:
     if not hasattr(os, "sched_setaffinity"):
         return
     cpus = sorted(os.sched_getaffinity(0))[:count]
-    os.sched_setaffinity(0, cpus)
+    # On Linux the mask is per thread: set it on every thread that exists now (OpenBLAS
+    # started its pool when NumPy was imported); threads started later inherit it.
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            pass
 
 
 def machine_info(threads: int | None) -> dict[str, object]:
