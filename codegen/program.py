@@ -198,36 +198,26 @@ class _Builder:
             act = self.derivation.activations[index - 1]
             if act is None:
                 logp = naming.log_output(index)
-                self.helpers.add("_log_softmax")
                 out.append(
-                    Statement(
+                    self.softmax_helper(
                         logp,
-                        "log_softmax",
-                        (z,),
-                        None,
-                        f"_log_softmax({z}, axis={self.units_axis}, "
-                        f"out={self.buffer(logp, layer.size)})",
+                        "_log_softmax",
+                        z,
+                        layer.size,
                         f"log a^{index} = z^{index} - log sum_k exp(z^{index}_k)",
-                        "forward",
-                        logp,
                     )
                 )
                 cache.append(logp)
                 if index == self.spec.depth and self.derivation.output.complement is not None:
                     log1m = naming.log_complement(index)
-                    self.helpers.add("_log1m_softmax")
                     out.append(
-                        Statement(
+                        self.softmax_helper(
                             log1m,
-                            "log1m_softmax",
-                            (z,),
-                            None,
-                            f"_log1m_softmax({z}, axis={self.units_axis}, "
-                            f"out={self.buffer(log1m, layer.size)})",
+                            "_log1m_softmax",
+                            z,
+                            layer.size,
                             f"log(1 - a^{index}) = log sum_(k != j) exp(z^{index}_k) "
                             f"- log sum_k exp(z^{index}_k)",
-                            "forward",
-                            log1m,
                         )
                     )
                     cache.append(log1m)  # before a^L: forward() returns the last value
@@ -252,6 +242,15 @@ class _Builder:
                 out.append(self.map(a, expr, eq, "forward"))
                 cache.append(a)
         return out, cache
+
+    def softmax_helper(
+        self, target: str, helper: str, z: str, units: int, equation: str
+    ) -> Statement:
+        """A forward statement computing ``target`` from z with a stable module helper
+        (``_log_softmax`` or ``_log1m_softmax``) into its work buffer."""
+        self.helpers.add(helper)
+        code = f"{helper}({z}, axis={self.units_axis}, out={self.buffer(target, units)})"
+        return Statement(target, helper[1:], (z,), None, code, equation, "forward", target)
 
     def _shape_words(self, layer: int) -> str:
         n = f"n{layer}"
