@@ -124,6 +124,15 @@ class _Builder:
             self.buffers.append((name, shape, "zeros", "dtype"))
         return buffer_ref(name)
 
+    def gradient_buffer(self, param: str, rows: int, cols: int) -> None:
+        """Register sgd_step's array for the gradient of ``param`` (shape rows x cols).
+
+        It sits in the work buffers under the parameter's own name, so that sgd_step can
+        pass its workspace as loss_and_grad's ``out``; loss_and_grad without ``out``
+        never writes into it.
+        """
+        self.buffers.append((param, f"({rows}, {cols})", "zeros", "dtype"))
+
     def units(self, name: str) -> int:
         """Number of units of the layer a per-layer identifier such as ``delta2`` belongs to.
 
@@ -453,6 +462,8 @@ class _Builder:
             prev = naming.activation(index - 1)
             w = naming.weight(index)
             g_w = naming.grad(w)
+            n_in, n_out = self.spec.sizes[index - 1], self.spec.sizes[index]
+            self.gradient_buffer(w, *((n_in, n_out) if self.rows else (n_out, n_in)))
             pair = f"{prev}.T, {delta}" if self.rows else f"{delta}, {prev}.T"
             code = f"np.matmul({pair}, out={gradient_ref(w)})"
             out.append(
@@ -471,6 +482,7 @@ class _Builder:
             if self.spec.layers[index - 1].bias:
                 b = naming.bias(index)
                 g_b = naming.grad(b)
+                self.gradient_buffer(b, *((1, n_out) if self.rows else (n_out, 1)))
                 ones = buffer_ref(ONES)
                 if all(name != ONES for name, *_ in self.buffers):
                     shape = "(1, m)" if self.rows else "(m, 1)"

@@ -65,7 +65,8 @@ def init_params(seed=0):
 
 
 def _new_workspace(m, dtype):
-    """Arrays for every intermediate value of a batch of m examples (zeros; ones for sums)."""
+    """Arrays for every intermediate value of a batch of m examples (zeros; ones for sums),
+    and sgd_step's gradient arrays, under the parameters' names."""
     return {
         "z1": np.zeros((m, 1), dtype),
         "zeros1": np.zeros((m, 1), dtype),
@@ -73,17 +74,19 @@ def _new_workspace(m, dtype):
         "z2": np.zeros((m, 1), dtype),
         "a2": np.zeros((m, 1), dtype),
         "delta2": np.zeros((m, 1), dtype),
+        "W2": np.zeros((1, 1), dtype),
         "delta1": np.zeros((m, 1), dtype),
         "sp1": np.zeros((m, 1), bool),
+        "W1": np.zeros((1, 1), dtype),
     }
 
 
 def _workspace(m, dtype):
     """The work buffers for batch size m and ``dtype``: made on first use, then reused.
 
-    Only loss_and_grad and loss use them, and neither returns a buffer, so no array
-    a caller holds is ever overwritten. Calls from several threads at once with the
-    same batch size would share buffers: give each thread its own module copy.
+    Only loss_and_grad, loss and sgd_step use them, and none returns a buffer, so no
+    array a caller holds is ever overwritten. Calls from several threads at once with
+    the same batch size would share buffers: give each thread its own module copy.
     """
     ws = _WORKSPACES.get((m, dtype))
     if ws is None:
@@ -135,9 +138,10 @@ def loss_and_grad(params, x, y, out=None):
     """Cost and its gradient: (float, dict with the keys and shapes of ``params``).
 
     The forward values and deltas live in work buffers reused by the next call with
-    the same batch size. The gradient is written into ``out`` when given (a dict of
-    C-contiguous arrays with the keys, shapes and dtype of ``params``, e.g. from
-    ``new_gradient``; the arrays returned are those of ``out``), into new ones otherwise.
+    the same batch size. The gradient is written into ``out`` when given (a dict holding
+    C-contiguous arrays under the keys of ``params``, with their shapes and dtype, e.g.
+    from ``new_gradient``; the arrays returned are those of ``out``), into new ones
+    otherwise.
     Reusing ``out`` spares an allocation per parameter and call, which a multithreaded
     BLAS pays for dearly when it writes into freshly mapped memory. ``out`` must not
     share memory with ``params``, ``x`` or ``y``.
@@ -176,28 +180,12 @@ def new_gradient(dtype=_DT):
     return {key: np.empty(shape, dtype) for key, shape in PARAM_SHAPES.items()}
 
 
-#: The gradient arrays of sgd_step, one set per (batch size, dtype): see _step_gradient.
-_STEP_GRADIENTS = {}
-
-
-def _step_gradient(m, dtype):
-    """sgd_step's own gradient arrays for batch size m and ``dtype``: made once, reused.
-
-    They never leave sgd_step, so no array a caller holds is overwritten. Like the work
-    buffers, they are shared by calls with the same batch size: threads that train at
-    once with the same batch size need a module copy each.
-    """
-    grads = _STEP_GRADIENTS.get((m, dtype))
-    if grads is None:
-        grads = _STEP_GRADIENTS[(m, dtype)] = new_gradient(dtype)
-    return grads
-
-
 @np.errstate(under="ignore")
 def sgd_step(params, x, y, lr):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
-    grads = _step_gradient(x.shape[0], params["W1"].dtype)
-    cost, _ = loss_and_grad(params, x, y, out=grads)
+    ws = _workspace(x.shape[0], params["W1"].dtype)
+    # The work buffers hold a gradient array per parameter name: the gradient goes there.
+    cost, grads = loss_and_grad(params, x, y, out=ws)
     for key, grad in grads.items():
         grad *= lr  # sgd_step's own arrays: scale them in place
         params[key] -= grad

@@ -133,17 +133,24 @@ def test_sgd_step_reuses_its_own_gradient_arrays(build):
     params = module.init_params(7)
     x, y = _batch(module, 6, "float64")
     module.sgd_step(params, x, y, 0.1)
-    own = module._step_gradient(6, np.dtype(np.float64))
+    ws = module._workspace(6, np.dtype(np.float64))
+    own = {key: ws[key] for key in params}  # the work buffers under the parameters' names
+    assert all(own[k].shape == params[k].shape for k in params)
     pointers = {k: v.ctypes.data for k, v in own.items()}
+    before = {k: v.copy() for k, v in own.items()}
     _, grads = module.loss_and_grad(params, x, y)
+    for key in params:  # loss_and_grad without out does not touch them
+        np.testing.assert_array_equal(own[key], before[key])
+    expected = {k: v - 0.1 * grads[k] for k, v in params.items()}
     module.sgd_step(params, x, y, 0.1)
-    assert module._step_gradient(6, np.dtype(np.float64)) is own
+    assert {k: ws[k].ctypes.data for k in params} == pointers
+    for key, value in expected.items():
+        np.testing.assert_allclose(params[key], value, rtol=0, atol=1e-15)
     # Another batch size gets arrays of its own, as it gets work buffers of its own.
     x3, y3 = _batch(module, 3, "float64")
     module.sgd_step(params, x3, y3, 0.1)
-    other = module._step_gradient(3, np.dtype(np.float64))
+    other = module._workspace(3, np.dtype(np.float64))
     assert all(not np.shares_memory(other[k], own[k]) for k in own)
-    assert {k: v.ctypes.data for k, v in own.items()} == pointers
     for key, grad in grads.items():  # what a caller got earlier is untouched
         assert not np.shares_memory(grad, own[key])
         assert not np.shares_memory(params[key], own[key])
