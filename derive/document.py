@@ -303,6 +303,18 @@ class _Witness:
         return expr.xreplace(mapping)
 
 
+def _log1m_softmax(z: sp.Matrix) -> sp.Matrix:
+    """log(1 - softmax) of each column of ``z`` (units x examples), from the definition:
+    log sum over the other units of e^z, less log sum over all units."""
+    units, m = z.shape
+
+    def entry(j: int, i: int) -> sp.Expr:
+        every = [sp.exp(z[k, i]) for k in range(units)]
+        return sp.log(sp.Add(*every[:j], *every[j + 1 :])) - sp.log(sp.Add(*every))
+
+    return sp.Matrix(units, m, entry)
+
+
 @functools.lru_cache(maxsize=32)
 def _witness(spec: Spec, m: int, width: int = WITNESS_WIDTH) -> _Witness:
     return _Witness(spec, derive_network(spec), m, width)
@@ -1176,14 +1188,7 @@ class _Builder:
                     )
                 )
                 if layer == big_l and d.output.complement is not None:
-                    others = sp.Matrix(
-                        w2.n[layer],
-                        m,
-                        lambda j, i, zf=zf, logsum=logsum, ly=layer: (
-                            sp.log(sp.Add(*[sp.exp(zf[k, i]) for k in range(w2.n[ly]) if k != j]))
-                            - logsum[i]
-                        ),
-                    )
+                    others = _log1m_softmax(zf)
                     if rows:
                         rest_sum = (
                             f"\\log\\left(e^{{{zb}}} (\\mathbf{{1}}\\mathbf{{1}}^{{T}} - I)\\right)"
@@ -1238,10 +1243,7 @@ class _Builder:
         zf, af = w2.zfull[big_l], w2.afull[big_l]
         units = range(w2.n[big_l])
         logs = [sp.log(sp.Add(*[sp.exp(zf[k, i]) for k in units])) for i in range(m)]
-
-        def log1m(j: int, i: int) -> sp.Expr:
-            return sp.log(sp.Add(*[sp.exp(zf[k, i]) for k in units if k != j])) - logs[i]
-
+        log1m = _log1m_softmax(zf) if out.complement is not None else None
         terms = [
             out.loss_element.xreplace(
                 {
@@ -1249,7 +1251,7 @@ class _Builder:
                     A: af[j, i],
                     Y: w2.y[j, i],
                     LOGP: zf[j, i] - logs[i],
-                    **({LOG1MP: log1m(j, i)} if out.complement is not None else {}),
+                    **({LOG1MP: log1m[j, i]} if log1m is not None else {}),
                 }
             )
             for j in units
