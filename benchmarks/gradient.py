@@ -52,9 +52,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from codegen.emit import lint_module  # noqa: E402
-from codegen.render import generate_module  # noqa: E402
-from derive.spec import Spec  # noqa: E402
+from chainrule.codegen.emit import lint_module  # noqa: E402
+from chainrule.codegen.render import generate_module  # noqa: E402
+from chainrule.derive.spec import Spec  # noqa: E402
 
 Params = dict[str, np.ndarray]
 

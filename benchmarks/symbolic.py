@@ -1,7 +1,7 @@
 """Benchmark: naive diff + CSE of the [8, 8, 8, 4] network (180 parameters) per engine.
 
 Prints the seconds each symbolic engine needs for the ``cse`` strategy of
-:func:`derive.scalar.gradients` (differentiate the fully expanded cost once per
+:func:`chainrule.derive.scalar.gradients` (differentiate the fully expanded cost once per
 parameter, then eliminate common subexpressions, then return SymPy expressions), the
 ratio between the engines, and the time to refuse an oversized naive request.
 Targets: SymEngine under 1 s and at least 20 times faster than plain SymPy.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from derive.errors import DerivationError  # noqa: E402
-from derive.scalar import count_strategy, gradients, symengine_available  # noqa: E402
-from derive.spec import Spec  # noqa: E402
+from chainrule.derive.errors import DerivationError  # noqa: E402
+from chainrule.derive.scalar import count_strategy, gradients, symengine_available  # noqa: E402
+from chainrule.derive.spec import Spec  # noqa: E402
 
 SIZES = [8, 8, 8, 4]
 

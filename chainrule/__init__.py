@@ -1,7 +1,8 @@
 """chainrule: derive backpropagation with SymPy and generate checked NumPy code.
 
-The public face of the two packages underneath: :mod:`derive` (SymPy side) and
-:mod:`codegen` (Jinja side).
+The public face of the two packages underneath: :mod:`chainrule.derive` (SymPy side)
+and :mod:`chainrule.codegen` (Jinja side). Names are imported on first use, so that
+``chainrule --version`` and ``--help`` start without loading SymPy.
 
 Examples
 --------
@@ -14,46 +15,62 @@ True
 
 from __future__ import annotations
 
-from chainrule.cmd_graph import Graph, build_graph
-from chainrule.display import install as _install_display
-from chainrule.importers import from_keras, from_torch, params_from_keras, params_from_torch
-from codegen.emit import lint_module, write_module
-from codegen.render import generate_module
-from derive.document import Derivation, derivation
-from derive.errors import ChainruleError, CodegenError, DerivationError, SpecError
-from derive.layers import derive_network
-from derive.spec import Layer, Spec, load_spec, preset, preset_names
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_install_display()
+#: Each public name and the module that defines it.
+_PUBLIC: dict[str, str] = {
+    "ChainruleError": "chainrule.derive.errors",
+    "CodegenError": "chainrule.derive.errors",
+    "DerivationError": "chainrule.derive.errors",
+    "SpecError": "chainrule.derive.errors",
+    "Layer": "chainrule.derive.spec",
+    "Spec": "chainrule.derive.spec",
+    "load_spec": "chainrule.derive.spec",
+    "preset": "chainrule.derive.spec",
+    "preset_names": "chainrule.derive.spec",
+    "derive_network": "chainrule.derive.layers",
+    "Derivation": "chainrule.derive.document",
+    "derivation": "chainrule.derive.document",
+    "Graph": "chainrule.cmd_graph",
+    "build_graph": "chainrule.cmd_graph",
+    "from_keras": "chainrule.importers",
+    "from_torch": "chainrule.importers",
+    "params_from_keras": "chainrule.importers",
+    "params_from_torch": "chainrule.importers",
+    "lint_module": "chainrule.codegen.emit",
+    "write_module": "chainrule.codegen.emit",
+    "generate": "chainrule.api",
+}
+
+__all__ = sorted(_PUBLIC)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
+    from chainrule.api import generate
+    from chainrule.codegen.emit import lint_module, write_module
+    from chainrule.derive.document import Derivation, derivation
+    from chainrule.derive.errors import ChainruleError, CodegenError, DerivationError, SpecError
+    from chainrule.derive.layers import derive_network
+    from chainrule.derive.spec import Layer, Spec, load_spec, preset, preset_names
+    from chainrule.cmd_graph import Graph, build_graph
+    from chainrule.importers import from_keras, from_torch, params_from_keras, params_from_torch
 
 
-def generate(spec: Spec) -> str:
-    """Return the source of the NumPy module computing ``spec``'s gradient."""
-    return generate_module(spec)
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use (and attach the Jupyter displays once)."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chainrule' has no attribute {name!r}")
+    from chainrule.display import install
+
+    install()
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-__all__ = [
-    "ChainruleError",
-    "CodegenError",
-    "DerivationError",
-    "Layer",
-    "Spec",
-    "SpecError",
-    "Graph",
-    "build_graph",
-    "Derivation",
-    "derivation",
-    "derive_network",
-    "from_keras",
-    "from_torch",
-    "params_from_keras",
-    "params_from_torch",
-    "generate",
-    "lint_module",
-    "load_spec",
-    "preset",
-    "preset_names",
-    "write_module",
-]
+def __dir__() -> list[str]:
+    """The public API only."""
+    return [*__all__, "__version__"]

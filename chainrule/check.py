@@ -17,7 +17,7 @@ from types import ModuleType
 
 import numpy as np
 
-from derive.errors import ChainruleError
+from chainrule.derive.errors import ChainruleError
 
 ABS_TOL = 1e-8
 REL_TOL = 1e-6

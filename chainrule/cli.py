@@ -14,10 +14,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from codegen.emit import lint_module, write_module
-from codegen.render import generate_module
-from derive.errors import ChainruleError, SpecError
-from derive.spec import Spec, load_spec, preset, preset_description, preset_names
+from chainrule.codegen.emit import lint_module, write_module
+from chainrule.codegen.render import generate_module
+from chainrule.derive.errors import ChainruleError, SpecError
+from chainrule.derive.spec import Spec, load_spec, preset, preset_description, preset_names
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -146,7 +146,7 @@ def _print_report(report: object, out: Callable[[str], None]) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     if args.form == "unrolled":
-        from codegen.unrolled import generate_unrolled
+        from chainrule.codegen.unrolled import generate_unrolled
 
         source = generate_unrolled(spec, args.strategy or "backprop")
     elif args.strategy not in (None, "backprop"):

@@ -1,7 +1,7 @@
 """``chainrule compare``: naive chain rule against memoized backpropagation, in numbers.
 
 For one network it prints, per layer and in total, the operations (as defined in
-:mod:`derive.opcount`) of the four ways to get the gradient: ``naive`` (diff of the
+:mod:`chainrule.derive.opcount`) of the four ways to get the gradient: ``naive`` (diff of the
 fully expanded cost), ``cse`` (the same after common-subexpression elimination),
 ``backprop`` (the delta recursion) and finite differences (2P + 1 forward passes),
 next to ``forward`` (one forward pass and the cost). With ``--time`` it also times
@@ -22,8 +22,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from derive.errors import ChainruleError, DerivationError, SpecError
-from derive.scalar import (
+from chainrule.derive.errors import ChainruleError, DerivationError, SpecError
+from chainrule.derive.scalar import (
     DEFAULT_BUDGET,
     ENGINES,
     MAX_SCALAR_PARAMETERS,
@@ -36,7 +36,7 @@ from derive.scalar import (
     layer_counts,
     resolve_engine,
 )
-from derive.spec import Spec
+from chainrule.derive.spec import Spec
 
 #: Unrolled modules are timed only up to this many parameters.
 TIME_MAX_PARAMETERS = 200
@@ -104,7 +104,7 @@ def compare_spec(
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> c = compare_spec(preset("3b1b-chain"), engine="sympy")
     >>> c.naive_ops > c.cse_ops and c.backprop_ops / c.forward_ops <= 4
     True
@@ -439,8 +439,8 @@ def time_strategies(spec: Spec, engine: str, budget: int | None) -> dict[str, fl
     import numpy as np
 
     from chainrule.check import load_module, random_batch
-    from codegen.render import generate_module
-    from codegen.unrolled import generate_unrolled
+    from chainrule.codegen.render import generate_module
+    from chainrule.codegen.unrolled import generate_unrolled
 
     if spec.parameter_count > TIME_MAX_PARAMETERS:
         raise SpecError(

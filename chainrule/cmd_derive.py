@@ -14,10 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from codegen.emit import write_file
-from derive.document import derivation
-from derive.errors import CodegenError
-from derive.notation import NOTATIONS
+from chainrule.codegen.emit import write_file
+from chainrule.derive.document import derivation
+from chainrule.derive.errors import CodegenError
+from chainrule.derive.notation import NOTATIONS
 
 FORMATS = ("text", "md", "tex", "pdf")
 #: Written first in every tex file chainrule produces (and set as the PDF creator).

@@ -29,9 +29,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.emit import write_file
-from derive.errors import SpecError
-from derive.spec import Spec
+from chainrule.codegen.emit import write_file
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import Spec
 
 #: Networks at most this big (weights, units) get the scalar graph under ``--level auto``.
 SCALAR_MAX_WEIGHTS = 60
@@ -121,7 +121,7 @@ def path_counts(spec: Spec) -> tuple[list[int], list[int]]:
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> path_counts(preset("3b1b-chain"))
     ([1, 1, 1, 1], [0, 2, 4, 6])
     """
@@ -298,7 +298,7 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> g = build_graph(preset("3b1b-chain"))
     >>> g.level, g.naive_walks, g.backprop_walks
     ('scalar', 12, 3)

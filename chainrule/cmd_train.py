@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from derive.errors import ChainruleError, SpecError
-from derive.spec import Spec
+from chainrule.derive.errors import ChainruleError, SpecError
+from chainrule.derive.spec import Spec
 
 EXIT_OK = 0
 #: Fraction of the examples held out for the test accuracy.
@@ -166,8 +166,8 @@ def split(n: int, seed: int, test_fraction: float | None = None) -> tuple[np.nda
 
 def module_from_spec(spec: Spec) -> types.ModuleType:
     """Generate, lint and load the module of ``spec`` in memory (no file is written)."""
-    from codegen.emit import lint_module
-    from codegen.render import generate_module
+    from chainrule.codegen.emit import lint_module
+    from chainrule.codegen.render import generate_module
 
     source = generate_module(spec)
     lint_module(source)

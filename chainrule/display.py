@@ -2,14 +2,14 @@
 
 :mod:`derive` stays free of display code (and never imports :mod:`codegen` or this
 package): :func:`install`, called when :mod:`chainrule` is imported, attaches
-``_repr_markdown_`` to :class:`~derive.spec.Spec` and
-:class:`~derive.layers.NetworkDerivation` (and the ``Comparison`` of ``chainrule
+``_repr_markdown_`` to :class:`~chainrule.derive.spec.Spec` and
+:class:`~chainrule.derive.layers.NetworkDerivation` (and the ``Comparison`` of ``chainrule
 compare``) unless they already define one. Graph
 objects (:class:`chainrule.cmd_graph.Graph`) carry their own ``_repr_svg_``.
 
 Examples
 --------
->>> from derive.spec import preset
+>>> from chainrule.derive.spec import preset
 >>> print(spec_markdown(preset("3b1b-chain")).splitlines()[0])
 **3b1b-chain**: layers 1-1-1-1, cost `squared-error`, columns layout, float64, 6 parameters
 """
@@ -21,10 +21,10 @@ from typing import Any
 import sympy as sp
 
 from chainrule.cmd_graph import Graph, build_graph
-from derive import naming
-from derive.layers import NetworkDerivation, derive_network
-from derive.spec import Spec
-from derive.tables import ACTIVATIONS, COSTS
+from chainrule.derive import naming
+from chainrule.derive.layers import NetworkDerivation, derive_network
+from chainrule.derive.spec import Spec
+from chainrule.derive.tables import ACTIVATIONS, COSTS
 
 
 def _code(text: str) -> str:

@@ -7,7 +7,7 @@ never needed. A PyTorch model is read from a live ``nn.Sequential`` object, and
 own Python code and runs like any script they run themselves. A model config holds
 no loss, so the cost is always given separately. Anything chainrule cannot express
 (a convolution, dropout, a leaky ReLU whose slope is not 0.01, ...) is a
-:class:`~derive.errors.SpecError` naming the layer and the way out.
+:class:`~chainrule.derive.errors.SpecError` naming the layer and the way out.
 
 Weights move with :func:`params_from_torch` and :func:`params_from_keras`, which
 return the ``params`` dict a generated module takes, for either layout.
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from derive.errors import SpecError
-from derive.spec import Layer, Spec
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import Layer, Spec
 
 #: The only leaky-ReLU slope the activation table knows (``leaky-relu`` is max(0.01 x, x)).
 LEAKY_SLOPE = 0.01
@@ -194,7 +194,7 @@ def spec_from_keras(
         ``"rows"`` by default, where W^l has the shape of the Keras kernel (n_in, n_out)
         and x is (m, n0) as in Keras.
     dtype, name
-        As in :class:`~derive.spec.Spec`; the name defaults to the model's name.
+        As in :class:`~chainrule.derive.spec.Spec`; the name defaults to the model's name.
 
     Examples
     --------

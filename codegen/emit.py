@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codegen.render import MARKER
-from derive.errors import CodegenError
+from chainrule.codegen.render import MARKER
+from chainrule.derive.errors import CodegenError
 
 _FORBIDDEN_NAMES = frozenset(
     {
@@ -173,7 +173,7 @@ _FORBIDDEN_NODES = (
     ast.NamedExpr,
 )
 
-#: Identifiers with layer (and unit) indices, as :mod:`derive.naming` issues them:
+#: Identifiers with layer (and unit) indices, as :mod:`chainrule.derive.naming` issues them:
 #: ``W2``, ``dC_db1``, ``w2_1_0``, ``_t0``, the scalar inputs and targets ``x_0``, ``y_1``,
 #: and ``log1ma2`` (log(1 - a^2) of a softmax).
 _INDEXED_NAME = re.compile(r"(?:_?[A-Za-z]+(?:_[A-Za-z]+)*_?|log1ma)\d+(?:_\d+)*")
@@ -183,7 +183,7 @@ _INDEXED_NAME = re.compile(r"(?:_?[A-Za-z]+(?:_[A-Za-z]+)*_?|log1ma)\d+(?:_\d+)*
 def template_vocabulary() -> frozenset[str]:
     """Identifiers written in the templates: the generator's own fixed names."""
     words: set[str] = set()
-    folder = resources.files("codegen") / "templates"
+    folder = resources.files("chainrule.codegen") / "templates"
     for entry in folder.iterdir():
         if entry.name.endswith(".j2"):
             words.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", entry.read_text(encoding="utf-8")))
@@ -231,14 +231,14 @@ def lint_module(source: str) -> None:
     math (its ufuncs and :data:`NUMPY_NAMES`) and to :data:`OBJECT_ATTRIBUTES` of other
     objects, never to a dunder; every name is bound in the module or one of
     :data:`BUILTINS`, and every bound name is generator-issued (written in a template, or
-    an indexed name from :mod:`derive.naming`); no evaluators, classes, globals, ``with``.
+    an indexed name from :mod:`chainrule.derive.naming`); no evaluators, classes, globals, ``with``.
 
     Examples
     --------
     >>> lint_module("import os")
     Traceback (most recent call last):
     ...
-    derive.errors.CodegenError: module: imports 'os'; a generated module may import only numpy
+    chainrule.derive.errors.CodegenError: module: imports 'os'; a generated module may import only numpy
     >>> lint_module("import numpy as np; W1 = np.exp(1.0)")
     """
     try:

@@ -2,7 +2,7 @@
 
 Output changes only through printer methods and name tables, never by editing
 printed strings. Every name comes from the expression's symbols (named by
-:mod:`derive.naming`) or from this module's tables of NumPy functions and the
+:mod:`chainrule.derive.naming`) or from this module's tables of NumPy functions and the
 generated module's own helpers (``_sigmoid``, ``_DT``).
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Callable
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from codegen.pyformat import format_expr
-from derive.functions import sigmoid, softplus
+from chainrule.codegen.pyformat import format_expr
+from chainrule.derive.functions import sigmoid, softplus
 
 #: Name of the generated module's dtype constructor, used to keep literals in dtype.
 DTYPE_NAME = "_DT"

@@ -4,7 +4,7 @@ Each :class:`Statement` holds its target, the operation, its operands, the SymPy
 expression it prints (for elementwise operations), the equation it implements and
 its label (forward, cost, BP1..BP4). The builder decides the statement order and
 the array layout; the math inside every elementwise statement comes from
-:mod:`derive.layers`. The structure itself (z = W a + b, W^T delta, delta a^T) is
+:mod:`chainrule.derive.layers`. The structure itself (z = W a + b, W^T delta, delta a^T) is
 the chain rule applied to a dense layer.
 
 ``op``, ``operands`` and ``expr`` state the math of a statement; ``code`` is how the
@@ -21,15 +21,15 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from codegen.printer import (
+from chainrule.codegen.printer import (
     indicator_condition,
     print_condition_into,
     print_expr,
     print_in_place,
 )
-from derive import naming
-from derive.layers import LOG1MP, LOGP, REST, UNIT_SUM, A, NetworkDerivation, Y, Z
-from derive.spec import Spec
+from chainrule.derive import naming
+from chainrule.derive.layers import LOG1MP, LOGP, REST, UNIT_SUM, A, NetworkDerivation, Y, Z
+from chainrule.derive.spec import Spec
 
 
 @dataclass(frozen=True)

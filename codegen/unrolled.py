@@ -2,7 +2,7 @@
 
 Where the vectorized module multiplies matrices, an unrolled module writes every
 scalar out (``w2_1_0 = params["W2"][1, 0]``) and computes each gradient entry with
-the statements of one strategy from :mod:`derive.scalar`:
+the statements of one strategy from :mod:`chainrule.derive.scalar`:
 
 * ``naive``: one expression per parameter, the fully expanded chain rule; the same
   forward values and backward products are visibly computed again and again;
@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import sympy as sp
 
-from codegen.printer import ChainrulePrinter
-from codegen.program import build_program
-from codegen.pyformat import format_expr
-from codegen.render import _ENV, MARKER, _context, py_literal
-from derive import naming
-from derive.errors import CodegenError
-from derive.layers import LOG1MP, LOGP, A, Y, Z, derive_network
-from derive.opcount import program_ops
-from derive.scalar import (
+from chainrule.codegen.printer import ChainrulePrinter
+from chainrule.codegen.program import build_program
+from chainrule.codegen.pyformat import format_expr
+from chainrule.codegen.render import _ENV, MARKER, _context, py_literal
+from chainrule.derive import naming
+from chainrule.derive.errors import CodegenError
+from chainrule.derive.layers import LOG1MP, LOGP, A, Y, Z, derive_network
+from chainrule.derive.opcount import program_ops
+from chainrule.derive.scalar import (
     STRATEGIES,
     Gradients,
     count_strategy,
@@ -39,7 +39,7 @@ from derive.scalar import (
     label_temporaries,
     unit_name,
 )
-from derive.spec import Spec
+from chainrule.derive.spec import Spec
 
 #: Largest network (in parameters) an unrolled module is generated for.
 MAX_PARAMETERS = 200
@@ -264,7 +264,7 @@ def generate_unrolled(
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> src = generate_unrolled(preset("cheatsheet-relu"), "backprop")
     >>> "delta1_0 = " in src and "def loss_and_grad(params, x, y, out=None):" in src
     True

@@ -4,8 +4,8 @@ This package never imports :mod:`codegen`; it hands plain immutable data
 (frozen dataclasses holding SymPy expressions) to whoever renders it.
 """
 
-from derive.errors import ChainruleError, DerivationError, SpecError
-from derive.spec import Layer, Spec, load_spec, preset, preset_names
+from chainrule.derive.errors import ChainruleError, DerivationError, SpecError
+from chainrule.derive.spec import Layer, Spec, load_spec, preset, preset_names
 
 __all__ = [
     "ChainruleError",

@@ -30,8 +30,8 @@ from typing import Any
 
 import sympy as sp
 
-from derive import naming
-from derive.layers import (
+from chainrule.derive import naming
+from chainrule.derive.layers import (
     LOG1MP,
     LOGP,
     REST,
@@ -46,9 +46,9 @@ from derive.layers import (
     derive_network,
     tidy,
 )
-from derive.notation import notation
-from derive.spec import Spec
-from derive.tables import ACTIVATIONS
+from chainrule.derive.notation import notation
+from chainrule.derive.spec import Spec
+from chainrule.derive.tables import ACTIVATIONS
 
 #: Units per layer of the witness network on which the equations are checked.
 WITNESS_WIDTH = 3
@@ -1686,7 +1686,7 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> doc = derivation(preset("3b1b-chain"), "3b1b")
     >>> [s.label for s in doc.vectorized][-2:]
     ['BP4', 'BP3']

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import sympy as sp
 from sympy.polys.polyerrors import BasePolynomialError
 
-from derive.errors import SpecError
-from derive.functions import sigmoid, softplus
+from chainrule.derive.errors import SpecError
+from chainrule.derive.functions import sigmoid, softplus
 
 MAX_LENGTH = 500
 MAX_NODES = 200

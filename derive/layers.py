@@ -1,7 +1,7 @@
 """Layer-level derivation: the local partials and the delta recursion, for any width.
 
 SymPy derives every elementwise piece of the backward pass from the rows of
-:mod:`derive.tables`:
+:mod:`chainrule.derive.tables`:
 
 * sigma'(z) by ``diff`` of the activation, rewritten in terms of the cached
   forward value a = sigma(z) where SymPy can (sigmoid' = a(1 - a), tanh' = 1 - a^2);
@@ -29,13 +29,13 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.errors import DerivationError
-from derive.exprparse import X, parse_activation
-from derive.functions import sigmoid, stable_log_rules
-from derive.spec import Spec
-from derive.tables import ACTIVATIONS, COSTS
-from derive.tables import A as COST_A
-from derive.tables import Y as COST_Y
+from chainrule.derive.errors import DerivationError
+from chainrule.derive.exprparse import X, parse_activation
+from chainrule.derive.functions import sigmoid, stable_log_rules
+from chainrule.derive.spec import Spec
+from chainrule.derive.tables import ACTIVATIONS, COSTS
+from chainrule.derive.tables import A as COST_A
+from chainrule.derive.tables import Y as COST_Y
 
 #: Per-element symbols of the layer-level expressions.
 Z = sp.Symbol("z", real=True)
@@ -391,7 +391,7 @@ def derive_network(spec: Spec) -> NetworkDerivation:
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> derive_network(preset("deep-relu-sigmoid")).output.delta
     a - y
     """

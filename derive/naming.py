@@ -140,7 +140,7 @@ def other_units(layer: int) -> str:
     """Identifier of the other-units term of a softmax layer's delta, e.g. ``rest2``.
 
     rest_j = sum over units k != j of v_k a_j / (1 - a_k): the chain rule through
-    log(1 - a_k) (see :class:`derive.layers.ComplementJVP`).
+    log(1 - a_k) (see :class:`chainrule.derive.layers.ComplementJVP`).
     """
     return f"rest{layer}"
 

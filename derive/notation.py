@@ -3,7 +3,7 @@
 A notation maps each mathematical object of a network (a weight w^l_jk, the weighted
 input z^l_j, the layer error delta^l, a partial derivative, ...) to the LaTeX the
 corresponding seed text uses for it. It never names identifiers in code: those come
-from :mod:`derive.naming`. Unit indices are dropped for layers of a single unit, as
+from :mod:`chainrule.derive.naming`. Unit indices are dropped for layers of a single unit, as
 the seeds do for their one-neuron chains (``w^{(L)}`` rather than ``w^{(L)}_{00}``).
 
 ================  ======================  ====================  ======================
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from derive.errors import SpecError
-from derive.spec import Spec
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import Spec
 
 #: Names accepted by ``--notation``, the default first.
 NOTATIONS: tuple[str, ...] = ("nielsen", "3b1b", "cheatsheet")
@@ -42,7 +42,7 @@ class Notation:
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> notation("3b1b", preset("3b1b-chain")).w(3, "j", "k")
     'w^{(L)}'
     >>> notation("nielsen", preset("nielsen")).w(2, "j", "k")

@@ -1,7 +1,7 @@
 """The scalar-level network: one SymPy symbol per weight, and three ways to its gradient.
 
 Every scalar of a small network gets its own symbol (w^l_jk, b^l_j, x_k, y_j, named
-by :mod:`derive.naming`), and the per-example cost C is built as one expression in
+by :mod:`chainrule.derive.naming`), and the per-example cost C is built as one expression in
 them. Its gradient is then computed three ways:
 
 ``naive``
@@ -15,9 +15,9 @@ them. Its gradient is then computed three ways:
     The memoized delta recursion as a straight-line program: the forward pass, then
     delta^L (BP1), delta^l from delta^(l+1) (BP2), dC/db = delta (BP3) and
     dC/dw = delta a (BP4); each delta is computed once. The local partials
-    (sigma'(z) in terms of the cached a, dC/da^L) come from :mod:`derive.layers`.
+    (sigma'(z) in terms of the cached a, dC/da^L) come from :mod:`chainrule.derive.layers`.
 
-Finite differences are a cost model only (see :mod:`derive.opcount` and
+Finite differences are a cost model only (see :mod:`chainrule.derive.opcount` and
 :func:`finite_difference_ops`). The naive expansion grows exponentially with depth,
 so :func:`estimate_naive_ops` predicts its size in microseconds and
 :func:`check_naive_budget` refuses oversized requests before any work is done.
@@ -38,16 +38,16 @@ from typing import Any
 import mpmath
 import sympy as sp
 
-from derive import naming
-from derive.errors import DerivationError
-from derive.exprparse import X
-from derive.functions import sigmoid, softplus
-from derive.layers import UPSTREAM, A, Y, Z, _softmax_jvp, activation_expr, derive_network
-from derive.opcount import program_ops, tree_ops, tree_ops_many
-from derive.spec import Spec
-from derive.tables import COSTS
-from derive.tables import A as COST_A
-from derive.tables import Y as COST_Y
+from chainrule.derive import naming
+from chainrule.derive.errors import DerivationError
+from chainrule.derive.exprparse import X
+from chainrule.derive.functions import sigmoid, softplus
+from chainrule.derive.layers import UPSTREAM, A, Y, Z, _softmax_jvp, activation_expr, derive_network
+from chainrule.derive.opcount import program_ops, tree_ops, tree_ops_many
+from chainrule.derive.spec import Spec
+from chainrule.derive.tables import COSTS
+from chainrule.derive.tables import A as COST_A
+from chainrule.derive.tables import Y as COST_Y
 
 STRATEGIES = ("naive", "cse", "backprop")
 ENGINES = ("auto", "sympy", "symengine")
@@ -100,7 +100,7 @@ class ScalarNetwork:
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> net = scalar_network(preset("cheatsheet-relu"))
     >>> [p.name for p in net.params]
     ['w1_0_0', 'w2_0_0']
@@ -174,7 +174,7 @@ def scalar_network(spec: Spec) -> ScalarNetwork:
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> scalar_network(preset("3b1b-chain")).cost
     (-y_0 + sigmoid(b3_0 + w3_0_0*sigmoid(b2_0 + w2_0_0*sigmoid(b1_0 + w1_0_0*x_0))))**2
     """
@@ -521,7 +521,7 @@ def estimate_naive_ops(spec: Spec) -> int:
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> estimate_naive_ops(preset("3b1b-chain")) < 1000
     True
     """
@@ -940,7 +940,7 @@ def gradients(
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> g = gradients(preset("cheatsheet-relu"), "backprop")
     >>> [s.target.name for s in g.grads]
     ['dC_dw1_0_0', 'dC_dw2_0_0']
@@ -1229,7 +1229,7 @@ class StrategyCount:
 
 
 def count_strategy(g: Gradients) -> StrategyCount:
-    """Count ``g``'s operations with the definitions of :mod:`derive.opcount`.
+    """Count ``g``'s operations with the definitions of :mod:`chainrule.derive.opcount`.
 
     ``naive``: tree operations of each gradient. ``cse`` and ``backprop``: the
     program's statements counted once each; a statement belongs to the first layer
@@ -1295,7 +1295,7 @@ def layer_counts(spec: Spec) -> LayerCounts:
 
     Examples
     --------
-    >>> from derive.spec import preset
+    >>> from chainrule.derive.spec import preset
     >>> c = layer_counts(preset("nielsen"))
     >>> c.backprop_ops / c.forward_ops < 4
     True

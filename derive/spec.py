@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from derive.errors import SpecError
-from derive.exprparse import looks_like_expression, parse_activation
-from derive.tables import ACTIVATIONS, COSTS
+from chainrule.derive.errors import SpecError
+from chainrule.derive.exprparse import looks_like_expression, parse_activation
+from chainrule.derive.tables import ACTIVATIONS, COSTS
 
 MAX_WIDTH = 100_000
 MAX_LAYERS = 64

@@ -2,7 +2,7 @@
 
 A row never holds a derivative. Every derivative chainrule uses is computed from
 these expressions by ``sympy.diff``; adding an activation means adding one row
-here (or passing an expression string, see :mod:`derive.exprparse`).
+here (or passing an expression string, see :mod:`chainrule.derive.exprparse`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.exprparse import X
-from derive.functions import sigmoid, softplus
+from chainrule.derive.exprparse import X
+from chainrule.derive.functions import sigmoid, softplus
 
 #: Per-element output and target symbols of a cost row.
 A = sp.Symbol("a", real=True)

@@ -18,9 +18,9 @@ from types import ModuleType
 
 import pytest
 
-from codegen.emit import lint_module
-from codegen.render import generate_module
-from derive.spec import Spec
+from chainrule.codegen.emit import lint_module
+from chainrule.codegen.render import generate_module
+from chainrule.derive.spec import Spec
 
 REPO = Path(__file__).resolve().parents[1]
 GENERATED = REPO / "generated"

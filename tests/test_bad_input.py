@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, cli_env
 
 from chainrule.cli import main
-from codegen.render import MARKER
+from chainrule.codegen.render import MARKER
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import cli_env
 
-from codegen.render import MARKER, generate_module
-from derive.spec import preset, preset_names
+from chainrule.codegen.render import MARKER, generate_module
+from chainrule.derive.spec import preset, preset_names
 
 _TOML = """\
 name = "net"

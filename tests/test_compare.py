@@ -9,8 +9,8 @@ import pytest
 
 from chainrule.cli import main
 from chainrule.cmd_compare import compare_spec, parse_sweep, render_comparison
-from derive.errors import SpecError
-from derive.spec import preset, preset_names
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import preset, preset_names
 
 
 def _json(capsys, *args):

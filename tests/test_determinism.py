@@ -13,14 +13,14 @@ import pytest
 from conftest import GENERATED, REPO, cli_env
 
 from chainrule.cli import preset_filename
-from codegen.render import MARKER, generate_module
-from derive.spec import Spec, preset, preset_names
+from chainrule.codegen.render import MARKER, generate_module
+from chainrule.derive.spec import Spec, preset, preset_names
 
 #: Every preset, plus specs whose derivation involves custom expressions and softmax.
 _SCRIPT = """
 import sys
-from codegen.render import generate_module
-from derive.spec import Spec, preset, preset_names
+from chainrule.codegen.render import generate_module
+from chainrule.derive.spec import Spec, preset, preset_names
 specs = [preset(n) for n in preset_names()]
 specs.append(Spec.from_sizes([3, 4, 3], ["x*sigmoid(x)", "softmax"], "cross-entropy"))
 specs.append(Spec.from_sizes([2, 3, 2], ["leaky-relu", "softmax"], "quadratic", layout="rows"))

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import chainrule
-from derive.spec import Spec
+from chainrule.derive.spec import Spec
 
 
 def test_spec_displays_its_layer_table() -> None:

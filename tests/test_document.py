@@ -9,10 +9,10 @@ import pytest
 import sympy as sp
 
 import chainrule
-from codegen.program import build_program
-from derive.document import Step, check_step, derivation, sides_agree, to_unicode
-from derive.layers import derive_network
-from derive.spec import Spec, preset, preset_names
+from chainrule.codegen.program import build_program
+from chainrule.derive.document import Step, check_step, derivation, sides_agree, to_unicode
+from chainrule.derive.layers import derive_network
+from chainrule.derive.spec import Spec, preset, preset_names
 
 #: Small specs beyond the presets: softmax (with and without the sum-to-one
 #: simplification), a custom activation, a linear layer, the rows layout.
@@ -232,7 +232,7 @@ def test_unknown_notation_is_a_spec_error() -> None:
 
 @pytest.mark.parametrize("name", ["nielsen", "deep-relu-sigmoid"])
 def test_layout_does_not_depend_on_the_witness_width(name: str) -> None:
-    from derive.document import WITNESS_WIDTH, _sections
+    from chainrule.derive.document import WITNESS_WIDTH, _sections
 
     light = _sections(preset(name), "nielsen", 1)
     full = _sections(preset(name), "nielsen", WITNESS_WIDTH)

@@ -12,10 +12,10 @@ import pytest
 import sympy as sp
 from conftest import import_path
 
-from codegen.emit import lint_module, write_module
-from codegen.render import generate_module
-from derive.errors import SpecError
-from derive.exprparse import (
+from chainrule.codegen.emit import lint_module, write_module
+from chainrule.codegen.render import generate_module
+from chainrule.derive.errors import SpecError
+from chainrule.derive.exprparse import (
     FUNCTIONS,
     MAX_CALL_DEPTH,
     MAX_EXPONENT,
@@ -27,8 +27,8 @@ from derive.exprparse import (
     looks_like_expression,
     parse_activation,
 )
-from derive.functions import sigmoid, softplus
-from derive.spec import Spec
+from chainrule.derive.functions import sigmoid, softplus
+from chainrule.derive.spec import Spec
 
 
 def value(text: str, at: float) -> float:

@@ -2,7 +2,7 @@
 
 Hypothesis feeds random text, random Python-like expression trees, random spec
 tables and random spec files. Every call either returns or raises
-:class:`~derive.errors.SpecError`. Meanwhile an audit hook (``sys.addaudithook``)
+:class:`~chainrule.derive.errors.SpecError`. Meanwhile an audit hook (``sys.addaudithook``)
 records every ``exec`` and ``compile`` event, and SymPy's string evaluators
 (``parse_expr``, behind ``sympify`` of a string, and ``lambdify``) are replaced by
 sentinels: user text is only ever handed to ``ast.parse``, which builds a syntax tree
@@ -27,10 +27,10 @@ import sympy.parsing.sympy_parser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from derive import exprparse
-from derive.errors import SpecError
-from derive.exprparse import FUNCTIONS, X, parse_activation
-from derive.spec import LAYER_FIELDS, TOP_FIELDS, Spec, load_spec, spec_from_dict
+from chainrule.derive import exprparse
+from chainrule.derive.errors import SpecError
+from chainrule.derive.exprparse import FUNCTIONS, X, parse_activation
+from chainrule.derive.spec import LAYER_FIELDS, TOP_FIELDS, Spec, load_spec, spec_from_dict
 
 FUZZ = settings(
     max_examples=300,

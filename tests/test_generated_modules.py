@@ -19,7 +19,7 @@ import pytest
 from conftest import GENERATED, import_path
 
 from chainrule.cli import preset_filename
-from derive.spec import Layer, Spec, preset, preset_names
+from chainrule.derive.spec import Layer, Spec, preset, preset_names
 
 
 def small_preset(name: str) -> Spec:
@@ -296,7 +296,7 @@ print("leaked", leaked)
 @pytest.fixture(scope="module")
 def module_files(module_dir) -> list:
     """The checked-in preset modules and every architecture above, as files."""
-    from codegen.render import generate_module
+    from chainrule.codegen.render import generate_module
 
     files = sorted(GENERATED.glob("*.py"))
     assert len(files) == len(preset_names())
@@ -355,8 +355,8 @@ def test_custom_activation_needs_no_template_or_printer_entry():
     # or the templates knows x*sigmoid(x): its derivative comes from SymPy alone.
     import sympy as sp
 
-    from codegen.program import build_program
-    from derive.layers import derive_network
+    from chainrule.codegen.program import build_program
+    from chainrule.derive.layers import derive_network
 
     root = GENERATED.parent / "codegen"
     templates = "".join(p.read_text(encoding="utf-8") for p in root.glob("templates/*.j2"))

@@ -9,8 +9,8 @@ import pytest
 
 from chainrule.cli import main
 from chainrule.cmd_graph import build_graph, path_counts, written_by_chainrule
-from derive.errors import SpecError
-from derive.spec import Spec, preset, preset_names
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import Spec, preset, preset_names
 
 HAS_DOT = shutil.which("dot") is not None
 

@@ -12,9 +12,9 @@ import pytest
 
 from chainrule.cli import main
 from chainrule.importers import params_from_keras, spec_from_keras
-from codegen.render import generate_module
-from derive.errors import SpecError
-from derive.spec import Layer
+from chainrule.codegen.render import generate_module
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import Layer
 
 
 def _dense(units, activation="linear", use_bias=True, name="dense", **extra):

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from codegen.render import generate_module
-from derive.errors import DerivationError
-from derive.functions import sigmoid, softplus
-from derive.layers import (
+from chainrule.codegen.render import generate_module
+from chainrule.derive.errors import DerivationError
+from chainrule.derive.functions import sigmoid, softplus
+from chainrule.derive.layers import (
     LOG1MP,
     LOGP,
     REST,
@@ -33,7 +33,7 @@ from derive.layers import (
     derive_output,
     equal_at_points,
 )
-from derive.spec import Spec, preset
+from chainrule.derive.spec import Spec, preset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,11 +215,11 @@ def test_derive_package_never_imports_codegen():
                 names = [node.module or ""]
             else:
                 continue
-            assert not any(n.split(".")[0] == "codegen" for n in names), (path.name, names)
+            assert not any(n.startswith("chainrule.codegen") for n in names), (path.name, names)
     code = (
-        "import sys, derive.layers, derive.spec\n"
-        "derive.layers.derive_network(derive.spec.preset('nielsen'))\n"
-        "assert not [m for m in sys.modules if m.split('.')[0] in ('codegen', 'jinja2')]\n"
+        "import sys, chainrule.derive.layers, chainrule.derive.spec\n"
+        "chainrule.derive.layers.derive_network(chainrule.derive.spec.preset('nielsen'))\n"
+        "assert not [m for m in sys.modules if m.startswith(('chainrule.codegen', 'jinja2'))]\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -243,7 +243,7 @@ def test_a_cost_with_a_varying_unit_sum_keeps_the_sum_symbol():
 
 
 def test_a_wrong_complement_delta_is_caught(monkeypatch):
-    import derive.layers as layers
+    import chainrule.derive.layers as layers
 
     monkeypatch.setattr(layers, "tidy", lambda expr: expr + layers.A / 7)
     with pytest.raises(DerivationError, match="log\\(1 - softmax\\)"):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from codegen.emit import lint_module, template_vocabulary, write_module
-from codegen.render import MARKER, generate_module
-from derive.errors import CodegenError
-from derive.spec import Spec, preset, preset_names
+from chainrule.codegen.emit import lint_module, template_vocabulary, write_module
+from chainrule.codegen.render import MARKER, generate_module
+from chainrule.derive.errors import CodegenError
+from chainrule.derive.spec import Spec, preset, preset_names
 
 HEADER = "import numpy as np\n"
 

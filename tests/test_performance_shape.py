@@ -16,9 +16,9 @@ import numpy as np
 import oracle
 import pytest
 
-from codegen.program import build_program
-from derive.layers import derive_network
-from derive.spec import Spec, preset
+from chainrule.codegen.program import build_program
+from chainrule.derive.layers import derive_network
+from chainrule.derive.spec import Spec, preset
 
 SIGMOID = Spec.from_sizes([7, 5, 3], ["sigmoid", "sigmoid"], "quadratic", name="sig")
 RELU = Spec.from_sizes(

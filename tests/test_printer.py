@@ -10,9 +10,9 @@ import sys
 import pytest
 import sympy as sp
 
-from codegen.printer import DTYPE_NAME, ChainrulePrinter, print_expr, print_in_place
-from codegen.pyformat import format_expr
-from derive.functions import sigmoid, softplus
+from chainrule.codegen.printer import DTYPE_NAME, ChainrulePrinter, print_expr, print_in_place
+from chainrule.codegen.pyformat import format_expr
+from chainrule.derive.functions import sigmoid, softplus
 
 z = sp.Symbol("z2", real=True)
 a = sp.Symbol("a2", real=True)

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import battery_oracle as oracle  # noqa: E402
 
-from codegen.emit import write_module  # noqa: E402
-from codegen.render import generate_module  # noqa: E402
-from derive.spec import Layer, Spec  # noqa: E402
+from chainrule.codegen.emit import write_module  # noqa: E402
+from chainrule.codegen.render import generate_module  # noqa: E402
+from chainrule.derive.spec import Layer, Spec  # noqa: E402
 
 ABS_TOL = 1e-8
 REL_TOL = 1e-6

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codegen.render import generate_module
-from derive.spec import Spec, preset
+from chainrule.codegen.render import generate_module
+from chainrule.derive.spec import Spec, preset
 
 
 def _module(spec: Spec, tmp_path: Path, stem: str):

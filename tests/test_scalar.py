@@ -8,10 +8,10 @@ import mpmath
 import pytest
 import sympy as sp
 
-from derive.errors import DerivationError
-from derive.functions import sigmoid
-from derive.opcount import own_ops, program_ops, tree_ops
-from derive.scalar import (
+from chainrule.derive.errors import DerivationError
+from chainrule.derive.functions import sigmoid
+from chainrule.derive.opcount import own_ops, program_ops, tree_ops
+from chainrule.derive.scalar import (
     DEFAULT_BUDGET,
     Evaluator,
     check_naive_budget,
@@ -26,7 +26,7 @@ from derive.scalar import (
     scalar_network,
     symengine_available,
 )
-from derive.spec import Spec, preset, preset_names
+from chainrule.derive.spec import Spec, preset, preset_names
 
 S = sp.Symbol
 

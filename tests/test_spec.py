@@ -12,8 +12,8 @@ import json
 import pytest
 
 import chainrule
-from derive.errors import ChainruleError, SpecError
-from derive.spec import Layer, Spec, load_spec, preset, preset_description, preset_names
+from chainrule.derive.errors import ChainruleError, SpecError
+from chainrule.derive.spec import Layer, Spec, load_spec, preset, preset_description, preset_names
 
 #: The design card's table of seed networks, as (sizes, activations, cost, bias, layout).
 PRESETS = {

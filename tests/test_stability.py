@@ -22,7 +22,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from derive.spec import Spec
+from chainrule.derive.spec import Spec
 
 
 def _lse(z: np.ndarray) -> np.ndarray:

@@ -16,9 +16,9 @@ import random
 import pytest
 import sympy as sp
 
-from codegen.program import Program, Statement, build_program
-from derive.layers import derive_network
-from derive.spec import Spec
+from chainrule.codegen.program import Program, Statement, build_program
+from chainrule.derive.layers import derive_network
+from chainrule.derive.spec import Spec
 
 DIGITS = 60
 AGREE = sp.Float("1e-30", DIGITS)

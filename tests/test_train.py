@@ -22,7 +22,7 @@ from chainrule.cmd_train import (
     split,
     targets,
 )
-from derive.spec import Spec
+from chainrule.derive.spec import Spec
 
 DIGITS_NET = ["--sizes", "64,32,10", "--activations", "relu,softmax", "--cost", "cross-entropy"]
 

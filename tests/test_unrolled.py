@@ -11,10 +11,10 @@ import pytest
 from conftest import GENERATED, import_path
 
 from chainrule.cli import main, preset_filename
-from codegen.emit import lint_module
-from codegen.unrolled import MAX_PARAMETERS, generate_unrolled
-from derive.errors import CodegenError, DerivationError
-from derive.spec import Spec, preset
+from chainrule.codegen.emit import lint_module
+from chainrule.codegen.unrolled import MAX_PARAMETERS, generate_unrolled
+from chainrule.derive.errors import CodegenError, DerivationError
+from chainrule.derive.spec import Spec, preset
 
 STRATEGIES = ("naive", "cse", "backprop")
 
