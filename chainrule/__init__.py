@@ -16,7 +16,7 @@ True
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -46,16 +46,6 @@ _PUBLIC: dict[str, str] = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
-    from chainrule.api import generate
-    from chainrule.codegen.emit import lint_module, write_module
-    from chainrule.derive.document import Derivation, derivation
-    from chainrule.derive.errors import ChainruleError, CodegenError, DerivationError, SpecError
-    from chainrule.derive.layers import derive_network
-    from chainrule.derive.spec import Layer, Spec, load_spec, preset, preset_names
-    from chainrule.cmd_graph import Graph, build_graph
-    from chainrule.importers import from_keras, from_torch, params_from_keras, params_from_torch
 
 
 def __getattr__(name: str) -> Any:

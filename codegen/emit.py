@@ -19,7 +19,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-
 from chainrule.codegen.render import MARKER
 from chainrule.derive.errors import CodegenError
 

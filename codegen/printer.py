@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import sympy as sp
-from sympy.printing.numpy import NumPyPrinter
-
 from chainrule.codegen.pyformat import format_expr
 from chainrule.derive.functions import sigmoid, softplus
+from sympy.printing.numpy import NumPyPrinter
 
 #: Name of the generated module's dtype constructor, used to keep literals in dtype.
 DTYPE_NAME = "_DT"

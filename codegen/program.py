@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
-
 from chainrule.codegen.printer import (
     indicator_condition,
     print_condition_into,

@@ -16,7 +16,6 @@ from importlib import metadata
 
 import jinja2
 import sympy as sp
-
 from chainrule.codegen.program import Program, Statement, build_program
 from chainrule.codegen.pyformat import format_expr
 from chainrule.derive.layers import derive_network

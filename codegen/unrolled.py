@@ -20,7 +20,6 @@ is refused.
 from __future__ import annotations
 
 import sympy as sp
-
 from chainrule.codegen.printer import ChainrulePrinter
 from chainrule.codegen.program import build_program
 from chainrule.codegen.pyformat import format_expr

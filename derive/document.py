@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sympy as sp
-
 from chainrule.derive import naming
 from chainrule.derive.layers import (
     LOG1MP,

@@ -17,10 +17,9 @@ import warnings
 from collections.abc import Callable
 
 import sympy as sp
-from sympy.polys.polyerrors import BasePolynomialError
-
 from chainrule.derive.errors import SpecError
 from chainrule.derive.functions import sigmoid, softplus
+from sympy.polys.polyerrors import BasePolynomialError
 
 MAX_LENGTH = 500
 MAX_NODES = 200

@@ -28,7 +28,6 @@ import random
 from dataclasses import dataclass
 
 import sympy as sp
-
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.exprparse import X, parse_activation
 from chainrule.derive.functions import sigmoid, stable_log_rules

@@ -37,7 +37,6 @@ from typing import Any
 
 import mpmath
 import sympy as sp
-
 from chainrule.derive import naming
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.exprparse import X

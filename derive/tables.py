@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
-
 from chainrule.derive.exprparse import X
 from chainrule.derive.functions import sigmoid, softplus
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
 from chainrule.codegen.emit import lint_module
 from chainrule.codegen.render import generate_module
 from chainrule.derive.spec import Spec

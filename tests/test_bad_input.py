@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from chainrule.codegen.render import MARKER
 from conftest import REPO, cli_env
 
 from chainrule.cli import main
-from chainrule.codegen.render import MARKER
 
 
 @dataclass(frozen=True)

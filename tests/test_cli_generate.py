@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import cli_env
-
 from chainrule.codegen.render import MARKER, generate_module
 from chainrule.derive.spec import preset, preset_names
+from conftest import cli_env
 
 _TOML = """\
 name = "net"

@@ -6,11 +6,11 @@ import builtins
 import json
 
 import pytest
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import preset, preset_names
 
 from chainrule.cli import main
 from chainrule.cmd_compare import compare_spec, parse_sweep, render_comparison
-from chainrule.derive.errors import SpecError
-from chainrule.derive.spec import preset, preset_names
 
 
 def _json(capsys, *args):

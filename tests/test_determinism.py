@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from chainrule.codegen.render import MARKER, generate_module
+from chainrule.derive.spec import Spec, preset, preset_names
 from conftest import GENERATED, REPO, cli_env
 
 from chainrule.cli import preset_filename
-from chainrule.codegen.render import MARKER, generate_module
-from chainrule.derive.spec import Spec, preset, preset_names
 
 #: Every preset, plus specs whose derivation involves custom expressions and softmax.
 _SCRIPT = """

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from chainrule.derive.spec import Spec
 
 import chainrule
-from chainrule.derive.spec import Spec
 
 
 def test_spec_displays_its_layer_table() -> None:

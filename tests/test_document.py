@@ -7,12 +7,12 @@ import dataclasses
 
 import pytest
 import sympy as sp
-
-import chainrule
 from chainrule.codegen.program import build_program
 from chainrule.derive.document import Step, check_step, derivation, sides_agree, to_unicode
 from chainrule.derive.layers import derive_network
 from chainrule.derive.spec import Spec, preset, preset_names
+
+import chainrule
 
 #: Small specs beyond the presets: softmax (with and without the sum-to-one
 #: simplification), a custom activation, a linear layer, the rows layout.

@@ -10,8 +10,6 @@ import tokenize
 
 import pytest
 import sympy as sp
-from conftest import import_path
-
 from chainrule.codegen.emit import lint_module, write_module
 from chainrule.codegen.render import generate_module
 from chainrule.derive.errors import SpecError
@@ -29,6 +27,7 @@ from chainrule.derive.exprparse import (
 )
 from chainrule.derive.functions import sigmoid, softplus
 from chainrule.derive.spec import Spec
+from conftest import import_path
 
 
 def value(text: str, at: float) -> float:

@@ -24,13 +24,12 @@ from typing import Any
 import pytest
 import sympy
 import sympy.parsing.sympy_parser
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from chainrule.derive import exprparse
 from chainrule.derive.errors import SpecError
 from chainrule.derive.exprparse import FUNCTIONS, X, parse_activation
 from chainrule.derive.spec import LAYER_FIELDS, TOP_FIELDS, Spec, load_spec, spec_from_dict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 FUZZ = settings(
     max_examples=300,

@@ -16,10 +16,10 @@ import sys
 import numpy as np
 import oracle
 import pytest
+from chainrule.derive.spec import Layer, Spec, preset, preset_names
 from conftest import GENERATED, import_path
 
 from chainrule.cli import preset_filename
-from chainrule.derive.spec import Layer, Spec, preset, preset_names
 
 
 def small_preset(name: str) -> Spec:
@@ -354,7 +354,6 @@ def test_custom_activation_needs_no_template_or_printer_entry():
     # _log_softmax, used wherever SymPy's forms call for them), and nothing in the printer
     # or the templates knows x*sigmoid(x): its derivative comes from SymPy alone.
     import sympy as sp
-
     from chainrule.codegen.program import build_program
     from chainrule.derive.layers import derive_network
 

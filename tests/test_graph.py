@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import Spec, preset, preset_names
 
 from chainrule.cli import main
 from chainrule.cmd_graph import build_graph, path_counts, written_by_chainrule
-from chainrule.derive.errors import SpecError
-from chainrule.derive.spec import Spec, preset, preset_names
 
 HAS_DOT = shutil.which("dot") is not None
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from chainrule.cli import main
-from chainrule.importers import params_from_keras, spec_from_keras
 from chainrule.codegen.render import generate_module
 from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Layer
+
+from chainrule.cli import main
+from chainrule.importers import params_from_keras, spec_from_keras
 
 
 def _dense(units, activation="linear", use_bias=True, name="dense", **extra):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import sympy as sp
-
 from chainrule.codegen.render import generate_module
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.functions import sigmoid, softplus

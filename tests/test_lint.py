@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from chainrule.codegen.emit import lint_module, template_vocabulary, write_module
 from chainrule.codegen.render import MARKER, generate_module
 from chainrule.derive.errors import CodegenError

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from chainrule.cmd_derive import PDF_MARK, compile_pdf
 from chainrule.derive.document import derivation
 from chainrule.derive.spec import preset, preset_names
+
+from chainrule.cmd_derive import PDF_MARK, compile_pdf
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pdflatex") is None,

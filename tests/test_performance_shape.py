@@ -15,7 +15,6 @@ import inspect
 import numpy as np
 import oracle
 import pytest
-
 from chainrule.codegen.program import build_program
 from chainrule.derive.layers import derive_network
 from chainrule.derive.spec import Spec, preset

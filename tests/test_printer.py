@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import sympy as sp
-
 from chainrule.codegen.printer import DTYPE_NAME, ChainrulePrinter, print_expr, print_in_place
 from chainrule.codegen.pyformat import format_expr
 from chainrule.derive.functions import sigmoid, softplus

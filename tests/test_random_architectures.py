@@ -36,7 +36,6 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import battery_oracle as oracle  # noqa: E402
-
 from chainrule.codegen.emit import write_module  # noqa: E402
 from chainrule.codegen.render import generate_module  # noqa: E402
 from chainrule.derive.spec import Layer, Spec  # noqa: E402

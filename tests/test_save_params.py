@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from chainrule.codegen.render import generate_module
 from chainrule.derive.spec import Spec, preset
 

@@ -7,7 +7,6 @@ import random
 import mpmath
 import pytest
 import sympy as sp
-
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.functions import sigmoid
 from chainrule.derive.opcount import own_ops, program_ops, tree_ops

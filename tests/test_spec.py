@@ -10,10 +10,10 @@ import dataclasses
 import json
 
 import pytest
-
-import chainrule
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.spec import Layer, Spec, load_spec, preset, preset_description, preset_names
+
+import chainrule
 
 #: The design card's table of seed networks, as (sizes, activations, cost, bias, layout).
 PRESETS = {

@@ -21,7 +21,6 @@ from typing import Any
 import mpmath
 import numpy as np
 import pytest
-
 from chainrule.derive.spec import Spec
 
 

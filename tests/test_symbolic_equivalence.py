@@ -15,7 +15,6 @@ import random
 
 import pytest
 import sympy as sp
-
 from chainrule.codegen.program import Program, Statement, build_program
 from chainrule.derive.layers import derive_network
 from chainrule.derive.spec import Spec

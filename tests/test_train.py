@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from chainrule.derive.spec import Spec
 
 from chainrule.cmd_train import (
     DataError,
@@ -22,7 +23,6 @@ from chainrule.cmd_train import (
     split,
     targets,
 )
-from chainrule.derive.spec import Spec
 
 DIGITS_NET = ["--sizes", "64,32,10", "--activations", "relu,softmax", "--cost", "cross-entropy"]
 

@@ -8,13 +8,13 @@ import ast
 import numpy as np
 import oracle
 import pytest
-from conftest import GENERATED, import_path
-
-from chainrule.cli import main, preset_filename
 from chainrule.codegen.emit import lint_module
 from chainrule.codegen.unrolled import MAX_PARAMETERS, generate_unrolled
 from chainrule.derive.errors import CodegenError, DerivationError
 from chainrule.derive.spec import Spec, preset
+from conftest import GENERATED, import_path
+
+from chainrule.cli import main, preset_filename
 
 STRATEGIES = ("naive", "cse", "backprop")
 
