@@ -39,8 +39,8 @@ class CheckReport:
 
     @property
     def passed(self) -> bool:
-        """True when every checked entry is within tolerance."""
-        return all(ratio <= 1.0 for _, _, ratio in self.worst)
+        """True when at least one entry was checked and every one is within tolerance."""
+        return self.entries > 0 and all(ratio <= 1.0 for _, _, ratio in self.worst)
 
 
 def load_module(path: str | Path) -> ModuleType:
@@ -54,10 +54,12 @@ def load_module(path: str | Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - report any import failure as one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure or exit of the file: one line
         raise CheckError(
             "module",
-            f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}",
+            f"importing {str(path)!r} failed: {type(exc).__name__}: {str(exc)[:200]}",
             "regenerate the module",
         ) from None
     for name in ("init_params", "loss", "loss_and_grad", "LAYER_SIZES", "LAYOUT", "COST"):

@@ -1,4 +1,9 @@
-"""The ``chainrule`` command line: generate, check, presets, regenerate.
+"""The ``chainrule`` command line: the table of subcommands and ``main``.
+
+Each subcommand is one row of :data:`COMMANDS`: its name, its one-line help and the
+function that adds its arguments (importing its ``cmd_*`` module only then). A
+subcommand's parser is filled in the first time it is used, so ``chainrule --help``
+and ``--version`` import neither SymPy nor NumPy.
 
 Exit statuses: 0 success, 1 a check failed (or generated files are stale),
 2 bad input (one line on stderr naming the field and the fix, no traceback).
@@ -8,224 +13,131 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
-from chainrule.codegen.emit import lint_module, write_module
-from chainrule.codegen.render import generate_module
-from chainrule.derive.errors import ChainruleError, SpecError
-from chainrule.derive.spec import Spec, load_spec, preset, preset_description, preset_names
+from chainrule.cliargs import EXIT_BAD_INPUT, Parser, preset_filename, quoted
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+__all__ = ["COMMANDS", "build_parser", "main", "preset_filename"]
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit status 2."""
+def _generate(parser: argparse.ArgumentParser) -> None:
+    from chainrule import cmd_generate
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise SpecError("arguments", message, f"see '{self.prog} --help'")
-
-
-def split_top_level(text: str) -> list[str]:
-    """Split at commas outside parentheses: ``"x*max(x,0),softmax"`` -> two items."""
-    items, depth, current = [], 0, []
-    for ch in text:
-        if ch == "," and depth == 0:
-            items.append("".join(current).strip())
-            current = []
-            continue
-        depth += ch == "("
-        depth -= ch == ")"
-        current.append(ch)
-    items.append("".join(current).strip())
-    return items
+    cmd_generate.configure_generate(parser)
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    """The three ways to name a network: a spec file, a preset, or a one-liner."""
-    parser.add_argument("spec", nargs="?", help="a .toml or .json spec file")
-    parser.add_argument("--preset", help=f"a built-in network: {', '.join(preset_names())}")
-    parser.add_argument("--sizes", help="one-liner: layer sizes, input first, e.g. 784,30,10")
-    parser.add_argument(
-        "--activations",
-        help="one-liner: one activation per layer, e.g. sigmoid,sigmoid "
-        "or an expression in x such as 'x*sigmoid(x),softmax'",
-    )
-    parser.add_argument(
-        "--cost", help="quadratic, squared-error, binary-cross-entropy or cross-entropy"
-    )
-    parser.add_argument("--no-bias", action="store_true", help="layers without biases")
-    parser.add_argument(
-        "--layout", choices=("columns", "rows"), help="columns: x is (n0, m); rows: x is (m, n0)"
-    )
-    parser.add_argument("--dtype", choices=("float64", "float32"))
-    parser.add_argument("--name", help="a name for the network (kept as a string literal)")
-    parser.add_argument(
-        "--from-keras", metavar="MODEL.json", help="import a Keras Sequential (model.to_json())"
-    )
-    parser.add_argument(
-        "--from-torch",
-        metavar="FILE.py:NAME",
-        help="import the nn.Sequential NAME from FILE.py (runs that file: your own code)",
-    )
+def _check(parser: argparse.ArgumentParser) -> None:
+    from chainrule import cmd_generate
+
+    cmd_generate.configure_check(parser)
 
 
-def _parse_sizes(text: str) -> list[int]:
-    sizes = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item.lstrip("-").isdigit():
-            raise SpecError("sizes", f"{item!r} is not a whole number", "give sizes like 784,30,10")
-        sizes.append(int(item))
-    return sizes
+def _presets(parser: argparse.ArgumentParser) -> None:
+    from chainrule import cmd_generate
+
+    cmd_generate.configure_presets(parser)
 
 
-def spec_from_args(args: argparse.Namespace) -> Spec:
-    """Build the spec named by a file, ``--preset`` or the one-liner options."""
-    if getattr(args, "from_keras", None) or getattr(args, "from_torch", None):
-        from chainrule.importers import spec_from_import_args
+def _regenerate(parser: argparse.ArgumentParser) -> None:
+    from chainrule import cmd_regenerate
 
-        return spec_from_import_args(args)
-    chosen = [bool(args.spec), bool(args.preset), args.sizes is not None]
-    if sum(chosen) != 1:
-        raise SpecError(
-            "spec",
-            "name exactly one network",
-            "give a spec file, --preset NAME, or --sizes with --activations and --cost",
-        )
-    if args.spec:
-        spec = load_spec(args.spec)
-    elif args.preset:
-        spec = preset(args.preset)
-    else:
-        if args.activations is None or args.cost is None:
-            raise SpecError(
-                "activations" if args.activations is None else "cost",
-                "missing with --sizes",
-                "give --activations and --cost with --sizes",
-            )
-        return Spec.from_sizes(
-            _parse_sizes(args.sizes),
-            split_top_level(args.activations),
-            args.cost,
-            bias=not args.no_bias,
-            layout=args.layout or "columns",
-            dtype=args.dtype or "float64",
-            name=args.name or "network",
-            source="one-liner",
-        )
-    if args.activations is not None or args.cost is not None or args.no_bias:
-        raise SpecError(
-            "arguments",
-            "--activations, --cost and --no-bias go with --sizes",
-            "edit the spec file, or use the one-liner form",
-        )
-    changes = {
-        k: v
-        for k, v in (("layout", args.layout), ("dtype", args.dtype), ("name", args.name))
-        if v is not None
-    }
-    return spec.replace(**changes) if changes else spec
+    cmd_regenerate.configure(parser)
 
 
-def _print_report(report: object, out: Callable[[str], None]) -> None:
-    from chainrule.check import ABS_TOL, REL_TOL
+def _graph(parser: argparse.ArgumentParser) -> None:
+    from chainrule import cmd_graph
 
-    out(
-        f"loss {report.loss:.6g}; {report.entries} entries checked; pass when "
-        f"|g - n| <= {ABS_TOL:g} * max(1, |loss|) + {REL_TOL:g} * |n|"
-    )
-    for name, err, ratio in report.worst:
-        verdict = "ok" if ratio <= 1 else "FAIL"
-        out(f"  {name:<8} worst |g - n| = {err:.3e}  ({ratio:.3f} of tolerance)  {verdict}")
+    cmd_graph.configure(parser)
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    spec = spec_from_args(args)
-    if args.form == "unrolled":
-        from chainrule.codegen.unrolled import generate_unrolled
+def _compare(parser: argparse.ArgumentParser) -> None:
+    from chainrule import cmd_compare
 
-        source = generate_unrolled(spec, args.strategy or "backprop")
-    elif args.strategy not in (None, "backprop"):
-        raise SpecError(
-            "strategy", f"{args.strategy} needs scalar code", "add --form unrolled (small networks)"
-        )
-    else:
-        source = generate_module(spec)
-    if args.output is None:
-        lint_module(source)
-        sys.stdout.write(source)
-        return EXIT_OK
-    path = write_module(source, args.output, force=args.force)
-    print(
-        f"wrote {path} ({spec.parameter_count} parameters, layers "
-        f"{'-'.join(map(str, spec.sizes))}, {spec.cost} cost, {spec.layout} layout)"
-    )
-    if args.check:
-        from chainrule.check import check_file
-
-        report = check_file(path)
-        _print_report(report, print)
-        print("gradient check: " + ("passed" if report.passed else "FAILED"))
-        return EXIT_OK if report.passed else EXIT_FAILED
-    return EXIT_OK
+    cmd_compare.configure(parser)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from chainrule.check import check_file
+def _train(parser: argparse.ArgumentParser) -> None:
+    from chainrule import cmd_train
 
-    report = check_file(args.module, seed=args.seed)
-    print(f"{args.module}:")
-    _print_report(report, print)
-    print("gradient check: " + ("passed" if report.passed else "FAILED"))
-    return EXIT_OK if report.passed else EXIT_FAILED
+    cmd_train.configure(parser)
 
 
-def cmd_presets(args: argparse.Namespace) -> int:
-    for name in preset_names():
-        spec = preset(name)
-        print(f"{name:<18} {'-'.join(map(str, spec.sizes)):<14} {preset_description(name)}")
-    return EXIT_OK
+def _derive(parser: argparse.ArgumentParser) -> None:
+    from chainrule import cmd_derive
+
+    cmd_derive.configure(parser)
 
 
-def preset_filename(name: str) -> str:
-    """File name of a preset's module in ``generated/``: an importable identifier."""
-    stem = name.replace("-", "_")
-    return f"net_{stem}.py" if stem[0].isdigit() else f"{stem}.py"
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``configure(parser)`` adds its arguments and ``func`` default."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
 
 
-def cmd_regenerate(args: argparse.Namespace) -> int:
-    folder = Path(args.dir)
-    stale = []
-    for name in preset_names():
-        path = folder / preset_filename(name)
-        source = generate_module(preset(name))
-        current = path.read_text(encoding="utf-8") if path.is_file() else None
-        if current == source:
-            continue
-        stale.append(path)
-        if not args.check:
-            write_module(source, path)
-            print(f"wrote {path}")
-    if args.check:
-        for path in stale:
-            print(f"stale: {path} (run: chainrule regenerate)")
-        if not stale:
-            print(f"{folder}: all {len(preset_names())} modules are up to date")
-        return EXIT_FAILED if stale else EXIT_OK
-    if not stale:
-        print(f"{folder}: all {len(preset_names())} modules were already up to date")
-    return EXIT_OK
+#: Every subcommand, in the order ``chainrule --help`` lists them.
+COMMANDS: tuple[Command, ...] = (
+    Command("generate", "generate a NumPy backprop module", _generate),
+    Command("check", "check a module's gradient by finite differences", _check),
+    Command("presets", "list the built-in networks", _presets),
+    Command(
+        "regenerate",
+        "re-render modules: the presets in generated/, or the files named",
+        _regenerate,
+    ),
+    Command("graph", "draw the computation graph (DOT, SVG or PNG)", _graph),
+    Command(
+        "compare",
+        "count (and time) naive, cse, backprop and finite-difference gradients",
+        _compare,
+    ),
+    Command("train", "train a generated module on digits or an .npz file", _train),
+    Command(
+        "derive",
+        "print the step-by-step chain-rule derivation (tex, md, text or pdf)",
+        _derive,
+    ),
+)
+
+
+class _CommandParser(Parser):
+    """A subcommand's parser, filled in by its ``configure`` on first use."""
+
+    def __init__(self, *args: Any, configure: Callable | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._configure = configure
+
+    def _fill(self) -> None:
+        configure, self._configure = self._configure, None
+        if configure is not None:
+            configure(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._fill()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._fill()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._fill()
+        return super().format_usage()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+    """The argument parser of every subcommand (each filled in when it is used)."""
     from chainrule import __version__
 
-    parser = _Parser(
+    parser = Parser(
         prog="chainrule",
         description="Derive backpropagation with SymPy and generate checked NumPy code.",
         epilog="examples:\n"
@@ -242,87 +154,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress display, even on a terminal"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    gen = sub.add_parser(
-        "generate",
-        help="generate a NumPy backprop module",
-        description="Generate the NumPy module of a network.",
-        epilog="examples:\n"
-        "  chainrule generate --preset nielsen -o nielsen.py --check\n"
-        "  chainrule generate net.toml -o net.py\n"
-        "  chainrule generate --sizes 784,30,10 --activations "
-        "sigmoid,sigmoid --cost quadratic -o net.py",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_spec_arguments(gen)
-    gen.add_argument("-o", "--output", help="file to write (default: standard output)")
-    gen.add_argument(
-        "--form",
-        choices=("vectorized", "unrolled"),
-        default="vectorized",
-        help="vectorized: matrix code (default); unrolled: one scalar per weight (small nets)",
-    )
-    gen.add_argument(
-        "--strategy",
-        choices=("naive", "cse", "backprop"),
-        help="gradient of an unrolled module: naive (expanded), cse (shared), backprop (default)",
-    )
-    gen.add_argument(
-        "--force", action="store_true", help="overwrite an existing file not generated by chainrule"
-    )
-    gen.add_argument(
-        "--check",
-        action="store_true",
-        help="after writing, check the gradient against finite differences",
-    )
-    gen.set_defaults(func=cmd_generate)
-
-    chk = sub.add_parser(
-        "check",
-        help="check a module's gradient by finite differences",
-        description="Central finite differences against loss_and_grad.",
-        epilog="examples:\n  chainrule check nielsen.py\n  chainrule check net.py --seed 3\n\n"
-        "exit status: 0 passed, 1 the check failed, 2 bad input",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    chk.add_argument("module", help="a generated .py file")
-    chk.add_argument("--seed", type=int, default=0, help="random seed of data and parameters")
-    chk.set_defaults(func=cmd_check)
-
-    pre = sub.add_parser(
-        "presets",
-        help="list the built-in networks",
-        epilog="examples:\n  chainrule presets\n  chainrule generate --preset 3b1b-chain",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    pre.set_defaults(func=cmd_presets)
-
-    reg = sub.add_parser(
-        "regenerate",
-        help="rewrite the preset modules in generated/",
-        epilog="examples:\n  chainrule regenerate\n  chainrule regenerate --check\n\n"
-        "exit status: 0 up to date (or rewritten), 1 stale with --check",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    reg.add_argument("--dir", default="generated", help="folder (default: generated)")
-    reg.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 when any module is stale"
-    )
-    reg.set_defaults(func=cmd_regenerate)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
+    for command in COMMANDS:
+        sub.add_parser(command.name, help=command.help, configure=command.configure)
     return parser
 
 
-#: Modules that add subcommands; each defines ``register(subparsers)``, which adds its
-#: parser(s) with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit status.
-COMMAND_MODULES: tuple[str, ...] = (
-    "chainrule.cmd_graph",
-    "chainrule.cmd_compare",
-    "chainrule.cmd_train",
-    "chainrule.cmd_derive",
-)
+def _chainrule_error(exc: BaseException) -> bool:
+    """True for an error chainrule raised on purpose (its module is loaded only if so)."""
+    errors = sys.modules.get("chainrule.derive.errors")
+    return errors is not None and isinstance(exc, errors.ChainruleError)
+
+
+def _stdout_failed(exc: OSError) -> int:
+    """Report a closed or full standard output in one line; stop writing to it."""
+    try:  # further writes (and the interpreter's own flush at exit) must not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    reason = "it was closed" if isinstance(exc, BrokenPipeError) else (exc.strerror or str(exc))
+    print(f"chainrule: error: cannot write to standard output: {reason}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _run(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "quiet", False):
+        from chainrule.progress import set_quiet
+
+        set_quiet(True)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    status = int(args.func(args))
+    sys.stdout.flush()  # a full or closed standard output fails here, not at exit
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,27 +198,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if getattr(args, "quiet", False):
-            from chainrule.progress import set_quiet
-
-            set_quiet(True)
-        if getattr(args, "func", None) is None:
-            parser.print_help()
-            return EXIT_BAD_INPUT
-        return int(args.func(args))
-    except ChainruleError as exc:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("chainrule: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        if exc.code == 0:  # --help and --version: make sure their text got out
+            try:
+                sys.stdout.flush()
+            except OSError as out:
+                return _stdout_failed(out)
+        raise
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        if exc.filename is None and _is_stdout_error(exc):
+            return _stdout_failed(exc)
+        where = f" {quoted(str(exc.filename))}" if exc.filename else ""
+        print(f"chainrule: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        if not _chainrule_error(exc):
+            raise
         if debug:
             traceback.print_exc()
         print(f"chainrule: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("chainrule: interrupted", file=sys.stderr)
-        return 130
+
+
+def _is_stdout_error(exc: OSError) -> bool:
+    """True when writing standard output failed (closed pipe, full disk, bad descriptor)."""
+    import errno
+
+    return isinstance(exc, BrokenPipeError) or exc.errno in (errno.ENOSPC, errno.EBADF, errno.EIO)
 
 
 def suggest_command(name: str) -> str:
     """Closest subcommand name, for messages."""
-    close = difflib.get_close_matches(name, ["generate", "check", "presets", "regenerate"], 1)
+    close = difflib.get_close_matches(name, [c.name for c in COMMANDS], 1)
     return close[0] if close else ""

@@ -1,16 +1,10 @@
-"""``chainrule compare``: naive chain rule against memoized backpropagation, in numbers.
+"""``chainrule compare``: print (and time) the operation counts of every gradient strategy.
 
-For one network it prints, per layer and in total, the operations (as defined in
-:mod:`chainrule.derive.opcount`) of the four ways to get the gradient: ``naive`` (diff of the
-fully expanded cost), ``cse`` (the same after common-subexpression elimination),
-``backprop`` (the delta recursion) and finite differences (2P + 1 forward passes),
-next to ``forward`` (one forward pass and the cost). With ``--time`` it also times
-the gradient of each unrolled module on the same batch. ``--sweep`` runs a family
-of networks and prints (and with ``--plot`` draws) how each count grows.
-
-Networks too large for a scalar expansion (such as ``nielsen``, 784-30-10) get the
-forward and backprop counts at layer level, which are exact at any width; naive and
-cse are then reported as refused, with the estimated naive size.
+The counts come from :func:`chainrule.comparison.compare_spec`. With ``--time`` this
+command also times the gradient of each unrolled module on the same batch, saying
+which strategies could not be unrolled. ``--sweep`` runs a family of networks and
+prints (and with ``--plot`` draws) how each count grows; the picture is written through
+the one atomic writer, replacing only a picture chainrule drew unless ``--force``.
 """
 
 from __future__ import annotations
@@ -19,274 +13,18 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from chainrule.derive.errors import ChainruleError, DerivationError, SpecError
-from chainrule.derive.scalar import (
-    DEFAULT_BUDGET,
-    ENGINES,
-    MAX_SCALAR_PARAMETERS,
-    count_strategy,
-    estimate_naive_ops,
-    finite_difference_ops,
-    gradients,
-    is_backward_label,
-    label_temporaries,
-    layer_counts,
-    resolve_engine,
-)
+from chainrule.cliargs import add_spec_arguments, count_type, positive_count, spec_from_args
+from chainrule.comparison import _num, _table, compare_spec, render_comparison
+from chainrule.derive.errors import ChainruleError, SpecError
+from chainrule.derive.scalar import DEFAULT_BUDGET, ENGINES, estimate_naive_ops
 from chainrule.derive.spec import Spec
+from chainrule.outfiles import plot_format, refuse_foreign_picture, save_figure
 
 #: Unrolled modules are timed only up to this many parameters.
 TIME_MAX_PARAMETERS = 200
-
-
-@dataclass
-class LayerRow:
-    """Counts of one layer (or of the whole network when ``layer`` is 0)."""
-
-    layer: int
-    parameters: int
-    naive: int | None
-    cse: int | None
-    backprop: int
-    finite_difference: int
-    forward: int
-
-
-@dataclass
-class Comparison:
-    """Everything ``compare`` reports for one network (plain data, JSON-ready)."""
-
-    network: str
-    sizes: tuple[int, ...]
-    activations: tuple[str, ...]
-    cost: str
-    engine: str
-    parameters: int
-    forward_ops: int
-    naive_ops: int | None
-    naive_estimate: int
-    cse_ops: int | None
-    backprop_ops: int
-    finite_difference_ops: int
-    finite_difference_one_sided_ops: int
-    refused: str | None
-    layers: list[LayerRow]
-    per_parameter: list[dict[str, Any]] | None
-    temporaries: dict[str, int] | None
-    times: dict[str, float] | None = None
-    ratios: dict[str, float | None] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The comparison as JSON-ready data."""
-        data = asdict(self)
-        data["layers"] = [asdict(row) for row in self.layers]
-        return data
-
-
-def _ratio(a: int | float | None, b: int | float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
-
-
-def compare_spec(
-    spec: Spec,
-    *,
-    engine: str = "auto",
-    budget: int | None = DEFAULT_BUDGET,
-    with_temporaries: bool = True,
-    progress: Any = None,
-) -> Comparison:
-    """Count the operations of every strategy for ``spec``.
-
-    Examples
-    --------
-    >>> from chainrule.derive.spec import preset
-    >>> c = compare_spec(preset("3b1b-chain"), engine="sympy")
-    >>> c.naive_ops > c.cse_ops and c.backprop_ops / c.forward_ops <= 4
-    True
-    """
-    depth = spec.depth
-    sizes = spec.sizes
-    lc = layer_counts(spec)
-    estimate = estimate_naive_ops(spec)
-    fd = finite_difference_ops(spec, lc.forward_ops)
-    fd1 = finite_difference_ops(spec, lc.forward_ops, central=False)
-    naive = cse = None
-    naive_layers: tuple[int | None, ...] = (None,) * depth
-    cse_layers: tuple[int | None, ...] = (None,) * depth
-    per_parameter = None
-    temporaries = None
-    refused = None
-    used_engine = resolve_engine(engine, spec)
-    try:
-        if spec.parameter_count > MAX_SCALAR_PARAMETERS:
-            raise DerivationError(
-                "strategy",
-                f"{spec.parameter_count} parameters is too many for a scalar-level expansion",
-                "naive and cse are counted only for small networks",
-            )
-        g_naive = gradients(spec, "naive", engine=engine, budget=budget, progress=progress)
-        g_cse = gradients(spec, "cse", engine=engine, budget=budget, progress=progress)
-    except DerivationError as exc:
-        refused = str(exc)
-    else:
-        c_naive, c_cse = count_strategy(g_naive), count_strategy(g_cse)
-        g_bp = gradients(spec, "backprop")
-        c_bp = count_strategy(g_bp)
-        naive, cse = c_naive.total, c_cse.total
-        naive_layers, cse_layers = c_naive.per_layer, c_cse.per_layer
-        per_parameter = [
-            {
-                "name": info.symbol.name,
-                "layer": info.layer,
-                "naive": n,
-                "cse": c,
-                "backprop": b,
-            }
-            for info, n, c, b in zip(
-                g_naive.network.info,
-                c_naive.per_parameter,
-                c_cse.per_parameter,
-                c_bp.per_parameter,
-                strict=True,
-            )
-        ]
-        if with_temporaries:
-            labels = label_temporaries(g_cse)
-            delta = sum(1 for v in labels.values() if v.lstrip("-").startswith("delta"))
-            backward = sum(1 for v in labels.values() if is_backward_label(v))
-            temporaries = {
-                "total": len(labels),
-                "delta": delta,
-                "other_backward": backward - delta,
-                "forward": len(labels) - backward,
-            }
-    layers = []
-    for index in range(1, depth + 1):
-        bias = sizes[index] if spec.layers[index - 1].bias else 0
-        p = sizes[index] * sizes[index - 1] + bias
-        layers.append(
-            LayerRow(
-                layer=index,
-                parameters=p,
-                naive=naive_layers[index - 1],
-                cse=cse_layers[index - 1],
-                backprop=lc.backprop_per_layer[index - 1],
-                finite_difference=2 * p * lc.forward_ops,
-                forward=lc.forward_per_layer[index - 1],
-            )
-        )
-    layers.append(
-        LayerRow(0, spec.parameter_count, naive, cse, lc.backprop_ops, fd, lc.forward_ops)
-    )
-    result = Comparison(
-        network="-".join(map(str, sizes)),
-        sizes=tuple(sizes),
-        activations=spec.activations,
-        cost=spec.cost,
-        engine=used_engine,
-        parameters=spec.parameter_count,
-        forward_ops=lc.forward_ops,
-        naive_ops=naive,
-        naive_estimate=estimate,
-        cse_ops=cse,
-        backprop_ops=lc.backprop_ops,
-        finite_difference_ops=fd,
-        finite_difference_one_sided_ops=fd1,
-        refused=refused,
-        layers=layers,
-        per_parameter=per_parameter,
-        temporaries=temporaries,
-    )
-    result.ratios = {
-        "backprop_over_forward": _ratio(lc.backprop_ops, lc.forward_ops),
-        "naive_over_backprop": _ratio(naive, lc.backprop_ops),
-        "cse_over_backprop": _ratio(cse, lc.backprop_ops),
-        "finite_difference_over_backprop": _ratio(fd, lc.backprop_ops),
-    }
-    return result
-
-
-# --------------------------------------------------------------------------- output
-
-
-def _num(value: int | float | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return f"{value:,}"
-
-
-def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
-    """A Markdown table; the first ``left`` columns are text, the rest numbers."""
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        out = [
-            c.ljust(w) if i < left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(out) + " |"
-
-    rules = ["-" * w if i < left else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
-    return [line(header), "| " + " | ".join(rules) + " |", *(line(r) for r in rows)]
-
-
-def render_comparison(c: Comparison) -> str:
-    """The comparison as a Markdown table with the ratios below it."""
-    header = ["layer", "params", "naive", "cse", "backprop", "finite diff", "forward"]
-    rows = []
-    for row in c.layers:
-        name = "total" if row.layer == 0 else str(row.layer)
-        rows.append(
-            [
-                name,
-                _num(row.parameters),
-                _num(row.naive),
-                _num(row.cse),
-                _num(row.backprop),
-                _num(row.finite_difference),
-                _num(row.forward),
-            ]
-        )
-    lines = [
-        f"network {c.network} ({', '.join(c.activations)}; {c.cost} cost), "
-        f"{c.parameters:,} parameters; operations per example (engine: {c.engine})",
-        "",
-        *_table(header, rows),
-        "",
-    ]
-    r = c.ratios
-    lines.append(
-        f"backprop / forward = {_num(r['backprop_over_forward'])} "
-        "(a gradient costs a small constant times the function)"
-    )
-    if c.naive_ops is not None:
-        lines.append(f"naive / backprop = {_num(r['naive_over_backprop'])}")
-        lines.append(f"cse / backprop = {_num(r['cse_over_backprop'])}")
-    else:
-        lines.append(f"naive: refused ({c.refused})")
-        lines.append(f"naive estimate: about {c.naive_estimate:.3g} operations")
-    lines.append(
-        f"finite differences / backprop = {_num(r['finite_difference_over_backprop'])} "
-        f"(central: 2P + 1 = {2 * c.parameters + 1:,} forward passes; "
-        f"one-sided: {_num(c.finite_difference_one_sided_ops)} operations)"
-    )
-    if c.temporaries:
-        t = c.temporaries
-        lines.append(
-            f"cse temporaries: {t['total']}, of which {t['delta']} are deltas delta^l_j, "
-            f"{t['other_backward']} other backward terms, {t['forward']} forward values"
-        )
-    if c.times:
-        parts = [f"{k} {v * 1e6:,.1f} us" for k, v in c.times.items()]
-        lines.append("time of one gradient (best of 5): " + ", ".join(parts))
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- sweep
@@ -371,10 +109,14 @@ def render_sweep(axis: str, rows: list[dict[str, Any]], title: str) -> str:
     return "\n".join([title, "", *_table(header, body, left=2)])
 
 
-def plot_sweep(axis: str, rows: list[dict[str, Any]], path: str, title: str) -> None:
-    """Draw ops against ``axis`` on a log scale, one line per strategy (needs matplotlib)."""
-    if not path.lower().endswith((".png", ".svg")):
-        raise SpecError("plot", f"{path!r} is neither .png nor .svg", "name the file FILE.png")
+def plot_sweep(
+    axis: str, rows: list[dict[str, Any]], path: str, title: str, *, force: bool = False
+) -> None:
+    """Draw ops against ``axis`` on a log scale, one line per strategy (needs matplotlib).
+
+    The picture replaces only a picture chainrule drew, unless ``force``.
+    """
+    plot_format(path, "--plot")
     try:
         import matplotlib
 
@@ -418,11 +160,7 @@ def plot_sweep(axis: str, rows: list[dict[str, Any]], path: str, title: str) -> 
     ax.legend(fontsize=8)
     fig.tight_layout()
     try:
-        fig.savefig(path, metadata={"Date": None} if path.lower().endswith(".svg") else None)
-    except OSError as exc:
-        raise SpecError(
-            "plot", f"cannot write {path!r} ({exc.strerror})", "choose a writable path"
-        ) from None
+        save_figure(fig, path, force=force, flag="--plot")
     finally:
         plt.close(fig)
 
@@ -434,7 +172,6 @@ def time_strategies(spec: Spec, engine: str, budget: int | None) -> dict[str, fl
     """Best-of-5 seconds of one ``loss_and_grad`` call of each unrolled module (and the
     vectorized one) on the same 32-example batch."""
     import tempfile
-    from pathlib import Path
 
     import numpy as np
 
@@ -452,8 +189,8 @@ def time_strategies(spec: Spec, engine: str, budget: int | None) -> dict[str, fl
     for strategy in ("naive", "cse", "backprop"):
         try:
             sources[strategy] = generate_unrolled(spec, strategy, engine=engine, budget=budget)
-        except ChainruleError:
-            continue  # too large to unroll: not timed
+        except ChainruleError as exc:  # too large to unroll: not timed, and say why
+            print(f"chainrule: {strategy} is not timed: {exc}", file=sys.stderr)
     sources["vectorized"] = generate_module(spec)
     times = {}
     rng = np.random.default_rng(0)
@@ -482,31 +219,54 @@ def time_strategies(spec: Spec, engine: str, budget: int | None) -> dict[str, fl
 # --------------------------------------------------------------------------- command
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from chainrule.cli import spec_from_args
+def _sweep(args: argparse.Namespace, budget: int) -> int:
+    axis, values = parse_sweep(args.sweep)
+    activation = args.activation or "sigmoid"
+    cost = args.cost or "quadratic"
+    if args.spec or args.preset or args.sizes:
+        raise SpecError(
+            "sweep", "a sweep builds its own networks", "leave out the spec with --sweep"
+        )
+    if args.plot:
+        plot_format(args.plot, "--plot")  # refuse a bad name or a user's file before the work
+        refuse_foreign_picture(args.plot, force=args.force)
+    specs = sweep_specs(axis, values, args.width, args.depth, activation, cost)
+    _warn_long(specs, budget)
+    rows = run_sweep(axis, specs, values, args.engine, budget)
+    fixed = f"width {args.width}" if axis == "depth" else f"depth {args.depth}"
+    title = f"ops per example against {axis} ({fixed}, {activation}, {cost} cost)"
+    if args.json:
+        print(json.dumps({"sweep": axis, "rows": rows}, indent=2))
+    else:
+        print(render_sweep(axis, rows, title))
+    if args.plot:
+        plot_sweep(axis, rows, args.plot, title, force=args.force)
+        if not args.json:
+            print(f"wrote {args.plot}")
+    return 0
 
-    budget = None if args.budget == 0 else args.budget
+
+#: A naive expansion estimated above this many operations runs for minutes: say so first.
+SLOW_ESTIMATE = DEFAULT_BUDGET
+
+
+def _warn_long(specs: list[Spec], budget: int) -> None:
+    """One line on stderr when a naive expansion within ``budget`` will still take long."""
+    largest = max(estimate_naive_ops(spec) for spec in specs)
+    if SLOW_ESTIMATE < largest <= budget:
+        print(
+            f"chainrule: the naive expansion is estimated at {largest:.2g} operations "
+            f"(above {SLOW_ESTIMATE:.2g}); it can take many minutes (Ctrl-C stops it, "
+            "a smaller --budget refuses it)",
+            file=sys.stderr,
+        )
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Print the comparison of one network, or of a sweep of networks."""
+    budget = args.budget
     if args.sweep:
-        axis, values = parse_sweep(args.sweep)
-        activation = args.activation or "sigmoid"
-        cost = args.cost or "quadratic"
-        if args.spec or args.preset or args.sizes:
-            raise SpecError(
-                "sweep", "a sweep builds its own networks", "leave out the spec with --sweep"
-            )
-        specs = sweep_specs(axis, values, args.width, args.depth, activation, cost)
-        rows = run_sweep(axis, specs, values, args.engine, budget)
-        fixed = f"width {args.width}" if axis == "depth" else f"depth {args.depth}"
-        title = f"ops per example against {axis} ({fixed}, {activation}, {cost} cost)"
-        if args.json:
-            print(json.dumps({"sweep": axis, "rows": rows}, indent=2))
-        else:
-            print(render_sweep(axis, rows, title))
-        if args.plot:
-            plot_sweep(axis, rows, args.plot, title)
-            if not args.json:
-                print(f"wrote {args.plot}")
-        return 0
+        return _sweep(args, budget)
     if args.plot:
         raise SpecError("plot", "--plot draws a sweep", "add --sweep depth=1:8 (or width=1:6)")
     if args.activation is not None:
@@ -516,6 +276,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     from chainrule.progress import stage_printer
 
+    _warn_long([spec], budget)
     result = compare_spec(spec, engine=args.engine, budget=budget, progress=stage_printer())
     if args.time:
         result.times = time_strategies(spec, args.engine, budget)
@@ -526,22 +287,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``compare`` subcommand."""
-    from chainrule.cli import add_spec_arguments
+def _budget(text: str) -> int:
+    return positive_count(text, "--budget")
 
-    parser = subparsers.add_parser(
-        "compare",
-        help="count (and time) naive, cse, backprop and finite-difference gradients",
-        description="Operations per example of every way to compute the gradient.",
-        epilog="examples:\n"
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``chainrule compare``."""
+    parser.description = "Operations per example of every way to compute the gradient."
+    parser.epilog = (
+        "examples:\n"
         "  chainrule compare --preset 3b1b-chain\n"
         "  chainrule compare --preset cheatsheet-relu --json\n"
         "  chainrule compare --sizes 2,3,3,1 --activations tanh,tanh,sigmoid "
         "--cost binary-cross-entropy --time\n"
         "  chainrule compare --sweep depth=1:8 --width 3 --plot growth.png\n"
-        "  chainrule compare --sweep width=1:6 --depth 3",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "  chainrule compare --sweep width=1:6 --depth 3"
     )
     add_spec_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -549,20 +309,27 @@ def register(subparsers: Any) -> None:
         "--time", action="store_true", help="also time each unrolled module's gradient"
     )
     parser.add_argument("--sweep", help="a family of networks: depth=1:8 or width=1:6")
-    parser.add_argument("--width", type=int, default=3, help="width of a depth sweep (3)")
-    parser.add_argument("--depth", type=int, default=3, help="depth of a width sweep (3)")
+    parser.add_argument(
+        "--width", type=count_type("--width"), default=3, help="width of a depth sweep (3)"
+    )
+    parser.add_argument(
+        "--depth", type=count_type("--depth"), default=3, help="depth of a width sweep (3)"
+    )
     parser.add_argument(
         "--activation", help="activation of every layer of a sweep (default sigmoid)"
     )
     parser.add_argument("--plot", help="with --sweep: draw the growth to FILE.png or FILE.svg")
     parser.add_argument(
+        "--force", action="store_true", help="let --plot replace a file chainrule did not draw"
+    )
+    parser.add_argument(
         "--engine", choices=ENGINES, default="auto", help="symbolic engine for naive and cse"
     )
     parser.add_argument(
         "--budget",
-        type=int,
+        type=_budget,
         default=DEFAULT_BUDGET,
         help=f"refuse naive expansions estimated above this many operations "
-        f"(default {DEFAULT_BUDGET:,}; 0 means no limit)",
+        f"(a positive number such as 2e7 or 20000000; default {DEFAULT_BUDGET:,})",
     )
     parser.set_defaults(func=cmd_compare)

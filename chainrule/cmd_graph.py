@@ -1,364 +1,21 @@
-"""``chainrule graph``: draw a network's computation graph and what backpropagation shares.
+"""``chainrule graph``: draw a network's computation graph (DOT, SVG or PNG) to a file.
 
-The graph is built from the spec alone (pure, no SymPy) as Graphviz DOT text:
-forward nodes (x, z, a, C), backward nodes (the shared terms delta, highlighted, and
-the gradients built from them), and on each backward edge the number of times the
-naive, fully expanded chain rule walks it, against once for backpropagation. An edge
-walked more than once is drawn in red: that is the work the delta recursion saves.
-
-Counting: in the expanded chain rule, dC/dp is a sum over every path from C down to
-the parameter p. The edge from z^(l+1)_i down to z^l_j lies on
-``up(l+1) * down(l)`` of those paths, where ``up(l) = n_(l+1) ... n_L`` counts the
-paths from C to one unit of layer l and ``down(l)`` counts the paths from one unit
-of layer l to the parameters at or below it.
-
-Small networks get the scalar graph (one node per unit); larger ones the layer graph
-(one node per vector). DOT is always written; SVG and PNG come from Graphviz's ``dot``
-program when it is installed (``apt-get install graphviz``).
+The graph itself is built by :mod:`chainrule.graph`; this module writes it, through the
+one atomic writer, replacing only files chainrule wrote unless ``--force`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
-import struct
-import subprocess
 import sys
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
+from chainrule.cliargs import add_spec_arguments, spec_from_args
 from chainrule.codegen.emit import write_file
 from chainrule.derive.errors import SpecError
-from chainrule.derive.spec import Spec
-
-#: Networks at most this big (weights, units) get the scalar graph under ``--level auto``.
-SCALAR_MAX_WEIGHTS = 60
-SCALAR_MAX_UNITS = 30
-#: Beyond this many weights even ``--level scalar`` refuses: the picture would be a blur.
-SCALAR_HARD_MAX_WEIGHTS = 400
-FORMATS = ("dot", "svg", "png")
-DOT_TIMEOUT = 120
-
-_SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-
-# Colours: forward blue, backward grey, shared delta orange, repeated walks red.
-_FORWARD = 'shape=ellipse, style=filled, fillcolor="#dbe9f6", color="#4a78a8"'
-_INPUT = 'shape=box, style="rounded,filled", fillcolor="#eeeeee", color="#777777"'
-_COST = 'shape=doublecircle, style=filled, fillcolor="#f6e0a4", color="#a07c1c"'
-_DELTA = 'shape=ellipse, style="filled,bold", fillcolor="#f9b46b", color="#c0561b", penwidth=2'
-_GRAD = 'shape=box, style=filled, fillcolor="#f3f3f3", color="#999999"'
-_PARAM = 'shape=box, style=filled, fillcolor="#ffffff", color="#4a78a8"'
-
-
-@dataclass(frozen=True)
-class Graph:
-    """A drawn computation graph: DOT text and the walk counts it shows.
-
-    ``naive_walks`` is the number of edge traversals of the expanded chain rule over
-    every parameter; ``backprop_walks`` is the number of backward edges, each walked
-    once by backpropagation.
-    """
-
-    dot: str
-    level: str
-    name: str
-    naive_walks: int
-    backprop_walks: int
-
-    def __str__(self) -> str:
-        return self.dot
-
-    def summary(self) -> str:
-        """One line: the level and the walk counts."""
-        return (
-            f"{self.level} graph of {self.name!r}: the naive chain rule walks the backward "
-            f"edges {self.naive_walks:,} times, backpropagation {self.backprop_walks:,}"
-        )
-
-    def render(self, fmt: str = "svg") -> bytes:
-        """The picture in ``fmt`` (svg or png) from Graphviz's ``dot``."""
-        return render_dot(self.dot, fmt)
-
-    def _repr_svg_(self) -> str | None:
-        """Jupyter: the SVG, or None (plain text shown) when ``dot`` is missing."""
-        if shutil.which("dot") is None:
-            return None
-        return self.render("svg").decode("utf-8")
-
-    def _repr_markdown_(self) -> str | None:
-        """Jupyter without ``dot``: the counts and the DOT text (None when SVG is shown)."""
-        if shutil.which("dot") is not None:
-            return None
-        saved = self.naive_walks / max(1, self.backprop_walks)
-        return (
-            f"**{self.level} graph of {self.name!r}**: the naive chain rule walks the "
-            f"backward edges {self.naive_walks:,} times, backpropagation "
-            f"{self.backprop_walks:,} times ({saved:,.1f}x fewer).\n\n"
-            f"```dot\n{self.dot}```\n"
-        )
-
-
-def _sup(n: int) -> str:
-    return str(n).translate(_SUP)
-
-
-def _sub(*indices: int) -> str:
-    return ",".join(str(i) for i in indices).translate(_SUB)
-
-
-def _quote(*lines: str) -> str:
-    """A DOT string literal of centred lines; user text is escaped and cannot close it."""
-    clean = ["".join(ch if ch.isprintable() else " " for ch in line) for line in lines]
-    escaped = [line.replace("\\", "\\\\").replace('"', '\\"') for line in clean]
-    return '"' + "\\n".join(escaped) + '"'
-
-
-def path_counts(spec: Spec) -> tuple[list[int], list[int]]:
-    """``up[l]`` and ``down[l]`` for l = 0..L (see the module docstring).
-
-    Examples
-    --------
-    >>> from chainrule.derive.spec import preset
-    >>> path_counts(preset("3b1b-chain"))
-    ([1, 1, 1, 1], [0, 2, 4, 6])
-    """
-    n, depth = spec.sizes, spec.depth
-    up = [math.prod(n[l + 1 :]) for l in range(depth + 1)]  # noqa: E741
-    down = [0] * (depth + 1)
-    for l in range(1, depth + 1):  # noqa: E741
-        own = n[l - 1] + (1 if spec.layers[l - 1].bias else 0)
-        down[l] = own + n[l - 1] * down[l - 1]
-    return up, down
-
-
-def _walks_label(count: int) -> str:
-    return f"×{count:,}" if count < 10**7 else f"×{count:.2e}"
-
-
-def _edge_style(count: int, label: str | None = None) -> str:
-    """Red with the naive walk count when the naive chain rule walks the edge again."""
-    text = _walks_label(count) if label is None else label
-    if count > 1:
-        return f'color="#d62728", fontcolor="#d62728", penwidth=1.6, label={_quote(text)}'
-    return f'color="#555555", label={_quote(text)}'
-
-
-def _column(ids: list[str]) -> str:
-    """Keep one column of nodes in index order, top to bottom."""
-    if len(ids) < 2:
-        return ""
-    return f"    {{ rank=same; {' -> '.join(ids)} [style=invis]; }}"
-
-
-def _header(spec: Spec, level: str, naive: int, backprop: int) -> list[str]:
-    title = _quote(
-        f"{spec.name}: {'-'.join(map(str, spec.sizes))}, {spec.cost} ({level} graph)",
-        f"backward edge walks: naive chain rule {naive:,}, backpropagation {backprop:,} "
-        "(red: walked again by the naive chain rule)",
-    )
-    return [
-        "digraph chainrule {",
-        "  rankdir=LR;",
-        '  graph [fontname="Helvetica", fontsize=12, labelloc=t, '
-        f"label={title}, nodesep=0.25, ranksep=0.6];",
-        '  node [fontname="Helvetica", fontsize=11];',
-        '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.6];',
-    ]
-
-
-def _legend() -> list[str]:
-    return [
-        "  subgraph cluster_legend {",
-        '    label="legend"; fontsize=10; color="#bbbbbb";',
-        f'    legend_fwd [label="forward value", {_FORWARD}];',
-        f'    legend_delta [label="shared term δ (computed once)", {_DELTA}];',
-        f'    legend_grad [label="gradient", {_GRAD}];',
-        "    legend_fwd -> legend_delta [style=invis];",
-        "    legend_delta -> legend_grad [style=invis];",
-        "  }",
-    ]
-
-
-def scalar_graph(spec: Spec) -> Graph:
-    """One node per unit: x_k, z^l_j, a^l_j, C; delta^l_j and the gradients below them."""
-    n, depth = spec.sizes, spec.depth
-    up, down = path_counts(spec)
-    naive = backprop = 0
-    body: list[str] = ['  subgraph cluster_forward { label="forward pass"; color="#4a78a8";']
-    for k in range(n[0]):
-        body.append(f'    x_{k} [label="x{_sub(k)}", {_INPUT}];')
-    for l in range(1, depth + 1):  # noqa: E741
-        bias = spec.layers[l - 1].bias
-        for j in range(n[l]):
-            plus_b = f" + b{_sup(l)}{_sub(j)}" if bias else ""
-            body.append(f'    z{l}_{j} [label="z{_sup(l)}{_sub(j)}{plus_b}", {_FORWARD}];')
-            body.append(f'    a{l}_{j} [label="a{_sup(l)}{_sub(j)}", {_FORWARD}];')
-    body.append(f'    C [label="C", {_COST}];')
-    body.append(_column([f"x_{k}" for k in range(n[0])]))
-    for l in range(1, depth + 1):  # noqa: E741
-        body.extend(_column([f"{prefix}{l}_{j}" for j in range(n[l])]) for prefix in "za")
-    body.append("  }")
-    for l in range(1, depth + 1):  # noqa: E741
-        for j in range(n[l]):
-            for k in range(n[l - 1]):
-                src = f"x_{k}" if l == 1 else f"a{l - 1}_{k}"
-                w = f"w{_sup(l)}{_sub(j, k)}" if n[l] * n[l - 1] <= 4 else ""
-                body.append(f'  {src} -> z{l}_{j} [label={_quote(w)}, color="#4a78a8"];')
-            body.append(f'  z{l}_{j} -> a{l}_{j} [color="#4a78a8"];')
-    for j in range(n[depth]):
-        body.append(f'  a{depth}_{j} -> C [color="#4a78a8"];')
-
-    body.append('  subgraph cluster_backward { label="backward pass"; color="#c0561b";')
-    for l in range(depth, 0, -1):  # noqa: E741
-        for j in range(n[l]):
-            body.append(f'    delta{l}_{j} [label="δ{_sup(l)}{_sub(j)}", {_DELTA}];')
-            bias = f", ∂C/∂b{_sup(l)}{_sub(j)} = δ{_sup(l)}{_sub(j)}"
-            label = f"∂C/∂w{_sup(l)}{_sub(j)}· = δ{_sup(l)}{_sub(j)} a{_sup(l - 1)}"
-            if spec.layers[l - 1].bias:
-                label += bias
-            body.append(f"    grad{l}_{j} [label={_quote(label)}, {_GRAD}];")
-        body.extend(
-            _column([f"{prefix}{l}_{j}" for j in range(n[l])]) for prefix in ("delta", "grad")
-        )
-    body.append("  }")
-    for j in range(n[depth]):
-        count = up[depth] * down[depth]
-        naive, backprop = naive + count, backprop + 1
-        body.append(f"  C -> delta{depth}_{j} [{_edge_style(count)}];")
-    for l in range(depth - 1, 0, -1):  # noqa: E741
-        for i in range(n[l + 1]):
-            for j in range(n[l]):
-                count = up[l + 1] * down[l]
-                naive, backprop = naive + count, backprop + 1
-                body.append(f"  delta{l + 1}_{i} -> delta{l}_{j} [{_edge_style(count)}];")
-    for l in range(1, depth + 1):  # noqa: E741
-        for j in range(n[l]):
-            body.append(f'  delta{l}_{j} -> grad{l}_{j} [color="#c0561b"];')
-    body = [line for line in body if line]
-    lines = _header(spec, "scalar", naive, backprop) + body + _legend() + ["}"]
-    return Graph("\n".join(lines) + "\n", "scalar", spec.name, naive, backprop)
-
-
-def layer_graph(spec: Spec) -> Graph:
-    """One node per vector: x, W^l, b^l, z^l, a^l, C; delta^l and dC/dW^l, dC/db^l."""
-    n, depth = spec.sizes, spec.depth
-    up, down = path_counts(spec)
-    naive = backprop = 0
-    body = ['  subgraph cluster_forward { label="forward pass"; color="#4a78a8";']
-    body.append(f'    a0 [label="x = a⁰\\n({n[0]})", {_INPUT}];')
-    for l in range(1, depth + 1):  # noqa: E741
-        act = spec.layers[l - 1].activation
-        body.append(f'    W{l} [label="W{_sup(l)}\\n({n[l]}×{n[l - 1]})", {_PARAM}];')
-        if spec.layers[l - 1].bias:
-            body.append(f'    b{l} [label="b{_sup(l)}\\n({n[l]})", {_PARAM}];')
-        body.append(f'    z{l} [label="z{_sup(l)}\\n({n[l]})", {_FORWARD}];')
-        body.append(f"    a{l} [label={_quote(f'a{_sup(l)} = {act}(z{_sup(l)})')}, {_FORWARD}];")
-    body.append(f'    C [label="C\\n{spec.cost}", {_COST}];')
-    body.append("  }")
-    for l in range(1, depth + 1):  # noqa: E741
-        body.append(f'  a{l - 1} -> z{l} [color="#4a78a8"];')
-        body.append(f'  W{l} -> z{l} [color="#4a78a8"];')
-        if spec.layers[l - 1].bias:
-            body.append(f'  b{l} -> z{l} [color="#4a78a8"];')
-        body.append(f'  z{l} -> a{l} [color="#4a78a8"];')
-    body.append(f'  a{depth} -> C [color="#4a78a8"];')
-    body.append('  subgraph cluster_backward { label="backward pass"; color="#c0561b";')
-    for l in range(depth, 0, -1):  # noqa: E741
-        body.append(f'    delta{l} [label="δ{_sup(l)}\\n({n[l]})", {_DELTA}];')
-        body.append(
-            f'    dC_dW{l} [label="∂C/∂W{_sup(l)} = δ{_sup(l)} (a{_sup(l - 1)})ᵀ", {_GRAD}];'
-        )
-        if spec.layers[l - 1].bias:
-            body.append(f'    dC_db{l} [label="∂C/∂b{_sup(l)} = Σ δ{_sup(l)}", {_GRAD}];')
-    body.append("  }")
-    count = n[depth] * up[depth] * down[depth]
-    naive, backprop = naive + count, backprop + n[depth]
-    style = _edge_style(count, f"BP1: naive {count:,}, backprop {n[depth]:,}")
-    body.append(f"  C -> delta{depth} [{style}];")
-    for l in range(depth - 1, 0, -1):  # noqa: E741
-        count = n[l + 1] * n[l] * up[l + 1] * down[l]
-        naive, backprop = naive + count, backprop + n[l + 1] * n[l]
-        style = _edge_style(count, f"BP2: naive {count:,}, backprop {n[l + 1] * n[l]:,}")
-        body.append(f"  delta{l + 1} -> delta{l} [{style}];")
-        body.append(f'  W{l + 1} -> delta{l} [style=dashed, color="#9bb7d4", constraint=false];')
-    for l in range(1, depth + 1):  # noqa: E741
-        body.append(f'  delta{l} -> dC_dW{l} [color="#c0561b", label="BP4"];')
-        body.append(f'  a{l - 1} -> dC_dW{l} [style=dashed, color="#9bb7d4", constraint=false];')
-        if spec.layers[l - 1].bias:
-            body.append(f'  delta{l} -> dC_db{l} [color="#c0561b", label="BP3"];')
-    lines = _header(spec, "layer", naive, backprop) + body + _legend() + ["}"]
-    return Graph("\n".join(lines) + "\n", "layer", spec.name, naive, backprop)
-
-
-def build_graph(spec: Spec, level: str = "auto") -> Graph:
-    """The scalar graph for small networks, the layer graph otherwise.
-
-    Examples
-    --------
-    >>> from chainrule.derive.spec import preset
-    >>> g = build_graph(preset("3b1b-chain"))
-    >>> g.level, g.naive_walks, g.backprop_walks
-    ('scalar', 12, 3)
-    """
-    weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
-    if level == "auto":
-        small = weights <= SCALAR_MAX_WEIGHTS and sum(spec.sizes) <= SCALAR_MAX_UNITS
-        level = "scalar" if small else "layer"
-    if level == "scalar":
-        if weights > SCALAR_HARD_MAX_WEIGHTS:
-            raise SpecError(
-                "level",
-                f"a scalar graph of {weights} weights would be unreadable",
-                f"use --level layer (scalar graphs go up to {SCALAR_HARD_MAX_WEIGHTS} weights)",
-            )
-        return scalar_graph(spec)
-    if level == "layer":
-        return layer_graph(spec)
-    raise SpecError("level", f"unknown level {level!r}", "use auto, scalar or layer")
-
-
-def render_dot(dot: str, fmt: str) -> bytes:
-    """Run Graphviz's ``dot -T<fmt>`` on DOT text."""
-    exe = shutil.which("dot")
-    if exe is None:
-        raise SpecError(
-            "output",
-            f"drawing {fmt.upper()} needs Graphviz's 'dot' program, which is not installed",
-            "install it (apt-get install graphviz) or write a .dot file",
-        )
-    try:
-        done = subprocess.run(
-            [exe, f"-T{fmt}"], input=dot.encode("utf-8"), capture_output=True, timeout=DOT_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        raise SpecError("output", f"dot took over {DOT_TIMEOUT} s", "write a .dot file") from None
-    if done.returncode != 0:
-        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise SpecError("output", f"dot failed: {message[:1]}", "write a .dot file instead")
-    return done.stdout
-
-
-#: The PNG text chunk that marks a picture as chainrule's (PNG's own tEXt keyword).
-PNG_MARK = b"Software\x00chainrule"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def mark_png(data: bytes) -> bytes:
-    """``data`` (a PNG from Graphviz) with a ``tEXt`` chunk "Software: chainrule" after IHDR.
-
-    A PNG is a signature then chunks (length, type, data, CRC-32 of type and data); the
-    first is IHDR, 13 bytes of data. Viewers ignore text chunks; ``graph`` reads this one
-    to know that it may replace the file.
-    """
-    if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        raise SpecError("output", "dot did not write a PNG", "write a .svg or .dot file instead")
-    end_of_ihdr = 8 + 4 + 4 + 13 + 4
-    chunk = struct.pack(">I", len(PNG_MARK)) + b"tEXt" + PNG_MARK
-    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + PNG_MARK) & 0xFFFFFFFF)
-    return data[:end_of_ihdr] + chunk + data[end_of_ihdr:]
+from chainrule.graph import FORMATS, build_graph
+from chainrule.outfiles import PNG_MARK, PNG_SIGNATURE, mark_png
 
 
 def written_by_chainrule(path: Path) -> bool:
@@ -373,7 +30,7 @@ def written_by_chainrule(path: Path) -> bool:
     return (
         head.startswith(b"digraph chainrule {")
         or b"<!-- Title: chainrule " in head
-        or (head.startswith(_PNG_SIGNATURE) and PNG_MARK in head[:200])
+        or (head.startswith(PNG_SIGNATURE) and PNG_MARK in head[:200])
     )
 
 
@@ -384,8 +41,6 @@ def _write_atomic(path: Path, data: bytes, force: bool) -> None:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """Write the graph as DOT, SVG or PNG (DOT text on standard output without -o)."""
-    from chainrule.cli import spec_from_args
-
     spec = spec_from_args(args)
     graph = build_graph(spec, args.level)
     if args.output is None:
@@ -420,23 +75,20 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``chainrule graph`` to the command line."""
-    from chainrule.cli import add_spec_arguments
-
-    parser = subparsers.add_parser(
-        "graph",
-        help="draw the computation graph (DOT, SVG or PNG)",
-        description="Draw a network's computation graph: forward nodes, backward nodes, the "
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``chainrule graph``."""
+    parser.description = (
+        "Draw a network's computation graph: forward nodes, backward nodes, the "
         "shared terms delta highlighted, and on each backward edge how many times the naive "
-        "chain rule walks it (red when more than once) against once for backpropagation.",
-        epilog="examples:\n"
+        "chain rule walks it (red when more than once) against once for backpropagation."
+    )
+    parser.epilog = (
+        "examples:\n"
         "  chainrule graph --preset 3b1b-chain -o chain.svg\n"
         "  chainrule graph --preset nielsen -o nielsen.png\n"
         "  chainrule graph net.toml --level layer > net.dot\n\n"
         "SVG and PNG need Graphviz's 'dot' (apt-get install graphviz); without it the DOT\n"
-        "file is written instead, with a message saying how to render it.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "file is written instead, with a message saying how to render it."
     )
     add_spec_arguments(parser)
     parser.add_argument("-o", "--output", help="FILE.dot, FILE.svg or FILE.png (default: DOT text)")

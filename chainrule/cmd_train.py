@@ -26,10 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from chainrule.cliargs import add_spec_arguments, count_type, seed_type, spec_from_args
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.spec import Spec
+from chainrule.outfiles import plot_format, refuse_foreign_picture, save_figure
 
 EXIT_OK = 0
+#: Labels of a 1-D y stay below this (the widest layer a spec allows).
+MAX_CLASSES = 100_000
 #: Fraction of the examples held out for the test accuracy.
 TEST_FRACTION = 0.25
 
@@ -124,6 +128,12 @@ def npz_dataset(path: str | Path) -> Dataset:
         raise DataError("data.x", f"only {x.shape[0]} examples", "give at least 4 examples")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise DataError("data", "x or y holds NaN or infinity", "clean the data first")
+    if y.ndim == 1 and y.max() >= MAX_CLASSES:  # before the cast, which would overflow
+        raise DataError(
+            "data.y",
+            f"a label is {float(y.max()):.3g}, more classes than a layer may have",
+            f"store class labels 0..k-1 with k at most {MAX_CLASSES:,}",
+        )
     if y.ndim == 1 and not (np.all(y == np.round(y)) and y.min() >= 0):
         raise DataError(
             "data.y",
@@ -183,11 +193,31 @@ def _as_layout(module: types.ModuleType, rows: np.ndarray, dtype: np.dtype) -> n
     return np.ascontiguousarray(out, dtype=dtype)
 
 
+def decision_threshold(module: types.ModuleType) -> float:
+    """Where a one-output network's decision flips: 0 for tanh (range -1..1), else 0.5."""
+    return 0.0 if tuple(module.ACTIVATIONS)[-1] == "tanh" else 0.5
+
+
 def accuracy(module: types.ModuleType, params: dict, x: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of examples whose largest output is the right class."""
+    """Fraction of examples classified right: the largest output is the label's class, or
+    for one output, the output and the target lie on the same side of the threshold.
+
+    ``labels`` holds class indices, or for a one-output network the targets themselves.
+    """
     out = module.forward(params, x)
+    if module.LAYER_SIZES[-1] == 1:
+        threshold = decision_threshold(module)
+        predicted = np.asarray(out).reshape(-1) > threshold
+        return float(np.mean(predicted == (np.asarray(labels).reshape(-1) > threshold)))
     predicted = np.argmax(out, axis=1 if module.LAYOUT == "rows" else 0)
     return float(np.mean(predicted == labels))
+
+
+def _outputs_needed(dataset: Dataset, outputs: int) -> int:
+    """How many outputs the data needs: the target columns, or at least one per class."""
+    if dataset.y.ndim == 2:
+        return int(dataset.y.shape[1])
+    return max(outputs, int(dataset.y.max()) + 1)
 
 
 def fit(
@@ -211,10 +241,10 @@ def fit(
             f"the examples have {dataset.x.shape[1]} features but the network has "
             f"{sizes[0]} inputs",
             f"make the input {dataset.x.shape[1]} wide, e.g. --sizes "
-            f"{dataset.x.shape[1]},32,{sizes[-1]}",
+            f"{dataset.x.shape[1]},32,{_outputs_needed(dataset, sizes[-1])}",
         )
     y_all = targets(dataset, sizes[-1])
-    labels = np.argmax(y_all, axis=1)
+    labels = y_all[:, 0] if sizes[-1] == 1 else np.argmax(y_all, axis=1)
     train_idx, test_idx = split(dataset.x.shape[0], seed)
     dtype = np.dtype(module.DTYPE)
     x_train = _as_layout(module, dataset.x[train_idx], dtype)
@@ -240,8 +270,12 @@ def fit(
     return TrainResult(tuple(losses), tuple(accs), tuple(seconds))
 
 
-def plot_losses(result: TrainResult, path: str | Path) -> None:
-    """Draw the per-epoch training loss and test accuracy to an image file (matplotlib)."""
+def plot_losses(result: TrainResult, path: str | Path, *, force: bool = False) -> None:
+    """Draw the per-epoch training loss and test accuracy to a .png or .svg file (matplotlib).
+
+    The picture replaces only a picture chainrule drew, unless ``force``.
+    """
+    plot_format(path, "--plot")
     try:
         import matplotlib
 
@@ -261,11 +295,7 @@ def plot_losses(result: TrainResult, path: str | Path) -> None:
     right.set_ylabel("test accuracy", color="tab:orange")
     fig.tight_layout()
     try:
-        fig.savefig(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            "plot", f"cannot write {str(path)!r} ({exc})", "give a writable .png path"
-        ) from None
+        save_figure(fig, path, force=force, flag="--plot")
     finally:
         plt.close(fig)
 
@@ -273,19 +303,15 @@ def plot_losses(result: TrainResult, path: str | Path) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``chainrule train``; returns the exit status."""
     from chainrule.check import load_module
-    from chainrule.cli import spec_from_args
     from chainrule.progress import progress
 
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise SpecError(
-                flag, f"must be at least 1, got {getattr(args, name)}", "give 1 or more"
-            )
     if not (np.isfinite(args.lr) and args.lr > 0):
         raise SpecError("--lr", f"must be a positive number, got {args.lr}", "try --lr 0.3")
     if args.dataset and args.data:
         raise SpecError("--data", "given with --dataset", "choose one data source")
+    if args.plot:
+        plot_format(args.plot, "--plot")  # refuse a bad name or a user's file before training
+        refuse_foreign_picture(args.plot, force=args.force)
     if args.module:
         if args.spec or args.preset or args.sizes is not None:
             raise SpecError("--module", "given with a network", "give a module or a network")
@@ -316,7 +342,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             on_epoch=report,
         )
     if args.plot:
-        plot_losses(result, args.plot)
+        plot_losses(result, args.plot, force=args.force)
     summary = {
         "test_accuracy": result.test_accuracy,
         "epochs": args.epochs,
@@ -334,22 +360,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``train`` subcommand."""
-    from chainrule.cli import add_spec_arguments
-
-    parser = subparsers.add_parser(
-        "train",
-        help="train a generated module on digits or an .npz file",
-        description="Generate a network's module in memory and train it with its own train() "
-        "(mini-batch SGD), reporting per-epoch loss, test accuracy and time.",
-        epilog="examples:\n"
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``chainrule train``."""
+    parser.description = (
+        "Generate a network's module in memory and train it with its own train() "
+        "(mini-batch SGD), reporting per-epoch loss, test accuracy and time."
+    )
+    parser.epilog = (
+        "examples:\n"
         "  chainrule train --sizes 64,32,10 --activations relu,softmax --cost cross-entropy "
         "--dataset digits\n"
         "  chainrule train net.toml --data data.npz --epochs 20 --json\n\n"
         ".npz files hold x (examples, features) and y (integer labels, or one target row "
-        "per example).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "per example). A one-output network counts an example right when output and "
+        "target lie on the same side of 0.5 (of 0 for a tanh output)."
     )
     add_spec_arguments(parser)
     parser.add_argument("--module", help="train this generated .py file instead of a network")
@@ -357,10 +381,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dataset", choices=("digits",), help="scikit-learn's 8x8 digits (the default)"
     )
     parser.add_argument("--data", help="an .npz file with arrays x (N, n0) and y")
-    parser.add_argument("--epochs", type=int, default=60, help="passes over the data (60)")
-    parser.add_argument("--batch-size", type=int, default=32, help="examples per step (32)")
+    parser.add_argument(
+        "--epochs", type=count_type("--epochs"), default=60, help="passes over the data (60)"
+    )
+    parser.add_argument(
+        "--batch-size", type=count_type("--batch-size"), default=32, help="examples per step (32)"
+    )
     parser.add_argument("--lr", type=float, default=0.3, help="learning rate eta (0.3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of split, weights, shuffles")
+    parser.add_argument(
+        "--seed", type=seed_type, default=0, help="seed of split, weights, shuffles (0 or more)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--plot", help="draw loss and accuracy per epoch to this image file")
+    parser.add_argument("--plot", help="draw loss and accuracy per epoch to FILE.png or FILE.svg")
+    parser.add_argument(
+        "--force", action="store_true", help="let --plot replace a file chainrule did not draw"
+    )
     parser.set_defaults(func=cmd_train)

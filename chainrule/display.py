@@ -3,9 +3,9 @@
 :mod:`derive` stays free of display code (and never imports :mod:`codegen` or this
 package): :func:`install`, called when :mod:`chainrule` is imported, attaches
 ``_repr_markdown_`` to :class:`~chainrule.derive.spec.Spec` and
-:class:`~chainrule.derive.layers.NetworkDerivation` (and the ``Comparison`` of ``chainrule
-compare``) unless they already define one. Graph
-objects (:class:`chainrule.cmd_graph.Graph`) carry their own ``_repr_svg_``.
+:class:`~chainrule.derive.layers.NetworkDerivation` (and
+:class:`chainrule.comparison.Comparison`) unless they already define one. Graph objects
+(:class:`chainrule.graph.Graph`) carry their own ``_repr_svg_``.
 
 Examples
 --------
@@ -20,11 +20,11 @@ from typing import Any
 
 import sympy as sp
 
-from chainrule.cmd_graph import Graph, build_graph
 from chainrule.derive import naming
 from chainrule.derive.layers import NetworkDerivation, derive_network
 from chainrule.derive.spec import Spec
 from chainrule.derive.tables import ACTIVATIONS, COSTS
+from chainrule.graph import Graph, build_graph
 
 
 def _code(text: str) -> str:
@@ -111,16 +111,13 @@ def derivation(spec: Spec) -> NetworkDerivation:
 
 def install() -> None:
     """Attach the Markdown displays to Spec and NetworkDerivation (never replacing one)."""
+    from chainrule.comparison import Comparison, render_comparison
+
     pairs: tuple[tuple[type, Any], ...] = (
         (Spec, spec_markdown),
         (NetworkDerivation, derivation_markdown),
+        (Comparison, render_comparison),  # the table of ``chainrule compare``, in Markdown
     )
-    try:  # the comparison table of ``chainrule compare`` is Markdown already
-        from chainrule.cmd_compare import Comparison, render_comparison
-
-        pairs += ((Comparison, render_comparison),)
-    except ImportError:
-        pass
     for cls, function in pairs:
         if "_repr_markdown_" not in vars(cls):
             cls._repr_markdown_ = function  # type: ignore[attr-defined]

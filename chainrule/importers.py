@@ -507,10 +507,12 @@ def load_torch_object(target: str) -> tuple[Any, str]:
     sys.modules[module_name] = user_module
     try:
         loader_spec.loader.exec_module(user_module)
-    except Exception as exc:  # the user's own code failed; say so in one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the user's code failed or exited: one line
         raise SpecError(
             "from-torch",
-            f"importing {path_text!r} raised {type(exc).__name__}: {exc}",
+            f"importing {path_text!r} raised {type(exc).__name__}: {str(exc)[:200]}",
             "fix the file so that 'python FILE.py' runs",
         ) from None
     finally:

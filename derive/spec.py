@@ -354,6 +354,12 @@ def _finite_float(token: str) -> float:
     return value
 
 
+def _short_int(token: str) -> int:
+    if len(token) > 30:  # int() refuses past 4,300 digits with a message longer than that
+        raise SpecError("spec", f"a number of {len(token)} digits", "give sizes of a few digits")
+    return int(token)
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -414,12 +420,17 @@ def load_spec(path: str | Path) -> Spec:
             raise SpecError(
                 "spec", f"TOML in {str(path)!r} is nested too deeply", "write a flat spec"
             ) from None
+        except ValueError:  # an integer past Python's 4,300-digit limit
+            raise SpecError(
+                "spec", f"a number in {str(path)!r} is too long", "give sizes of a few digits"
+            ) from None
     else:
         try:
             data = json.loads(
                 text,
                 parse_constant=_reject_constant,
                 parse_float=_finite_float,
+                parse_int=_short_int,
                 object_pairs_hook=_no_duplicates,
             )
         except RecursionError:

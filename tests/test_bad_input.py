@@ -39,7 +39,7 @@ def _one(sizes: str, acts: str, cost: str = "quadratic", *extra: str) -> tuple[s
 
 
 def _expr(name: str, text: str, says: str = "") -> Case:
-    return Case(name, _one("3,2", text), "layers[0].activation", says)
+    return Case(name, _one("3,2", text), "--activations item 1", says)
 
 
 def _json(name: str, text: str, field_: str, says: str = "") -> Case:
@@ -59,16 +59,27 @@ def _spec(**changes: object) -> str:
 
 CASES = [
     # sizes
-    Case("size-zero", _one("0,3", "sigmoid"), "input", "not positive"),
-    Case("size-negative", _one("-1,3", "sigmoid"), "input", "not positive"),
-    Case("size-negative-layer", _one("3,-1", "sigmoid"), "layers[0].size", "not positive"),
-    Case("size-fraction", _one("2.5,3", "sigmoid"), "sizes", "'2.5'"),
-    Case("size-huge", _one("3,1000000000", "sigmoid"), "layers[0].size", "larger than"),
+    Case("size-zero", _one("0,3", "sigmoid"), "--sizes item 1", "not positive"),
+    Case("size-negative", _one("-1,3", "sigmoid"), "--sizes item 1", "not positive"),
+    Case("size-negative-layer", _one("3,-1", "sigmoid"), "--sizes item 2", "not positive"),
+    Case("size-fraction", _one("2.5,3", "sigmoid"), "--sizes item 1", "'2.5'"),
+    Case("size-huge", _one("3,1000000000", "sigmoid"), "--sizes item 2", "larger than"),
+    Case("size-unicode-digit", _one("\u00b2,3", "sigmoid"), "--sizes item 1", "whole number"),
+    Case("size-double-minus", _one("--5,3", "sigmoid"), "--sizes item 1", "'--5'"),
+    Case("size-5000-digits", _one("3," + "7" * 5000, "sigmoid"), "--sizes item 2", "digits"),
     Case("size-only-input", _one("3", "sigmoid"), "sizes", "at least one layer"),
     _json("json-size-string", _spec(input="3"), "input", "'3'"),
     _json("json-size-bool", _spec(layers=[{"size": True, "activation": "tanh"}]), "layers[0].size"),
     _json("json-size-float", _spec(layers=[{"size": 2.0, "activation": "tanh"}]), "layers[0].size"),
     _json("json-size-huge", _spec(input=10**9), "input", "larger than"),
+    _json("json-size-5000-digits", _spec(input=3).replace("3", "7" * 5000, 1), "spec", "digits"),
+    Case(
+        "toml-size-5000-digits",
+        ("{dir}/net.toml",),
+        "spec",
+        "too long",
+        {"net.toml": f'input = {"7" * 5000}\ncost = "quadratic"\n'},
+    ),
     _json("json-layers-empty", _spec(layers=[]), "layers", "no layers"),
     _json("json-layers-not-list", _spec(layers="2,3"), "layers", "list of tables"),
     _json("json-layer-missing-size", _spec(layers=[{"activation": "tanh"}]), "layers[0].size"),
@@ -82,25 +93,25 @@ CASES = [
     Case(
         "activation-unknown",
         _one("3,2", "sigmoidd"),
-        "layers[0].activation",
+        "--activations item 1",
         "did you mean 'sigmoid'",
     ),
     Case(
         "activation-unknown-hyphen",
         _one("3,2", "leaky-rlu"),
-        "layers[0].activation",
+        "--activations item 1",
         "did you mean 'leaky-relu'",
     ),
     Case(
         "softmax-hidden",
         _one("3,4,2", "softmax,sigmoid"),
-        "layers[0].activation",
+        "--activations item 1",
         "only allowed in the output",
     ),
     Case(
         "cross-entropy-one-softmax-output",
         _one("3,1", "softmax", "cross-entropy"),
-        "layers[0].size",
+        "--sizes item 2",
         "single output",
     ),
     Case(
@@ -341,7 +352,7 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert status == 2
     assert "Traceback" in err and "SpecError" in err
-    assert err.splitlines()[-1].startswith("chainrule: error: layers[0].activation: ")
+    assert err.splitlines()[-1].startswith("chainrule: error: --activations item 1: ")
     assert not (tmp_path / "o.py").exists()
 
 

@@ -46,12 +46,12 @@ def _line(sizes: str, acts: str, cost: str = "quadratic") -> tuple[str, ...]:
 
 
 BAD = {
-    "size-zero": Bad(_line("0,3", "sigmoid"), "input", "not positive"),
+    "size-zero": Bad(_line("0,3", "sigmoid"), "--sizes item 1", "not positive"),
     "unknown-activation": Bad(
-        _line("3,2", "sigmoud"), "layers[0].activation", "did you mean 'sigmoid'"
+        _line("3,2", "sigmoud"), "--activations item 1", "did you mean 'sigmoid'"
     ),
     "softmax-hidden": Bad(
-        _line("3,4,2", "softmax,sigmoid"), "layers[0].activation", "output layer"
+        _line("3,4,2", "softmax,sigmoid"), "--activations item 1", "output layer"
     ),
     "cross-entropy-one-output": Bad(_line("3,1", "sigmoid", "cross-entropy"), "cost", "2 outputs"),
     "unknown-cost": Bad(_line("3,2", "sigmoid", "cross_entropy"), "cost", "cross-entropy"),

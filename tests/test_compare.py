@@ -10,7 +10,8 @@ from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import preset, preset_names
 
 from chainrule.cli import main
-from chainrule.cmd_compare import compare_spec, parse_sweep, render_comparison
+from chainrule.cmd_compare import parse_sweep
+from chainrule.comparison import compare_spec, render_comparison
 
 
 def _json(capsys, *args):

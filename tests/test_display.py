@@ -48,7 +48,7 @@ def test_graph_svg_in_jupyter() -> None:
 
 
 def test_comparison_displays_its_table() -> None:
-    from chainrule.cmd_compare import compare_spec, render_comparison
+    from chainrule.comparison import compare_spec, render_comparison
 
     result = compare_spec(chainrule.preset("3b1b-chain"))
     text = result._repr_markdown_()

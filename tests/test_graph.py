@@ -10,7 +10,8 @@ from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Spec, preset, preset_names
 
 from chainrule.cli import main
-from chainrule.cmd_graph import build_graph, path_counts, written_by_chainrule
+from chainrule.cmd_graph import written_by_chainrule
+from chainrule.graph import build_graph, path_counts
 
 HAS_DOT = shutil.which("dot") is not None
 

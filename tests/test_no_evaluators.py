@@ -50,19 +50,14 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "'chainrule check FILE' imports the module file the user names, by request: the "
     "same trust as 'python FILE'",
     (
+        "chainrule/__init__.py",
+        "importlib.import_module(module)",
+    ): "module comes from the constant _PUBLIC table, never from input",
+    (
         "chainrule/importers.py",
         "loader_spec.loader.exec_module(user_module)",
     ): "'--from-torch FILE.py:NAME' imports the user's own model file, by request and "
     "documented as such",
-    (
-        "chainrule/__init__.py",
-        "getattr(importlib.import_module(module), name)",
-    ): "module comes from the constant _PUBLIC table of the lazy public API, and only for a "
-    "name found in it",
-    (
-        "chainrule/cli.py",
-        "importlib.import_module(module_name).register(sub)",
-    ): "module_name comes from the constant COMMAND_MODULES, never from input",
 }
 
 
