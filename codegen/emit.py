@@ -66,6 +66,10 @@ BUILTINS = frozenset(
         "sum",
         "tuple",
         "zip",
+        "iter",
+        "next",
+        "type",
+        "AttributeError",
         "ValueError",
         "TypeError",
         "KeyError",
@@ -101,6 +105,9 @@ NUMPY_NAMES = frozenset(
         "float64",
         "full",
         "full_like",
+        "lib.format.read_array_header_1_0",
+        "lib.format.read_array_header_2_0",
+        "lib.format.read_magic",
         "load",
         "max",
         "mean",
@@ -122,28 +129,36 @@ NUMPY_NAMES = frozenset(
         "sum",
         "take_along_axis",
         "transpose",
+        "unravel_index",
         "where",
         "zeros",
         "zeros_like",
     }
 )
 
-#: Attributes allowed on any other object: arrays, dicts, lists, generators, finfo.
+#: Attributes allowed on any other object: arrays, dicts, lists, generators, finfo, a
+#: thread-local holder (``workspaces``) and an ``.npz`` archive (``zip``, ``files``,
+#: ``open``, ``close``: load_params reads each array's header before its data).
 OBJECT_ATTRIBUTES = frozenset(
     {
         "T",
         "append",
         "astype",
+        "close",
         "copy",
         "dtype",
         "eps",
+        "files",
         "get",
         "items",
         "keys",
+        "kind",
         "min",
         "ndim",
         "normal",
+        "open",
         "permutation",
+        "pop",
         "ravel",
         "reshape",
         "shape",
@@ -153,8 +168,14 @@ OBJECT_ATTRIBUTES = frozenset(
         "tiny",
         "uniform",
         "values",
+        "workspaces",
+        "zip",
     }
 )
+
+#: Standard-library modules a generated module may import besides numpy, with the one
+#: attribute it may use: ``threading.local`` gives each thread its own work buffers.
+STDLIB_IMPORTS = {"threading": "local"}
 
 #: Statements and expressions a generated module never needs.
 _FORBIDDEN_NODES = (
@@ -218,6 +239,8 @@ def _bound_names(tree: ast.Module) -> set[str]:
             bound.add(node.arg)
         elif isinstance(node, ast.FunctionDef):
             bound.add(node.name)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
         elif isinstance(node, ast.Import):
             bound.update(alias.asname or alias.name for alias in node.names)
     return bound
@@ -226,8 +249,9 @@ def _bound_names(tree: ast.Module) -> set[str]:
 def lint_module(source: str) -> None:
     """Parse, lint and compile a generated module; raise :class:`CodegenError` on a fault.
 
-    The rules: imports only ``numpy`` (as ``np``); attribute access only to NumPy's
-    math (its ufuncs and :data:`NUMPY_NAMES`) and to :data:`OBJECT_ATTRIBUTES` of other
+    The rules: imports only ``numpy`` (as ``np``) and :data:`STDLIB_IMPORTS`; attribute
+    access only to NumPy's math (its ufuncs and :data:`NUMPY_NAMES`), to the one
+    attribute :data:`STDLIB_IMPORTS` names, and to :data:`OBJECT_ATTRIBUTES` of other
     objects, never to a dunder; every name is bound in the module or one of
     :data:`BUILTINS`, and every bound name is generator-issued (written in a template, or
     an indexed name from :mod:`chainrule.derive.naming`); no evaluators, classes, globals,
@@ -261,9 +285,11 @@ def lint_module(source: str) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name != "numpy" or alias.asname not in (None, "np"):
+                plain = alias.name in STDLIB_IMPORTS and alias.asname is None
+                if not plain and (alias.name != "numpy" or alias.asname not in (None, "np")):
                     raise _fail(
-                        f"imports {alias.name!r}", "a generated module may import only numpy"
+                        f"imports {alias.name!r}",
+                        "a generated module may import only numpy and threading",
                     )
         elif isinstance(node, ast.ImportFrom):
             raise _fail(f"imports from {node.module!r}", "a generated module may import only numpy")
@@ -350,7 +376,10 @@ def _check_attribute(node: ast.Attribute, *, chained: bool) -> None:
     root, path = _dotted(node)
     if chained and isinstance(root, ast.Name) and root.id == "np":
         return
-    if isinstance(root, ast.Name) and root.id == "np":
+    if isinstance(root, ast.Name) and root.id in STDLIB_IMPORTS:
+        if path != STDLIB_IMPORTS[root.id]:
+            raise _fail(f"uses {root.id}.{path}", "a generated module may use only threading.local")
+    elif isinstance(root, ast.Name) and root.id == "np":
         if not _numpy_allowed(path):
             raise _fail(f"uses np.{path}", "a generated module may use only NumPy's math")
     elif node.attr not in OBJECT_ATTRIBUTES:
