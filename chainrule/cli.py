@@ -345,8 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"chainrule: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("chainrule: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        # A write interrupted says which file the output path holds now.
+        detail = f": {interrupt}" if str(interrupt) else ""
+        print(f"chainrule: interrupted{detail}", file=sys.stderr)
         return 130
 
 
