@@ -145,6 +145,10 @@ def _print_report(report: object, out: Callable[[str], None]) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    if args.check:  # refuse a check that cannot fit in memory before writing anything
+        from chainrule.limits import require_memory
+
+        require_memory(spec.sizes, 4, "the gradient check")
     if args.form == "unrolled":
         from chainrule.codegen.unrolled import generate_unrolled
 
