@@ -264,7 +264,7 @@ def lint_module(source: str) -> None:
     ...     lint_module("import os")
     ... except CodegenError as error:
     ...     print(error)
-    module: imports 'os'; a generated module may import only numpy
+    module: imports 'os'; a generated module may import only numpy and threading
     >>> lint_module("import numpy as np; W1 = np.exp(1.0)")
     """
     try:
@@ -292,7 +292,10 @@ def lint_module(source: str) -> None:
                         "a generated module may import only numpy and threading",
                     )
         elif isinstance(node, ast.ImportFrom):
-            raise _fail(f"imports from {node.module!r}", "a generated module may import only numpy")
+            raise _fail(
+                f"imports from {node.module!r}",
+                "a generated module may import only numpy and threading",
+            )
         elif isinstance(node, _FORBIDDEN_NODES):
             raise _fail(
                 f"contains a {type(node).__name__} node",
@@ -422,34 +425,8 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-class WriteInterrupted(KeyboardInterrupt):
-    """Ctrl-C reached :func:`write_file`; the message says which file the path now holds."""
-
-
-def write_file(
-    path: str | Path, data: bytes, *, force: bool = False, ours: Callable[[Path], bool]
-) -> Path:
-    """The one place chainrule writes a file: atomically, with ordinary permissions.
-
-    ``ours(path)`` says whether an existing file there was written by chainrule (by the
-    exact marker of its format); any other file is replaced only with ``force``. A
-    symbolic link at ``path`` is refused, forced or not: replacing the link would
-    leave its target stale, and writing its target would reach outside the path the
-    user named. Nothing is left behind on failure: the data goes to a temporary file
-    in the same folder, renamed over ``path`` in one step, so ``path`` holds either the
-    old file or the new one, never a part.
-
-    Raises
-    ------
-    CodegenError
-        When the path is a symbolic link, a directory or another non-regular file
-        (FIFO, socket, device), its folder is missing or not writable, or an existing
-        file there was not written by chainrule and ``force`` is false.
-    WriteInterrupted
-        On Ctrl-C (SIGINT) while writing, saying whether ``path`` holds the old file
-        (or none) or the new one.
-    """
-    path = Path(path)
+def _check_target(path: Path, force: bool, ours: Callable[[Path], bool]) -> bool:
+    """Raise :class:`CodegenError` unless ``path`` may be written; True when it exists."""
     if path.is_symlink():
         raise CodegenError(
             "output",
@@ -481,6 +458,39 @@ def write_file(
             f"folder {str(folder)!r} does not exist",
             "create it first or choose another path",
         )
+    return existed
+
+
+class WriteInterrupted(KeyboardInterrupt):
+    """Ctrl-C reached :func:`write_file`; the message says which file the path now holds."""
+
+
+def write_file(
+    path: str | Path, data: bytes, *, force: bool = False, ours: Callable[[Path], bool]
+) -> Path:
+    """The one place chainrule writes a file: atomically, with ordinary permissions.
+
+    ``ours(path)`` says whether an existing file there was written by chainrule (by the
+    exact marker of its format); any other file is replaced only with ``force``. A
+    symbolic link at ``path`` is refused, forced or not: replacing the link would
+    leave its target stale, and writing its target would reach outside the path the
+    user named. Nothing is left behind on failure: the data goes to a temporary file
+    in the same folder, renamed over ``path`` in one step, so ``path`` holds either the
+    old file or the new one, never a part.
+
+    Raises
+    ------
+    CodegenError
+        When the path is a symbolic link, a directory or another non-regular file
+        (FIFO, socket, device), its folder is missing or not writable, or an existing
+        file there was not written by chainrule and ``force`` is false.
+    WriteInterrupted
+        On Ctrl-C (SIGINT) while writing, saying whether ``path`` holds the old file
+        (or none) or the new one.
+    """
+    path = Path(path)
+    existed = _check_target(path, force, ours)
+    folder = path.parent if str(path.parent) else Path(".")
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".chainrule-", suffix=path.suffix, dir=folder)
