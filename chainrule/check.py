@@ -18,6 +18,7 @@ from types import ModuleType
 import numpy as np
 
 from chainrule.derive.errors import ChainruleError
+from chainrule.limits import require_memory
 
 ABS_TOL = 1e-8
 REL_TOL = 1e-6
@@ -98,6 +99,7 @@ def check_module(
 ) -> CheckReport:
     """Central finite differences on every entry (or ``max_entries`` random ones per
     parameter) of random parameters and data; kinks resampled up to 100 times."""
+    require_memory(module.LAYER_SIZES, batch, "the gradient check")
     rng = np.random.default_rng(seed)
     for attempt in range(100):
         params = {

@@ -199,8 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         return _run(argv)
-    except KeyboardInterrupt:
-        print("chainrule: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        # An interrupted write says which file the output path holds now.
+        detail = f": {interrupt}" if str(interrupt) else ""
+        print(f"chainrule: interrupted{detail}", file=sys.stderr)
         return 130
     except SystemExit as exc:
         if exc.code == 0:  # --help and --version: make sure their text got out

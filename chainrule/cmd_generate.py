@@ -49,6 +49,10 @@ def _check_source(source: str) -> CheckReport:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Write (or print) the module of the named network, then check it with ``--check``."""
     spec = spec_from_args(args)
+    if args.check:  # refuse a check that cannot fit in memory before writing anything
+        from chainrule.limits import require_memory
+
+        require_memory(spec.sizes, 4, "the gradient check")
     if args.form == "unrolled":
         from chainrule.codegen.unrolled import generate_unrolled
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 import types
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 from chainrule.cliargs import add_spec_arguments, count_type, seed_type, spec_from_args
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.spec import Spec
+from chainrule.limits import npz_array, require_memory
 from chainrule.outfiles import plot_format, refuse_foreign_picture, save_figure
 
 EXIT_OK = 0
@@ -91,8 +93,10 @@ def npz_dataset(path: str | Path) -> Dataset:
         raise DataError("data", f"{str(path)!r} is not a file", "give an .npz file with x and y")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
+            # Only x and y are read, each after its header (dtype, shape) is checked.
+            names = sorted(archive.files)
+            arrays = {k: npz_array(archive, k, f"data.{k}") for k in ("x", "y") if k in names}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(
             "data",
             f"cannot read {str(path)!r} as .npz ({type(exc).__name__})",
@@ -102,7 +106,7 @@ def npz_dataset(path: str | Path) -> Dataset:
     if missing:
         raise DataError(
             "data",
-            f"{str(path)!r} has no array {missing[0]!r} (it has {sorted(arrays)})",
+            f"{str(path)!r} has no array {missing[0]!r} (it has {names})",
             "save it with numpy.savez(path, x=inputs, y=labels_or_targets)",
         )
     x, y = arrays["x"], arrays["y"]
@@ -243,6 +247,8 @@ def fit(
             f"make the input {dataset.x.shape[1]} wide, e.g. --sizes "
             f"{dataset.x.shape[1]},32,{_outputs_needed(dataset, sizes[-1])}",
         )
+    examples = max(batch_size, dataset.x.shape[0])  # the accuracy runs on a whole split
+    require_memory(sizes, examples, "training", np.dtype(module.DTYPE).itemsize)
     y_all = targets(dataset, sizes[-1])
     labels = y_all[:, 0] if sizes[-1] == 1 else np.argmax(y_all, axis=1)
     train_idx, test_idx = split(dataset.x.shape[0], seed)

@@ -66,6 +66,10 @@ BUILTINS = frozenset(
         "sum",
         "tuple",
         "zip",
+        "iter",
+        "next",
+        "type",
+        "AttributeError",
         "ValueError",
         "TypeError",
         "KeyError",
@@ -101,6 +105,9 @@ NUMPY_NAMES = frozenset(
         "float64",
         "full",
         "full_like",
+        "lib.format.read_array_header_1_0",
+        "lib.format.read_array_header_2_0",
+        "lib.format.read_magic",
         "load",
         "max",
         "mean",
@@ -122,28 +129,36 @@ NUMPY_NAMES = frozenset(
         "sum",
         "take_along_axis",
         "transpose",
+        "unravel_index",
         "where",
         "zeros",
         "zeros_like",
     }
 )
 
-#: Attributes allowed on any other object: arrays, dicts, lists, generators, finfo.
+#: Attributes allowed on any other object: arrays, dicts, lists, generators, finfo, a
+#: thread-local holder (``workspaces``) and an ``.npz`` archive (``zip``, ``files``,
+#: ``open``, ``close``: load_params reads each array's header before its data).
 OBJECT_ATTRIBUTES = frozenset(
     {
         "T",
         "append",
         "astype",
+        "close",
         "copy",
         "dtype",
         "eps",
+        "files",
         "get",
         "items",
         "keys",
+        "kind",
         "min",
         "ndim",
         "normal",
+        "open",
         "permutation",
+        "pop",
         "ravel",
         "reshape",
         "shape",
@@ -153,8 +168,14 @@ OBJECT_ATTRIBUTES = frozenset(
         "tiny",
         "uniform",
         "values",
+        "workspaces",
+        "zip",
     }
 )
+
+#: Standard-library modules a generated module may import besides numpy, with the one
+#: attribute it may use: ``threading.local`` gives each thread its own work buffers.
+STDLIB_IMPORTS = {"threading": "local"}
 
 #: Statements and expressions a generated module never needs.
 _FORBIDDEN_NODES = (
@@ -218,6 +239,8 @@ def _bound_names(tree: ast.Module) -> set[str]:
             bound.add(node.arg)
         elif isinstance(node, ast.FunctionDef):
             bound.add(node.name)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
         elif isinstance(node, ast.Import):
             bound.update(alias.asname or alias.name for alias in node.names)
     return bound
@@ -226,8 +249,9 @@ def _bound_names(tree: ast.Module) -> set[str]:
 def lint_module(source: str) -> None:
     """Parse, lint and compile a generated module; raise :class:`CodegenError` on a fault.
 
-    The rules: imports only ``numpy`` (as ``np``); attribute access only to NumPy's
-    math (its ufuncs and :data:`NUMPY_NAMES`) and to :data:`OBJECT_ATTRIBUTES` of other
+    The rules: imports only ``numpy`` (as ``np``) and :data:`STDLIB_IMPORTS`; attribute
+    access only to NumPy's math (its ufuncs and :data:`NUMPY_NAMES`), to the one
+    attribute :data:`STDLIB_IMPORTS` names, and to :data:`OBJECT_ATTRIBUTES` of other
     objects, never to a dunder; every name is bound in the module or one of
     :data:`BUILTINS`, and every bound name is generator-issued (written in a template, or
     an indexed name from :mod:`chainrule.derive.naming`); no evaluators, classes, globals,
@@ -240,7 +264,7 @@ def lint_module(source: str) -> None:
     ...     lint_module("import os")
     ... except CodegenError as error:
     ...     print(error)
-    module: imports 'os'; a generated module may import only numpy
+    module: imports 'os'; a generated module may import only numpy and threading
     >>> lint_module("import numpy as np; W1 = np.exp(1.0)")
     """
     try:
@@ -261,12 +285,17 @@ def lint_module(source: str) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name != "numpy" or alias.asname not in (None, "np"):
+                plain = alias.name in STDLIB_IMPORTS and alias.asname is None
+                if not plain and (alias.name != "numpy" or alias.asname not in (None, "np")):
                     raise _fail(
-                        f"imports {alias.name!r}", "a generated module may import only numpy"
+                        f"imports {alias.name!r}",
+                        "a generated module may import only numpy and threading",
                     )
         elif isinstance(node, ast.ImportFrom):
-            raise _fail(f"imports from {node.module!r}", "a generated module may import only numpy")
+            raise _fail(
+                f"imports from {node.module!r}",
+                "a generated module may import only numpy and threading",
+            )
         elif isinstance(node, _FORBIDDEN_NODES):
             raise _fail(
                 f"contains a {type(node).__name__} node",
@@ -350,7 +379,10 @@ def _check_attribute(node: ast.Attribute, *, chained: bool) -> None:
     root, path = _dotted(node)
     if chained and isinstance(root, ast.Name) and root.id == "np":
         return
-    if isinstance(root, ast.Name) and root.id == "np":
+    if isinstance(root, ast.Name) and root.id in STDLIB_IMPORTS:
+        if path != STDLIB_IMPORTS[root.id]:
+            raise _fail(f"uses {root.id}.{path}", "a generated module may use only threading.local")
+    elif isinstance(root, ast.Name) and root.id == "np":
         if not _numpy_allowed(path):
             raise _fail(f"uses np.{path}", "a generated module may use only NumPy's math")
     elif node.attr not in OBJECT_ATTRIBUTES:
@@ -358,6 +390,20 @@ def _check_attribute(node: ast.Attribute, *, chained: bool) -> None:
             f"accesses attribute {node.attr!r}",
             "a generated module may use only array and dict attributes",
         )
+
+
+def starts_with(path: Path, marker: bytes) -> bool:
+    """True when the regular file at ``path`` begins with exactly ``marker``.
+
+    Ownership is decided by this exact marker, the one chainrule writes first in each of
+    its formats, never by the word "chainrule" somewhere near the top: a project's own
+    README begins with its name.
+    """
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(marker)) == marker
+    except OSError:
+        return False
 
 
 def is_generated(path: Path) -> bool:
@@ -379,22 +425,14 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def write_file(
-    path: str | Path, data: bytes, *, force: bool = False, ours: Callable[[Path], bool]
-) -> Path:
-    """The one place chainrule writes a file: atomically, with ordinary permissions.
-
-    ``ours(path)`` says whether an existing file there was written by chainrule; any
-    other file is replaced only with ``force``. Nothing is left behind on failure.
-
-    Raises
-    ------
-    CodegenError
-        When the path is a directory or another non-regular file (FIFO, socket,
-        device), its folder is missing or not writable, or an existing file there was
-        not written by chainrule and ``force`` is false.
-    """
-    path = Path(path)
+def _check_target(path: Path, force: bool, ours: Callable[[Path], bool]) -> bool:
+    """Raise :class:`CodegenError` unless ``path`` may be written; True when it exists."""
+    if path.is_symlink():
+        raise CodegenError(
+            "output",
+            f"{str(path)!r} is a symbolic link",
+            "chainrule does not write through links: give the real file's path",
+        )
     if path.is_dir():
         raise CodegenError(
             "output", f"{str(path)!r} is a directory", "give a file name such as network.py"
@@ -406,7 +444,8 @@ def write_file(
             f"{str(path)!r} is not a regular file",
             "give the path of a regular file, or a new name",
         )
-    if path.exists() and not force and not ours(path):
+    existed = path.exists()
+    if existed and not force and not ours(path):
         raise CodegenError(
             "output",
             f"{str(path)!r} exists and was not generated by chainrule",
@@ -419,25 +458,68 @@ def write_file(
             f"folder {str(folder)!r} does not exist",
             "create it first or choose another path",
         )
+    return existed
+
+
+class WriteInterrupted(KeyboardInterrupt):
+    """Ctrl-C reached :func:`write_file`; the message says which file the path now holds."""
+
+
+def write_file(
+    path: str | Path, data: bytes, *, force: bool = False, ours: Callable[[Path], bool]
+) -> Path:
+    """The one place chainrule writes a file: atomically, with ordinary permissions.
+
+    ``ours(path)`` says whether an existing file there was written by chainrule (by the
+    exact marker of its format); any other file is replaced only with ``force``. A
+    symbolic link at ``path`` is refused, forced or not: replacing the link would
+    leave its target stale, and writing its target would reach outside the path the
+    user named. Nothing is left behind on failure: the data goes to a temporary file
+    in the same folder, renamed over ``path`` in one step, so ``path`` holds either the
+    old file or the new one, never a part.
+
+    Raises
+    ------
+    CodegenError
+        When the path is a symbolic link, a directory or another non-regular file
+        (FIFO, socket, device), its folder is missing or not writable, or an existing
+        file there was not written by chainrule and ``force`` is false.
+    WriteInterrupted
+        On Ctrl-C (SIGINT) while writing, saying whether ``path`` holds the old file
+        (or none) or the new one.
+    """
+    path = Path(path)
+    existed = _check_target(path, force, ours)
+    folder = path.parent if str(path.parent) else Path(".")
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".chainrule-", suffix=path.suffix, dir=folder)
-    except OSError:
-        raise CodegenError(
-            "output", f"cannot write in {str(folder)!r}", "choose a writable folder"
-        ) from None
-    try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         # mkstemp makes the file private (0600); give it the mode a plain write would.
         os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except OSError:
+        if tmp is None:
+            raise CodegenError(
+                "output", f"cannot write in {str(folder)!r}", "choose a writable folder"
+            ) from None
         Path(tmp).unlink(missing_ok=True)
         raise CodegenError(
             "output", f"cannot write {str(path)!r}", "choose a writable path"
         ) from None
+    except KeyboardInterrupt:
+        # The rename is atomic: the temporary file is still there exactly when it has
+        # not happened, whenever between two steps the signal came.
+        if tmp is None or os.path.exists(tmp):
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            kept = "the old file is unchanged" if existed else "no file was written"
+            raise WriteInterrupted(f"{path}: {kept}") from None
+        raise WriteInterrupted(f"{path}: the new file is complete") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
 

@@ -185,6 +185,11 @@ def _context(program: Program) -> dict:
         "input_shape": _shape(spec, "n0", "m"),
         "batch_size_code": f"x.shape[{examples_axis}]",
         "examples_axis": examples_axis,
+        # The argument checks of the entry points (_check_batch).
+        "features_axis": 1 - examples_axis,
+        "n_inputs": sizes[0],
+        "x_shape": _shape(spec, sizes[0], "m"),
+        "y_shape": _shape(spec, sizes[-1], "m"),
         "take_x": take.format("x"),
         "take_y": take.format("y"),
     }

@@ -13,6 +13,8 @@ Shapes (columns layout; m is the number of examples in a batch):
     W2: (3, 5)
 """
 
+import threading
+
 import numpy as np
 
 NAME = "two-layer-nobias"
@@ -46,8 +48,10 @@ FORWARD_VALUES = ("z1", "a1", "z2", "a2")
 KINK_LAYERS = ()
 
 _DT = np.float64
-#: Work buffers of loss_and_grad, one set per (batch size, dtype): see _workspace.
-_WORKSPACES = {}
+#: Each thread's work buffers: see _workspace.
+_PER_THREAD = threading.local()
+#: How many sets of work buffers (batch size, dtype) a thread keeps: the most recently used.
+_KEPT_WORKSPACES = 4
 
 
 @np.errstate(over="ignore", under="ignore")
@@ -63,6 +67,44 @@ def _sigmoid(z, out=None):
     np.exp(out, out=out)
     out += 1
     return np.divide(1, out, out=out)
+
+
+def _refuse(name, value, expected, kind):
+    """The ValueError for an argument that is not a ``kind`` array of shape ``expected``."""
+    if isinstance(value, np.ndarray):
+        got = f"shape {value.shape}, dtype {value.dtype}"
+    else:
+        got = f"{type(value)}"
+    return ValueError(f"{name}: expected a {kind} array of shape {expected}; got {got}")
+
+
+def _check_batch(params, x, y=None):
+    """Raise ValueError unless ``params``, ``x`` (and ``y``) fit this network.
+
+    NumPy would broadcast many wrong shapes into a wrong result without a word, so every
+    entry point calls this first: each parameter is a floating array of its
+    ``PARAM_SHAPES`` shape, x a real (4, m) array with m >= 1, and y a real
+    (3, m) array with the same m. It costs a few attribute compares per call.
+    """
+    for key, shape in PARAM_SHAPES.items():
+        value = params.get(key)
+        floating = isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        if not (floating and value.shape == shape):
+            raise _refuse(f"params[{key!r}]", value, shape, "floating")
+    if not (
+        isinstance(x, np.ndarray)
+        and x.ndim == 2
+        and x.shape[0] == 4
+        and x.shape[1] > 0
+        and x.dtype.kind in "iuf"
+    ):
+        raise _refuse("x", x, "(4, m) with m >= 1", "real")
+    if y is not None:
+        m = x.shape[1]
+        expected = (3, m)
+        real = isinstance(y, np.ndarray) and y.dtype.kind in "iuf"
+        if not (real and y.shape == expected):
+            raise _refuse("y", y, expected, "real")
 
 
 def init_params(seed=0):
@@ -96,15 +138,24 @@ def _new_workspace(m, dtype):
 
 
 def _workspace(m, dtype):
-    """The work buffers for batch size m and ``dtype``: made on first use, then reused.
+    """The calling thread's work buffers for batch size m and ``dtype``, reused.
 
-    Only loss_and_grad, loss and sgd_step use them, and none returns a buffer, so no
-    array a caller holds is ever overwritten. Calls from several threads at once with
-    the same batch size would share buffers: give each thread its own module copy.
+    Each thread has its own sets (threading.local), so concurrent calls never share a
+    buffer, and keeps only the _KEPT_WORKSPACES most recently used ones, so that memory
+    stays bounded whatever batch sizes come. Only loss_and_grad, loss and sgd_step use
+    them, and none returns a buffer, so no array a caller holds is ever overwritten.
     """
-    ws = _WORKSPACES.get((m, dtype))
+    try:
+        cache = _PER_THREAD.workspaces
+    except AttributeError:
+        cache = _PER_THREAD.workspaces = {}
+    key = (m, dtype)
+    ws = cache.pop(key, None)
     if ws is None:
-        ws = _WORKSPACES[(m, dtype)] = _new_workspace(m, dtype)
+        ws = _new_workspace(m, dtype)
+        if len(cache) >= _KEPT_WORKSPACES:
+            cache.pop(next(iter(cache)))  # the least recently used set
+    cache[key] = ws  # a dict keeps insertion order: the last is the most recent
     return ws
 
 
@@ -134,12 +185,14 @@ def _forward(params, x, ws=None):
 @np.errstate(under="ignore")
 def forward(params, x):
     """Network output a^L ((n2, m)) for inputs x ((n0, m))."""
+    _check_batch(params, x)
     return _forward(params, x)[-1]
 
 
 @np.errstate(under="ignore")
 def loss(params, x, y):
     """Batch cost: the mean over the m examples of the per-example cost."""
+    _check_batch(params, x, y)
     m = x.shape[1]
     _, _, _, a2 = _forward(params, x, _workspace(m, params["W1"].dtype))
     # cost: C = (1/m) sum over examples and units of (a2 - y)**2/2
@@ -160,6 +213,13 @@ def loss_and_grad(params, x, y, out=None):
     BLAS pays for dearly when it writes into freshly mapped memory. ``out`` must not
     share memory with ``params``, ``x`` or ``y``.
     """
+    _check_batch(params, x, y)
+    return _loss_and_grad(params, x, y, out)
+
+
+@np.errstate(under="ignore")
+def _loss_and_grad(params, x, y, out):
+    """loss_and_grad without the argument checks."""
     W2 = params["W2"]
     if out is None:
         out = new_gradient(params["W1"].dtype)
@@ -197,9 +257,10 @@ def new_gradient(dtype=_DT):
 @np.errstate(under="ignore")
 def sgd_step(params, x, y, lr):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
+    _check_batch(params, x, y)
     ws = _workspace(x.shape[1], params["W1"].dtype)
     # The work buffers hold a gradient array per parameter name: the gradient goes there.
-    cost, grads = loss_and_grad(params, x, y, out=ws)
+    cost, grads = _loss_and_grad(params, x, y, ws)
     for key, grad in grads.items():
         grad *= lr  # sgd_step's own arrays: scale them in place
         params[key] -= grad
@@ -211,6 +272,9 @@ def train(params, x, y, *, epochs, batch_size, lr, seed=0):
 
     Returns the list of per-epoch costs (the example-weighted mean of batch costs).
     """
+    _check_batch(params, x, y)
+    if not (isinstance(batch_size, int) and batch_size > 0):
+        raise ValueError(f"batch_size: expected a positive int; got {batch_size!r}")
     rng = np.random.default_rng(seed)
     n = x.shape[1]
     history = []
@@ -226,17 +290,45 @@ def train(params, x, y, *, epochs, batch_size, lr, seed=0):
     return history
 
 
+def _require_finite(what, value):
+    """Raise ValueError naming the first entry of ``value`` that is NaN or infinite."""
+    bad = ~np.isfinite(value)
+    if np.any(bad):
+        index = np.unravel_index(np.argmax(bad), bad.shape)
+        entry = [int(i) for i in index]
+        raise ValueError(f"check_gradient: {what}{entry} is {value[index]}")
+
+
 def check_gradient(params, x, y):
     """Worst relative error of ``loss_and_grad`` against central finite differences.
 
     Steps h_i = cbrt(eps) * max(1, |theta_i|) in float64; the error of entry i is
     |g_i - n_i| / (|n_i| + 0.01 * max(1, |loss|)), so a value <= 1e-6 means
     |g - n| <= 1e-8 * max(1, |loss|) + 1e-6 * |n| everywhere.
+
+    Raises
+    ------
+    ValueError
+        When an input, a parameter, the loss, an entry of the gradient or a numeric
+        estimate is NaN or infinite (a comparison with NaN would pass): the message
+        names which one, and its entry.
     """
+    params = {key: np.asarray(value) for key, value in params.items()}
+    x = np.asarray(x)
+    y = np.asarray(y)
+    _check_batch(params, x, y)
     params = {key: np.array(value, dtype=np.float64) for key, value in params.items()}
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    x = x.astype(np.float64)
+    y = y.astype(np.float64)
+    _require_finite("x", x)
+    _require_finite("y", y)
+    for key, value in params.items():
+        _require_finite(key, value)
     cost, grads = loss_and_grad(params, x, y)
+    if not np.isfinite(cost):
+        raise ValueError(f"check_gradient: the loss is {cost}")
+    for key, grad in grads.items():
+        _require_finite(f"the gradient dC/d{key}", grad)
     scale = 0.01 * max(1.0, abs(cost))
     step = np.cbrt(np.finfo(np.float64).eps)
     worst = 0.0
@@ -252,6 +344,12 @@ def check_gradient(params, x, y):
             down = loss(params, x, y)
             flat[i] = old
             numeric = (up - down) / (2 * h)
+            if not np.isfinite(numeric):
+                entry = [int(j) for j in np.unravel_index(i, value.shape)]
+                raise ValueError(
+                    f"check_gradient: the numeric estimate of dC/d{key}{entry} is {numeric} "
+                    f"(loss {up} at +h, {down} at -h)"
+                )
             worst = max(worst, abs(grad[i] - numeric) / (abs(numeric) + scale))
     return worst
 
@@ -271,19 +369,58 @@ def save_params(path, params):
     np.savez(path, **{key: np.asarray(value) for key, value in params.items()})
 
 
+def _array_header(archive, key):
+    """(shape, dtype) of array ``key`` in an open ``.npz`` archive, from its header alone."""
+    member = archive.zip.open(key + ".npy")
+    try:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    finally:
+        member.close()
+    return shape, dtype
+
+
 def load_params(path):
     """Parameters saved by ``save_params``, checked against this network's keys and shapes.
 
     Returns a dict like ``init_params`` gives, in this module's dtype. The archive is
-    read with ``allow_pickle=False``: it holds plain arrays and nothing else.
+    read with ``allow_pickle=False``: it holds plain arrays and nothing else. Each
+    array's header (shape and dtype) is checked before its data is read, so a file
+    claiming a huge array costs nothing, and no array but the parameters is read.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` is not a ``.npz`` archive (e.g. a ``.npy`` file), its keys are not
+        ``PARAM_SHAPES``'s, or an array is not a real number array (object, string,
+        complex, structured) of its parameter's shape.
     """
-    archive = np.load(path, allow_pickle=False)
-    params = {key: np.array(archive[key], dtype=_DT) for key in archive}
-    if sorted(params) != sorted(PARAM_SHAPES):
-        keys = sorted(params)
-        raise ValueError(f"{path}: keys {keys}, expected {sorted(PARAM_SHAPES)}")
-    for key, shape in PARAM_SHAPES.items():
-        found = params[key].shape
-        if found != shape:
-            raise ValueError(f"{path}: {key} has shape {found}, expected {shape}")
-    return {key: params[key] for key in PARAM_SHAPES}
+    try:
+        archive = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"{path}: not a .npz archive of arrays ({error})") from None
+    # np.load gives an array for a .npy file
+    one_array = isinstance(archive, np.ndarray)
+    if one_array:
+        raise ValueError(f"{path}: a .npy file; save_params writes a .npz archive")
+    try:
+        keys = sorted(archive.files)
+        if keys != sorted(PARAM_SHAPES):
+            raise ValueError(f"{path}: keys {keys}, expected {sorted(PARAM_SHAPES)}")
+        params = {}
+        for key, shape in PARAM_SHAPES.items():
+            try:
+                found, dtype = _array_header(archive, key)
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"{path}: {key}: {error}") from None
+            if dtype.kind not in "iuf":
+                raise ValueError(f"{path}: {key} has dtype {dtype}, not real numbers")
+            if found != shape:
+                raise ValueError(f"{path}: {key} has shape {found}, expected {shape}")
+            params[key] = np.array(archive[key], dtype=_DT)
+    finally:
+        archive.close()
+    return params
