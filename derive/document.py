@@ -442,6 +442,12 @@ def _plain(latex: str) -> str:
     return latex.replace("\\left(", "(").replace("\\right)", ")").replace(" ", "")
 
 
+def _same_text(latex: str) -> str:
+    """The printed form of ``latex`` with spacing dropped: two LaTeX spellings of one
+    formula (``\\tanh`` and ``\\operatorname{tanh}``) compare equal, so no ``x = x`` is shown."""
+    return to_unicode(latex).replace(" ", "")
+
+
 def _color(body: str) -> str:
     return f"\\textcolor{{{SHARED_COLOR}}}{{{body}}}"
 
@@ -622,7 +628,7 @@ class _Builder:
         sides: list[sp.Expr] = [w1.act(layer, z)[0, 0]]
         for form in (forward, closed):
             text = _tex(form, names)
-            if _plain(text) not in [_plain(p) for p in parts]:
+            if _same_text(text) not in [_same_text(p) for p in parts]:
                 parts.append(text)
                 sides.append(form.subs(Z, z[0, 0]))
         if len(sides) == 1:
@@ -1048,7 +1054,7 @@ class _Builder:
             intro += " ($\\odot$ is the elementwise product)"
         intro += "."
         if d.assumptions:
-            intro += " The output error assumes each target sums to one ($\\\\sum_j y_j = 1$)."
+            intro += " The output error assumes each target sums to one ($\\sum_j y_j = 1$)."
         return Section("Summary: BP1 to BP4", intro, tuple(steps))
 
     def scalar_pair(self, upper: int, lower: int) -> bool:

@@ -245,3 +245,41 @@ def test_deep_networks_render_quickly() -> None:
     spec = Spec.from_sizes([4] * 40 + [2], ["relu"] * 39 + ["softmax"], "cross-entropy")
     doc = derivation(spec, "3b1b")
     assert len(doc) > 600 and "\\end{document}" in doc.to_latex()
+
+
+#: Layers whose activation is not the logistic function, and a softmax output.
+READS_TRUE = {
+    "swish": Spec.from_sizes([2, 2, 1], ["x*sigmoid(x)", "sigmoid"], "quadratic"),
+    "softplus": Spec.from_sizes([2, 2, 1], ["softplus", "sigmoid"], "quadratic"),
+    "softmax-ce": Spec.from_sizes([2, 2, 2], ["tanh", "softmax"], "cross-entropy"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(READS_TRUE))
+def test_sigma_is_only_the_logistic_function(name: str) -> None:
+    doc = derivation(READS_TRUE[name])
+    text = doc.to_text()
+    # The hidden layer is not a sigmoid: its activation is never written sigma.
+    assert "σ(z¹ⱼ) = z¹ⱼ σ(z¹ⱼ)" not in text and "σ'(z¹ⱼ) = σ(z¹ⱼ)" not in text
+    assert "σ'(z¹" not in text and "= σ(z¹ⱼ) =" not in text
+    for output in (text, doc.to_markdown(), doc.to_latex()):
+        assert "\\sigma'(z^{1}" not in output
+    if name == "swish":
+        assert "a¹ⱼ = f(z¹ⱼ) = z¹ⱼ σ(z¹ⱼ)" in text
+        assert "f'(z¹ⱼ) = - z¹ⱼ (σ(z¹ⱼ) - 1) σ(z¹ⱼ) + σ(z¹ⱼ)" in text
+    if name == "softplus":
+        assert "softplus'(z¹ⱼ) = σ(z¹ⱼ)" in text
+        assert "\\operatorname{softplus}'(z^{1}_{j}) = \\sigma\\left(z^{1}_{j}\\right)" in (
+            doc.to_latex()
+        )
+    if name == "softmax-ce":
+        assert "a¹ⱼ = tanh(z¹ⱼ) = (e^(z¹ⱼ)" in text  # no tanh(z) = tanh(z)
+
+
+def test_sum_to_one_assumption_reads_as_one_sentence() -> None:
+    doc = derivation(READS_TRUE["softmax-ce"])
+    assert "(Σⱼ yⱼ = 1)." in doc.to_text()
+    assert "($\\sum_j y_j = 1$)." in doc.to_latex()
+    assert "($\\sum_j y_j = 1$)." in doc.to_markdown()
+    for output in (doc.to_text(), doc.to_latex(), doc.to_markdown()):
+        assert "\\\\sum" not in output and "(\n" not in output
