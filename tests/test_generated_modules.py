@@ -331,21 +331,12 @@ def _ruff(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_generated_files_pass_ruff_check_and_format_in_isolation(module_files):
-    names = [str(p) for p in module_files if "mish" not in p.name]
+    # mish's derivative repeats tanh(softplus(z)): computed once into a temporary, its
+    # statements fit ruff's line length too.
+    names = [str(p) for p in module_files]
     done = _ruff("check", "--isolated", *names)
     assert done.returncode == 0, done.stdout
     done = _ruff("format", "--isolated", "--check", *names)
-    assert done.returncode == 0, done.stdout
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a statement longer than ruff's line length is not wrapped the way ruff wraps it",
-)
-def test_long_statement_of_a_custom_activation_passes_ruff_format(module_files):
-    (mish,) = [str(p) for p in module_files if "mish" in p.name]
-    assert _ruff("check", "--isolated", mish).returncode == 0
-    done = _ruff("format", "--isolated", "--check", mish)
     assert done.returncode == 0, done.stdout
 
 
