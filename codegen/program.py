@@ -22,8 +22,8 @@ from chainrule.codegen.printer import (
     print_expr,
     print_in_place,
 )
-from chainrule.derive import naming
-from chainrule.derive.batch import BatchStatement, batch_program, plain
+from chainrule.derive import batch, naming
+from chainrule.derive.batch import BatchStatement, plain
 from chainrule.derive.layers import NetworkDerivation
 from chainrule.derive.spec import Spec
 
@@ -286,7 +286,7 @@ def build_program(derivation: NetworkDerivation) -> Program:
     """Give the mini-batch program of ``derivation`` its code: forward, cost, backward."""
     builder = _ModuleProgramBuilder(derivation)
     parts: dict[str, list[Statement]] = {"forward": [], "cost": [], "backward": []}
-    for s in batch_program(derivation):
+    for s in batch.batch_program(derivation):
         part = s.label if s.label in ("forward", "cost") else "backward"
         parts[part].extend(builder.code(s))
     spec = derivation.spec
