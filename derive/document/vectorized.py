@@ -73,8 +73,9 @@ class VectorizedSection(SectionWriterBase):
             f"The same equations over a mini-batch of m examples, one per {per} (the layer "
             "errors of the examples side by side; the cost is the mean over the batch). These "
             "are the statements of the generated NumPy module, in its order and with its "
-            "labels; each is run on a batch of two examples and compared with diff of the "
-            "batch cost."
+            "labels. SymPy runs each on a symbolic batch of two examples and compares the "
+            "result with the forward definitions or with diff of the batch cost (a sum over "
+            "units through the output error it feeds)."
         )
         return Section("Vectorized over a mini-batch", intro, steps)
 
