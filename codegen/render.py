@@ -18,6 +18,7 @@ import jinja2
 import sympy as sp
 from chainrule.codegen.program import Program, Statement, build_program
 from chainrule.codegen.pyformat import format_expr
+from chainrule.derive import naming
 from chainrule.derive.layers import derive_network
 from chainrule.derive.spec import Spec, preset_names
 
@@ -105,27 +106,36 @@ def _shape(spec: Spec, rows: int | str, cols: int | str) -> str:
     return f"({cols}, {rows})" if spec.layout == "rows" else f"({rows}, {cols})"
 
 
-def _context(program: Program) -> dict:
-    spec = program.spec
+def _parameter_lines(spec: Spec) -> tuple[list[str], list[dict[str, str]]]:
+    """The parameters' shapes (``W1: (30, 784)``) and init_params' entries, layer by layer."""
     sizes = spec.sizes
-    rows = spec.layout == "rows"
-    shape_lines = [f"x: {_shape(spec, sizes[0], 'm')}, y and a^L: {_shape(spec, sizes[-1], 'm')}"]
     param_shape_lines = []
     init_lines = []
     for index, layer in enumerate(spec.layers, start=1):
         w_shape = _shape(spec, sizes[index], sizes[index - 1])
-        param_shape_lines.append(f"W{index}: {w_shape}")
+        param_shape_lines.append(f"{naming.weight(index)}: {w_shape}")
         init_lines.append(
             {
-                "key": json.dumps(f"W{index}"),
+                "key": json.dumps(naming.weight(index)),
                 "shape": w_shape,
                 "scale": repr(1 / float(sizes[index - 1]) ** 0.5),
             }
         )
         if layer.bias:
             b_shape = _shape(spec, sizes[index], 1)
-            param_shape_lines.append(f"b{index}: {b_shape}")
-            init_lines.append({"key": json.dumps(f"b{index}"), "shape": b_shape, "scale": "0.1"})
+            param_shape_lines.append(f"{naming.bias(index)}: {b_shape}")
+            init_lines.append(
+                {"key": json.dumps(naming.bias(index)), "shape": b_shape, "scale": "0.1"}
+            )
+    return param_shape_lines, init_lines
+
+
+def _context(program: Program) -> dict:
+    spec = program.spec
+    sizes = spec.sizes
+    rows = spec.layout == "rows"
+    param_shape_lines, init_lines = _parameter_lines(spec)
+    shape_lines = [f"x: {_shape(spec, sizes[0], 'm')}, y and a^L: {_shape(spec, sizes[-1], 'm')}"]
     shape_lines.extend(param_shape_lines)
     if spec.source == f"preset {spec.name}" and spec.name in preset_names():
         how = f"chainrule generate --preset {spec.name} -o FILE (or: chainrule regenerate)"

@@ -19,12 +19,15 @@ is refused.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sympy as sp
 from chainrule.codegen.printer import ChainrulePrinter
 from chainrule.codegen.program import build_program
 from chainrule.codegen.pyformat import format_expr
 from chainrule.codegen.render import _ENV, MARKER, _context, py_literal
 from chainrule.derive import naming
+from chainrule.derive.batch import function_name, plain
 from chainrule.derive.errors import CodegenError
 from chainrule.derive.layers import LOG1MP, LOGP, A, Y, Z, derive_network
 from chainrule.derive.opcount import program_ops
@@ -198,12 +201,28 @@ def _grad_dict(g: Gradients) -> list[dict[str, str]]:
     return out
 
 
+def _forward_comment(spec: Spec, statement: Any) -> str:
+    """``forward: a^1_0 = relu(z1_0) = (z1_0 if mask1_0 else 0)``: the function's name, as
+    the mini-batch program gives it, then the scalar expression, with no raw SymPy."""
+    shown = plain(statement.expr)
+    base, _, unit = statement.target.name.rpartition("_")
+    try:
+        kind, layer = naming.parse(base)
+    except ValueError:
+        kind, layer = "", None
+    if kind == "activation" and layer is not None and derive_network(spec).activations[layer - 1]:
+        call = (
+            f"{function_name(derive_network(spec), layer)}({naming.weighted_input(layer)}_{unit})"
+        )
+        if call != shown:
+            shown = f"{call} = {shown}"
+    return f"forward: {statement.note} = {shown}"
+
+
 def _forward_section(spec: Spec, helpers: set[str]) -> tuple[list[dict], list[str], list[dict]]:
     """Forward statements, FORWARD_VALUES and the stacking of per-unit values."""
     statements = [s for s in forward_program(spec) if s.label == "forward"]
-    lines = [
-        _line(s.target.name, s.expr, f"forward: {s.note} = {s.expr}", helpers) for s in statements
-    ]
+    lines = [_line(s.target.name, s.expr, _forward_comment(spec, s), helpers) for s in statements]
     cache = []
     stacks = []
     axis = 1 if spec.layout == "rows" else 0

@@ -160,3 +160,55 @@ INPUT = "x"
 TARGET = "y"
 BATCH = "m"
 COST = "C"
+
+
+#: Per-layer identifier prefixes and the quantity each names, longest prefix first so
+#: that ``log1ma2`` is not read as ``a``-something.
+_KINDS: tuple[tuple[str, str], ...] = (
+    ("dC_dW", "weight_gradient"),
+    ("dC_db", "bias_gradient"),
+    ("log1ma", "log_complement"),
+    ("logp", "log_output"),
+    ("delta", "delta"),
+    ("rest", "other_units"),
+    ("mask", "mask"),
+    ("sp", "sigma_prime"),
+    ("W", "weight"),
+    ("b", "bias"),
+    ("z", "weighted_input"),
+    ("a", "activation"),
+    ("s", "unit_sum"),
+)
+
+
+def parse(name: str) -> tuple[str, int | None]:
+    """The quantity an identifier issued here names, and its layer (None when it has none).
+
+    Examples
+    --------
+    >>> parse("log1ma2"), parse("dC_dW3"), parse("delta1"), parse("C")
+    (('log_complement', 2), ('weight_gradient', 3), ('delta', 1), ('cost', None))
+    """
+    fixed = {COST: "cost", INPUT: "input", TARGET: "target", BATCH: "batch"}
+    if name in fixed:
+        return fixed[name], None
+    for prefix, kind in _KINDS:
+        rest = name[len(prefix) :]
+        if name.startswith(prefix) and rest.isdigit():
+            return kind, int(rest)
+    if name.startswith(TEMP_PREFIX) and name[len(TEMP_PREFIX) :].isdigit():
+        return "temporary", None
+    raise ValueError(f"{name!r} is not a per-layer identifier issued by chainrule.derive.naming")
+
+
+def kind(name: str) -> str:
+    """The quantity an identifier names, e.g. ``delta`` for ``delta2``."""
+    return parse(name)[0]
+
+
+def layer_of(name: str) -> int:
+    """The layer of a per-layer identifier, e.g. 2 for ``log1ma2``."""
+    layer = parse(name)[1]
+    if layer is None:
+        raise ValueError(f"{name!r} belongs to no layer")
+    return layer

@@ -157,12 +157,26 @@ class Notation:
         return self._base(letter, layer, self._idx(layer, index))
 
     def act_letter(self, layer: int | str) -> str:
-        """The function letter of a layer's activation: sigma, or R for ReLU (cheatsheet)."""
+        """The function symbol of a layer's activation.
+
+        sigma only when the activation is the logistic function, so that sigma is never
+        read as the logistic function where it is not; otherwise the table name (R for
+        ReLU in the cheatsheet), or f for an activation given as an expression. A generic
+        layer (a string such as ``"l"``) is sigma only when every layer with an
+        activation is a sigmoid.
+        """
         if isinstance(layer, str):
+            names = {ly.activation for ly in self.spec.layers if ly.activation != "softmax"}
+            return "\\sigma" if names <= {"sigmoid"} else "f"
+        spec_layer = self.spec.layers[layer - 1]
+        name = spec_layer.activation
+        if name == "sigmoid":
             return "\\sigma"
-        if self.name == "cheatsheet" and self.spec.layers[layer - 1].activation == "relu":
+        if self.name == "cheatsheet" and name == "relu":
             return "R"
-        return "\\sigma"
+        if spec_layer.is_custom:
+            return "f"
+        return f"\\operatorname{{{name}}}"
 
     def sprime(self, layer: int | str, index: str | None = None) -> str:
         """sigma'(z^l): the derivative of the layer's activation at its weighted input."""

@@ -117,8 +117,8 @@ def _new_workspace(m, dtype):
         "a2": np.zeros((m, 1), dtype),
         "delta2": np.zeros((m, 1), dtype),
         "W2": np.zeros((1, 1), dtype),
-        "delta1": np.zeros((m, 1), dtype),
         "sp1": np.zeros((m, 1), bool),
+        "delta1": np.zeros((m, 1), dtype),
         "W1": np.zeros((1, 1), dtype),
     }
 
@@ -155,15 +155,15 @@ def _forward(params, x, ws=None):
     W2 = params["W2"]
     if ws is None:
         ws = _new_workspace(x.shape[0], W1.dtype)
-    # forward: a^0 = x, the input (shape (m, n0))
+    # forward: a0 = x
     a0 = x
-    # forward: z^1 = a0 W^1
+    # forward: z1 = a0 W1
     z1 = np.matmul(a0, W1, out=ws["z1"])
-    # forward: a^1 = relu(z^1) = Piecewise((z1, z1 > 0), (0, True))
+    # forward: a1 = relu(z1) = (z1 if z1 > 0 else 0)
     a1 = np.maximum(z1, ws["zeros1"], out=ws["a1"])
-    # forward: z^2 = a1 W^2
+    # forward: z2 = a1 W2
     z2 = np.matmul(a1, W2, out=ws["z2"])
-    # forward: a^2 = relu(z^2) = Piecewise((z2, z2 > 0), (0, True))
+    # forward: a2 = relu(z2) = (z2 if z2 > 0 else 0)
     a2 = np.maximum(z2, ws["zeros1"], out=ws["a2"])
     return z1, a1, z2, a2
 
@@ -215,18 +215,16 @@ def _loss_and_grad(params, x, y, out):
     a0 = x
     # cost: C = (1/m) sum over examples and units of (a2 - y)**2/2
     C = np.sum(1 / 2 * (a2 - y) ** 2) / m
-    # BP1: delta^2 = dC/da^2 * sigma'(z^2) = (a2 - y) * sigma'(z^2) = (a2 - y)*Piecewise((1, z2
-    # > 0), (0, True)); stored divided by m (the cost's mean), so no gradient divides again
+    # BP1: delta2 = (a2 - y) * relu'(z2) = (a2 - y)*(1 if z2 > 0 else 0), over m (C is a mean)
     delta2 = np.divide((a2 - y) * np.where(z2 > 0, _DT(1), _DT(0)), m, out=ws["delta2"])
-    # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T (the 1/m is already in delta^2)
+    # BP4: dC/dW2 = (1/m) a1^T delta2 (delta2 holds the 1/m)
     dC_dW2 = np.matmul(a1.T, delta2, out=out["W2"])
-    # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)): the indicator of z1 > 0, kept as a
-    # boolean mask
+    # BP2: sp1 = relu'(z1) = (1 if z1 > 0 else 0): the boolean mask z1 > 0
     sp1 = np.greater(z1, 0, out=ws["sp1"])
-    # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^2)
+    # BP2: delta1 = (delta2 W2^T) * sp1
     delta1 = np.matmul(delta2, W2.T, out=ws["delta1"])
     delta1 *= sp1
-    # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T (the 1/m is already in delta^1)
+    # BP4: dC/dW1 = (1/m) a0^T delta1 (delta1 holds the 1/m)
     dC_dW1 = np.matmul(a0.T, delta1, out=out["W1"])
     grads = {
         "W1": dC_dW1,

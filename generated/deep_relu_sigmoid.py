@@ -166,16 +166,16 @@ def _new_workspace(m, dtype):
         "W4": np.zeros((1, 8), dtype),
         "b4": np.zeros((1, 1), dtype),
         "ones": np.ones((m, 1), dtype),
-        "delta3": np.zeros((8, m), dtype),
         "sp3": np.zeros((8, m), bool),
+        "delta3": np.zeros((8, m), dtype),
         "W3": np.zeros((8, 8), dtype),
         "b3": np.zeros((8, 1), dtype),
-        "delta2": np.zeros((8, m), dtype),
         "sp2": np.zeros((8, m), bool),
+        "delta2": np.zeros((8, m), dtype),
         "W2": np.zeros((8, 8), dtype),
         "b2": np.zeros((8, 1), dtype),
-        "delta1": np.zeros((8, m), dtype),
         "sp1": np.zeros((8, m), bool),
+        "delta1": np.zeros((8, m), dtype),
         "W1": np.zeros((8, 12), dtype),
         "b1": np.zeros((8, 1), dtype),
     }
@@ -219,27 +219,27 @@ def _forward(params, x, ws=None):
     b4 = params["b4"]
     if ws is None:
         ws = _new_workspace(x.shape[1], W1.dtype)
-    # forward: a^0 = x, the input (shape (n0, m))
+    # forward: a0 = x
     a0 = x
-    # forward: z^1 = W^1 a0 + b^1
+    # forward: z1 = W1 a0 + b1
     z1 = np.matmul(W1, a0, out=ws["z1"])
     z1 += b1
-    # forward: a^1 = relu(z^1) = Piecewise((z1, z1 > 0), (0, True))
+    # forward: a1 = relu(z1) = (z1 if z1 > 0 else 0)
     a1 = np.maximum(z1, ws["zeros8"], out=ws["a1"])
-    # forward: z^2 = W^2 a1 + b^2
+    # forward: z2 = W2 a1 + b2
     z2 = np.matmul(W2, a1, out=ws["z2"])
     z2 += b2
-    # forward: a^2 = relu(z^2) = Piecewise((z2, z2 > 0), (0, True))
+    # forward: a2 = relu(z2) = (z2 if z2 > 0 else 0)
     a2 = np.maximum(z2, ws["zeros8"], out=ws["a2"])
-    # forward: z^3 = W^3 a2 + b^3
+    # forward: z3 = W3 a2 + b3
     z3 = np.matmul(W3, a2, out=ws["z3"])
     z3 += b3
-    # forward: a^3 = relu(z^3) = Piecewise((z3, z3 > 0), (0, True))
+    # forward: a3 = relu(z3) = (z3 if z3 > 0 else 0)
     a3 = np.maximum(z3, ws["zeros8"], out=ws["a3"])
-    # forward: z^4 = W^4 a3 + b^4
+    # forward: z4 = W4 a3 + b4
     z4 = np.matmul(W4, a3, out=ws["z4"])
     z4 += b4
-    # forward: a^4 = sigmoid(z^4) = sigmoid(z4)
+    # forward: a4 = sigmoid(z4)
     a4 = _sigmoid(z4, out=ws["a4"])
     return z1, a1, z2, a2, z3, a3, z4, a4
 
@@ -293,46 +293,38 @@ def _loss_and_grad(params, x, y, out):
     a0 = x
     # cost: C = (1/m) sum over examples and units of -y*z4 + softplus(z4)
     C = np.sum(-y * z4 + np.logaddexp(0, z4)) / m
-    # BP1: delta^4 = dC/da^4 * sigma'(z^4) = ((-a4 + y)/(a4*(a4 - 1))) * sigma'(z^4) = a4 - y;
-    # stored divided by m (the cost's mean), so no gradient divides again
+    # BP1: delta4 = ((-a4 + y)/(a4*(a4 - 1))) * sigmoid'(z4) = a4 - y, over m (C is a mean)
     delta4 = np.divide(a4 - y, m, out=ws["delta4"])
-    # BP4: dC/dW^4 = (1/m) delta^4 (a^3)^T (the 1/m is already in delta^4)
+    # BP4: dC/dW4 = (1/m) delta4 a3^T (delta4 holds the 1/m)
     dC_dW4 = np.matmul(delta4, a3.T, out=out["W4"])
-    # BP3: dC/db^4 = (1/m) sum over examples of delta^4: one product with a vector of m ones
-    # (the 1/m is already in delta^4)
+    # BP3: dC/db4 = (1/m) delta4 1 (delta4 holds the 1/m)
     dC_db4 = np.matmul(delta4, ws["ones"], out=out["b4"])
-    # BP2: sigma'(z^3) = Piecewise((1, z3 > 0), (0, True)): the indicator of z3 > 0, kept as a
-    # boolean mask
+    # BP2: sp3 = relu'(z3) = (1 if z3 > 0 else 0): the boolean mask z3 > 0
     sp3 = np.greater(z3, 0, out=ws["sp3"])
-    # BP2: delta^3 = ((W^4)^T delta^4) (.) sigma'(z^3) (carries the 1/m of delta^4)
+    # BP2: delta3 = (W4^T delta4) * sp3
     delta3 = np.matmul(W4.T, delta4, out=ws["delta3"])
     delta3 *= sp3
-    # BP4: dC/dW^3 = (1/m) delta^3 (a^2)^T (the 1/m is already in delta^3)
+    # BP4: dC/dW3 = (1/m) delta3 a2^T (delta3 holds the 1/m)
     dC_dW3 = np.matmul(delta3, a2.T, out=out["W3"])
-    # BP3: dC/db^3 = (1/m) sum over examples of delta^3: one product with a vector of m ones
-    # (the 1/m is already in delta^3)
+    # BP3: dC/db3 = (1/m) delta3 1 (delta3 holds the 1/m)
     dC_db3 = np.matmul(delta3, ws["ones"], out=out["b3"])
-    # BP2: sigma'(z^2) = Piecewise((1, z2 > 0), (0, True)): the indicator of z2 > 0, kept as a
-    # boolean mask
+    # BP2: sp2 = relu'(z2) = (1 if z2 > 0 else 0): the boolean mask z2 > 0
     sp2 = np.greater(z2, 0, out=ws["sp2"])
-    # BP2: delta^2 = ((W^3)^T delta^3) (.) sigma'(z^2) (carries the 1/m of delta^4)
+    # BP2: delta2 = (W3^T delta3) * sp2
     delta2 = np.matmul(W3.T, delta3, out=ws["delta2"])
     delta2 *= sp2
-    # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T (the 1/m is already in delta^2)
+    # BP4: dC/dW2 = (1/m) delta2 a1^T (delta2 holds the 1/m)
     dC_dW2 = np.matmul(delta2, a1.T, out=out["W2"])
-    # BP3: dC/db^2 = (1/m) sum over examples of delta^2: one product with a vector of m ones
-    # (the 1/m is already in delta^2)
+    # BP3: dC/db2 = (1/m) delta2 1 (delta2 holds the 1/m)
     dC_db2 = np.matmul(delta2, ws["ones"], out=out["b2"])
-    # BP2: sigma'(z^1) = Piecewise((1, z1 > 0), (0, True)): the indicator of z1 > 0, kept as a
-    # boolean mask
+    # BP2: sp1 = relu'(z1) = (1 if z1 > 0 else 0): the boolean mask z1 > 0
     sp1 = np.greater(z1, 0, out=ws["sp1"])
-    # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^4)
+    # BP2: delta1 = (W2^T delta2) * sp1
     delta1 = np.matmul(W2.T, delta2, out=ws["delta1"])
     delta1 *= sp1
-    # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T (the 1/m is already in delta^1)
+    # BP4: dC/dW1 = (1/m) delta1 a0^T (delta1 holds the 1/m)
     dC_dW1 = np.matmul(delta1, a0.T, out=out["W1"])
-    # BP3: dC/db^1 = (1/m) sum over examples of delta^1: one product with a vector of m ones
-    # (the 1/m is already in delta^1)
+    # BP3: dC/db1 = (1/m) delta1 1 (delta1 holds the 1/m)
     dC_db1 = np.matmul(delta1, ws["ones"], out=out["b1"])
     grads = {
         "W1": dC_dW1,

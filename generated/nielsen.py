@@ -139,8 +139,8 @@ def _new_workspace(m, dtype):
         "W2": np.zeros((10, 30), dtype),
         "b2": np.zeros((10, 1), dtype),
         "ones": np.ones((m, 1), dtype),
-        "delta1": np.zeros((30, m), dtype),
         "sp1": np.zeros((30, m), dtype),
+        "delta1": np.zeros((30, m), dtype),
         "W1": np.zeros((30, 784), dtype),
         "b1": np.zeros((30, 1), dtype),
     }
@@ -180,17 +180,17 @@ def _forward(params, x, ws=None):
     b2 = params["b2"]
     if ws is None:
         ws = _new_workspace(x.shape[1], W1.dtype)
-    # forward: a^0 = x, the input (shape (n0, m))
+    # forward: a0 = x
     a0 = x
-    # forward: z^1 = W^1 a0 + b^1
+    # forward: z1 = W1 a0 + b1
     z1 = np.matmul(W1, a0, out=ws["z1"])
     z1 += b1
-    # forward: a^1 = sigmoid(z^1) = sigmoid(z1)
+    # forward: a1 = sigmoid(z1)
     a1 = _sigmoid(z1, out=ws["a1"])
-    # forward: z^2 = W^2 a1 + b^2
+    # forward: z2 = W2 a1 + b2
     z2 = np.matmul(W2, a1, out=ws["z2"])
     z2 += b2
-    # forward: a^2 = sigmoid(z^2) = sigmoid(z2)
+    # forward: a2 = sigmoid(z2)
     a2 = _sigmoid(z2, out=ws["a2"])
     return z1, a1, z2, a2
 
@@ -242,24 +242,21 @@ def _loss_and_grad(params, x, y, out):
     a0 = x
     # cost: C = (1/m) sum over examples and units of (a2 - y)**2/2
     C = np.sum(1 / 2 * (a2 - y) ** 2) / m
-    # BP1: delta^2 = dC/da^2 * sigma'(z^2) = (a2 - y) * sigma'(z^2) = a2*(1 - a2)*(a2 - y);
-    # stored divided by m (the cost's mean), so no gradient divides again
+    # BP1: delta2 = (a2 - y) * sigmoid'(z2) = a2*(1 - a2)*(a2 - y), over m (C is a mean)
     delta2 = np.divide(a2 * (1 - a2) * (a2 - y), m, out=ws["delta2"])
-    # BP4: dC/dW^2 = (1/m) delta^2 (a^1)^T (the 1/m is already in delta^2)
+    # BP4: dC/dW2 = (1/m) delta2 a1^T (delta2 holds the 1/m)
     dC_dW2 = np.matmul(delta2, a1.T, out=out["W2"])
-    # BP3: dC/db^2 = (1/m) sum over examples of delta^2: one product with a vector of m ones
-    # (the 1/m is already in delta^2)
+    # BP3: dC/db2 = (1/m) delta2 1 (delta2 holds the 1/m)
     dC_db2 = np.matmul(delta2, ws["ones"], out=out["b2"])
-    # BP2: sigma'(z^1) = -(sigmoid(z1) - 1)*sigmoid(z1) = a1*(1 - a1)
+    # BP2: sp1 = sigmoid'(z1) = -(sigmoid(z1) - 1)*sigmoid(z1) = a1*(1 - a1)
     sp1 = np.subtract(1, a1, out=ws["sp1"])
     sp1 *= a1
-    # BP2: delta^1 = ((W^2)^T delta^2) (.) sigma'(z^1) (carries the 1/m of delta^2)
+    # BP2: delta1 = (W2^T delta2) * sp1
     delta1 = np.matmul(W2.T, delta2, out=ws["delta1"])
     delta1 *= sp1
-    # BP4: dC/dW^1 = (1/m) delta^1 (a^0)^T (the 1/m is already in delta^1)
+    # BP4: dC/dW1 = (1/m) delta1 a0^T (delta1 holds the 1/m)
     dC_dW1 = np.matmul(delta1, a0.T, out=out["W1"])
-    # BP3: dC/db^1 = (1/m) sum over examples of delta^1: one product with a vector of m ones
-    # (the 1/m is already in delta^1)
+    # BP3: dC/db1 = (1/m) delta1 1 (delta1 holds the 1/m)
     dC_db1 = np.matmul(delta1, ws["ones"], out=out["b1"])
     grads = {
         "W1": dC_dW1,

@@ -8,8 +8,18 @@ import dataclasses
 import pytest
 import sympy as sp
 from chainrule.codegen.program import build_program
-from chainrule.derive.document import Step, check_step, derivation, sides_agree, to_unicode
-from chainrule.derive.layers import derive_network
+from chainrule.codegen.render import generate_module
+from chainrule.derive import batch
+from chainrule.derive.batch import BatchStatement, batch_program
+from chainrule.derive.document import (
+    Step,
+    _sections,
+    check_step,
+    derivation,
+    sides_agree,
+    to_unicode,
+)
+from chainrule.derive.layers import NetworkDerivation, derive_network
 from chainrule.derive.spec import Spec, preset, preset_names
 
 import chainrule
@@ -154,13 +164,56 @@ def test_simplified_output_error_for_sigmoid_and_cross_entropy() -> None:
 
 
 @pytest.mark.parametrize("spec", [preset(n) for n in preset_names()] + list(EXTRA_SPECS.values()))
-def test_vectorized_section_matches_the_generated_statements(spec: Spec) -> None:
+def test_vectorized_section_renders_the_module_statements(spec: Spec) -> None:
+    # The module's statements, less the temporaries it adds for speed, are the batch
+    # program's statements; the document renders the same ones, in the same order.
     program = build_program(derive_network(spec))
     statements = [*program.forward, program.cost, *program.backward]
-    expected = [(st.label, st.target) for st in statements]
+    expected = [(st.label, st.target) for st in statements if st.source is not None]
+    assert [(s.label, s.target) for s in batch_program(derive_network(spec))] == expected
     for notation in ("nielsen", "cheatsheet"):
         doc = derivation(spec, notation)
         assert [(s.label, s.target) for s in doc.vectorized] == expected
+
+
+def test_a_changed_statement_shows_in_the_module_its_comment_and_the_document(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One source: doubling sigma'(z^1) in the batch program changes the module's code,
+    # the module's comment and the derivation's vectorized section, and the document's
+    # check of that statement fails.
+    spec = preset("nielsen")
+    original = batch.batch_program
+    a1 = sp.Symbol("a1", real=True)
+
+    def doubled(derived: NetworkDerivation) -> tuple[BatchStatement, ...]:
+        out = []
+        for s in original(derived):
+            if s.target == "sp1":
+                s = dataclasses.replace(s, expr=2 * s.expr, equation="sp1 = DOUBLED")
+            out.append(s)
+        return tuple(out)
+
+    def sp1_text() -> tuple[str, str, str, bool]:
+        derivation.cache_clear()
+        _sections.cache_clear()
+        source = generate_module(spec)
+        line = "\n".join(ln for ln in source.splitlines() if ln.strip().startswith("sp1 "))
+        (comment,) = [ln for ln in source.splitlines() if "# BP2: sp1 = " in ln]
+        step = next(s for s in derivation(spec).vectorized if s.target == "sp1")
+        return line, comment, step.latex, check_step(step, points=1)
+
+    before = sp1_text()
+    monkeypatch.setattr(batch, "batch_program", doubled)
+    after = sp1_text()
+    monkeypatch.undo()
+    derivation.cache_clear()
+    _sections.cache_clear()
+    assert before[3] is True and after[3] is False
+    assert "2" in after[0] and after[0] != before[0]
+    assert after[1].strip() == "# BP2: sp1 = DOUBLED"
+    assert after[2].endswith(sp.latex(2 * a1 * (1 - a1), symbol_names={a1: "A^{1}"}))
+    assert not before[2].endswith(sp.latex(2 * a1 * (1 - a1), symbol_names={a1: "A^{1}"}))
 
 
 def test_large_layers_are_not_expanded_scalar_by_scalar() -> None:
@@ -245,3 +298,41 @@ def test_deep_networks_render_quickly() -> None:
     spec = Spec.from_sizes([4] * 40 + [2], ["relu"] * 39 + ["softmax"], "cross-entropy")
     doc = derivation(spec, "3b1b")
     assert len(doc) > 600 and "\\end{document}" in doc.to_latex()
+
+
+#: Layers whose activation is not the logistic function, and a softmax output.
+READS_TRUE = {
+    "swish": Spec.from_sizes([2, 2, 1], ["x*sigmoid(x)", "sigmoid"], "quadratic"),
+    "softplus": Spec.from_sizes([2, 2, 1], ["softplus", "sigmoid"], "quadratic"),
+    "softmax-ce": Spec.from_sizes([2, 2, 2], ["tanh", "softmax"], "cross-entropy"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(READS_TRUE))
+def test_sigma_is_only_the_logistic_function(name: str) -> None:
+    doc = derivation(READS_TRUE[name])
+    text = doc.to_text()
+    # The hidden layer is not a sigmoid: its activation is never written sigma.
+    assert "σ(z¹ⱼ) = z¹ⱼ σ(z¹ⱼ)" not in text and "σ'(z¹ⱼ) = σ(z¹ⱼ)" not in text
+    assert "σ'(z¹" not in text and "= σ(z¹ⱼ) =" not in text
+    for output in (text, doc.to_markdown(), doc.to_latex()):
+        assert "\\sigma'(z^{1}" not in output
+    if name == "swish":
+        assert "a¹ⱼ = f(z¹ⱼ) = z¹ⱼ σ(z¹ⱼ)" in text
+        assert "f'(z¹ⱼ) = - z¹ⱼ (σ(z¹ⱼ) - 1) σ(z¹ⱼ) + σ(z¹ⱼ)" in text
+    if name == "softplus":
+        assert "softplus'(z¹ⱼ) = σ(z¹ⱼ)" in text
+        assert "\\operatorname{softplus}'(z^{1}_{j}) = \\sigma\\left(z^{1}_{j}\\right)" in (
+            doc.to_latex()
+        )
+    if name == "softmax-ce":
+        assert "a¹ⱼ = tanh(z¹ⱼ) = (e^(z¹ⱼ)" in text  # no tanh(z) = tanh(z)
+
+
+def test_sum_to_one_assumption_reads_as_one_sentence() -> None:
+    doc = derivation(READS_TRUE["softmax-ce"])
+    assert "(Σⱼ yⱼ = 1)." in doc.to_text()
+    assert "($\\sum_j y_j = 1$)." in doc.to_latex()
+    assert "($\\sum_j y_j = 1$)." in doc.to_markdown()
+    for output in (doc.to_text(), doc.to_latex(), doc.to_markdown()):
+        assert "\\\\sum" not in output and "(\n" not in output

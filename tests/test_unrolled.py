@@ -193,3 +193,16 @@ def test_cli_generate_unrolled(tmp_path, capsys):
     assert err.count("\n") == 1 and "too large" in err
     assert main(["generate", "--preset", "3b1b-chain", "--strategy", "naive"]) == 2
     assert "--form unrolled" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("strategy", ["naive", "cse", "backprop"])
+def test_unrolled_comments_print_no_raw_sympy(strategy):
+    spec = Spec.from_sizes([2, 2, 1], ["leaky-relu", "relu"], "quadratic")
+    comments = [
+        line.strip()
+        for line in generate_unrolled(spec, strategy).splitlines()
+        if line.strip().startswith("# forward:")
+    ]
+    assert comments and not any("Piecewise" in c or "True)" in c for c in comments)
+    assert "# forward: a^2_0 = relu(z2_0) = (z2_0 if mask2_0 else 0)" in comments
+    assert "# forward: a^1_0 = leaky-relu(z1_0) = (z1_0 if mask1_0 else z1_0/100)" in comments

@@ -1,0 +1,481 @@
+"""The mini-batch program: the ordered statements of one backpropagation step, as math.
+
+:func:`batch_program` turns a :class:`~chainrule.derive.layers.NetworkDerivation` into
+one ordered tuple of :class:`BatchStatement`: forward values, the cost, then BP1..BP4
+from the output layer down. Each statement holds its target identifier, its operation,
+its operands, the elementwise SymPy expression it applies (for the elementwise
+operations), its label, its layer, the quantity it computes and its equation in the
+spec's own layout and operand order.
+
+This tuple is the one source of every rendering of the mini-batch step: the generated
+module's code and comments (:mod:`chainrule.codegen.program` adds the fast code:
+buffers, ``out=``, in-place updates), the derivation's vectorized section (which
+renders each statement and checks it with :func:`run_statement` on a symbolic batch).
+The math here uses the per-example layer error: delta^l holds one column (row) per
+example, and the gradients carry the 1/m of the cost's mean.
+
+Operations (``op``) and what :func:`run_statement` computes for them, in the columns
+layout (rows: every product transposed, operands swapped):
+
+=================  ==========================================================
+``alias``          the operand itself (a^0 = x)
+``affine``         W prev + b 1^T
+``log_softmax``    z - log sum_k exp(z_k), per example
+``log1m_softmax``  log sum_(k != j) exp(z_k) - log sum_k exp(z_k), per example
+``map``            ``expr`` elementwise
+``unit_sum``       sum over units of ``expr`` elementwise, per example
+``other_units``    sum over k != j of v_k a_j / (1 - a_k), v = ``expr``
+``loss``           (1/m) sum of ``expr`` over examples and units
+``backprop``       (W^T delta) elementwise-times sigma' (when given)
+``outer``          (1/m) delta prev^T
+``example_sum``    (1/m) delta 1
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sympy as sp
+from chainrule.derive import naming
+from chainrule.derive.layers import LOG1MP, LOGP, REST, UNIT_SUM, A, NetworkDerivation, Y, Z
+from sympy.printing.str import StrPrinter
+
+
+@dataclass(frozen=True)
+class BatchStatement:
+    """One statement of the mini-batch program: ``target = op(operands)``.
+
+    ``expr`` is the elementwise SymPy expression (in identifier symbols) of ``map``,
+    ``unit_sum``, ``loss`` and ``other_units`` (the weights v); ``quantity`` is the
+    kind of value (see :func:`chainrule.derive.naming.kind`); ``equation`` is the
+    statement as one plain-text line in the spec's layout; ``derivative`` is, for a
+    sigma' statement, the derivative it equals (``expr`` is its cheaper cached form).
+    """
+
+    target: str
+    op: str
+    operands: tuple[str, ...]
+    expr: sp.Expr | None
+    label: str
+    layer: int
+    quantity: str
+    equation: str
+    derivative: sp.Expr | None = None
+
+
+class _PlainPrinter(StrPrinter):
+    """SymPy's str form with a piecewise function written as a conditional expression."""
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:  # noqa: N802 - printer dispatch
+        *branches, (last, cond) = expr.args
+        text = self._print(last) if cond == sp.true else f"{self._print(last)} if {cond} else 0"
+        for value, condition in reversed(branches):
+            text = f"{self._print(value)} if {self._print(condition)} else {text}"
+        return f"({text})"
+
+
+def plain(expr: sp.Expr) -> str:
+    """``expr`` as one line of plain text: SymPy's str form, piecewise as ``x if c else y``.
+
+    Examples
+    --------
+    >>> z = naming.symbol("z1")
+    >>> plain(sp.Piecewise((1, z > 0), (sp.Rational(1, 100), True)))
+    '(1 if z1 > 0 else 1/100)'
+    """
+    return _PlainPrinter().doprint(expr)
+
+
+def layer_symbols(layer: int) -> dict[sp.Symbol, sp.Symbol]:
+    """The per-element symbols of :mod:`chainrule.derive.layers` as identifiers of ``layer``."""
+    sym = naming.symbol
+    return {
+        Z: sym(naming.weighted_input(layer)),
+        A: sym(naming.activation(layer)),
+        Y: sym(naming.TARGET),
+        LOGP: sym(naming.log_output(layer)),
+        LOG1MP: sym(naming.log_complement(layer)),
+        REST: sym(naming.other_units(layer)),
+        UNIT_SUM: sym(naming.unit_sum(layer)),
+    }
+
+
+def _names(expr: sp.Expr) -> tuple[str, ...]:
+    return tuple(sorted(s.name for s in expr.free_symbols))
+
+
+def function_name(derivation: NetworkDerivation, layer: int) -> str:
+    """The name a plain-text equation gives the activation of ``layer`` (``f`` for an
+    activation given as an expression)."""
+    spec_layer = derivation.spec.layers[layer - 1]
+    return "f" if spec_layer.is_custom else spec_layer.activation
+
+
+class _BatchProgramBuilder:
+    """Builds the ordered statements of one network's mini-batch step."""
+
+    def __init__(self, derivation: NetworkDerivation) -> None:
+        self.d = derivation
+        self.spec = derivation.spec
+        self.rows = self.spec.layout == "rows"
+        self.depth = self.spec.depth
+        self.out: list[BatchStatement] = []
+
+    def add(
+        self,
+        target: str,
+        op: str,
+        operands: tuple[str, ...],
+        expr: sp.Expr | None,
+        label: str,
+        layer: int,
+        equation: str,
+        derivative: sp.Expr | None = None,
+    ) -> None:
+        kind = naming.kind(target)
+        self.out.append(
+            BatchStatement(target, op, operands, expr, label, layer, kind, equation, derivative)
+        )
+
+    def product(self, left: str, right: str) -> str:
+        """A matrix product written in the layout's operand order (columns: left right)."""
+        return f"{right} {left}" if self.rows else f"{left} {right}"
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self) -> None:
+        self.add(
+            naming.activation(0),
+            "alias",
+            (naming.INPUT,),
+            None,
+            "forward",
+            0,
+            f"{naming.activation(0)} = {naming.INPUT}",
+        )
+        for layer, spec_layer in enumerate(self.spec.layers, start=1):
+            w, b = naming.weight(layer), naming.bias(layer)
+            prev, z = naming.activation(layer - 1), naming.weighted_input(layer)
+            operands = (w, prev, b) if spec_layer.bias else (w, prev)
+            eq = f"{z} = {self.product(w, prev)}" + (f" + {b}" if spec_layer.bias else "")
+            self.add(z, "affine", operands, None, "forward", layer, eq)
+            if self.d.activations[layer - 1] is None:
+                self.softmax(layer)
+            else:
+                self.activation(layer)
+
+    def activation(self, layer: int) -> None:
+        act = self.d.activations[layer - 1]
+        a, z = naming.activation(layer), naming.weighted_input(layer)
+        expr = act.forward.subs(layer_symbols(layer))
+        # Only table names and SymPy's printing of a parsed expression reach the text.
+        call = f"{function_name(self.d, layer)}({z})"
+        shown = plain(expr)
+        eq = f"{a} = {call}" + ("" if shown == call else f" = {shown}")
+        self.add(a, "map", _names(expr), expr, "forward", layer, eq)
+
+    def softmax(self, layer: int) -> None:
+        z, a = naming.weighted_input(layer), naming.activation(layer)
+        logp, log1m = naming.log_output(layer), naming.log_complement(layer)
+        self.add(
+            logp,
+            "log_softmax",
+            (z,),
+            None,
+            "forward",
+            layer,
+            f"{logp} = log {a} = {z} - log sum_k exp({z}_k)",
+        )
+        if layer == self.depth and self.d.output.complement is not None:
+            self.add(
+                log1m,
+                "log1m_softmax",
+                (z,),
+                None,
+                "forward",
+                layer,
+                f"{log1m} = log(1 - {a}) = log sum_(k != j) exp({z}_k) - log sum_k exp({z}_k)",
+            )
+        expr = sp.exp(naming.symbol(logp))
+        self.add(a, "map", (logp,), expr, "forward", layer, f"{a} = softmax({z}) = {plain(expr)}")
+
+    def cost(self) -> None:
+        expr = self.d.output.loss_element.subs(layer_symbols(self.depth))
+        self.add(
+            naming.COST,
+            "loss",
+            _names(expr),
+            expr,
+            "cost",
+            self.depth,
+            f"{naming.COST} = (1/m) sum over examples and units of {plain(expr)}",
+        )
+
+    # -- backward -------------------------------------------------------------------------
+    def output_error(self) -> None:
+        big_l, output = self.depth, self.d.output
+        symbols = layer_symbols(big_l)
+        delta, a = naming.delta(big_l), naming.activation(big_l)
+        if output.softmax is None:
+            expr = output.delta.subs(symbols)
+            act = function_name(self.d, big_l)
+            dc_da = plain(output.dcost_da.subs(symbols))
+            eq = f"{delta} = dC/d{a} * {act}'({naming.weighted_input(big_l)}) = {plain(expr)}"
+            if len(eq) + len(dc_da) < 80:
+                eq = f"{delta} = ({dc_da}) * {act}'({naming.weighted_input(big_l)}) = {plain(expr)}"
+        elif output.complement is not None:
+            expr = self.complement_terms()
+            eq = f"{delta} = J_softmax^T dC/d{a} = {plain(expr)}"
+        elif output.softmax.summand_total is not None:
+            expr = output.softmax.elementwise.subs(symbols)
+            eq = f"{delta} = J_softmax^T dC/d{a} = {plain(expr)} (sum_j y_j = 1)"
+        else:
+            jvp = output.softmax
+            s = naming.unit_sum(big_l)
+            summand = jvp.summand.subs(symbols)
+            self.add(
+                s,
+                "unit_sum",
+                _names(summand),
+                summand,
+                "BP1",
+                big_l,
+                f"{s} = sum over units of {plain(summand)}",
+            )
+            expr = (jvp.elementwise + jvp.scale * UNIT_SUM).subs(symbols)
+            eq = f"{delta} = J_softmax^T dC/d{a} = {plain(expr)}"
+        self.add(delta, "map", _names(expr), expr, "BP1", big_l, eq)
+
+    def complement_terms(self) -> sp.Expr:
+        """The other-units term and the unit sum of a softmax under a cost in log(1 - a);
+        returns delta^L's elementwise expression over them."""
+        big_l, comp = self.depth, self.d.output.complement
+        symbols = layer_symbols(big_l)
+        a, logp, log1m = (
+            naming.activation(big_l),
+            naming.log_output(big_l),
+            naming.log_complement(big_l),
+        )
+        rest = naming.other_units(big_l)
+        weights = comp.dlog1m.subs(symbols)
+        self.add(
+            rest,
+            "other_units",
+            (a, logp, log1m),
+            weights,
+            "BP1",
+            big_l,
+            f"{rest}_j = sum over k != j of v_k {a}_j / (1 - {a}_k), v = {plain(weights)}",
+        )
+        if not comp.summand_is_constant:
+            s = naming.unit_sum(big_l)
+            summand = comp.summand.subs(symbols)
+            self.add(
+                s,
+                "unit_sum",
+                _names(summand),
+                summand,
+                "BP1",
+                big_l,
+                f"{s} = sum over units of {plain(summand)}",
+            )
+        return comp.delta.subs(symbols)
+
+    def hidden_error(self, layer: int) -> None:
+        act = self.d.activations[layer - 1]
+        delta, upper = naming.delta(layer), naming.delta(layer + 1)
+        w_up, sprime = naming.weight(layer + 1), naming.sigma_prime(layer)
+        back = self.product(f"{w_up}^T", upper)
+        cached = act.cached.subs(layer_symbols(layer))
+        if cached == 1:
+            name = function_name(self.d, layer)
+            self.add(
+                delta,
+                "backprop",
+                (w_up, upper),
+                None,
+                "BP2",
+                layer,
+                f"{delta} = {back} ({name}' = 1)",
+            )
+            return
+        derivative = act.derivative.subs(Z, naming.symbol(naming.weighted_input(layer)))
+        call = f"{function_name(self.d, layer)}'({naming.weighted_input(layer)})"
+        forms = [call]
+        for form in (derivative, cached):
+            if plain(form) not in forms:
+                forms.append(plain(form))
+        self.add(
+            sprime,
+            "map",
+            _names(cached),
+            cached,
+            "BP2",
+            layer,
+            f"{sprime} = " + " = ".join(forms),
+            derivative,
+        )
+        self.add(
+            delta,
+            "backprop",
+            (w_up, upper, sprime),
+            None,
+            "BP2",
+            layer,
+            f"{delta} = ({back}) * {sprime}",
+        )
+
+    def gradients(self, layer: int) -> None:
+        delta, prev = naming.delta(layer), naming.activation(layer - 1)
+        w, b = naming.weight(layer), naming.bias(layer)
+        product = self.product(delta, f"{prev}^T")
+        self.add(
+            naming.grad(w), "outer", (delta, prev), None, "BP4", layer, f"dC/d{w} = (1/m) {product}"
+        )
+        if self.spec.layers[layer - 1].bias:
+            ones = "1^T" if self.rows else "1"
+            self.add(
+                naming.grad(b),
+                "example_sum",
+                (delta,),
+                None,
+                "BP3",
+                layer,
+                f"dC/d{b} = (1/m) {self.product(delta, ones)}",
+            )
+
+    def build(self) -> tuple[BatchStatement, ...]:
+        self.forward()
+        self.cost()
+        self.output_error()
+        for layer in range(self.depth, 0, -1):
+            if layer < self.depth:
+                self.hidden_error(layer)
+            self.gradients(layer)
+        return tuple(self.out)
+
+
+def batch_program(derivation: NetworkDerivation) -> tuple[BatchStatement, ...]:
+    """The ordered statements of ``derivation``'s mini-batch step (forward, cost, backward).
+
+    Examples
+    --------
+    >>> from chainrule.derive.layers import derive_network
+    >>> from chainrule.derive.spec import preset
+    >>> [s.equation for s in batch_program(derive_network(preset("cheatsheet-relu")))][-1]
+    'dC/dW1 = (1/m) a0^T delta1'
+    """
+    return _BatchProgramBuilder(derivation).build()
+
+
+# --------------------------------------------------------------------------- interpreter
+
+#: Evaluates an elementwise expression at one entry: (expr, {symbol: value}) -> value.
+Entrywise = Callable[[sp.Expr, dict], sp.Expr]
+
+
+def _xreplace(expr: sp.Expr, values: dict) -> sp.Expr:
+    return expr.xreplace(values)
+
+
+def _broadcast(mat: sp.Matrix, shape: tuple[int, int]) -> sp.Matrix:
+    r, c = mat.shape
+    return sp.Matrix(shape[0], shape[1], lambda i, j: mat[i if r > 1 else 0, j if c > 1 else 0])
+
+
+def _entrywise(expr: sp.Expr, env: dict[str, sp.Matrix], at: Entrywise) -> sp.Matrix:
+    symbols = sorted(expr.free_symbols, key=lambda s: s.name)
+    if not symbols:
+        return sp.Matrix([[expr]])
+    shapes = [env[s.name].shape for s in symbols]
+    shape = (max(r for r, _ in shapes), max(c for _, c in shapes))
+    mats = {s: _broadcast(env[s.name], shape) for s in symbols}
+    return sp.Matrix(shape[0], shape[1], lambda i, j: at(expr, {s: mats[s][i, j] for s in symbols}))
+
+
+def _per_example(z: sp.Matrix, rows: bool, entry: Callable[[list, int], sp.Expr]) -> sp.Matrix:
+    """Apply ``entry(units of one example, unit index)`` to every entry of ``z``."""
+    if rows:
+        return sp.Matrix(z.rows, z.cols, lambda i, j: entry(list(z.row(i)), j))
+    return sp.Matrix(z.rows, z.cols, lambda i, j: entry(list(z.col(j)), i))
+
+
+def _log_softmax(line: list, j: int) -> sp.Expr:
+    return line[j] - sp.log(sp.Add(*[sp.exp(v) for v in line]))
+
+
+def _log1m_softmax(line: list, j: int) -> sp.Expr:
+    every = [sp.exp(v) for v in line]
+    return sp.log(sp.Add(*every[:j], *every[j + 1 :])) - sp.log(sp.Add(*every))
+
+
+def _other_units(s: BatchStatement, env: dict, rows: bool, at: Entrywise) -> sp.Matrix:
+    a = env[s.operands[0]]
+    v = _broadcast(_entrywise(s.expr, env, at), a.shape)
+
+    def rest(i: int, j: int) -> sp.Expr:
+        own, count = (j, a.cols) if rows else (i, a.rows)
+        terms = []
+        for k in range(count):
+            if k != own:
+                ak, vk = (a[i, k], v[i, k]) if rows else (a[k, j], v[k, j])
+                terms.append(vk * a[i, j] / (1 - ak))
+        return sp.Add(*terms)
+
+    return sp.Matrix(a.rows, a.cols, rest)
+
+
+def run_statement(
+    s: BatchStatement, env: dict[str, sp.Matrix], rows: bool, m: int, at: Entrywise = _xreplace
+) -> sp.Matrix:
+    """The value of statement ``s`` given its operands' values in ``env`` (SymPy matrices
+    in the layout: units x examples for columns, examples x units for rows; ``y`` and
+    the parameters likewise, C as a 1x1 matrix).
+
+    ``at`` evaluates an elementwise expression at one entry (default ``xreplace``).
+
+    Examples
+    --------
+    >>> x = sp.Matrix([[1, 2]])
+    >>> a1 = naming.symbol("a1")
+    >>> s = BatchStatement("C", "loss", ("a1",), a1**2, "cost", 1, "cost", "")
+    >>> run_statement(s, {"a1": x}, rows=False, m=2)
+    Matrix([[5/2]])
+    """
+    ops = [env[name] for name in s.operands]
+    if s.op == "alias":
+        return ops[0]
+    if s.op == "affine":
+        w, prev = ops[0], ops[1]
+        z = prev * w if rows else w * prev
+        return z + _broadcast(ops[2], z.shape) if len(ops) == 3 else z
+    if s.op == "map":
+        return _entrywise(s.expr, env, at)
+    if s.op in ("log_softmax", "log1m_softmax"):
+        entry = _log_softmax if s.op == "log_softmax" else _log1m_softmax
+        return _per_example(ops[0], rows, entry)
+    if s.op == "other_units":
+        return _other_units(s, env, rows, at)
+    if s.op == "unit_sum":
+        terms = _entrywise(s.expr, env, at)
+        if rows:
+            return sp.Matrix(terms.rows, 1, lambda i, _: sp.Add(*terms.row(i)))
+        return sp.Matrix(1, terms.cols, lambda _, j: sp.Add(*terms.col(j)))
+    if s.op == "loss":
+        return sp.Matrix([[sp.Add(*_entrywise(s.expr, env, at)) / m]])
+    if s.op == "backprop":
+        back = ops[1] * ops[0].T if rows else ops[0].T * ops[1]
+        return back.multiply_elementwise(ops[2]) if len(ops) == 3 else back
+    if s.op == "outer":
+        delta, prev = ops
+        return (prev.T * delta if rows else delta * prev.T) / m
+    if s.op == "example_sum":
+        (delta,) = ops
+        if rows:
+            return sp.ones(1, delta.rows) * delta / m
+        return delta * sp.ones(delta.cols, 1) / m
+    raise ValueError(f"unknown operation {s.op!r}")
+
+
+__all__ = ["BatchStatement", "batch_program", "layer_symbols", "plain", "run_statement"]

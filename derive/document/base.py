@@ -1,0 +1,105 @@
+"""Shared pieces of the section writers: LaTeX helpers and the per-derivation state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from chainrule.derive.document.text import to_unicode
+from chainrule.derive.document.witness import WITNESS_WIDTH, at, witness
+from chainrule.derive.layers import LOGP, A, Y, Z, activation_expr, derive_network, tidy
+from chainrule.derive.notation import notation
+from chainrule.derive.spec import Spec
+from chainrule.derive.tables import ACTIVATIONS
+
+#: Colour of the factors a layer shares with the layer above (memoized terms).
+SHARED_COLOR = "teal"
+
+
+def _tex(expr: sp.Expr, names: dict[sp.Symbol, str]) -> str:
+    """SymPy's LaTeX of ``expr`` with the layer-level symbols named by the notation."""
+    return sp.latex(expr, symbol_names=names)
+
+
+def _shown(expr: sp.Expr) -> sp.Expr:
+    """The factored form a reader expects: 2(a - y) rather than 2a - 2y."""
+    return expr if expr.has(sp.Piecewise) else sp.factor_terms(tidy(expr))
+
+
+def _plain(latex: str) -> str:
+    """LaTeX with sized parentheses made plain, to compare two printed forms."""
+    return latex.replace("\\left(", "(").replace("\\right)", ")").replace(" ", "")
+
+
+def _same_text(latex: str) -> str:
+    """The printed form of ``latex`` with spacing dropped: two LaTeX spellings of one
+    formula (``\\tanh`` and ``\\operatorname{tanh}``) compare equal, so no ``x = x`` is shown."""
+    return to_unicode(latex).replace(" ", "")
+
+
+def _color(body: str) -> str:
+    return f"\\textcolor{{{SHARED_COLOR}}}{{{body}}}"
+
+
+def _activation_words(name: str) -> str:
+    """A table name as is; a custom activation as SymPy's LaTeX of the parsed expression."""
+    if name in ACTIVATIONS:
+        return name
+    return "$" + sp.latex(activation_expr(name)) + "$"
+
+
+@dataclass(frozen=True)
+class _Factor:
+    """One factor of a chain-rule product: its ratio form and its evaluated form."""
+
+    ratio: str
+    value: str
+    shared: bool = False
+    summation: str = ""
+
+
+class SectionWriterBase:
+    """What every section writer of one derivation (one spec, one notation) shares."""
+
+    def __init__(self, spec: Spec, notation_name: str, width: int = WITNESS_WIDTH) -> None:
+        self.spec = spec
+        self.width = width
+        self.nota = notation(notation_name, spec)
+        self.d = derive_network(spec)
+        self.example_net = witness(spec, 1, width)
+        self.depth = spec.depth
+        self.forward_order = notation_name == "3b1b"
+        self.sep = " \\cdot " if notation_name == "cheatsheet" else " \\, "
+        self.dcda = _shown(self.d.output.dcost_da)
+
+    # -- small pieces ------------------------------------------------------------------
+    def names(self, layer: int, index: str | None) -> dict[sp.Symbol, str]:
+        """LaTeX names of the layer-level symbols Z, A, Y, LOGP for one unit of ``layer``."""
+        nota = self.nota
+        a = nota.a(layer, index)
+        return {Z: nota.z(layer, index), A: a, Y: nota.y(index), LOGP: f"\\log {a}"}
+
+    def instances(self, layer: int) -> list[tuple[int, int]]:
+        """Witness unit pairs (j, k) on which a per-weight equation of ``layer`` is checked."""
+        n = self.example_net.n
+        first, last = (0, 0), (n[layer] - 1, n[layer - 1] - 1)
+        return [first] if first == last else [first, last]
+
+    def units(self, layer: int) -> list[int]:
+        """Witness units on which a per-unit equation of ``layer`` is checked."""
+        return sorted({0, self.example_net.n[layer] - 1})
+
+    def join(self, parts: list[str]) -> str:
+        return self.sep.join(p for p in parts if p)
+
+    def dcda_tex(self, index: str | None, factor: bool = False) -> str:
+        """dC/da^L as SymPy prints it; in parentheses when it is a sum used as a factor."""
+        text = _tex(self.dcda, self.names(self.depth, index))
+        return f"\\left({text}\\right)" if factor and isinstance(self.dcda, sp.Add) else text
+
+    def sprime_at(self, layer: int, z: sp.Expr) -> sp.Expr:
+        return at(self.d.activations[layer - 1].derivative, z)
+
+    def in_order(self, backward: list[str]) -> list[str]:
+        """Factors listed from the cost back, reversed for a notation that reads forward."""
+        return backward if not self.forward_order else list(reversed(backward))

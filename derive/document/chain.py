@@ -1,0 +1,271 @@
+"""Section 4 of a derivation: the chain rule for one weight of each layer."""
+
+from __future__ import annotations
+
+import sympy as sp
+from chainrule.derive.document.base import (
+    SectionWriterBase,
+    _color,
+    _Factor,
+    _tex,
+)
+from chainrule.derive.document.steps import Section, Step
+from chainrule.derive.document.witness import at
+from chainrule.derive.layers import A, Y, Z
+
+
+class ChainSection(SectionWriterBase):
+    """Section 4: the chain rule for one weight per layer, expanded and with shared terms named."""
+
+    # -- 4. the chain rule per layer -------------------------------------------------------
+    def chain(self) -> Section:
+        steps: list[Step] = []
+        for layer in range(self.depth, 0, -1):
+            steps.append(self.expanded_step(layer))
+            steps.append(self.error_step(layer))
+            steps.extend(self.gradient_steps(layer))
+        intro = (
+            "First the chain rule for one weight of each layer, written out in full; then the "
+            "same with the shared terms named. Coloured factors are the layer error of the layer "
+            "above (or the output error), computed once and reused: that is what backpropagation "
+            "saves."
+        )
+        return Section("The chain rule, written out and memoized", intro, tuple(steps))
+
+    def chain_atoms(self, layer: int) -> list[_Factor]:
+        """The factors of dC/dw^l_jk from the cost back to the weight.
+
+        ``shared`` marks the factors (and sums) that make up the error of the layer above
+        (or the output error when ``layer`` is the last one); ``summation`` is the sum
+        over the factor's unit index, written in front of it when reading forward.
+        """
+        nota, big_l = self.nota, self.depth
+        letters = {layer: "j", layer - 1: "k"}
+        for m in range(layer + 1, big_l + 1):
+            letters[m] = nota.sum_letter(m - layer, m)
+        first_shared = layer + 1 if layer < big_l else big_l
+        atoms: list[_Factor] = []
+        for m in range(big_l, layer - 1, -1):
+            i = letters[m]
+            if m == big_l and self.d.activations[big_l - 1] is None:
+                jac = nota.partial(nota.a(big_l, "t"), nota.z(big_l, i))
+                cost = nota.partial(nota.cost, nota.a(big_l, "t"))
+                value = self.dcda_tex("t", factor=True)
+                if self.forward_order:
+                    ratio, shown = f"\\sum_{{t}} {jac} {cost}", f"\\sum_{{t}} {jac} {value}"
+                else:
+                    ratio, shown = f"\\sum_{{t}} {cost} {jac}", f"\\sum_{{t}} {value} {jac}"
+                atoms.append(_Factor(ratio, shown, True))
+            else:
+                if m == big_l:
+                    cost = nota.partial(nota.cost, nota.a(big_l, i))
+                    atoms.append(_Factor(cost, self.dcda_tex(i, factor=True), True))
+                local = nota.partial(nota.a(m, i), nota.z(m, i))
+                atoms.append(_Factor(local, nota.sprime(m, i), m >= first_shared))
+            if m > layer:
+                link = nota.partial(nota.z(m, i), nota.a(m - 1, letters[m - 1]))
+                weight = nota.w(m, i, letters[m - 1])
+                atoms.append(_Factor(link, weight, m >= first_shared + 1, nota.sum(m, i)))
+        entry = nota.partial(nota.z(layer, "j"), nota.w(layer, "j", "k"))
+        atoms.append(_Factor(entry, nota.a(layer - 1, "k"), False))
+        return atoms
+
+    def render_chain(self, layer: int, attr: str, colour: bool) -> list[str]:
+        """Lines of the chain product for ``layer``; ``attr`` is ``ratio`` or ``value``."""
+        atoms = self.chain_atoms(layer)
+
+        def paint(text: str, shared: bool) -> str:
+            return _color(text) if colour and shared and text else text
+
+        if self.forward_order:
+            pieces = []
+            for atom in reversed(atoms):
+                text = getattr(atom, attr)
+                if atom.summation:
+                    text = atom.summation + text
+                pieces.append(paint(text, atom.shared))
+            return self.wrap(pieces)
+        outer = "".join(a.summation for a in atoms if a.summation and not a.shared)
+        inner = "".join(reversed([a.summation for a in atoms if a.summation and a.shared]))
+        group = [getattr(a, attr) for a in atoms if a.shared]
+        rest = [getattr(a, attr) for a in atoms if not a.shared]
+        if inner:
+            group[0] = "\\bigl(" + inner + group[0]
+            group[-1] = group[-1] + "\\bigr)"
+        pieces = [paint(t, True) for t in group] + rest
+        pieces[0] = outer + pieces[0]
+        return self.wrap(pieces)
+
+    def wrap(self, pieces: list[str], per_line: int = 8) -> list[str]:
+        lines = []
+        for start in range(0, len(pieces), per_line):
+            lines.append(self.join(pieces[start : start + per_line]))
+        return lines
+
+    def chain_value(self, layer: int, j: int, k: int, mode: str) -> sp.Expr:
+        """dC/dw^l_jk on the witness, as the chain product (``ratio`` or ``value`` factors)."""
+        net, d, big_l = self.example_net, self.d, self.depth
+        memo: dict[tuple[int, int], sp.Expr] = {}
+        a_top, z_top = net.afree[big_l], net.zfree[big_l]
+        cost = net.example_costs(a_top)[0]
+
+        def local(m: int, i: int) -> sp.Expr:
+            derived = d.activations[m - 1]
+            if mode == "ratio":
+                return at(sp.diff(derived.forward, Z), net.zfull[m][i, 0])
+            return at(derived.derivative, net.zfull[m][i, 0])
+
+        def final(i: int) -> sp.Expr:
+            if mode == "ratio":
+                return net.free_to_full(sp.diff(cost, a_top[i, 0]))
+            return self.dcda.xreplace({A: net.afull[big_l][i, 0], Y: net.y[i, 0]})
+
+        def upward(m: int, i: int) -> sp.Expr:
+            key = (m, i)
+            if key in memo:
+                return memo[key]
+            if m == big_l:
+                if d.activations[m - 1] is None:
+                    soft = net.act(big_l, z_top)
+                    out = sp.Add(
+                        *[
+                            net.free_to_full(sp.diff(soft[t, 0], z_top[i, 0])) * final(t)
+                            for t in range(net.n[big_l])
+                        ]
+                    )
+                else:
+                    out = local(m, i) * final(i)
+            else:
+                out = local(m, i) * sp.Add(
+                    *[net.W[m + 1][q, i] * upward(m + 1, q) for q in range(net.n[m + 1])]
+                )
+            memo[key] = out
+            return out
+
+        return net.afull[layer - 1][k, 0] * upward(layer, j)
+
+    def expanded_step(self, layer: int) -> Step:
+        nota, net = self.nota, self.example_net
+        lhs = nota.grad(nota.cost, nota.w(layer, "j", "k"))
+        ratio = self.render_chain(layer, "ratio", colour=False)
+        value = self.render_chain(layer, "value", colour=True)
+        rows = [f"{lhs} &= {ratio[0]}"] + [f"&\\quad {line}" for line in ratio[1:]]
+        rows += [f"&= {value[0]}"] + [f"&\\quad {line}" for line in value[1:]]
+        latex = "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
+        checks = tuple(
+            (
+                net.dcost(net.W[layer][j, k]),
+                self.chain_value(layer, j, k, "ratio"),
+                self.chain_value(layer, j, k, "value"),
+            )
+            for j, k in self.instances(layer)
+        )
+        return Step(f"Chain rule for a weight of layer {layer}, written out", latex, checks)
+
+    def output_error_step(self, head: str, z: sp.Matrix) -> Step:
+        """BP1 for one unit: the chain through dC/da^L (or the softmax Jacobian) to delta^L."""
+        nota, net, d, big_l = self.nota, self.example_net, self.d, self.depth
+        checks = []
+        out = d.output
+        names = self.names(big_l, "j")
+        if out.softmax is None:
+            symbolic = self.in_order(
+                [nota.partial(nota.cost, nota.a(big_l, "j")), nota.sprime(big_l, "j")]
+            )
+            valued = self.in_order([self.dcda_tex("j", True), nota.sprime(big_l, "j")])
+            parts = [head, self.join(symbolic), self.join(valued)]
+            show_final = not out.delta.has(sp.Piecewise)
+            if show_final:
+                parts.append(_tex(out.delta, names))
+            act = d.activations[big_l - 1]
+            for j in self.units(big_l):
+                zj, yj = z[j, 0], net.y[j, 0]
+                aj = act.forward.subs(Z, zj)
+                sides = [
+                    net.delta(big_l)[j, 0],
+                    self.dcda.subs({A: aj, Y: yj}) * self.sprime_at(big_l, zj),
+                    self.dcda.subs({A: aj, Y: yj}) * self.sprime_at(big_l, zj),
+                ]
+                if show_final:
+                    sides.append(out.delta.subs({A: aj, Z: zj, Y: yj}))
+                checks.append(tuple(sides))
+        else:
+            jvp = out.softmax
+            jac = nota.partial(nota.a(big_l, "k"), nota.z(big_l, "j"))
+            parts = [head, f"\\sum_{{k}} {jac} {nota.partial(nota.cost, nota.a(big_l, 'k'))}"]
+            if jvp.summand_total is None:
+                names_k = self.names(big_l, "k")
+                parts.append(
+                    f"{_tex(jvp.elementwise, names)} + {_tex(jvp.scale, names)} "
+                    f"\\sum_{{k}} {_tex(jvp.summand, names_k)}"
+                )
+            else:
+                parts.append(_tex(jvp.elementwise, names))
+            a = net.act(big_l, z)
+            n = net.n[big_l]
+            for j in self.units(big_l):
+                chain = sp.Add(
+                    *[
+                        sp.diff(a[k, 0], z[j, 0]) * self.dcda.subs({A: a[k, 0], Y: net.y[k, 0]})
+                        for k in range(n)
+                    ]
+                )
+                sub = {A: a[j, 0], Y: net.y[j, 0]}
+                if jvp.summand_total is None:
+                    total = sp.Add(
+                        *[jvp.summand.subs({A: a[k, 0], Y: net.y[k, 0]}) for k in range(n)]
+                    )
+                    formula = jvp.elementwise.subs(sub) + jvp.scale.subs(sub) * total
+                else:
+                    formula = jvp.elementwise.subs(sub)
+                checks.append((net.delta(big_l)[j, 0], chain, formula))
+        title = "Output error of one unit"
+        return Step(title, " = ".join(parts), tuple(checks), label="BP1")
+
+    def error_step(self, layer: int) -> Step:
+        nota, net, big_l = self.nota, self.example_net, self.depth
+        head = f"{nota.delta(layer, 'j')} = {nota.partial(nota.cost, nota.z(layer, 'j'))}"
+        z = net.zfree[layer]
+        checks = []
+        if layer == big_l:
+            return self.output_error_step(head, z)
+        q = nota.sum_letter(1, layer + 1)
+        factors = self.in_order(
+            [
+                _color(nota.delta(layer + 1, q)),
+                nota.w(layer + 1, q, "j"),
+                nota.sprime(layer, "j"),
+            ]
+        )
+        if self.forward_order:
+            body = (
+                f"{nota.sprime(layer, 'j')} {nota.sum(layer + 1, q)}{nota.w(layer + 1, q, 'j')} "
+                + _color(nota.delta(layer + 1, q))
+            )
+        else:
+            body = nota.sum(layer + 1, q) + self.join(factors)
+        latex = f"{head} = {body}"
+        inner = net.affine(layer + 1, net.act(layer, z))
+        upper = net.delta_at(layer + 1, inner)
+        for j in self.units(layer):
+            rhs = self.sprime_at(layer, z[j, 0]) * sp.Add(
+                *[net.W[layer + 1][q_, j] * upper[q_, 0] for q_ in range(net.n[layer + 1])]
+            )
+            checks.append((net.delta(layer)[j, 0], rhs))
+        return Step(f"Error of a unit of layer {layer}", latex, tuple(checks), label="BP2")
+
+    def gradient_steps(self, layer: int) -> list[Step]:
+        nota, net = self.nota, self.example_net
+        delta = net.delta_full(layer)
+        parts = self.in_order([nota.delta(layer, "j"), nota.a(layer - 1, "k")])
+        latex = f"{nota.grad(nota.cost, nota.w(layer, 'j', 'k'))} = {self.join(parts)}"
+        checks = tuple(
+            (net.dcost(net.W[layer][j, k]), net.afull[layer - 1][k, 0] * delta[j, 0])
+            for j, k in self.instances(layer)
+        )
+        steps = [Step(f"Gradient of a weight of layer {layer}", latex, checks, label="BP4")]
+        if self.spec.layers[layer - 1].bias:
+            latex = f"{nota.grad(nota.cost, nota.b(layer, 'j'))} = {nota.delta(layer, 'j')}"
+            checks = tuple((net.dcost(net.b[layer][j, 0]), delta[j, 0]) for j in self.units(layer))
+            steps.append(Step(f"Gradient of a bias of layer {layer}", latex, checks, label="BP3"))
+        return steps

@@ -1,0 +1,171 @@
+"""Section 5 of a derivation: the four equations of backpropagation in vector form."""
+
+from __future__ import annotations
+
+import sympy as sp
+from chainrule.derive.document.base import (
+    SectionWriterBase,
+    _tex,
+)
+from chainrule.derive.document.steps import Section, Step
+from chainrule.derive.layers import A, Y, Z
+
+
+class SummarySection(SectionWriterBase):
+    """Section 5: BP1 to BP4 in vector form."""
+
+    # -- 5. summary --------------------------------------------------------------------
+    def bp1_vector(self) -> Step:
+        """BP1 in vector form: dC/da^L times sigma'(z^L), or the softmax Jacobian product."""
+        nota, net, d, big_l = self.nota, self.example_net, self.d, self.depth
+        rows = nota.rows
+        out = d.output
+        names = self.names(big_l, None)
+        delta_l = net.delta(big_l)
+        z_l = net.zfree[big_l]
+        a_l = net.act(big_l, z_l)
+
+        def oriented(matrix: sp.Matrix) -> sp.Matrix:
+            return matrix.T if rows else matrix
+
+        if out.softmax is None:
+            times = nota.times(big_l)
+            first = f"{nota.grad_a()} {times} {nota.sprime(big_l)}"
+            second = f"\\left({_tex(self.dcda, names)}\\right) {times} {nota.sprime(big_l)}"
+            parts = [nota.delta(big_l), first, second]
+            product = sp.Matrix(
+                net.n[big_l],
+                1,
+                lambda j, _: (
+                    self.dcda.subs({A: a_l[j, 0], Y: net.y[j, 0]})
+                    * self.sprime_at(big_l, z_l[j, 0])
+                ),
+            )
+            sides = [oriented(delta_l), oriented(product), oriented(product)]
+            if not out.delta.has(sp.Piecewise):
+                parts.append(_tex(out.delta, names))
+                sides.append(
+                    oriented(
+                        sp.Matrix(
+                            net.n[big_l],
+                            1,
+                            lambda j, _: out.delta.subs(
+                                {A: a_l[j, 0], Z: z_l[j, 0], Y: net.y[j, 0]}
+                            ),
+                        )
+                    )
+                )
+            latex = " = ".join(parts)
+        else:
+            jvp = out.softmax
+            jac = f"J^{{{nota.tag(big_l)}}}" if nota.name != "cheatsheet" else "J_{o}"
+            first = f"{nota.transpose(jac)} {nota.grad_a()}"
+            sub = lambda expr, j: expr.subs({A: a_l[j, 0], Y: net.y[j, 0]})  # noqa: E731
+            n = net.n[big_l]
+            if jvp.summand_total is None:
+                total = sp.Add(*[sub(jvp.summand, k) for k in range(n)])
+                formula = sp.Matrix(
+                    n, 1, lambda j, _: sub(jvp.elementwise, j) + sub(jvp.scale, j) * total
+                )
+                body = (
+                    f"{_tex(jvp.elementwise, names)} + {_tex(jvp.scale, names)} "
+                    f"\\sum_{{k}} {_tex(jvp.summand, self.names(big_l, 'k'))}"
+                )
+            else:
+                formula = sp.Matrix(n, 1, lambda j, _: sub(jvp.elementwise, j))
+                body = _tex(jvp.elementwise, names)
+            latex = f"{nota.delta(big_l)} = {first} = {body}"
+            sides = [oriented(delta_l), oriented(formula)]
+        return Step("Output error", latex, (tuple(sides),), label="BP1")
+
+    def summary(self) -> Section:
+        nota, net, d, big_l = self.nota, self.example_net, self.d, self.depth
+        rows = nota.rows
+        steps: list[Step] = [self.bp1_vector()]
+
+        def oriented(matrix: sp.Matrix) -> sp.Matrix:
+            return matrix.T if rows else matrix
+
+        for layer in range(big_l - 1, 0, -1):
+            steps.append(self.bp2_vector(layer))
+        for layer in range(big_l, 0, -1):
+            if self.spec.layers[layer - 1].bias:
+                delta = net.delta_full(layer)
+                lhs = sp.Matrix(net.n[layer], 1, lambda j, _, ly=layer: net.dcost(net.b[ly][j, 0]))
+                latex = f"{nota.grad(nota.cost, nota.b(layer))} = {nota.delta(layer)}"
+                steps.append(
+                    Step(
+                        f"Bias gradient of layer {layer}",
+                        latex,
+                        ((oriented(lhs), oriented(delta)),),
+                        label="BP3",
+                    )
+                )
+        for layer in range(big_l, 0, -1):
+            steps.append(self.bp4_vector(layer))
+        intro = "The four equations of backpropagation for this network, in vector form"
+        if any(size > 1 for size in self.spec.sizes[1:]):
+            intro += " ($\\odot$ is the elementwise product)"
+        intro += "."
+        if d.assumptions:
+            intro += " The output error assumes each target sums to one ($\\sum_j y_j = 1$)."
+        return Section("Summary: BP1 to BP4", intro, tuple(steps))
+
+    def scalar_pair(self, upper: int, lower: int) -> bool:
+        return self.nota.size(upper) == 1 and self.nota.size(lower) == 1
+
+    def bp2_vector(self, layer: int) -> Step:
+        nota, net = self.nota, self.example_net
+        z = net.zfree[layer]
+        inner = net.affine(layer + 1, net.act(layer, z))
+        upper = net.delta_at(layer + 1, inner)
+        sprime = z.applyfunc(lambda v: self.sprime_at(layer, v))
+        if nota.rows:
+            lhs = net.delta(layer).T
+            rhs = (upper.T * net.W[layer + 1].T.T).multiply_elementwise(sprime.T)
+        else:
+            lhs = net.delta(layer)
+            rhs = (net.W[layer + 1].T * upper).multiply_elementwise(sprime)
+        weight = nota.weight_matrix(layer + 1)
+        up = nota.delta(layer + 1)
+        if self.scalar_pair(layer + 1, layer):
+            weight = nota.w(layer + 1, None, None)
+            factors = (
+                [up, weight, nota.sprime(layer)]
+                if not self.forward_order
+                else [nota.sprime(layer), weight, up]
+            )
+            body = self.join(factors)
+        elif nota.rows:
+            back = f"\\left({up} {nota.transpose(weight)}\\right)"
+            body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
+        else:
+            back = f"\\left({nota.transpose(weight)} {up}\\right)"
+            body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
+        latex = f"{nota.delta(layer)} = {body}"
+        return Step(f"Error of layer {layer}", latex, ((lhs, rhs),), label="BP2")
+
+    def bp4_vector(self, layer: int) -> Step:
+        nota, net = self.nota, self.example_net
+        delta = net.delta_full(layer)
+        prev = net.afull[layer - 1]
+        n_out, n_in = net.n[layer], net.n[layer - 1]
+        if nota.rows:
+            lhs = sp.Matrix(n_in, n_out, lambda k, j: net.dcost(net.W[layer][j, k]))
+            rhs = prev.T.T * delta.T
+        else:
+            lhs = sp.Matrix(n_out, n_in, lambda j, k: net.dcost(net.W[layer][j, k]))
+            rhs = delta * prev.T
+        a_prev, d_l = nota.a(layer - 1), nota.delta(layer)
+        if self.scalar_pair(layer, layer - 1):
+            target = nota.w(layer, None, None)
+            body = self.join(self.in_order([d_l, a_prev]))
+        else:
+            target = nota.weight_matrix(layer)
+            body = (
+                f"{nota.transpose(a_prev)} {d_l}"
+                if nota.rows
+                else f"{d_l} {nota.transpose(a_prev)}"
+            )
+        latex = f"{nota.grad(nota.cost, target)} = {body}"
+        return Step(f"Weight gradient of layer {layer}", latex, ((lhs, rhs),), label="BP4")

@@ -1,0 +1,280 @@
+"""Section 6 of a derivation: the mini-batch program, rendered and checked statement by statement.
+
+The statements are those of :func:`chainrule.derive.batch.batch_program`, the one
+source the generated module is printed from; this section only renders each one in
+the notation and checks it. A statement's check runs it
+(:func:`~chainrule.derive.batch.run_statement`) on the witness batch and compares
+the result with the value the witness gives for its target by ``diff`` of the
+batch cost (or by the forward definitions). An elementwise statement is displayed
+from the very expression that is run.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sympy as sp
+from chainrule.derive import batch, naming
+from chainrule.derive.batch import BatchStatement, run_statement
+from chainrule.derive.document.base import SectionWriterBase, _same_text, _tex
+from chainrule.derive.document.steps import Section, Side, Step
+from chainrule.derive.document.witness import WITNESS_BATCH, WitnessNetwork, _wrapped, witness
+from chainrule.derive.layers import Z
+
+#: Section titles by (operation, quantity); the layer is appended where there is one.
+_TITLES = {
+    ("alias", "activation"): "Input batch",
+    ("affine", "weighted_input"): "Weighted inputs of layer {}",
+    ("log_softmax", "log_output"): "Log-softmax",
+    ("log1m_softmax", "log_complement"): "Log of one minus the softmax",
+    ("map", "activation"): "Activations of layer {}",
+    ("loss", "cost"): "Cost of the batch",
+    ("unit_sum", "unit_sum"): "Sum over the output units",
+    ("other_units", "other_units"): "Other units of the output error",
+    ("map", "delta"): "Output error of the batch",
+    ("map", "sigma_prime"): "Activation derivative of layer {}",
+    ("backprop", "delta"): "Error of layer {} over the batch",
+    ("outer", "weight_gradient"): "Weight gradient of layer {} over the batch",
+    ("example_sum", "bias_gradient"): "Bias gradient of layer {} over the batch",
+}
+
+_ELEMENTWISE = " \\quad (\\text{elementwise})"
+
+
+def _entry(expr: sp.Expr, values: dict) -> sp.Expr:
+    """``expr`` at one entry; each one-variable piecewise part stays a wrapped function
+    (see :func:`~chainrule.derive.document.witness._wrapped`) so nested ReLUs stay small."""
+    pieces = {}
+    for piece in expr.atoms(sp.Piecewise):
+        if len(piece.free_symbols) == 1:
+            (var,) = piece.free_symbols
+            pieces[piece] = _wrapped(piece.xreplace({var: Z}))(var)
+    return expr.xreplace(pieces).xreplace(values)
+
+
+class VectorizedSection(SectionWriterBase):
+    """Renders the mini-batch program in the notation and checks it on the witness batch."""
+
+    def vectorized(self) -> Section:
+        """The mini-batch statements, in the order and with the labels of the module."""
+        statements = batch.batch_program(self.d)
+        steps = tuple(
+            Step(
+                self.batch_title(s),
+                self.batch_latex(s),
+                functools.partial(self.batch_sides, s.target),
+                s.label,
+                s.target,
+            )
+            for s in statements
+        )
+        per = "row" if self.nota.rows else "column"
+        intro = (
+            f"The same equations over a mini-batch of m examples, one per {per} (the layer "
+            "errors of the examples side by side; the cost is the mean over the batch). These "
+            "are the statements of the generated NumPy module, in its order and with its "
+            "labels. SymPy runs each on a symbolic batch of two examples and compares the "
+            "result with the forward definitions or with diff of the batch cost (a sum over "
+            "units through the output error it feeds)."
+        )
+        return Section("Vectorized over a mini-batch", intro, steps)
+
+    @staticmethod
+    def batch_title(s: BatchStatement) -> str:
+        if (
+            s.quantity == "activation"
+            and s.op == "map"
+            and s.operands == (naming.log_output(s.layer),)
+        ):
+            return "Softmax"
+        return _TITLES[(s.op, s.quantity)].format(s.layer)
+
+    # -- checking -------------------------------------------------------------------------
+    def batch_sides(self, target: str) -> tuple[tuple[Side, ...], ...]:
+        """The sides of one statement's check: the witness's value of its target, then the
+        statement run on the witness batch (for sigma', the derivative form between)."""
+        return (self.batch_results[target],)
+
+    @functools.cached_property
+    def batch_results(self) -> dict[str, tuple[Side, ...]]:
+        net = witness(self.spec, WITNESS_BATCH, self.width)
+        rows = self.nota.rows
+        reference = self.batch_references(net)
+        env = self.batch_inputs(net)
+        results: dict[str, tuple[Side, ...]] = {}
+        for s in batch.batch_program(self.d):
+            got = run_statement(s, env, rows, net.m, at=_entry)
+            ref = reference.get(s.target)
+            if s.derivative is not None:
+                shown = run_statement(
+                    BatchStatement(s.target, "map", s.operands, s.derivative, "", 0, "", ""),
+                    env,
+                    rows,
+                    net.m,
+                    at=_entry,
+                )
+                results[s.target] = (ref, shown, got)
+            else:
+                results[s.target] = (got, got) if ref is None else (ref, got)
+            # Backward values continue from the witness's own delta (a function of the
+            # weighted inputs), so each statement is checked on its own.
+            env[s.target] = ref if ref is not None and s.label.startswith("BP") else got
+        return results
+
+    def oriented(self, matrix: sp.Matrix) -> sp.Matrix:
+        """A units x examples (or parameter) matrix in the spec's layout."""
+        return matrix.T if self.nota.rows else matrix
+
+    def batch_inputs(self, net: WitnessNetwork) -> dict[str, sp.Matrix]:
+        o = self.oriented
+        env = {naming.INPUT: o(net.x), naming.TARGET: o(net.y)}
+        for layer in range(1, self.depth + 1):
+            env[naming.weight(layer)] = o(net.W[layer])
+            env[naming.bias(layer)] = o(net.b[layer])
+        return env
+
+    def batch_references(self, net: WitnessNetwork) -> dict[str, Side]:
+        """The value of each target from the witness: the forward definitions, diff of the
+        batch cost for the deltas (times m, per example) and the gradients."""
+        o, refs = self.oriented, {}
+        refs[naming.activation(0)] = o(net.afull[0])
+        refs[naming.COST] = sp.Matrix([[net.cost_full]])
+        for layer in range(1, self.depth + 1):
+            z, a = net.zfull[layer], net.afull[layer]
+            refs[naming.weighted_input(layer)] = o(z)
+            refs[naming.activation(layer)] = o(a)
+            refs[naming.log_output(layer)] = o(a.applyfunc(sp.log))
+            refs[naming.log_complement(layer)] = o(a.applyfunc(lambda v: sp.log(1 - v)))
+            refs[naming.delta(layer)] = o(net.delta_full(layer))
+            if self.d.activations[layer - 1] is not None:
+                refs[naming.sigma_prime(layer)] = o(
+                    z.applyfunc(lambda v, ly=layer: self.sprime_at(ly, v))
+                )
+            n_out, n_in = net.n[layer], net.n[layer - 1]
+            w = sp.Matrix(n_out, n_in, lambda j, k, ly=layer: net.dcost(net.W[ly][j, k]))
+            refs[naming.grad(naming.weight(layer))] = o(w)
+            if self.spec.layers[layer - 1].bias:
+                b = sp.Matrix(n_out, 1, lambda j, _, ly=layer: net.dcost(net.b[ly][j, 0]))
+                refs[naming.grad(naming.bias(layer))] = o(b)
+        return refs
+
+    # -- rendering ------------------------------------------------------------------------
+    @functools.cached_property
+    def batch_names(self) -> dict[sp.Symbol, str]:
+        """LaTeX of every identifier symbol a statement's expression can hold."""
+        nota, sym = self.nota, naming.symbol
+        unit_sum = "s \\mathbf{1}^{T}" if nota.rows else "\\mathbf{1} s"
+        names = {sym(naming.TARGET): "Y"}
+        for layer in range(1, self.depth + 1):
+            zb, ab = nota.batch("Z", layer), nota.batch("A", layer)
+            names[sym(naming.weighted_input(layer))] = zb
+            names[sym(naming.activation(layer))] = ab
+            names[sym(naming.log_output(layer))] = f"\\log {ab}"
+            names[sym(naming.log_complement(layer))] = f"\\log(1 - {ab})"
+            names[sym(naming.other_units(layer))] = nota.batch("R", layer)
+            names[sym(naming.unit_sum(layer))] = unit_sum
+        return names
+
+    def batch_latex(self, s: BatchStatement) -> str:
+        """The statement in the notation; an elementwise one printed from its expression."""
+        nota = self.nota
+        layer = s.layer
+        zb = nota.batch("Z", layer)
+        if s.op == "alias":
+            return f"{nota.batch_a0} = X"
+        if s.op == "affine":
+            return f"{zb} = {self.affine_latex(s)}"
+        if s.op in ("log_softmax", "log1m_softmax"):
+            return self.log_softmax_latex(s)
+        if s.op == "loss":
+            return self.loss_latex(s)
+        if s.op == "unit_sum":
+            body = _tex(s.expr, self.batch_names)
+            if nota.rows:
+                return f"s = \\left({body}\\right) \\mathbf{{1}}"
+            return f"s = \\mathbf{{1}}^{{T}} \\left({body}\\right)"
+        if s.op == "other_units":
+            return self.other_units_latex(s)
+        if s.op == "map":
+            return self.map_latex(s)
+        return self.product_latex(s)
+
+    def affine_latex(self, s: BatchStatement) -> str:
+        nota, layer = self.nota, s.layer
+        prev, wb = nota.batch("A", layer - 1), nota.weight_matrix(layer)
+        bias = len(s.operands) == 3
+        if nota.rows:
+            return f"{prev} {wb}" + (f" + \\mathbf{{1}} {nota.b(layer)}" if bias else "")
+        return f"{wb} {prev}" + (f" + {nota.b(layer)} \\mathbf{{1}}^{{T}}" if bias else "")
+
+    def log_softmax_latex(self, s: BatchStatement) -> str:
+        zb, ab = self.nota.batch("Z", s.layer), self.nota.batch("A", s.layer)
+        if self.nota.rows:
+            norm = f"\\log\\left(e^{{{zb}}} \\mathbf{{1}}\\right) \\mathbf{{1}}^{{T}}"
+            others = f"\\log\\left(e^{{{zb}}} (\\mathbf{{1}}\\mathbf{{1}}^{{T}} - I)\\right)"
+        else:
+            norm = f"\\mathbf{{1}} \\log\\left(\\mathbf{{1}}^{{T}} e^{{{zb}}}\\right)"
+            others = f"\\log\\left((\\mathbf{{1}}\\mathbf{{1}}^{{T}} - I) e^{{{zb}}}\\right)"
+        if s.op == "log_softmax":
+            return f"\\log {ab} = {zb} - {norm}"
+        return f"\\log(1 - {ab}) = {others} - {norm}"
+
+    def loss_latex(self, s: BatchStatement) -> str:
+        """C as the mean of the per-entry cost, each batch matrix written by its entry."""
+        nota, layer, sym = self.nota, s.layer, naming.symbol
+        idx = "ij" if nota.rows else "ji"
+        entry = f"{{{nota.batch('A', layer)}}}_{{{idx}}}"
+        entries = {
+            sym(naming.weighted_input(layer)): f"{{{nota.batch('Z', layer)}}}_{{{idx}}}",
+            sym(naming.activation(layer)): entry,
+            sym(naming.TARGET): f"Y_{{{idx}}}",
+            sym(naming.log_output(layer)): f"\\log {entry}",
+            sym(naming.log_complement(layer)): f"\\log(1 - {entry})",
+        }
+        return f"C = \\frac{{1}}{{m}} \\sum_{{i}} \\sum_{{j}} {_tex(s.expr, entries)}"
+
+    def other_units_latex(self, s: BatchStatement) -> str:
+        nota = self.nota
+        r_name, ab = nota.batch("R", s.layer), nota.batch("A", s.layer)
+        idx = "ij" if nota.rows else "ji"
+        v = _tex(s.expr, self.batch_names)
+        return (
+            f"{{{r_name}}}_{{{idx}}} = \\sum_{{k \\neq j}} V_{{k}} \\frac{{{{{ab}}}_{{j}}}}"
+            f"{{1 - {{{ab}}}_{{k}}}}, \\quad V = \\frac{{\\partial C}}"
+            f"{{\\partial \\log(1 - {ab})}} = {v}"
+        )
+
+    def map_latex(self, s: BatchStatement) -> str:
+        nota, layer = self.nota, s.layer
+        zb, ab = nota.batch("Z", layer), nota.batch("A", layer)
+        shown = _tex(s.expr, self.batch_names)
+        if s.quantity == "delta":
+            return f"{nota.batch('D', layer)} = {shown}{_ELEMENTWISE}"
+        if s.quantity == "sigma_prime":
+            parts = [f"{nota.act_letter(layer)}'({zb})", _tex(s.derivative, self.batch_names)]
+            if not _same_text(parts[-1]) == _same_text(shown):
+                parts.append(shown)
+            return " = ".join(parts)
+        if s.operands == (naming.log_output(layer),):
+            return f"{ab} = {shown}"
+        parts = [ab, f"{nota.act_letter(layer)}({zb})"]
+        if _same_text(shown) not in [_same_text(p) for p in parts]:
+            parts.append(shown)
+        return " = ".join(parts)
+
+    def product_latex(self, s: BatchStatement) -> str:
+        nota, layer, rows = self.nota, s.layer, self.nota.rows
+        if s.op == "backprop":
+            weight, up = nota.weight_matrix(layer + 1), nota.batch("D", layer + 1)
+            back = f"{up} {nota.transpose(weight)}" if rows else f"{nota.transpose(weight)} {up}"
+            if len(s.operands) == 3:
+                sprime = f"{nota.act_letter(layer)}'({nota.batch('Z', layer)})"
+                back = f"\\left({back}\\right) \\odot {sprime}"
+            return f"{nota.batch('D', layer)} = {back}"
+        dl = nota.batch("D", layer)
+        if s.op == "outer":
+            ab = nota.transpose(nota.batch("A", layer - 1))
+            body = f"{ab} {dl}" if rows else f"{dl} {ab}"
+            return f"{nota.grad('C', nota.weight_matrix(layer))} = \\frac{{1}}{{m}} {body}"
+        body = f"\\mathbf{{1}}^{{T}} {dl}" if rows else f"{dl} \\mathbf{{1}}"
+        return f"{nota.grad('C', nota.b(layer))} = \\frac{{1}}{{m}} {body}"
