@@ -30,6 +30,7 @@ from typing import Any
 
 import sympy as sp
 from chainrule.derive import naming
+from chainrule.derive.functions import sigmoid, softplus
 from chainrule.derive.layers import (
     LOG1MP,
     LOGP,
@@ -347,6 +348,15 @@ def _collapse(expr: sp.Basic, var: sp.Symbol, point: dict, memo: dict) -> sp.Bas
     return out
 
 
+def _closed(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with sigmoid and softplus written out in exp and log: a reference
+    derivative is then SymPy's diff of the definition, not the class's own ``fdiff``
+    (which a wrong identity would make agree with itself)."""
+    return expr.replace(
+        lambda e: isinstance(e, (sigmoid, softplus)), lambda e: e.closed_form(e.args[0])
+    )
+
+
 def _numeric(expr: sp.Expr, point: dict[sp.Symbol, sp.Expr], memo: dict | None = None) -> sp.Expr:
     """``expr`` at ``point``, taking each derivative after fixing the other variables.
 
@@ -362,12 +372,12 @@ def _numeric(expr: sp.Expr, point: dict[sp.Symbol, sp.Expr], memo: dict | None =
     if isinstance(expr, sp.Derivative):
         (var, order), *rest = expr.variable_count
         if rest or order != 1:
-            out = expr.doit().xreplace(point)
+            out = sp.Derivative(_closed(expr.expr), *expr.variable_count).doit().xreplace(point)
         else:
             others = {s: v for s, v in point.items() if s != var}
             inner = _numeric(expr.expr, others, {})
             inner = _collapse(inner, var, others, {})
-            out = sp.diff(inner, var).xreplace({var: point[var]})
+            out = sp.diff(_closed(inner), var).xreplace({var: point[var]})
     elif isinstance(expr, (sp.Subs, _At)):
         inner, variables, values = expr.args
         moved = dict(point)
@@ -641,7 +651,7 @@ class _Builder:
             names = self.names(layer, "j")
             parts = [nota.partial(nota.a(layer, "j"), nota.z(layer, "j")), nota.sprime(layer, "j")]
             parts.append(_tex(derived.derivative, names))
-            sides = [sp.diff(derived.forward, Z).subs(Z, z), derived.derivative.subs(Z, z)]
+            sides = [sp.diff(_closed(derived.forward), Z).subs(Z, z), derived.derivative.subs(Z, z)]
             if derived.cached != derived.derivative:
                 parts.append(_tex(derived.cached, names))
                 sides.append(derived.cached.subs({A: derived.forward.subs(Z, z), Z: z}))
@@ -812,7 +822,7 @@ class _Builder:
         def local(m: int, i: int) -> sp.Expr:
             derived = d.activations[m - 1]
             if mode == "ratio":
-                return _at(sp.diff(derived.forward, Z), w1.zfull[m][i, 0])
+                return _at(sp.diff(_closed(derived.forward), Z), w1.zfull[m][i, 0])
             return _at(derived.derivative, w1.zfull[m][i, 0])
 
         def final(i: int) -> sp.Expr:
