@@ -183,6 +183,7 @@ def test_chainrule_check_fails_a_non_finite_numeric_estimate() -> None:
     assert not check_module(_fake_module(at_loss=True)).passed
 
 
+@pytest.mark.slow
 def test_chainrule_check_command_fails_a_module_with_a_nan_gradient(
     tmp_path: Path, run_cli: Callable
 ) -> None:

@@ -119,6 +119,7 @@ def test_sweep_past_the_budget_shows_the_estimate(capsys):
     assert last["backprop_ops"] == 150
 
 
+@pytest.mark.slow
 def test_plot_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     path = tmp_path / "growth.png"
@@ -185,6 +186,7 @@ def test_time_reports_every_strategy(capsys):
         ("2,3,2", "x*sigmoid(x),softmax", "quadratic"),
     ],
 )
+@pytest.mark.slow
 def test_naive_exceeds_cse_which_is_no_shorter_than_backprop(capsys, sizes, activations, cost):
     data = _json(capsys, "--sizes", sizes, "--activations", activations, "--cost", cost)
     assert data["naive_ops"] > data["cse_ops"] >= data["backprop_ops"]

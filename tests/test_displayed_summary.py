@@ -78,6 +78,7 @@ def _cases() -> Iterator:
 
 
 @pytest.mark.parametrize(("kind", "layout", "acts", "cost", "width"), list(_cases()))
+@pytest.mark.slow
 def test_displayed_summary_of_each_output_kind_and_layout(kind, layout, acts, cost, width):
     spec = Spec.from_sizes([2, 3, width], acts, cost, layout=layout)
     assert _summary(spec) == _expected(kind, layout)
@@ -138,6 +139,7 @@ def wrong_sigmoid_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _clear_caches()
 
 
+@pytest.mark.slow
 def test_a_wrong_sigmoid_identity_fails_an_equation(wrong_sigmoid_identity):
     spec = Spec.from_sizes([1, 1, 1], ["sigmoid"] * 2, "quadratic", name="wrong-identity")
     doc = derivation(spec)

@@ -148,6 +148,7 @@ def _problem(spec: Spec, seed: int):
 
 
 @pytest.mark.parametrize("key", sorted(CASES))
+@pytest.mark.slow
 def test_emitted_code_equals_the_exact_derivative_of_the_cost(key, build):
     spec = CASES[key]
     module = build(spec)

@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -234,6 +235,7 @@ BATTERY = settings(
 )
 
 
+@pytest.mark.slow
 @BATTERY
 @given(case=cases())
 def test_random_architectures(case: Case, tmp_path_factory: Any) -> None:

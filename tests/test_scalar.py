@@ -83,6 +83,7 @@ def test_scalar_network_refuses_huge_networks():
 
 
 @pytest.mark.parametrize("spec", SMALL, ids=lambda s: "-".join(map(str, s.sizes)) + s.cost)
+@pytest.mark.slow
 def test_cse_and_backprop_equal_naive_at_random_rational_points(spec):
     naive = gradients(spec, "naive", engine="sympy")
     others = [gradients(spec, "cse", engine="sympy"), gradients(spec, "backprop")]
@@ -201,6 +202,7 @@ def test_3b1b_chain_counts():
     [preset("3b1b-chain"), preset("two-layer-nobias"), *SMALL[2:]],
     ids=lambda s: "-".join(map(str, s.sizes)),
 )
+@pytest.mark.slow
 def test_layer_counts_equal_the_full_scalar_program(spec):
     bp = count_strategy(gradients(spec, "backprop"))
     lc = layer_counts(spec)
@@ -224,6 +226,7 @@ def test_cheap_gradient_principle_on_every_preset(name):
     ],
     ids=lambda s: "-".join(map(str, s.sizes)),
 )
+@pytest.mark.slow
 def test_naive_above_cse_above_backprop(spec):
     naive = count_strategy(gradients(spec, "naive", engine="sympy")).total
     cse = count_strategy(gradients(spec, "cse", engine="sympy")).total
@@ -235,6 +238,7 @@ def _chain(width, depth):
     return _spec([width] * (depth + 1), ["sigmoid"] * depth, "quadratic")
 
 
+@pytest.mark.slow
 def test_one_wide_chain_naive_quadratic_per_parameter_backprop_linear():
     first = []  # naive ops of dC/dw^1, the longest path
     backprop = []
