@@ -40,8 +40,13 @@ class CheckReport:
 
     @property
     def passed(self) -> bool:
-        """True when at least one entry was checked and every one is within tolerance."""
-        return self.entries > 0 and all(ratio <= 1.0 for _, _, ratio in self.worst)
+        """True when at least one entry was checked, the loss is finite and every checked
+        entry is within tolerance (a NaN or inf ratio fails: ``nan <= 1`` is False)."""
+        return (
+            self.entries > 0
+            and bool(np.isfinite(self.loss))
+            and all(ratio <= 1.0 for _, _, ratio in self.worst)
+        )
 
 
 def load_module(path: str | Path) -> ModuleType:
@@ -142,8 +147,12 @@ def check_module(
             down = module.loss(params, x, y)
             flat[i] = old
             numeric = (up - down) / (2 * h)
-            err = abs(grad[i] - numeric)
-            ratio = err / (tol_abs + REL_TOL * abs(numeric))
+            if np.isfinite(grad[i]) and np.isfinite(numeric):
+                err = abs(grad[i] - numeric)
+                ratio = err / (tol_abs + REL_TOL * abs(numeric))
+            else:
+                # max(worst, nan) keeps worst: a NaN or inf is recorded as an inf error.
+                err = ratio = float("inf")
             worst_err, worst_ratio = max(worst_err, err), max(worst_ratio, ratio)
             total += 1
         worst.append((key, worst_err, worst_ratio))

@@ -214,6 +214,19 @@ def sample_problem(
     raise AssertionError("could not sample data away from the kinks")
 
 
+def within_tolerance(analytic: float, numeric: float, tol_abs: float) -> bool:
+    """|g - n| <= tol_abs + REL_TOL |n| with g, n and the tolerance all finite.
+
+    Written as ``err <= tol`` (not ``not err > tol``) so that a NaN anywhere fails: every
+    comparison with NaN is False. The explicit finiteness tests also fail an inf in the
+    gradient or the estimate (inf - inf is NaN, but inf <= inf would pass).
+    """
+    values = (analytic, numeric, tol_abs)
+    if not all(np.isfinite(v) for v in values):
+        return False
+    return bool(abs(analytic - numeric) <= tol_abs + REL_TOL * abs(numeric))
+
+
 def fd_failures(
     loss_fn: Callable[[Params], float],
     params: Params,
@@ -223,7 +236,12 @@ def fd_failures(
 ) -> list[tuple[str, int, float, float]]:
     """Central differences, h_i = cbrt(eps) max(1, |theta_i|), on every entry (or the
     flat indices in ``entries[key]``); returns (key, index, analytic, numeric) failures.
+
+    A loss that is not finite is itself a failure, ``("loss", -1, cost, nan)``: the
+    tolerance scales with it, and ``max(1, nan)`` is 1, so nothing else would notice.
     """
+    if not np.isfinite(cost):
+        return [("loss", -1, float(cost), float("nan"))]
     step = np.cbrt(np.finfo(np.float64).eps)
     tol_abs = ABS_TOL * max(1.0, abs(cost))
     work = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
@@ -242,7 +260,7 @@ def fd_failures(
             down = loss_fn(work)
             flat[i] = old
             numeric = (up - down) / (2 * h)
-            if abs(grad[i] - numeric) > tol_abs + REL_TOL * abs(numeric):
+            if not within_tolerance(grad[i], numeric, tol_abs):
                 failures.append((key, int(i), float(grad[i]), float(numeric)))
     return failures
 
@@ -256,7 +274,13 @@ def directional_failures(
     count: int = 6,
 ) -> list[tuple[int, float, float]]:
     """Central differences along ``count`` random unit directions d: compare
-    (C(theta + h d) - C(theta - h d)) / 2h with g . d, h = cbrt(eps)."""
+    (C(theta + h d) - C(theta - h d)) / 2h with g . d, h = cbrt(eps).
+
+    Returns (direction, analytic, numeric) failures; a loss that is not finite is the
+    failure ``(-1, cost, nan)``.
+    """
+    if not np.isfinite(cost):
+        return [(-1, float(cost), float("nan"))]
     h = float(np.cbrt(np.finfo(np.float64).eps))
     tol_abs = ABS_TOL * max(1.0, abs(cost))
     failures = []
@@ -268,7 +292,7 @@ def directional_failures(
         down = loss_fn({k: params[k] - h * d[k] for k in params})
         numeric = (up - down) / (2 * h)
         analytic = sum(float(np.sum(np.asarray(grads[k]) * d[k])) for k in params)
-        if abs(analytic - numeric) > tol_abs + REL_TOL * abs(numeric):
+        if not within_tolerance(analytic, numeric, tol_abs):
             failures.append((n, analytic, numeric))
     return failures
 
@@ -279,10 +303,14 @@ def assert_agrees(
     """Loss and every gradient agree to ``rtol``, relative to each array's largest entry
     (so an entry that is zero up to rounding cannot fail on its own)."""
     (got_c, got_g), (want_c, want_g) = got, want
+    # assert_allclose counts NaN == NaN as equal: a NaN on both sides must fail too.
+    assert np.isfinite(got_c) and np.isfinite(want_c), (got_c, want_c)
     assert abs(got_c - want_c) <= rtol * max(1e-300, abs(want_c)), (got_c, want_c)
     assert sorted(got_g) == sorted(want_g)
     for key, want_v in want_g.items():
         got_v = np.asarray(got_g[key])
         assert got_v.shape == want_v.shape, (key, got_v.shape, want_v.shape)
+        assert np.all(np.isfinite(got_v)), (key, "gradient not finite", got_v)
+        assert np.all(np.isfinite(want_v)), (key, "reference not finite", want_v)
         scale = max(float(np.max(np.abs(want_v))), 1e-300)
         np.testing.assert_allclose(got_v, want_v, rtol=rtol, atol=rtol * scale, err_msg=key)

@@ -330,6 +330,7 @@ SUBPROCESS_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SUBPROCESS_CASES, ids=lambda c: c.name)
 def test_bad_input_in_a_real_process(case: Case, tmp_path: Path) -> None:
     before = _prepare(case, tmp_path)
@@ -398,6 +399,7 @@ def test_a_spec_path_that_is_not_a_regular_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["generate", "graph", "derive"])
 @pytest.mark.parametrize("kind", ["fifo", "socket"])
 def test_an_output_path_that_is_not_a_regular_file(command: str, kind: str, tmp_path: Path) -> None:

@@ -136,6 +136,7 @@ def test_there_are_a_dozen_bad_specs():
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
+@pytest.mark.slow
 def test_bad_spec_exits_2_with_one_line_naming_the_field(bad_runs, name):
     done, before, after = bad_runs[name]
     case = BAD[name]
@@ -150,6 +151,7 @@ def test_bad_spec_exits_2_with_one_line_naming_the_field(bad_runs, name):
     assert "out.py" not in after
 
 
+@pytest.mark.slow
 def test_presets_lists_five_lines_naming_their_seeds(run_cli):
     done = run_cli("presets")
     assert done.returncode == 0
@@ -172,16 +174,19 @@ def good_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "net.py"
 
 
+@pytest.mark.slow
 def test_generate_writes_the_same_bytes_as_the_api(good_module):
     assert good_module.read_text(encoding="utf-8") == generate_module(preset("two-layer-nobias"))
 
 
+@pytest.mark.slow
 def test_generate_without_output_prints_the_module(run_cli):
     done = run_cli("generate", "--preset", "3b1b-chain")
     assert done.returncode == 0
     assert done.stdout == generate_module(preset("3b1b-chain"))
 
 
+@pytest.mark.slow
 def test_check_passes_a_good_module_and_fails_a_broken_one(good_module, tmp_path):
     done = _run(["check", str(good_module)], tmp_path)
     assert done.returncode == 0, done.stdout
@@ -202,12 +207,14 @@ def test_check_passes_a_good_module_and_fails_a_broken_one(good_module, tmp_path
     assert verdicts == {"W1": "FAIL", "W2": "ok"}
 
 
+@pytest.mark.slow
 def test_check_of_a_file_that_is_not_a_module_is_bad_input(tmp_path):
     done = _run(["check", "missing.py"], tmp_path)
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_force_is_needed_to_overwrite_a_hand_written_file(tmp_path):
     hand = tmp_path / "hand.py"
     hand.write_text("x = 1\n", encoding="utf-8")
@@ -229,6 +236,7 @@ def test_force_is_needed_to_overwrite_a_hand_written_file(tmp_path):
     assert hand.read_text(encoding="utf-8") == generate_module(preset("nielsen"))
 
 
+@pytest.mark.slow
 def test_one_liner_with_a_custom_activation_generates_and_checks(tmp_path):
     args = ["--sizes", "3,4,3", "--activations", "x*sigmoid(x),softmax"]
     args += ["--cost", "cross-entropy", "--layout", "rows", "-o", "swish.py", "--check"]

@@ -50,6 +50,7 @@ def test_version(capsys) -> None:
     assert _help(["--version"], capsys).strip() == f"chainrule {chainrule.__version__}"
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_command_line() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "chainrule", "--version"],

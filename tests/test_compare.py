@@ -21,6 +21,8 @@ def _json(capsys, *args):
 
 def test_3b1b_chain_json_has_the_documented_fields_and_values(capsys):
     data = _json(capsys, "--preset", "3b1b-chain", "--engine", "sympy")
+    # Regression pins: naive 288 and CSE 27 are the code's own output; forward 11 and
+    # backprop 25 are derived by hand in test_opcount_by_hand.py.
     assert data["parameters"] == 6
     assert data["forward_ops"] == 11
     assert data["naive_ops"] == 288
@@ -50,7 +52,8 @@ def test_cheatsheet_relu_table(capsys):
     out = capsys.readouterr().out
     assert "network 1-1-1 (relu, relu; quadratic cost), 2 parameters" in out
     # The ReLU comparison z > 0 is cached once as a mask and reused by sigma', so
-    # the memoized program is no longer than what CSE finds.
+    # the memoized program is no longer than what CSE finds. The row is a regression pin
+    # (the code's own output), as are the other table rows and sweep values below.
     assert "| total |      2 |    50 |  15 |       14 |          45 |       9 |" in out
     assert "backprop / forward = 1.56" in out
 
@@ -84,6 +87,8 @@ def test_oversized_network_prints_memoized_numbers_and_the_refusal(capsys):
     out = capsys.readouterr().out
     assert "naive: refused (strategy: the naive (fully expanded) gradient of the 20-20-" in out
     assert "use the backprop strategy" in out
+    # Forward 4,999 = 6 layers x 20 units x (2 x 20 + 1) + the cost's 3 x 20 + 19, by
+    # hand; the other columns are regression pins (the code's own output).
     assert "| total |  2,520 |     - |   - |   11,620 |  25,199,959 |   4,999 |" in out
 
 
@@ -102,17 +107,20 @@ def test_width_sweep_table(capsys):
     assert main(["compare", "--sweep", "width=1:3", "--depth", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ops per example against width (depth 2, sigmoid, quadratic cost)")
-    assert "| 3     | 3-3-3   |     24 | 5,007 |" in out
+    assert "| 3     | 3-3-3   |     24 | 5,007 |" in out  # regression pin
 
 
 def test_sweep_past_the_budget_shows_the_estimate(capsys):
     data = _json(capsys, "--sweep", "depth=1:3", "--width", "3", "--budget", "10000")
-    assert data["rows"][1]["naive_ops"] == 5007
+    assert data["rows"][1]["naive_ops"] == 5007  # regression pin
     last = data["rows"][2]
     assert last["naive_ops"] is None and last["naive_estimate"] > 10000
+    # 3-3-3-3 sigmoid, quadratic: forward 63 + BP1 12 + BP2 48 + BP4 27 (by hand in
+    # test_opcount_by_hand.py).
     assert last["backprop_ops"] == 150
 
 
+@pytest.mark.slow
 def test_plot_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     path = tmp_path / "growth.png"
@@ -179,6 +187,7 @@ def test_time_reports_every_strategy(capsys):
         ("2,3,2", "x*sigmoid(x),softmax", "quadratic"),
     ],
 )
+@pytest.mark.slow
 def test_naive_exceeds_cse_which_is_no_shorter_than_backprop(capsys, sizes, activations, cost):
     data = _json(capsys, "--sizes", sizes, "--activations", activations, "--cost", cost)
     assert data["naive_ops"] > data["cse_ops"] >= data["backprop_ops"]

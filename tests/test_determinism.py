@@ -53,6 +53,7 @@ def _generate_with_hash_seed(seed: str) -> bytes:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_same_bytes_under_different_hash_seeds():
     with ThreadPoolExecutor(max_workers=3) as pool:
         outputs = list(pool.map(_generate_with_hash_seed, HASH_SEEDS))
@@ -91,12 +92,14 @@ def _regenerate(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_regenerate_check_is_clean_in_the_checkout():
     done = _regenerate("--check")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "up to date" in done.stdout
 
 
+@pytest.mark.slow
 def test_regenerate_check_reports_an_altered_file_and_regenerate_repairs_it(tmp_path):
     folder = tmp_path / "generated"
     shutil.copytree(GENERATED, folder)
@@ -122,6 +125,7 @@ def test_regenerate_check_reports_an_altered_file_and_regenerate_repairs_it(tmp_
     assert _regenerate("--check", "--dir", str(folder)).returncode == 0
 
 
+@pytest.mark.slow
 def test_regenerate_never_overwrites_a_hand_written_file(tmp_path):
     folder = tmp_path / "generated"
     folder.mkdir()

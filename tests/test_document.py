@@ -42,6 +42,7 @@ def _unicode_steps(doc: chainrule.Derivation) -> list[str]:
     return [to_unicode(step.latex) for step in doc]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", preset_names())
 def test_every_equation_of_every_preset_holds(name: str) -> None:
     doc = derivation(preset(name))
@@ -50,6 +51,7 @@ def test_every_equation_of_every_preset_holds(name: str) -> None:
     assert failed == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXTRA_SPECS))
 def test_every_equation_of_other_networks_holds(name: str) -> None:
     doc = derivation(EXTRA_SPECS[name])
@@ -57,6 +59,7 @@ def test_every_equation_of_other_networks_holds(name: str) -> None:
     assert failed == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "notation"), [("3b1b-chain", "3b1b"), ("cheatsheet-relu", "cheatsheet")]
 )
@@ -65,6 +68,7 @@ def test_every_equation_holds_in_the_seed_notations(name: str, notation: str) ->
     assert all(check_step(step, points=2) for step in doc)
 
 
+@pytest.mark.slow
 def test_a_wrong_equation_is_caught() -> None:
     doc = derivation(preset("two-layer-nobias"))
     bp4 = next(s for s in doc if s.label == "BP4" and "layer 1" in s.title)
@@ -77,6 +81,7 @@ def test_a_wrong_equation_is_caught() -> None:
     assert not check_step(dataclasses.replace(bp4, source=((lhs, other),)))
 
 
+@pytest.mark.slow
 def test_expanded_chain_is_compared_with_diff_of_the_full_scalar_cost() -> None:
     doc = derivation(preset("deep-relu-sigmoid"))
     step = next(s for s in doc if s.title == "Chain rule for a weight of layer 1, written out")
@@ -164,6 +169,7 @@ def test_simplified_output_error_for_sigmoid_and_cross_entropy() -> None:
 
 
 @pytest.mark.parametrize("spec", [preset(n) for n in preset_names()] + list(EXTRA_SPECS.values()))
+@pytest.mark.slow
 def test_vectorized_section_renders_the_module_statements(spec: Spec) -> None:
     # The module's statements, less the temporaries it adds for speed, are the batch
     # program's statements; the document renders the same ones, in the same order.
@@ -294,6 +300,7 @@ def test_layout_does_not_depend_on_the_witness_width(name: str) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_deep_networks_render_quickly() -> None:
     spec = Spec.from_sizes([4] * 40 + [2], ["relu"] * 39 + ["softmax"], "cross-entropy")
     doc = derivation(spec, "3b1b")

@@ -335,6 +335,7 @@ def test_random_text_into_the_parser(text: str, monkeypatch: pytest.MonkeyPatch)
 
 @FUZZ
 @given(text=st.one_of(TREES, MOSTLY_VALID_TREES))
+@pytest.mark.slow
 def test_random_expression_trees_into_the_parser(
     text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -344,6 +345,7 @@ def test_random_expression_trees_into_the_parser(
 
 @FUZZ
 @given(data=st.one_of(MOSTLY_VALID_SPEC, SPEC_DICT, JSONISH))
+@pytest.mark.slow
 def test_random_tables_into_the_spec_loader(data: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     with no_code_runs(monkeypatch):
         try:
@@ -363,6 +365,7 @@ def test_random_tables_into_the_spec_loader(data: Any, monkeypatch: pytest.Monke
         st.tuples(st.sampled_from([".json", ".toml"]), st.text(max_size=200)),
     )
 )
+@pytest.mark.slow
 def test_random_files_into_the_spec_loader(
     case: tuple[str, str], tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

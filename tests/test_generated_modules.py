@@ -99,6 +99,7 @@ def _problem(spec: Spec, seed: int, m: int = 3):
 
 
 @pytest.mark.parametrize("key", sorted(ALL_SPECS))
+@pytest.mark.slow
 def test_finite_differences_on_every_entry(build, key):
     spec = ALL_SPECS[key]
     module = build(spec)
@@ -307,6 +308,7 @@ def module_files(module_dir) -> list:
     return files
 
 
+@pytest.mark.slow
 def test_modules_run_where_sympy_and_jinja2_cannot_be_imported(module_files, tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", _STANDALONE, *map(str, module_files)],

@@ -204,6 +204,7 @@ def test_softmax_cross_entropy_module_docstring_states_the_assumption():
     assert "Assumptions" not in plain
 
 
+@pytest.mark.slow
 def test_derive_package_never_imports_codegen():
     for path in sorted((REPO / "derive").glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))

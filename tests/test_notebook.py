@@ -17,6 +17,7 @@ def _code_cells() -> list[str]:
     return ["".join(c["source"]) for c in data["cells"] if c["cell_type"] == "code"]
 
 
+@pytest.mark.slow
 def test_notebook_code_cells_run_in_order(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__walkthrough__"}
@@ -33,6 +34,7 @@ def test_notebook_code_cells_run_in_order(tmp_path: Path, monkeypatch, capsys) -
     assert sorted(namespace["again"]) == ["W1", "W2", "b1", "b2"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("nbclient") is None or importlib.util.find_spec("ipykernel") is None,
     reason="nbclient and ipykernel are optional",

@@ -64,6 +64,7 @@ def _first_page_ink(pdf: Path, folder: Path) -> float:
 
 
 @pytest.mark.parametrize("name", preset_names())
+@pytest.mark.slow
 def test_every_preset_compiles_and_renders(name: str, tmp_path: Path) -> None:
     notation = {"3b1b-chain": "3b1b", "cheatsheet-relu": "cheatsheet"}.get(name, "nielsen")
     pdf = compile_pdf(derivation(preset(name), notation).to_latex())

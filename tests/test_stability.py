@@ -197,6 +197,7 @@ def _softmax_bce_exact(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]
 
 @pytest.mark.parametrize("layout", ["columns", "rows"])
 @pytest.mark.parametrize("logits", sorted(LOGITS))
+@pytest.mark.slow
 def test_softmax_binary_cross_entropy_at_extreme_logits(
     build: Callable[[Spec], ModuleType], logits: str, layout: str
 ) -> None:

@@ -312,6 +312,7 @@ def _kinked_z_near_zero(spec: Spec, program_env: dict[str, sp.Matrix]) -> bool:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.slow
 def test_program_equals_diff_of_expanded_cost(case):
     spec, batch = CASES[case]
     program = build_program(derive_network(spec))

@@ -50,6 +50,7 @@ def test_targets_one_hot_labels_and_check_the_width():
         targets(data, 2)
 
 
+@pytest.mark.slow
 def test_digits_train_well_above_chance_in_a_few_epochs():
     pytest.importorskip("sklearn")
     data = digits_dataset()
@@ -78,6 +79,7 @@ def test_any_layout_and_dtype_learns_separable_data(spec):
     assert result.test_accuracy > 0.9  # chance is 1/3
 
 
+@pytest.mark.slow
 def test_npz_file_trains_through_the_cli(tmp_path, run_cli):
     x, labels = _blobs()
     path = tmp_path / "blobs.npz"
@@ -104,6 +106,7 @@ def test_npz_file_trains_through_the_cli(tmp_path, run_cli):
     assert summary["epochs"] == 10 and summary["test_accuracy"] > 0.9
 
 
+@pytest.mark.slow
 def test_digits_through_the_cli_prints_each_epoch(run_cli):
     pytest.importorskip("sklearn")
     done = run_cli("train", *DIGITS_NET, "--dataset", "digits", "--epochs", "3")
@@ -119,6 +122,7 @@ def test_digits_through_the_cli_prints_each_epoch(run_cli):
     assert accuracy > 0.5
 
 
+@pytest.mark.slow
 def test_plot_writes_a_png(tmp_path, run_cli):
     pytest.importorskip("matplotlib")
     x, labels = _blobs(80)
@@ -158,6 +162,7 @@ def test_bad_npz_files_give_one_clear_line(tmp_path, arrays, field, words):
         ("4,8,2", "labels go up to 2 but the network has 2 outputs"),
     ],
 )
+@pytest.mark.slow
 def test_cli_names_the_misfit_and_exits_2(tmp_path, run_cli, sizes, words):
     x, labels = _blobs(40)
     path = tmp_path / "d.npz"
@@ -169,6 +174,7 @@ def test_cli_names_the_misfit_and_exits_2(tmp_path, run_cli, sizes, words):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_cli_rejects_missing_files_and_bad_numbers(tmp_path, run_cli):
     missing = run_cli("train", *DIGITS_NET, "--data", str(tmp_path / "nope.npz"))
     assert missing.returncode == 2 and "is not a file" in missing.stderr
@@ -182,6 +188,7 @@ def test_cli_rejects_missing_files_and_bad_numbers(tmp_path, run_cli):
     assert garbage.returncode == 2 and "cannot read" in garbage.stderr
 
 
+@pytest.mark.slow
 def test_a_generated_file_trains_with_module(tmp_path, run_cli):
     x, labels = _blobs(80)
     data = tmp_path / "d.npz"

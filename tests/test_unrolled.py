@@ -64,6 +64,7 @@ def unrolled(load_source):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("spec", NETWORKS, ids=_id)
+@pytest.mark.slow
 def test_unrolled_agrees_with_oracle_and_finite_differences(spec, strategy, unrolled):
     module, _ = unrolled(spec, strategy)
     net = spec.to_dict()
@@ -84,6 +85,7 @@ def test_unrolled_agrees_with_oracle_and_finite_differences(spec, strategy, unro
 
 
 @pytest.mark.parametrize("name", ["3b1b-chain", "cheatsheet-relu", "two-layer-nobias"])
+@pytest.mark.slow
 def test_same_api_keys_shapes_and_values_as_the_vectorized_module(name, unrolled):
     vectorized = import_path(GENERATED / preset_filename(name))
     spec = preset(name)

@@ -9,7 +9,7 @@ from chainrule.derive.document.base import (
     _Factor,
     _tex,
 )
-from chainrule.derive.document.steps import Section, Step
+from chainrule.derive.document.steps import Section, Step, closed
 from chainrule.derive.document.witness import at
 from chainrule.derive.layers import A, Y, Z
 
@@ -112,7 +112,7 @@ class ChainSection(SectionWriterBase):
         def local(m: int, i: int) -> sp.Expr:
             derived = d.activations[m - 1]
             if mode == "ratio":
-                return at(sp.diff(derived.forward, Z), net.zfull[m][i, 0])
+                return at(sp.diff(closed(derived.forward), Z), net.zfull[m][i, 0])
             return at(derived.derivative, net.zfull[m][i, 0])
 
         def final(i: int) -> sp.Expr:

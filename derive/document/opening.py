@@ -9,7 +9,7 @@ from chainrule.derive.document.base import (
     _same_text,
     _tex,
 )
-from chainrule.derive.document.steps import Section, Step
+from chainrule.derive.document.steps import Section, Step, closed
 from chainrule.derive.document.witness import WITNESS_WIDTH
 from chainrule.derive.layers import UPSTREAM, A, Y, Z, _softmax_jvp
 
@@ -152,7 +152,7 @@ class NetworkSections(SectionWriterBase):
             names = self.names(layer, "j")
             parts = [nota.partial(nota.a(layer, "j"), nota.z(layer, "j")), nota.sprime(layer, "j")]
             parts.append(_tex(derived.derivative, names))
-            sides = [sp.diff(derived.forward, Z).subs(Z, z), derived.derivative.subs(Z, z)]
+            sides = [sp.diff(closed(derived.forward), Z).subs(Z, z), derived.derivative.subs(Z, z)]
             if derived.cached != derived.derivative:
                 parts.append(_tex(derived.cached, names))
                 sides.append(derived.cached.subs({A: derived.forward.subs(Z, z), Z: z}))

@@ -13,6 +13,7 @@ from typing import Any
 
 import sympy as sp
 from chainrule.derive.document.witness import Side, _At
+from chainrule.derive.functions import sigmoid, softplus
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,15 @@ def _collapse(expr: sp.Basic, var: sp.Symbol, point: dict, memo: dict) -> sp.Bas
     return out
 
 
+def closed(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with sigmoid and softplus written out in exp and log: a reference
+    derivative is then SymPy's diff of the definition, not the class's own ``fdiff``
+    (which a wrong identity would make agree with itself)."""
+    return expr.replace(
+        lambda e: isinstance(e, (sigmoid, softplus)), lambda e: e.closed_form(e.args[0])
+    )
+
+
 def _numeric(expr: sp.Expr, point: dict[sp.Symbol, sp.Expr], memo: dict | None = None) -> sp.Expr:
     """``expr`` at ``point``, taking each derivative after fixing the other variables.
 
@@ -113,12 +123,12 @@ def _numeric(expr: sp.Expr, point: dict[sp.Symbol, sp.Expr], memo: dict | None =
     if isinstance(expr, sp.Derivative):
         (var, order), *rest = expr.variable_count
         if rest or order != 1:
-            out = expr.doit().xreplace(point)
+            out = sp.Derivative(closed(expr.expr), *expr.variable_count).doit().xreplace(point)
         else:
             others = {s: v for s, v in point.items() if s != var}
             inner = _numeric(expr.expr, others, {})
             inner = _collapse(inner, var, others, {})
-            out = sp.diff(inner, var).xreplace({var: point[var]})
+            out = sp.diff(closed(inner), var).xreplace({var: point[var]})
     elif isinstance(expr, (sp.Subs, _At)):
         inner, variables, values = expr.args
         moved = dict(point)
