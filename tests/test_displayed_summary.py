@@ -66,15 +66,7 @@ def _expected(kind: str, layout: str, bias: bool = True) -> list[str]:
 def _cases() -> Iterator:
     for kind, (acts, cost, width) in OUTPUTS.items():
         for layout in ("columns", "rows"):
-            marks = []
-            if kind == "softmax-bce":
-                marks.append(
-                    pytest.mark.xfail(
-                        strict=True,
-                        reason="the summary shows the minus sign as '+ -' before a² Σₖ",
-                    )
-                )
-            yield pytest.param(kind, layout, acts, cost, width, id=f"{kind}-{layout}", marks=marks)
+            yield pytest.param(kind, layout, acts, cost, width, id=f"{kind}-{layout}")
 
 
 @pytest.mark.parametrize(("kind", "layout", "acts", "cost", "width"), list(_cases()))

@@ -21,6 +21,20 @@ def _tex(expr: sp.Expr, names: dict[sp.Symbol, str]) -> str:
     return sp.latex(expr, symbol_names=names)
 
 
+def plus(first: str, second: str) -> str:
+    """``first + second`` in LaTeX, written ``first - rest`` when ``second`` is negated.
+
+    Examples
+    --------
+    >>> plus("a", "- b c"), plus("a", "b")
+    ('a - b c', 'a + b')
+    """
+    rest = second.lstrip()
+    if rest.startswith("-"):
+        return f"{first} - {rest[1:].lstrip()}"
+    return f"{first} + {second}"
+
+
 def _shown(expr: sp.Expr) -> sp.Expr:
     """The factored form a reader expects: 2(a - y) rather than 2a - 2y."""
     return expr if expr.has(sp.Piecewise) else sp.factor_terms(tidy(expr))

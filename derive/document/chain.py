@@ -8,6 +8,7 @@ from chainrule.derive.document.base import (
     _color,
     _Factor,
     _tex,
+    plus,
 )
 from chainrule.derive.document.steps import Section, Step, closed
 from chainrule.derive.document.witness import at
@@ -196,8 +197,10 @@ class ChainSection(SectionWriterBase):
             if jvp.summand_total is None:
                 names_k = self.names(big_l, "k")
                 parts.append(
-                    f"{_tex(jvp.elementwise, names)} + {_tex(jvp.scale, names)} "
-                    f"\\sum_{{k}} {_tex(jvp.summand, names_k)}"
+                    plus(
+                        _tex(jvp.elementwise, names),
+                        f"{_tex(jvp.scale, names)} \\sum_{{k}} {_tex(jvp.summand, names_k)}",
+                    )
                 )
             else:
                 parts.append(_tex(jvp.elementwise, names))

@@ -8,6 +8,7 @@ from chainrule.derive.document.base import (
     _activation_words,
     _same_text,
     _tex,
+    plus,
 )
 from chainrule.derive.document.steps import Section, Step, closed
 from chainrule.derive.document.witness import WITNESS_WIDTH
@@ -224,6 +225,8 @@ class NetworkSections(SectionWriterBase):
         names_k = {**self.names(big_l, "k"), UPSTREAM: "g_{k}"}
         latex = (
             f"\\sum_{{k}} {nota.partial(nota.a(big_l, 'k'), nota.z(big_l, 'j'))} g_{{k}} = "
-            f"{_tex(raw_p, names_j)} + {_tex(raw_q, names_j)} \\sum_{{k}} {_tex(raw_r, names_k)}"
+            + plus(
+                _tex(raw_p, names_j), f"{_tex(raw_q, names_j)} \\sum_{{k}} {_tex(raw_r, names_k)}"
+            )
         )
         return Step("Softmax Jacobian times a vector g", latex, tuple(checks))

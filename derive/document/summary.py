@@ -6,6 +6,7 @@ import sympy as sp
 from chainrule.derive.document.base import (
     SectionWriterBase,
     _tex,
+    plus,
 )
 from chainrule.derive.document.steps import Section, Step
 from chainrule.derive.layers import A, Y, Z
@@ -67,9 +68,10 @@ class SummarySection(SectionWriterBase):
                 formula = sp.Matrix(
                     n, 1, lambda j, _: sub(jvp.elementwise, j) + sub(jvp.scale, j) * total
                 )
-                body = (
-                    f"{_tex(jvp.elementwise, names)} + {_tex(jvp.scale, names)} "
-                    f"\\sum_{{k}} {_tex(jvp.summand, self.names(big_l, 'k'))}"
+                body = plus(
+                    _tex(jvp.elementwise, names),
+                    f"{_tex(jvp.scale, names)} "
+                    f"\\sum_{{k}} {_tex(jvp.summand, self.names(big_l, 'k'))}",
                 )
             else:
                 formula = sp.Matrix(n, 1, lambda j, _: sub(jvp.elementwise, j))
