@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from chainrule.derive.document import derivation
 from chainrule.derive.spec import Spec
 
