@@ -396,3 +396,43 @@ def test_real_keras_model_gives_the_same_loss_and_gradient(torch, tmp_path: Path
     got = [grads["W1"], grads["b1"].reshape(-1), grads["W2"], grads["b2"].reshape(-1), grads["W3"]]
     for ours, theirs in zip(got, expected, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_keras2_float32_rounded_leaky_slope_is_the_slope_it_rounds_from() -> None:
+    data = json.loads(json.dumps(KERAS2))
+    data["config"]["layers"][3]["config"]["alpha"] = 0.009999999776482582  # float32(0.01)
+    assert spec_from_keras(data, "cross-entropy").activations == ("tanh", "leaky-relu", "softmax")
+    data["config"]["layers"][3]["config"]["alpha"] = 0.0101
+    with pytest.raises(SpecError, match="negative_slope"):
+        spec_from_keras(data, "cross-entropy")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"class_name": "Sequential", "config": "abc"}', "expected an object with the layers"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"a": ' * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
+    ],
+)
+def test_hostile_keras_json_is_one_line_and_exit_2(tmp_path: Path, capsys, text, words) -> None:
+    path = tmp_path / "model.json"
+    path.write_text(text)
+    assert main(["generate", "--from-keras", str(path), "--cost", "quadratic"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda nn: nn.Softplus(beta=2.0), "beta"),
+        (lambda nn: nn.Softplus(threshold=1.0), "threshold"),
+    ],
+)
+def test_torch_softplus_settings_are_refused_not_dropped(torch, make, field) -> None:
+    from chainrule.importers import from_torch
+
+    with pytest.raises(SpecError) as info:
+        from_torch(torch.nn.Sequential(torch.nn.Linear(2, 3), make(torch.nn)), "quadratic")
+    assert f".{field}" in info.value.field and "softplus" in str(info.value)
