@@ -143,6 +143,10 @@ class CostRow:
     min_outputs: int = 1
 
 
+#: PyTorch's SELU constants (torch.nn.SELU), to 32 significant digits.
+SELU_SCALE = sp.Float("1.0507009873554804934193349852946", 32)
+SELU_ALPHA = sp.Float("1.6732632423543772848170429916717", 32)
+
 ACTIVATIONS: dict[str, ActivationRow] = {
     row.name: row
     for row in (
@@ -203,6 +207,52 @@ ACTIVATIONS: dict[str, ActivationRow] = {
         ),
         ActivationRow("linear", X, "x", REAL, keras=("linear",), torch=Match("Identity")),
         ActivationRow(
+            "elu",
+            sp.Piecewise((X, X > 0), (sp.exp(X) - 1, True)),
+            r"x \text{ for } x > 0,\; e^{x} - 1 \text{ otherwise}",
+            Range(-1, math.inf),
+            keras=("elu",),
+            keras_layer=Match("ELU", {"alpha": 1.0}, hint="use alpha=1.0"),
+            torch=Match("ELU", {"alpha": 1.0}, hint="use nn.ELU() (alpha=1)"),
+        ),
+        ActivationRow(
+            "selu",
+            SELU_SCALE * sp.Piecewise((X, X > 0), (SELU_ALPHA * (sp.exp(X) - 1), True)),
+            r"\lambda x \text{ for } x > 0,\; \lambda \alpha (e^{x} - 1) \text{ otherwise}",
+            Range(-float(SELU_SCALE * SELU_ALPHA), math.inf),
+            kinks=(0.0,),
+            keras=("selu",),
+            torch=Match("SELU"),
+        ),
+        ActivationRow(
+            "gelu",
+            X / 2 * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (X + sp.Rational(44715, 10**6) * X**3))),
+            r"\tfrac{x}{2}\left(1 + \tanh\left(\sqrt{2/\pi}\,(x + 0.044715\,x^3)\right)\right)",
+            Range(-0.171, math.inf),
+            keras_refused=(
+                (
+                    "gelu",
+                    "Keras 'gelu' is the exact (erf) GELU, which chainrule does not support",
+                    "chainrule's gelu is the tanh form x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 "
+                    'x^3))): set activation = "gelu" in a spec file',
+                ),
+            ),
+            torch=Match(
+                "GELU",
+                {"approximate": "tanh"},
+                hint="use nn.GELU(approximate='tanh'), the tanh form "
+                "x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); exact (erf) GELU is not supported",
+            ),
+        ),
+        ActivationRow(
+            "mish",
+            X * sp.tanh(softplus(X)),
+            r"x \tanh(\log(1 + e^{x}))",
+            Range(-0.309, math.inf),
+            keras=("mish",),
+            torch=Match("Mish"),
+        ),
+        ActivationRow(
             "softmax",
             None,
             r"\frac{e^{z_j}}{\sum_k e^{z_k}}",
@@ -231,6 +281,11 @@ COSTS: dict[str, CostRow] = {
             output=Range(0, 1, simplex=True),
             targets=PROBABILITIES,
             min_outputs=2,
+        ),
+        CostRow(
+            "huber",
+            sp.Piecewise(((A - Y) ** 2 / 2, sp.Abs(A - Y) <= 1), (sp.Abs(A - Y) - sp.S.Half, True)),
+            r"\tfrac{1}{2}(a - y)^2 \text{ if } |a - y| \le 1, |a - y| - \tfrac{1}{2} \text{ else}",
         ),
     )
 }
