@@ -15,7 +15,17 @@ from dataclasses import dataclass
 import sympy as sp
 from chainrule.derive import naming
 from chainrule.derive.exprparse import X
-from chainrule.derive.layers import UPSTREAM, A, Y, Z, _softmax_jvp, activation_expr, derive_network
+from chainrule.derive.layers import (
+    UPSTREAM,
+    A,
+    ActivationDerivation,
+    OutputDerivation,
+    Y,
+    Z,
+    _softmax_jvp,
+    activation_expr,
+    derive_network,
+)
 from chainrule.derive.scalar_network import _param_infos, _sym, softmax_normalizer, unit_name
 from chainrule.derive.spec import Spec
 from chainrule.derive.tables import COSTS
@@ -146,135 +156,116 @@ def _cost_statement(spec: Spec) -> Assignment:
     return Assignment(_sym(naming.COST), expr, "cost", "C", big_l)
 
 
+def _zsym(layer: int, j: int) -> sp.Symbol:
+    return _sym(unit_name(naming.weighted_input(layer), j))
+
+
+def _asym(layer: int, j: int) -> sp.Symbol:
+    if layer == 0:
+        return _sym(naming.input_entry(j))
+    return _sym(unit_name(naming.activation(layer), j))
+
+
+def _dsym(layer: int, j: int) -> sp.Symbol:
+    return _sym(unit_name(naming.delta(layer), j))
+
+
+def _output_error(spec: Spec, output: OutputDerivation, representative: bool) -> list[Assignment]:
+    """BP1: delta^L_j for each output unit (elementwise, or the softmax Jacobian product)."""
+    big_l = spec.depth
+    n_out = spec.sizes[big_l]
+    units_out = range(1) if representative else range(n_out)
+    count = n_out if representative else 1
+    ys = [_sym(naming.target_entry(j)) for j in range(n_out)]
+    out: list[Assignment] = []
+    if output.softmax is None:
+        for j in units_out:
+            local = {A: _asym(big_l, j), Z: _zsym(big_l, j), Y: ys[j]}
+            out_expr = activation_expr(spec.layers[-1].activation).xreplace({X: _zsym(big_l, j)})
+            expr = output.delta.xreplace(local).xreplace(_masks(big_l, j, out_expr))
+            out.append(Assignment(_dsym(big_l, j), expr, "BP1", f"delta^{big_l}_{j}", big_l, count))
+        return out
+    # The general softmax Jacobian product (no assumption on sum_j y_j, so that it
+    # equals the naive gradient for any targets).
+    p_part, q_part, r_part = _softmax_jvp()
+
+    def g(j: int) -> sp.Expr:
+        return output.dcost_da.xreplace({A: _asym(big_l, j), Y: ys[j]})
+
+    total = _sym(naming.unit_sum(big_l))
+    summed = sp.Add(*(r_part.xreplace({A: _asym(big_l, k), UPSTREAM: g(k)}) for k in range(n_out)))
+    out.append(Assignment(total, summed, "BP1", "sum_k R(a_k, dC/da_k)", big_l))
+    for j in units_out:
+        expr = (
+            p_part.xreplace({A: _asym(big_l, j), UPSTREAM: g(j)})
+            + q_part.xreplace({A: _asym(big_l, j)}) * total
+        )
+        out.append(Assignment(_dsym(big_l, j), expr, "BP1", f"delta^{big_l}_{j}", big_l, count))
+    return out
+
+
+def _hidden_error(
+    spec: Spec, act: ActivationDerivation, layer: int, representative: bool
+) -> list[Assignment]:
+    """BP2: sigma'(z^l_j) (when it is not 1) and delta^l_j from delta^(l+1)."""
+    n, n_up = spec.sizes[layer], spec.sizes[layer + 1]
+    mult = n if representative else 1
+    out: list[Assignment] = []
+    for j in range(1) if representative else range(n):
+        back = sp.Add(
+            *(_sym(naming.weight_entry(layer + 1, i, j)) * _dsym(layer + 1, i) for i in range(n_up))
+        )
+        cached = act.cached.xreplace({A: _asym(layer, j), Z: _zsym(layer, j)})
+        cached = cached.xreplace(_masks(layer, j, act.forward.xreplace({Z: _zsym(layer, j)})))
+        expr = back
+        if cached != 1:
+            spj = _sym(unit_name(naming.sigma_prime(layer), j))
+            out.append(Assignment(spj, cached, "BP2", f"sigma'(z^{layer}_{j})", layer, mult))
+            expr = back * spj
+        out.append(Assignment(_dsym(layer, j), expr, "BP2", f"delta^{layer}_{j}", layer, mult))
+    return out
+
+
+def _layer_gradients(spec: Spec, layer: int, representative: bool) -> list[Assignment]:
+    """BP4 dC/dw^l_jk = delta^l_j a^(l-1)_k and BP3 dC/db^l_j = delta^l_j."""
+    n, n_prev = spec.sizes[layer], spec.sizes[layer - 1]
+    units = range(1) if representative else range(n)
+    out: list[Assignment] = []
+    for j in units:
+        for k in range(1 if representative else n_prev):
+            w = _sym(naming.weight_entry(layer, j, k))
+            out.append(
+                Assignment(
+                    _grad_target(w),
+                    _dsym(layer, j) * _asym(layer - 1, k),
+                    "BP4",
+                    f"dC/dw^{layer}_{j}{k} = delta^{layer}_{j} a^{layer - 1}_{k}",
+                    layer,
+                    n * n_prev if representative else 1,
+                )
+            )
+    if spec.layers[layer - 1].bias:
+        for j in units:
+            b = _sym(naming.bias_entry(layer, j))
+            note = f"dC/db^{layer}_{j} = delta^{layer}_{j}"
+            mult = n if representative else 1
+            out.append(Assignment(_grad_target(b), _dsym(layer, j), "BP3", note, layer, mult))
+    return out
+
+
 def _backprop_program(
     spec: Spec, representative: bool = False
 ) -> tuple[list[Assignment], list[Assignment]]:
     """The delta recursion after the forward pass: (program, gradient statements)."""
     derivation = derive_network(spec)
-    sizes = spec.sizes
-    big_l = spec.depth
     program = _forward_program(spec, representative)
+    program += _output_error(spec, derivation.output, representative)
     grads: list[Assignment] = []
-
-    def zsym(layer: int, j: int) -> sp.Symbol:
-        return _sym(unit_name(naming.weighted_input(layer), j))
-
-    def asym(layer: int, j: int) -> sp.Symbol:
-        if layer == 0:
-            return _sym(naming.input_entry(j))
-        return _sym(unit_name(naming.activation(layer), j))
-
-    def dsym(layer: int, j: int) -> sp.Symbol:
-        return _sym(unit_name(naming.delta(layer), j))
-
-    n_out = sizes[big_l]
-    units_out = range(1) if representative else range(n_out)
-    output = derivation.output
-    ys = [_sym(naming.target_entry(j)) for j in range(n_out)]
-    if output.softmax is None:
-        for j in units_out:
-            local = {A: asym(big_l, j), Z: zsym(big_l, j), Y: ys[j]}
-            out_expr = activation_expr(spec.layers[-1].activation).xreplace({X: zsym(big_l, j)})
-            program.append(
-                Assignment(
-                    dsym(big_l, j),
-                    output.delta.xreplace(local).xreplace(_masks(big_l, j, out_expr)),
-                    "BP1",
-                    f"delta^{big_l}_{j}",
-                    big_l,
-                    n_out if representative else 1,
-                )
-            )
-    else:
-        # The general softmax Jacobian product (no assumption on sum_j y_j, so that
-        # it equals the naive gradient for any targets).
-        p_part, q_part, r_part = _softmax_jvp()
-
-        def g(j: int) -> sp.Expr:
-            return output.dcost_da.xreplace({A: asym(big_l, j), Y: ys[j]})
-
-        total = _sym(naming.unit_sum(big_l))
-        program.append(
-            Assignment(
-                total,
-                sp.Add(
-                    *(r_part.xreplace({A: asym(big_l, k), UPSTREAM: g(k)}) for k in range(n_out))
-                ),
-                "BP1",
-                "sum_k R(a_k, dC/da_k)",
-                big_l,
-            )
-        )
-        for j in units_out:
-            expr = (
-                p_part.xreplace({A: asym(big_l, j), UPSTREAM: g(j)})
-                + q_part.xreplace({A: asym(big_l, j)}) * total
-            )
-            program.append(
-                Assignment(
-                    dsym(big_l, j),
-                    expr,
-                    "BP1",
-                    f"delta^{big_l}_{j}",
-                    big_l,
-                    n_out if representative else 1,
-                )
-            )
-    for layer in range(big_l, 0, -1):
-        n, n_prev = sizes[layer], sizes[layer - 1]
-        units = range(1) if representative else range(n)
-        mult = n if representative else 1
-        if layer < big_l:
+    for layer in range(spec.depth, 0, -1):
+        if layer < spec.depth:
             act = derivation.activations[layer - 1]
-            n_up = sizes[layer + 1]
-            for j in units:
-                back = sp.Add(
-                    *(
-                        _sym(naming.weight_entry(layer + 1, i, j)) * dsym(layer + 1, i)
-                        for i in range(n_up)
-                    )
-                )
-                cached = act.cached.xreplace({A: asym(layer, j), Z: zsym(layer, j)})
-                cached = cached.xreplace(
-                    _masks(layer, j, act.forward.xreplace({Z: zsym(layer, j)}))
-                )
-                if cached == 1:
-                    expr = back
-                else:
-                    spj = _sym(unit_name(naming.sigma_prime(layer), j))
-                    program.append(
-                        Assignment(spj, cached, "BP2", f"sigma'(z^{layer}_{j})", layer, mult)
-                    )
-                    expr = back * spj
-                program.append(
-                    Assignment(dsym(layer, j), expr, "BP2", f"delta^{layer}_{j}", layer, mult)
-                )
-        for j in units:
-            for k in range(1 if representative else n_prev):
-                w = _sym(naming.weight_entry(layer, j, k))
-                grads.append(
-                    Assignment(
-                        _grad_target(w),
-                        dsym(layer, j) * asym(layer - 1, k),
-                        "BP4",
-                        f"dC/dw^{layer}_{j}{k} = delta^{layer}_{j} a^{layer - 1}_{k}",
-                        layer,
-                        n * n_prev if representative else 1,
-                    )
-                )
-        if spec.layers[layer - 1].bias:
-            for j in units:
-                b = _sym(naming.bias_entry(layer, j))
-                grads.append(
-                    Assignment(
-                        _grad_target(b),
-                        dsym(layer, j),
-                        "BP3",
-                        f"dC/db^{layer}_{j} = delta^{layer}_{j}",
-                        layer,
-                        mult,
-                    )
-                )
+            program += _hidden_error(spec, act, layer, representative)
+        grads += _layer_gradients(spec, layer, representative)
     if not representative:
         order = {p.symbol.name: i for i, p in enumerate(_param_infos(spec))}
         grads.sort(key=lambda s: order[s.target.name[len(naming.grad("")) :]])
