@@ -27,7 +27,7 @@ import functools
 from dataclasses import dataclass
 
 import sympy as sp
-from chainrule.derive import numeric
+from chainrule.derive import batch, numeric
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.exprparse import X, parse_activation
 from chainrule.derive.functions import sigmoid, stable_log_rules
@@ -200,11 +200,10 @@ def _softmax_jvp() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     gs = sp.symbols("g0:3", real=True)
     as_ = sp.symbols("a0:3", positive=True)
     total = sp.Symbol("T", positive=True)
-    norm = sum(sp.exp(v) for v in zs)
-    softmax = [sp.exp(zs[k]) / norm for k in range(n)]
-    if sp.simplify(sum(softmax) - 1) != 0:  # pragma: no cover - a SymPy regression
+    probs = batch.softmax(zs)
+    if sp.simplify(sum(probs) - 1) != 0:  # pragma: no cover - a SymPy regression
         raise DerivationError("activation", "softmax does not sum to one", "report this")
-    delta0 = sum(gs[k] * sp.diff(softmax[k], zs[0]) for k in range(n))
+    delta0 = sum(gs[k] * sp.diff(probs[k], zs[0]) for k in range(n))
     delta0 = sp.simplify(delta0.subs({sp.exp(zs[i]): as_[i] * total for i in range(n)}))
     delta0 = sp.expand(delta0.subs(sum(as_), 1))
     unit_sum = {as_[2]: 1 - as_[0] - as_[1]}
@@ -245,10 +244,7 @@ def _complement_jvp(loss: sp.Expr, units: int) -> ComplementJVP:
     n = 3
     zs = sp.symbols("z0:3", real=True)
     ys = sp.symbols("y0:3", real=True)
-    norm = sp.log(sum(sp.exp(v_) for v_ in zs))
-    logp = [zs[j] - norm for j in range(n)]
-    log1m = [sp.log(sum(sp.exp(zs[k]) for k in range(n) if k != j)) - norm for j in range(n)]
-    probs = [sp.exp(zs[j]) / sum(sp.exp(v_) for v_ in zs) for j in range(n)]
+    logp, log1m, probs = batch.log_softmax(zs), batch.log1m_softmax(zs), batch.softmax(zs)
 
     def at(expr: sp.Expr, j: int) -> sp.Expr:
         return expr.subs({LOGP: logp[j], LOG1MP: log1m[j], Y: ys[j], A: probs[j]})

@@ -12,12 +12,7 @@ from dataclasses import dataclass
 import sympy as sp
 from chainrule.derive import naming
 from chainrule.derive.errors import DerivationError
-from chainrule.derive.exprparse import X
-from chainrule.derive.layers import activation_expr
 from chainrule.derive.spec import Spec
-from chainrule.derive.tables import COSTS
-from chainrule.derive.tables import A as COST_A
-from chainrule.derive.tables import Y as COST_Y
 
 #: Above this many parameters no scalar network is built (use layer-level counts).
 MAX_SCALAR_PARAMETERS = 4000
@@ -94,15 +89,6 @@ class ScalarNetwork:
         return _sym(naming.bias_entry(layer, j))
 
 
-def _activate(name: str, z: tuple[sp.Expr, ...]) -> tuple[sp.Expr, ...]:
-    if name == "softmax":
-        exps = [sp.exp(v) for v in z]
-        total = sp.Add(*exps)
-        return tuple(e / total for e in exps)
-    template = activation_expr(name)
-    return tuple(template.xreplace({X: v}) for v in z)
-
-
 def _param_infos(spec: Spec) -> tuple[ParamInfo, ...]:
     sizes = spec.sizes
     out = []
@@ -142,27 +128,13 @@ def scalar_network(spec: Spec) -> ScalarNetwork:
     (-y_0 + sigmoid(b3_0 + w3_0_0*sigmoid(b2_0 + w2_0_0*sigmoid(b1_0 + w1_0_0*x_0))))**2
     """
     check_scalar_size(spec)
-    sizes = spec.sizes
-    inputs = tuple(_sym(naming.input_entry(k)) for k in range(sizes[0]))
-    targets = tuple(_sym(naming.target_entry(j)) for j in range(sizes[-1]))
-    zs: list[tuple[sp.Expr, ...]] = [()]
-    acts: list[tuple[sp.Expr, ...]] = [inputs]
-    for layer in range(1, spec.depth + 1):
-        prev = acts[-1]
-        bias = spec.layers[layer - 1].bias
-        z = tuple(
-            sp.Add(
-                *(_sym(naming.weight_entry(layer, j, k)) * prev[k] for k in range(len(prev))),
-                *((_sym(naming.bias_entry(layer, j)),) if bias else ()),
-            )
-            for j in range(sizes[layer])
-        )
-        zs.append(z)
-        acts.append(_activate(spec.layers[layer - 1].activation, z))
-    row = COSTS[spec.cost].expr
-    cost = sp.Add(
-        *(row.xreplace({COST_A: a, COST_Y: y}) for a, y in zip(acts[-1], targets, strict=True))
-    )
+    from chainrule.derive.batch import scalar_batch
+
+    batch = scalar_batch(spec, 1)
+    inputs, targets = tuple(batch.x), tuple(batch.y)
+    zs = ((), *(tuple(batch.z[layer]) for layer in range(1, spec.depth + 1)))
+    acts = (inputs, *(tuple(batch.a[layer]) for layer in range(1, spec.depth + 1)))
+    cost = batch.cost
     info = _param_infos(spec)
     return ScalarNetwork(
         spec=spec,

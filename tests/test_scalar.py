@@ -327,3 +327,36 @@ def test_cse_temporaries_map_back_to_deltas():
             sign = -1 if label.startswith("-") else 1
             with mpmath.workdps(30):
                 assert abs(v - sign * ref) < mpmath.mpf("1e-25")
+
+
+def test_the_softmax_family_agrees_with_its_definitions():
+    from chainrule.derive.batch import log1m_softmax, log_softmax, softmax
+    from chainrule.derive.numeric import Evaluator, sample_point
+
+    z = sp.symbols("z0:4", real=True)
+    ev = Evaluator(sample_point(z, 5))
+    p, logp, log1m = softmax(z), log_softmax(z), log1m_softmax(z)
+    assert abs(ev(sp.Add(*p)) - 1) < 1e-35
+    for j in range(4):
+        assert abs(ev(sp.exp(logp[j])) - ev(p[j])) < 1e-35
+        assert abs(ev(sp.exp(log1m[j]) - (1 - p[j]))) < 1e-35
+
+
+def test_the_batch_network_averages_the_one_example_network_over_examples():
+    from chainrule.derive import naming
+    from chainrule.derive.batch import scalar_batch
+
+    spec = Spec.from_sizes([2, 3, 2], ["elu", "softmax"], "cross-entropy")
+    batch = scalar_batch(spec, 3)
+    assert batch.x.shape == (2, 3) and batch.z[2].shape == (2, 3) and batch.a[0] == batch.x
+    single = scalar_network(spec).cost
+    per_example = []
+    for i in range(3):
+        rename = {
+            naming.symbol(s.name): naming.symbol(f"{s.name}_{i}") for s in single.free_symbols
+        }
+        rename = {s: v for s, v in rename.items() if s.name[0] in "xy"}
+        per_example.append(single.xreplace(rename))
+    assert sp.simplify(batch.cost - sp.Add(*per_example) / 3) == 0
+    summed = scalar_batch(spec, 2, targets_sum_to_one=True).y
+    assert summed[1, 0] == 1 - summed[0, 0]
