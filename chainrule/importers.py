@@ -27,7 +27,7 @@ import numpy as np
 
 from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Layer, Spec
-from chainrule.derive.tables import ACTIVATIONS, Match
+from chainrule.derive.tables import ACTIVATIONS, COSTS, Match
 
 #: The only leaky-ReLU slope the activation table knows (``leaky-relu`` is max(0.01 x, x)).
 LEAKY_SLOPE = 0.01
@@ -227,8 +227,8 @@ def spec_from_keras(
     source : str, Path or dict
         A path to the JSON file, the JSON text itself, or the parsed dict.
     cost : str
-        The cost (a model config holds no loss): quadratic, squared-error,
-        binary-cross-entropy or cross-entropy.
+        The cost (a model config holds no loss): a name of the cost table
+        (:data:`chainrule.derive.tables.COSTS`).
     layout : str
         ``"rows"`` by default, where W^l has the shape of the Keras kernel (n_in, n_out)
         and x is (m, n0) as in Keras.
@@ -596,7 +596,7 @@ def spec_from_import_args(args: argparse.Namespace) -> Spec:
         raise SpecError(
             "cost",
             "a model config holds no loss",
-            "give --cost quadratic, squared-error, binary-cross-entropy or cross-entropy",
+            f"give --cost with one of: {', '.join(COSTS)}",
         )
     if args.activations is not None or args.no_bias:
         raise SpecError(
