@@ -27,7 +27,7 @@ from chainrule.derive.functions import CONSTANTS, FUNCTIONS_BY_CLASS
 if TYPE_CHECKING:
     from chainrule.derive.tables import Range
 
-MODES = ("mp", "float")
+MODES = ("mp", "float", "exact")
 
 
 class NotReal(ArithmeticError):
@@ -54,6 +54,18 @@ def _mp_number(value: Any) -> Any:
     return mpmath.mpf(value)
 
 
+def _exact_number(value: Any) -> sp.Expr:
+    if isinstance(value, sp.Basic):
+        number = value
+    elif isinstance(value, int):
+        number = sp.Integer(value)
+    else:
+        number = sp.Rational(repr(float(value)))  # the float's shortest decimal, exactly
+    if not number.is_number:
+        raise DerivationError("point", f"not a number: {value!r}", "give rationals or floats")
+    return number
+
+
 def _float_number(value: Any) -> float:
     if isinstance(value, sp.Basic) and not value.is_Number:
         raise DerivationError("point", f"not a number: {value!r}", "give rationals or floats")
@@ -70,8 +82,9 @@ class Evaluator:
     digits : int
         Working precision of the ``"mp"`` mode.
     mode : str
-        ``"mp"`` (mpmath numbers) or ``"float"`` (floats; a value that is not a finite
-        real number raises :class:`NotReal`).
+        ``"mp"`` (mpmath numbers), ``"float"`` (floats; a value that is not a finite
+        real number raises :class:`NotReal`) or ``"exact"`` (SymPy numbers: rationals
+        stay exact, exp(1/2) stays exp(1/2); apply ``sympy.N`` to the result).
 
     ``memo`` grows as program statements are evaluated (:meth:`assign`), so a
     straight-line program costs one pass.
@@ -84,6 +97,8 @@ class Evaluator:
     1.0
     >>> Evaluator({x: 1.0}, mode="float")(sp.sqrt(2 / sp.pi) * x) > 0.79
     True
+    >>> Evaluator({x: sp.Rational(1, 3)}, mode="exact")(x**2 + sp.Piecewise((x, x > 0), (0, True)))
+    4/9
     """
 
     def __init__(self, point: dict[sp.Symbol, Any], digits: int = 40, mode: str = "mp") -> None:
@@ -91,7 +106,7 @@ class Evaluator:
             raise ValueError(f"mode must be one of {MODES}")
         self.digits = digits
         self.mode = mode
-        convert = _mp_number if mode == "mp" else _float_number
+        convert = {"mp": _mp_number, "float": _float_number, "exact": _exact_number}[mode]
         with mpmath.workdps(digits):
             self.memo: dict[sp.Basic, Any] = {s: convert(v) for s, v in point.items()}
 
@@ -121,11 +136,20 @@ class Evaluator:
                     raise DerivationError(
                         "point", f"no value for {node.name}", "give every free symbol a value"
                     )
-                value = self._node(node, [memo[k] for k in kids])
-                if self.mode == "float" and not isinstance(value, bool):
-                    value = _finite(value)
+                if self.mode == "float":
+                    value = self._real_node(node, [memo[k] for k in kids])
+                else:
+                    value = self._node(node, [memo[k] for k in kids])
                 memo[node] = value
             return memo[root]
+
+    def _real_node(self, node: sp.Basic, args: list) -> Any:
+        """A float node: any domain error or non-finite value is :class:`NotReal`."""
+        try:
+            value = self._node(node, args)
+        except (ValueError, ZeroDivisionError, OverflowError, TypeError) as exc:
+            raise NotReal(f"{type(node).__name__}: {exc}") from None
+        return value if isinstance(value, bool) else _finite(value)
 
     def _piecewise(self, node: sp.Piecewise) -> Any:
         for value, cond in node.args:
@@ -136,6 +160,8 @@ class Evaluator:
         raise DerivationError("expression", "Piecewise without a matching branch", "report this")
 
     def _node(self, node: sp.Basic, args: list) -> Any:
+        if self.mode == "exact":
+            return node if not args else node.func(*args)
         mp = self.mode == "mp"
         if isinstance(node, sp.Number):
             return _mp_number(node) if mp else float(node)

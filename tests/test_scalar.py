@@ -360,3 +360,22 @@ def test_the_batch_network_averages_the_one_example_network_over_examples():
     assert sp.simplify(batch.cost - sp.Add(*per_example) / 3) == 0
     summed = scalar_batch(spec, 2, targets_sum_to_one=True).y
     assert summed[1, 0] == 1 - summed[0, 0]
+
+
+def test_the_evaluator_modes_agree_and_exact_stays_exact():
+    from chainrule.derive.numeric import Evaluator, NotReal
+
+    x = sp.Symbol("x", real=True)
+    expr = (
+        sp.sqrt(2 / sp.pi) * x + sigmoid(x) ** 2 + sp.Piecewise((x, x > 0), (sp.exp(x) - 1, True))
+    )
+    point = {x: sp.Rational(-3, 4)}
+    exact = Evaluator(point, mode="exact")(expr)
+    assert exact.has(sp.pi) and sp.N(exact, 30).is_Float
+    mp = Evaluator(point, 30)(expr)
+    real = Evaluator({x: -0.75}, mode="float")(expr)
+    assert abs(float(sp.N(exact, 30)) - float(mp)) < 1e-25
+    assert abs(real - float(mp)) < 1e-14
+    assert Evaluator({x: sp.Rational(1, 3)}, mode="exact")(x**2 + x) == sp.Rational(4, 9)
+    with pytest.raises(NotReal):
+        Evaluator({x: -1.0}, mode="float")(sp.log(x))
