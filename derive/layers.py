@@ -27,7 +27,7 @@ import functools
 from dataclasses import dataclass
 
 import sympy as sp
-from chainrule.derive import batch, numeric
+from chainrule.derive import batch_network, numeric
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.exprparse import X, parse_activation
 from chainrule.derive.functions import sigmoid, stable_log_rules
@@ -200,7 +200,7 @@ def _softmax_jvp() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     gs = sp.symbols("g0:3", real=True)
     as_ = sp.symbols("a0:3", positive=True)
     total = sp.Symbol("T", positive=True)
-    probs = batch.softmax(zs)
+    probs = batch_network.softmax(zs)
     if sp.simplify(sum(probs) - 1) != 0:  # pragma: no cover - a SymPy regression
         raise DerivationError("activation", "softmax does not sum to one", "report this")
     delta0 = sum(gs[k] * sp.diff(probs[k], zs[0]) for k in range(n))
@@ -244,7 +244,9 @@ def _complement_jvp(loss: sp.Expr, units: int) -> ComplementJVP:
     n = 3
     zs = sp.symbols("z0:3", real=True)
     ys = sp.symbols("y0:3", real=True)
-    logp, log1m, probs = batch.log_softmax(zs), batch.log1m_softmax(zs), batch.softmax(zs)
+    logp = batch_network.log_softmax(zs)
+    log1m = batch_network.log1m_softmax(zs)
+    probs = batch_network.softmax(zs)
 
     def at(expr: sp.Expr, j: int) -> sp.Expr:
         return expr.subs({LOGP: logp[j], LOG1MP: log1m[j], Y: ys[j], A: probs[j]})

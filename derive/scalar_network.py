@@ -128,7 +128,7 @@ def scalar_network(spec: Spec) -> ScalarNetwork:
     (-y_0 + sigmoid(b3_0 + w3_0_0*sigmoid(b2_0 + w2_0_0*sigmoid(b1_0 + w1_0_0*x_0))))**2
     """
     check_scalar_size(spec)
-    from chainrule.derive.batch import scalar_batch
+    from chainrule.derive.batch_network import scalar_batch
 
     batch = scalar_batch(spec, 1)
     inputs, targets = tuple(batch.x), tuple(batch.y)

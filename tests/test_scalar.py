@@ -330,7 +330,7 @@ def test_cse_temporaries_map_back_to_deltas():
 
 
 def test_the_softmax_family_agrees_with_its_definitions():
-    from chainrule.derive.batch import log1m_softmax, log_softmax, softmax
+    from chainrule.derive.batch_network import log1m_softmax, log_softmax, softmax
     from chainrule.derive.numeric import Evaluator, sample_point
 
     z = sp.symbols("z0:4", real=True)
@@ -344,7 +344,7 @@ def test_the_softmax_family_agrees_with_its_definitions():
 
 def test_the_batch_network_averages_the_one_example_network_over_examples():
     from chainrule.derive import naming
-    from chainrule.derive.batch import scalar_batch
+    from chainrule.derive.batch_network import scalar_batch
 
     spec = Spec.from_sizes([2, 3, 2], ["elu", "softmax"], "cross-entropy")
     batch = scalar_batch(spec, 3)
