@@ -78,13 +78,18 @@ def load_module(path: str | Path) -> ModuleType:
 
 def random_batch(module: ModuleType, m: int, rng: np.random.Generator) -> tuple:
     """Inputs and targets of the right shapes and ranges for the module's cost."""
+    from chainrule.derive.tables import COSTS
+
     sizes = module.LAYER_SIZES
     x = rng.standard_normal((sizes[0], m))
-    if module.COST == "cross-entropy":
-        y = rng.random((sizes[-1], m)) + 0.1
+    # Targets in [0, 1) clipped to the cost row's target range; a probability vector
+    # (the range is a simplex) is shifted off zero and normalized per example.
+    allowed = COSTS[module.COST].targets
+    low, high = max(allowed.low, 0.0), min(allowed.high, 1.0)
+    y = low + (high - low) * rng.random((sizes[-1], m))
+    if allowed.simplex:
+        y += 0.1
         y /= y.sum(axis=0, keepdims=True)
-    else:
-        y = rng.random((sizes[-1], m))
     if module.LAYOUT == "rows":
         return np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)
     return x, y

@@ -147,8 +147,12 @@ def npz_dataset(path: str | Path) -> Dataset:
     return Dataset(path.name, x.astype(np.float64), y if y.ndim == 2 else y.astype(np.int64))
 
 
-def targets(dataset: Dataset, outputs: int) -> np.ndarray:
-    """Targets of shape (N, outputs): one-hot rows for labels, the array itself for targets."""
+def targets(dataset: Dataset, outputs: int, cost: str | None = None) -> np.ndarray:
+    """Targets of shape (N, outputs): one-hot rows for labels, the array itself for targets.
+
+    With ``cost`` given, the targets must lie in that cost row's target range (a
+    binary cross-entropy target of -5 is refused, naming the range).
+    """
     y = dataset.y
     if y.ndim == 2:
         if y.shape[1] != outputs:
@@ -157,17 +161,41 @@ def targets(dataset: Dataset, outputs: int) -> np.ndarray:
                 f"targets have {y.shape[1]} columns but the network has {outputs} outputs",
                 f"make the last layer {y.shape[1]} units wide",
             )
-        return y.astype(np.float64)
-    classes = int(y.max()) + 1
-    if classes > outputs:
+        out = y.astype(np.float64)
+    else:
+        classes = int(y.max()) + 1
+        if classes > outputs:
+            raise DataError(
+                "data.y",
+                f"labels go up to {classes - 1} but the network has {outputs} outputs",
+                f"make the last layer {classes} units wide",
+            )
+        out = np.zeros((y.shape[0], outputs))
+        out[np.arange(y.shape[0]), y] = 1.0
+    if cost is not None:
+        _check_target_range(out, cost)
+    return out
+
+
+def _check_target_range(y: np.ndarray, cost: str) -> None:
+    """Refuse targets outside the range the cost row gives (never a test of the name)."""
+    from chainrule.derive.tables import COSTS
+
+    allowed = COSTS[cost].targets
+    if not allowed.holds(y):
+        bad = y[~np.isfinite(y) | (y != np.clip(y, allowed.low, allowed.high))]
+        shown = f" (e.g. {bad.flat[0]:g})" if bad.size else ""
         raise DataError(
             "data.y",
-            f"labels go up to {classes - 1} but the network has {outputs} outputs",
-            f"make the last layer {classes} units wide",
+            f"{cost} takes targets in {allowed.text}, and some lie outside{shown}",
+            f"rescale the targets into {allowed.text} or choose another --cost",
         )
-    onehot = np.zeros((y.shape[0], outputs))
-    onehot[np.arange(y.shape[0]), y] = 1.0
-    return onehot
+    if allowed.simplex and not np.allclose(y.sum(axis=1), 1.0, atol=1e-6):
+        raise DataError(
+            "data.y",
+            f"{cost} takes targets in {allowed.text}, and some rows do not sum to one",
+            "give class labels or probability rows",
+        )
 
 
 def split(n: int, seed: int, test_fraction: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +277,7 @@ def fit(
         )
     examples = max(batch_size, dataset.x.shape[0])  # the accuracy runs on a whole split
     require_memory(sizes, examples, "training", np.dtype(module.DTYPE).itemsize)
-    y_all = targets(dataset, sizes[-1])
+    y_all = targets(dataset, sizes[-1], module.COST)
     labels = y_all[:, 0] if sizes[-1] == 1 else np.argmax(y_all, axis=1)
     train_idx, test_idx = split(dataset.x.shape[0], seed)
     dtype = np.dtype(module.DTYPE)

@@ -27,25 +27,63 @@ import numpy as np
 
 from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Layer, Spec
+from chainrule.derive.tables import ACTIVATIONS, COSTS, Match
 
 #: The only leaky-ReLU slope the activation table knows (``leaky-relu`` is max(0.01 x, x)).
 LEAKY_SLOPE = 0.01
 
-#: Keras activation names -> chainrule activations (a table name or an expression in x).
-KERAS_ACTIVATIONS: dict[str, str] = {
-    "sigmoid": "sigmoid",
-    "tanh": "tanh",
-    "relu": "relu",
-    "softplus": "softplus",
-    "linear": "linear",
-    "softmax": "softmax",
+#: Keras activation names of functions that are expressions rather than table rows.
+_KERAS_EXPRESSIONS: dict[str, str] = {
     "swish": "x*sigmoid(x)",
     "silu": "x*sigmoid(x)",
     "exponential": "exp(x)",
 }
 
+#: Keras activation names -> chainrule activations (a table name or an expression in x),
+#: from the ``keras`` names of the activation rows.
+KERAS_ACTIVATIONS: dict[str, str] = {
+    **{name: row.name for row in ACTIVATIONS.values() for name in row.keras},
+    **_KERAS_EXPRESSIONS,
+}
+
+#: Keras activation names refused, with the reason, from the rows' ``keras_refused``.
+_KERAS_REFUSED: dict[str, tuple[str, str]] = {
+    name: (reason, fix) for row in ACTIVATIONS.values() for name, reason, fix in row.keras_refused
+}
+
+#: PyTorch modules computing an expression rather than a table row.
+_TORCH_EXPRESSIONS: dict[str, str] = {"SiLU": "x*sigmoid(x)"}
+
+
+def _same_setting(value: Any, required: Any) -> bool:
+    """True when ``value`` is ``required``, or is a float32 rounding of it (Keras 2 JSON
+    writes LeakyReLU(alpha=0.01) as 0.009999999776482582)."""
+    if value == required:
+        return True
+    numbers = (int, float, np.floating)
+    if isinstance(value, numbers) and isinstance(required, numbers):
+        if isinstance(value, bool) or isinstance(required, bool):
+            return False
+        return bool(np.float32(value) == np.float32(required))
+    return False
+
+
+def _check_match(match: Match, read: Any, where: str, row: str) -> str:
+    """Compare a layer's settings with a row's :class:`Match`; ``read(key)`` gets one."""
+    for key, required in match.settings.items():
+        value = read(key)
+        if not _same_setting(value, required):
+            raise SpecError(
+                f"{where}.{key}",
+                f"{match.cls} with {key}={value!r} is not the {row} activation "
+                f"({key}={required!r})",
+                match.hint or f"use {key}={required!r}",
+            )
+    return row
+
+
 _KERAS_IGNORED = ("InputLayer",)
-_KERAS_HINT = "use Dense, Activation, ReLU, LeakyReLU(0.01) or Softmax layers only"
+_KERAS_HINT = "use Dense, Activation, ReLU, LeakyReLU(0.01), ELU or Softmax layers only"
 
 
 # ----------------------------------------------------------------------------- Keras
@@ -85,6 +123,10 @@ def _read_keras_json(source: str | Path) -> tuple[Any, str]:
         text, where = str(source), "keras JSON"
     try:
         data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise SpecError(
+            "from-keras", f"JSON in {where} is nested too deeply", "give model.to_json() text"
+        ) from None
     except json.JSONDecodeError as exc:
         raise SpecError(
             "from-keras",
@@ -120,12 +162,9 @@ def _keras_activation(value: Any, where: str) -> str:
         return "linear"
     if not isinstance(name, str):
         raise SpecError(where, f"activation {value!r} is not a name", _KERAS_HINT)
-    if name == "leaky_relu":
-        raise SpecError(
-            where,
-            "the activation 'leaky_relu' has slope 0.2, not 0.01",
-            "use a LeakyReLU layer with negative_slope=0.01 (alpha=0.01 in Keras 2)",
-        )
+    if name in _KERAS_REFUSED:
+        reason, fix = _KERAS_REFUSED[name]
+        raise SpecError(where, reason, fix)
     if name not in KERAS_ACTIVATIONS:
         raise SpecError(
             where,
@@ -144,17 +183,17 @@ def _keras_layer_activation(class_name: str, config: dict[str, Any], where: str)
         if axis not in (-1, 1, [-1], [1]):
             raise SpecError(f"{where}.axis", f"softmax over axis {axis!r}", "use axis=-1")
         return "softmax"
-    if class_name == "LeakyReLU":
-        # Keras 3 calls the slope negative_slope; Keras 2 called it alpha (default 0.3).
-        slope = config.get("negative_slope", config.get("alpha", 0.3))
-        if slope != LEAKY_SLOPE:
-            raise SpecError(
-                f"{where}.negative_slope",
-                f"LeakyReLU slope {slope!r} is not supported",
-                f"use negative_slope={LEAKY_SLOPE} (the leaky-relu activation), "
-                "or write the activation as an expression in a spec file",
-            )
-        return "leaky-relu"
+    for row in ACTIVATIONS.values():
+        match = row.keras_layer
+        if match is not None and match.cls == class_name:
+
+            def read(key: str, match: Match = match) -> Any:
+                alias = match.aliases.get(key)
+                if key not in config and alias in config:
+                    return config[alias]
+                return config.get(key, config.get(alias) if alias else None)
+
+            return _check_match(match, read, where, row.name)
     if class_name == "ReLU":
         slope = config.get("negative_slope", 0.0)
         if config.get("max_value") is not None or config.get("threshold", 0.0) != 0.0:
@@ -165,7 +204,7 @@ def _keras_layer_activation(class_name: str, config: dict[str, Any], where: str)
             )
         if slope == 0.0:
             return "relu"
-        if slope == LEAKY_SLOPE:
+        if _same_setting(slope, LEAKY_SLOPE):
             return "leaky-relu"
         raise SpecError(
             f"{where}.negative_slope", f"ReLU slope {slope!r} is not supported", "use 0 or 0.01"
@@ -188,8 +227,8 @@ def spec_from_keras(
     source : str, Path or dict
         A path to the JSON file, the JSON text itself, or the parsed dict.
     cost : str
-        The cost (a model config holds no loss): quadratic, squared-error,
-        binary-cross-entropy or cross-entropy.
+        The cost (a model config holds no loss): a name of the cost table
+        (:data:`chainrule.derive.tables.COSTS`).
     layout : str
         ``"rows"`` by default, where W^l has the shape of the Keras kernel (n_in, n_out)
         and x is (m, n0) as in Keras.
@@ -208,23 +247,7 @@ def spec_from_keras(
         data, where = source, "keras JSON"
     else:
         data, where = _read_keras_json(source)
-    if not isinstance(data, dict) or data.get("class_name") != "Sequential":
-        found = data.get("class_name") if isinstance(data, dict) else type(data).__name__
-        raise SpecError(
-            "from-keras",
-            f"{where} is not a Sequential model (found {found!r})",
-            "export a keras.Sequential model with model.to_json()",
-        )
-    config = data.get("config")
-    # Keras 2.0-2.1 stored the layer list as the config itself.
-    raw_layers = config if isinstance(config, list) else (config or {}).get("layers")
-    if not isinstance(raw_layers, list) or not raw_layers:
-        raise SpecError("from-keras.config.layers", "no layers found", "export a model with layers")
-    model_name = config.get("name") if isinstance(config, dict) else None
-
-    input_size: int | None = None
-    if isinstance(config, dict) and config.get("build_input_shape") is not None:
-        input_size = _shape_width(config["build_input_shape"], "from-keras.build_input_shape")
+    raw_layers, model_name, input_size = _keras_model(data, where)
     sizes: list[int] = []
     activations: list[str] = []
     biases: list[bool] = []
@@ -234,37 +257,24 @@ def spec_from_keras(
         class_name = raw.get("class_name")
         cfg = raw.get("config", {})
         label = cfg.get("name", class_name)
-        where = f"from-keras.layers[{i}] ({label!r})"
+        where_layer = f"from-keras.layers[{i}] ({_short(label)})"
         for key in ("batch_input_shape", "batch_shape"):
             if cfg.get(key) is not None and input_size is None:
-                input_size = _shape_width(cfg[key], f"{where}.{key}")
+                input_size = _shape_width(cfg[key], f"{where_layer}.{key}")
         if class_name in _KERAS_IGNORED:
             continue
         if class_name == "Dense":
-            units = cfg.get("units")
-            if isinstance(units, bool) or not isinstance(units, int):
-                raise SpecError(f"{where}.units", f"expected a whole number, got {units!r}", "")
-            use_bias = cfg.get("use_bias", True)
-            if not isinstance(use_bias, bool):
-                raise SpecError(f"{where}.use_bias", f"expected true/false, got {use_bias!r}", "")
-            if input_size is None:
-                build = raw.get("build_config", {})
-                if isinstance(build, dict) and build.get("input_shape") is not None:
-                    input_size = _shape_width(build["input_shape"], f"{where}.input_shape")
+            units, use_bias, shape = _keras_dense(raw, cfg, where_layer)
+            if input_size is None and shape is not None:
+                input_size = _shape_width(shape, f"{where_layer}.input_shape")
             sizes.append(units)
             biases.append(use_bias)
-            activations.append(_keras_activation(cfg.get("activation"), f"{where}.activation"))
-            continue
-        activation = _keras_layer_activation(str(class_name), cfg, where)
-        if not activations:
-            raise SpecError(where, "an activation layer before any Dense layer", _KERAS_HINT)
-        if activations[-1] != "linear":
-            raise SpecError(
-                where,
-                f"a second activation after {activations[-1]!r}",
-                "give the Dense layer activation='linear' and keep one activation layer",
+            activations.append(
+                _keras_activation(cfg.get("activation"), f"{where_layer}.activation")
             )
-        activations[-1] = activation
+            continue
+        activation = _keras_layer_activation(str(class_name), cfg, where_layer)
+        _attach_activation(activations, activation, where_layer)
     if not sizes:
         raise SpecError("from-keras", "the model has no Dense layer", "add Dense layers")
     if input_size is None:
@@ -283,6 +293,64 @@ def spec_from_keras(
         name or (model_name if isinstance(model_name, str) and model_name else "keras-model"),
         source=f"keras {where}",
     )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _keras_model(data: Any, where: str) -> tuple[list[Any], Any, int | None]:
+    """The layer list, the model name and the input width (if stated) of a model config."""
+    if not isinstance(data, dict) or data.get("class_name") != "Sequential":
+        found = data.get("class_name") if isinstance(data, dict) else type(data).__name__
+        raise SpecError(
+            "from-keras",
+            f"{where} is not a Sequential model (found {_short(found)})",
+            "export a keras.Sequential model with model.to_json()",
+        )
+    config = data.get("config")
+    if config is not None and not isinstance(config, (dict, list)):
+        raise SpecError(
+            "from-keras.config",
+            f"expected an object with the layers, got {_short(config)}",
+            "give the text written by model.to_json()",
+        )
+    # Keras 2.0-2.1 stored the layer list as the config itself.
+    raw_layers = config if isinstance(config, list) else (config or {}).get("layers")
+    if not isinstance(raw_layers, list) or not raw_layers:
+        raise SpecError("from-keras.config.layers", "no layers found", "export a model with layers")
+    model_name = config.get("name") if isinstance(config, dict) else None
+    input_size: int | None = None
+    if isinstance(config, dict) and config.get("build_input_shape") is not None:
+        input_size = _shape_width(config["build_input_shape"], "from-keras.build_input_shape")
+    return raw_layers, model_name, input_size
+
+
+def _keras_dense(raw: dict[str, Any], cfg: dict[str, Any], where: str) -> tuple[int, bool, Any]:
+    """Units, use_bias and the build input shape (or None) of a Dense layer."""
+    units = cfg.get("units")
+    if isinstance(units, bool) or not isinstance(units, int):
+        raise SpecError(f"{where}.units", f"expected a whole number, got {_short(units)}", "")
+    use_bias = cfg.get("use_bias", True)
+    if not isinstance(use_bias, bool):
+        raise SpecError(f"{where}.use_bias", f"expected true/false, got {_short(use_bias)}", "")
+    build = raw.get("build_config", {})
+    shape = build.get("input_shape") if isinstance(build, dict) else None
+    return units, use_bias, shape
+
+
+def _attach_activation(activations: list[str], activation: str, where: str) -> None:
+    """Give the last Dense layer the activation of the activation layer after it."""
+    if not activations:
+        raise SpecError(where, "an activation layer before any Dense layer", _KERAS_HINT)
+    if activations[-1] != "linear":
+        raise SpecError(
+            where,
+            f"a second activation after {activations[-1]!r}",
+            "give the Dense layer activation='linear' and keep one activation layer",
+        )
+    activations[-1] = activation
 
 
 def params_from_keras(weights: Sequence[Any], spec: Spec) -> dict[str, np.ndarray]:
@@ -341,36 +409,26 @@ def _torch_modules(module: Any) -> list[tuple[str, Any]]:
 
 
 def _torch_activation(child: Any, where: str) -> str:
+    """The activation a torch.nn module computes, from the rows' ``torch`` matches."""
     nn = _require_torch().nn
-    simple = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.Identity: "linear"}
-    for cls, name in simple.items():
-        if type(child) is cls:
-            return name
-    if type(child) is nn.SiLU:
-        return "x*sigmoid(x)"
-    if type(child) is nn.LeakyReLU:
-        if child.negative_slope != LEAKY_SLOPE:
-            raise SpecError(
-                f"{where}.negative_slope",
-                f"LeakyReLU slope {child.negative_slope!r} is not supported",
-                f"use nn.LeakyReLU({LEAKY_SLOPE}) (the leaky-relu activation)",
-            )
-        return "leaky-relu"
-    if type(child) is nn.Softplus:
-        if child.beta != 1:
-            raise SpecError(
-                f"{where}.beta", f"Softplus beta {child.beta!r} is not supported", "use beta=1"
-            )
-        return "softplus"
-    if type(child) is nn.Softmax:
+    cls = type(child)
+    if getattr(nn, cls.__name__, None) is not cls:
+        cls = None  # a user's own module that happens to share a name
+    name = cls.__name__ if cls is not None else ""
+    if name in _TORCH_EXPRESSIONS:
+        return _TORCH_EXPRESSIONS[name]
+    if name == "Softmax":
         if child.dim not in (-1, 1):
             raise SpecError(f"{where}.dim", f"softmax over dim {child.dim!r}", "use dim=-1")
         return "softmax"
+    for row in ACTIVATIONS.values():
+        if row.torch is not None and row.torch.cls == name:
+            return _check_match(row.torch, lambda key: getattr(child, key, None), where, row.name)
+    known = [row.torch.cls for row in ACTIVATIONS.values() if row.torch is not None]
     raise SpecError(
         where,
         f"unsupported module {type(child).__name__}",
-        "use Linear with Sigmoid, Tanh, ReLU, LeakyReLU(0.01), Softplus, SiLU, Identity "
-        "or a final Softmax(dim=-1)",
+        f"use Linear with {', '.join(known + list(_TORCH_EXPRESSIONS))} or a final Softmax(dim=-1)",
     )
 
 
@@ -540,7 +598,7 @@ def spec_from_import_args(args: argparse.Namespace) -> Spec:
         raise SpecError(
             "cost",
             "a model config holds no loss",
-            "give --cost quadratic, squared-error, binary-cross-entropy or cross-entropy",
+            f"give --cost with one of: {', '.join(COSTS)}",
         )
     if args.activations is not None or args.no_bias:
         raise SpecError(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import sympy as sp
 from chainrule.codegen.pyformat import format_expr
-from chainrule.derive.functions import sigmoid, softplus
+from chainrule.derive.functions import FUNCTION_ROWS, FUNCTIONS_BY_CLASS, sigmoid  # noqa: F401 - doctests
 from sympy.printing.numpy import NumPyPrinter
 
 #: Name of the generated module's dtype constructor, used to keep literals in dtype.
@@ -43,12 +43,12 @@ class ChainrulePrinter(NumPyPrinter):
             fqn = f"np.{rest}"
         return super()._module_format(fqn, register)
 
-    def _print_sigmoid(self, expr: sigmoid) -> str:
-        self.helpers.add("_sigmoid")
-        return f"_sigmoid({self._print(expr.args[0])})"
-
-    def _print_softplus(self, expr: softplus) -> str:
-        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+    def _print_row(self, expr: sp.Function) -> str:
+        """An elementary function by its row's NumPy form (registered as ``_print_<name>``)."""
+        row = FUNCTIONS_BY_CLASS[type(expr)]
+        if row.helper is not None:
+            self.helpers.add(row.helper)
+        return row.numpy.format(self._print(expr.args[0]))
 
     def _print_log(self, expr: sp.log) -> str:
         arg = expr.args[0]
@@ -57,14 +57,31 @@ class ChainrulePrinter(NumPyPrinter):
             return f"np.log1p({self._print(rest)})"
         return f"np.log({self._print(arg)})"
 
+    def _print_Min(self, expr: sp.Min) -> str:
+        return self._extremum("minimum", expr)
+
+    def _print_Max(self, expr: sp.Max) -> str:
+        return self._extremum("maximum", expr)
+
+    def _extremum(self, ufunc: str, expr: sp.Expr) -> str:
+        # Variables before constants: np.minimum(z1, 0), as a reader writes it.
+        args = sorted(expr.args, key=lambda a: bool(a.is_number))
+        out = self._print(args[-1])
+        for arg in reversed(args[:-1]):
+            out = f"np.{ufunc}({self._print(arg)}, {out})"
+        return out
+
     def _print_Piecewise(self, expr: sp.Piecewise) -> str:
         # Nested np.where; constant branches are cast to the module dtype so that
         # float32 stays float32. A final branch must be unconditional.
         *branches, (last_value, last_cond) = expr.args
         if last_cond is not sp.true:
             raise ValueError("Piecewise without a default branch cannot be printed")
-        out = self._branch(last_value)
-        for value, cond in reversed(branches):
+        out = self._branch(_clamped(last_value, [cond for _, cond in branches], False))
+        for i in range(len(branches) - 1, -1, -1):
+            value, cond = branches[i]
+            earlier = [c for _, c in branches[:i]]
+            value = _clamped(_clamped(value, [cond], True), earlier, False)
             out = f"np.where({self._print(cond)}, {self._branch(value)}, {out})"
         return out
 
@@ -82,6 +99,37 @@ class ChainrulePrinter(NumPyPrinter):
         return repr(float(expr))
 
 
+for _row in FUNCTION_ROWS:
+    # A method the class defines itself (log, for log1p) takes precedence over the row.
+    if f"_print_{_row.name}" not in ChainrulePrinter.__dict__:
+        setattr(ChainrulePrinter, f"_print_{_row.name}", ChainrulePrinter._print_row)
+
+
+def _clamped(value: sp.Expr, conds: list[sp.Basic], holds: bool) -> sp.Expr:
+    """``value`` with its variable clamped to where it is evaluated, when it could overflow.
+
+    ``np.where`` evaluates every branch everywhere: the exp(z) - 1 branch of an ELU
+    overflows at large positive z although it is not selected there. A branch that
+    holds an ``exp`` is taken only where ``conds`` all hold (``holds``) or all fail;
+    for a condition ``z > c`` (or ``>=``, ``<``, ``<=``) the symbol z is replaced by
+    max(z, c) or min(z, c), which equals z wherever the branch is selected.
+    """
+    if not value.has(sp.exp):
+        return value
+    for cond in conds:
+        if not isinstance(cond, sp.core.relational.Relational) or cond.rel_op == "!=":
+            continue
+        lhs, rhs = cond.lhs, cond.rhs
+        if not (isinstance(lhs, sp.Symbol) and rhs.is_number and lhs in value.free_symbols):
+            continue
+        above = cond.rel_op in (">", ">=")
+        if above == holds:
+            value = value.xreplace({lhs: sp.Max(lhs, rhs, evaluate=False)})
+        else:
+            value = value.xreplace({lhs: sp.Min(lhs, rhs, evaluate=False)})
+    return value
+
+
 def print_expr(expr: sp.Expr, helpers: set[str] | None = None) -> str:
     """Print one expression; helper names it needs are added to ``helpers``."""
     printer = ChainrulePrinter()
@@ -89,19 +137,6 @@ def print_expr(expr: sp.Expr, helpers: set[str] | None = None) -> str:
     if helpers is not None:
         helpers.update(printer.helpers)
     return text
-
-
-#: SymPy functions whose NumPy ufunc takes ``out=``: the outermost call writes in place.
-_UNARY_UFUNCS: dict[type, str] = {
-    sp.exp: "exp",
-    sp.tanh: "tanh",
-    sp.sinh: "sinh",
-    sp.cosh: "cosh",
-    sp.sin: "sin",
-    sp.cos: "cos",
-    sp.atan: "arctan",
-    sp.Abs: "abs",
-}
 
 
 def _is_relu(expr: sp.Piecewise) -> bool:
@@ -311,11 +346,6 @@ def _into(
         if exp == sp.Rational(1, 2):
             return f"np.sqrt({p(base)}, out={out})"
         return f"np.power({p(base)}, {p(exp)}, out={out})"
-    if isinstance(expr, sigmoid):
-        printer.helpers.add("_sigmoid")
-        return f"_sigmoid({p(expr.args[0])}, out={out})"
-    if isinstance(expr, softplus):
-        return f"np.logaddexp(0, {p(expr.args[0])}, out={out})"
     if isinstance(expr, sp.log):
         arg = expr.args[0]
         if isinstance(arg, sp.Add) and arg.as_coeff_add()[0] == 1:
@@ -324,7 +354,10 @@ def _into(
     if isinstance(expr, sp.Piecewise) and _is_relu(expr):
         zero = "0" if zeros is None else zeros()
         return f"np.maximum({p(expr.args[0][0])}, {zero}, out={out})"
-    if type(expr) in _UNARY_UFUNCS:
-        return f"np.{_UNARY_UFUNCS[type(expr)]}({p(expr.args[0])}, out={out})"
+    row = FUNCTIONS_BY_CLASS.get(type(expr))
+    if row is not None and row.numpy_out is not None:
+        if row.helper is not None:
+            printer.helpers.add(row.helper)
+        return row.numpy_out.format(p(expr.args[0]), out=out)
     # Anything else (np.where, say) has no out= form: the caller assigns a new array.
     return None

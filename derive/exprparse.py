@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import sympy as sp
 from chainrule.derive.errors import SpecError
-from chainrule.derive.functions import sigmoid, softplus
+from chainrule.derive.functions import FUNCTION_ROWS
+from chainrule.derive.numeric import real_value
 from sympy.polys.polyerrors import BasePolynomialError
 
 MAX_LENGTH = 500
@@ -50,20 +51,18 @@ def _abs(a: sp.Expr) -> sp.Expr:
     return sp.Piecewise((a, sp.Gt(a, 0)), (-a, True))
 
 
-#: name -> (arity, builder). The builders return SymPy objects; none evaluates text.
+#: name -> (arity, builder). The builders return SymPy objects; none evaluates text. The
+#: one-argument functions are the rows of FUNCTION_ROWS that have a name in expressions.
 FUNCTIONS: dict[str, tuple[int, Callable[..., sp.Expr]]] = {
-    "exp": (1, sp.exp),
-    "log": (1, sp.log),
+    **{row.parse: (1, row.cls) for row in FUNCTION_ROWS if row.parse is not None},
     "sqrt": (1, sp.sqrt),
-    "tanh": (1, sp.tanh),
-    "sigmoid": (1, sigmoid),
-    "softplus": (1, softplus),
-    "sin": (1, sp.sin),
-    "cos": (1, sp.cos),
     "abs": (1, _abs),
     "max": (2, _max2),
     "min": (2, _min2),
 }
+
+#: Named constants an expression may use (``pi``); from the constants of the rows.
+NAMED_CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi}
 
 _BINOPS: dict[type, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
     ast.Add: lambda a, b: a + b,
@@ -135,7 +134,7 @@ def parse_activation(text: str, field: str = "activation") -> sp.Expr:
         if not (ch.isascii() and ch.isprintable()):
             raise SpecError(
                 field,
-                f"expression {_quote(text)} contains {_describe(ch)}",
+                f"expression {_quote(text)} contains {describe_character(ch)}",
                 "write it with plain ASCII letters, digits and operators (x, not a look-alike)",
             )
     if "#" in text:
@@ -166,10 +165,22 @@ def _call_depth(node: ast.AST) -> int:
     return deepest
 
 
-def _describe(ch: str) -> str:
-    """Name a character for an error message, e.g. ``U+FF58 FULLWIDTH LATIN SMALL LETTER X``."""
-    name = unicodedata.name(ch, "a control character")
-    return f"the character U+{ord(ch):04X} ({name})"
+def describe_character(ch: str) -> str:
+    """Name a character for an error message by its Unicode name and category.
+
+    Examples
+    --------
+    >>> describe_character("\\xa0")
+    'the space character U+00A0 (NO-BREAK SPACE)'
+    >>> describe_character("\\x07")
+    'the control character U+0007'
+    """
+    category = unicodedata.category(ch)
+    kind = {"Cc": "control character", "Zs": "space character", "Zl": "line separator"}.get(
+        category, "character"
+    )
+    name = unicodedata.name(ch, "")
+    return f"the {kind} U+{ord(ch):04X}" + (f" ({name})" if name else "")
 
 
 @functools.lru_cache(maxsize=512)
@@ -213,7 +224,7 @@ def _parse(text: str, field: str) -> sp.Expr:
             f"use at most {MAX_PIECEWISE}",
         )
     try:
-        expr = _Builder(field, text).build(tree.body)
+        expr = _SympyFromAst(field, text).build(tree.body)
         _check_result(expr, field, text)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError) as exc:
         # SymPy refusing an operation on what the text built (e.g. comparing a complex
@@ -226,8 +237,8 @@ def _parse(text: str, field: str) -> sp.Expr:
     return expr
 
 
-class _Builder:
-    """Walks a whitelisted AST and builds the SymPy expression bottom-up."""
+class _SympyFromAst:
+    """Builds the SymPy expression of a whitelisted AST, bottom-up."""
 
     def __init__(self, field: str, text: str) -> None:
         self.field = field
@@ -255,7 +266,11 @@ class _Builder:
         if isinstance(node, ast.Name):
             if node.id == "x":
                 return X
-            raise self.fail(f"unknown name {_quote(node.id)}", "the only variable is x")
+            if node.id in NAMED_CONSTANTS:
+                return NAMED_CONSTANTS[node.id]
+            raise self.fail(
+                f"unknown name {_quote(node.id)}", "the only variable is x (and the constant pi)"
+            )
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             inner = self.build(node.operand)
             return -inner if isinstance(node.op, ast.USub) else inner
@@ -344,124 +359,9 @@ GRID: tuple[float, ...] = tuple(i / 20 for i in range(-200, 201)) + (
 )
 
 
-class _NotReal(Exception):
-    """Raised by a compiled evaluator when a value is not a finite real number."""
-
-
-class _Unsupported(Exception):
-    """Raised while compiling an evaluator for a node it does not know."""
-
-
-def _stable_sigmoid(t: float) -> float:
-    if t >= 0:
-        return 1.0 / (1.0 + math.exp(-t))
-    e = math.exp(t)
-    return e / (1.0 + e)
-
-
-def _stable_softplus(t: float) -> float:
-    return max(t, 0.0) + math.log1p(math.exp(-abs(t)))
-
-
-_UNARY: dict[type, Callable[[float], float]] = {
-    sp.exp: math.exp,
-    sp.log: math.log,
-    sp.tanh: math.tanh,
-    sp.sin: math.sin,
-    sp.cos: math.cos,
-    sigmoid: _stable_sigmoid,
-    softplus: _stable_softplus,
-    sp.Abs: abs,
-    sp.sign: lambda t: float((t > 0) - (t < 0)),
-}
-
-_RELATIONS: dict[str, Callable[[float, float], bool]] = {
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-}
-
-
-def _compile(expr: sp.Basic) -> Callable[[float], float]:
-    """Turn a SymPy expression in :data:`X` into a float function by walking its tree.
-
-    Only the node types listed here are understood (anything else raises
-    :class:`_Unsupported`); no source text is produced or evaluated.
-    """
-    if expr == X:
-        return lambda v: v
-    if expr.is_number and not isinstance(expr, sp.logic.boolalg.Boolean):
-        value = complex(expr.evalf(30))
-        if value.imag != 0 or not math.isfinite(value.real):
-            raise _NotReal
-        return lambda v, c=value.real: c
-    if isinstance(expr, sp.Add):
-        parts = [_compile(a) for a in expr.args]
-        return lambda v: math.fsum(p(v) for p in parts)
-    if isinstance(expr, sp.Mul):
-        parts = [_compile(a) for a in expr.args]
-
-        def product(v: float) -> float:
-            out = 1.0
-            for p in parts:
-                out *= p(v)
-            return out
-
-        return product
-    if isinstance(expr, sp.Pow):
-        base, power = _compile(expr.base), _compile(expr.exp)
-        return lambda v: math.pow(base(v), power(v))
-    if type(expr) in _UNARY:
-        fn, inner = _UNARY[type(expr)], _compile(expr.args[0])
-        return lambda v: fn(inner(v))
-    if isinstance(expr, sp.Piecewise):
-        branches = [(_compile(value), _compile(cond)) for value, cond in expr.args]
-
-        def piecewise(v: float) -> float:
-            for value, cond in branches:
-                if cond(v):
-                    return value(v)
-            raise _NotReal
-
-        return piecewise
-    if expr is sp.true or expr is sp.false:
-        return lambda v, c=bool(expr): c
-    if isinstance(expr, sp.core.relational.Relational):
-        rel, lhs, rhs = _RELATIONS[expr.rel_op], _compile(expr.lhs), _compile(expr.rhs)
-        return lambda v: rel(lhs(v), rhs(v))
-    if isinstance(expr, (sp.And, sp.Or, sp.Not)):
-        parts = [_compile(a) for a in expr.args]
-        combine = {sp.And: all, sp.Or: any, sp.Not: lambda it: not next(iter(it))}[type(expr)]
-        return lambda v: combine(p(v) for p in parts)
-    raise _Unsupported(type(expr).__name__)
-
-
 def _evaluator(expr: sp.Expr) -> Callable[[float], float | None]:
-    """A function returning the real value of ``expr`` at a float, or None when it is not
-    a finite real number there (a pole, a log of a negative, an overflow...)."""
-    try:
-        fn = _compile(expr)
-    except _NotReal:
-        return lambda v: None
-    except _Unsupported:
-        # Slow but general: SymPy's own numeric evaluation of the built expression.
-        def fn(v: float) -> float:
-            value = complex(expr.subs(X, sp.Rational(repr(v))).evalf(30))
-            if value.imag != 0:
-                raise _NotReal
-            return value.real
-
-    def safe(v: float) -> float | None:
-        try:
-            out = fn(v)
-        except (_NotReal, ValueError, ZeroDivisionError, OverflowError, TypeError):
-            return None
-        return float(out) if math.isfinite(out) else None
-
-    return safe
+    """The float value of ``expr`` at x, or None where it is not a finite real number."""
+    return lambda v: real_value(expr, {X: v})
 
 
 def _denominators(expr: sp.Expr) -> list[sp.Expr]:

@@ -24,10 +24,10 @@ All expressions use the per-element symbols :data:`Z`, :data:`A`, :data:`Y`,
 from __future__ import annotations
 
 import functools
-import random
 from dataclasses import dataclass
 
 import sympy as sp
+from chainrule.derive import batch_network, numeric
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.exprparse import X, parse_activation
 from chainrule.derive.functions import sigmoid, stable_log_rules
@@ -136,20 +136,6 @@ class NetworkDerivation:
         return self.output.assumptions
 
 
-def _sample_points(symbols: list[sp.Symbol], count: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    points = []
-    for _ in range(count):
-        point = {}
-        for s in symbols:
-            if s == A:
-                point[s] = sp.Rational(rng.randint(5, 95), 100)
-            else:
-                point[s] = sp.Rational(rng.randint(-300, 300), 100)
-        points.append(point)
-    return points
-
-
 def equal_at_points(
     lhs: sp.Expr, rhs: sp.Expr, subs_a: sp.Expr | None = None, count: int = 6, seed: int = 0
 ) -> bool:
@@ -157,18 +143,11 @@ def equal_at_points(
 
     With ``subs_a`` given, :data:`A` is replaced by ``subs_a`` (a function of
     :data:`Z`) before comparing, so a cached form can be checked against its source.
+    The output :data:`A` is sampled in (0, 1), every other symbol in [-3, 3].
     """
     if subs_a is not None:
         lhs, rhs = lhs.subs(A, subs_a), rhs.subs(A, subs_a)
-    symbols = sorted((lhs.free_symbols | rhs.free_symbols), key=lambda s: s.name)
-    for point in _sample_points(symbols, count, seed):
-        left = sp.N(lhs.subs(point), 30)
-        right = sp.N(rhs.subs(point), 30)
-        if not (left.is_finite and right.is_finite):
-            return False
-        if abs(left - right) > sp.Float("1e-20", 30) * (1 + abs(right)):
-            return False
-    return True
+    return numeric.equal_at_points(lhs, rhs, ranges={A: (5, 95)}, count=count, seed=seed)
 
 
 def activation_expr(name: str) -> sp.Expr:
@@ -221,11 +200,10 @@ def _softmax_jvp() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     gs = sp.symbols("g0:3", real=True)
     as_ = sp.symbols("a0:3", positive=True)
     total = sp.Symbol("T", positive=True)
-    norm = sum(sp.exp(v) for v in zs)
-    softmax = [sp.exp(zs[k]) / norm for k in range(n)]
-    if sp.simplify(sum(softmax) - 1) != 0:  # pragma: no cover - a SymPy regression
+    probs = batch_network.softmax(zs)
+    if sp.simplify(sum(probs) - 1) != 0:  # pragma: no cover - a SymPy regression
         raise DerivationError("activation", "softmax does not sum to one", "report this")
-    delta0 = sum(gs[k] * sp.diff(softmax[k], zs[0]) for k in range(n))
+    delta0 = sum(gs[k] * sp.diff(probs[k], zs[0]) for k in range(n))
     delta0 = sp.simplify(delta0.subs({sp.exp(zs[i]): as_[i] * total for i in range(n)}))
     delta0 = sp.expand(delta0.subs(sum(as_), 1))
     unit_sum = {as_[2]: 1 - as_[0] - as_[1]}
@@ -266,10 +244,9 @@ def _complement_jvp(loss: sp.Expr, units: int) -> ComplementJVP:
     n = 3
     zs = sp.symbols("z0:3", real=True)
     ys = sp.symbols("y0:3", real=True)
-    norm = sp.log(sum(sp.exp(v_) for v_ in zs))
-    logp = [zs[j] - norm for j in range(n)]
-    log1m = [sp.log(sum(sp.exp(zs[k]) for k in range(n) if k != j)) - norm for j in range(n)]
-    probs = [sp.exp(zs[j]) / sum(sp.exp(v_) for v_ in zs) for j in range(n)]
+    logp = batch_network.log_softmax(zs)
+    log1m = batch_network.log1m_softmax(zs)
+    probs = batch_network.softmax(zs)
 
     def at(expr: sp.Expr, j: int) -> sp.Expr:
         return expr.subs({LOGP: logp[j], LOG1MP: log1m[j], Y: ys[j], A: probs[j]})
@@ -282,17 +259,13 @@ def _complement_jvp(loss: sp.Expr, units: int) -> ComplementJVP:
             REST: sum(at(v, k) * probs[0] / (1 - probs[k]) for k in range(1, n)),
         }
     )
-    rng = random.Random(7)
-    for _ in range(4):
-        point = {zs[j]: sp.Rational(rng.randint(-300, 300), 100) for j in range(n)}
-        point.update({ys[j]: sp.Rational(rng.randint(0, 100), 100) for j in range(n)})
-        left, right = sp.N(exact.subs(point), 30), sp.N(claimed.subs(point), 30)
-        if abs(left - right) > sp.Float("1e-20", 30) * (1 + abs(left)):
-            raise DerivationError(
-                "cost",
-                "the chain rule through log(1 - softmax) does not match the cost's derivative",
-                "report this",
-            )
+    ranges = {**dict.fromkeys(zs, (-300, 300)), **dict.fromkeys(ys, (0, 100))}
+    if not numeric.equal_at_points(exact, claimed, ranges=ranges, count=4, seed=7):
+        raise DerivationError(
+            "cost",
+            "the chain rule through log(1 - softmax) does not match the cost's derivative",
+            "report this",
+        )
     return ComplementJVP(u, v, summand, constant, delta_for(units))
 
 

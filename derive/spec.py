@@ -8,7 +8,7 @@ File format (TOML; JSON has the same fields)::
 
     name = "nielsen"
     input = 784
-    cost = "quadratic"          # quadratic | squared-error | binary-cross-entropy | cross-entropy
+    cost = "quadratic"          # a cost of the table, e.g. quadratic or cross-entropy
     layout = "columns"          # columns (x is n0 x m) | rows (x is m x n0)
     dtype = "float64"           # float64 | float32
 
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from chainrule.derive.errors import SpecError
-from chainrule.derive.exprparse import looks_like_expression, parse_activation
-from chainrule.derive.tables import ACTIVATIONS, COSTS
+from chainrule.derive.exprparse import describe_character, looks_like_expression, parse_activation
+from chainrule.derive.tables import ACTIVATIONS, COSTS, CostRow, output_range
 
 MAX_WIDTH = 100_000
 MAX_LAYERS = 64
@@ -149,82 +149,12 @@ class Spec:
             raise SpecError("layers", f"{len(self.layers)} layers", f"use at most {MAX_LAYERS}")
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            where = f"layers[{i}]"
-            if not isinstance(layer, Layer):
-                raise SpecError(
-                    where, f"expected a Layer, got {_show(layer)}", "use Layer(size, ...)"
-                )
-            _check_size(layer.size, f"{where}.size")
-            if not isinstance(layer.bias, bool):
-                raise SpecError(
-                    f"{where}.bias",
-                    f"expected true or false, got {_show(layer.bias)}",
-                    "write bias = true or bias = false",
-                )
-            act = layer.activation
-            if not isinstance(act, str) or not act.strip():
-                raise SpecError(
-                    f"{where}.activation",
-                    f"expected a name, got {_show(act)}",
-                    _suggest("", tuple(ACTIVATIONS)),
-                )
-            if act not in ACTIVATIONS:
-                if not looks_like_expression(act) and len(act) <= MAX_SHOWN:
-                    raise SpecError(
-                        f"{where}.activation",
-                        f"unknown activation {act!r}",
-                        _suggest(act, tuple(ACTIVATIONS)) + ", or an expression in x",
-                    )
-                parse_activation(act, f"{where}.activation")
-            if act == "softmax" and i != last:
-                raise SpecError(
-                    f"{where}.activation",
-                    "softmax is only allowed in the output layer",
-                    "use an elementwise activation such as relu in hidden layers",
-                )
-            if act == "softmax" and layer.size < 2:
-                raise SpecError(
-                    f"{where}.size",
-                    "softmax over a single output is constant",
-                    "use at least 2 outputs, or sigmoid for one",
-                )
+            _check_layer(layer, f"layers[{i}]", is_output=i == last)
         _check_choice(self.cost, "cost", tuple(COSTS))
-        out = self.layers[last]
-        if self.cost == "cross-entropy":
-            if out.size < 2:
-                raise SpecError(
-                    "cost",
-                    "cross-entropy needs at least 2 outputs",
-                    "use binary-cross-entropy with one sigmoid output",
-                )
-            if out.activation != "softmax":
-                raise SpecError(
-                    "cost",
-                    f"cross-entropy needs a softmax output layer, got {out.activation!r}",
-                    "set the last activation to softmax, or use binary-cross-entropy",
-                )
-        if self.cost == "binary-cross-entropy" and out.activation not in ("sigmoid", "softmax"):
-            raise SpecError(
-                "cost",
-                f"binary-cross-entropy needs outputs in (0, 1), got activation {out.activation!r}",
-                "set the last activation to sigmoid",
-            )
+        _check_cost(COSTS[self.cost], self.layers[last])
         _check_choice(self.layout, "layout", LAYOUTS)
         _check_choice(self.dtype, "dtype", DTYPES)
-        if not isinstance(self.name, str) or not self.name or len(self.name) > MAX_NAME:
-            raise SpecError(
-                "name",
-                f"expected a non-empty string of at most {MAX_NAME} characters, "
-                f"got {_show(self.name)}",
-                "give a short name",
-            )
-        if not self.name.isprintable():
-            bad = next(ch for ch in self.name if not ch.isprintable())
-            raise SpecError(
-                "name",
-                f"{_show(self.name)} contains the control character U+{ord(bad):04X}",
-                "give a one-line name of printable characters",
-            )
+        _check_name(self.name)
 
     @classmethod
     def from_sizes(
@@ -284,6 +214,84 @@ class Spec:
         }
         data.update(changes)
         return Spec(**data)
+
+
+def _check_layer(layer: Any, where: str, *, is_output: bool) -> None:
+    """Validate one layer: its size, bias flag and activation (name or expression)."""
+    if not isinstance(layer, Layer):
+        raise SpecError(where, f"expected a Layer, got {_show(layer)}", "use Layer(size, ...)")
+    _check_size(layer.size, f"{where}.size")
+    if not isinstance(layer.bias, bool):
+        raise SpecError(
+            f"{where}.bias",
+            f"expected true or false, got {_show(layer.bias)}",
+            "write bias = true or bias = false",
+        )
+    act = layer.activation
+    if not isinstance(act, str) or not act.strip():
+        raise SpecError(
+            f"{where}.activation",
+            f"expected a name, got {_show(act)}",
+            _suggest("", tuple(ACTIVATIONS)),
+        )
+    if act not in ACTIVATIONS:
+        if not looks_like_expression(act) and len(act) <= MAX_SHOWN:
+            raise SpecError(
+                f"{where}.activation",
+                f"unknown activation {act!r}",
+                _suggest(act, tuple(ACTIVATIONS)) + ", or an expression in x",
+            )
+        parse_activation(act, f"{where}.activation")
+        return
+    if ACTIVATIONS[act].expr is None and not is_output:
+        raise SpecError(
+            f"{where}.activation",
+            f"{act} is only allowed in the output layer",
+            "use an elementwise activation such as relu in hidden layers",
+        )
+    if ACTIVATIONS[act].output.simplex and layer.size < 2:
+        raise SpecError(
+            f"{where}.size",
+            f"{act} over a single output is constant",
+            "use at least 2 outputs, or sigmoid for one",
+        )
+
+
+def _check_cost(cost: CostRow, out: Layer) -> None:
+    """The output layer must produce values the cost is defined on (read from the rows)."""
+    if out.size < cost.min_outputs:
+        fits = [c.name for c in COSTS.values() if c.min_outputs <= out.size and c.output.low == 0]
+        raise SpecError(
+            "cost",
+            f"{cost.name} needs at least {cost.min_outputs} outputs",
+            f"use {' or '.join(fits)} with one sigmoid output",
+        )
+    produced = output_range(out.activation)
+    if produced.within(cost.output):
+        return
+    fitting = [row.name for row in ACTIVATIONS.values() if row.output.within(cost.output)]
+    kind = "a softmax output layer" if cost.output.simplex else f"outputs in {cost.output.text}"
+    raise SpecError(
+        "cost",
+        f"{cost.name} needs {kind}, got activation {out.activation!r} (outputs in {produced.text})",
+        f"set the last activation to {' or '.join(fitting)}",
+    )
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise SpecError(
+            "name",
+            f"expected a non-empty string of at most {MAX_NAME} characters, got {_show(name)}",
+            "give a short name",
+        )
+    if not name.isprintable():
+        bad = next(ch for ch in name if not ch.isprintable())
+        raise SpecError(
+            "name",
+            f"{_show(name)} contains {describe_character(bad)}",
+            "give a one-line name of printable characters",
+        )
 
 
 def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:

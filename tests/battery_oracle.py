@@ -44,6 +44,11 @@ def _softplus(z: Array) -> Array:
     return np.logaddexp(0.0, z)
 
 
+#: (scale, alpha) of PyTorch's SELU; (sqrt(2/pi), 0.044715) of the tanh GELU.
+_SELU = (1.0507009873554804934193349852946, 1.6732632423543772848170429916717)
+_GELU = (float(np.sqrt(2.0 / np.pi)), 0.044715)
+
+
 @dataclass(frozen=True)
 class Elementwise:
     """sigma and sigma' as NumPy functions, and the points where sigma' jumps."""
@@ -72,6 +77,37 @@ NAMED: dict[str, Elementwise] = {
     ),
     "softplus": Elementwise(_softplus, _sigmoid),
     "linear": Elementwise(lambda z: z, np.ones_like),
+    # elu (alpha 1): z | e^z - 1, derivative 1 | e^z, equal at 0 (no kink)
+    "elu": Elementwise(
+        lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0.0))),
+        lambda z: np.where(z > 0, 1.0, np.exp(np.minimum(z, 0.0))),
+        (),
+        False,
+    ),
+    # selu: scale z | scale alpha (e^z - 1); derivative scale | scale alpha e^z: a kink at 0
+    "selu": Elementwise(
+        lambda z: _SELU[0] * np.where(z > 0, z, _SELU[1] * np.expm1(np.minimum(z, 0.0))),
+        lambda z: _SELU[0] * np.where(z > 0, 1.0, _SELU[1] * np.exp(np.minimum(z, 0.0))),
+        (0.0,),
+        False,
+    ),
+    # gelu (tanh form): z/2 (1 + tanh u), u = c (z + k z^3)
+    "gelu": Elementwise(
+        lambda z: 0.5 * z * (1.0 + np.tanh(_GELU[0] * (z + _GELU[1] * z**3))),
+        lambda z: (
+            0.5 * (1.0 + np.tanh(_GELU[0] * (z + _GELU[1] * z**3)))
+            + 0.5
+            * z
+            * (1.0 - np.tanh(_GELU[0] * (z + _GELU[1] * z**3)) ** 2)
+            * _GELU[0]
+            * (1.0 + 3.0 * _GELU[1] * z**2)
+        ),
+    ),
+    # mish: z tanh(softplus z), derivative tanh(sp) + z (1 - tanh(sp)^2) s(z)
+    "mish": Elementwise(
+        lambda z: z * np.tanh(_softplus(z)),
+        lambda z: np.tanh(_softplus(z)) + z * (1.0 - np.tanh(_softplus(z)) ** 2) * _sigmoid(z),
+    ),
 }
 
 
@@ -120,6 +156,11 @@ COSTS: dict[str, tuple[Callable[[Array, Array], Array], Callable[[Array, Array],
         lambda a, y: (a - y) / (a * (1 - a)),
     ),
     "cross-entropy": (lambda a, y: -y * np.log(a), lambda a, y: -y / a),
+    # huber (delta 1): d^2/2 for |d| <= 1, |d| - 1/2 otherwise; dc/da = clip(d, -1, 1)
+    "huber": (
+        lambda a, y: np.where(np.abs(a - y) <= 1.0, 0.5 * (a - y) ** 2, np.abs(a - y) - 0.5),
+        lambda a, y: np.clip(a - y, -1.0, 1.0),
+    ),
 }
 
 

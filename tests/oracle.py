@@ -25,7 +25,7 @@ ABS_TOL = 1e-8
 REL_TOL = 1e-6
 #: Data whose weighted inputs come this close to a kink are resampled.
 KINK_MARGIN = 1e-3
-KINKED = frozenset({"relu", "leaky-relu"})
+KINKED = frozenset({"relu", "leaky-relu", "selu"})
 
 
 def _sigmoid(z: Array) -> Array:
@@ -38,7 +38,27 @@ def _mish_inner(z: Array) -> Array:
     return np.tanh(np.logaddexp(0.0, z))
 
 
+#: PyTorch's SELU constants and the tanh-GELU constants, typed in from their definitions.
+SELU_SCALE = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+GELU_C = np.sqrt(2.0 / np.pi)
+GELU_K = 0.044715
+
+
+def _gelu_tanh(z: Array) -> Array:
+    return np.tanh(GELU_C * (z + GELU_K * z**3))
+
+
+def _gelu_prime(z: Array) -> Array:
+    # d/dz z/2 (1 + tanh u), u = c (z + k z^3): (1 + tanh u)/2 + z/2 (1 - tanh^2 u) c (1 + 3k z^2)
+    t = _gelu_tanh(z)
+    return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t**2) * GELU_C * (1.0 + 3.0 * GELU_K * z**2)
+
+
 #: name -> (sigma(z), sigma'(z)), both written by hand; custom expressions by their text.
+#: At a kink the derivative is the one of the branch the module selects at z = 0 (z > 0
+#: is the right branch): relu 0, leaky-relu 0.01, selu scale*alpha. elu (alpha 1) has
+#: no kink: both one-sided derivatives at 0 are 1.
 ELEMENTWISE: dict[str, tuple[Callable[[Array], Array], Callable[[Array], Array]]] = {
     "sigmoid": (_sigmoid, lambda z: _sigmoid(z) * (1.0 - _sigmoid(z))),
     "tanh": (np.tanh, lambda z: 1.0 / np.cosh(z) ** 2),
@@ -49,6 +69,21 @@ ELEMENTWISE: dict[str, tuple[Callable[[Array], Array], Callable[[Array], Array]]
     ),
     "softplus": (lambda z: np.logaddexp(0.0, z), _sigmoid),
     "linear": (lambda z: z, np.ones_like),
+    # elu: z for z > 0, e^z - 1 otherwise; derivative 1, e^z
+    "elu": (
+        lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0.0))),
+        lambda z: np.where(z > 0, 1.0, np.exp(np.minimum(z, 0.0))),
+    ),
+    # selu: scale * (z for z > 0, alpha (e^z - 1) otherwise); derivative scale, scale alpha e^z
+    "selu": (
+        lambda z: SELU_SCALE * np.where(z > 0, z, SELU_ALPHA * np.expm1(np.minimum(z, 0.0))),
+        lambda z: SELU_SCALE * np.where(z > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(z, 0.0))),
+    ),
+    "gelu": (lambda z: 0.5 * z * (1.0 + _gelu_tanh(z)), _gelu_prime),
+    "mish": (
+        lambda z: z * _mish_inner(z),
+        lambda z: _mish_inner(z) + z * (1.0 - _mish_inner(z) ** 2) * _sigmoid(z),
+    ),
     # swish: d/dz z s(z) = s + z s (1 - s)
     "x*sigmoid(x)": (
         lambda z: z * _sigmoid(z),
@@ -101,6 +136,11 @@ def _cost_terms(net: Mapping[str, Any], z: Array, a: Array, logp: Array | None, 
         return (a - y) ** 2, 2.0 * (a - y)
     if cost == "cross-entropy":
         return -y * logp, -y / a
+    if cost == "huber":
+        # 1/2 d^2 for |d| <= 1, |d| - 1/2 otherwise (d = a - y); dc/da = d clipped to [-1, 1]
+        # (both pieces meet with slope +-1 at |d| = 1: no kink in dc/da).
+        d = a - y
+        return np.where(np.abs(d) <= 1.0, 0.5 * d**2, np.abs(d) - 0.5), np.clip(d, -1.0, 1.0)
     if cost == "binary-cross-entropy":
         if out_act == "sigmoid":
             # log s(z) = -log(1 + e^-z), log(1 - s(z)) = -log(1 + e^z)

@@ -360,3 +360,23 @@ def test_custom_activation_text_is_never_raw_in_comments() -> None:
             if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "ACTIVATIONS"
         )
     ) == (text,)
+
+
+def test_pi_is_a_constant_and_a_gelu_written_with_it_evaluates():
+    import mpmath
+    from chainrule.derive.numeric import Evaluator, real_value
+
+    gelu = parse_activation("0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715*x**3)))")
+    assert gelu.has(sp.pi)
+    expected = 0.5 * (1 + mpmath.tanh(mpmath.sqrt(2 / mpmath.pi) * (1 + 0.044715)))
+    assert abs(Evaluator({X: 1})(gelu) - expected) < 1e-15
+    assert real_value(gelu, {X: 1.0}) == pytest.approx(float(expected), rel=1e-14)
+
+
+def test_a_no_break_space_is_named_as_a_space_not_a_control_character():
+    with pytest.raises(SpecError) as info:
+        parse_activation("x\xa0+ 1")
+    assert "space character U+00A0 (NO-BREAK SPACE)" in str(info.value)
+    assert "control" not in str(info.value)
+    with pytest.raises(SpecError, match="the control character U[+]0007"):
+        parse_activation("x\x07")

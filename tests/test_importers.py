@@ -396,3 +396,116 @@ def test_real_keras_model_gives_the_same_loss_and_gradient(torch, tmp_path: Path
     got = [grads["W1"], grads["b1"].reshape(-1), grads["W2"], grads["b2"].reshape(-1), grads["W3"]]
     for ours, theirs in zip(got, expected, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_keras2_float32_rounded_leaky_slope_is_the_slope_it_rounds_from() -> None:
+    data = json.loads(json.dumps(KERAS2))
+    data["config"]["layers"][3]["config"]["alpha"] = 0.009999999776482582  # float32(0.01)
+    assert spec_from_keras(data, "cross-entropy").activations == ("tanh", "leaky-relu", "softmax")
+    data["config"]["layers"][3]["config"]["alpha"] = 0.0101
+    with pytest.raises(SpecError, match="negative_slope"):
+        spec_from_keras(data, "cross-entropy")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"class_name": "Sequential", "config": "abc"}', "expected an object with the layers"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"a": ' * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
+    ],
+)
+def test_hostile_keras_json_is_one_line_and_exit_2(tmp_path: Path, capsys, text, words) -> None:
+    path = tmp_path / "model.json"
+    path.write_text(text)
+    assert main(["generate", "--from-keras", str(path), "--cost", "quadratic"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda nn: nn.Softplus(beta=2.0), "beta"),
+        (lambda nn: nn.Softplus(threshold=1.0), "threshold"),
+    ],
+)
+def test_torch_softplus_settings_are_refused_not_dropped(torch, make, field) -> None:
+    from chainrule.importers import from_torch
+
+    with pytest.raises(SpecError) as info:
+        from_torch(torch.nn.Sequential(torch.nn.Linear(2, 3), make(torch.nn)), "quadratic")
+    assert f".{field}" in info.value.field and "softplus" in str(info.value)
+
+
+_NEW_TORCH_ACTIVATIONS = {
+    "elu": lambda nn: nn.ELU(alpha=1.0),
+    "selu": lambda nn: nn.SELU(),
+    "gelu": lambda nn: nn.GELU(approximate="tanh"),
+    "mish": lambda nn: nn.Mish(),
+}
+
+
+@pytest.mark.parametrize("cost", ["huber", "quadratic"])
+@pytest.mark.parametrize("name", sorted(_NEW_TORCH_ACTIVATIONS))
+def test_new_activations_match_torch_autograd_in_float64(torch, tmp_path: Path, name, cost) -> None:
+    from chainrule.importers import from_torch, params_from_torch
+
+    torch.manual_seed(3)
+    nn = torch.nn
+    make = _NEW_TORCH_ACTIVATIONS[name]
+    net = nn.Sequential(nn.Linear(5, 4), make(nn), nn.Linear(4, 3), make(nn)).double()
+    spec = from_torch(net, cost, layout="rows")
+    assert spec.activations == (name, name)
+    module = _load(generate_module(spec), tmp_path, f"torch_new_{name}_{cost}")
+    params = params_from_torch(net, spec)
+    gen = torch.Generator().manual_seed(4)
+    x = 2 * torch.randn(11, 5, generator=gen, dtype=torch.float64)
+    y = 3 * torch.randn(11, 3, generator=gen, dtype=torch.float64)  # both huber pieces
+    out = net(x)
+    if cost == "huber":
+        torch_loss = nn.HuberLoss(reduction="sum", delta=1.0)(out, y) / len(x)
+    else:
+        torch_loss = 0.5 * ((out - y) ** 2).sum() / len(x)
+    net.zero_grad()
+    torch_loss.backward()
+    cost_value, grads = module.loss_and_grad(params, x.numpy(), y.numpy())
+    assert cost_value == pytest.approx(torch_loss.item(), rel=1e-12)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    for l, lin in enumerate(linears, start=1):  # noqa: E741
+        np.testing.assert_allclose(grads[f"W{l}"].T, lin.weight.grad.numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            grads[f"b{l}"].reshape(-1), lin.bias.grad.numpy(), rtol=1e-9, atol=1e-12
+        )
+
+
+@pytest.mark.parametrize(
+    ("make", "field", "words"),
+    [
+        (lambda nn: nn.GELU(), "approximate", "approximate='tanh'"),
+        (lambda nn: nn.ELU(alpha=0.5), "alpha", "nn.ELU()"),
+    ],
+)
+def test_torch_exact_gelu_and_other_elu_are_refused_in_one_line(torch, make, field, words) -> None:
+    from chainrule.importers import from_torch
+
+    with pytest.raises(SpecError) as info:
+        from_torch(torch.nn.Sequential(torch.nn.Linear(2, 3), make(torch.nn)), "quadratic")
+    assert info.value.field.endswith(f".{field}") and words in str(info.value)
+    assert "\n" not in str(info.value)
+    if field == "approximate":
+        assert "tanh form" in str(info.value)
+
+
+def test_keras_maps_the_new_activations_and_refuses_exact_gelu() -> None:
+    data = json.loads(json.dumps(KERAS2))
+    layers = data["config"]["layers"]
+    layers[1]["config"]["activation"] = "selu"
+    layers[3] = {"class_name": "ELU", "config": {"name": "elu", "alpha": 1.0}}
+    layers[4]["config"]["activation"] = "mish"
+    spec = spec_from_keras(data, "huber")
+    assert spec.activations == ("selu", "elu", "mish") and spec.cost == "huber"
+    layers[1]["config"]["activation"] = "gelu"
+    with pytest.raises(SpecError) as info:
+        spec_from_keras(data, "huber")
+    assert "exact (erf) GELU" in str(info.value) and "tanh form" in str(info.value)

@@ -248,3 +248,66 @@ def test_a_wrong_complement_delta_is_caught(monkeypatch):
     monkeypatch.setattr(layers, "tidy", lambda expr: expr + layers.A / 7)
     with pytest.raises(DerivationError, match="log\\(1 - softmax\\)"):
         layers._complement_jvp(-(Y * LOGP + (1 - Y) * LOG1MP), 3)
+
+
+#: The rows added as one table row each: every one in a hidden and an output layer, in
+#: both layouts, and huber after every kind of output.
+NEW_ROW_SPECS = {
+    "elu-selu-huber": Spec.from_sizes([3, 4, 2], ["elu", "selu"], "huber"),
+    "gelu-mish-quadratic": Spec.from_sizes([3, 4, 2], ["gelu", "mish"], "quadratic"),
+    "mish-elu-huber-rows": Spec.from_sizes([3, 5, 2], ["mish", "elu"], "huber", layout="rows"),
+    "selu-gelu-huber": Spec.from_sizes([2, 3, 3], ["selu", "gelu"], "huber"),
+    "tanh-softmax-huber": Spec.from_sizes([3, 4, 3], ["tanh", "softmax"], "huber"),
+    "gelu-sigmoid-bce-rows": Spec.from_sizes(
+        [3, 4, 1], ["gelu", "sigmoid"], "binary-cross-entropy", layout="rows"
+    ),
+}
+
+
+@pytest.mark.parametrize("key", sorted(NEW_ROW_SPECS))
+def test_new_rows_pass_finite_differences_and_the_hand_written_oracle(build, key):
+    import numpy as np
+    import oracle
+
+    spec = NEW_ROW_SPECS[key]
+    module = build(spec)
+    net = spec.to_dict()
+    for seed in (1, 2, 3):
+        params, x, y = oracle.sample_problem(net, np.random.default_rng(seed), m=4)
+        y = y * 4 - 2 if spec.cost == "huber" else y  # both pieces of huber are reached
+        cost, grads = module.loss_and_grad(params, x, y)
+        failures = oracle.fd_failures(lambda p, x=x, y=y: module.loss(p, x, y), params, grads, cost)
+        assert failures == [], failures[:5]
+        oracle.assert_agrees((cost, grads), oracle.loss_and_grad(net, params, x, y))
+
+
+@pytest.mark.parametrize("key", sorted(NEW_ROW_SPECS))
+def test_new_rows_are_stable_where_numpy_raises(build, key):
+    """Large weighted inputs raise no overflow or invalid value (underflow is harmless)."""
+    import numpy as np
+
+    spec = NEW_ROW_SPECS[key]
+    module = build(spec)
+    rng = np.random.default_rng(0)
+    params = {k: v * 300.0 for k, v in module.init_params(0).items()}
+    x = rng.standard_normal((spec.sizes[0], 5)) * 50.0
+    y = rng.random((spec.sizes[-1], 5))
+    if spec.activations[-1] == "softmax":
+        y /= y.sum(axis=0)
+    if spec.layout == "rows":
+        x, y = x.T.copy(), y.T.copy()
+    with np.errstate(all="raise", under="ignore"):
+        cost, grads = module.loss_and_grad(params, x, y)
+    assert np.isfinite(cost) and all(np.all(np.isfinite(g)) for g in grads.values())
+
+
+def test_new_activation_derivatives_at_their_kinks():
+    """SymPy's derivative at 0 is the selected (left) branch: elu 1 from both sides,
+    selu scale*alpha on the left and scale on the right."""
+    from chainrule.derive.tables import SELU_ALPHA, SELU_SCALE
+
+    elu = derive_activation("elu").derivative
+    selu = derive_activation("selu").derivative
+    assert elu.subs(Z, 0) == 1 and elu.subs(Z, sp.Rational(1, 10**9)) == 1
+    assert abs(selu.subs(Z, 0) - SELU_SCALE * SELU_ALPHA) < 1e-30
+    assert abs(selu.subs(Z, 1) - SELU_SCALE) < 1e-30

@@ -206,3 +206,40 @@ def test_format_expr_is_a_fixed_point_of_ruff_format():
         check=True,
     )
     assert done.stdout.splitlines() == source.splitlines()
+
+
+def test_every_function_row_prints_through_its_row():
+    from chainrule.derive.functions import FUNCTION_ROWS
+
+    z = sp.Symbol("z1", real=True)
+    for row in FUNCTION_ROWS:
+        printer = ChainrulePrinter()
+        text = printer.doprint(row.cls(z, evaluate=False))
+        if row.cls is sp.log:
+            assert text == "np.log(z1)"  # the printer's own log1p rule keeps precedence
+        else:
+            assert text == row.numpy.format("z1")
+        assert (row.helper in printer.helpers) if row.helper else True
+
+
+def test_a_piecewise_exp_branch_is_clamped_to_where_it_is_selected():
+    z = sp.Symbol("z1", real=True)
+    elu_like = sp.Piecewise((z, z > 0), (sp.exp(z) - 1, True))
+    assert print_expr(elu_like) == "np.where(z1 > 0, z1, np.exp(np.minimum(z1, 0)) - 1)"
+    mirrored = sp.Piecewise((sp.exp(-z), z >= 0), (1, True))
+    assert print_expr(mirrored) == "np.where(z1 >= 0, np.exp(-np.maximum(z1, 0)), _DT(1))"
+    # Without an exp nothing can overflow: the branch prints as written.
+    assert print_expr(sp.Piecewise((z, z > 0), (z / 100, True))) == (
+        "np.where(z1 > 0, z1, (1/100)*z1)"
+    )
+
+
+def test_the_clamped_elu_form_runs_under_errstate_raise():
+    import numpy as np
+
+    z = sp.Symbol("z1", real=True)
+    text = print_expr(sp.Piecewise((z, z > 0), (sp.exp(z) - 1, True)))
+    z1 = np.array([-800.0, -1.0, 0.0, 1.0, 800.0])
+    with np.errstate(all="raise", under="ignore"):
+        value = eval(text, {"np": np, "z1": z1})  # noqa: S307 - the printer's own output
+    np.testing.assert_allclose(value, np.where(z1 > 0, z1, np.expm1(np.minimum(z1, 0))))

@@ -46,7 +46,7 @@ REL_TOL = 1e-6
 ORACLE_RTOL = 1e-10
 KINK_MARGIN = 1e-3
 ELEMENTWISE = tuple(oracle.ELEMENTWISE)
-COSTS = ("quadratic", "squared-error", "binary-cross-entropy", "cross-entropy")
+COSTS = ("quadratic", "squared-error", "binary-cross-entropy", "cross-entropy", "huber")
 _counter = itertools.count()
 
 
@@ -71,7 +71,7 @@ class Outcome:
 
 def costs_for(output_activation: str, width: int) -> list[str]:
     """The costs chainrule accepts for this output layer."""
-    costs = ["quadratic", "squared-error"]
+    costs = ["quadratic", "squared-error", "huber"]
     if output_activation in ("sigmoid", "softmax"):
         costs.append("binary-cross-entropy")
     if output_activation == "softmax" and width >= 2:
@@ -245,12 +245,19 @@ def test_random_architectures(case: Case, tmp_path_factory: Any) -> None:
 
 def test_every_activation_and_cost_is_in_the_battery() -> None:
     named = {"sigmoid", "tanh", "relu", "leaky-relu", "softplus", "linear"}
+    named |= {"elu", "selu", "gelu", "mish"}
     assert named <= set(ELEMENTWISE)
     assert {"x*sigmoid(x)", "max(x, 0.1*x)", "softplus(x) - log(2)"} <= set(ELEMENTWISE)
     all_costs = set()
     for act in (*ELEMENTWISE, "softmax"):
         all_costs.update(costs_for(act, 3))
-    assert all_costs == {"quadratic", "squared-error", "binary-cross-entropy", "cross-entropy"}
+    assert all_costs == {
+        "quadratic",
+        "squared-error",
+        "binary-cross-entropy",
+        "cross-entropy",
+        "huber",
+    }
 
 
 def test_the_oracle_catches_a_wrong_gradient(tmp_path: Path) -> None:

@@ -334,3 +334,55 @@ def test_cse_temporaries_map_back_to_deltas():
             sign = -1 if label.startswith("-") else 1
             with mpmath.workdps(30):
                 assert abs(v - sign * ref) < mpmath.mpf("1e-25")
+
+
+def test_the_softmax_family_agrees_with_its_definitions():
+    from chainrule.derive.batch_network import log1m_softmax, log_softmax, softmax
+    from chainrule.derive.numeric import Evaluator, sample_point
+
+    z = sp.symbols("z0:4", real=True)
+    ev = Evaluator(sample_point(z, 5))
+    p, logp, log1m = softmax(z), log_softmax(z), log1m_softmax(z)
+    assert abs(ev(sp.Add(*p)) - 1) < 1e-35
+    for j in range(4):
+        assert abs(ev(sp.exp(logp[j])) - ev(p[j])) < 1e-35
+        assert abs(ev(sp.exp(log1m[j]) - (1 - p[j]))) < 1e-35
+
+
+def test_the_batch_network_averages_the_one_example_network_over_examples():
+    from chainrule.derive import naming
+    from chainrule.derive.batch_network import scalar_batch
+
+    spec = Spec.from_sizes([2, 3, 2], ["elu", "softmax"], "cross-entropy")
+    batch = scalar_batch(spec, 3)
+    assert batch.x.shape == (2, 3) and batch.z[2].shape == (2, 3) and batch.a[0] == batch.x
+    single = scalar_network(spec).cost
+    per_example = []
+    for i in range(3):
+        rename = {
+            naming.symbol(s.name): naming.symbol(f"{s.name}_{i}") for s in single.free_symbols
+        }
+        rename = {s: v for s, v in rename.items() if s.name[0] in "xy"}
+        per_example.append(single.xreplace(rename))
+    assert sp.simplify(batch.cost - sp.Add(*per_example) / 3) == 0
+    summed = scalar_batch(spec, 2, targets_sum_to_one=True).y
+    assert summed[1, 0] == 1 - summed[0, 0]
+
+
+def test_the_evaluator_modes_agree_and_exact_stays_exact():
+    from chainrule.derive.numeric import Evaluator, NotReal
+
+    x = sp.Symbol("x", real=True)
+    expr = (
+        sp.sqrt(2 / sp.pi) * x + sigmoid(x) ** 2 + sp.Piecewise((x, x > 0), (sp.exp(x) - 1, True))
+    )
+    point = {x: sp.Rational(-3, 4)}
+    exact = Evaluator(point, mode="exact")(expr)
+    assert exact.has(sp.pi) and sp.N(exact, 30).is_Float
+    mp = Evaluator(point, 30)(expr)
+    real = Evaluator({x: -0.75}, mode="float")(expr)
+    assert abs(float(sp.N(exact, 30)) - float(mp)) < 1e-25
+    assert abs(real - float(mp)) < 1e-14
+    assert Evaluator({x: sp.Rational(1, 3)}, mode="exact")(x**2 + x) == sp.Rational(4, 9)
+    with pytest.raises(NotReal):
+        Evaluator({x: -1.0}, mode="float")(sp.log(x))

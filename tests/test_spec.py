@@ -10,6 +10,7 @@ import dataclasses
 import json
 
 import pytest
+import sympy as sp
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.spec import Layer, Spec, load_spec, preset, preset_description, preset_names
 
@@ -238,3 +239,39 @@ def test_public_api_generates_a_module():
     source = chainrule.generate(preset("3b1b-chain"))
     assert "def loss_and_grad(params, x, y, out=None):" in source
     assert "LAYER_SIZES = (1, 1, 1, 1)" in source
+
+
+def test_output_and_cost_compatibility_is_read_from_the_rows(monkeypatch):
+    """A cost row added at run time is validated by its ranges alone, not by its name."""
+    from chainrule.derive import tables
+    from chainrule.derive.tables import UNIT, CostRow
+
+    row = CostRow("log-only", -tables.Y * sp.log(tables.A), "-y log a", output=UNIT)
+    monkeypatch.setitem(tables.COSTS, "log-only", row)
+    assert Spec.from_sizes([2, 3], ["sigmoid"], "log-only").cost == "log-only"
+    assert Spec.from_sizes([2, 3], ["softmax"], "log-only").cost == "log-only"
+    with pytest.raises(SpecError) as info:
+        Spec.from_sizes([2, 3], ["tanh"], "log-only")
+    assert "outputs in (0, 1)" in str(info.value) and "(-1, 1)" in str(info.value)
+    assert "sigmoid" in info.value.fix
+
+
+def test_every_row_range_is_consistent_with_its_expression():
+    """Each activation's stated output range holds its values on a grid (and its kinks
+    are where SymPy's derivative jumps)."""
+    import numpy as np
+    from chainrule.derive.numeric import real_value
+    from chainrule.derive.tables import ACTIVATIONS
+
+    x = sp.Symbol("x", real=True)
+    grid = np.linspace(-15, 15, 2401)  # where float64 keeps open ends open
+    for row in ACTIVATIONS.values():
+        if row.expr is None:
+            continue
+        values = [real_value(row.expr, {x: float(v)}) for v in grid]
+        assert row.output.holds(np.array(values)), row.name
+        d = sp.diff(row.expr, x)
+        for kink in row.kinks:
+            left = real_value(d, {x: kink - 1e-9})
+            right = real_value(d, {x: kink + 1e-9})
+            assert abs(left - right) > 1e-3, (row.name, kink)

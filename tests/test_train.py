@@ -212,3 +212,16 @@ def test_a_generated_file_trains_with_module(tmp_path, run_cli):
     assert json.loads(done.stdout)["test_accuracy"] > 0.8
     both = run_cli("train", "--module", str(module), *args, "--data", str(data))
     assert both.returncode == 2 and "give a module or a network" in both.stderr
+
+
+def test_targets_outside_the_cost_rows_range_are_refused_naming_it():
+    data = Dataset("t", np.zeros((2, 2)), np.array([[0.5, -5.0], [1.0, 0.0]]))
+    with pytest.raises(DataError) as info:
+        targets(data, 2, "binary-cross-entropy")
+    assert "[0, 1]" in str(info.value) and "-5" in str(info.value)
+    assert targets(data, 2, "quadratic").shape == (2, 2)
+    probabilities = Dataset("p", np.zeros((1, 2)), np.array([[0.3, 0.3]]))
+    with pytest.raises(DataError, match="sum to one"):
+        targets(probabilities, 2, "cross-entropy")
+    labels = Dataset("l", np.zeros((2, 2)), np.array([0, 1]))
+    np.testing.assert_array_equal(targets(labels, 2, "cross-entropy"), np.eye(2))

@@ -1,0 +1,207 @@
+"""The softmax family of a vector, and one scalar network over a batch of m examples.
+
+:func:`softmax`, :func:`log_softmax` and :func:`log1m_softmax` build the three
+functions of a softmax output from their definitions, for a vector of SymPy
+expressions; every check and strategy that needs them builds them here.
+
+:func:`scalar_batch` builds the forward network with one symbol per scalar and an
+examples axis: x is n_0 x m, W^l is n_l x n_(l-1), b^l is n_l x 1, and z^l, a^l are
+n_l x m matrices of expressions in them; the cost is (1/m) sum over examples of
+sum_j c(a^L_j, y_j). The scalar strategies use it with m = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sympy as sp
+from chainrule.derive import naming
+from chainrule.derive.exprparse import X
+from chainrule.derive.spec import Spec
+from chainrule.derive.tables import ACTIVATIONS, COSTS
+from chainrule.derive.tables import A as COST_A
+from chainrule.derive.tables import Y as COST_Y
+
+
+def softmax(z: Sequence[sp.Expr]) -> list[sp.Expr]:
+    """e^(z_j) / sum_k e^(z_k) for each j.
+
+    Examples
+    --------
+    >>> z = sp.symbols("z0:2")
+    >>> softmax(z)[0]
+    exp(z0)/(exp(z0) + exp(z1))
+    """
+    exps = [sp.exp(v) for v in z]
+    total = sp.Add(*exps)
+    return [e / total for e in exps]
+
+
+def log_softmax(z: Sequence[sp.Expr]) -> list[sp.Expr]:
+    """z_j - log sum_k e^(z_k) for each j.
+
+    Examples
+    --------
+    >>> z = sp.symbols("z0:2")
+    >>> log_softmax(z)[1]
+    z1 - log(exp(z0) + exp(z1))
+    """
+    norm = sp.log(sp.Add(*(sp.exp(v) for v in z)))
+    return [v - norm for v in z]
+
+
+def log1m_softmax(z: Sequence[sp.Expr]) -> list[sp.Expr]:
+    """log(1 - softmax_j) = log sum_(k != j) e^(z_k) - log sum_k e^(z_k) for each j.
+
+    Examples
+    --------
+    >>> z = sp.symbols("z0:2")
+    >>> log1m_softmax(z)[0]
+    -log(exp(z0) + exp(z1)) + log(exp(z1))
+    """
+    exps = [sp.exp(v) for v in z]
+    norm = sp.log(sp.Add(*exps))
+    return [sp.log(sp.Add(*exps[:j], *exps[j + 1 :])) - norm for j in range(len(exps))]
+
+
+def columnwise(fn: Callable[[Sequence[sp.Expr]], list[sp.Expr]], z: sp.Matrix) -> sp.Matrix:
+    """``fn`` (one of the three above) applied to each column of ``z`` (units x examples)."""
+    out = sp.zeros(*z.shape)
+    for i in range(z.shape[1]):
+        for j, value in enumerate(fn(list(z[:, i]))):
+            out[j, i] = value
+    return out
+
+
+#: How an elementwise activation (an expression in x) is applied to a value.
+Apply = Callable[[sp.Expr, sp.Expr], sp.Expr]
+
+
+def _replace_x(template: sp.Expr, value: sp.Expr) -> sp.Expr:
+    return template.xreplace({X: value})
+
+
+@dataclass(frozen=True, eq=False)
+class ScalarBatch:
+    """The forward network over m examples, one symbol per scalar (see :func:`scalar_batch`).
+
+    ``z[l]`` and ``a[l]`` are n_l x m matrices for l = 1..L; ``a[0]`` is ``x``.
+    """
+
+    spec: Spec
+    m: int
+    widths: tuple[int, ...]
+    x: sp.Matrix
+    y: sp.Matrix
+    W: dict[int, sp.Matrix]
+    b: dict[int, sp.Matrix]
+    apply: Apply = field(repr=False)
+    z: dict[int, sp.Matrix] = field(default_factory=dict)
+    a: dict[int, sp.Matrix] = field(default_factory=dict)
+
+    def ones(self) -> sp.Matrix:
+        """The 1 x m row of ones that broadcasts a bias over the examples."""
+        return sp.ones(1, self.m)
+
+    def affine(self, layer: int, prev: sp.Matrix) -> sp.Matrix:
+        """W^l prev + b^l 1^T."""
+        return self.W[layer] * prev + self.b[layer] * self.ones()
+
+    def activate(self, layer: int, z: sp.Matrix) -> sp.Matrix:
+        """The activation of ``layer`` applied to a matrix of weighted inputs."""
+        row = ACTIVATIONS.get(self.spec.layers[layer - 1].activation)
+        if row is not None and row.expr is None:
+            return columnwise(softmax, z)
+        from chainrule.derive.layers import activation_expr
+
+        template = activation_expr(self.spec.layers[layer - 1].activation)
+        return z.applyfunc(lambda v: self.apply(template, v))
+
+    def example_costs(self, out: sp.Matrix) -> list[sp.Expr]:
+        """Per-example cost sum_j c(a^L_j, y_j) for each column of ``out``."""
+        c = COSTS[self.spec.cost].expr
+        return [
+            sp.Add(
+                *(c.xreplace({COST_A: out[j, i], COST_Y: self.y[j, i]}) for j in range(out.rows))
+            )
+            for i in range(out.cols)
+        ]
+
+    def batch_cost(self, out: sp.Matrix) -> sp.Expr:
+        """(1/m) sum over examples of the per-example cost."""
+        return sp.Add(*self.example_costs(out)) / self.m
+
+    @property
+    def cost(self) -> sp.Expr:
+        """The batch cost of the network's own output a^L."""
+        return self.batch_cost(self.a[self.spec.depth])
+
+
+def scalar_batch(
+    spec: Spec,
+    m: int = 1,
+    *,
+    width: int | None = None,
+    apply: Apply = _replace_x,
+    targets_sum_to_one: bool = False,
+    indexed: bool | None = None,
+) -> ScalarBatch:
+    """Build the forward network of ``spec`` over ``m`` examples.
+
+    Parameters
+    ----------
+    spec : Spec
+        The network.
+    m : int
+        Number of examples (columns of x, y, z^l, a^l).
+    width : int, optional
+        Cap on every layer's width (a narrower witness of a wide network).
+    apply : callable
+        ``apply(template, value)`` applies an elementwise activation (an expression in
+        x) to one weighted input; the default substitutes x.
+    targets_sum_to_one : bool
+        Write the last target of each example as 1 minus the others (for a derivation
+        that assumes sum_j y_j = 1).
+    indexed : bool, optional
+        Suffix each per-example symbol with its example index ``_i`` (x_0_2); the
+        default is True when m > 1.
+
+    Examples
+    --------
+    >>> from chainrule.derive.spec import preset
+    >>> batch = scalar_batch(preset("cheatsheet-relu"), 2)
+    >>> batch.x
+    Matrix([[x_0_0, x_0_1]])
+    >>> batch.z[1]
+    Matrix([[w1_0_0*x_0_0, w1_0_0*x_0_1]])
+    """
+    sym = naming.symbol
+    indexed = m > 1 if indexed is None else indexed
+    n = tuple(size if width is None else min(size, width) for size in spec.sizes)
+    big_l = spec.depth
+
+    def entry(name: str, i: int) -> sp.Symbol:
+        return sym(f"{name}_{i}" if indexed else name)
+
+    x = sp.Matrix(n[0], m, lambda k, i: entry(naming.input_entry(k), i))
+    y = sp.Matrix(n[big_l], m, lambda j, i: entry(naming.target_entry(j), i))
+    if targets_sum_to_one:
+        for i in range(m):
+            y[n[big_l] - 1, i] = 1 - sum(y[j, i] for j in range(n[big_l] - 1))
+    weights, biases = {}, {}
+    for layer in range(1, big_l + 1):
+        weights[layer] = sp.Matrix(
+            n[layer], n[layer - 1], lambda j, k, ly=layer: sym(naming.weight_entry(ly, j, k))
+        )
+        biases[layer] = (
+            sp.Matrix(n[layer], 1, lambda j, _, ly=layer: sym(naming.bias_entry(ly, j)))
+            if spec.layers[layer - 1].bias
+            else sp.zeros(n[layer], 1)
+        )
+    batch = ScalarBatch(spec, m, n, x, y, weights, biases, apply)
+    batch.a[0] = x
+    for layer in range(1, big_l + 1):
+        batch.z[layer] = batch.affine(layer, batch.a[layer - 1])
+        batch.a[layer] = batch.activate(layer, batch.z[layer])
+    return batch

@@ -1,0 +1,148 @@
+"""The scalar-level network: one SymPy symbol per weight, and the per-example cost.
+
+Every scalar of a small network gets its own symbol (w^l_jk, b^l_j, x_k, y_j, named
+by :mod:`chainrule.derive.naming`), and the per-example cost C is built as one
+expression in them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from chainrule.derive import naming
+from chainrule.derive.errors import DerivationError
+from chainrule.derive.spec import Spec
+
+#: Above this many parameters no scalar network is built (use layer-level counts).
+MAX_SCALAR_PARAMETERS = 4000
+
+
+def unit_name(base: str, j: int) -> str:
+    """Identifier of unit j of a per-layer quantity, e.g. ``unit_name("delta2", 1)``."""
+    return f"{base}_{j}"
+
+
+def softmax_normalizer(layer: int) -> str:
+    """Identifier of sum_k exp(z^l_k) in scalar code, e.g. ``sumexp2``."""
+    return f"sumexp{layer}"
+
+
+def _sym(name: str) -> sp.Symbol:
+    return naming.symbol(name)
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """Where a scalar parameter sits: kind ``"w"`` (w^l_jk) or ``"b"`` (b^l_j, k = -1)."""
+
+    symbol: sp.Symbol
+    kind: str
+    layer: int
+    j: int
+    k: int
+
+    @property
+    def array(self) -> str:
+        """Key of the parameter array holding it in a module, e.g. ``W2``."""
+        return naming.weight(self.layer) if self.kind == "w" else naming.bias(self.layer)
+
+
+@dataclass(frozen=True)
+class ScalarNetwork:
+    """A network with one symbol per scalar, built once and never mutated.
+
+    ``params`` lists w^1 (row-major over j, k), b^1, w^2, b^2, ...; ``z[l][j]`` and
+    ``a[l][j]`` are expressions for l = 1..L (``z[0]`` is empty and ``a[0]`` is the
+    inputs); ``cost`` is the per-example cost sum_j c(a^L_j, y_j).
+
+    Examples
+    --------
+    >>> from chainrule.derive.spec import preset
+    >>> net = scalar_network(preset("cheatsheet-relu"))
+    >>> [p.name for p in net.params]
+    ['w1_0_0', 'w2_0_0']
+    >>> net.z[1][0]
+    w1_0_0*x_0
+    """
+
+    spec: Spec
+    params: tuple[sp.Symbol, ...]
+    info: tuple[ParamInfo, ...]
+    inputs: tuple[sp.Symbol, ...]
+    targets: tuple[sp.Symbol, ...]
+    z: tuple[tuple[sp.Expr, ...], ...]
+    a: tuple[tuple[sp.Expr, ...], ...]
+    cost: sp.Expr
+
+    @property
+    def depth(self) -> int:
+        """L, the number of layers."""
+        return self.spec.depth
+
+    def weight(self, layer: int, j: int, k: int) -> sp.Symbol:
+        """The symbol w^layer_jk."""
+        return _sym(naming.weight_entry(layer, j, k))
+
+    def bias(self, layer: int, j: int) -> sp.Symbol:
+        """The symbol b^layer_j."""
+        return _sym(naming.bias_entry(layer, j))
+
+
+def _param_infos(spec: Spec) -> tuple[ParamInfo, ...]:
+    sizes = spec.sizes
+    out = []
+    for layer in range(1, spec.depth + 1):
+        for j in range(sizes[layer]):
+            for k in range(sizes[layer - 1]):
+                out.append(ParamInfo(_sym(naming.weight_entry(layer, j, k)), "w", layer, j, k))
+        if spec.layers[layer - 1].bias:
+            for j in range(sizes[layer]):
+                out.append(ParamInfo(_sym(naming.bias_entry(layer, j)), "b", layer, j, -1))
+    return tuple(out)
+
+
+def check_scalar_size(spec: Spec, limit: int = MAX_SCALAR_PARAMETERS) -> None:
+    """Raise :class:`DerivationError` when ``spec`` has too many parameters for scalars."""
+    if spec.parameter_count > limit:
+        raise DerivationError(
+            "network",
+            f"{spec.parameter_count} parameters is too many for a scalar-level expansion "
+            f"(limit {limit})",
+            "use the layer-level derivation (chainrule generate) or a smaller network",
+        )
+
+
+def scalar_network(spec: Spec) -> ScalarNetwork:
+    """Build the scalar network of ``spec``: a symbol per scalar and the cost expression.
+
+    Raises
+    ------
+    DerivationError
+        When the network has more than :data:`MAX_SCALAR_PARAMETERS` parameters.
+
+    Examples
+    --------
+    >>> from chainrule.derive.spec import preset
+    >>> scalar_network(preset("3b1b-chain")).cost
+    (-y_0 + sigmoid(b3_0 + w3_0_0*sigmoid(b2_0 + w2_0_0*sigmoid(b1_0 + w1_0_0*x_0))))**2
+    """
+    check_scalar_size(spec)
+    from chainrule.derive.batch_network import scalar_batch
+
+    batch = scalar_batch(spec, 1)
+    inputs, targets = tuple(batch.x), tuple(batch.y)
+    zs = ((), *(tuple(batch.z[layer]) for layer in range(1, spec.depth + 1)))
+    acts = (inputs, *(tuple(batch.a[layer]) for layer in range(1, spec.depth + 1)))
+    cost = batch.cost
+    info = _param_infos(spec)
+    return ScalarNetwork(
+        spec=spec,
+        params=tuple(p.symbol for p in info),
+        info=info,
+        inputs=inputs,
+        targets=targets,
+        z=tuple(zs),
+        a=tuple(acts),
+        cost=cost,
+    )
