@@ -26,6 +26,7 @@ from chainrule.derive import batch, naming
 from chainrule.derive.batch import BatchStatement, plain
 from chainrule.derive.layers import NetworkDerivation
 from chainrule.derive.spec import Spec
+from chainrule.derive.tables import ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,16 @@ class _ModuleProgramBuilder:
         return [self.product(s)]
 
 
+def _has_kink(activation: str, derivative: sp.Expr) -> bool:
+    """Whether a layer's derivative jumps: a table row says where (elu's derivative is
+    continuous, relu's jumps at 0); an expression activation is taken as kinked when SymPy's
+    derivative of it is piecewise."""
+    row = ACTIVATIONS.get(activation)
+    if row is not None:
+        return bool(row.kinks)
+    return derivative.has(sp.Piecewise)
+
+
 def build_program(derivation: NetworkDerivation) -> Program:
     """Give the mini-batch program of ``derivation`` its code: forward, cost, backward."""
     builder = _ModuleProgramBuilder(derivation)
@@ -306,7 +317,7 @@ def build_program(derivation: NetworkDerivation) -> Program:
     kinks = tuple(
         index
         for index, act in enumerate(derivation.activations, start=1)
-        if act is not None and act.derivative.has(sp.Piecewise)
+        if act is not None and _has_kink(spec.layers[index - 1].activation, act.derivative)
     )
     # _forward returns the cached forward values in order; a^L last (log(1 - a^L) before it).
     cache = tuple(s.target for s in parts["forward"] if s.source is not None and s.op != "alias")
