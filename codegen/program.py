@@ -196,8 +196,10 @@ class _ModuleProgramBuilder:
     def temporary_names(self) -> Iterator[sp.Symbol]:
         """Fresh temporaries ``_t0, _t1, ...``, numbered across the whole module."""
         while True:
-            yield naming.symbol(naming.temp(self.temporaries))
+            # Count before yielding: sp.cse takes only the names it needs and never resumes
+            # the generator, so a count after the yield would issue _t0 again next time.
             self.temporaries += 1
+            yield naming.symbol(naming.temp(self.temporaries - 1))
 
     def softmax_helper(self, s: BatchStatement) -> Statement:
         """log-softmax or log(1 - softmax) of z by a stable module helper, into a buffer."""
