@@ -1,0 +1,62 @@
+"""Hostile and careless use: NaN in a checked module, exits, pipes, odd output paths.
+
+Each test pins a promise of the README's Safety section that once failed under use
+like this; ``tests/soak_hostile.py`` repeats the concurrency and hostile cases at length.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from chainrule.codegen.render import generate_module
+from chainrule.derive.spec import spec_from_dict
+
+from chainrule.check import check_file
+
+SMALL = spec_from_dict(
+    {
+        "input": 2,
+        "layers": [{"size": 3, "activation": "tanh"}, {"size": 2, "activation": "sigmoid"}],
+        "cost": "quadratic",
+    }
+)
+
+#: The line of the module that writes dC/db^1; a NaN is planted in dC/dW^1 after it.
+_LAST_GRADIENT = '    dC_db1 = np.matmul(delta1, ws["ones"], out=out["b1"])\n'
+_LOSS = "    C = np.sum(1 / 2 * (a2 - y) ** 2) / m\n"
+
+
+def _broken_module(tmp_path: Path, old: str, new: str, count: int = -1) -> Path:
+    source = generate_module(SMALL)
+    assert old in source
+    path = tmp_path / "broken.py"
+    path.write_text(source.replace(old, new, count), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        # The first entry of W1: max(0.0, nan) kept 0.0, so the check passed.
+        (_LAST_GRADIENT, _LAST_GRADIENT + "    dC_dW1[0, 0] = np.nan\n", "W1[0, 0]: the gradient"),
+        (_LAST_GRADIENT, _LAST_GRADIENT + "    dC_db1[1, 0] = np.inf\n", "b1[1, 0]: the gradient"),
+        # loss() (not loss_and_grad) gives NaN: every estimate is NaN.
+        (_LOSS, _LOSS.replace("/ m\n", "/ m + np.nan\n"), "the finite-difference estimate"),
+        (_LOSS, _LOSS.replace("/ m\n", "/ m * np.inf\n"), "the loss is"),
+    ],
+)
+def test_check_fails_on_nan_and_inf(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess], old, new, where
+) -> None:
+    count = 1 if "nan" in new and old == _LOSS else -1
+    path = _broken_module(tmp_path, old, new, count)
+    report = check_file(path)
+    assert not report.passed
+    assert any(where in note for note in report.nonfinite), report.nonfinite
+    done = run_cli("check", str(path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "gradient check: FAILED" in done.stdout
+    assert where in done.stdout
