@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -45,6 +46,12 @@ class Parser(argparse.ArgumentParser):
         if len(message) > 200:  # argparse quotes the whole value, however long
             message = message[:197] + "..."
         raise SpecError("arguments", message, f"see '{self.prog} --help'")
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        # argparse drops an OSError here, so --help or --version into a full or closed
+        # output exited 0 with nothing written; let main report it instead.
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def whole_number(text: str, flag: str, *, minimum: int = 0) -> int:

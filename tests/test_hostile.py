@@ -7,12 +7,14 @@ like this; ``tests/soak_hostile.py`` repeats the concurrency and hostile cases a
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from chainrule.codegen.render import generate_module
 from chainrule.derive.spec import spec_from_dict
+from conftest import REPO, cli_env
 
 from chainrule.check import check_file
 
@@ -60,3 +62,24 @@ def test_check_fails_on_nan_and_inf(
     assert done.returncode == 1, done.stdout + done.stderr
     assert "gradient check: FAILED" in done.stdout
     assert where in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [("--version",), ("--help",), ("generate", "--help"), ("presets",)]
+)
+def test_full_standard_output_is_one_line_and_status_2(args: tuple[str, ...]) -> None:
+    # argparse swallowed the OSError of --help and --version: exit 0, nothing written.
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "chainrule", *args],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "chainrule: error: cannot write to standard output: No space left on device\n"
+    )
