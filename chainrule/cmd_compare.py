@@ -268,7 +268,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.sweep:
         return _sweep(args, budget)
     if args.plot:
-        raise SpecError("plot", "--plot draws a sweep", "add --sweep depth=1:8 (or width=1:6)")
+        # A sweep refuses a named network, so the fix must say to leave it out.
+        named = args.spec or args.preset or args.sizes
+        fix = "add --sweep depth=1:8 (or width=1:6)"
+        raise SpecError(
+            "plot",
+            "--plot draws a sweep of networks",
+            f"leave out the network and {fix}" if named else fix,
+        )
     if args.activation is not None:
         raise SpecError(
             "activation", "--activation goes with --sweep", "use --activations for a one-liner"

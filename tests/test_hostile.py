@@ -83,3 +83,15 @@ def test_full_standard_output_is_one_line_and_status_2(args: tuple[str, ...]) ->
     assert done.stderr == (
         "chainrule: error: cannot write to standard output: No space left on device\n"
     )
+
+
+def test_compare_plot_fix_followed_literally_works(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess]
+) -> None:
+    # It said "add --sweep depth=1:8"; adding it then failed: a sweep takes no network.
+    refused = run_cli("compare", "--preset", "3b1b-chain", "--plot", "p.svg", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "leave out the network and add --sweep depth=1:8" in refused.stderr
+    done = run_cli("compare", "--plot", "p.svg", "--sweep", "depth=1:8", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "p.svg").read_bytes().startswith(b"<?xml")
