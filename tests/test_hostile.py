@@ -95,3 +95,27 @@ def test_compare_plot_fix_followed_literally_works(
     done = run_cli("compare", "--plot", "p.svg", "--sweep", "depth=1:8", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "p.svg").read_bytes().startswith(b"<?xml")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "--preset", "3b1b-chain", "-o", "{deep}.py"),
+        ("derive", "--preset", "3b1b-chain", "-o", "{deep}.md"),
+        ("graph", "--preset", "3b1b-chain", "-o", "{deep}.svg"),
+        ("check", "{deep}.py"),
+        ("generate", "{deep}.toml"),
+        ("train", "--preset", "3b1b-chain", "--data", "{deep}.npz"),
+    ],
+)
+def test_a_path_of_4000_characters_gives_a_short_line(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess], args: tuple[str, ...]
+) -> None:
+    # Each error quoted the whole path: a 4,000-character "one line".
+    deep = "cc/" * 1300 + "net"
+    done = run_cli(*(a.format(deep=deep) for a in args), cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chainrule: error: ")
+    assert len(lines[0]) < 250, lines[0][:300]
+    assert "..." in lines[0]  # the quoted path, cut in its middle
