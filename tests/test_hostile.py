@@ -119,3 +119,26 @@ def test_a_path_of_4000_characters_gives_a_short_line(
     assert len(lines) == 1 and lines[0].startswith("chainrule: error: ")
     assert len(lines[0]) < 250, lines[0][:300]
     assert "..." in lines[0]  # the quoted path, cut in its middle
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "class M(torch.nn.Module):\n    def __init__(self):\n        raise SystemExit(0)\n",
+        "def M():\n    raise SystemExit(0)\n",
+        "def M():\n    raise ValueError('no model')\n",
+    ],
+)
+def test_from_torch_name_that_exits_when_called_is_one_line(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess], body: str
+) -> None:
+    # The import was guarded; calling NAME() was not, and SystemExit(0) gave exit 0.
+    pytest.importorskip("torch")
+    (tmp_path / "model.py").write_text("import torch\n\n" + body, encoding="utf-8")
+    done = run_cli(
+        "generate", "--from-torch", "model.py:M", "--cost", "quadratic", "-o", "n.py", cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("chainrule: error: from-torch: calling M() raised ")
+    assert len(done.stderr.splitlines()) == 1
+    assert not (tmp_path / "n.py").exists()
