@@ -114,6 +114,32 @@ def positive_count(text: str, flag: str) -> int:
     return int(value)
 
 
+def positive_number(text: str, flag: str) -> float:
+    """A finite number above 0 written in ASCII (``0.3``, ``3e-1``), else one error line.
+
+    Python's ``float`` reads Unicode digits (``"\uff11"`` is 1.0), ``nan`` and ``inf``;
+    none of them is a learning rate a user meant to type.
+
+    Examples
+    --------
+    >>> positive_number("3e-1", "--lr")
+    0.3
+    """
+    from chainrule.derive.errors import SpecError
+
+    item = text.strip()
+    fix = "give a positive number such as 0.3"
+    if len(item) > MAX_DIGITS or not re.fullmatch(r"[0-9.eE+-]+", item, re.ASCII):
+        raise SpecError(flag, f"{quoted(item)} is not a number in digits 0-9", fix)
+    try:
+        value = float(item)
+    except ValueError:
+        raise SpecError(flag, f"{quoted(item)} is not a number", fix) from None
+    if not (math.isfinite(value) and value > 0):
+        raise SpecError(flag, f"{quoted(item)} is not a finite number above 0", fix)
+    return value
+
+
 def preset_filename(name: str) -> str:
     """File name of a preset's module in ``generated/``: an importable identifier.
 

@@ -27,7 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from chainrule.cliargs import add_spec_arguments, count_type, seed_type, spec_from_args
+from chainrule.cliargs import (
+    add_spec_arguments,
+    count_type,
+    positive_number,
+    seed_type,
+    spec_from_args,
+)
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.spec import Spec
 from chainrule.limits import npz_array, require_memory
@@ -393,7 +399,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=count_type("--batch-size"), default=32, help="examples per step (32)"
     )
-    parser.add_argument("--lr", type=float, default=0.3, help="learning rate eta (0.3)")
+    parser.add_argument(
+        "--lr",
+        type=lambda text: positive_number(text, "--lr"),
+        default=0.3,
+        help="learning rate eta (0.3)",
+    )
     parser.add_argument(
         "--seed", type=seed_type, default=0, help="seed of split, weights, shuffles (0 or more)"
     )

@@ -142,3 +142,35 @@ def test_from_torch_name_that_exits_when_called_is_one_line(
     assert done.stderr.startswith("chainrule: error: from-torch: calling M() raised ")
     assert len(done.stderr.splitlines()) == 1
     assert not (tmp_path / "n.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("train", "--preset", "3b1b-chain", "--lr", "\uff11"), "--lr"),  # fullwidth 1
+        (("train", "--preset", "3b1b-chain", "--lr", "\u0663e-1"), "--lr"),  # Arabic-Indic 3
+        (("train", "--preset", "3b1b-chain", "--lr", "nan"), "--lr"),
+        (("train", "--preset", "3b1b-chain", "--lr", "1e400"), "--lr"),
+        (("compare", "--sweep", "depth=\u0661:\u0663"), "sweep"),
+        (("compare", "--sweep", "width=1:" + "9" * 5000), "sweep"),
+        (("train", "--preset", "3b1b-chain", "--epochs", "\u0663"), "--epochs"),
+        (("train", "--preset", "3b1b-chain", "--batch-size", "\uff18"), "--batch-size"),
+        (("compare", "--preset", "3b1b-chain", "--budget", "\uff12e7"), "--budget"),
+        (("compare", "--sweep", "depth=1:3", "--width", "\u00b3"), "--width"),
+        (("check", "net.py", "--seed", "\u0663"), "--seed"),
+        (
+            ("generate", "--sizes", "\u00b2,3", "--activations", "sigmoid", "--cost", "quadratic"),
+            "--sizes",
+        ),
+    ],
+)
+def test_unicode_digits_in_numeric_options_are_one_line(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], flag: str
+) -> None:
+    # float() and int() read Unicode digits: "--lr \uff11" trained with lr 1.0.
+    from chainrule.cli import main
+
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"chainrule: error: {flag}")
+    assert len(err.splitlines()) == 1 and len(err) < 250
