@@ -230,6 +230,18 @@ def _outputs_needed(dataset: Dataset, outputs: int) -> int:
     return max(outputs, int(dataset.y.max()) + 1)
 
 
+def _one_liner_for(dataset: Dataset) -> str:
+    """A whole one-liner that trains on ``dataset`` (``--sizes`` alone is refused)."""
+    outputs = _outputs_needed(dataset, 1)
+    if dataset.y.ndim == 2:
+        head = "linear --cost squared-error"
+    elif outputs == 1:
+        head = "sigmoid --cost binary-cross-entropy"
+    else:
+        head = "softmax --cost cross-entropy"
+    return f"--sizes {dataset.x.shape[1]},32,{outputs} --activations relu,{head}"
+
+
 def fit(
     module: types.ModuleType,
     dataset: Dataset,
@@ -250,8 +262,8 @@ def fit(
             "data.x",
             f"the examples have {dataset.x.shape[1]} features but the network has "
             f"{sizes[0]} inputs",
-            f"make the input {dataset.x.shape[1]} wide, e.g. --sizes "
-            f"{dataset.x.shape[1]},32,{_outputs_needed(dataset, sizes[-1])}",
+            f"make the input {dataset.x.shape[1]} wide, e.g. {_one_liner_for(dataset)} "
+            "in place of the network named",
         )
     examples = max(batch_size, dataset.x.shape[0])  # the accuracy runs on a whole split
     require_memory(sizes, examples, "training", np.dtype(module.DTYPE).itemsize)

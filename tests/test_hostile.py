@@ -174,3 +174,27 @@ def test_unicode_digits_in_numeric_options_are_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"chainrule: error: {flag}")
     assert len(err.splitlines()) == 1 and len(err) < 250
+
+
+@pytest.mark.parametrize("data", ["digits", "labels", "targets"])
+def test_train_input_width_fix_followed_literally_trains(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess], data: str
+) -> None:
+    # It suggested "--sizes 64,32,10" alone, which is refused without --activations.
+    import re
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    source = ["--dataset", "digits"]
+    if data != "digits":
+        y = rng.standard_normal((40, 2)) if data == "targets" else rng.integers(0, 2, 40)
+        np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 5)), y=y)
+        source = ["--data", "d.npz"]
+    refused = run_cli("-q", "train", "--preset", "nielsen", *source, "--epochs", "1", cwd=tmp_path)
+    assert refused.returncode == 2
+    found = re.search(r"e\.g\. (--sizes .*) in place of the network named", refused.stderr)
+    assert found, refused.stderr
+    done = run_cli("-q", "train", *found.group(1).split(), *source, "--epochs", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "test accuracy" in done.stdout
