@@ -198,3 +198,9 @@ def test_train_input_width_fix_followed_literally_trains(
     done = run_cli("-q", "train", *found.group(1).split(), *source, "--epochs", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "test accuracy" in done.stdout
+
+
+def test_soak_hostile_cases_pass_on_a_few_networks(tmp_path: Path) -> None:
+    import soak_hostile
+
+    assert soak_hostile.run(2, 7, tmp_path) == []
