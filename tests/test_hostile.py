@@ -204,3 +204,23 @@ def test_soak_hostile_cases_pass_on_a_few_networks(tmp_path: Path) -> None:
     import soak_hostile
 
     assert soak_hostile.run(2, 7, tmp_path) == []
+
+
+def test_npz_array_under_the_cap_but_over_the_memory_is_refused_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Below 2**31 entries nothing else was checked: 778 KB of compressed zeros
+    # claiming (20000, 5000) made train --data peak at 1.6 GB before any refusal.
+    import numpy as np
+
+    from chainrule import limits
+
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, x=np.zeros((1000, 500)))
+    monkeypatch.setattr(limits, "available_memory", lambda: 1_000_000)
+    read: list[str] = []
+    with np.load(path) as archive:
+        monkeypatch.setattr(type(archive), "__getitem__", lambda self, key: read.append(key))
+        with pytest.raises(limits.ResourceError, match=r"data\.x: claims shape \(1000, 500\)"):
+            limits.npz_array(archive, "x", "data.x")
+    assert read == []
