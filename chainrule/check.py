@@ -177,5 +177,13 @@ def check_file(path: str | Path, **kwargs: object) -> CheckReport:
     module = load_module(path)
     try:
         return check_module(module, **kwargs)
+    except (KeyboardInterrupt, ChainruleError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the module's own code raised or exited
+        raise CheckError(
+            "module",
+            f"{str(path)!r} raised {type(exc).__name__}: {str(exc)[:200]} while being checked",
+            "regenerate the module",
+        ) from None
     finally:
         sys.modules.pop(module.__name__, None)

@@ -355,16 +355,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.advance()
 
     sizes = "-".join(map(str, module.LAYER_SIZES))
-    with progress(f"training {sizes} on {dataset.name}", total=args.epochs) as bar:
-        result = fit(
-            module,
-            dataset,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            on_epoch=report,
-        )
+    try:
+        with progress(f"training {sizes} on {dataset.name}", total=args.epochs) as bar:
+            result = fit(
+                module,
+                dataset,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                on_epoch=report,
+            )
+    except (KeyboardInterrupt, ChainruleError):
+        raise
+    except BaseException as exc:
+        if not args.module:  # chainrule's own module: a bug, with its traceback
+            raise
+        # The file's own code ran here and raised or exited (SystemExit(0) gave status 0).
+        raise SpecError(
+            "--module",
+            f"{args.module!r} raised {type(exc).__name__}: {str(exc)[:200]} while training",
+            "regenerate the module",
+        ) from None
     if args.plot:
         plot_losses(result, args.plot, force=args.force)
     summary = {

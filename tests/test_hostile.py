@@ -224,3 +224,47 @@ def test_npz_array_under_the_cap_but_over_the_memory_is_refused_before_reading(
         with pytest.raises(limits.ResourceError, match=r"data\.x: claims shape \(1000, 500\)"):
             limits.npz_array(archive, "x", "data.x")
     assert read == []
+
+
+DIGITS = spec_from_dict(
+    {
+        "input": 64,
+        "layers": [{"size": 8, "activation": "tanh"}, {"size": 10, "activation": "softmax"}],
+        "cost": "cross-entropy",
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "function", "raised"),
+    [
+        ("check", "init_params", "raise SystemExit(0)"),
+        ("check", "loss_and_grad", "raise SystemExit(0)"),
+        ("check", "loss_and_grad", "raise KeyError('b2')"),
+        ("train", "init_params", "raise SystemExit(0)"),
+        ("train", "train", "raise SystemExit(0)"),
+        ("train", "forward", "raise RuntimeError('boom')"),
+    ],
+)
+def test_module_code_that_exits_while_running_is_one_line(
+    tmp_path: Path,
+    run_cli: Callable[..., subprocess.CompletedProcess],
+    command: str,
+    function: str,
+    raised: str,
+) -> None:
+    # Only the import was guarded: a module whose loss_and_grad (check) or train
+    # (train --module) raised SystemExit(0) made the command exit 0 with no output.
+    # A definition at the end replaces the generated one.
+    source = generate_module(DIGITS) + f"\n\ndef {function}(*args, **kwargs):\n    {raised}\n"
+    (tmp_path / "m.py").write_text(source, encoding="utf-8")
+    args = ("check", "m.py") if command == "check" else ("-q", "train", "--module", "m.py")
+    done = (
+        run_cli(*args, "--epochs", "1", cwd=tmp_path)
+        if command == "train"
+        else run_cli(*args, cwd=tmp_path)
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith("chainrule: error: ")
+    assert f"raised {raised.split()[1].split('(')[0]}" in done.stderr
