@@ -32,19 +32,26 @@ class CheckError(ChainruleError):
 
 @dataclass(frozen=True)
 class CheckReport:
-    """Worst error per parameter (error / tolerance, so <= 1 passes), and the loss."""
+    """Worst error per parameter (error / tolerance, so <= 1 passes), and the loss.
+
+    ``nonfinite`` says where a NaN or infinity turned up (the loss, or the first entry
+    per parameter whose gradient or finite-difference estimate is not finite); any
+    such value fails the check, since no comparison with NaN can.
+    """
 
     loss: float
     worst: tuple[tuple[str, float, float], ...]  # (param, worst |g - n|, worst ratio)
     entries: int
+    nonfinite: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
-        """True when at least one entry was checked, the loss is finite and every checked
-        entry is within tolerance (a NaN or inf ratio fails: ``nan <= 1`` is False)."""
+        """True when at least one entry was checked, the loss and every value are finite
+        and every entry is within tolerance."""
         return (
             self.entries > 0
             and bool(np.isfinite(self.loss))
+            and not self.nonfinite
             and all(ratio <= 1.0 for _, _, ratio in self.worst)
         )
 
@@ -128,6 +135,7 @@ def check_module(
     step = np.cbrt(np.finfo(np.float64).eps)
     worst = []
     total = 0
+    nonfinite = [] if np.isfinite(cost) else [f"the loss is {float(cost)}"]
     for key, value in params.items():
         flat = value.reshape(-1)
         grad = np.asarray(grads[key], dtype=np.float64).reshape(-1)
@@ -142,7 +150,7 @@ def check_module(
             if flat.size <= max_entries
             else rng.choice(flat.size, max_entries, replace=False)
         )
-        worst_err, worst_ratio = 0.0, 0.0
+        worst_err, worst_ratio, note = 0.0, 0.0, None
         for i in picks:
             old = flat[i]
             h = step * max(1.0, abs(old))
@@ -157,11 +165,18 @@ def check_module(
                 ratio = err / (tol_abs + REL_TOL * abs(numeric))
             else:
                 # max(worst, nan) keeps worst: a NaN or inf is recorded as an inf error.
-                err = ratio = float("inf")
+                err = ratio = np.inf
+                if note is None:
+                    what = "gradient" if not np.isfinite(grad[i]) else "finite-difference estimate"
+                    value_there = grad[i] if what == "gradient" else numeric
+                    index = ", ".join(map(str, np.unravel_index(i, value.shape)))
+                    note = f"{key}[{index}]: the {what} is {float(value_there)}"
             worst_err, worst_ratio = max(worst_err, err), max(worst_ratio, ratio)
             total += 1
         worst.append((key, worst_err, worst_ratio))
-    return CheckReport(float(cost), tuple(worst), total)
+        if note is not None:
+            nonfinite.append(note)
+    return CheckReport(float(cost), tuple(worst), total, tuple(nonfinite))
 
 
 def check_file(path: str | Path, **kwargs: object) -> CheckReport:
@@ -169,5 +184,13 @@ def check_file(path: str | Path, **kwargs: object) -> CheckReport:
     module = load_module(path)
     try:
         return check_module(module, **kwargs)
+    except (KeyboardInterrupt, ChainruleError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the module's own code raised or exited
+        raise CheckError(
+            "module",
+            f"{str(path)!r} raised {type(exc).__name__}: {str(exc)[:200]} while being checked",
+            "regenerate the module",
+        ) from None
     finally:
         sys.modules.pop(module.__name__, None)

@@ -224,8 +224,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if debug:
             traceback.print_exc()
-        print(f"chainrule: error: {exc}", file=sys.stderr)
+        print(f"chainrule: error: {shorten_quotes(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def shorten_quotes(message: str, keep: int = 60) -> str:
+    """``message`` with every quoted text longer than ``keep`` cut in its middle.
+
+    A path can be 4,096 characters long, and each error quotes the one it names; the
+    start and the end (the file's own name) are what the reader needs.
+
+    Examples
+    --------
+    >>> shorten_quotes("output: '" + "d/" * 50 + "net.py' is a directory", keep=20)
+    "output: 'd/d/d/d/...d/net.py' is a directory"
+    """
+    import re
+
+    half = (keep - 3) // 2
+
+    def cut(match: re.Match[str]) -> str:
+        text = match.group(1)
+        return f"'{text[:half]}...{text[-half:]}'"
+
+    return re.sub("'([^'\\n]{" + str(keep + 1) + ",})'", cut, message)
 
 
 def _is_stdout_error(exc: OSError) -> bool:

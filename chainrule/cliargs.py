@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -45,6 +46,12 @@ class Parser(argparse.ArgumentParser):
         if len(message) > 200:  # argparse quotes the whole value, however long
             message = message[:197] + "..."
         raise SpecError("arguments", message, f"see '{self.prog} --help'")
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        # argparse drops an OSError here, so --help or --version into a full or closed
+        # output exited 0 with nothing written; let main report it instead.
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def whole_number(text: str, flag: str, *, minimum: int = 0) -> int:
@@ -105,6 +112,32 @@ def positive_count(text: str, flag: str) -> int:
     if not math.isfinite(value) or value < 1 or value != int(value):
         raise SpecError(flag, f"{quoted(item)} is not a positive whole number", fix)
     return int(value)
+
+
+def positive_number(text: str, flag: str) -> float:
+    """A finite number above 0 written in ASCII (``0.3``, ``3e-1``), else one error line.
+
+    Python's ``float`` reads Unicode digits (``"\uff11"`` is 1.0), ``nan`` and ``inf``;
+    none of them is a learning rate a user meant to type.
+
+    Examples
+    --------
+    >>> positive_number("3e-1", "--lr")
+    0.3
+    """
+    from chainrule.derive.errors import SpecError
+
+    item = text.strip()
+    fix = "give a positive number such as 0.3"
+    if len(item) > MAX_DIGITS or not re.fullmatch(r"[0-9.eE+-]+", item, re.ASCII):
+        raise SpecError(flag, f"{quoted(item)} is not a number in digits 0-9", fix)
+    try:
+        value = float(item)
+    except ValueError:
+        raise SpecError(flag, f"{quoted(item)} is not a number", fix) from None
+    if not (math.isfinite(value) and value > 0):
+        raise SpecError(flag, f"{quoted(item)} is not a finite number above 0", fix)
+    return value
 
 
 def preset_filename(name: str) -> str:

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from chainrule.cliargs import add_spec_arguments, count_type, positive_count, spec_from_args
+from chainrule.cliargs import (
+    add_spec_arguments,
+    count_type,
+    positive_count,
+    spec_from_args,
+)
 from chainrule.comparison import _num, _table, compare_spec, render_comparison
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.scalar import DEFAULT_BUDGET, ENGINES, estimate_naive_ops
@@ -39,12 +45,15 @@ def parse_sweep(text: str) -> tuple[str, list[int]]:
             "sweep", f"cannot read {text!r}", "write --sweep depth=1:8 or --sweep width=1:6"
         )
     lo_text, _, hi_text = span.partition(":")
-    try:
-        lo, hi = int(lo_text), int(hi_text)
-    except ValueError:
+    # int() reads Unicode digits ("\u0661:\u0663") and 4,300-digit numbers: bounds are
+    # at most 3 ASCII digits (the range ends at 16 anyway).
+    if not all(
+        re.fullmatch(r"[0-9]{1,3}", bound.strip(), re.ASCII) for bound in (lo_text, hi_text)
+    ):
         raise SpecError(
-            "sweep", f"bounds of {text!r} are not whole numbers", "write e.g. depth=1:8"
-        ) from None
+            "sweep", f"bounds of {text!r} are not whole numbers 1-16", "write e.g. depth=1:8"
+        )
+    lo, hi = int(lo_text), int(hi_text)
     if not 1 <= lo <= hi <= 16:
         raise SpecError("sweep", f"range {lo}:{hi}", "give 1 <= start <= end <= 16")
     return axis, list(range(lo, hi + 1))
@@ -268,7 +277,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.sweep:
         return _sweep(args, budget)
     if args.plot:
-        raise SpecError("plot", "--plot draws a sweep", "add --sweep depth=1:8 (or width=1:6)")
+        # A sweep refuses a named network, so the fix must say to leave it out.
+        named = args.spec or args.preset or args.sizes
+        fix = "add --sweep depth=1:8 (or width=1:6)"
+        raise SpecError(
+            "plot",
+            "--plot draws a sweep of networks",
+            f"leave out the network and {fix}" if named else fix,
+        )
     if args.activation is not None:
         raise SpecError(
             "activation", "--activation goes with --sweep", "use --activations for a one-liner"

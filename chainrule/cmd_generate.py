@@ -27,6 +27,8 @@ def print_report(report: CheckReport, out: Callable[[str], None]) -> None:
     for name, err, ratio in report.worst:
         verdict = "ok" if ratio <= 1 else "FAIL"
         out(f"  {name:<8} worst |g - n| = {err:.3e}  ({ratio:.3f} of tolerance)  {verdict}")
+    for where in report.nonfinite:
+        out(f"  not finite: {where}")
 
 
 def _stderr(line: str) -> None:

@@ -27,7 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from chainrule.cliargs import add_spec_arguments, count_type, seed_type, spec_from_args
+from chainrule.cliargs import (
+    add_spec_arguments,
+    count_type,
+    positive_number,
+    seed_type,
+    spec_from_args,
+)
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.spec import Spec
 from chainrule.limits import npz_array, require_memory
@@ -252,6 +258,18 @@ def _outputs_needed(dataset: Dataset, outputs: int) -> int:
     return max(outputs, int(dataset.y.max()) + 1)
 
 
+def _one_liner_for(dataset: Dataset) -> str:
+    """A whole one-liner that trains on ``dataset`` (``--sizes`` alone is refused)."""
+    outputs = _outputs_needed(dataset, 1)
+    if dataset.y.ndim == 2:
+        head = "linear --cost squared-error"
+    elif outputs == 1:
+        head = "sigmoid --cost binary-cross-entropy"
+    else:
+        head = "softmax --cost cross-entropy"
+    return f"--sizes {dataset.x.shape[1]},32,{outputs} --activations relu,{head}"
+
+
 def fit(
     module: types.ModuleType,
     dataset: Dataset,
@@ -272,8 +290,8 @@ def fit(
             "data.x",
             f"the examples have {dataset.x.shape[1]} features but the network has "
             f"{sizes[0]} inputs",
-            f"make the input {dataset.x.shape[1]} wide, e.g. --sizes "
-            f"{dataset.x.shape[1]},32,{_outputs_needed(dataset, sizes[-1])}",
+            f"make the input {dataset.x.shape[1]} wide, e.g. {_one_liner_for(dataset)} "
+            "in place of the network named",
         )
     examples = max(batch_size, dataset.x.shape[0])  # the accuracy runs on a whole split
     require_memory(sizes, examples, "training", np.dtype(module.DTYPE).itemsize)
@@ -365,16 +383,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.advance()
 
     sizes = "-".join(map(str, module.LAYER_SIZES))
-    with progress(f"training {sizes} on {dataset.name}", total=args.epochs) as bar:
-        result = fit(
-            module,
-            dataset,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            on_epoch=report,
-        )
+    try:
+        with progress(f"training {sizes} on {dataset.name}", total=args.epochs) as bar:
+            result = fit(
+                module,
+                dataset,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                on_epoch=report,
+            )
+    except (KeyboardInterrupt, ChainruleError):
+        raise
+    except BaseException as exc:
+        if not args.module:  # chainrule's own module: a bug, with its traceback
+            raise
+        # The file's own code ran here and raised or exited (SystemExit(0) gave status 0).
+        raise SpecError(
+            "--module",
+            f"{args.module!r} raised {type(exc).__name__}: {str(exc)[:200]} while training",
+            "regenerate the module",
+        ) from None
     if args.plot:
         plot_losses(result, args.plot, force=args.force)
     summary = {
@@ -421,7 +451,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=count_type("--batch-size"), default=32, help="examples per step (32)"
     )
-    parser.add_argument("--lr", type=float, default=0.3, help="learning rate eta (0.3)")
+    parser.add_argument(
+        "--lr",
+        type=lambda text: positive_number(text, "--lr"),
+        default=0.3,
+        help="learning rate eta (0.3)",
+    )
     parser.add_argument(
         "--seed", type=seed_type, default=0, help="seed of split, weights, shuffles (0 or more)"
     )

@@ -580,7 +580,16 @@ def load_torch_object(target: str) -> tuple[Any, str]:
     obj = getattr(user_module, attr)
     torch = _require_torch()
     if not isinstance(obj, torch.nn.Module) and callable(obj):
-        obj = obj()
+        try:  # the user's class or function runs here too: it may raise or exit
+            obj = obj()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - one line, as for the import
+            raise SpecError(
+                "from-torch",
+                f"calling {attr}() raised {type(exc).__name__}: {str(exc)[:200]}",
+                f"fix {attr} so that {attr}() builds the model",
+            ) from None
     return obj, attr
 
 

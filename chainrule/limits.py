@@ -83,7 +83,7 @@ def npz_array(archive: np.lib.npyio.NpzFile, key: str, field: str) -> np.ndarray
     Raises
     ------
     ResourceError
-        When the header claims too many entries.
+        When the header claims too many entries, or more than the memory available.
     ValueError
         When the member is not a plain ``.npy`` array of real numbers.
     """
@@ -104,6 +104,16 @@ def npz_array(archive: np.lib.npyio.NpzFile, key: str, field: str) -> np.ndarray
         raise ResourceError(
             field,
             f"claims shape {shape} ({entries:.3g} entries), more than {MAX_NPZ_ENTRIES:,}",
+            "give a smaller array",
+        )
+    # Under the cap, a 1 MB file of compressed zeros still claims gigabytes; the data is
+    # used as float64, so that is what it must fit in.
+    need, have = entries * max(dtype.itemsize, 8), available_memory()
+    if have is not None and need > have:
+        raise ResourceError(
+            field,
+            f"claims shape {shape}: {need / GIB:.1f} GiB as float64, "
+            f"and {have / GIB:.1f} GiB of memory is available",
             "give a smaller array",
         )
     return archive[key]

@@ -4,7 +4,8 @@ Runs the cases of :mod:`test_random_architectures` (finite differences and the
 independent oracle on every parameter) without stopping at the first failure, then
 prints a summary: how many networks of which kinds were checked, the worst
 finite-difference ratio (<= 1 passes), the worst relative error against the oracle
-(<= 1e-10 passes) and every failing network. Exit status 0 when all pass, 1 otherwise.
+(<= 1e-10 passes) and every failing network. Then the concurrency and hostile cases of
+:mod:`soak_hostile` (``--hostile-rounds`` networks). Exit status 0 when all pass, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -104,8 +105,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__)
     parser.add_argument("--examples", type=int, default=500, help="networks to check")
     parser.add_argument("--seed", type=int, default=20260, help="Hypothesis seed")
+    parser.add_argument("--hostile-rounds", type=int, default=50, help="hostile-case networks")
     args = parser.parse_args(argv)
-    return soak(args.examples, args.seed)
+    status = soak(args.examples, args.seed)
+    return max(status, hostile(args.hostile_rounds, args.seed))
+
+
+def hostile(rounds: int, random_seed: int) -> int:
+    """Run :func:`soak_hostile.run`; print its failures; return the exit status."""
+    import soak_hostile
+
+    with tempfile.TemporaryDirectory(prefix="chainrule-hostile-") as tmp:
+        failures = soak_hostile.run(rounds, random_seed, Path(tmp))
+    print(
+        f"hostile: {rounds} networks (threads, NaN check, header bomb), paths; seed {random_seed}"
+    )
+    print(f"hostile failures: {len(failures)}")
+    for line in failures:
+        print(f"FAILED {line}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
