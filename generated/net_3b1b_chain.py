@@ -87,6 +87,22 @@ def _refuse(name, value, expected, kind):
     return ValueError(f"{name}: expected a {kind} array of shape {expected}; got {got}")
 
 
+def _check_lr(lr):
+    """A learning rate is one finite real number (not an array, not a bool)."""
+    value = np.asarray(lr)
+    real = value.ndim == 0 and value.dtype.kind in "iuf" and not isinstance(lr, bool)
+    if not (real and np.isfinite(value)):
+        raise ValueError(f"lr: expected a finite real number; got {lr!r}")
+
+
+def _check_count(name, count, least):
+    """``epochs`` or ``batch_size``: a whole number (int or NumPy integer) of at least ``least``."""
+    value = np.asarray(count)
+    whole = value.ndim == 0 and value.dtype.kind in "iu" and not isinstance(count, bool)
+    if not (whole and value >= least):
+        raise ValueError(f"{name}: expected a whole number >= {least}; got {count!r}")
+
+
 def _check_batch(params, x, y=None):
     """Raise ValueError unless ``params``, ``x`` (and ``y``) fit this network.
 
@@ -313,6 +329,7 @@ def new_gradient(dtype=_DT):
 def sgd_step(params, x, y, lr):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
     _check_batch(params, x, y)
+    _check_lr(lr)
     ws = _workspace(x.shape[1], params["W1"].dtype)
     # The work buffers hold a gradient array per parameter name: the gradient goes there.
     cost, grads = _loss_and_grad(params, x, y, ws)
@@ -328,8 +345,9 @@ def train(params, x, y, *, epochs, batch_size, lr, seed=0):
     Returns the list of per-epoch costs (the example-weighted mean of batch costs).
     """
     _check_batch(params, x, y)
-    if not (isinstance(batch_size, int) and batch_size > 0):
-        raise ValueError(f"batch_size: expected a positive int; got {batch_size!r}")
+    _check_lr(lr)
+    _check_count("epochs", epochs, 0)
+    _check_count("batch_size", batch_size, 1)
     rng = np.random.default_rng(seed)
     n = x.shape[1]
     history = []
