@@ -34,11 +34,12 @@ layout (rows: every product transposed, operands swapped):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import sympy as sp
 from chainrule.derive import naming
+from chainrule.derive.batch_network import columnwise, log1m_softmax, log_softmax
 from chainrule.derive.layers import LOG1MP, LOGP, REST, UNIT_SUM, A, NetworkDerivation, Y, Z
 from sympy.printing.str import StrPrinter
 
@@ -373,6 +374,8 @@ def batch_program(derivation: NetworkDerivation) -> tuple[BatchStatement, ...]:
 
 #: Evaluates an elementwise expression at one entry: (expr, {symbol: value}) -> value.
 Entrywise = Callable[[sp.Expr, dict], sp.Expr]
+#: One of the softmax-family builders of :mod:`chainrule.derive.batch_network`.
+Builder = Callable[[Sequence[sp.Expr]], list[sp.Expr]]
 
 
 def _xreplace(expr: sp.Expr, values: dict) -> sp.Expr:
@@ -394,20 +397,9 @@ def _entrywise(expr: sp.Expr, env: dict[str, sp.Matrix], at: Entrywise) -> sp.Ma
     return sp.Matrix(shape[0], shape[1], lambda i, j: at(expr, {s: mats[s][i, j] for s in symbols}))
 
 
-def _per_example(z: sp.Matrix, rows: bool, entry: Callable[[list, int], sp.Expr]) -> sp.Matrix:
-    """Apply ``entry(units of one example, unit index)`` to every entry of ``z``."""
-    if rows:
-        return sp.Matrix(z.rows, z.cols, lambda i, j: entry(list(z.row(i)), j))
-    return sp.Matrix(z.rows, z.cols, lambda i, j: entry(list(z.col(j)), i))
-
-
-def _log_softmax(line: list, j: int) -> sp.Expr:
-    return line[j] - sp.log(sp.Add(*[sp.exp(v) for v in line]))
-
-
-def _log1m_softmax(line: list, j: int) -> sp.Expr:
-    every = [sp.exp(v) for v in line]
-    return sp.log(sp.Add(*every[:j], *every[j + 1 :])) - sp.log(sp.Add(*every))
+def _per_example(z: sp.Matrix, rows: bool, builder: Builder) -> sp.Matrix:
+    """Apply ``builder`` (a vector of one example's units -> a vector) to each example of ``z``."""
+    return columnwise(builder, z.T).T if rows else columnwise(builder, z)
 
 
 def _other_units(s: BatchStatement, env: dict, rows: bool, at: Entrywise) -> sp.Matrix:
@@ -453,8 +445,8 @@ def run_statement(
     if s.op == "map":
         return _entrywise(s.expr, env, at)
     if s.op in ("log_softmax", "log1m_softmax"):
-        entry = _log_softmax if s.op == "log_softmax" else _log1m_softmax
-        return _per_example(ops[0], rows, entry)
+        builder = log_softmax if s.op == "log_softmax" else log1m_softmax
+        return _per_example(ops[0], rows, builder)
     if s.op == "other_units":
         return _other_units(s, env, rows, at)
     if s.op == "unit_sum":

@@ -27,7 +27,7 @@ from chainrule.derive.functions import CONSTANTS, FUNCTIONS_BY_CLASS
 if TYPE_CHECKING:
     from chainrule.derive.tables import Range
 
-MODES = ("mp", "float", "exact")
+MODES = ("mp", "float", "exact", "rounded")
 
 
 class NotReal(ArithmeticError):
@@ -83,8 +83,11 @@ class Evaluator:
         Working precision of the ``"mp"`` mode.
     mode : str
         ``"mp"`` (mpmath numbers), ``"float"`` (floats; a value that is not a finite
-        real number raises :class:`NotReal`) or ``"exact"`` (SymPy numbers: rationals
-        stay exact, exp(1/2) stays exp(1/2); apply ``sympy.N`` to the result).
+        real number raises :class:`NotReal`), ``"exact"`` (SymPy numbers: rationals
+        stay exact, exp(1/2) stays exp(1/2); apply ``sympy.N`` to the result) or
+        ``"rounded"`` (SymPy numbers as in ``"exact"``, every value that is not a
+        number itself rounded to ``digits`` digits, so values stay small; any SymPy
+        function that evaluates itself at a number is evaluated).
 
     ``memo`` grows as program statements are evaluated (:meth:`assign`), so a
     straight-line program costs one pass.
@@ -99,6 +102,8 @@ class Evaluator:
     True
     >>> Evaluator({x: sp.Rational(1, 3)}, mode="exact")(x**2 + sp.Piecewise((x, x > 0), (0, True)))
     4/9
+    >>> Evaluator({x: sp.Rational(1, 2)}, digits=20, mode="rounded")(sp.exp(x) + x)
+    2.1487212707001281468
     """
 
     def __init__(self, point: dict[sp.Symbol, Any], digits: int = 40, mode: str = "mp") -> None:
@@ -106,7 +111,7 @@ class Evaluator:
             raise ValueError(f"mode must be one of {MODES}")
         self.digits = digits
         self.mode = mode
-        convert = {"mp": _mp_number, "float": _float_number, "exact": _exact_number}[mode]
+        convert = {"mp": _mp_number, "float": _float_number}.get(mode, _exact_number)
         with mpmath.workdps(digits):
             self.memo: dict[sp.Basic, Any] = {s: convert(v) for s, v in point.items()}
 
@@ -160,8 +165,11 @@ class Evaluator:
         raise DerivationError("expression", "Piecewise without a matching branch", "report this")
 
     def _node(self, node: sp.Basic, args: list) -> Any:
-        if self.mode == "exact":
-            return node if not args else node.func(*args)
+        if self.mode in ("exact", "rounded"):
+            value = node if not args else node.func(*args)
+            if self.mode == "rounded" and isinstance(value, sp.Expr) and not value.is_Number:
+                value = sp.N(value, self.digits)
+            return value
         mp = self.mode == "mp"
         if isinstance(node, sp.Number):
             return _mp_number(node) if mp else float(node)

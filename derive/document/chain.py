@@ -113,13 +113,13 @@ class ChainSection(SectionWriterBase):
         def local(m: int, i: int) -> sp.Expr:
             derived = d.activations[m - 1]
             if mode == "ratio":
-                return at(sp.diff(closed(derived.forward), Z), net.zfull[m][i, 0])
-            return at(derived.derivative, net.zfull[m][i, 0])
+                return at(sp.diff(closed(derived.forward), Z), net.z[m][i, 0])
+            return at(derived.derivative, net.z[m][i, 0])
 
         def final(i: int) -> sp.Expr:
             if mode == "ratio":
                 return net.free_to_full(sp.diff(cost, a_top[i, 0]))
-            return self.dcda.xreplace({A: net.afull[big_l][i, 0], Y: net.y[i, 0]})
+            return self.dcda.xreplace({A: net.a[big_l][i, 0], Y: net.y[i, 0]})
 
         def upward(m: int, i: int) -> sp.Expr:
             key = (m, i)
@@ -127,7 +127,7 @@ class ChainSection(SectionWriterBase):
                 return memo[key]
             if m == big_l:
                 if d.activations[m - 1] is None:
-                    soft = net.act(big_l, z_top)
+                    soft = net.activate(big_l, z_top)
                     out = sp.Add(
                         *[
                             net.free_to_full(sp.diff(soft[t, 0], z_top[i, 0])) * final(t)
@@ -143,7 +143,7 @@ class ChainSection(SectionWriterBase):
             memo[key] = out
             return out
 
-        return net.afull[layer - 1][k, 0] * upward(layer, j)
+        return net.a[layer - 1][k, 0] * upward(layer, j)
 
     def expanded_step(self, layer: int) -> Step:
         nota, net = self.nota, self.example_net
@@ -204,7 +204,7 @@ class ChainSection(SectionWriterBase):
                 )
             else:
                 parts.append(_tex(jvp.elementwise, names))
-            a = net.act(big_l, z)
+            a = net.activate(big_l, z)
             n = net.n[big_l]
             for j in self.units(big_l):
                 chain = sp.Add(
@@ -248,7 +248,7 @@ class ChainSection(SectionWriterBase):
         else:
             body = nota.sum(layer + 1, q) + self.join(factors)
         latex = f"{head} = {body}"
-        inner = net.affine(layer + 1, net.act(layer, z))
+        inner = net.affine(layer + 1, net.activate(layer, z))
         upper = net.delta_at(layer + 1, inner)
         for j in self.units(layer):
             rhs = self.sprime_at(layer, z[j, 0]) * sp.Add(
@@ -263,7 +263,7 @@ class ChainSection(SectionWriterBase):
         parts = self.in_order([nota.delta(layer, "j"), nota.a(layer - 1, "k")])
         latex = f"{nota.grad(nota.cost, nota.w(layer, 'j', 'k'))} = {self.join(parts)}"
         checks = tuple(
-            (net.dcost(net.W[layer][j, k]), net.afull[layer - 1][k, 0] * delta[j, 0])
+            (net.dcost(net.W[layer][j, k]), net.a[layer - 1][k, 0] * delta[j, 0])
             for j, k in self.instances(layer)
         )
         steps = [Step(f"Gradient of a weight of layer {layer}", latex, checks, label="BP4")]

@@ -119,19 +119,23 @@ class NetworkSections(SectionWriterBase):
         z = net.zfree[layer]
         if derived is None:
             zs = [z[i, 0] for i in range(net.n[layer])]
+            # The displayed formula transcribed by hand: the reference side against which
+            # the shared softmax builder (net.activate) is checked, so it is not built by it.
             explicit = sp.exp(zs[0]) / sp.Add(*[sp.exp(v) for v in zs])
             latex = (
                 f"{nota.a(layer, 'j')} = \\frac{{e^{{{nota.z(layer, 'j')}}}}}"
                 f"{{\\sum_{{k}} e^{{{nota.z(layer, 'k')}}}}}"
             )
             return Step(
-                f"Softmax output of layer {layer}", latex, ((net.act(layer, z)[0, 0], explicit),)
+                f"Softmax output of layer {layer}",
+                latex,
+                ((net.activate(layer, z)[0, 0], explicit),),
             )
         names = self.names(layer, "j")
         forward = derived.forward
         closed = forward.rewrite(sp.exp) if forward.has(sp.Function) else forward
         parts = [nota.a(layer, "j"), f"{nota.act_letter(layer)}({nota.z(layer, 'j')})"]
-        sides: list[sp.Expr] = [net.act(layer, z)[0, 0]]
+        sides: list[sp.Expr] = [net.activate(layer, z)[0, 0]]
         for form in (forward, closed):
             text = _tex(form, names)
             if _same_text(text) not in [_same_text(p) for p in parts]:
@@ -212,7 +216,7 @@ class NetworkSections(SectionWriterBase):
         nota, net = self.nota, self.example_net
         big_l = self.depth
         raw_p, raw_q, raw_r = _softmax_jvp()
-        a = net.act(big_l, net.zfree[big_l])
+        a = net.activate(big_l, net.zfree[big_l])
         z, g = net.zfree[big_l], net.grad_a
         n = net.n[big_l]
         checks = []

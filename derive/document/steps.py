@@ -1,8 +1,9 @@
 """Steps and sections of a derivation, and the check that every step's sides agree.
 
-:func:`check_step` evaluates the sides of a step at random rational points, 30 digits:
+:func:`check_step` evaluates the sides of a step at random rational points
+(:func:`~chainrule.derive.numeric.sample_point`) with the one evaluator, 40 digits:
 derivatives of the witness's full scalar cost are taken by ``sympy.diff`` after every
-part free of the variable has been evaluated (:func:`_numeric`).
+part free of the variable has been evaluated (:class:`_AtPoint`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import sympy as sp
 from chainrule.derive.document.witness import Side, _At
 from chainrule.derive.functions import sigmoid, softplus
+from chainrule.derive.numeric import Evaluator, sample_point
 
 
 @dataclass(frozen=True)
@@ -74,27 +76,25 @@ class Section:
     items: tuple[tuple[str, str], ...] = field(default=())
 
 
-def _sample(symbols: list[sp.Symbol], rng: random.Random) -> dict[sp.Symbol, sp.Rational]:
-    return {s: sp.Rational(rng.randint(-150, 150), 100) for s in symbols}
+#: Working digits of a check; sides must agree to 1e-20 (relative).
+DIGITS = 40
 
 
-def _collapse(expr: sp.Basic, var: sp.Symbol, point: dict, memo: dict) -> sp.Basic:
-    """``expr`` with every subexpression free of ``var`` replaced by its value at ``point``.
+def _collapse(expr: sp.Basic, var: sp.Symbol, fixed: Evaluator, memo: dict) -> sp.Basic:
+    """``expr`` with every subexpression free of ``var`` replaced by its value.
 
-    ``memo`` maps each visited subexpression to (depends on var, collapsed form), so a
-    subexpression shared many times in the cost is visited once.
+    ``fixed`` evaluates at the point without ``var`` (mode ``"rounded"``); ``memo`` maps
+    each visited subexpression to (depends on var, collapsed form), so a subexpression
+    shared many times in the cost is visited once.
     """
     if expr in memo:
         return memo[expr][1]
-    if not expr.args:
-        depends = expr == var
-        out = expr if depends or not isinstance(expr, sp.Expr) else expr.xreplace(point)
+    args = [_collapse(arg, var, fixed, memo) for arg in expr.args]
+    depends = expr == var or any(memo[arg][0] for arg in expr.args)
+    if depends or not isinstance(expr, sp.Expr):
+        out = expr.func(*args) if args else expr
     else:
-        args = [_collapse(arg, var, point, memo) for arg in expr.args]
-        depends = any(memo[arg][0] for arg in expr.args)
-        out = expr.func(*args)
-        if not depends and isinstance(out, sp.Expr) and not out.is_Number:
-            out = sp.N(out, 40)
+        out = fixed(expr)
     memo[expr] = (depends, out)
     return out
 
@@ -108,46 +108,64 @@ def closed(expr: sp.Expr) -> sp.Expr:
     )
 
 
-def _numeric(expr: sp.Expr, point: dict[sp.Symbol, sp.Expr], memo: dict | None = None) -> sp.Expr:
-    """``expr`` at ``point``, taking each derivative after fixing the other variables.
+class _AtPoint:
+    """Values of sides at one point, each derivative taken after fixing the other variables.
 
-    Every part of the differentiated expression that does not depend on the variable
-    is evaluated first, so ``diff`` works on a small expression; the derivative is
-    still exact in the variable. ``memo`` shares repeated derivatives (one point).
+    Leaves (parts without derivatives or substitutions) go to one
+    :class:`~chainrule.derive.numeric.Evaluator` (mode ``"rounded"``, :data:`DIGITS`
+    digits) whose memo is shared by every side checked at the point; ``memo`` shares
+    repeated derivatives. The evaluator does not differentiate: a derivative is taken
+    by ``sympy.diff`` after every part free of its variable has been evaluated, so
+    ``diff`` works on a small expression and is still exact in the variable.
     """
-    memo = {} if memo is None else memo
-    if not expr.has(sp.Derivative, sp.Subs, _At):
-        return expr.xreplace(point)
-    if expr in memo:
-        return memo[expr]
-    if isinstance(expr, sp.Derivative):
-        (var, order), *rest = expr.variable_count
-        if rest or order != 1:
-            out = sp.Derivative(closed(expr.expr), *expr.variable_count).doit().xreplace(point)
+
+    def __init__(self, point: dict[sp.Symbol, sp.Expr]) -> None:
+        self.point = point
+        self.values = Evaluator(point, DIGITS, mode="rounded")
+        self.memo: dict[sp.Expr, sp.Expr] = {}
+        self._fixed: dict[sp.Symbol, Evaluator] = {}
+
+    def fixed(self, var: sp.Symbol) -> Evaluator:
+        """The evaluator at the point without ``var`` (one per variable)."""
+        if var not in self._fixed:
+            others = {s: v for s, v in self.point.items() if s != var}
+            self._fixed[var] = Evaluator(others, DIGITS, mode="rounded")
+        return self._fixed[var]
+
+    def __call__(self, expr: sp.Expr) -> sp.Expr:
+        if not expr.has(sp.Derivative, sp.Subs, _At):
+            return self.values(expr)
+        if expr in self.memo:
+            return self.memo[expr]
+        if isinstance(expr, sp.Derivative):
+            (var, order), *rest = expr.variable_count
+            if rest or order != 1:
+                out = self.values(sp.Derivative(closed(expr.expr), *expr.variable_count).doit())
+            else:
+                # A derivative inside a differentiated expression is not supported: the
+                # fixed evaluator refuses it (the document never builds one).
+                inner = _collapse(expr.expr, var, self.fixed(var), {})
+                derivative = sp.diff(closed(inner), var)
+                out = Evaluator({var: self.point[var]}, DIGITS, mode="rounded")(derivative)
+        elif isinstance(expr, (sp.Subs, _At)):
+            inner, variables, values = expr.args
+            moved = dict(self.point)
+            for var, value in zip(variables, values, strict=True):
+                moved[var] = self(value)
+            out = _AtPoint(moved)(inner)
         else:
-            others = {s: v for s, v in point.items() if s != var}
-            inner = _numeric(expr.expr, others, {})
-            inner = _collapse(inner, var, others, {})
-            out = sp.diff(closed(inner), var).xreplace({var: point[var]})
-    elif isinstance(expr, (sp.Subs, _At)):
-        inner, variables, values = expr.args
-        moved = dict(point)
-        for var, value in zip(variables, values, strict=True):
-            moved[var] = sp.N(_numeric(value, point, memo), 40)
-        out = _numeric(inner, moved, {})
-    else:
-        out = expr.func(*[_numeric(arg, point, memo) for arg in expr.args])
-    memo[expr] = out
-    return out
+            out = expr.func(*[self(arg) for arg in expr.args])
+        self.memo[expr] = out
+        return out
 
 
-def _evaluate(side: Side, point: dict[sp.Symbol, sp.Rational], memo: dict) -> list[sp.Float]:
+def _evaluate(side: Side, at_point: _AtPoint) -> list[sp.Expr]:
     matrix = side if isinstance(side, sp.MatrixBase) else sp.Matrix([side])
-    return [sp.N(_numeric(entry, point, memo), 30) for entry in matrix]
+    return [at_point(entry) for entry in matrix]
 
 
 def sides_agree(sides: tuple[Side, ...], points: int = 2, seed: int = 0) -> bool:
-    """True when all ``sides`` agree exactly at random rational points (30 digits).
+    """True when all ``sides`` agree exactly at random rational points (:data:`DIGITS` digits).
 
     Derivatives and substitutions in the sides are evaluated first (``doit``), so an
     unevaluated ``Derivative`` of the full scalar cost is compared with the chain-rule
@@ -165,11 +183,10 @@ def sides_agree(sides: tuple[Side, ...], points: int = 2, seed: int = 0) -> bool
     ordered = sorted(symbols, key=lambda s: s.name)
     rng = random.Random(seed)
     for _ in range(points):
-        point = _sample(ordered, rng)
-        memo: dict = {}
-        reference = _evaluate(sides[0], point, memo)
+        at_point = _AtPoint(sample_point(ordered, rng))
+        reference = _evaluate(sides[0], at_point)
         for side in sides[1:]:
-            values = _evaluate(side, point, memo)
+            values = _evaluate(side, at_point)
             if len(values) != len(reference):
                 return False
             for left, right in zip(reference, values, strict=True):

@@ -24,7 +24,7 @@ class SummarySection(SectionWriterBase):
         names = self.names(big_l, None)
         delta_l = net.delta(big_l)
         z_l = net.zfree[big_l]
-        a_l = net.act(big_l, z_l)
+        a_l = net.activate(big_l, z_l)
 
         def oriented(matrix: sp.Matrix) -> sp.Matrix:
             return matrix.T if rows else matrix
@@ -119,7 +119,7 @@ class SummarySection(SectionWriterBase):
     def bp2_vector(self, layer: int) -> Step:
         nota, net = self.nota, self.example_net
         z = net.zfree[layer]
-        inner = net.affine(layer + 1, net.act(layer, z))
+        inner = net.affine(layer + 1, net.activate(layer, z))
         upper = net.delta_at(layer + 1, inner)
         sprime = z.applyfunc(lambda v: self.sprime_at(layer, v))
         if nota.rows:
@@ -150,7 +150,7 @@ class SummarySection(SectionWriterBase):
     def bp4_vector(self, layer: int) -> Step:
         nota, net = self.nota, self.example_net
         delta = net.delta_full(layer)
-        prev = net.afull[layer - 1]
+        prev = net.a[layer - 1]
         n_out, n_in = net.n[layer], net.n[layer - 1]
         if nota.rows:
             lhs = sp.Matrix(n_in, n_out, lambda k, j: net.dcost(net.W[layer][j, k]))

@@ -137,10 +137,10 @@ class VectorizedSection(SectionWriterBase):
         """The value of each target from the witness: the forward definitions, diff of the
         batch cost for the deltas (times m, per example) and the gradients."""
         o, refs = self.oriented, {}
-        refs[naming.activation(0)] = o(net.afull[0])
-        refs[naming.COST] = sp.Matrix([[net.cost_full]])
+        refs[naming.activation(0)] = o(net.a[0])
+        refs[naming.COST] = sp.Matrix([[net.cost]])
         for layer in range(1, self.depth + 1):
-            z, a = net.zfull[layer], net.afull[layer]
+            z, a = net.z[layer], net.a[layer]
             refs[naming.weighted_input(layer)] = o(z)
             refs[naming.activation(layer)] = o(a)
             refs[naming.log_output(layer)] = o(a.applyfunc(sp.log))

@@ -12,7 +12,9 @@ from typing import Any
 
 import sympy as sp
 from chainrule.derive import naming
-from chainrule.derive.layers import A, NetworkDerivation, Y, Z, derive_network
+from chainrule.derive.batch_network import scalar_batch
+from chainrule.derive.exprparse import X
+from chainrule.derive.layers import NetworkDerivation, Z, derive_network
 from chainrule.derive.spec import Spec
 
 #: Units per layer of the witness network on which the equations are checked.
@@ -83,7 +85,14 @@ def _name(*parts: object) -> str:
 
 
 class WitnessNetwork:
-    """The scalar network on which every step's sides are built (m examples)."""
+    """The scalar network on which every step's sides are built (m examples).
+
+    The forward network is :func:`~chainrule.derive.batch_network.scalar_batch` cut to
+    ``width`` units per layer: ``x``, ``y``, ``W``, ``b``, ``z``, ``a``, ``cost`` and its
+    methods ``ones``, ``affine``, ``activate``, ``example_costs``, ``batch_cost`` are
+    the batch's. The document's own parts are the free weighted inputs and activations
+    (``zfree``, ``afree``), the free output gradient ``grad_a`` and the deltas.
+    """
 
     def __init__(
         self, spec: Spec, derivation: NetworkDerivation, m: int, width: int = WITNESS_WIDTH
@@ -92,28 +101,24 @@ class WitnessNetwork:
         self.derivation = derivation
         self.m = m
         self.depth = spec.depth
-        self.n = tuple(min(size, width) for size in spec.sizes)
+        batch = scalar_batch(
+            spec,
+            m,
+            width=width,
+            apply=lambda template, value: at(template.xreplace({X: Z}), value),
+            # The derivation relies on sum_j y_j = 1: the witness targets satisfy it.
+            targets_sum_to_one=bool(derivation.assumptions),
+            indexed=True,
+        )
+        self.batch = batch
+        self.n = batch.widths
+        self.x, self.y, self.W, self.b = batch.x, batch.y, batch.W, batch.b
+        self.z, self.a = batch.z, batch.a
+        self.ones, self.affine, self.activate = batch.ones, batch.affine, batch.activate
+        self.example_costs, self.batch_cost = batch.example_costs, batch.batch_cost
+        self.cost = batch.cost
         sym = naming.symbol
         n, big_l = self.n, self.depth
-        self.x = sp.Matrix(n[0], m, lambda k, i: sym(_name(naming.input_entry(k), i)))
-        self.W: dict[int, sp.Matrix] = {}
-        self.b: dict[int, sp.Matrix] = {}
-        for layer in range(1, big_l + 1):
-            self.W[layer] = sp.Matrix(
-                n[layer], n[layer - 1], lambda j, k, ly=layer: sym(naming.weight_entry(ly, j, k))
-            )
-            if spec.layers[layer - 1].bias:
-                self.b[layer] = sp.Matrix(
-                    n[layer], 1, lambda j, _, ly=layer: sym(naming.bias_entry(ly, j))
-                )
-            else:
-                self.b[layer] = sp.zeros(n[layer], 1)
-        y = sp.Matrix(n[big_l], m, lambda j, i: sym(_name(naming.target_entry(j), i)))
-        if derivation.assumptions:
-            # The derivation relies on sum_j y_j = 1: the witness targets satisfy it.
-            for i in range(m):
-                y[n[big_l] - 1, i] = 1 - sum(y[j, i] for j in range(n[big_l] - 1))
-        self.y = y
         self.zfree = {
             layer: sp.Matrix(
                 n[layer], m, lambda j, i, ly=layer: sym(_name(naming.weighted_input(ly), j, i))
@@ -128,51 +133,14 @@ class WitnessNetwork:
         self.grad_a = sp.Matrix(
             n[big_l], m, lambda j, i: sym(_name(naming.grad(naming.activation(big_l)), j, i))
         )
-        self.zfull: dict[int, sp.Matrix] = {}
-        self.afull = {0: self.x}
-        for layer in range(1, big_l + 1):
-            self.zfull[layer] = self.affine(layer, self.afull[layer - 1])
-            self.afull[layer] = self.act(layer, self.zfull[layer])
-        self.cost_full = self.batch_cost(self.afull[big_l])
-
-    def ones(self) -> sp.Matrix:
-        return sp.ones(1, self.m)
-
-    def affine(self, layer: int, prev: sp.Matrix) -> sp.Matrix:
-        """W^l prev + b^l 1^T."""
-        return self.W[layer] * prev + self.b[layer] * self.ones()
-
-    def act(self, layer: int, z: sp.Matrix) -> sp.Matrix:
-        """The activation of ``layer`` applied to a matrix of weighted inputs."""
-        derived = self.derivation.activations[layer - 1]
-        if derived is None:
-            out = sp.zeros(*z.shape)
-            for i in range(z.shape[1]):
-                norm = sum(sp.exp(z[k, i]) for k in range(z.shape[0]))
-                for j in range(z.shape[0]):
-                    out[j, i] = sp.exp(z[j, i]) / norm
-            return out
-        return z.applyfunc(lambda v: at(derived.forward, v))
-
-    def example_costs(self, out: sp.Matrix) -> list[sp.Expr]:
-        """Per-example cost sum_j c(a^L_j, y_j) for each column of ``out``."""
-        c = self.derivation.output.cost_element
-        return [
-            sp.Add(*[c.xreplace({A: out[j, i], Y: self.y[j, i]}) for j in range(out.shape[0])])
-            for i in range(out.shape[1])
-        ]
-
-    def batch_cost(self, out: sp.Matrix) -> sp.Expr:
-        """(1/m) sum over examples of the per-example cost."""
-        return sp.Add(*self.example_costs(out)) / self.m
 
     @functools.cached_property
     def _cost_at_z(self) -> dict[int, sp.Expr]:
         costs = {}
         for layer in range(1, self.depth + 1):
-            a = self.act(layer, self.zfree[layer])
+            a = self.activate(layer, self.zfree[layer])
             for upper in range(layer + 1, self.depth + 1):
-                a = self.act(upper, self.affine(upper, a))
+                a = self.activate(upper, self.affine(upper, a))
             costs[layer] = self.batch_cost(a)
         return costs
 
@@ -189,31 +157,19 @@ class WitnessNetwork:
 
     def delta_full(self, layer: int) -> sp.Matrix:
         """delta^l as a function of the inputs and parameters."""
-        return self.delta_at(layer, self.zfull[layer])
+        return self.delta_at(layer, self.z[layer])
 
     def dcost(self, param: sp.Symbol) -> sp.Expr:
         """dC/d(param) of the full cost, unevaluated."""
-        return sp.Derivative(self.cost_full, param)
+        return sp.Derivative(self.cost, param)
 
     def free_to_full(self, expr: Side) -> Side:
         """Replace free z^l, a^l symbols by their values in the inputs and parameters."""
         mapping: dict[sp.Symbol, sp.Expr] = {}
         for layer in range(1, self.depth + 1):
-            mapping.update(zip(self.zfree[layer], self.zfull[layer], strict=True))
-            mapping.update(zip(self.afree[layer], self.afull[layer], strict=True))
+            mapping.update(zip(self.zfree[layer], self.z[layer], strict=True))
+            mapping.update(zip(self.afree[layer], self.a[layer], strict=True))
         return expr.xreplace(mapping)
-
-
-def _log1m_softmax(z: sp.Matrix) -> sp.Matrix:
-    """log(1 - softmax) of each column of ``z`` (units x examples), from the definition:
-    log sum over the other units of e^z, less log sum over all units."""
-    units, m = z.shape
-
-    def entry(j: int, i: int) -> sp.Expr:
-        every = [sp.exp(z[k, i]) for k in range(units)]
-        return sp.log(sp.Add(*every[:j], *every[j + 1 :])) - sp.log(sp.Add(*every))
-
-    return sp.Matrix(units, m, entry)
 
 
 @functools.lru_cache(maxsize=32)
