@@ -19,6 +19,7 @@ is refused.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sympy as sp
@@ -29,7 +30,16 @@ from chainrule.codegen.render import _ENV, MARKER, _context, py_literal
 from chainrule.derive import naming
 from chainrule.derive.batch import function_name, plain
 from chainrule.derive.errors import CodegenError
-from chainrule.derive.layers import LOG1MP, LOGP, A, Y, Z, derive_network
+from chainrule.derive.layers import (
+    LOG1MP,
+    LOGP,
+    UPSTREAM,
+    A,
+    Y,
+    Z,
+    _softmax_jvp,
+    derive_network,
+)
 from chainrule.derive.opcount import program_ops
 from chainrule.derive.scalar import (
     STRATEGIES,
@@ -201,28 +211,64 @@ def _grad_dict(g: Gradients) -> list[dict[str, str]]:
     return out
 
 
-def _forward_comment(spec: Spec, statement: Any) -> str:
-    """``forward: a^1_0 = relu(z1_0) = (z1_0 if mask1_0 else 0)``: the function's name, as
-    the mini-batch program gives it, then the scalar expression, with no raw SymPy."""
+#: ``delta^2_0``, ``z^1_0``, ``sigma'(z^1_0)``: a statement's note, in math indices.
+_NOTE_UNIT = re.compile(r"\^(\d+)_(\d+)")
+
+
+def _module_notation(note: str) -> str:
+    """A note in the module's variable names: ``delta^2_0`` -> ``delta2_0``."""
+    return _NOTE_UNIT.sub(r"\1_\2", note)
+
+
+def _meaning(spec: Spec, statement: Any) -> str:
+    """What a statement's value is, in the module's names (``relu(z1_0)``, ``dC/dz2_0``,
+    ``tanh'(z1_0)``, ``dC/dw1_0_0``), or "" when its expression says it all."""
+    label, note = statement.label, statement.note
+    unit = _NOTE_UNIT.search(note)
+    derivation = derive_network(spec)
+    if label in ("BP3", "BP4"):
+        return f"dC/d{statement.target.name[len(naming.grad('')) :]}"
+    if label == "BP1" and statement.target.name == naming.unit_sum(spec.depth):
+        return _softmax_sum_meaning(spec.depth)
+    if unit is None:
+        return ""
+    layer, j = int(unit.group(1)), unit.group(2)
+    z = f"{naming.weighted_input(layer)}_{j}"
+    if label == "BP1" and note.startswith("delta"):
+        return f"dC/d{z}"
+    if label == "BP2" and note.startswith("sigma'"):
+        return f"{function_name(derivation, layer)}'({z})"
+    if label == "forward" and note.startswith("a^") and derivation.activations[layer - 1]:
+        return f"{function_name(derivation, layer)}({z})"
+    return ""
+
+
+def _softmax_sum_meaning(layer: int) -> str:
+    """``sum_k a2_k*dC/da2_k``: the sum over units in the softmax Jacobian product, written
+    from the R(a_k, g_k) term that :func:`chainrule.derive.layers._softmax_jvp` derives."""
+    _, _, r_part = _softmax_jvp()
+    a_k = sp.Symbol(f"{naming.activation(layer)}_k")
+    upstream = sp.Symbol(f"dC/d{naming.activation(layer)}_k")
+    return f"sum_k {plain(r_part.xreplace({A: a_k, UPSTREAM: upstream}))}"
+
+
+def _equation_comment(spec: Spec, statement: Any) -> str:
+    """``BP2: delta1_0 = sp1_0*(delta2_0*w2_0_0 + delta2_1*w2_1_0)``: the scalar equation a
+    forward or backprop statement implements, in the module's variable names, with
+    piecewise parts as ``(x if c else y)`` (no raw SymPy)."""
     shown = plain(statement.expr)
-    base, _, unit = statement.target.name.rpartition("_")
-    try:
-        kind, layer = naming.parse(base)
-    except ValueError:
-        kind, layer = "", None
-    if kind == "activation" and layer is not None and derive_network(spec).activations[layer - 1]:
-        call = (
-            f"{function_name(derive_network(spec), layer)}({naming.weighted_input(layer)}_{unit})"
-        )
-        if call != shown:
-            shown = f"{call} = {shown}"
-    return f"forward: {statement.note} = {shown}"
+    parts = [statement.target.name]
+    meaning = _meaning(spec, statement)
+    if meaning and meaning != shown:
+        parts.append(meaning)
+    parts.append(shown)
+    return f"{statement.label}: {' = '.join(parts)}"
 
 
 def _forward_section(spec: Spec, helpers: set[str]) -> tuple[list[dict], list[str], list[dict]]:
     """Forward statements, FORWARD_VALUES and the stacking of per-unit values."""
     statements = [s for s in forward_program(spec) if s.label == "forward"]
-    lines = [_line(s.target.name, s.expr, _forward_comment(spec, s), helpers) for s in statements]
+    lines = [_line(s.target.name, s.expr, _equation_comment(spec, s), helpers) for s in statements]
     cache = []
     stacks = []
     axis = 1 if spec.layout == "rows" else 0
@@ -251,21 +297,24 @@ def _cost_expr(spec: Spec) -> sp.Expr:
 
 
 def _strategy_lines(g: Gradients, labels: dict[sp.Symbol, str], helpers: set[str]) -> list[dict]:
+    """The gradient statements of ``g``, each under a comment that says what it computes."""
+    spec = g.network.spec
     lines = []
     for s in g.program:
         if g.strategy == "cse":
-            note = labels.get(s.target, "")
+            note = _module_notation(labels.get(s.target, ""))
             comment = f"cse: {s.target.name} is {note}" if note else f"cse: {s.target.name}"
         else:
-            comment = f"{s.label}: {s.note}"
+            comment = _equation_comment(spec, s)
         lines.append(_line(s.target.name, s.expr, comment, helpers))
     for a in g.grads:
+        param = a.target.name[len(naming.grad("")) :]
         if g.strategy == "naive":
-            comment = f"naive: {a.note}"
+            comment = f"naive: {a.target.name} = dC/d{param}, diff of the expanded cost"
         elif g.strategy == "cse":
-            comment = f"cse: {a.target.name[len(naming.grad('')) :]} entry after sharing"
+            comment = f"cse: {a.target.name} = dC/d{param}, from the shared temporaries"
         else:
-            comment = f"{a.label}: {a.note}"
+            comment = _equation_comment(spec, a)
         lines.append(_line(a.target.name, a.expr, comment, helpers))
     return lines
 

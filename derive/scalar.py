@@ -216,18 +216,16 @@ def gradient_values(g: Gradients, point: dict[sp.Symbol, Any], digits: int = 40)
     return [ev(a.expr) for a in g.grads]
 
 
-def label_temporaries(g: Gradients, seed: int = 0) -> dict[sp.Symbol, str]:
-    """Say what each CSE temporary is: a delta^l_j, another backward term, or forward.
+#: Random points a CSE temporary must match a backprop value at: at one point a kinked
+#: unit (ReLU) may sit on the side where two different values coincide.
+LABEL_POINTS = 8
 
-    Each temporary's value at a random point is matched against the values the
-    backprop program computes there (delta^l_j, z^l_j, a^l_j, sigma'(z^l_j)); an
-    unmatched temporary is a *forward value* when it does not depend on the targets
-    y, and a *backward term* (a partial product of the chain rule) otherwise.
-    """
-    net = g.network
-    point = random_point(net, seed)
+
+def _backprop_values(net: ScalarNetwork, point: dict) -> dict[str, list[str]]:
+    """Notes of the backprop values at ``point`` (delta^l_j, dC/da^l_j, z, a, sigma'),
+    keyed by value (and by minus the value, as ``-note``), in program order."""
     reference = Evaluator(point, 30)
-    known: dict[str, str] = {}
+    known: dict[str, list[str]] = {}
     sigma_primes: set[sp.Symbol] = set()
     for s in _backprop_program(net.spec)[0]:
         value = reference.assign(s.target, s.expr)
@@ -239,19 +237,39 @@ def label_temporaries(g: Gradients, seed: int = 0) -> dict[sp.Symbol, str]:
             back = s.expr.xreplace(dict.fromkeys(s.expr.free_symbols & sigma_primes, 1))
             entries.append((reference(back), "dC/da" + s.note[len("delta") :]))
         for v, note in entries:
-            known.setdefault(_key(v), note)
+            known.setdefault(_key(v), []).append(note)
             with mpmath.workdps(30):
-                known.setdefault(_key(-v), "-" + note)
-    ev = Evaluator(point, 30)
+                known.setdefault(_key(-v), []).append("-" + note)
+    return known
+
+
+def label_temporaries(g: Gradients, seed: int = 0) -> dict[sp.Symbol, str]:
+    """Say what each CSE temporary is: a delta^l_j, another backward term, or forward.
+
+    Each temporary's value is matched against the values the backprop program computes
+    (delta^l_j, z^l_j, a^l_j, sigma'(z^l_j)) at :data:`LABEL_POINTS` random points, and
+    named by the first one it equals at all of them; an unmatched temporary is a
+    *forward value* when it does not depend on the targets y, and a *backward term* (a
+    partial product of the chain rule) otherwise.
+    """
+    net = g.network
+    candidates: dict[sp.Symbol, list[str]] = {}
+    for i in range(LABEL_POINTS):
+        point = random_point(net, seed + i)
+        known = _backprop_values(net, point)
+        ev = Evaluator(point, 30)
+        for s in g.program:
+            found = known.get(_key(ev.assign(s.target, s.expr)), [])
+            kept = candidates.get(s.target, found)
+            candidates[s.target] = [note for note in kept if note in found]
     targets = set(net.targets)
     uses_y: dict[sp.Symbol, bool] = {}
     labels: dict[sp.Symbol, str] = {}
     for s in g.program:
-        key = _key(ev.assign(s.target, s.expr))
         free = s.expr.free_symbols
         uses_y[s.target] = bool(free & targets) or any(uses_y.get(v, False) for v in free)
-        if key in known:
-            labels[s.target] = known[key]
+        if candidates[s.target]:
+            labels[s.target] = candidates[s.target][0]
         else:
             labels[s.target] = "backward term" if uses_y[s.target] else "forward value"
     return labels

@@ -54,7 +54,7 @@ ALLOWED: dict[tuple[str, str], str] = {
         "importlib.import_module(module)",
     ): "module comes from the constant _PUBLIC table, never from input",
     (
-        "chainrule/importers.py",
+        "chainrule/import_torch.py",
         "loader_spec.loader.exec_module(user_module)",
     ): "'--from-torch FILE.py:NAME' imports the user's own model file, by request and "
     "documented as such",
