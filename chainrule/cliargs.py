@@ -91,6 +91,21 @@ def count_type(flag: str, minimum: int = 1) -> Any:
     return lambda text: whole_number(text, flag, minimum=minimum)
 
 
+def _ascii_float(text: str, flag: str, fix: str, signed: bool) -> float:
+    """``text`` as a float when written in ASCII digits (and ``. e E +``, ``-`` if
+    ``signed``), at most ``MAX_DIGITS`` long; else one error line naming ``flag``."""
+    from chainrule.derive.errors import SpecError
+
+    item = text.strip()
+    allowed = r"[0-9.eE+-]+" if signed else r"[0-9.eE+]+"
+    if len(item) > MAX_DIGITS or not re.fullmatch(allowed, item, re.ASCII):
+        raise SpecError(flag, f"{quoted(item)} is not a number in digits 0-9", fix)
+    try:
+        return float(item)
+    except ValueError:
+        raise SpecError(flag, f"{quoted(item)} is not a number", fix) from None
+
+
 def positive_count(text: str, flag: str) -> int:
     """A positive count written as digits or in float form (``2e7``, ``20000000``).
 
@@ -101,16 +116,10 @@ def positive_count(text: str, flag: str) -> int:
     """
     from chainrule.derive.errors import SpecError
 
-    item = text.strip()
     fix = "give a positive whole number such as 2e7 or 20000000"
-    if len(item) > MAX_DIGITS or not re.fullmatch(r"[0-9.eE+]+", item, re.ASCII):
-        raise SpecError(flag, f"{quoted(item)} is not a positive whole number", fix)
-    try:
-        value = float(item)
-    except ValueError:
-        raise SpecError(flag, f"{quoted(item)} is not a number", fix) from None
+    value = _ascii_float(text, flag, fix, signed=False)
     if not math.isfinite(value) or value < 1 or value != int(value):
-        raise SpecError(flag, f"{quoted(item)} is not a positive whole number", fix)
+        raise SpecError(flag, f"{quoted(text.strip())} is not a positive whole number", fix)
     return int(value)
 
 
@@ -127,16 +136,10 @@ def positive_number(text: str, flag: str) -> float:
     """
     from chainrule.derive.errors import SpecError
 
-    item = text.strip()
     fix = "give a positive number such as 0.3"
-    if len(item) > MAX_DIGITS or not re.fullmatch(r"[0-9.eE+-]+", item, re.ASCII):
-        raise SpecError(flag, f"{quoted(item)} is not a number in digits 0-9", fix)
-    try:
-        value = float(item)
-    except ValueError:
-        raise SpecError(flag, f"{quoted(item)} is not a number", fix) from None
+    value = _ascii_float(text, flag, fix, signed=True)
     if not (math.isfinite(value) and value > 0):
-        raise SpecError(flag, f"{quoted(item)} is not a finite number above 0", fix)
+        raise SpecError(flag, f"{quoted(text.strip())} is not a finite number above 0", fix)
     return value
 
 

@@ -233,17 +233,7 @@ class _BatchProgramBuilder:
             eq = f"{delta} = J_softmax^T dC/d{a} = {plain(expr)} (sum_j y_j = 1)"
         else:
             jvp = output.softmax
-            s = naming.unit_sum(big_l)
-            summand = jvp.summand.subs(symbols)
-            self.add(
-                s,
-                "unit_sum",
-                _names(summand),
-                summand,
-                "BP1",
-                big_l,
-                f"{s} = sum over units of {plain(summand)}",
-            )
+            self.unit_sum(big_l, jvp.summand.subs(symbols))
             expr = (jvp.elementwise + jvp.scale * UNIT_SUM).subs(symbols)
             eq = f"{delta} = J_softmax^T dC/d{a} = {plain(expr)}"
         self.add(delta, "map", _names(expr), expr, "BP1", big_l, eq)
@@ -270,18 +260,21 @@ class _BatchProgramBuilder:
             f"{rest}_j = sum over k != j of v_k {a}_j / (1 - {a}_k), v = {plain(weights)}",
         )
         if not comp.summand_is_constant:
-            s = naming.unit_sum(big_l)
-            summand = comp.summand.subs(symbols)
-            self.add(
-                s,
-                "unit_sum",
-                _names(summand),
-                summand,
-                "BP1",
-                big_l,
-                f"{s} = sum over units of {plain(summand)}",
-            )
+            self.unit_sum(big_l, comp.summand.subs(symbols))
         return comp.delta.subs(symbols)
+
+    def unit_sum(self, big_l: int, summand: sp.Expr) -> None:
+        """BP1's sum over the output units of ``summand`` (one value per example)."""
+        s = naming.unit_sum(big_l)
+        self.add(
+            s,
+            "unit_sum",
+            _names(summand),
+            summand,
+            "BP1",
+            big_l,
+            f"{s} = sum over units of {plain(summand)}",
+        )
 
     def hidden_error(self, layer: int) -> None:
         act = self.d.activations[layer - 1]
