@@ -15,9 +15,9 @@ import tokenize
 from pathlib import Path
 
 import pytest
+import source_scan
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("derive", "codegen", "chainrule")
+REPO = source_scan.REPO
 EVALUATORS = frozenset(
     {
         "eval",
@@ -84,28 +84,8 @@ def _uses(path: Path) -> list[tuple[int, str, str]]:
     return out
 
 
-def _all_uses() -> list[tuple[str, int, str, str]]:
-    found = []
-    for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            rel = path.relative_to(REPO).as_posix()
-            found.extend((rel, line, name, text) for line, name, text in _uses(path))
-    return found
-
-
-def _reason(rel: str, text: str) -> str | None:
-    for (file, fragment), reason in ALLOWED.items():
-        if file == rel and fragment in text:
-            return reason
-    return None
-
-
 def test_every_evaluator_use_is_on_trusted_input() -> None:
-    unexplained = [
-        f"{rel}:{line}: {name} in {text!r}"
-        for rel, line, name, text in _all_uses()
-        if _reason(rel, text) is None
-    ]
+    unexplained = source_scan.unexplained(_uses, ALLOWED)
     assert not unexplained, "uses without a reason in ALLOWED:\n" + "\n".join(unexplained)
 
 

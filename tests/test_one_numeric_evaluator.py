@@ -18,9 +18,9 @@ import tokenize
 from pathlib import Path
 
 import pytest
+import source_scan
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("derive", "codegen", "chainrule")
+REPO = source_scan.REPO
 #: The one evaluator: its own module may call SymPy's evaluation.
 EVALUATOR = "derive/numeric.py"
 METHODS = frozenset({"evalf", "n"})
@@ -64,29 +64,8 @@ def _uses(path: Path) -> list[tuple[int, str, str]]:
     return out
 
 
-def _all_uses() -> list[tuple[str, int, str, str]]:
-    found = []
-    for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            rel = path.relative_to(REPO).as_posix()
-            if rel != EVALUATOR:
-                found.extend((rel, line, name, text) for line, name, text in _uses(path))
-    return found
-
-
-def _reason(rel: str, text: str) -> str | None:
-    for (file, fragment), reason in ALLOWED.items():
-        if file == rel and fragment in text:
-            return reason
-    return None
-
-
 def test_numbers_come_from_the_one_evaluator() -> None:
-    unexplained = [
-        f"{rel}:{line}: {name} in {text!r}"
-        for rel, line, name, text in _all_uses()
-        if _reason(rel, text) is None
-    ]
+    unexplained = source_scan.unexplained(_uses, ALLOWED, skip=EVALUATOR)
     assert not unexplained, "evaluation outside derive/numeric.py:\n" + "\n".join(unexplained)
 
 
