@@ -145,7 +145,13 @@ class Notation:
     def w(self, layer: int | str, j: str | None, k: str | None) -> str:
         """The weight from unit k of layer l-1 to unit j of layer l."""
         below = f"{layer}-1" if isinstance(layer, str) else layer - 1
-        j, k = self._idx(layer, j), self._idx(below, k)
+        kept_j, kept_k = self._idx(layer, j), self._idx(below, k)
+        if (kept_j is None) == (kept_k is None):
+            j, k = kept_j, kept_k
+        else:
+            # One end has a single unit: it keeps its unit number, so the index left
+            # is never read in the other slot (w^4_{1j}, not w^4_{j}).
+            j, k = kept_j or self.only_unit, kept_k or self.only_unit
         pair = "".join(i for i in ((k, j) if self.rows else (j, k)) if i)
         if self.name == "cheatsheet":
             return self._base("W", layer, pair or None)
@@ -155,6 +161,16 @@ class Notation:
         """The layer error delta^l = dC/dz^l (E in the cheatsheet)."""
         letter = "E" if self.name == "cheatsheet" else "\\delta"
         return self._base(letter, layer, self._idx(layer, index))
+
+    @property
+    def only_unit(self) -> str:
+        """The number of the one unit of a single-unit layer (3Blue1Brown counts from 0)."""
+        return "0" if self.name == "3b1b" else "1"
+
+    @property
+    def bp_labels(self) -> bool:
+        """True when the notation names its equations BP1 to BP4 (Nielsen's book only)."""
+        return self.name == "nielsen"
 
     def act_letter(self, layer: int | str) -> str:
         """The function symbol of a layer's activation.

@@ -33,8 +33,8 @@ BP4_ROWS = ["∂C/∂W² = (a¹)ᵀ δ²", "∂C/∂W¹ = xᵀ δ¹"]
 #: gives a - y; softmax with BCE gives
 #: delta_j = (a_j - y_j)/(1 - a_j) - a_j sum_k (a_k - y_k)/(1 - a_k).
 BP1 = {
-    "sigmoid-quadratic": "δ² = ∇ₐ C ⊙ σ'(z²) = (a² - y) ⊙ σ'(z²) = a² (1 - a²) (a² - y)",
-    "sigmoid-bce": "δ² = ∇ₐ C ⊙ σ'(z²) = ((a² - y)/(a² (1 - a²))) ⊙ σ'(z²) = a² - y",
+    "sigmoid-quadratic": "δ² = ∇ₐ C ⊙ σ'(z²) = (a² - y) ⊙ σ'(z²) = a² ⊙ (1 - a²) ⊙ (a² - y)",
+    "sigmoid-bce": "δ² = ∇ₐ C ⊙ σ'(z²) = ((a² - y)/(a² ⊙ (1 - a²))) ⊙ σ'(z²) = a² - y",
     "softmax-ce": "δ² = (J²)ᵀ ∇ₐ C = a² - y",
     "softmax-bce": "δ² = (J²)ᵀ ∇ₐ C = (a² - y)/(1 - a²) - a² Σₖ (a²ₖ - yₖ)/(1 - a²ₖ)",
 }

@@ -121,7 +121,7 @@ def test_nielsen_summary_is_bp1_to_bp4() -> None:
         (
             "BP1",
             r"\delta^{2} = \nabla_a C \odot \sigma'(z^{2}) = \left(a^{2} - y\right) \odot "
-            r"\sigma'(z^{2}) = a^{2} \left(1 - a^{2}\right) \left(a^{2} - y\right)",
+            r"\sigma'(z^{2}) = a^{2} \odot \left(1 - a^{2}\right) \odot \left(a^{2} - y\right)",
         ),
         ("BP2", r"\delta^{1} = \left((W^{2})^{T} \delta^{2}\right) \odot \sigma'(z^{1})"),
         ("BP3", r"\frac{\partial C}{\partial b^{2}} = \delta^{2}"),
@@ -218,8 +218,10 @@ def test_a_changed_statement_shows_in_the_module_its_comment_and_the_document(
     assert before[3] is True and after[3] is False
     assert "2" in after[0] and after[0] != before[0]
     assert after[1].strip() == "# BP2: sp1 = DOUBLED"
-    assert after[2].endswith(sp.latex(2 * a1 * (1 - a1), symbol_names={a1: "A^{1}"}))
-    assert not before[2].endswith(sp.latex(2 * a1 * (1 - a1), symbol_names={a1: "A^{1}"}))
+    # A product of batch matrices is elementwise: written with odot.
+    doubled_tex = r"2 A^{1} \odot \left(1 - A^{1}\right)"
+    assert after[2].endswith(doubled_tex)
+    assert not before[2].endswith(doubled_tex)
 
 
 def test_large_layers_are_not_expanded_scalar_by_scalar() -> None:
@@ -267,7 +269,9 @@ def test_jupyter_display() -> None:
     markdown = doc._repr_markdown_()
     assert markdown.startswith("# Backpropagation, step by step: a 1-1-1-1 network")
     assert markdown.count("$$") == 2 * len(doc)
-    assert "\\tag{BP1}" in markdown
+    # BP1 to BP4 are Nielsen's names: tagged in his notation only.
+    assert "\\tag{BP" not in markdown
+    assert "\\tag{BP1}" in chainrule.derivation(preset("3b1b-chain"))._repr_markdown_()
 
 
 def test_text_is_plain_unicode() -> None:

@@ -79,3 +79,16 @@ def test_every_preset_compiles_and_renders(name: str, tmp_path: Path) -> None:
 def test_every_notation_compiles(notation: str) -> None:
     pdf = compile_pdf(derivation(preset("deep-relu-sigmoid"), notation).to_latex())
     assert pdf.startswith(b"%PDF")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext is not installed")
+@pytest.mark.parametrize("notation", ["nielsen", "3b1b", "cheatsheet"])
+def test_pdf_prints_no_literal_scripts(notation: str, tmp_path: Path) -> None:
+    """The notation line and the prose are typeset: no wˆl_jk, aˆ(L) or Z_h as text."""
+    path = tmp_path / "d.pdf"
+    path.write_bytes(compile_pdf(derivation(preset("deep-relu-sigmoid"), notation).to_latex()))
+    subprocess.run(["pdftotext", str(path), str(tmp_path / "d.txt")], check=True)
+    text = (tmp_path / "d.txt").read_text(encoding="utf-8")
+    assert "Notation:" in text
+    assert "ˆ" not in text and "^" not in text and "_" not in text

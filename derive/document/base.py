@@ -21,6 +21,57 @@ def _tex(expr: sp.Expr, names: dict[sp.Symbol, str]) -> str:
     return sp.latex(expr, symbol_names=names)
 
 
+def _has_product(expr: sp.Basic) -> bool:
+    """True when ``expr`` holds a product of two or more non-numeric factors."""
+    return any(
+        isinstance(e, sp.Mul) and len(e.as_coeff_mul()[1]) > 1 for e in sp.preorder_traversal(expr)
+    )
+
+
+def odot_tex(expr: sp.Expr, names: dict[sp.Symbol, str]) -> str:
+    r"""LaTeX of ``expr`` over vectors or matrices: each product of factors written with
+    the elementwise product ``\odot`` (a quotient's parts too), as a product of
+    vectors is elementwise.
+
+    Examples
+    --------
+    >>> a, y = sp.symbols("a y")
+    >>> print(odot_tex(a * (1 - a) * (a - y), {}))
+    a \odot \left(1 - a\right) \odot \left(a - y\right)
+    """
+    if not _has_product(expr):
+        return _tex(expr, names)
+    if isinstance(expr, sp.Add):
+        terms = [odot_tex(term, names) for term in expr.as_ordered_terms()]
+        out = terms[0]
+        for term in terms[1:]:
+            out = plus(out, term)
+        return out
+    if not isinstance(expr, sp.Mul):
+        return _tex(expr, names)
+    coeff, factors = expr.as_coeff_mul()
+    over = [f for f in factors if f.is_Pow and f.exp.is_negative]
+    num = [f for f in factors if f not in over]
+    under = [f.base ** (-f.exp) for f in over]
+
+    def joined(parts: list[sp.Expr], alone: bool) -> str:
+        shown = [
+            f"\\left({_tex(f, names)}\\right)"
+            if isinstance(f, sp.Add) and (len(parts) > 1 or not alone)
+            else _tex(f, names)
+            for f in parts
+        ]
+        return " \\odot ".join(shown) or "1"
+
+    if under:
+        body = f"\\frac{{{joined(num, True)}}}{{{joined(under, True)}}}"
+    else:
+        body = joined(num, coeff == 1)
+    if coeff == -1:
+        return f"- {body}"
+    return body if coeff == 1 else f"{_tex(coeff, names)} {body}"
+
+
 def plus(first: str, second: str) -> str:
     """``first + second`` in LaTeX, written ``first - rest`` when ``second`` is negated.
 

@@ -27,11 +27,14 @@ class ChainSection(SectionWriterBase):
             steps.extend(self.gradient_steps(layer))
         intro = (
             "First the chain rule for one weight of each layer, written out in full; then the "
-            "same with the shared terms named. Coloured factors are the layer error of the layer "
-            "above (or the output error), computed once and reused: that is what backpropagation "
-            "saves."
+            "same with the shared terms named. The factors that make up the error of the layer "
+            "above (or the output error) are computed once and reused: that is what "
+            "backpropagation saves."
         )
-        return Section("The chain rule, written out and memoized", intro, tuple(steps))
+        note = "In the written-out chains those factors are coloured."
+        return Section(
+            "The chain rule, written out and memoized", intro, tuple(steps), colour_note=note
+        )
 
     def chain_atoms(self, layer: int) -> list[_Factor]:
         """The factors of dC/dw^l_jk from the cost back to the weight.

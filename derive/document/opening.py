@@ -59,6 +59,12 @@ class NetworkSections(SectionWriterBase):
             f"{'-'.join(map(str, spec.sizes))}, {spec.cost} cost, {spec.layout} layout. "
             "An index is dropped for a layer of a single unit."
         )
+        sizes = spec.sizes
+        if any((sizes[i] == 1) != (sizes[i + 1] == 1) for i in range(len(sizes) - 1)):
+            intro += (
+                f" A weight between a single unit and a wider layer keeps {nota.only_unit}, "
+                "the number of the single unit, so that each index stays in its place."
+            )
         if any(size > WITNESS_WIDTH for size in spec.sizes):
             intro += (
                 f" SymPy checks every equation on a copy with at most {WITNESS_WIDTH} units per "

@@ -13,6 +13,7 @@ from chainrule.derive.document.text import (
     _escape_text,
     to_unicode,
 )
+from chainrule.derive.notation import notation
 from chainrule.derive.spec import Spec
 
 # --------------------------------------------------------------------------- the document
@@ -54,6 +55,14 @@ class Derivation:
         sizes = "-".join(map(str, self.spec.sizes))
         return f"Backpropagation, step by step: a {sizes} network ({self.spec.cost} cost)"
 
+    def shown_label(self, step: Step) -> str:
+        """The tag a step is displayed with: its ``tag`` or ``label``; the names BP1 to
+        BP4 only in the notation of the book that uses them (Nielsen's)."""
+        label = step.label if step.tag is None else step.tag
+        if label.startswith("BP") and not notation(self.notation, self.spec).bp_labels:
+            return ""
+        return label
+
     def to_latex(self) -> str:
         """A standalone LaTeX document (amsmath, amssymb, xcolor) for ``pdflatex``."""
         out = [
@@ -70,11 +79,11 @@ class Derivation:
             "\\ifdefined\\pdfinfo\\pdfinfo{/Creator (chainrule)}\\fi",
             "\\begin{document}",
             f"\\section*{{{_escape_text(self.title)}}}",
-            f"Notation: {_escape_text(_NOTATION_WORDS[self.notation])}.",
+            f"Notation: {_escape_prose(_NOTATION_WORDS[self.notation])}.",
         ]
         for number, section in enumerate(self.sections, start=1):
             out.append(f"\\section*{{{number}. {_escape_text(section.title)}}}")
-            out.append(_escape_prose(section.intro))
+            out.append(_escape_prose(_with_colours(section)))
             if section.table:
                 out.append("\\begin{center}\\begin{tabular}{rrll}")
                 for i, row in enumerate(section.table):
@@ -88,7 +97,8 @@ class Derivation:
                 out.append("\\end{itemize}")
             for step in section.steps:
                 out.append(f"\\paragraph{{{_escape_text(step.title)}}}")
-                tag = f" \\tag{{{step.label}}}" if step.label else ""
+                label = self.shown_label(step)
+                tag = f" \\tag{{{label}}}" if label else ""
                 out.append(f"\\begin{{equation*}}\n{step.latex}{tag}\n\\end{{equation*}}")
         out.append("\\end{document}")
         return "\n".join(out) + "\n"
@@ -97,7 +107,7 @@ class Derivation:
         """Markdown with ``$$`` blocks (GitHub, Jupyter)."""
         out = [f"# {self.title}", "", f"Notation: {_NOTATION_WORDS[self.notation]}.", ""]
         for number, section in enumerate(self.sections, start=1):
-            out += [f"## {number}. {section.title}", "", _escape_md(section.intro), ""]
+            out += [f"## {number}. {section.title}", "", _escape_md(_with_colours(section)), ""]
             if section.table:
                 header, *body = section.table
                 out.append("| " + " | ".join(header) + " |")
@@ -108,7 +118,8 @@ class Derivation:
                 out.extend(f"- {sym}: {words}" for sym, words in section.items)
                 out.append("")
             for step in section.steps:
-                tag = f" \\tag{{{step.label}}}" if step.label else ""
+                label = self.shown_label(step)
+                tag = f" \\tag{{{label}}}" if label else ""
                 out += [f"**{step.title}**", "", "$$", step.latex + tag, "$$", ""]
         return "\n".join(out)
 
@@ -117,7 +128,7 @@ class Derivation:
         out = [
             self.title,
             "=" * len(self.title),
-            f"Notation: {_NOTATION_WORDS[self.notation]}.",
+            f"Notation: {_prose_text(_NOTATION_WORDS[self.notation])}.",
             "",
         ]
         for number, section in enumerate(self.sections, start=1):
@@ -137,7 +148,8 @@ class Derivation:
                 )
                 out.append("")
             for step in section.steps:
-                out.append(f"{step.title}" + (f" [{step.label}]" if step.label else ""))
+                label = self.shown_label(step)
+                out.append(f"{step.title}" + (f" [{label}]" if label else ""))
                 out.extend(f"    {line}" for line in to_unicode(step.latex).splitlines())
                 out.append("")
         return "\n".join(out)
@@ -147,7 +159,8 @@ class Derivation:
         for number, section in enumerate(self.sections, start=1):
             blocks.append(f"$$\\textbf{{{number}. {_escape_text(section.title)}}}$$")
             for step in section.steps:
-                tag = f" \\tag{{{step.label}}}" if step.label else ""
+                label = self.shown_label(step)
+                tag = f" \\tag{{{label}}}" if label else ""
                 blocks.append(f"$$\\text{{{_escape_text(step.title)}:}}\\quad {step.latex}{tag}$$")
         return "\n".join(blocks)
 
@@ -155,8 +168,22 @@ class Derivation:
         return self.to_markdown()
 
 
+def _with_colours(section: Section) -> str:
+    """The intro of a section in a format that shows colours (LaTeX, Markdown)."""
+    return f"{section.intro} {section.colour_note}" if section.colour_note else section.intro
+
+
 _NOTATION_WORDS = {
-    "nielsen": "Nielsen (w^l_jk, delta^l, BP1 to BP4, elementwise product)",
-    "3b1b": "3Blue1Brown (a^(L), C_0, the chain of ratios, sums over units)",
-    "cheatsheet": "the cheatsheet (X, H, Z_h, Z_o, E_h, E_o, prime notation, rows Z = XW)",
+    "nielsen": "Nielsen ($w^{l}_{jk}$, $\\delta^{l}$, BP1 to BP4, elementwise product $\\odot$)",
+    "3b1b": "3Blue1Brown ($a^{(L)}$, $C_0$, the chain of ratios, sums over units)",
+    "cheatsheet": (
+        "the cheatsheet ($X$, $H$, $Z_h$, $Z_o$, layer errors $E_h$ and $E_o$, prime notation, "
+        "rows $Z = XW$)"
+    ),
 }
+
+
+def _prose_text(text: str) -> str:
+    """Prose holding $...$ math as plain text, the math in Unicode."""
+    parts = text.split("$")
+    return "".join(to_unicode(p) if i % 2 else p for i, p in enumerate(parts))

@@ -34,6 +34,9 @@ class Step:
     source: Any = field(repr=False, compare=False)
     label: str = ""
     target: str = ""
+    #: The tag displayed, when it is not ``label`` ("" for none): a statement the module
+    #: labels with the equation it serves (sigma' for BP2) is not tagged as that equation.
+    tag: str | None = None
     _resolved: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
@@ -74,6 +77,8 @@ class Section:
     steps: tuple[Step, ...]
     table: tuple[tuple[str, ...], ...] = field(default=())
     items: tuple[tuple[str, str], ...] = field(default=())
+    #: A sentence on the colours, added to the intro only in the formats that show them.
+    colour_note: str = ""
 
 
 #: Working digits of a check; sides must agree to 1e-20 (relative).

@@ -6,6 +6,7 @@ import sympy as sp
 from chainrule.derive.document.base import (
     SectionWriterBase,
     _tex,
+    odot_tex,
     plus,
 )
 from chainrule.derive.document.steps import Section, Step
@@ -31,8 +32,10 @@ class SummarySection(SectionWriterBase):
 
         if out.softmax is None:
             times = nota.times(big_l)
+            vector = times == "\\odot"
+            shown = (lambda e: odot_tex(e, names)) if vector else (lambda e: _tex(e, names))
             first = f"{nota.grad_a()} {times} {nota.sprime(big_l)}"
-            second = f"\\left({_tex(self.dcda, names)}\\right) {times} {nota.sprime(big_l)}"
+            second = f"\\left({shown(self.dcda)}\\right) {times} {nota.sprime(big_l)}"
             parts = [nota.delta(big_l), first, second]
             product = sp.Matrix(
                 net.n[big_l],
@@ -44,7 +47,7 @@ class SummarySection(SectionWriterBase):
             )
             sides = [oriented(delta_l), oriented(product), oriented(product)]
             if not out.delta.has(sp.Piecewise):
-                parts.append(_tex(out.delta, names))
+                parts.append(shown(out.delta))
                 sides.append(
                     oriented(
                         sp.Matrix(
@@ -105,13 +108,24 @@ class SummarySection(SectionWriterBase):
                 )
         for layer in range(big_l, 0, -1):
             steps.append(self.bp4_vector(layer))
-        intro = "The four equations of backpropagation for this network, in vector form"
+        count = len({step.label for step in steps})
+        words = {1: "one", 2: "two", 3: "three", 4: "four"}[count]
+        intro = f"The {words} equations of backpropagation for this network, in vector form."
+        if not any(ly.bias for ly in self.spec.layers):
+            bp3 = " (BP3)" if nota.bp_labels else ""
+            intro += f" The network has no biases, so there is no bias gradient{bp3}."
         if any(size > 1 for size in self.spec.sizes[1:]):
-            intro += " ($\\odot$ is the elementwise product)"
-        intro += "."
+            intro += " $\\odot$ is the elementwise product."
         if d.assumptions:
             intro += " The output error assumes each target sums to one ($\\sum_j y_j = 1$)."
-        return Section("Summary: BP1 to BP4", intro, tuple(steps))
+        names = sorted({step.label for step in steps})
+        if not nota.bp_labels:
+            title = "Summary in vector form"
+        elif len(names) == 4:
+            title = "Summary: BP1 to BP4"
+        else:
+            title = "Summary: " + ", ".join(names[:-1]) + " and " + names[-1]
+        return Section(title, intro, tuple(steps))
 
     def scalar_pair(self, upper: int, lower: int) -> bool:
         return self.nota.size(upper) == 1 and self.nota.size(lower) == 1

@@ -148,6 +148,9 @@ def to_unicode(tex: str) -> str:
                 _, i = _group(tex, i)
                 body, i = _group(tex, i)
                 out.append(to_unicode(body))
+            elif name == "mathbf" and tex[i:].lstrip().startswith("{1}"):
+                _, i = _group(tex, i)
+                out.append("𝟙")
             elif name in ("text", "textbf", "mathrm", "operatorname", "mathbf", "boxed"):
                 body, i = _group(tex, i)
                 out.append(to_unicode(body))

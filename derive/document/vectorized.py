@@ -16,10 +16,10 @@ import functools
 import sympy as sp
 from chainrule.derive import batch, naming
 from chainrule.derive.batch import BatchStatement, run_statement
-from chainrule.derive.document.base import SectionWriterBase, _same_text, _tex
+from chainrule.derive.document.base import SectionWriterBase, _same_text, _tex, odot_tex
 from chainrule.derive.document.steps import Section, Side, Step
 from chainrule.derive.document.witness import WITNESS_BATCH, WitnessNetwork, _wrapped, witness
-from chainrule.derive.layers import Z
+from chainrule.derive.layers import LOGP, A, Y, Z
 
 #: Section titles by (operation, quantity); the layer is appended where there is one.
 _TITLES = {
@@ -39,6 +39,9 @@ _TITLES = {
 }
 
 _ELEMENTWISE = " \\quad (\\text{elementwise})"
+
+#: The vector of m ones: a bias added to every example, a gradient summed over them.
+ONES = "\\mathbf{1}_{m}"
 
 
 def _entry(expr: sp.Expr, values: dict) -> sp.Expr:
@@ -65,6 +68,7 @@ class VectorizedSection(SectionWriterBase):
                 functools.partial(self.batch_sides, s.target),
                 s.label,
                 s.target,
+                tag="" if s.quantity == "sigma_prime" else None,
             )
             for s in statements
         )
@@ -77,10 +81,19 @@ class VectorizedSection(SectionWriterBase):
             "result with the forward definitions or with diff of the batch cost (a sum over "
             "units through the output error it feeds)."
         )
+        if any(ly.bias for ly in self.spec.layers):
+            intro += (
+                f" ${ONES}$ is the vector of m ones: it adds a bias to every example and sums "
+                "a bias gradient over the examples."
+            )
         return Section("Vectorized over a mini-batch", intro, steps)
 
-    @staticmethod
-    def batch_title(s: BatchStatement) -> str:
+    def batch_title(self, s: BatchStatement) -> str:
+        if s.quantity == "sigma_prime":
+            # The module labels sigma' with BP2, the equation it serves; the title says so
+            # rather than tagging sigma' as that equation.
+            error = "BP2" if self.nota.bp_labels else f"the error of layer {s.layer}"
+            return f"Activation derivative of layer {s.layer}, a factor of {error}"
         if (
             s.quantity == "activation"
             and s.op == "map"
@@ -114,12 +127,32 @@ class VectorizedSection(SectionWriterBase):
                     at=_entry,
                 )
                 results[s.target] = (ref, shown, got)
+            elif s.quantity == "cost" and self.logit_cost(s):
+                results[s.target] = (ref, got, self.cost_in_a_y(net))
             else:
                 results[s.target] = (got, got) if ref is None else (ref, got)
             # Backward values continue from the witness's own delta (a function of the
             # weighted inputs), so each statement is checked on its own.
             env[s.target] = ref if ref is not None and s.label.startswith("BP") else got
         return results
+
+    def logit_cost(self, s: BatchStatement) -> bool:
+        """True when the module's cost is written in the weighted inputs (logits) rather
+        than in the output a and the target y that the source writes."""
+        return naming.weighted_input(s.layer) in s.operands
+
+    def cost_in_a_y(self, net: WitnessNetwork) -> sp.Matrix:
+        """The batch cost as the mean of the per-entry cost in a and y, on the witness."""
+        element, big_l = self.d.output.cost_element, self.depth
+        a = net.a[big_l]
+        total = sp.Add(
+            *[
+                element.xreplace({A: a[j, i], Y: net.y[j, i], LOGP: sp.log(a[j, i])})
+                for j in range(a.rows)
+                for i in range(a.cols)
+            ]
+        )
+        return sp.Matrix([[total / net.m]])
 
     def oriented(self, matrix: sp.Matrix) -> sp.Matrix:
         """A units x examples (or parameter) matrix in the spec's layout."""
@@ -204,8 +237,8 @@ class VectorizedSection(SectionWriterBase):
         prev, wb = nota.batch("A", layer - 1), nota.weight_matrix(layer)
         bias = len(s.operands) == 3
         if nota.rows:
-            return f"{prev} {wb}" + (f" + \\mathbf{{1}} {nota.b(layer)}" if bias else "")
-        return f"{wb} {prev}" + (f" + {nota.b(layer)} \\mathbf{{1}}^{{T}}" if bias else "")
+            return f"{prev} {wb}" + (f" + {ONES} {nota.b(layer)}" if bias else "")
+        return f"{wb} {prev}" + (f" + {nota.b(layer)} {ONES}^{{T}}" if bias else "")
 
     def log_softmax_latex(self, s: BatchStatement) -> str:
         zb, ab = self.nota.batch("Z", s.layer), self.nota.batch("A", s.layer)
@@ -231,7 +264,19 @@ class VectorizedSection(SectionWriterBase):
             sym(naming.log_output(layer)): f"\\log {entry}",
             sym(naming.log_complement(layer)): f"\\log(1 - {entry})",
         }
-        return f"C = \\frac{{1}}{{m}} \\sum_{{i}} \\sum_{{j}} {_tex(s.expr, entries)}"
+        mean = "C = \\frac{1}{m} \\sum_{i} \\sum_{j}"
+        body = _tex(s.expr, entries)
+        latex = f"{mean} \\left({body}\\right)" if isinstance(s.expr, sp.Add) else f"{mean} {body}"
+        if self.logit_cost(s):
+            # The same cost in the output and the target, as the source writes it.
+            names = {A: entry, Y: f"Y_{{{idx}}}", LOGP: f"\\log {entry}"}
+            in_a_y = _tex(self.d.output.cost_element, names)
+            latex += f" = {mean[4:]} \\left({in_a_y}\\right)"
+        if "softplus" in latex:
+            latex += (
+                ", \\quad \\text{with } \\operatorname{softplus}(t) = \\log\\left(1 + e^{t}\\right)"
+            )
+        return latex
 
     def other_units_latex(self, s: BatchStatement) -> str:
         nota = self.nota
@@ -247,11 +292,11 @@ class VectorizedSection(SectionWriterBase):
     def map_latex(self, s: BatchStatement) -> str:
         nota, layer = self.nota, s.layer
         zb, ab = nota.batch("Z", layer), nota.batch("A", layer)
-        shown = _tex(s.expr, self.batch_names)
+        shown = odot_tex(s.expr, self.batch_names)
         if s.quantity == "delta":
             return f"{nota.batch('D', layer)} = {shown}{_ELEMENTWISE}"
         if s.quantity == "sigma_prime":
-            parts = [f"{nota.act_letter(layer)}'({zb})", _tex(s.derivative, self.batch_names)]
+            parts = [f"{nota.act_letter(layer)}'({zb})", odot_tex(s.derivative, self.batch_names)]
             if not _same_text(parts[-1]) == _same_text(shown):
                 parts.append(shown)
             return " = ".join(parts)
@@ -276,5 +321,5 @@ class VectorizedSection(SectionWriterBase):
             ab = nota.transpose(nota.batch("A", layer - 1))
             body = f"{ab} {dl}" if rows else f"{dl} {ab}"
             return f"{nota.grad('C', nota.weight_matrix(layer))} = \\frac{{1}}{{m}} {body}"
-        body = f"\\mathbf{{1}}^{{T}} {dl}" if rows else f"{dl} \\mathbf{{1}}"
+        body = f"{ONES}^{{T}} {dl}" if rows else f"{dl} {ONES}"
         return f"{nota.grad('C', nota.b(layer))} = \\frac{{1}}{{m}} {body}"

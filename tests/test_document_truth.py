@@ -1,0 +1,105 @@
+"""Every line of the derivation reads true as written, in each format and notation."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from chainrule.derive.document import check_step, derivation, to_unicode
+from chainrule.derive.spec import Spec, preset, preset_names
+
+NOTATIONS = ("nielsen", "3b1b", "cheatsheet")
+
+#: A small sigmoid + binary cross-entropy net: its module writes the cost in the logits.
+SIGMOID_BCE = Spec.from_sizes([2, 2, 1], ["tanh", "sigmoid"], "binary-cross-entropy")
+
+
+def _step(doc, title: str):
+    return next(step for step in doc if step.title == title)
+
+
+@pytest.mark.parametrize("notation", NOTATIONS)
+def test_text_never_speaks_of_colours_the_latex_and_markdown_show(notation: str) -> None:
+    doc = derivation(preset("deep-relu-sigmoid"), notation)
+    assert "colour" not in doc.to_text().lower()
+    for shown in (doc.to_latex(), doc.to_markdown()):
+        assert "\\textcolor" in shown and "those factors are coloured" in shown
+
+
+@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("notation", NOTATIONS)
+def test_latex_prose_holds_no_literal_scripts(name: str, notation: str) -> None:
+    """Symbols in prose are typeset, never escaped as text (no wˆl_jk, aˆ(L), Z_h)."""
+    tex = derivation(preset(name), notation).to_latex()
+    assert "\\^{}" not in tex and "\\_" not in tex
+    first_lines = tex.split("\\section*{1.")[0]
+    assert "Notation:" in first_lines and "$" in first_lines.split("Notation:")[1]
+
+
+def test_batch_cost_is_bracketed_defines_softplus_and_links_to_a_and_y() -> None:
+    doc = derivation(SIGMOID_BCE)
+    step = _step(doc.vectorized, "Cost of the batch")
+    text = to_unicode(step.latex)
+    # Both sums cover the whole per-entry cost; softplus is defined on the line.
+    assert "Σᵢ Σⱼ (- Yⱼᵢ Z²ⱼᵢ + softplus(Z²ⱼᵢ))" in text
+    assert "softplus(t) = log(1 + e^t)" in text
+    # The same cost in a and y, as the source writes it, is a checked side.
+    assert "Σᵢ Σⱼ (- Yⱼᵢ log(A²ⱼᵢ) - (1 - Yⱼᵢ) log(1 - A²ⱼᵢ))" in text.replace(" )", ")")
+    assert len(step.checks[0]) == 3
+    assert check_step(step, points=1)
+
+
+def test_a_cost_in_a_and_y_is_written_once_and_without_softplus() -> None:
+    step = _step(derivation(preset("two-layer-nobias")).vectorized, "Cost of the batch")
+    assert "softplus" not in step.latex and step.latex.count("=") == 1
+
+
+def test_elementwise_products_are_written_with_odot() -> None:
+    doc = derivation(preset("two-layer-nobias"))
+    bp1 = to_unicode(doc.sections[4].steps[0].latex)
+    assert bp1.endswith("= a² ⊙ (1 - a²) ⊙ (a² - y)")
+    batch_bp1 = to_unicode(_step(doc.vectorized, "Output error of the batch").latex)
+    assert batch_bp1.startswith("Δ² = A² ⊙ (1 - A²) ⊙ (A² - Y)")
+    assert check_step(doc.sections[4].steps[0], points=1)
+
+
+def test_the_ones_vector_is_named_with_its_length() -> None:
+    doc = derivation(preset("deep-relu-sigmoid"))
+    section = doc.sections[-1]
+    assert "$\\mathbf{1}_{m}$ is the vector of m ones" in section.intro
+    bias = _step(doc.vectorized, "Bias gradient of layer 4 over the batch")
+    assert to_unicode(bias.latex) == "∂C/∂b⁴ = 1/m Δ⁴ 𝟙ₘ"
+    assert "𝟙ₘ is the vector of m ones" in doc.to_text()
+    nobias = derivation(preset("two-layer-nobias")).sections[-1]
+    assert "ones" not in nobias.intro
+
+
+def test_the_number_of_equations_is_counted() -> None:
+    with_bias = derivation(preset("nielsen")).sections[4]
+    without = derivation(preset("two-layer-nobias")).sections[4]
+    assert with_bias.title == "Summary: BP1 to BP4" and "four equations" in with_bias.intro
+    assert without.title == "Summary: BP1, BP2 and BP4" and "three equations" in without.intro
+    assert {step.label for step in without.steps} == {"BP1", "BP2", "BP4"}
+    assert "no bias gradient (BP3)" in without.intro
+
+
+def test_sigma_prime_is_not_tagged_as_the_equation_it_serves() -> None:
+    doc = derivation(preset("two-layer-nobias"))
+    step = _step(doc.vectorized, "Activation derivative of layer 1, a factor of BP2")
+    assert step.label == "BP2"  # the module's label, unchanged
+    text = doc.to_text()
+    assert "Activation derivative of layer 1, a factor of BP2\n" in text
+    assert "[BP2]" in text  # BP2 itself is still tagged
+    three = derivation(preset("two-layer-nobias"), "3b1b").to_text()
+    assert "Activation derivative of layer 1, a factor of the error of layer 1" in three
+
+
+def test_a_dropped_index_never_moves_into_the_other_slot() -> None:
+    """w^l_jk: j is the unit into which the weight goes. With a single output unit the
+    weight keeps the unit's number rather than writing the k index where j goes."""
+    text = derivation(preset("deep-relu-sigmoid")).to_text()
+    assert "δ³ⱼ = ∂C/∂z³ⱼ = δ⁴ w⁴₁ⱼ relu'(z³ⱼ)" in text
+    assert not re.search("w⁴[ⱼₖ]", text)
+    assert "keeps 1, the number of the single unit" in text
+    chain = derivation(preset("3b1b-chain"), "3b1b").to_text()
+    assert "keeps" not in chain  # every layer has one unit: every index is dropped
