@@ -190,7 +190,6 @@ def test_a_changed_statement_shows_in_the_module_its_comment_and_the_document(
     # check of that statement fails.
     spec = preset("nielsen")
     original = batch.batch_program
-    a1 = sp.Symbol("a1", real=True)
 
     def doubled(derived: NetworkDerivation) -> tuple[BatchStatement, ...]:
         out = []
