@@ -158,7 +158,10 @@ class Notation:
         return self._base("w", layer, pair or None)
 
     def delta(self, layer: int | str, index: str | None = None) -> str:
-        """The layer error delta^l = dC/dz^l (E in the cheatsheet)."""
+        """The layer error delta^l = dC/dz^l (E in the cheatsheet; 3Blue1Brown names no
+        letter for it and writes the ratio dC_0/dz^(L))."""
+        if self.name == "3b1b":
+            return self.partial(self.cost, self.z(layer, index))
         letter = "E" if self.name == "cheatsheet" else "\\delta"
         return self._base(letter, layer, self._idx(layer, index))
 
@@ -183,7 +186,9 @@ class Notation:
         """
         if isinstance(layer, str):
             names = {ly.activation for ly in self.spec.layers if ly.activation != "softmax"}
-            return "\\sigma" if names <= {"sigmoid"} else "f"
+            if names <= {"sigmoid"}:
+                return "\\sigma"
+            return "R" if self.name == "cheatsheet" and names == {"relu"} else "f"
         spec_layer = self.spec.layers[layer - 1]
         name = spec_layer.activation
         if name == "sigmoid":

@@ -103,3 +103,40 @@ def test_a_dropped_index_never_moves_into_the_other_slot() -> None:
     assert "keeps 1, the number of the single unit" in text
     chain = derivation(preset("3b1b-chain"), "3b1b").to_text()
     assert "keeps" not in chain  # every layer has one unit: every index is dropped
+
+
+@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("notation", NOTATIONS)
+def test_sigma_is_only_the_sigmoid(name: str, notation: str) -> None:
+    """No line writes sigma for an activation other than the logistic function."""
+    spec = preset(name)
+    doc = derivation(spec, notation)
+    text = doc.to_text()
+    if all(layer.activation != "sigmoid" for layer in spec.layers):
+        assert "σ" not in text
+    for step in doc:
+        if step.title.startswith("Activation of layer"):
+            layer = int(step.title.split()[-1])
+            is_sigmoid = spec.layers[layer - 1].activation == "sigmoid"
+            assert ("\\sigma" in step.latex) == is_sigmoid, step.latex
+
+
+@pytest.mark.parametrize("notation", ["3b1b", "cheatsheet"])
+def test_nielsens_labels_and_delta_stay_in_his_notation(notation: str) -> None:
+    for name in ("deep-relu-sigmoid", "3b1b-chain", "cheatsheet-relu"):
+        doc = derivation(preset(name), notation)
+        for shown in (doc.to_text(), doc.to_markdown(), doc.to_latex()):
+            assert "BP1" not in shown and "BP2" not in shown and "BP4" not in shown
+            assert "δ" not in shown and "\\delta" not in shown
+    nielsen = derivation(preset("deep-relu-sigmoid")).to_text()
+    assert "[BP1]" in nielsen and "δ⁴" in nielsen
+
+
+def test_the_cheatsheet_writes_rows_its_own_names_and_no_sigma_for_relu() -> None:
+    doc = derivation(preset("cheatsheet-relu"), "cheatsheet")
+    text = doc.to_text()
+    assert to_unicode(doc.sections[1].steps[0].latex) == "Zₕ = X Wₕ"
+    assert "σ" not in text and "R'(Z_(l,j)): derivative" in text
+    assert "layer errors Eₕ and Eₒ" in text and "layer error of unit j" in text
+    # The input is X, with its shape; no A₀ that nothing defines.
+    assert "A₀" not in text and "X ∈ ℝ^(m × 1)" in text

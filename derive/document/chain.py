@@ -230,7 +230,10 @@ class ChainSection(SectionWriterBase):
 
     def error_step(self, layer: int) -> Step:
         nota, net, big_l = self.nota, self.example_net, self.depth
-        head = f"{nota.delta(layer, 'j')} = {nota.partial(nota.cost, nota.z(layer, 'j'))}"
+        head = nota.delta(layer, "j")
+        ratio = nota.partial(nota.cost, nota.z(layer, "j"))
+        if ratio != head:
+            head = f"{head} = {ratio}"
         z = net.zfree[layer]
         checks = []
         if layer == big_l:

@@ -46,10 +46,7 @@ class NetworkSections(SectionWriterBase):
                 f"activation of unit j of layer l; the input is ${nota.x()}$",
             ),
             (f"${nota.sprime('l', 'j')}$", "derivative of the activation of layer l at z"),
-            (
-                f"${nota.delta('l', 'j')}$",
-                f"error of unit j, ${nota.partial(nota.cost, nota.z('l', 'j'))}$",
-            ),
+            self.error_item(),
             (f"${nota.y('j')}$, ${nota.cost}$", "target and cost of one example"),
         ]
         if any(ly.bias for ly in spec.layers):
@@ -72,13 +69,25 @@ class NetworkSections(SectionWriterBase):
             )
         return Section("The network and the notation", intro, (), tuple(table), tuple(items))
 
+    def error_item(self) -> tuple[str, str]:
+        """The legend's line for the layer error, in the notation's own words."""
+        nota = self.nota
+        error, ratio = nota.delta("l", "j"), nota.partial(nota.cost, nota.z("l", "j"))
+        if error == ratio:
+            return f"${ratio}$", "sensitivity of the cost to the weighted input of unit j"
+        words = "layer error" if nota.name == "cheatsheet" else "error"
+        return f"${error}$", f"{words} of unit j, ${ratio}$"
+
     # -- 2. forward ----------------------------------------------------------------------
     def forward(self) -> Section:
         nota, net = self.nota, self.example_net
         steps: list[Step] = []
         for layer in range(1, self.depth + 1):
             has_bias = self.spec.layers[layer - 1].bias
-            below = f"{nota.sum(layer - 1, 'k')}{nota.w(layer, 'j', 'k')} {nota.a(layer - 1, 'k')}"
+            weight, below = nota.w(layer, "j", "k"), nota.a(layer - 1, "k")
+            # Rows (Z = XW): the input before the weight, as the cheatsheet writes it.
+            pair = f"{below} {weight}" if nota.rows else f"{weight} {below}"
+            below = f"{nota.sum(layer - 1, 'k')}{pair}"
             if has_bias:
                 below += f" + {nota.b(layer, 'j')}"
             product = net.affine(layer, net.afree[layer - 1])

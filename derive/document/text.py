@@ -151,6 +151,9 @@ def to_unicode(tex: str) -> str:
             elif name == "mathbf" and tex[i:].lstrip().startswith("{1}"):
                 _, i = _group(tex, i)
                 out.append("𝟙")
+            elif name == "mathbb":
+                body, i = _group(tex, i)
+                out.append({"R": "ℝ", "1": "𝟙"}.get(body, body))
             elif name in ("text", "textbf", "mathrm", "operatorname", "mathbf", "boxed"):
                 body, i = _group(tex, i)
                 out.append(to_unicode(body))

@@ -214,6 +214,9 @@ class VectorizedSection(SectionWriterBase):
         layer = s.layer
         zb = nota.batch("Z", layer)
         if s.op == "alias":
+            if nota.name == "cheatsheet":
+                # The cheatsheet names the input X only: its shape, one example per row.
+                return f"X \\in \\mathbb{{R}}^{{m \\times {self.spec.input_size}}}"
             return f"{nota.batch_a0} = X"
         if s.op == "affine":
             return f"{zb} = {self.affine_latex(s)}"
