@@ -3,17 +3,19 @@
 A notation maps each mathematical object of a network (a weight w^l_jk, the weighted
 input z^l_j, the layer error delta^l, a partial derivative, ...) to the LaTeX the
 corresponding seed text uses for it. It never names identifiers in code: those come
-from :mod:`chainrule.derive.naming`. Unit indices are dropped for layers of a single unit, as
+from :mod:`chainrule.derive.naming`. Layers are numbered as the text numbers them:
+Nielsen's book counts the input as layer 1 (a network of two weight layers has output
+layer 3); the others count it as 0. Unit indices are dropped for layers of a single unit, as
 the seeds do for their one-neuron chains (``w^{(L)}`` rather than ``w^{(L)}_{00}``).
 
 ================  ======================  ====================  ======================
 object            ``nielsen``             ``3b1b``              ``cheatsheet``
 ================  ======================  ====================  ======================
-weight (matrix)   ``W^{2}``               ``W^{(L)}``           ``W_o``, ``W_h``
-weight entry      ``w^{2}_{jk}``          ``w^{(L)}_{jk}``      ``W_{o,kj}`` (rows)
-input, output     ``x``, ``a^{2}``        ``x``, ``a^{(L)}``    ``X``, ``\\hat{y}``
-hidden output     ``a^{1}``               ``a^{(L-1)}``         ``H``
-layer error       ``\\delta^{2}``          ``\\delta^{(L)}``      ``E_o``, ``E_h``
+weight (matrix)   ``W^{3}``               ``W^{(L)}``           ``W_o``, ``W_h``
+weight entry      ``w^{3}_{jk}``          ``w^{(L)}_{jk}``      ``W_{o,kj}`` (rows)
+input, output     ``x``, ``a^{3}``        ``x``, ``a^{(L)}``    ``X``, ``\\hat{y}``
+hidden output     ``a^{2}``               ``a^{(L-1)}``         ``H``
+layer error       ``\\delta^{3}``          ``dC_0/dz^{(L)}``     ``E_o``, ``E_h``
 cost              ``C``                   ``C_0``               ``C``
 derivative        ``\\frac{\\partial C}{\\partial w}``  (same)       ``C'(W_o)``
 ================  ======================  ====================  ======================
@@ -46,7 +48,7 @@ class Notation:
     >>> notation("3b1b", preset("3b1b-chain")).w(3, "j", "k")
     'w^{(L)}'
     >>> notation("nielsen", preset("nielsen")).w(2, "j", "k")
-    'w^{2}_{jk}'
+    'w^{3}_{jk}'
     """
 
     name: str
@@ -71,7 +73,7 @@ class Notation:
         """Index letter of ``layer`` when it is summed over, ``above`` layers up the chain."""
         if 1 <= above <= len(_SUM_LETTERS):
             return _SUM_LETTERS[above - 1]
-        return f"i_{{{layer}}}"
+        return f"i_{{{self.number(layer)}}}"
 
     @property
     def rows(self) -> bool:
@@ -79,6 +81,16 @@ class Notation:
         return self.spec.layout == "rows"
 
     # -- layer tags --------------------------------------------------------------
+    @property
+    def from_input_one(self) -> bool:
+        """True when layers are numbered from the input as layer 1, as Nielsen's book does
+        (the module, and the other notations, number the input 0)."""
+        return self.name == "nielsen"
+
+    def number(self, layer: int) -> int:
+        """The number the notation gives ``layer`` (0 being the module's input layer)."""
+        return layer + 1 if self.from_input_one else layer
+
     def tag(self, layer: int | str) -> str:
         """The layer as written in superscripts: ``2``, ``(L-1)``; or a subscript tag.
 
@@ -93,7 +105,7 @@ class Notation:
             if layer == self.depth:
                 return "o"
             return "h" if self.depth == 2 else str(layer)
-        return str(layer)
+        return str(self.number(layer))
 
     def _base(self, letter: str, layer: int | str, index: str | None) -> str:
         """``letter`` of ``layer`` with an optional unit index."""

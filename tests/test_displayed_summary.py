@@ -22,21 +22,22 @@ from chainrule.derive.functions import sigmoid
 from chainrule.derive.spec import Spec
 
 #: Hidden layers are sigmoid throughout, so that sigma names the function in any notation.
-BP2_COLUMNS = "δ¹ = ((W²)ᵀ δ²) ⊙ σ'(z¹)"
-BP2_ROWS = "δ¹ = (δ² (W²)ᵀ) ⊙ σ'(z¹)"
-BP3 = ["∂C/∂b² = δ²", "∂C/∂b¹ = δ¹"]
-BP4_COLUMNS = ["∂C/∂W² = δ² (a¹)ᵀ", "∂C/∂W¹ = δ¹ xᵀ"]
-BP4_ROWS = ["∂C/∂W² = (a¹)ᵀ δ²", "∂C/∂W¹ = xᵀ δ¹"]
+#: Nielsen's numbering: the input is layer 1, so the hidden layer is 2 and the output 3.
+BP2_COLUMNS = "δ² = ((W³)ᵀ δ³) ⊙ σ'(z²)"
+BP2_ROWS = "δ² = (δ³ (W³)ᵀ) ⊙ σ'(z²)"
+BP3 = ["∂C/∂b³ = δ³", "∂C/∂b² = δ²"]
+BP4_COLUMNS = ["∂C/∂W³ = δ³ (a²)ᵀ", "∂C/∂W² = δ² xᵀ"]
+BP4_ROWS = ["∂C/∂W³ = (a²)ᵀ δ³", "∂C/∂W² = xᵀ δ²"]
 
 #: BP1 per output kind: quadratic C = 1/2 |a - y|^2 gives (a - y) sigma'(z) with
 #: sigma' = a (1 - a); BCE on a sigmoid gives a - y; softmax with cross-entropy
 #: gives a - y; softmax with BCE gives
 #: delta_j = (a_j - y_j)/(1 - a_j) - a_j sum_k (a_k - y_k)/(1 - a_k).
 BP1 = {
-    "sigmoid-quadratic": "δ² = ∇ₐ C ⊙ σ'(z²) = (a² - y) ⊙ σ'(z²) = a² ⊙ (1 - a²) ⊙ (a² - y)",
-    "sigmoid-bce": "δ² = ∇ₐ C ⊙ σ'(z²) = ((a² - y)/(a² ⊙ (1 - a²))) ⊙ σ'(z²) = a² - y",
-    "softmax-ce": "δ² = (J²)ᵀ ∇ₐ C = a² - y",
-    "softmax-bce": "δ² = (J²)ᵀ ∇ₐ C = (a² - y)/(1 - a²) - a² Σₖ (a²ₖ - yₖ)/(1 - a²ₖ)",
+    "sigmoid-quadratic": "δ³ = ∇ₐ C ⊙ σ'(z³) = (a³ - y) ⊙ σ'(z³) = a³ ⊙ (1 - a³) ⊙ (a³ - y)",
+    "sigmoid-bce": "δ³ = ∇ₐ C ⊙ σ'(z³) = ((a³ - y)/(a³ ⊙ (1 - a³))) ⊙ σ'(z³) = a³ - y",
+    "softmax-ce": "δ³ = (J³)ᵀ ∇ₐ C = a³ - y",
+    "softmax-bce": "δ³ = (J³)ᵀ ∇ₐ C = (a³ - y)/(1 - a³) - a³ Σₖ (a³ₖ - yₖ)/(1 - a³ₖ)",
 }
 
 OUTPUTS = {
@@ -88,8 +89,8 @@ def test_displayed_summary_of_a_linear_output(layout):
     spec = Spec.from_sizes([2, 3, 2], ["sigmoid", "linear"], "squared-error", layout=layout)
     got = _summary(spec)
     bp1 = got[0]
-    assert bp1.startswith("δ² = ∇ₐ C ⊙ ") and bp1.endswith("= 2 a² - 2 y"), bp1
-    assert "(2 (a² - y))" in bp1
+    assert bp1.startswith("δ³ = ∇ₐ C ⊙ ") and bp1.endswith("= 2 a³ - 2 y"), bp1
+    assert "(2 (a³ - y))" in bp1
     assert got[1:] == _expected("sigmoid-quadratic", layout)[1:]
 
 
@@ -97,7 +98,7 @@ def test_a_rows_bp4_shown_as_delta_a_transpose_fails_the_comparison():
     """The planted display bug of the audit: a rows BP4 shown in the columns form."""
     spec = Spec.from_sizes([2, 3, 2], ["sigmoid"] * 2, "quadratic", layout="rows")
     shown = _summary(spec)
-    planted = [line.replace("(a¹)ᵀ δ²", "δ² (a¹)ᵀ") for line in shown]
+    planted = [line.replace("(a²)ᵀ δ³", "δ³ (a²)ᵀ") for line in shown]
     assert planted != shown
     assert planted != _expected("sigmoid-quadratic", "rows")
 

@@ -115,27 +115,28 @@ def test_steps_carry_title_latex_and_a_sympy_equality() -> None:
 
 
 def test_nielsen_summary_is_bp1_to_bp4() -> None:
+    # Nielsen's numbering: the input is layer 1, so [784, 30, 10] has output layer L = 3.
     summary = derivation(preset("nielsen")).sections[4].steps
     by_label = [(s.label, s.latex) for s in summary]
     assert by_label == [
         (
             "BP1",
-            r"\delta^{2} = \nabla_a C \odot \sigma'(z^{2}) = \left(a^{2} - y\right) \odot "
-            r"\sigma'(z^{2}) = a^{2} \odot \left(1 - a^{2}\right) \odot \left(a^{2} - y\right)",
+            r"\delta^{3} = \nabla_a C \odot \sigma'(z^{3}) = \left(a^{3} - y\right) \odot "
+            r"\sigma'(z^{3}) = a^{3} \odot \left(1 - a^{3}\right) \odot \left(a^{3} - y\right)",
         ),
-        ("BP2", r"\delta^{1} = \left((W^{2})^{T} \delta^{2}\right) \odot \sigma'(z^{1})"),
+        ("BP2", r"\delta^{2} = \left((W^{3})^{T} \delta^{3}\right) \odot \sigma'(z^{2})"),
+        ("BP3", r"\frac{\partial C}{\partial b^{3}} = \delta^{3}"),
         ("BP3", r"\frac{\partial C}{\partial b^{2}} = \delta^{2}"),
-        ("BP3", r"\frac{\partial C}{\partial b^{1}} = \delta^{1}"),
-        ("BP4", r"\frac{\partial C}{\partial W^{2}} = \delta^{2} (a^{1})^{T}"),
-        ("BP4", r"\frac{\partial C}{\partial W^{1}} = \delta^{1} x^{T}"),
+        ("BP4", r"\frac{\partial C}{\partial W^{3}} = \delta^{3} (a^{2})^{T}"),
+        ("BP4", r"\frac{\partial C}{\partial W^{2}} = \delta^{2} x^{T}"),
     ]
 
 
 def test_nielsen_component_forms() -> None:
     text = _unicode_steps(derivation(preset("nielsen")))
-    assert "∂C/∂w²ⱼₖ = δ²ⱼ a¹ₖ" in text
-    assert "∂C/∂b¹ⱼ = δ¹ⱼ" in text
-    assert "δ¹ⱼ = ∂C/∂z¹ⱼ = Σ_q δ²_q w²_(qj) σ'(z¹ⱼ)" in text
+    assert "∂C/∂w³ⱼₖ = δ³ⱼ a²ₖ" in text
+    assert "∂C/∂b²ⱼ = δ²ⱼ" in text
+    assert "δ²ⱼ = ∂C/∂z²ⱼ = Σ_q δ³_q w³_(qj) σ'(z²ⱼ)" in text
 
 
 def test_3b1b_chain_reproduces_the_three_ratios() -> None:
@@ -163,9 +164,9 @@ def test_cheatsheet_reproduces_e_o_and_e_h() -> None:
 def test_simplified_output_error_for_sigmoid_and_cross_entropy() -> None:
     doc = derivation(preset("deep-relu-sigmoid"))
     bp1 = doc.sections[4].steps[0]
-    assert bp1.label == "BP1" and bp1.latex.endswith("= a^{4} - y")
+    assert bp1.label == "BP1" and bp1.latex.endswith("= a^{5} - y")
     softmax = derivation(EXTRA_SPECS["softmax-ce"]).sections[4].steps[0]
-    assert softmax.latex.endswith("= a^{2} - y")
+    assert softmax.latex.endswith("= a^{3} - y")
 
 
 @pytest.mark.parametrize("spec", [preset(n) for n in preset_names()] + list(EXTRA_SPECS.values()))
@@ -218,7 +219,7 @@ def test_a_changed_statement_shows_in_the_module_its_comment_and_the_document(
     assert "2" in after[0] and after[0] != before[0]
     assert after[1].strip() == "# BP2: sp1 = DOUBLED"
     # A product of batch matrices is elementwise: written with odot.
-    doubled_tex = r"2 A^{1} \odot \left(1 - A^{1}\right)"
+    doubled_tex = r"2 A^{2} \odot \left(1 - A^{2}\right)"  # the module's sp1: Nielsen's layer 2
     assert after[2].endswith(doubled_tex)
     assert not before[2].endswith(doubled_tex)
 
@@ -235,12 +236,12 @@ def test_large_layers_are_not_expanded_scalar_by_scalar() -> None:
 def test_softmax_binary_cross_entropy_is_shown_through_log_one_minus_a() -> None:
     doc = derivation(EXTRA_SPECS["softmax-bce"])
     text = {step.title: to_unicode(step.latex) for step in doc.vectorized}
-    assert "log(1 - A²)" in text["Log of one minus the softmax"]
+    assert "log(1 - A³)" in text["Log of one minus the softmax"]
     assert (
-        "log(1 - A²ⱼᵢ)" in text["Cost of the batch"] and "log1mp" not in text["Cost of the batch"]
+        "log(1 - A³ⱼᵢ)" in text["Cost of the batch"] and "log1mp" not in text["Cost of the batch"]
     )
     assert "Σ_(k ≠ j)" in text["Other units of the output error"]
-    assert text["Output error of the batch"].startswith("Δ² = 3 A² + R² - Y")
+    assert text["Output error of the batch"].startswith("Δ³ = 3 A³ + R³ - Y")
 
 
 def test_user_name_never_appears() -> None:
@@ -255,8 +256,8 @@ def test_custom_activation_is_shown_as_sympy_latex() -> None:
     doc = derivation(EXTRA_SPECS["custom-linear"])
     table = doc.sections[0].table
     assert table[1 + 1][2] == r"$x \sigma\left(x\right)$"
-    activation = next(s for s in doc if s.title == "Activation of layer 1")
-    assert r"z^{1}_{j} \sigma\left(z^{1}_{j}\right)" in activation.latex
+    activation = next(s for s in doc if s.title == "Activation of layer 2")
+    assert r"z^{2}_{j} \sigma\left(z^{2}_{j}\right)" in activation.latex
 
 
 def test_jupyter_display() -> None:
@@ -323,20 +324,20 @@ def test_sigma_is_only_the_logistic_function(name: str) -> None:
     doc = derivation(READS_TRUE[name])
     text = doc.to_text()
     # The hidden layer is not a sigmoid: its activation is never written sigma.
-    assert "σ(z¹ⱼ) = z¹ⱼ σ(z¹ⱼ)" not in text and "σ'(z¹ⱼ) = σ(z¹ⱼ)" not in text
-    assert "σ'(z¹" not in text and "= σ(z¹ⱼ) =" not in text
+    assert "σ(z²ⱼ) = z²ⱼ σ(z²ⱼ)" not in text and "σ'(z²ⱼ) = σ(z²ⱼ)" not in text
+    assert "σ'(z²" not in text and "= σ(z²ⱼ) =" not in text
     for output in (text, doc.to_markdown(), doc.to_latex()):
-        assert "\\sigma'(z^{1}" not in output
+        assert "\\sigma'(z^{2}" not in output
     if name == "swish":
-        assert "a¹ⱼ = f(z¹ⱼ) = z¹ⱼ σ(z¹ⱼ)" in text
-        assert "f'(z¹ⱼ) = - z¹ⱼ (σ(z¹ⱼ) - 1) σ(z¹ⱼ) + σ(z¹ⱼ)" in text
+        assert "a²ⱼ = f(z²ⱼ) = z²ⱼ σ(z²ⱼ)" in text
+        assert "f'(z²ⱼ) = - z²ⱼ (σ(z²ⱼ) - 1) σ(z²ⱼ) + σ(z²ⱼ)" in text
     if name == "softplus":
-        assert "softplus'(z¹ⱼ) = σ(z¹ⱼ)" in text
-        assert "\\operatorname{softplus}'(z^{1}_{j}) = \\sigma\\left(z^{1}_{j}\\right)" in (
+        assert "softplus'(z²ⱼ) = σ(z²ⱼ)" in text
+        assert "\\operatorname{softplus}'(z^{2}_{j}) = \\sigma\\left(z^{2}_{j}\\right)" in (
             doc.to_latex()
         )
     if name == "softmax-ce":
-        assert "a¹ⱼ = tanh(z¹ⱼ) = (e^(z¹ⱼ)" in text  # no tanh(z) = tanh(z)
+        assert "a²ⱼ = tanh(z²ⱼ) = (e^(z²ⱼ)" in text  # no tanh(z) = tanh(z)
 
 
 def test_sum_to_one_assumption_reads_as_one_sentence() -> None:

@@ -41,10 +41,10 @@ def test_batch_cost_is_bracketed_defines_softplus_and_links_to_a_and_y() -> None
     step = _step(doc.vectorized, "Cost of the batch")
     text = to_unicode(step.latex)
     # Both sums cover the whole per-entry cost; softplus is defined on the line.
-    assert "Σᵢ Σⱼ (- Yⱼᵢ Z²ⱼᵢ + softplus(Z²ⱼᵢ))" in text
+    assert "Σᵢ Σⱼ (- Yⱼᵢ Z³ⱼᵢ + softplus(Z³ⱼᵢ))" in text
     assert "softplus(t) = log(1 + e^t)" in text
     # The same cost in a and y, as the source writes it, is a checked side.
-    assert "Σᵢ Σⱼ (- Yⱼᵢ log(A²ⱼᵢ) - (1 - Yⱼᵢ) log(1 - A²ⱼᵢ))" in text.replace(" )", ")")
+    assert "Σᵢ Σⱼ (- Yⱼᵢ log(A³ⱼᵢ) - (1 - Yⱼᵢ) log(1 - A³ⱼᵢ))" in text.replace(" )", ")")
     assert len(step.checks[0]) == 3
     assert check_step(step, points=1)
 
@@ -57,9 +57,9 @@ def test_a_cost_in_a_and_y_is_written_once_and_without_softplus() -> None:
 def test_elementwise_products_are_written_with_odot() -> None:
     doc = derivation(preset("two-layer-nobias"))
     bp1 = to_unicode(doc.sections[4].steps[0].latex)
-    assert bp1.endswith("= a² ⊙ (1 - a²) ⊙ (a² - y)")
+    assert bp1.endswith("= a³ ⊙ (1 - a³) ⊙ (a³ - y)")
     batch_bp1 = to_unicode(_step(doc.vectorized, "Output error of the batch").latex)
-    assert batch_bp1.startswith("Δ² = A² ⊙ (1 - A²) ⊙ (A² - Y)")
+    assert batch_bp1.startswith("Δ³ = A³ ⊙ (1 - A³) ⊙ (A³ - Y)")
     assert check_step(doc.sections[4].steps[0], points=1)
 
 
@@ -67,8 +67,8 @@ def test_the_ones_vector_is_named_with_its_length() -> None:
     doc = derivation(preset("deep-relu-sigmoid"))
     section = doc.sections[-1]
     assert "$\\mathbf{1}_{m}$ is the vector of m ones" in section.intro
-    bias = _step(doc.vectorized, "Bias gradient of layer 4 over the batch")
-    assert to_unicode(bias.latex) == "∂C/∂b⁴ = 1/m Δ⁴ 𝟙ₘ"
+    bias = _step(doc.vectorized, "Bias gradient of layer 5 over the batch")
+    assert to_unicode(bias.latex) == "∂C/∂b⁵ = 1/m Δ⁵ 𝟙ₘ"
     assert "𝟙ₘ is the vector of m ones" in doc.to_text()
     nobias = derivation(preset("two-layer-nobias")).sections[-1]
     assert "ones" not in nobias.intro
@@ -85,10 +85,10 @@ def test_the_number_of_equations_is_counted() -> None:
 
 def test_sigma_prime_is_not_tagged_as_the_equation_it_serves() -> None:
     doc = derivation(preset("two-layer-nobias"))
-    step = _step(doc.vectorized, "Activation derivative of layer 1, a factor of BP2")
+    step = _step(doc.vectorized, "Activation derivative of layer 2, a factor of BP2")
     assert step.label == "BP2"  # the module's label, unchanged
     text = doc.to_text()
-    assert "Activation derivative of layer 1, a factor of BP2\n" in text
+    assert "Activation derivative of layer 2, a factor of BP2\n" in text
     assert "[BP2]" in text  # BP2 itself is still tagged
     three = derivation(preset("two-layer-nobias"), "3b1b").to_text()
     assert "Activation derivative of layer 1, a factor of the error of layer 1" in three
@@ -98,8 +98,8 @@ def test_a_dropped_index_never_moves_into_the_other_slot() -> None:
     """w^l_jk: j is the unit into which the weight goes. With a single output unit the
     weight keeps the unit's number rather than writing the k index where j goes."""
     text = derivation(preset("deep-relu-sigmoid")).to_text()
-    assert "δ³ⱼ = ∂C/∂z³ⱼ = δ⁴ w⁴₁ⱼ relu'(z³ⱼ)" in text
-    assert not re.search("w⁴[ⱼₖ]", text)
+    assert "δ⁴ⱼ = ∂C/∂z⁴ⱼ = δ⁵ w⁵₁ⱼ relu'(z⁴ⱼ)" in text
+    assert not re.search("w⁵[ⱼₖ]", text)
     assert "keeps 1, the number of the single unit" in text
     chain = derivation(preset("3b1b-chain"), "3b1b").to_text()
     assert "keeps" not in chain  # every layer has one unit: every index is dropped
@@ -116,7 +116,8 @@ def test_sigma_is_only_the_sigmoid(name: str, notation: str) -> None:
         assert "σ" not in text
     for step in doc:
         if step.title.startswith("Activation of layer"):
-            layer = int(step.title.split()[-1])
+            # Nielsen numbers the input layer 1, the module 0.
+            layer = int(step.title.split()[-1]) - (notation == "nielsen")
             is_sigmoid = spec.layers[layer - 1].activation == "sigmoid"
             assert ("\\sigma" in step.latex) == is_sigmoid, step.latex
 
@@ -140,3 +141,24 @@ def test_the_cheatsheet_writes_rows_its_own_names_and_no_sigma_for_relu() -> Non
     assert "layer errors Eₕ and Eₒ" in text and "layer error of unit j" in text
     # The input is X, with its shape; no A₀ that nothing defines.
     assert "A₀" not in text and "X ∈ ℝ^(m × 1)" in text
+
+
+def test_nielsen_numbers_layers_from_the_input() -> None:
+    """In the book a [784, 30, 10] network has input layer 1, hidden 2, output L = 3."""
+    doc = derivation(preset("nielsen"))
+    assert [row[0] for row in doc.sections[0].table[1:]] == ["1 (input)", "2", "3"]
+    assert "the output is layer L = 3" in doc.sections[0].intro
+    text = doc.to_text()
+    assert "z²ⱼ = Σₖ w²ⱼₖ xₖ + b²ⱼ" in text and "δ³ = ∇ₐ C ⊙ σ'(z³)" in text
+    assert "w¹" not in text and "δ¹" not in text
+    # One mapping line, in the vectorized section, from the module's names to the book's.
+    mapping = "W1 is W², W2 is W³, b1 is b², b2 is b³"
+    assert text.count("W1 is W²") == 1 and mapping in doc.to_text()
+    assert mapping not in derivation(preset("nielsen"), "cheatsheet").to_text()
+
+
+@pytest.mark.parametrize("notation", ["3b1b", "cheatsheet"])
+def test_other_notations_keep_the_input_as_layer_0(notation: str) -> None:
+    doc = derivation(preset("nielsen"), notation)
+    assert doc.sections[0].table[1][0] == "0 (input)"
+    assert "W1 is" not in doc.to_text()

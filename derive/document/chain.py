@@ -164,7 +164,11 @@ class ChainSection(SectionWriterBase):
             )
             for j, k in self.instances(layer)
         )
-        return Step(f"Chain rule for a weight of layer {layer}, written out", latex, checks)
+        return Step(
+            f"Chain rule for a weight of layer {self.nota.number(layer)}, written out",
+            latex,
+            checks,
+        )
 
     def output_error_step(self, head: str, z: sp.Matrix) -> Step:
         """BP1 for one unit: the chain through dC/da^L (or the softmax Jacobian) to delta^L."""
@@ -261,7 +265,9 @@ class ChainSection(SectionWriterBase):
                 *[net.W[layer + 1][q_, j] * upper[q_, 0] for q_ in range(net.n[layer + 1])]
             )
             checks.append((net.delta(layer)[j, 0], rhs))
-        return Step(f"Error of a unit of layer {layer}", latex, tuple(checks), label="BP2")
+        return Step(
+            f"Error of a unit of layer {self.nota.number(layer)}", latex, tuple(checks), label="BP2"
+        )
 
     def gradient_steps(self, layer: int) -> list[Step]:
         nota, net = self.nota, self.example_net
@@ -272,9 +278,23 @@ class ChainSection(SectionWriterBase):
             (net.dcost(net.W[layer][j, k]), net.a[layer - 1][k, 0] * delta[j, 0])
             for j, k in self.instances(layer)
         )
-        steps = [Step(f"Gradient of a weight of layer {layer}", latex, checks, label="BP4")]
+        steps = [
+            Step(
+                f"Gradient of a weight of layer {self.nota.number(layer)}",
+                latex,
+                checks,
+                label="BP4",
+            )
+        ]
         if self.spec.layers[layer - 1].bias:
             latex = f"{nota.grad(nota.cost, nota.b(layer, 'j'))} = {nota.delta(layer, 'j')}"
             checks = tuple((net.dcost(net.b[layer][j, 0]), delta[j, 0]) for j in self.units(layer))
-            steps.append(Step(f"Gradient of a bias of layer {layer}", latex, checks, label="BP3"))
+            steps.append(
+                Step(
+                    f"Gradient of a bias of layer {self.nota.number(layer)}",
+                    latex,
+                    checks,
+                    label="BP3",
+                )
+            )
         return steps

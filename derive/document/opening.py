@@ -24,12 +24,12 @@ class NetworkSections(SectionWriterBase):
         big_l = self.depth
         table = [
             ("layer", "units", "activation", "bias"),
-            ("0 (input)", str(spec.input_size), "", ""),
+            (f"{nota.number(0)} (input)", str(spec.input_size), "", ""),
         ]
         for layer, ly in enumerate(spec.layers, start=1):
             table.append(
                 (
-                    str(layer),
+                    str(nota.number(layer)),
                     str(ly.size),
                     _activation_words(ly.activation),
                     "yes" if ly.bias else "no",
@@ -56,6 +56,11 @@ class NetworkSections(SectionWriterBase):
             f"{'-'.join(map(str, spec.sizes))}, {spec.cost} cost, {spec.layout} layout. "
             "An index is dropped for a layer of a single unit."
         )
+        if nota.from_input_one:
+            intro += (
+                f" Layers are numbered from the input, layer 1 (${nota.a(0)} = a^{{1}}$), as "
+                f"in the book: the output is layer L = {nota.number(big_l)}."
+            )
         sizes = spec.sizes
         if any((sizes[i] == 1) != (sizes[i + 1] == 1) for i in range(len(sizes) - 1)):
             intro += (
@@ -102,7 +107,7 @@ class NetworkSections(SectionWriterBase):
                 checks.append((product[j, 0], explicit))
             steps.append(
                 Step(
-                    f"Weighted input of layer {layer}",
+                    f"Weighted input of layer {self.nota.number(layer)}",
                     f"{nota.z(layer, 'j')} = {below}",
                     tuple(checks),
                 )
@@ -142,7 +147,7 @@ class NetworkSections(SectionWriterBase):
                 f"{{\\sum_{{k}} e^{{{nota.z(layer, 'k')}}}}}"
             )
             return Step(
-                f"Softmax output of layer {layer}",
+                f"Softmax output of layer {self.nota.number(layer)}",
                 latex,
                 ((net.activate(layer, z)[0, 0], explicit),),
             )
@@ -158,7 +163,9 @@ class NetworkSections(SectionWriterBase):
                 sides.append(form.subs(Z, z[0, 0]))
         if len(sides) == 1:
             sides.append(forward.subs(Z, z[0, 0]))
-        return Step(f"Activation of layer {layer}", " = ".join(parts), (tuple(sides),))
+        return Step(
+            f"Activation of layer {self.nota.number(layer)}", " = ".join(parts), (tuple(sides),)
+        )
 
     # -- 3. local partials ---------------------------------------------------------------
     def local_partials(self) -> Section:
@@ -178,7 +185,7 @@ class NetworkSections(SectionWriterBase):
                 sides.append(derived.cached.subs({A: derived.forward.subs(Z, z), Z: z}))
             steps.append(
                 Step(
-                    f"Derivative of the activation of layer {layer}",
+                    f"Derivative of the activation of layer {self.nota.number(layer)}",
                     " = ".join(parts),
                     (tuple(sides),),
                 )

@@ -100,7 +100,7 @@ class SummarySection(SectionWriterBase):
                 latex = f"{nota.grad(nota.cost, nota.b(layer))} = {nota.delta(layer)}"
                 steps.append(
                     Step(
-                        f"Bias gradient of layer {layer}",
+                        f"Bias gradient of layer {self.nota.number(layer)}",
                         latex,
                         ((oriented(lhs), oriented(delta)),),
                         label="BP3",
@@ -159,7 +159,7 @@ class SummarySection(SectionWriterBase):
             back = f"\\left({nota.transpose(weight)} {up}\\right)"
             body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
         latex = f"{nota.delta(layer)} = {body}"
-        return Step(f"Error of layer {layer}", latex, ((lhs, rhs),), label="BP2")
+        return Step(f"Error of layer {self.nota.number(layer)}", latex, ((lhs, rhs),), label="BP2")
 
     def bp4_vector(self, layer: int) -> Step:
         nota, net = self.nota, self.example_net
@@ -184,4 +184,6 @@ class SummarySection(SectionWriterBase):
                 else f"{d_l} {nota.transpose(a_prev)}"
             )
         latex = f"{nota.grad(nota.cost, target)} = {body}"
-        return Step(f"Weight gradient of layer {layer}", latex, ((lhs, rhs),), label="BP4")
+        return Step(
+            f"Weight gradient of layer {self.nota.number(layer)}", latex, ((lhs, rhs),), label="BP4"
+        )

@@ -81,6 +81,8 @@ class VectorizedSection(SectionWriterBase):
             "result with the forward definitions or with diff of the batch cost (a sum over "
             "units through the output error it feeds)."
         )
+        if self.nota.from_input_one:
+            intro += " " + self.numbering_line()
         if any(ly.bias for ly in self.spec.layers):
             intro += (
                 f" ${ONES}$ is the vector of m ones: it adds a bias to every example and sums "
@@ -88,19 +90,32 @@ class VectorizedSection(SectionWriterBase):
             )
         return Section("Vectorized over a mini-batch", intro, steps)
 
+    def numbering_line(self) -> str:
+        """One line mapping the module's layer numbers (input 0) onto the book's (input 1)."""
+        nota, layers = self.nota, range(1, self.depth + 1)
+        pairs = [f"{naming.weight(ly)} is ${nota.weight_matrix(ly)}$" for ly in layers]
+        pairs += [
+            f"{naming.bias(ly)} is ${nota.b(ly)}$" for ly in layers if self.spec.layers[ly - 1].bias
+        ]
+        return (
+            "The module numbers the input layer 0 and the book numbers it 1, so each module "
+            f"name is one layer below the book's: {', '.join(pairs)}."
+        )
+
     def batch_title(self, s: BatchStatement) -> str:
         if s.quantity == "sigma_prime":
             # The module labels sigma' with BP2, the equation it serves; the title says so
             # rather than tagging sigma' as that equation.
-            error = "BP2" if self.nota.bp_labels else f"the error of layer {s.layer}"
-            return f"Activation derivative of layer {s.layer}, a factor of {error}"
+            number = self.nota.number(s.layer)
+            error = "BP2" if self.nota.bp_labels else f"the error of layer {number}"
+            return f"Activation derivative of layer {number}, a factor of {error}"
         if (
             s.quantity == "activation"
             and s.op == "map"
             and s.operands == (naming.log_output(s.layer),)
         ):
             return "Softmax"
-        return _TITLES[(s.op, s.quantity)].format(s.layer)
+        return _TITLES[(s.op, s.quantity)].format(self.nota.number(s.layer))
 
     # -- checking -------------------------------------------------------------------------
     def batch_sides(self, target: str) -> tuple[tuple[Side, ...], ...]:
