@@ -21,7 +21,7 @@ def test_text_in_3b1b_notation(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0
     assert "∂C₀/∂w⁽ᴸ⁾ = ∂z⁽ᴸ⁾/∂w⁽ᴸ⁾ ∂a⁽ᴸ⁾/∂z⁽ᴸ⁾ ∂C₀/∂a⁽ᴸ⁾" in out
     assert "= a⁽ᴸ⁻¹⁾ σ'(z⁽ᴸ⁾) 2 (a⁽ᴸ⁾ - y)" in out
-    assert "6. Vectorized over a mini-batch" in out
+    assert "7. Vectorized over a mini-batch" in out
 
 
 def test_markdown_has_math_blocks(capsys: pytest.CaptureFixture[str]) -> None:

@@ -110,6 +110,7 @@ def test_steps_carry_title_latex_and_a_sympy_equality() -> None:
         "Local partial derivatives",
         "The chain rule, written out and memoized",
         "Summary: BP1 to BP4",
+        "As the book writes it",
         "Vectorized over a mini-batch",
     ]
 

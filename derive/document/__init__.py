@@ -1,10 +1,11 @@
 """The step-by-step derivation of a network's backpropagation, every line machine-checked.
 
-:func:`derivation` turns a spec into a :class:`Derivation`: six sections of
+:func:`derivation` turns a spec into a :class:`Derivation`: seven sections of
 :class:`Step` objects (the network, the forward equations, the local partials SymPy
 derived, the chain rule written out for one weight per layer and then with the
-shared terms named, the BP1-BP4 summary, and the mini-batch form that the generated
-module executes line by line). Each step holds the LaTeX it displays and, in
+shared terms named, the BP1-BP4 summary, the source's own general forms in the
+notation's source, and the mini-batch form that the generated module executes line
+by line). Each step holds the LaTeX it displays and, in
 ``checks``, the SymPy expressions of every side of the equation it states, on a
 *witness* network: the same depth, activations, cost, biases and layout, with each
 layer cut to at most :data:`WITNESS_WIDTH` units and every weight, bias, input and
@@ -27,6 +28,7 @@ from chainrule.derive.document.base import SHARED_COLOR
 from chainrule.derive.document.chain import ChainSection
 from chainrule.derive.document.opening import NetworkSections
 from chainrule.derive.document.render import Derivation
+from chainrule.derive.document.source import SourceSection
 from chainrule.derive.document.steps import Section, Step, check_step, sides_agree
 from chainrule.derive.document.summary import SummarySection
 from chainrule.derive.document.text import to_unicode
@@ -35,8 +37,10 @@ from chainrule.derive.document.witness import WITNESS_BATCH, WITNESS_WIDTH
 from chainrule.derive.spec import Spec
 
 
-class DerivationWriter(NetworkSections, ChainSection, SummarySection, VectorizedSection):
-    """Writes the six sections of one derivation (one spec, one notation, one width)."""
+class DerivationWriter(
+    NetworkSections, ChainSection, SummarySection, SourceSection, VectorizedSection
+):
+    """Writes the seven sections of one derivation (one spec, one notation, one width)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -87,6 +91,7 @@ def _sections(spec: Spec, notation: str, width: int) -> tuple[Section, ...]:
         builder.local_partials(),
         builder.chain(),
         builder.summary(),
+        builder.source_forms(),
         builder.vectorized(),
     )
 

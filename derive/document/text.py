@@ -80,6 +80,9 @@ _COMMANDS = {
     "cdots": "⋯",
     "pi": "π",
     "lambda": "λ",
+    "eta": "η",
+    "rightarrow": "→",
+    "to": "→",
 }
 
 

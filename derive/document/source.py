@@ -1,0 +1,270 @@
+"""The section "As the source writes it": each source's own general equations, checked.
+
+Nielsen's book states BP1 to BP4 for a generic layer l, the five-step algorithm and the
+gradient-descent update over a mini-batch; 3Blue1Brown's video writes the sensitivity to
+the previous activation, the chain for a bias and the total cost over n examples; the
+cheatsheet lists the memoized chain C'(W) for every layer, from the output down. Each
+equation is checked on the witness network like every other step (for a generic layer,
+one instance per layer of the network).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from chainrule.derive.document.base import SectionWriterBase
+from chainrule.derive.document.steps import Section, Step
+from chainrule.derive.document.witness import WITNESS_BATCH, witness
+from chainrule.derive.layers import A, Y
+
+#: The learning rate of the update rule (a symbol: the update holds for every eta).
+ETA = sp.Symbol("eta", positive=True)
+
+
+class SourceSection(SectionWriterBase):
+    """The source's own general forms, in the source's symbols (a mixin of the writer)."""
+
+    def source_forms(self) -> Section:
+        """The section for the notation's source text."""
+        name = self.nota.name
+        if name == "nielsen":
+            return self.nielsen_forms()
+        if name == "3b1b":
+            return self.video_forms()
+        return self.cheatsheet_forms()
+
+    # -- Nielsen ----------------------------------------------------------------------
+    def nielsen_forms(self) -> Section:
+        nota, big_l = self.nota, self.depth
+        summary = [self.bp1_vector()] + [self.bp2_vector(ly) for ly in range(big_l - 1, 0, -1)]
+        steps = [self.general_bp1(summary[0])]
+        if big_l > 1:
+            latex = (
+                f"{nota.delta('l')} = \\left((w^{{l+1}})^{{T}} "
+                f"{nota.delta('l+1')}\\right) \\odot {nota.sprime('l')}"
+            )
+            checks = tuple(sides for step in summary[1:] for sides in step.checks)
+            steps.append(Step("The error of layer l from layer l+1", latex, checks, "BP2"))
+        gradients = [s for ly in range(big_l, 0, -1) for s in self.gradient_steps(ly)]
+        bias = [s for s in gradients if s.label == "BP3"]
+        if bias:
+            latex = f"{nota.grad(nota.cost, nota.b('l', 'j'))} = {nota.delta('l', 'j')}"
+            checks = tuple(sides for step in bias for sides in step.checks)
+            steps.append(Step("The rate of change with a bias", latex, checks, "BP3"))
+        latex = (
+            f"{nota.grad(nota.cost, nota.w('l', 'j', 'k'))} = "
+            f"{nota.a('l-1', 'k')} {nota.delta('l', 'j')}"
+        )
+        checks = tuple(sides for s in gradients if s.label == "BP4" for sides in s.checks)
+        steps.append(Step("The rate of change with a weight", latex, checks, "BP4"))
+        steps.extend(self.nielsen_updates())
+        first, last = nota.number(0), nota.number(big_l)
+        intro = (
+            f"The book states the equations for any layer l, with output layer L "
+            f"(here L = {last}, the input is layer {first}); section 5 writes them out for "
+            "this network. Its algorithm, for one training example x: (1) input: set "
+            f"${nota.a(0)}$ as the activation of layer {first}; (2) feedforward: for "
+            f"l = {first + 1}, ..., L compute $z^{{l}} = w^{{l}} a^{{l-1}} + b^{{l}}$ and "
+            f"$a^{{l}} = {nota.act_letter('l')}(z^{{l}})$; (3) output error: BP1; (4) "
+            f"backpropagate: BP2 for l = L-1, ..., {first + 1}; (5) output: the gradient by BP3 "
+            "and BP4. Gradient descent then averages over a mini-batch of m examples."
+        )
+        if not any(ly.bias for ly in self.spec.layers):
+            intro = intro.replace("$z^{l} = w^{l} a^{l-1} + b^{l}$", "$z^{l} = w^{l} a^{l-1}$")
+            intro = intro.replace("by BP3 and BP4", "by BP4 (no biases)")
+        return Section("As the book writes it", intro, tuple(steps))
+
+    def general_bp1(self, instance: Step) -> Step:
+        nota = self.nota
+        if self.d.output.softmax is None:
+            act = nota.act_letter(self.depth)
+            latex = f"{nota.delta('L')} = \\nabla_a C \\odot {act}'({nota.z('L')})"
+        else:
+            latex = f"{nota.delta('L')} = (J^{{L}})^{{T}} \\nabla_a C"
+        return Step("The error of the output layer L", latex, instance.checks, "BP1")
+
+    def nielsen_updates(self) -> list[Step]:
+        """w -> w - (eta/m) sum_x delta^{x,l} (a^{x,l-1})^T, and the same for b."""
+        nota = self.nota
+        net = witness(self.spec, WITNESS_BATCH, self.width)
+        m = net.m
+        w_checks, b_checks = [], []
+        for layer in range(1, self.depth + 1):
+            weight = net.W[layer]
+            grad = weight.applyfunc(net.dcost)
+            delta, below = net.delta_full(layer), net.a[layer - 1]
+            summed = sp.zeros(*weight.shape)
+            for x in range(m):
+                summed += delta[:, x] * below[:, x].T
+            w_checks.append((weight - ETA * grad, weight - ETA / m * summed))
+            if self.spec.layers[layer - 1].bias:
+                bias = net.b[layer]
+                grad_b = bias.applyfunc(net.dcost)
+                total = sp.Matrix([sp.Add(*delta[j, :]) for j in range(bias.rows)])
+                b_checks.append((bias - ETA * grad_b, bias - ETA / m * total))
+        w, b = "w^{l}", nota.b("l")
+        x_delta = "\\delta^{x,l}"
+        steps = [
+            Step(
+                "Gradient descent on a mini-batch: the weights",
+                f"{w} \\rightarrow {w} - \\frac{{\\eta}}{{m}} \\sum_{{x}} {x_delta} "
+                f"(a^{{x,l-1}})^{{T}}",
+                tuple(w_checks),
+                "update",
+            )
+        ]
+        if b_checks:
+            steps.append(
+                Step(
+                    "Gradient descent on a mini-batch: the biases",
+                    f"{b} \\rightarrow {b} - \\frac{{\\eta}}{{m}} \\sum_{{x}} {x_delta}",
+                    tuple(b_checks),
+                    "update",
+                )
+            )
+        return steps
+
+    # -- 3Blue1Brown -------------------------------------------------------------------
+    def video_forms(self) -> Section:
+        steps: list[Step] = []
+        if self.d.output.softmax is None and self.depth > 1:
+            steps.append(self.previous_activation_step())
+        if self.d.output.softmax is None and self.spec.layers[-1].bias:
+            steps.append(self.bias_chain_step())
+        steps.extend(self.total_cost_steps())
+        intro = (
+            "The video's own forms: how the cost of one example is sensitive to an "
+            "activation of the layer before the output (through every unit it feeds), the "
+            "chain for a bias, and the cost of the whole training set as the average of the "
+            "costs of its n examples."
+        )
+        return Section("As the video writes it", intro, tuple(steps))
+
+    def previous_activation_step(self) -> Step:
+        nota, net, big_l = self.nota, self.example_net, self.depth
+        below = big_l - 1
+        j, k = "j", "k"
+        total = nota.sum(big_l, j)
+        ratios = self.in_order(
+            [
+                nota.partial(nota.cost, nota.a(big_l, j)),
+                nota.partial(nota.a(big_l, j), nota.z(big_l, j)),
+                nota.partial(nota.z(big_l, j), nota.a(below, k)),
+            ]
+        )
+        values = self.in_order(
+            [self.dcda_tex(j, factor=True), nota.sprime(big_l, j), nota.w(big_l, j, k)]
+        )
+        lhs = nota.partial(nota.cost, nota.a(below, k))
+        latex = f"{lhs} = {total}{' '.join(ratios)} = {total}{' '.join(values)}"
+        free = net.afree[below]
+        z = net.affine(big_l, free)
+        out = net.activate(big_l, z)
+        cost = net.example_costs(out)[0]
+        checks = []
+        for unit in sorted({0, free.rows - 1}):
+            chain = sp.Add(
+                *[
+                    self.dcda.subs({A: out[q, 0], Y: net.y[q, 0]})
+                    * self.sprime_at(big_l, z[q, 0])
+                    * net.W[big_l][q, unit]
+                    for q in range(out.rows)
+                ]
+            )
+            checks.append((sp.Derivative(cost, free[unit, 0]), chain))
+        return Step("Sensitivity to an activation of the previous layer", latex, tuple(checks))
+
+    def bias_chain_step(self) -> Step:
+        nota, net, big_l = self.nota, self.example_net, self.depth
+        ratios = self.in_order(
+            [
+                nota.partial(nota.cost, nota.a(big_l, "j")),
+                nota.partial(nota.a(big_l, "j"), nota.z(big_l, "j")),
+                nota.partial(nota.z(big_l, "j"), nota.b(big_l, "j")),
+            ]
+        )
+        values = self.in_order([self.dcda_tex("j", factor=True), nota.sprime(big_l, "j"), "1"])
+        lhs = nota.grad(nota.cost, nota.b(big_l, "j"))
+        latex = f"{lhs} = {' '.join(ratios)} = {' '.join(values)}"
+        z = net.z[big_l]
+        out = net.a[big_l]
+        checks = tuple(
+            (
+                net.dcost(net.b[big_l][j, 0]),
+                self.dcda.subs({A: out[j, 0], Y: net.y[j, 0]}) * self.sprime_at(big_l, z[j, 0]),
+            )
+            for j in self.units(big_l)
+        )
+        return Step("The chain for a bias", latex, checks)
+
+    def total_cost_steps(self) -> list[Step]:
+        nota = self.nota
+        net = witness(self.spec, WITNESS_BATCH, self.width)
+        costs = net.example_costs(net.a[self.depth])
+        n = len(costs)
+        mean = sp.Add(*costs) / n
+        cost = Step(
+            "The cost over all n training examples",
+            "C = \\frac{1}{n} \\sum_{k=0}^{n-1} C_{k}",
+            ((net.cost, mean),),
+        )
+        weight = nota.w(self.depth, "j", "i")  # k counts the examples
+        checks = tuple(
+            (
+                net.dcost(net.W[self.depth][j, k]),
+                sp.Add(*[sp.Derivative(c, net.W[self.depth][j, k]) for c in costs]) / n,
+            )
+            for j, k in self.instances(self.depth)
+        )
+        gradient = Step(
+            "Its derivative, the average of the examples' derivatives",
+            f"\\frac{{\\partial C}}{{\\partial {weight}}} = \\frac{{1}}{{n}} \\sum_{{k=0}}^{{n-1}} "
+            f"\\frac{{\\partial C_{{k}}}}{{\\partial {weight}}}",
+            checks,
+        )
+        return [cost, gradient]
+
+    # -- the cheatsheet ----------------------------------------------------------------
+    def cheatsheet_forms(self) -> Section:
+        nota = self.nota
+        rows, checks = [], []
+        for layer in range(self.depth, 0, -1):
+            value = self.render_chain(layer, "value", colour=False)
+            lhs = nota.grad(nota.cost, nota.w(layer, "j", "k"))
+            rows.append(f"{lhs} &= {self.sep.join(value)}")
+            for j, k in self.instances(layer):
+                checks.append(
+                    (
+                        self.example_net.dcost(self.example_net.W[layer][j, k]),
+                        self.chain_value(layer, j, k, "value"),
+                    )
+                )
+        memo = Step(
+            "Every weight, from the output layer down",
+            "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}",
+            tuple(checks),
+        )
+        errors = []
+        for layer in range(self.depth, 0, -1):
+            errors.append(
+                f"{nota.grad(nota.cost, nota.w(layer, 'j', 'k'))} &= "
+                f"{nota.delta(layer, 'j')} \\cdot {nota.a(layer - 1, 'k')}"
+            )
+        gradient_checks = tuple(
+            sides
+            for layer in range(self.depth, 0, -1)
+            for step in self.gradient_steps(layer)
+            if step.label == "BP4"
+            for sides in step.checks
+        )
+        memoized = Step(
+            "The same, memoized: current layer error times current layer input",
+            "\\begin{aligned}\n" + " \\\\\n".join(errors) + "\n\\end{aligned}",
+            gradient_checks,
+        )
+        intro = (
+            "The page writes the derivative of the cost for every weight, from the output "
+            f"layer down to the first ({self.depth} weight layers here), each a long product "
+            "that repeats the one above it; then the same with the layer errors stored once "
+            "(memoization): each is the current layer error times the current layer input."
+        )
+        return Section("As the cheatsheet writes it", intro, (memo, memoized))
