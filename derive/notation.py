@@ -1,4 +1,5 @@
-"""The three notations a derivation can be written in: Nielsen's, 3Blue1Brown's, the cheatsheet's.
+"""The notations a derivation can be written in: Nielsen's, 3Blue1Brown's, the cheatsheet's
+and the course notation of the deep ReLU text (A^0 = X, dZ, dA, g).
 
 A notation maps each mathematical object of a network (a weight w^l_jk, the weighted
 input z^l_j, the layer error delta^l, a partial derivative, ...) to the LaTeX the
@@ -29,7 +30,7 @@ from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Spec
 
 #: Names accepted by ``--notation``, the default first.
-NOTATIONS: tuple[str, ...] = ("nielsen", "3b1b", "cheatsheet")
+NOTATIONS: tuple[str, ...] = ("nielsen", "3b1b", "cheatsheet", "course")
 
 #: Letters used for the unit index of layers above the one being differentiated.
 _SUM_LETTERS = "qrsuv"
@@ -102,9 +103,11 @@ class Notation:
             offset = self.depth - layer
             return "(L)" if offset == 0 else f"(L-{offset})"
         if self.name == "cheatsheet":
-            if layer == self.depth:
-                return "o"
-            return "h" if self.depth == 2 else str(layer)
+            if self.depth == 2:
+                return "o" if layer == self.depth else "h"
+            # A deeper net as the page's memoized chain numbers it: W_0 takes X to Z_0, and
+            # the output layer's weights are W_{L-1}.
+            return str(layer - 1)
         return str(self.number(layer))
 
     def _base(self, letter: str, layer: int | str, index: str | None) -> str:
@@ -174,7 +177,7 @@ class Notation:
         letter for it and writes the ratio dC_0/dz^(L))."""
         if self.name == "3b1b":
             return self.partial(self.cost, self.z(layer, index))
-        letter = "E" if self.name == "cheatsheet" else "\\delta"
+        letter = {"cheatsheet": "E", "course": "dz"}.get(self.name, "\\delta")
         return self._base(letter, layer, self._idx(layer, index))
 
     @property
@@ -200,6 +203,8 @@ class Notation:
             names = {ly.activation for ly in self.spec.layers if ly.activation != "softmax"}
             if names <= {"sigmoid"}:
                 return "\\sigma"
+            if self.name == "course":
+                return "g"
             return "R" if self.name == "cheatsheet" and names == {"relu"} else "f"
         spec_layer = self.spec.layers[layer - 1]
         name = spec_layer.activation
@@ -267,9 +272,10 @@ class Notation:
                 "D": self.delta(layer),
             }
             return table[letter]
-        if letter == "A" and layer == 0:
+        if letter == "A" and layer == 0 and self.name != "course":
             return "X"
-        return self._base({"Z": "Z", "A": "A", "D": "\\Delta"}[letter], layer, None)
+        error = "dZ" if self.name == "course" else "\\Delta"
+        return self._base({"Z": "Z", "A": "A", "D": error}[letter], layer, None)
 
 
 def notation(name: str, spec: Spec) -> Notation:

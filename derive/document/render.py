@@ -180,6 +180,10 @@ _NOTATION_WORDS = {
         "the cheatsheet ($X$, $H$, $Z_h$, $Z_o$, layer errors $E_h$ and $E_o$, prime notation, "
         "rows $Z = XW$)"
     ),
+    "course": (
+        "the deep-network course ($A^{0} = X$, $W^{l}$, $dZ^{l}$, $dA^{l}$, $g$, "
+        "one example per column)"
+    ),
 }
 
 

@@ -14,7 +14,7 @@ import sympy as sp
 from chainrule.derive.document.base import SectionWriterBase
 from chainrule.derive.document.steps import Section, Step
 from chainrule.derive.document.witness import WITNESS_BATCH, witness
-from chainrule.derive.layers import A, Y
+from chainrule.derive.layers import A, Y, Z
 
 #: The learning rate of the update rule (a symbol: the update holds for every eta).
 ETA = sp.Symbol("eta", positive=True)
@@ -30,6 +30,8 @@ class SourceSection(SectionWriterBase):
             return self.nielsen_forms()
         if name == "3b1b":
             return self.video_forms()
+        if name == "course":
+            return self.course_forms()
         return self.cheatsheet_forms()
 
     # -- Nielsen ----------------------------------------------------------------------
@@ -268,3 +270,74 @@ class SourceSection(SectionWriterBase):
             "(memoization): each is the current layer error times the current layer input."
         )
         return Section("As the cheatsheet writes it", intro, (memo, memoized))
+
+    # -- the course notation -----------------------------------------------------------
+    def course_forms(self) -> Section:
+        """dA before dZ over the batch, the shape of every quantity, ReLU's slope at 0."""
+        nota, big_l = self.nota, self.depth
+        net = witness(self.spec, WITNESS_BATCH, self.width)
+        steps: list[Step] = []
+        for layer in range(big_l, 1, -1):
+            steps.extend(self.course_backward(net, layer))
+        relu = [ly for ly in range(1, big_l + 1) if self.spec.layers[ly - 1].activation == "relu"]
+        if relu:
+            checks = tuple(
+                (self.d.activations[ly - 1].derivative.subs(Z, 0), sp.Integer(0)) for ly in relu
+            )
+            steps.append(
+                Step("The slope of ReLU at 0", f"{nota.act_letter(relu[0])}'(0) = 0", checks)
+            )
+
+        def shape(rows: object, cols: object) -> str:
+            return f"{cols} x {rows}" if nota.rows else f"{rows} x {cols}"
+
+        table = [("layer", "W, dW", "b, db", "Z, A, dZ, dA")]
+        sizes = self.spec.sizes
+        table.append(("0 (A = X)", "", "", f"A: {shape(sizes[0], 'm')}"))
+        for layer in range(1, big_l + 1):
+            bias = shape(sizes[layer], 1) if self.spec.layers[layer - 1].bias else ""
+            weight = shape(sizes[layer], sizes[layer - 1])
+            table.append((str(layer), weight, bias, shape(sizes[layer], "m")))
+        per = "row" if nota.rows else "column"
+        intro = (
+            "The course goes back one layer in two steps: first the gradient with respect to "
+            "the activations below, dA, then through the activation's derivative g' to dZ. "
+            "Each dZ and dA holds the examples side by side (times m, as the module's "
+            f"errors). The table gives the shape of every quantity (m examples, one per {per}): "
+            "a gradient has the shape of what it differentiates."
+        )
+        if relu:
+            intro += " ReLU has no derivative at 0; the course, and chainrule, take it as 0 there."
+        return Section("As the course writes it", intro, tuple(steps), tuple(table))
+
+    def course_backward(self, net, layer: int) -> list[Step]:
+        """dA^{l-1} = (W^l)^T dZ^l, then dZ^{l-1} = dA^{l-1} * g'(Z^{l-1}), checked."""
+        nota = self.nota
+        below = layer - 1
+        a_free = net.afree[below]
+        out = a_free
+        for upper in range(layer, self.depth + 1):
+            out = net.activate(upper, net.affine(upper, out))
+        cost = net.batch_cost(out)
+        d_a = a_free.applyfunc(lambda v: net.m * sp.Derivative(cost, v))
+        upper_delta = net.delta_at(layer, net.affine(layer, a_free))
+        back = net.W[layer].T * upper_delta
+        da_tex = nota._base("dA", below, None)
+        steps = [
+            Step(
+                f"Gradient with respect to the activations of layer {below}",
+                f"{da_tex} = ({nota.weight_matrix(layer)})^{{T}} {nota.batch('D', layer)}",
+                ((d_a, back),),
+            )
+        ]
+        z = net.zfree[below]
+        inner = net.affine(layer, net.activate(below, z))
+        through = (net.W[layer].T * net.delta_at(layer, inner)).multiply_elementwise(
+            z.applyfunc(lambda v: self.sprime_at(below, v))
+        )
+        latex = (
+            f"{nota.batch('D', below)} = {da_tex} \\odot "
+            f"{nota.act_letter(below)}'({nota.batch('Z', below)})"
+        )
+        steps.append(Step(f"Error of layer {below}", latex, ((net.delta(below), through),), "BP2"))
+        return steps
