@@ -59,6 +59,7 @@ class SourceSection(SectionWriterBase):
         checks = tuple(sides for s in gradients if s.label == "BP4" for sides in s.checks)
         steps.append(Step("The rate of change with a weight", latex, checks, "BP4"))
         steps.extend(self.nielsen_updates())
+        outer = self.outer_product_forms()
         first, last = nota.number(0), nota.number(big_l)
         intro = (
             f"The book states the equations for any layer l, with output layer L "
@@ -73,7 +74,59 @@ class SourceSection(SectionWriterBase):
         if not any(ly.bias for ly in self.spec.layers):
             intro = intro.replace("$z^{l} = w^{l} a^{l-1} + b^{l}$", "$z^{l} = w^{l} a^{l-1}$")
             intro = intro.replace("by BP3 and BP4", "by BP4 (no biases)")
+        if outer:
+            steps.extend(outer)
+            intro += " " + self.outer_product_words()
         return Section("As the book writes it", intro, tuple(steps))
+
+    # -- the two-layer text's outer products (networks without biases) -----------------
+    def outer_product_words(self) -> str:
+        """How the two-layer text's symbols map onto this document's."""
+        nota, big_l = self.nota, self.depth
+        hidden = ", ".join(f"$h_{{{ly}}}$ is ${nota.a(ly)}$" for ly in range(1, big_l))
+        weights = ", ".join(
+            f"$W_{{{ly}}}$ is ${nota.weight_matrix(ly)}$" for ly in range(1, big_l + 1)
+        )
+        return (
+            "The text on networks without biases writes the weight gradients as outer "
+            "products $u \\otimes v = u v^{T}$ and calls the hidden activations h and the "
+            f"network's output y: there {hidden}, its $\\mathbf{{y}}$ is the output "
+            f"${nota.a(big_l)}$ (this document's y is the target), and {weights}."
+        )
+
+    def outer_product_forms(self) -> list[Step]:
+        """dC/dW_l = (g_l * s'(z_l)) (x) h_{l-1}, g_L = grad C at y, g_{l-1} = W_l^T (...)."""
+        spec = self.spec
+        if any(ly.bias for ly in spec.layers) or self.d.output.softmax is not None:
+            return []
+        nota, net, big_l = self.nota, self.example_net, self.depth
+        names = {ly: f"\\mathbf{{h}}_{{{ly}}}" for ly in range(1, big_l)}
+        names[0] = "\\mathbf{x}"
+        out = net.a[big_l]
+        upstream = sp.Matrix(
+            [self.dcda.subs({A: out[j, 0], Y: net.y[j, 0]}) for j in range(out.rows)]
+        )
+        text = "\\nabla C\\big|_{\\mathbf{y}}"
+        steps = []
+        for layer in range(big_l, 0, -1):
+            slope = net.z[layer].applyfunc(lambda v, ly=layer: self.sprime_at(ly, v))
+            signal = upstream.multiply_elementwise(slope)
+            act = f"{nota.act_letter(layer)}'(\\mathbf{{z}}_{{{layer}}})"
+            text = f"\\left({text} \\odot {act}\\right)"
+            lhs = sp.Matrix(
+                net.n[layer], net.n[layer - 1], lambda j, k, ly=layer: net.dcost(net.W[ly][j, k])
+            )
+            steps.append(
+                Step(
+                    f"Outer-product form of the gradient, layer {layer} of the text",
+                    f"\\frac{{\\partial C}}{{\\partial W_{{{layer}}}}} = {text} \\otimes "
+                    f"{names[layer - 1]}",
+                    ((lhs, signal * net.a[layer - 1].T),),
+                )
+            )
+            upstream = net.W[layer].T * signal
+            text = f"W_{{{layer}}}^{{T}} {text}"
+        return steps
 
     def general_bp1(self, instance: Step) -> Step:
         nota = self.nota

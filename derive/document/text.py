@@ -67,6 +67,7 @@ _COMMANDS = {
     "right": "",
     "bigl": "",
     "bigr": "",
+    "big": "",
     "quad": "  ",
     "qquad": "    ",
     "infty": "∞",
