@@ -12,7 +12,7 @@ the seeds do for their one-neuron chains (``w^{(L)}`` rather than ``w^{(L)}_{00}
 ================  ======================  ====================  ======================
 object            ``nielsen``             ``3b1b``              ``cheatsheet``
 ================  ======================  ====================  ======================
-weight (matrix)   ``W^{3}``               ``W^{(L)}``           ``W_o``, ``W_h``
+weight (matrix)   ``w^{3}``               ``W^{(L)}``           ``W_o``, ``W_h``
 weight entry      ``w^{3}_{jk}``          ``w^{(L)}_{jk}``      ``W_{o,kj}`` (rows)
 input, output     ``x``, ``a^{3}``        ``x``, ``a^{(L)}``    ``X``, ``\\hat{y}``
 hidden output     ``a^{2}``               ``a^{(L-1)}``         ``H``
@@ -154,8 +154,8 @@ class Notation:
         return self._base("b", layer, self._idx(layer, index))
 
     def weight_matrix(self, layer: int) -> str:
-        """The weight matrix W^l."""
-        return self._base("W", layer, None)
+        """The weight matrix W^l (w^l in Nielsen's book, which writes z^l = w^l a^{l-1} + b^l)."""
+        return self._base("w" if self.name == "nielsen" else "W", layer, None)
 
     def w(self, layer: int | str, j: str | None, k: str | None) -> str:
         """The weight from unit k of layer l-1 to unit j of layer l."""

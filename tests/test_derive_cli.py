@@ -28,7 +28,7 @@ def test_markdown_has_math_blocks(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = _run(capsys, "derive", "--preset", "nielsen", "--format", "md")
     assert status == 0
     assert out.startswith("# Backpropagation, step by step: a 784-30-10 network")
-    assert "$$\n\\delta^{2} = \\left((W^{3})^{T} \\delta^{3}\\right) \\odot" in out
+    assert "$$\n\\delta^{2} = \\left((w^{3})^{T} \\delta^{3}\\right) \\odot" in out
     assert "| 2 | 30 | sigmoid | yes |" in out
 
 

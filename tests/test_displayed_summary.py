@@ -23,11 +23,11 @@ from chainrule.derive.spec import Spec
 
 #: Hidden layers are sigmoid throughout, so that sigma names the function in any notation.
 #: Nielsen's numbering: the input is layer 1, so the hidden layer is 2 and the output 3.
-BP2_COLUMNS = "δ² = ((W³)ᵀ δ³) ⊙ σ'(z²)"
-BP2_ROWS = "δ² = (δ³ (W³)ᵀ) ⊙ σ'(z²)"
+BP2_COLUMNS = "δ² = ((w³)ᵀ δ³) ⊙ σ'(z²)"
+BP2_ROWS = "δ² = (δ³ (w³)ᵀ) ⊙ σ'(z²)"
 BP3 = ["∂C/∂b³ = δ³", "∂C/∂b² = δ²"]
-BP4_COLUMNS = ["∂C/∂W³ = δ³ (a²)ᵀ", "∂C/∂W² = δ² xᵀ"]
-BP4_ROWS = ["∂C/∂W³ = (a²)ᵀ δ³", "∂C/∂W² = xᵀ δ²"]
+BP4_COLUMNS = ["∂C/∂w³ = δ³ (a²)ᵀ", "∂C/∂w² = δ² xᵀ"]
+BP4_ROWS = ["∂C/∂w³ = (a²)ᵀ δ³", "∂C/∂w² = xᵀ δ²"]
 
 #: BP1 per output kind: quadratic C = 1/2 |a - y|^2 gives (a - y) sigma'(z) with
 #: sigma' = a (1 - a); BCE on a sigmoid gives a - y; softmax with cross-entropy

@@ -125,11 +125,11 @@ def test_nielsen_summary_is_bp1_to_bp4() -> None:
             r"\delta^{3} = \nabla_a C \odot \sigma'(z^{3}) = \left(a^{3} - y\right) \odot "
             r"\sigma'(z^{3}) = a^{3} \odot \left(1 - a^{3}\right) \odot \left(a^{3} - y\right)",
         ),
-        ("BP2", r"\delta^{2} = \left((W^{3})^{T} \delta^{3}\right) \odot \sigma'(z^{2})"),
+        ("BP2", r"\delta^{2} = \left((w^{3})^{T} \delta^{3}\right) \odot \sigma'(z^{2})"),
         ("BP3", r"\frac{\partial C}{\partial b^{3}} = \delta^{3}"),
         ("BP3", r"\frac{\partial C}{\partial b^{2}} = \delta^{2}"),
-        ("BP4", r"\frac{\partial C}{\partial W^{3}} = \delta^{3} (a^{2})^{T}"),
-        ("BP4", r"\frac{\partial C}{\partial W^{2}} = \delta^{2} x^{T}"),
+        ("BP4", r"\frac{\partial C}{\partial w^{3}} = \delta^{3} (a^{2})^{T}"),
+        ("BP4", r"\frac{\partial C}{\partial w^{2}} = \delta^{2} x^{T}"),
     ]
 
 

@@ -152,8 +152,8 @@ def test_nielsen_numbers_layers_from_the_input() -> None:
     assert "z²ⱼ = Σₖ w²ⱼₖ xₖ + b²ⱼ" in text and "δ³ = ∇ₐ C ⊙ σ'(z³)" in text
     assert "w¹" not in text and "δ¹" not in text
     # One mapping line, in the vectorized section, from the module's names to the book's.
-    mapping = "W1 is W², W2 is W³, b1 is b², b2 is b³"
-    assert text.count("W1 is W²") == 1 and mapping in doc.to_text()
+    mapping = "W1 is w², W2 is w³, b1 is b², b2 is b³"
+    assert text.count("W1 is w²") == 1 and mapping in doc.to_text()
     assert mapping not in derivation(preset("nielsen"), "cheatsheet").to_text()
 
 

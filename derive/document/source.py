@@ -41,7 +41,7 @@ class SourceSection(SectionWriterBase):
         steps = [self.general_bp1(summary[0])]
         if big_l > 1:
             latex = (
-                f"{nota.delta('l')} = \\left((w^{{l+1}})^{{T}} "
+                f"{nota.delta('l')} = \\left(({nota.weight_matrix('l+1')})^{{T}} "
                 f"{nota.delta('l+1')}\\right) \\odot {nota.sprime('l')}"
             )
             checks = tuple(sides for step in summary[1:] for sides in step.checks)
@@ -156,7 +156,7 @@ class SourceSection(SectionWriterBase):
                 grad_b = bias.applyfunc(net.dcost)
                 total = sp.Matrix([sp.Add(*delta[j, :]) for j in range(bias.rows)])
                 b_checks.append((bias - ETA * grad_b, bias - ETA / m * total))
-        w, b = "w^{l}", nota.b("l")
+        w, b = nota.weight_matrix("l"), nota.b("l")
         x_delta = "\\delta^{x,l}"
         steps = [
             Step(
