@@ -11,6 +11,7 @@ SymPy must hold its sides equal on the witness network.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from chainrule.derive.document import WITNESS_BATCH, check_step, derivation, to_unicode
@@ -131,3 +132,28 @@ def test_each_source_speaks_only_its_own_labels() -> None:
     course = derivation(preset("deep-relu-sigmoid"), "course").to_text()
     assert "[BP" not in course and "A⁰ = X" in course
     assert "(A¹ = X" not in course  # the book's numbering stays in Nielsen's notation
+
+
+def _readme_pages() -> list[tuple[list[str], list[str]]]:
+    """The derive excerpts of the README's derivation section: (arguments, lines)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Step-by-step derivations", 1)[1].split("\n## ", 1)[0]
+    pages = []
+    for block in section.split("```text\n")[1:]:
+        command, *lines = block.split("```", 1)[0].rstrip("\n").split("\n")
+        assert command.startswith("$ chainrule derive ")
+        pages.append((command.split()[3:], [ln for ln in lines if ln != "..."]))
+    return pages
+
+
+def test_the_readme_shows_one_page_per_notation_as_printed() -> None:
+    pages = _readme_pages()
+    notations = set()
+    for args, lines in pages:
+        options = dict(zip(args[::2], args[1::2], strict=True))
+        notation = options.get("--notation", "nielsen")
+        notations.add(notation)
+        printed = derivation(preset(options["--preset"]), notation).to_text().splitlines()
+        for line in lines:
+            assert line in printed, (args, line)
+    assert notations == {"nielsen", "3b1b", "cheatsheet", "course"}

@@ -61,7 +61,8 @@ def test_every_equation_of_other_networks_holds(name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("name", "notation"), [("3b1b-chain", "3b1b"), ("cheatsheet-relu", "cheatsheet")]
+    ("name", "notation"),
+    [("3b1b-chain", "3b1b"), ("cheatsheet-relu", "cheatsheet"), ("deep-relu-sigmoid", "course")],
 )
 def test_every_equation_holds_in_the_seed_notations(name: str, notation: str) -> None:
     doc = derivation(preset(name), notation)
