@@ -72,7 +72,8 @@ def test_every_equation_holds_in_the_seed_notations(name: str, notation: str) ->
 @pytest.mark.slow
 def test_a_wrong_equation_is_caught() -> None:
     doc = derivation(preset("two-layer-nobias"))
-    bp4 = next(s for s in doc if s.label == "BP4" and "layer 1" in s.title)
+    # The module's first weights: layer 2 in Nielsen's numbering (the input is layer 1).
+    bp4 = next(s for s in doc if s.label == "BP4" and "layer 2" in s.title)
     lhs, rhs = bp4.equality
     assert sides_agree((lhs, rhs))
     wrong = dataclasses.replace(bp4, source=((lhs, rhs * 2),))
@@ -85,7 +86,8 @@ def test_a_wrong_equation_is_caught() -> None:
 @pytest.mark.slow
 def test_expanded_chain_is_compared_with_diff_of_the_full_scalar_cost() -> None:
     doc = derivation(preset("deep-relu-sigmoid"))
-    step = next(s for s in doc if s.title == "Chain rule for a weight of layer 1, written out")
+    # w1_0_0, the module's first weight, is in layer 2 in Nielsen's numbering.
+    step = next(s for s in doc if s.title == "Chain rule for a weight of layer 2, written out")
     lhs = step.lhs
     assert isinstance(lhs, sp.Derivative)
     weight = lhs.variables[0]
