@@ -61,8 +61,8 @@ CHEATSHEET = {
     "Chain rule for a weight of layer 1, written out": (
         "C'(Wₕ) = C'(ŷ) · ŷ'(Zₒ) · Zₒ'(H) · H'(Zₕ) · Zₕ'(Wₕ)\n= (ŷ - y) · R'(Zₒ) · Wₒ · R'(Zₕ) · X"
     ),
-    "Output error of one unit": "Eₒ = C'(Zₒ) = C'(ŷ) · R'(Zₒ) = (ŷ - y) · R'(Zₒ)",
-    "Error of a unit of layer 1": "Eₕ = C'(Zₕ) = Eₒ · Wₒ · R'(Zₕ)",
+    "Output layer error": "Eₒ = C'(ŷ) · R'(Zₒ) = (ŷ - y) · R'(Zₒ)",
+    "Hidden layer error, layer 1": "Eₕ = Eₒ · Wₒ · R'(Zₕ)",
     "The same, memoized: current layer error times current layer input": (
         "C'(Wₒ) = Eₒ · H\nC'(Wₕ) = Eₕ · X"
     ),
@@ -89,7 +89,7 @@ COURSE = {
 }
 
 TABLES = [
-    pytest.param("nielsen", "nielsen", NIELSEN, id="nielsen"),
+    pytest.param("nielsen", "nielsen", NIELSEN, id="nielsen", marks=pytest.mark.slow),
     pytest.param("3b1b-chain", "3b1b", VIDEO, id="3b1b"),
     pytest.param("cheatsheet-relu", "cheatsheet", CHEATSHEET, id="cheatsheet"),
     pytest.param("two-layer-nobias", "nielsen", OUTER, id="two-layer"),

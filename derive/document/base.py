@@ -154,6 +154,12 @@ class SectionWriterBase:
         """Witness units on which a per-unit equation of ``layer`` is checked."""
         return sorted({0, self.example_net.n[layer] - 1})
 
+    def hidden_error_title(self, layer: int, words: str) -> str:
+        """The title of a hidden layer's error: the cheatsheet calls it a hidden layer error."""
+        if self.nota.name == "cheatsheet":
+            return f"Hidden layer error, layer {self.nota.number(layer)}"
+        return f"{words} {self.nota.number(layer)}"
+
     def join(self, parts: list[str]) -> str:
         return self.sep.join(p for p in parts if p)
 

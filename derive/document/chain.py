@@ -229,7 +229,8 @@ class ChainSection(SectionWriterBase):
                 else:
                     formula = jvp.elementwise.subs(sub)
                 checks.append((net.delta(big_l)[j, 0], chain, formula))
-        title = "Output error of one unit"
+        # The cheatsheet's own words: the output layer error E_o.
+        title = "Output layer error" if nota.name == "cheatsheet" else "Output error of one unit"
         return Step(title, " = ".join(parts), tuple(checks), label="BP1")
 
     def error_step(self, layer: int) -> Step:
@@ -266,7 +267,10 @@ class ChainSection(SectionWriterBase):
             )
             checks.append((net.delta(layer)[j, 0], rhs))
         return Step(
-            f"Error of a unit of layer {self.nota.number(layer)}", latex, tuple(checks), label="BP2"
+            self.hidden_error_title(layer, "Error of a unit of layer"),
+            latex,
+            tuple(checks),
+            label="BP2",
         )
 
     def gradient_steps(self, layer: int) -> list[Step]:

@@ -81,7 +81,8 @@ class SummarySection(SectionWriterBase):
                 body = _tex(jvp.elementwise, names)
             latex = f"{nota.delta(big_l)} = {first} = {body}"
             sides = [oriented(delta_l), oriented(formula)]
-        return Step("Output error", latex, (tuple(sides),), label="BP1")
+        title = "Output layer error" if nota.name == "cheatsheet" else "Output error"
+        return Step(title, latex, (tuple(sides),), label="BP1")
 
     def summary(self) -> Section:
         nota, net, d, big_l = self.nota, self.example_net, self.d, self.depth
@@ -159,7 +160,8 @@ class SummarySection(SectionWriterBase):
             back = f"\\left({nota.transpose(weight)} {up}\\right)"
             body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
         latex = f"{nota.delta(layer)} = {body}"
-        return Step(f"Error of layer {self.nota.number(layer)}", latex, ((lhs, rhs),), label="BP2")
+        title = self.hidden_error_title(layer, "Error of layer")
+        return Step(title, latex, ((lhs, rhs),), label="BP2")
 
     def bp4_vector(self, layer: int) -> Step:
         nota, net = self.nota, self.example_net
