@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chainrule.derive.document import derivation
+from chainrule.derive.notation import NOTATIONS
 from chainrule.derive.spec import preset, preset_names
 
 from chainrule.cmd_derive import PDF_MARK, compile_pdf
@@ -75,7 +76,7 @@ def test_every_preset_compiles_and_renders(name: str, tmp_path: Path) -> None:
     assert 0.005 < ink < 0.5
 
 
-@pytest.mark.parametrize("notation", ["nielsen", "3b1b", "cheatsheet"])
+@pytest.mark.parametrize("notation", NOTATIONS)
 def test_every_notation_compiles(notation: str) -> None:
     pdf = compile_pdf(derivation(preset("deep-relu-sigmoid"), notation).to_latex())
     assert pdf.startswith(b"%PDF")
@@ -83,7 +84,7 @@ def test_every_notation_compiles(notation: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext is not installed")
-@pytest.mark.parametrize("notation", ["nielsen", "3b1b", "cheatsheet"])
+@pytest.mark.parametrize("notation", NOTATIONS)
 def test_pdf_prints_no_literal_scripts(notation: str, tmp_path: Path) -> None:
     """The notation line and the prose are typeset: no wˆl_jk, aˆ(L) or Z_h as text."""
     path = tmp_path / "d.pdf"

@@ -73,9 +73,11 @@ class VectorizedSection(SectionWriterBase):
             for s in statements
         )
         per = "row" if self.nota.rows else "column"
+        errors = self.nota.batch("D", self.depth)
         intro = (
-            f"The same equations over a mini-batch of m examples, one per {per} (the layer "
-            "errors of the examples side by side; the cost is the mean over the batch). These "
+            f"The same equations over a mini-batch of m examples, one per {per} "
+            f"(${errors}$ and the other error matrices hold the layer errors of the examples "
+            "side by side; the cost is the mean over the batch). These "
             "are the statements of the generated NumPy module, in its order and with its "
             "labels. SymPy runs each on a symbolic batch of two examples and compares the "
             "result with the forward definitions or with diff of the batch cost (a sum over "
