@@ -112,15 +112,15 @@ def test_steps_carry_title_latex_and_a_sympy_equality() -> None:
         "Forward equations",
         "Local partial derivatives",
         "The chain rule, written out and memoized",
-        "Summary: BP1 to BP4",
         "As the book writes it",
+        "Summary: BP1 to BP4",
         "Vectorized over a mini-batch",
     ]
 
 
 def test_nielsen_summary_is_bp1_to_bp4() -> None:
     # Nielsen's numbering: the input is layer 1, so [784, 30, 10] has output layer L = 3.
-    summary = derivation(preset("nielsen")).sections[4].steps
+    summary = derivation(preset("nielsen")).sections[5].steps
     by_label = [(s.label, s.latex) for s in summary]
     assert by_label == [
         (
@@ -167,9 +167,9 @@ def test_cheatsheet_reproduces_e_o_and_e_h() -> None:
 
 def test_simplified_output_error_for_sigmoid_and_cross_entropy() -> None:
     doc = derivation(preset("deep-relu-sigmoid"))
-    bp1 = doc.sections[4].steps[0]
+    bp1 = doc.sections[5].steps[0]
     assert bp1.label == "BP1" and bp1.latex.endswith("= a^{5} - y")
-    softmax = derivation(EXTRA_SPECS["softmax-ce"]).sections[4].steps[0]
+    softmax = derivation(EXTRA_SPECS["softmax-ce"]).sections[5].steps[0]
     assert softmax.latex.endswith("= a^{3} - y")
 
 

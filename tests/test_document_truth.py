@@ -56,11 +56,11 @@ def test_a_cost_in_a_and_y_is_written_once_and_without_softplus() -> None:
 
 def test_elementwise_products_are_written_with_odot() -> None:
     doc = derivation(preset("two-layer-nobias"))
-    bp1 = to_unicode(doc.sections[4].steps[0].latex)
+    bp1 = to_unicode(doc.sections[5].steps[0].latex)
     assert bp1.endswith("= a³ ⊙ (1 - a³) ⊙ (a³ - y)")
     batch_bp1 = to_unicode(_step(doc.vectorized, "Output error of the batch").latex)
     assert batch_bp1.startswith("Δ³ = A³ ⊙ (1 - A³) ⊙ (A³ - Y)")
-    assert check_step(doc.sections[4].steps[0], points=1)
+    assert check_step(doc.sections[5].steps[0], points=1)
 
 
 def test_the_ones_vector_is_named_with_its_length() -> None:
@@ -75,8 +75,8 @@ def test_the_ones_vector_is_named_with_its_length() -> None:
 
 
 def test_the_number_of_equations_is_counted() -> None:
-    with_bias = derivation(preset("nielsen")).sections[4]
-    without = derivation(preset("two-layer-nobias")).sections[4]
+    with_bias = derivation(preset("nielsen")).sections[5]
+    without = derivation(preset("two-layer-nobias")).sections[5]
     assert with_bias.title == "Summary: BP1 to BP4" and "four equations" in with_bias.intro
     assert without.title == "Summary: BP1, BP2 and BP4" and "three equations" in without.intro
     assert {step.label for step in without.steps} == {"BP1", "BP2", "BP4"}

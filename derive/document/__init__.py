@@ -3,9 +3,9 @@
 :func:`derivation` turns a spec into a :class:`Derivation`: seven sections of
 :class:`Step` objects (the network, the forward equations, the local partials SymPy
 derived, the chain rule written out for one weight per layer and then with the
-shared terms named, the BP1-BP4 summary, the source's own general forms in the
-notation's source, and the mini-batch form that the generated module executes line
-by line). Each step holds the LaTeX it displays and, in
+shared terms named, the source's own general forms (in the notation's source), the
+summary for this network in vector form, and the mini-batch form that the
+generated module executes line by line). Each step holds the LaTeX it displays and, in
 ``checks``, the SymPy expressions of every side of the equation it states, on a
 *witness* network: the same depth, activations, cost, biases and layout, with each
 layer cut to at most :data:`WITNESS_WIDTH` units and every weight, bias, input and
@@ -90,8 +90,8 @@ def _sections(spec: Spec, notation: str, width: int) -> tuple[Section, ...]:
         builder.forward(),
         builder.local_partials(),
         builder.chain(),
-        builder.summary(),
         builder.source_forms(),
+        builder.summary(),
         builder.vectorized(),
     )
 

@@ -63,8 +63,8 @@ class SourceSection(SectionWriterBase):
         first, last = nota.number(0), nota.number(big_l)
         intro = (
             f"The book states the equations for any layer l, with output layer L "
-            f"(here L = {last}, the input is layer {first}); section 5 writes them out for "
-            "this network. Its algorithm, for one training example x: (1) input: set "
+            f"(here L = {last}, the input is layer {first}); the next section writes them "
+            "out for this network. Its algorithm, for one training example x: (1) input: set "
             f"${nota.a(0)}$ as the activation of layer {first}; (2) feedforward: for "
             f"l = {first + 1}, ..., L compute $z^{{l}} = w^{{l}} a^{{l-1}} + b^{{l}}$ and "
             f"$a^{{l}} = {nota.act_letter('l')}(z^{{l}})$; (3) output error: BP1; (4) "
