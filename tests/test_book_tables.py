@@ -84,7 +84,7 @@ COURSE = {
     "Weight gradient of layer 4 over the batch": "∂C/∂W⁴ = 1/m dZ⁴ (A³)ᵀ",
     "Bias gradient of layer 4 over the batch": "∂C/∂b⁴ = 1/m dZ⁴ 𝟙ₘ",
     "Gradient with respect to the activations of layer 3": "dA³ = (W⁴)ᵀ dZ⁴",
-    "Error of layer 3": "dZ³ = dA³ ⊙ relu'(Z³)",
+    "Error of layer 3 from dA": "dZ³ = dA³ ⊙ relu'(Z³)",
     "The slope of ReLU at 0": "relu'(0) = 0",
 }
 
@@ -98,8 +98,8 @@ TABLES = [
 
 
 def _step(doc, title: str):
-    """The step of ``title``: the last one, as section 5 and the source's own section come
-    after the per-unit chain (an "Error of layer 3" of the course is its dA-dZ step)."""
+    """The step of ``title``: the last one (the vector form of the summary, after the
+    per-unit chain of section 4)."""
     matches = [step for step in doc if step.title == title]
     assert matches, f"no step titled {title!r}"
     return matches[-1]

@@ -392,5 +392,6 @@ class SourceSection(SectionWriterBase):
             f"{nota.batch('D', below)} = {da_tex} \\odot "
             f"{nota.act_letter(below)}'({nota.batch('Z', below)})"
         )
-        steps.append(Step(f"Error of layer {below}", latex, ((net.delta(below), through),), "BP2"))
+        title = f"Error of layer {below} from dA"
+        steps.append(Step(title, latex, ((net.delta(below), through),), "BP2"))
         return steps
