@@ -6,9 +6,8 @@ import re
 
 import pytest
 from chainrule.derive.document import check_step, derivation, to_unicode
+from chainrule.derive.notation import NOTATIONS
 from chainrule.derive.spec import Spec, preset, preset_names
-
-NOTATIONS = ("nielsen", "3b1b", "cheatsheet")
 
 #: A small sigmoid + binary cross-entropy net: its module writes the cost in the logits.
 SIGMOID_BCE = Spec.from_sizes([2, 2, 1], ["tanh", "sigmoid"], "binary-cross-entropy")
