@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from chainrule.derive.document import WITNESS_BATCH, check_step, derivation, to_unicode
 from chainrule.derive.document.source import ETA
-from chainrule.derive.spec import preset
+from chainrule.derive.spec import Spec, preset
 
 #: Nielsen, "Neural Networks and Deep Learning", chapter 2: BP1-BP4 for any layer, then
 #: for the network; the update rule of gradient descent over a mini-batch.
@@ -157,3 +157,25 @@ def test_the_readme_shows_one_page_per_notation_as_printed() -> None:
         for line in lines:
             assert line in printed, (args, line)
     assert notations == {"nielsen", "3b1b", "cheatsheet", "course"}
+
+
+def test_the_cheatsheet_memoized_chain_for_a_deeper_net() -> None:
+    """The page's list C'(W_3) ... C'(W_0) for a four-layer ReLU chain (it writes O for
+    the output, and ŷ in the rest of the page), at any depth a user gives."""
+    spec = Spec.from_sizes([1, 1, 1, 1, 1], ["relu"] * 4, "quadratic", bias=False, layout="rows")
+    doc = derivation(spec, "cheatsheet")
+    chain = _step(doc, "Every weight, from the output layer down")
+    assert to_unicode(chain.latex).splitlines() == [
+        "C'(W₃) = (ŷ - y) · R'(Z₃) · H₂",
+        "C'(W₂) = (ŷ - y) · R'(Z₃) · W₃ · R'(Z₂) · H₁",
+        "C'(W₁) = (ŷ - y) · R'(Z₃) · W₃ · R'(Z₂) · W₂ · R'(Z₁) · H₀",
+        "C'(W₀) = (ŷ - y) · R'(Z₃) · W₃ · R'(Z₂) · W₂ · R'(Z₁) · W₁ · R'(Z₀) · X",
+    ]
+    memo = _step(doc, "The same, memoized: current layer error times current layer input")
+    assert to_unicode(memo.latex).splitlines() == [
+        "C'(W₃) = E₃ · H₂",
+        "C'(W₂) = E₂ · H₁",
+        "C'(W₁) = E₁ · H₀",
+        "C'(W₀) = E₀ · X",
+    ]
+    assert check_step(chain, points=1) and check_step(memo, points=1)
