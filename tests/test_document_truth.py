@@ -161,3 +161,14 @@ def test_other_notations_keep_the_input_as_layer_0(notation: str) -> None:
     doc = derivation(preset("nielsen"), notation)
     assert doc.sections[0].table[1][0] == "0 (input)"
     assert "W1 is" not in doc.to_text()
+
+
+def test_source_sections_describe_only_what_they_show() -> None:
+    """A network without a hidden layer: no backpropagation step in Nielsen's algorithm,
+    no sensitivity to a previous layer in the video's section."""
+    spec = Spec.from_sizes([2, 2], ["sigmoid"], "quadratic")
+    book = derivation(spec).sections[4]
+    assert "nothing to do without a hidden layer" in book.intro and "BP2 for" not in book.intro
+    video = derivation(spec, "3b1b").sections[4]
+    assert "previous layer" not in " ".join(step.title for step in video.steps)
+    assert "before the output" not in video.intro and "the chain for a bias" in video.intro

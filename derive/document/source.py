@@ -71,6 +71,10 @@ class SourceSection(SectionWriterBase):
             f"backpropagate: BP2 for l = L-1, ..., {first + 1}; (5) output: the gradient by BP3 "
             "and BP4. Gradient descent then averages over a mini-batch of m examples."
         )
+        if big_l == 1:
+            intro = intro.replace(
+                f"BP2 for l = L-1, ..., {first + 1}", "nothing to do without a hidden layer"
+            )
         if not any(ly.bias for ly in self.spec.layers):
             intro = intro.replace("$z^{l} = w^{l} a^{l-1} + b^{l}$", "$z^{l} = w^{l} a^{l-1}$")
             intro = intro.replace("by BP3 and BP4", "by BP4 (no biases)")
@@ -181,17 +185,22 @@ class SourceSection(SectionWriterBase):
     # -- 3Blue1Brown -------------------------------------------------------------------
     def video_forms(self) -> Section:
         steps: list[Step] = []
+        shown = []
         if self.d.output.softmax is None and self.depth > 1:
             steps.append(self.previous_activation_step())
+            shown.append(
+                "how the cost of one example is sensitive to an activation of the layer "
+                "before the output (through every unit it feeds)"
+            )
         if self.d.output.softmax is None and self.spec.layers[-1].bias:
             steps.append(self.bias_chain_step())
+            shown.append("the chain for a bias")
         steps.extend(self.total_cost_steps())
-        intro = (
-            "The video's own forms: how the cost of one example is sensitive to an "
-            "activation of the layer before the output (through every unit it feeds), the "
-            "chain for a bias, and the cost of the whole training set as the average of the "
-            "costs of its n examples."
+        shown.append(
+            "the cost of the whole training set as the average of the costs of its n examples"
         )
+        listed = ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1]
+        intro = f"The video's own forms: {listed}."
         return Section("As the video writes it", intro, tuple(steps))
 
     def previous_activation_step(self) -> Step:
