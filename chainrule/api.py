@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
 from chainrule.codegen.render import generate_module
 from chainrule.derive.spec import Spec
+
+if TYPE_CHECKING:
+    from chainrule.derive.document import Derivation
 
 
 def generate(spec: Spec) -> str:
@@ -16,3 +22,49 @@ def generate(spec: Spec) -> str:
     True
     """
     return generate_module(spec)
+
+
+def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivation:
+    """The step-by-step derivation of ``spec``'s backpropagation, worked out at ``at``.
+
+    Parameters
+    ----------
+    spec : Spec
+        The network.
+    notation : str
+        ``nielsen`` (default), ``3b1b`` or ``cheatsheet``.
+    at : mapping or None
+        A point, as in a ``--at`` values file: ``x`` (one example as a flat list, or a
+        list of examples, one per row), ``y`` likewise, optional ``lr``, and ``params``
+        mapping W1, b1, ... to nested lists in the generated module's shapes (a flat
+        list for a bias). With it, every equation is followed by its value and a last
+        section works the numbers out unit by unit; every number is checked against
+        the generated module's ``loss_and_grad`` first.
+
+    Raises
+    ------
+    SpecError
+        When ``at`` does not fit the network (one line naming the field).
+    DerivationError
+        When a worked number and the generated module disagree.
+
+    Examples
+    --------
+    >>> from chainrule.derive.spec import Spec
+    >>> s = Spec.from_sizes([1, 1], ["sigmoid"], "quadratic")
+    >>> doc = derivation(s, at={"x": [1.0], "y": [0.0], "params": {"W1": [[0.0]], "b1": [0.0]}})
+    >>> "a¹ = 0.5" in doc.to_text()
+    True
+    """
+    from chainrule.derive.document import derivation as symbolic
+
+    doc = symbolic(spec, notation)
+    if at is None:
+        return doc
+    from chainrule.derive.document.worked import worked
+    from chainrule.derive.values import read_point
+    from chainrule.worked_check import check_against_module
+
+    values = worked(spec, notation, read_point(spec, at), doc.sections)
+    check_against_module(values)
+    return dataclasses.replace(doc, worked=dataclasses.replace(values, checked=True))
