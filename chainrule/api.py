@@ -58,13 +58,14 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     """
     from chainrule.derive.document import derivation as symbolic
 
-    doc = symbolic(spec, notation)
     if at is None:
-        return doc
+        return symbolic(spec, notation)
     from chainrule.derive.document.worked import worked
     from chainrule.derive.values import read_point
     from chainrule.worked_check import check_against_module
 
-    values = worked(spec, notation, read_point(spec, at), doc.sections)
+    point = read_point(spec, at)  # a bad point is refused before any derivation work
+    doc = symbolic(spec, notation)
+    values = worked(spec, notation, point, doc.sections)
     check_against_module(values)
     return dataclasses.replace(doc, worked=dataclasses.replace(values, checked=True))

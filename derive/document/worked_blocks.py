@@ -16,6 +16,7 @@ from typing import Any
 import sympy as sp
 from chainrule.derive import naming
 from chainrule.derive.document.text import _escape_md, _escape_prose, _escape_text, to_unicode
+from chainrule.derive.document.witness import WITNESS_WIDTH
 from chainrule.derive.document.worked import (
     SHOW_ALL,
     Block,
@@ -403,6 +404,13 @@ def section_lines(values: WorkedValues, number_: int, fmt: str) -> list[str]:
         f"with {30} working digits and 10 significant digits shown; units are numbered "
         "from 1. Large layers show their first and last units."
     )
+    if max(values.spec.sizes) > WITNESS_WIDTH:
+        intro += (
+            f" The network's layers are wider than the {WITNESS_WIDTH}-unit witness on which "
+            "the per-unit equations are checked, so those equations show no numbers of their "
+            "own; the mini-batch statements do, and the representative units are worked out "
+            "here."
+        )
     if values.checked:
         intro += " Every number agrees with the generated module's loss_and_grad."
     out: list[str] = []
