@@ -3,10 +3,11 @@
 The worked numbers come from the derived expressions
 (:mod:`chainrule.derive.document.worked`); the module is generated from the same spec
 by the code generator, loaded in memory and run on the same point in its own dtype.
-The cost, every gradient entry, the output activations, the first example's layer
-errors (through the bias gradients) and, with a learning rate, every parameter after
-one ``sgd_step`` must agree within :data:`TOLERANCE` (relative to the entry or to the
-largest entry of its array); the first disagreement raises ``DerivationError``.
+The cost, every gradient entry, the output activations, the first example's forward
+values (the module's forward cache) and layer errors (through the bias gradients)
+and, with a learning rate, every parameter after one ``sgd_step`` must agree within
+:data:`TOLERANCE` (relative to the entry or to the largest entry of its array); the
+first disagreement raises ``DerivationError``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from chainrule.derive import naming
+from chainrule.derive.batch import batch_program
 from chainrule.derive.document.worked import WorkedValues
 from chainrule.derive.document.worked_blocks import module_mismatch, updated
+from chainrule.derive.layers import derive_network
 from chainrule.derive.values import Point
 
 #: Relative agreement required per dtype (float64 modules agree to about 1e-15).
@@ -49,6 +52,25 @@ def compare(field: str, got: Any, expected: Any, tolerance: float) -> None:
             raise module_mismatch(where, h, w)
 
 
+def _check_cache(values: WorkedValues, module: Any, params: dict, x: Any, tol: float) -> None:
+    """The first example's forward values against the module's forward cache.
+
+    The module's ``_forward`` returns the values of the program's forward statements
+    (z1, a1, ..., without the alias a0) in the program's order; a module without it, or
+    with another count of values, is checked through ``forward`` and the gradient only.
+    """
+    cache = getattr(module, "_forward", None)
+    if cache is None:
+        return
+    program = batch_program(derive_network(values.spec))
+    names = [s.target for s in program if s.label == "forward" and s.op != "alias"]
+    got = cache(params, x)
+    if not isinstance(got, tuple) or len(got) != len(names):
+        return
+    for name, value in zip(names, got, strict=True):
+        compare(f"forward cache on the first example: {name}", value, values.first[name], tol)
+
+
 def check_against_module(values: WorkedValues, module: Any = None) -> None:
     """Check ``values`` against ``loss_and_grad``, ``forward`` and ``sgd_step`` of the
     module generated from ``values.spec`` (generated and loaded here unless given)."""
@@ -67,6 +89,7 @@ def check_against_module(values: WorkedValues, module: Any = None) -> None:
     output = naming.activation(spec.depth)
     compare(f"forward: {output}", module.forward(params, x), env[output], tol)
     first_params, x1, y1 = _arrays(point, spec.dtype, spec.layout, first_only=True)
+    _check_cache(values, module, first_params, x1, tol)
     _, first_grads = module.loss_and_grad(first_params, x1, y1)
     for name in first_grads:
         field = f"loss_and_grad on the first example: {naming.grad(name)}"

@@ -10,6 +10,7 @@ row-major with rows = hidden units (columns layout), w5..w8 are W2 the same way.
 from __future__ import annotations
 
 import re
+import shutil
 import types
 from pathlib import Path
 
@@ -294,6 +295,26 @@ def test_the_cross_check_fires_through_the_cli(
     assert "forward: a2[0, 0]" in err
 
 
+def test_the_cross_check_covers_the_hidden_forward_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = worked_check_module(mazur_spec())
+
+    def cache(params: dict, x: np.ndarray) -> tuple:
+        z1, a1, *rest = real._forward(params, x)
+        return (z1, a1 * (1 + 1e-7), *rest)
+
+    fake = types.SimpleNamespace(
+        loss_and_grad=real.loss_and_grad,
+        forward=real.forward,
+        sgd_step=real.sgd_step,
+        _forward=cache,
+    )
+    monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: fake)
+    with pytest.raises(DerivationError, match=r"forward cache on the first example: a1\[0, 0\]"):
+        chainrule.derivation(mazur_spec(), at=MAZUR_POINT)
+
+
 def test_step_sides_are_checked_against_the_program() -> None:
     # A per-example gradient that disagrees with a step's derivative side is refused.
     spec = mazur_spec()
@@ -321,6 +342,16 @@ def test_a_wide_network_shows_its_representative_units() -> None:
     _, grads = module.loss_and_grad(arrays, x, y)
     assert f"∂C/∂w¹_(30,784) = {grads['W1'][29, 783]:.10g}" in worked
     assert "wider than the 3-unit witness" in worked
+
+
+@pytest.mark.slow
+def test_the_worked_latex_compiles(tmp_path: Path, mazur_doc: chainrule.Derivation) -> None:
+    from chainrule.cmd_derive import compile_pdf
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed")
+    pdf = compile_pdf(mazur_doc.to_latex())
+    assert pdf.startswith(b"%PDF-")
 
 
 def test_readme_shows_what_the_command_prints(

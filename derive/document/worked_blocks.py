@@ -18,7 +18,9 @@ from chainrule.derive import naming
 from chainrule.derive.document.text import _escape_md, _escape_prose, _escape_text, to_unicode
 from chainrule.derive.document.witness import WITNESS_WIDTH
 from chainrule.derive.document.worked import (
+    DIGITS,
     SHOW_ALL,
+    SHOWN_DIGITS,
     Block,
     Env,
     Line,
@@ -401,8 +403,9 @@ def section_lines(values: WorkedValues, number_: int, fmt: str) -> list[str]:
     which = "one example" if values.point.m == 1 else f"{values.point.m} examples"
     intro = (
         f"The derived equations evaluated at the given point ({which}), "
-        f"with {30} working digits and 10 significant digits shown; units are numbered "
-        "from 1. Large layers show their first and last units."
+        f"computed with {DIGITS} digits and shown to {SHOWN_DIGITS} significant digits "
+        "(trailing zeros dropped); units are numbered from 1. Large layers show their first "
+        "and last units."
     )
     if max(values.spec.sizes) > WITNESS_WIDTH:
         intro += (
