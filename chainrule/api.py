@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any
-
 from chainrule.codegen.render import generate_module
 from chainrule.derive.spec import Spec
-
-if TYPE_CHECKING:
-    from chainrule.derive.document import Derivation
 
 
 def generate(spec: Spec) -> str:
@@ -22,6 +16,13 @@ def generate(spec: Spec) -> str:
     True
     """
     return generate_module(spec)
+
+
+# The worked derivation below keeps its own imports with it, so that it stays one addition.
+import dataclasses  # noqa: E402
+from typing import Any  # noqa: E402
+
+from chainrule.derive.document.render import Derivation  # noqa: E402
 
 
 def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivation:
