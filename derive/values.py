@@ -29,6 +29,9 @@ from chainrule.derive.tables import COSTS
 MAX_VALUES_BYTES = 64_000_000
 #: Most examples a worked derivation takes.
 MAX_EXAMPLES = 1_000
+#: Most multiply-adds of one forward pass over the batch (examples times weights): the
+#: numbers are worked out in 30-digit arithmetic, about 40 s per million.
+MAX_WORK = 1_000_000
 TOP_KEYS = ("x", "y", "lr", "params")
 
 Rows = tuple[tuple[float, ...], ...]
@@ -183,6 +186,14 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
             "y", f"{len(y)} target example(s) for {len(x)} input example(s)", "give one per input"
         )
     _check_targets(spec, y)
+    weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
+    if len(x) * weights > MAX_WORK:
+        raise SpecError(
+            "x",
+            f"{len(x)} examples of a network with {weights} weights is more than "
+            f"{MAX_WORK:,} multiply-adds in 30-digit arithmetic",
+            f"give at most {max(1, MAX_WORK // weights)} example(s)",
+        )
     lr = None
     if "lr" in data:
         lr = _number(data["lr"], "lr")

@@ -342,6 +342,8 @@ def test_a_wide_network_shows_its_representative_units() -> None:
     _, grads = module.loss_and_grad(arrays, x, y)
     assert f"∂C/∂w¹_(30,784) = {grads['W1'][29, 783]:.10g}" in worked
     assert "wider than the 3-unit witness" in worked
+    # The mini-batch statements show their first and last entries.
+    assert f"(30 by 784) entry (1,1): {grads['W1'][0, 0]:.10g}" in text
 
 
 @pytest.mark.slow

@@ -126,3 +126,10 @@ def test_rows_layout_takes_the_module_shapes() -> None:
     point["params"]["W1"] = [[1, 2, 3], [4, 5, 6]]
     with pytest.raises(SpecError, match=r"^params\.W1: expected shape \(3, 2\)"):
         read_point(spec, point)
+
+
+def test_too_many_examples_for_the_network_are_refused() -> None:
+    spec = Spec.from_sizes([784, 30, 10], ["sigmoid", "sigmoid"], "quadratic")
+    point = {"x": [[0.0] * 784] * 50, "y": [[0.0] * 10] * 50, "params": {}}
+    with pytest.raises(SpecError, match=r"^x: 50 examples .* give at most 41 example"):
+        read_point(spec, point)

@@ -181,8 +181,8 @@ def render_lines(lines: tuple[Line, ...], fmt: str) -> list[str]:
     return ["\\begin{align*}", body, "\\end{align*}"]
 
 
-def worked(spec: Spec, notation_name: str, point: Point, steps: Any) -> WorkedValues:
-    """The numbers of ``spec``'s derivation at ``point`` (``steps``: its sections).
+def worked(spec: Spec, notation_name: str, point: Point, sections: Any) -> WorkedValues:
+    """The numbers of ``spec``'s derivation at ``point`` (``sections``: the derivation's).
 
     Raises
     ------
@@ -193,9 +193,9 @@ def worked(spec: Spec, notation_name: str, point: Point, steps: Any) -> WorkedVa
 
     env = run_point(spec, point)
     first = env if point.m == 1 else run_point(spec, point, first_only=True)
-    after = dict(vectorized_values(spec, notation_name, env, steps))
+    after = dict(vectorized_values(spec, notation_name, env, sections))
     if max(spec.sizes) <= WITNESS_WIDTH:
-        after.update(step_values(spec, notation_name, point, first, steps))
+        after.update(step_values(spec, notation_name, point, first, sections))
     made = blocks(spec, notation_name, point, env, first)
     return WorkedValues(spec, notation_name, point, env, first, after, made)
 
@@ -260,7 +260,7 @@ def witness_point(spec: Spec, first: Env) -> tuple[dict, dict]:
 
 
 def step_values(
-    spec: Spec, notation_name: str, point: Point, first: Env, steps: Any
+    spec: Spec, notation_name: str, point: Point, first: Env, sections: Any
 ) -> dict[tuple[int, int], tuple[Line, ...]]:
     """The value of every checked instance of the per-example steps (sections 1 to 5).
 
@@ -274,7 +274,7 @@ def step_values(
     at_point = _AtPoint(values)
     namer = Namer(spec, notation_name, first, roles)
     out: dict[tuple[int, int], tuple[Line, ...]] = {}
-    for number, section in enumerate(steps[:-1]):
+    for number, section in enumerate(sections[:-1]):
         for index, step in enumerate(section.steps):
             lines = []
             for sides in step.checks:
