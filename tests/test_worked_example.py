@@ -219,6 +219,26 @@ def test_every_step_of_a_small_network_has_its_values(mazur_doc: chainrule.Deriv
     assert mazur_doc.worked.checked
 
 
+@pytest.mark.slow
+def test_every_step_of_a_network_up_to_six_units_wide_has_its_values() -> None:
+    # two-layer-nobias is 4-5-3: wider than the 3-unit witness, so the steps are
+    # evaluated on a witness as wide as the network (and checked against the module).
+    spec = preset("two-layer-nobias")
+    rng = np.random.default_rng(2)
+    params = {k: rng.standard_normal(s).tolist() for k, s in param_shapes(spec).items()}
+    point = {"x": [0.1, -0.2, 0.3, 0.4], "y": [0.2, 0.5, 0.9], "params": params}
+    doc = chainrule.derivation(spec, at=point)
+    for number, section in enumerate(doc.sections):
+        for index, _ in enumerate(section.steps):
+            assert doc.worked.lines_after(number, index), (number, index)
+    text = doc.to_text()
+    module = worked_check_module(spec)
+    arrays, x, y = worked_check._arrays(read_point(spec, point), "float64", "columns", False)
+    _, grads = module.loss_and_grad(arrays, x, y)
+    # The last weight of layer 1 (unit 5 from input 4), shown after its chain-rule step.
+    assert f"→ ∂C/∂w¹₅₄ = {grads['W1'][4, 3]:.10g}" in text
+
+
 def test_values_carry_at_least_nine_significant_digits(mazur_doc: chainrule.Derivation) -> None:
     line = next(ln for ln in mazur_doc.to_text().splitlines() if "a¹₁ = " in ln)
     digits = NUMBER.search(line.split("a¹₁ = ")[1]).group().replace("0.", "", 1)
@@ -341,7 +361,7 @@ def test_a_wide_network_shows_its_representative_units() -> None:
     arrays, x, y = worked_check._arrays(read_point(spec, point), "float64", "columns", False)
     _, grads = module.loss_and_grad(arrays, x, y)
     assert f"∂C/∂w¹_(30,784) = {grads['W1'][29, 783]:.10g}" in worked
-    assert "wider than the 3-unit witness" in worked
+    assert "a layer wider than 6 units" in worked
     # The mini-batch statements show their first and last entries.
     assert f"(30 by 784) entry (1,1): {grads['W1'][0, 0]:.10g}" in text
 

@@ -11,13 +11,14 @@ Every number comes from the derived expressions, two ways:
   chain-rule product factor by factor, the layer errors). The local partials
   (dC/da^L, sigma'(z^l)) and the per-unit costs are the derivation's own elementwise
   expressions run as ``map`` statements.
-- when every layer of the network fits the witness (at most :data:`WITNESS_WIDTH`
-  units), the witness *is* the network: each step's checked sides are evaluated at the
-  first example (:func:`step_values`), every side of an instance must give the same
-  number, and a side that is the derivative of the cost by a weight or bias must give
-  the program's gradient entry. A wider network's per-unit steps show no value of
-  their own; its representative units are worked out in the last section, as the
-  document shows them.
+- when every layer of the network has at most :data:`FULL_WIDTH` units, the steps are
+  built again on a witness as wide as the network (the document's own witness when
+  every layer fits :data:`WITNESS_WIDTH` units), which then *is* the network: each
+  step's checked sides are evaluated at the first example (:func:`step_values`), every
+  side of an instance must give the same number, and a side that is the derivative of
+  the cost by a weight or bias must give the program's gradient entry. A wider
+  network's per-unit steps show no value of their own; its representative units are
+  worked out in the last section, as the document shows them.
 
 Large layers show their first and last units (the document's representative units);
 layers of at most :data:`SHOW_ALL` units show every unit. Units are numbered from 1.
@@ -44,6 +45,8 @@ DIGITS = 30
 SHOWN_DIGITS = 10
 #: A layer of at most this many units shows every unit; a wider one its first and last.
 SHOW_ALL = 4
+#: Widest layer for which every step is evaluated on a witness as wide as the network.
+FULL_WIDTH = 6
 #: Relative agreement required between the sides of a step and with the program.
 AGREE = sp.Float("1e-20", DIGITS)
 
@@ -194,13 +197,35 @@ def worked(spec: Spec, notation_name: str, point: Point, sections: Any) -> Worke
     env = run_point(spec, point)
     first = env if point.m == 1 else run_point(spec, point, first_only=True)
     after = dict(vectorized_values(spec, notation_name, env, sections))
-    if max(spec.sizes) <= WITNESS_WIDTH:
-        after.update(step_values(spec, notation_name, point, first, sections))
+    full = full_width_sections(spec, notation_name, sections)
+    if full is not None:
+        after.update(step_values(spec, notation_name, point, first, full))
     made = blocks(spec, notation_name, point, env, first)
     return WorkedValues(spec, notation_name, point, env, first, after, made)
 
 
 # --------------------------------------------------------------------------- step values
+
+
+def full_width_sections(spec: Spec, notation_name: str, sections: Any) -> Any:
+    """The derivation's sections with checks on a witness as wide as the network, or None.
+
+    The document's own sections when every layer fits :data:`WITNESS_WIDTH` units; the
+    sections written again at the network's width when it is at most
+    :data:`FULL_WIDTH` (their steps must match the document's, title for title).
+    """
+    width = max(spec.sizes)
+    if width <= WITNESS_WIDTH:
+        return sections
+    if width > FULL_WIDTH:
+        return None
+    from chainrule.derive.document import _sections
+
+    wide = _sections(spec, notation_name, width)
+    titles = [[st.title for st in sec.steps] for sec in sections]
+    if titles != [[st.title for st in sec.steps] for sec in wide]:
+        return None
+    return wide
 
 
 def _unit(matrix: sp.Matrix, j: int, rows: bool) -> sp.Expr:
@@ -220,7 +245,7 @@ def witness_point(spec: Spec, first: Env) -> tuple[dict, dict]:
     network's own weights, biases, inputs, targets, weighted inputs and activations.
     A role is (kind, layer, j, k) with kind one of x, y, grad_a, w, b, z, a.
     """
-    net, rows = witness(spec, 1, WITNESS_WIDTH), spec.layout == "rows"
+    net, rows = witness(spec, 1, max(WITNESS_WIDTH, *spec.sizes)), spec.layout == "rows"
     values: dict[sp.Symbol, sp.Expr] = {}
     roles: dict[sp.Symbol, tuple[str, int, int, int]] = {}
 
@@ -262,7 +287,8 @@ def witness_point(spec: Spec, first: Env) -> tuple[dict, dict]:
 def step_values(
     spec: Spec, notation_name: str, point: Point, first: Env, sections: Any
 ) -> dict[tuple[int, int], tuple[Line, ...]]:
-    """The value of every checked instance of the per-example steps (sections 1 to 5).
+    """The value of every checked instance of the per-example steps (all sections but the
+    last, the mini-batch one, whose values come from the program).
 
     Each instance's sides are evaluated at the first example; they must agree, and a
     derivative of the cost by a parameter must equal the program's gradient entry on

@@ -16,9 +16,9 @@ from typing import Any
 import sympy as sp
 from chainrule.derive import naming
 from chainrule.derive.document.text import _escape_md, _escape_prose, _escape_text, to_unicode
-from chainrule.derive.document.witness import WITNESS_WIDTH
 from chainrule.derive.document.worked import (
     DIGITS,
+    FULL_WIDTH,
     SHOW_ALL,
     SHOWN_DIGITS,
     Block,
@@ -407,10 +407,10 @@ def section_lines(values: WorkedValues, number_: int, fmt: str) -> list[str]:
         "(trailing zeros dropped); units are numbered from 1. Large layers show their first "
         "and last units."
     )
-    if max(values.spec.sizes) > WITNESS_WIDTH:
+    if max(values.spec.sizes) > FULL_WIDTH:
         intro += (
-            f" The network's layers are wider than the {WITNESS_WIDTH}-unit witness on which "
-            "the per-unit equations are checked, so those equations show no numbers of their "
+            f" The network has a layer wider than {FULL_WIDTH} units, too wide to evaluate "
+            "the per-unit equations unit by unit, so those equations show no numbers of their "
             "own; the mini-batch statements do, and the representative units are worked out "
             "here."
         )
