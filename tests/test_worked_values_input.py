@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Spec
-from chainrule.derive.values import read_point
+from chainrule.derive.values import load_values, read_point
 
 from chainrule.cli import main
 
@@ -133,3 +133,32 @@ def test_too_many_examples_for_the_network_are_refused() -> None:
     point = {"x": [[0.0] * 784] * 50, "y": [[0.0] * 10] * 50, "params": {}}
     with pytest.raises(SpecError, match=r"^x: 50 examples .* give at most 41 example"):
         read_point(spec, point)
+
+
+def test_json_and_toml_values_files_read_the_same(tmp_path: Path) -> None:
+    spec = Spec.from_sizes([2, 2, 2], ["sigmoid", "sigmoid"], "quadratic")
+    toml_file, json_file = tmp_path / "v.toml", tmp_path / "v.json"
+    toml_file.write_text(toml())
+    data = {
+        "x": [0.05, 0.10],
+        "y": [0.01, 0.99],
+        "lr": 0.5,
+        "params": {
+            "W1": [[0.15, 0.20], [0.25, 0.30]],
+            "b1": [0.35, 0.35],
+            "W2": [[0.40, 0.45], [0.50, 0.55]],
+            "b2": [0.60, 0.60],
+        },
+    }
+    json_file.write_text(json.dumps(data))
+    from_toml = read_point(spec, load_values(toml_file))
+    assert from_toml == read_point(spec, load_values(json_file))
+    assert from_toml.param("b1") == ((0.35,), (0.35,))
+    assert from_toml.m == 1 and from_toml.lr == 0.5
+
+
+def test_duplicate_json_keys_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "v.json"
+    path.write_text('{"x": [1, 2], "x": [3, 4]}')
+    with pytest.raises(SpecError, match="duplicate key 'x'"):
+        load_values(path)
