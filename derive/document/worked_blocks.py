@@ -429,7 +429,7 @@ def section_lines(values: WorkedValues, number_: int, fmt: str) -> list[str]:
             out.extend(f"    {text.strip()}" for _, text in block.lines)
             out.append("")
         elif fmt == "md":
-            out += [f"**{block.title}**", *render_lines(block.lines, fmt)[1:], ""]
+            out += [f"**{block.title}**", *render_lines(block.lines, fmt), ""]
         else:
             out += [f"\\paragraph{{{_escape_text(block.title)}}}", *render_lines(block.lines, fmt)]
     return out
