@@ -377,12 +377,15 @@ def test_the_worked_latex_compiles(tmp_path: Path, mazur_doc: chainrule.Derivati
 
 
 def test_readme_shows_what_the_command_prints(
-    mazur_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, mazur_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Worked example with numbers", 1)[1].split("\n## ", 1)[0]
     shown = section.split("```text\n", 1)[1].split("```", 1)[0]
-    spec_file, values_file = mazur_files
+    # The values file the README shows is the one run.
+    values_file = tmp_path / "values.toml"
+    values_file.write_text(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    spec_file, _ = mazur_files
     assert main(["derive", str(spec_file), "--at", str(values_file)]) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in shown.splitlines() if ln.strip() and ln.strip() != "..."]
