@@ -33,7 +33,7 @@ _PUBLIC: dict[str, str] = {
     "preset_names": "chainrule.derive.spec",
     "derive_network": "chainrule.derive.layers",
     "Derivation": "chainrule.derive.document",
-    "derivation": "chainrule.derive.document",
+    "derivation": "chainrule.api",
     "Graph": "chainrule.graph",
     "build_graph": "chainrule.graph",
     "Comparison": "chainrule.comparison",

@@ -16,3 +16,57 @@ def generate(spec: Spec) -> str:
     True
     """
     return generate_module(spec)
+
+
+# The worked derivation below keeps its own imports with it, so that it stays one addition.
+import dataclasses  # noqa: E402
+from typing import Any  # noqa: E402
+
+from chainrule.derive.document.render import Derivation  # noqa: E402
+
+
+def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivation:
+    """The step-by-step derivation of ``spec``'s backpropagation, worked out at ``at``.
+
+    Parameters
+    ----------
+    spec : Spec
+        The network.
+    notation : str
+        ``nielsen`` (default), ``3b1b`` or ``cheatsheet``.
+    at : mapping or None
+        A point, as in a ``--at`` values file: ``x`` (one example as a flat list, or a
+        list of examples, one per row), ``y`` likewise, optional ``lr``, and ``params``
+        mapping W1, b1, ... to nested lists in the generated module's shapes (a flat
+        list for a bias). With it, every equation is followed by its value and a last
+        section works the numbers out unit by unit; every number is checked against
+        the generated module's ``loss_and_grad`` first.
+
+    Raises
+    ------
+    SpecError
+        When ``at`` does not fit the network (one line naming the field).
+    DerivationError
+        When a worked number and the generated module disagree.
+
+    Examples
+    --------
+    >>> from chainrule.derive.spec import Spec
+    >>> s = Spec.from_sizes([1, 1], ["sigmoid"], "quadratic")
+    >>> doc = derivation(s, at={"x": [1.0], "y": [0.0], "params": {"W1": [[0.0]], "b1": [0.0]}})
+    >>> "a¹ = 0.5" in doc.to_text()
+    True
+    """
+    from chainrule.derive.document import derivation as symbolic
+
+    if at is None:
+        return symbolic(spec, notation)
+    from chainrule.derive.document.worked import worked
+    from chainrule.derive.values import read_point
+    from chainrule.worked_check import check_against_module
+
+    point = read_point(spec, at)  # a bad point is refused before any derivation work
+    doc = symbolic(spec, notation)
+    values = worked(spec, notation, point, doc.sections)
+    check_against_module(values)
+    return dataclasses.replace(doc, worked=dataclasses.replace(values, checked=True))

@@ -44,7 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  chainrule derive --preset 3b1b-chain --notation 3b1b\n"
         "  chainrule derive --preset nielsen -o nielsen.tex\n"
-        "  chainrule derive --preset cheatsheet-relu --notation cheatsheet -o relu.pdf\n\n"
+        "  chainrule derive --preset cheatsheet-relu --notation cheatsheet -o relu.pdf\n"
+        "  chainrule derive net.toml --at values.toml\n\n"
         "With -o the format comes from the extension (.txt, .md, .tex, .pdf); a --format\n"
         "that contradicts it is refused."
     )
@@ -53,6 +54,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--format", choices=FORMATS, help="default: from the -o extension, else text"
     )
     parser.add_argument("--notation", choices=NOTATIONS, default="nielsen", help="default: nielsen")
+    parser.add_argument(
+        "--at",
+        metavar="VALUES",
+        help="a .toml or .json file with x, y, optional lr and [params]: every equation "
+        "is followed by its value there, checked against the generated module",
+    )
     parser.add_argument(
         "-o", "--output", help="file to write (default: standard output; derivation.pdf for pdf)"
     )
@@ -146,7 +153,13 @@ def cmd_derive(args: argparse.Namespace) -> int:
     """Render the derivation of the named network; returns the exit status."""
     fmt = output_format(args.format, args.output)
     spec = spec_from_args(args)
-    doc = derivation(spec, args.notation)
+    if args.at is not None:
+        from chainrule.api import derivation as worked_derivation
+        from chainrule.derive.values import load_values
+
+        doc = worked_derivation(spec, args.notation, at=load_values(args.at))
+    else:
+        doc = derivation(spec, args.notation)
     if fmt == "pdf":
         data = compile_pdf(doc.to_latex())
         path = Path(args.output or "derivation.pdf")

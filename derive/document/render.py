@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from chainrule.derive.document.steps import Section, Step
 from chainrule.derive.document.text import (
@@ -31,6 +32,17 @@ class Derivation:
     spec: Spec
     notation: str
     sections: tuple[Section, ...]
+    #: The numbers at a point (:class:`~chainrule.derive.document.worked.WorkedValues`),
+    #: shown after each step and in a last section; None for the symbolic document.
+    worked: Any = field(default=None, compare=False, repr=False)
+
+    def _values(self, section: int, index: int, fmt: str) -> list[str]:
+        return [] if self.worked is None else self.worked.render_after(section, index, fmt)
+
+    def _worked(self, fmt: str) -> list[str]:
+        if self.worked is None:
+            return []
+        return self.worked.render_section(len(self.sections) + 1, fmt)
 
     def __iter__(self) -> Iterator[Step]:
         for section in self.sections:
@@ -95,11 +107,13 @@ class Derivation:
                 out.append("\\begin{itemize}")
                 out.extend(f"\\item {sym}: {_escape_prose(words)}" for sym, words in section.items)
                 out.append("\\end{itemize}")
-            for step in section.steps:
+            for index, step in enumerate(section.steps):
                 out.append(f"\\paragraph{{{_escape_text(step.title)}}}")
                 label = self.shown_label(step)
                 tag = f" \\tag{{{label}}}" if label else ""
                 out.append(f"\\begin{{equation*}}\n{step.latex}{tag}\n\\end{{equation*}}")
+                out.extend(self._values(number - 1, index, "tex"))
+        out.extend(self._worked("tex"))
         out.append("\\end{document}")
         return "\n".join(out) + "\n"
 
@@ -117,10 +131,12 @@ class Derivation:
             if section.items:
                 out.extend(f"- {sym}: {words}" for sym, words in section.items)
                 out.append("")
-            for step in section.steps:
+            for index, step in enumerate(section.steps):
                 label = self.shown_label(step)
                 tag = f" \\tag{{{label}}}" if label else ""
-                out += [f"**{step.title}**", "", "$$", step.latex + tag, "$$", ""]
+                out += [f"**{step.title}**", "", "$$", step.latex + tag, "$$"]
+                out += [*self._values(number - 1, index, "md"), ""]
+        out.extend(self._worked("md"))
         return "\n".join(out)
 
     def to_text(self) -> str:
@@ -147,11 +163,13 @@ class Derivation:
                     f"  {to_unicode(sym)}: {to_unicode(words)}" for sym, words in section.items
                 )
                 out.append("")
-            for step in section.steps:
+            for index, step in enumerate(section.steps):
                 label = self.shown_label(step)
                 out.append(f"{step.title}" + (f" [{label}]" if label else ""))
                 out.extend(f"    {line}" for line in to_unicode(step.latex).splitlines())
+                out.extend(self._values(number - 1, index, "text"))
                 out.append("")
+        out.extend(self._worked("text"))
         return "\n".join(out)
 
     def _repr_latex_(self) -> str:

@@ -1,0 +1,274 @@
+"""A point at which to work a derivation out in numbers: inputs, targets, parameters, lr.
+
+:func:`read_point` validates plain data (as read from a TOML or JSON values file, or
+given in Python) against a spec and returns a :class:`Point`: ``x`` and ``y`` one
+example or a list of examples (one per row), every parameter in the shape the
+generated module uses (a flat list for a bias), and an optional learning rate. Every
+number must be a finite int or float; a wrong shape, a missing or unknown key or a
+target outside the cost's range raises :class:`~chainrule.derive.errors.SpecError`
+naming the field. :func:`load_values` reads such a file (TOML or JSON, at most
+:data:`MAX_VALUES_BYTES` bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chainrule.derive import naming
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import Spec
+from chainrule.derive.tables import COSTS
+
+#: Largest values file read (a 784-30-10 network's parameters take about 300 kB).
+MAX_VALUES_BYTES = 64_000_000
+#: Most examples a worked derivation takes.
+MAX_EXAMPLES = 1_000
+#: Most multiply-adds of one forward pass over the batch (examples times weights): the
+#: numbers are worked out in 30-digit arithmetic, about 40 s per million.
+MAX_WORK = 1_000_000
+TOP_KEYS = ("x", "y", "lr", "params")
+
+Rows = tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    """Inputs, targets, parameters and an optional learning rate, checked against a spec.
+
+    ``x`` is (m, n_0) and ``y`` (m, n_L), examples first whatever the layout; each
+    parameter in ``params`` is a tuple of rows in the generated module's shape
+    (``PARAM_SHAPES``: W^l is (n_l, n_(l-1)) and b^l (n_l, 1) for columns, transposed
+    for rows).
+    """
+
+    x: Rows
+    y: Rows
+    params: tuple[tuple[str, Rows], ...]
+    lr: float | None = None
+
+    @property
+    def m(self) -> int:
+        """The number of examples."""
+        return len(self.x)
+
+    def param(self, name: str) -> Rows:
+        """The rows of parameter ``name`` (e.g. ``W1``)."""
+        return dict(self.params)[name]
+
+
+def param_shapes(spec: Spec) -> dict[str, tuple[int, int]]:
+    """Each parameter's shape in the generated module, in its order (W1, b1, W2, ...).
+
+    Examples
+    --------
+    >>> from chainrule.derive.spec import preset
+    >>> param_shapes(preset("nielsen"))["W1"]
+    (30, 784)
+    """
+    n, rows = spec.sizes, spec.layout == "rows"
+    shapes: dict[str, tuple[int, int]] = {}
+    for layer in range(1, spec.depth + 1):
+        w = (n[layer], n[layer - 1])
+        shapes[naming.weight(layer)] = w[::-1] if rows else w
+        if spec.layers[layer - 1].bias:
+            shapes[naming.bias(layer)] = (1, n[layer]) if rows else (n[layer], 1)
+    return shapes
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(where, f"expected a number, got {_short(value)}", "write a decimal number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise SpecError(where, f"{value!r} is not a finite number", "write a finite number")
+    return number
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _shape_of(value: Any) -> str:
+    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+        return f"({len(value)}, {len(value[0])})"
+    if isinstance(value, list):
+        return f"a flat list of {len(value)}"
+    return type(value).__name__
+
+
+def _matrix(value: Any, where: str, shape: tuple[int, int], flat_ok: bool) -> Rows:
+    """``value`` as rows of ``shape``; a flat list is one row (or column) when ``flat_ok``."""
+    if flat_ok and isinstance(value, list) and not any(isinstance(v, list) for v in value):
+        if len(value) == shape[0] * shape[1] and 1 in shape:
+            numbers = [_number(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return tuple((v,) for v in numbers) if shape[1] == 1 else (tuple(numbers),)
+    ok = (
+        isinstance(value, list)
+        and len(value) == shape[0]
+        and all(isinstance(r, list) and len(r) == shape[1] for r in value)
+    )
+    if not ok:
+        flat = " or a flat list" if flat_ok else ""
+        raise SpecError(
+            where,
+            f"expected shape {shape}{flat}, got {_shape_of(value)}",
+            f"give {shape[0]} row(s) of {shape[1]} number(s) each",
+        )
+    return tuple(
+        tuple(_number(v, f"{where}[{i}][{j}]") for j, v in enumerate(row))
+        for i, row in enumerate(value)
+    )
+
+
+def _examples(value: Any, where: str, width: int) -> Rows:
+    """One example (a flat list of ``width`` numbers) or a list of examples, one per row."""
+    if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+        if len(value) > MAX_EXAMPLES:
+            raise SpecError(
+                where, f"{len(value)} examples", f"give at most {MAX_EXAMPLES} examples"
+            )
+        return _matrix(value, where, (len(value), width), flat_ok=False)
+    if isinstance(value, list) and len(value) == width:
+        return _matrix(value, where, (1, width), flat_ok=True)
+    raise SpecError(
+        where,
+        f"expected {width} number(s) per example, got {_shape_of(value)}",
+        f"give a flat list of {width} numbers, or a list of such lists (one per example)",
+    )
+
+
+def _check_targets(spec: Spec, y: Rows) -> None:
+    allowed = COSTS[spec.cost].targets
+    if not allowed.holds(y):
+        raise SpecError(
+            "y",
+            f"{spec.cost} takes targets in {allowed.text}, and some lie outside",
+            f"give targets in {allowed.text}",
+        )
+    if allowed.simplex and any(abs(math.fsum(row) - 1) > 1e-9 for row in y):
+        raise SpecError("y", f"{spec.cost} takes targets that sum to one", "give probability rows")
+
+
+def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
+    """Validate ``data`` (keys ``x``, ``y``, optional ``lr``, table ``params``) against ``spec``.
+
+    Examples
+    --------
+    >>> from chainrule.derive.spec import Spec
+    >>> s = Spec.from_sizes([2, 1], ["sigmoid"], "quadratic")
+    >>> p = read_point(s, {"x": [1, 2], "y": [0.5], "params": {"W1": [[0.1, 0.2]], "b1": [0]}})
+    >>> p.m, p.param("b1")
+    (1, ((0.0,),))
+    """
+    if isinstance(data, Point):
+        return data
+    if not isinstance(data, Mapping):
+        raise SpecError("values", f"expected a table, got {_short(data)}", "give x, y and params")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise SpecError(
+                str(key)[:60], "unknown key in the values", f"use only: {', '.join(TOP_KEYS)}"
+            )
+    for key in ("x", "y", "params"):
+        if key not in data:
+            raise SpecError(key, "missing from the values", f"give {key} (see chainrule derive -h)")
+    x = _examples(data["x"], "x", spec.input_size)
+    y = _examples(data["y"], "y", spec.sizes[-1])
+    if len(x) != len(y):
+        raise SpecError(
+            "y", f"{len(y)} target example(s) for {len(x)} input example(s)", "give one per input"
+        )
+    _check_targets(spec, y)
+    weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
+    if len(x) * weights > MAX_WORK:
+        raise SpecError(
+            "x",
+            f"{len(x)} examples of a network with {weights} weights is more than "
+            f"{MAX_WORK:,} multiply-adds in 30-digit arithmetic",
+            f"give at most {max(1, MAX_WORK // weights)} example(s)",
+        )
+    lr = None
+    if "lr" in data:
+        lr = _number(data["lr"], "lr")
+        if lr <= 0:
+            raise SpecError("lr", f"{lr!r} is not positive", "give a learning rate such as 0.5")
+    given = data["params"]
+    if not isinstance(given, Mapping):
+        raise SpecError("params", f"expected a table, got {_short(given)}", "write [params]")
+    shapes = param_shapes(spec)
+    for key in given:
+        if key not in shapes:
+            raise SpecError(
+                f"params.{str(key)[:60]}",
+                "not a parameter of this network",
+                f"its parameters are {', '.join(shapes)}",
+            )
+    params = []
+    for name, shape in shapes.items():
+        if name not in given:
+            raise SpecError(f"params.{name}", "missing", f"give {name} with shape {shape}")
+        flat_ok = name.startswith("b")
+        params.append((name, _matrix(given[name], f"params.{name}", shape, flat_ok)))
+    return Point(x, y, tuple(params), lr)
+
+
+def load_values(path: str | Path) -> dict[str, Any]:
+    """Read a ``.toml`` or ``.json`` values file as plain data (not yet checked).
+
+    Raises
+    ------
+    SpecError
+        When the file is missing, too large, unreadable or malformed (NaN and
+        Infinity are refused in JSON, duplicate keys in both).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise SpecError("--at", f"{path.name[-60:]!r} is neither .toml nor .json", "use .toml")
+    try:
+        if not path.is_file():
+            raise SpecError("--at", f"{str(path)[-60:]!r} is not a file", "check the path")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_VALUES_BYTES + 1)
+        if len(raw) > MAX_VALUES_BYTES:
+            raise SpecError(
+                "--at", f"file larger than {MAX_VALUES_BYTES} bytes", "give a smaller file"
+            )
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(
+            "--at", f"cannot read the file ({exc.__class__.__name__})", "give UTF-8 text"
+        ) from None
+    return _parse(text, suffix)
+
+
+def _parse(text: str, suffix: str) -> dict[str, Any]:
+    try:
+        if suffix == ".toml":
+            return tomllib.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        kind = suffix[1:].upper()
+        raise SpecError("--at", f"malformed {kind}: {exc}", "fix the syntax") from None
+    except (RecursionError, ValueError) as exc:
+        raise SpecError("--at", f"unreadable values ({exc})"[:120], "write plain numbers") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:60]!r}")
+        out[key] = value
+    return out
