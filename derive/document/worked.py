@@ -304,6 +304,8 @@ def step_values(
         for index, step in enumerate(section.steps):
             lines = []
             for sides in step.checks:
+                if not _at_the_point(sides, values):
+                    continue  # a general-form equation (in eta, m, n, l): no single value
                 evaluated = [_evaluate(side, at_point) for side in sides]
                 _agree(evaluated, step.title)
                 reference = namer.reference(sides[0])
@@ -312,6 +314,16 @@ def step_values(
                 lines.append(namer.line(sides, evaluated[-1], values))
             out[(number, index)] = tuple(lines)
     return out
+
+
+def _at_the_point(sides: Any, values: dict) -> bool:
+    """Whether every free symbol of the sides has a value at the point."""
+    return all(
+        symbol in values
+        for side in sides
+        for symbol in getattr(side, "free_symbols", ())
+        if isinstance(symbol, sp.Symbol)
+    )
 
 
 def _agree(values: list[list[sp.Expr]], where: str) -> None:

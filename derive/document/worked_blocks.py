@@ -53,6 +53,23 @@ def name(tex: str) -> Line:
     return tex, to_unicode(tex)
 
 
+def factor(value: sp.Expr) -> Line:
+    """A number as a factor after another: in parentheses when negative."""
+    tex, text = number(value)
+    return (f"\\left({tex}\\right)", f"({text})") if value < 0 else (tex, text)
+
+
+def signed_sum(terms: list[sp.Expr]) -> list[Line]:
+    """The parts of ``t0 + t1 - |t2| ...``: a negative term after the first is subtracted."""
+    parts: list[Line] = []
+    for i, term in enumerate(terms):
+        if i and term < 0:
+            parts += [MINUS, number(-term)]
+        else:
+            parts += [PLUS, number(term)] if i else [number(term)]
+    return parts
+
+
 def join(*parts: Line) -> Line:
     """Concatenate (LaTeX, text) parts."""
     return "".join(p[0] for p in parts), "".join(p[1] for p in parts)
@@ -196,7 +213,8 @@ def blocks(spec: Spec, notation_name: str, point: Point, env: Env, first: Env) -
         Block(f"Local partial derivatives ({which})", tuple(partial_lines(namer))),
     ]
     for layer in range(spec.depth, 0, -1):
-        title = f"Chain rule for weights of layer {layer}, factor by factor ({which})"
+        shown = namer.nota.number(layer)  # in the notation's own numbering of layers
+        title = f"Chain rule for weights of layer {shown}, factor by factor ({which})"
         out.append(Block(title, tuple(chain_lines(namer, layer))))
     out.append(Block(f"Layer errors ({which})", tuple(delta_lines(namer))))
     mean = "the example" if point.m == 1 else f"mean over the {point.m} examples"
@@ -238,12 +256,8 @@ def cost_lines(namer: Namer, env: Env, m: int) -> list[Line]:
     ]
     total = first[naming.COST][0, 0]
     if n <= SHOW_ALL and n > 1:
-        terms = [number(_unit(units, j, rows)) for j in range(n)]
-        parts = [name(nota.cost), EQ]
-        for i, term in enumerate(terms):
-            parts += [PLUS] if i else []
-            parts.append(term)
-        lines.append(join(*parts, EQ, number(total)))
+        terms = [_unit(units, j, rows) for j in range(n)]
+        lines.append(join(name(nota.cost), EQ, *signed_sum(terms), EQ, number(total)))
     else:
         lines.append(join(name(nota.cost), EQ, number(total)))
     if m > 1:
@@ -286,11 +300,7 @@ def _upstream(namer: Namer, layer: int, j: int, lines: list[Line]) -> sp.Expr:
             parts += [PLUS] if q else []
             delta_q, w_qj = nota.delta(layer + 1, str(q + 1)), namer.w(layer + 1, q, j)
             parts.append(join(name(delta_q), (" \\, ", " "), name(w_qj)))
-        parts.append(EQ)
-        for q, term in enumerate(terms):
-            parts += [PLUS] if q else []
-            parts.append(number(term))
-        lines.append(join(*parts, EQ, number(total)))
+        lines.append(join(*parts, EQ, *signed_sum(terms), EQ, number(total)))
     return total
 
 
@@ -331,7 +341,7 @@ def chain_lines(namer: Namer, layer: int) -> list[Line]:
         values: list[Line] = [EQ]
         for n, (_, value) in enumerate(factors):
             values += [TIMES] if n else []
-            values.append(number(value))
+            values.append(factor(value) if n else number(value))
         lines.append(join(*values, EQ, number(product)))
     return lines
 
@@ -376,7 +386,7 @@ def step_lines(namer: Namer, env: Env, lr: float) -> list[Line]:
         old = _param(env[param], j, k, rows)
         grad = _param(env[naming.grad(param)], j, k, rows)
         new = old - rate * grad
-        change = join(number(old), MINUS, number(rate), TIMES, number(grad))
+        change = join(number(old), MINUS, number(rate), TIMES, factor(grad))
         lines.append(join(name(tex), GETS, change, EQ, number(new)))
     return lines
 
