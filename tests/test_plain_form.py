@@ -357,3 +357,14 @@ def test_readme_shows_real_lines_of_both_forms():
         # The excerpt is a run of consecutive lines of the real module.
         first = source.index(shown[0])
         assert source[first : first + len(shown)] == shown
+
+
+def test_api_generate_takes_the_form():
+    import chainrule
+    from chainrule.api import generate
+
+    spec = preset("two-layer-nobias")
+    assert generate(spec, form="plain") == generate_plain(spec)
+    assert generate(spec) == generate(spec, form="vectorized") == generate_module(spec)
+    with pytest.raises(chainrule.CodegenError, match="^form: unknown form 'fast'"):
+        generate(spec, form="fast")
