@@ -17,7 +17,7 @@ def generate(spec: Spec, form: str = "vectorized") -> str:
     >>> from chainrule.derive.spec import preset
     >>> "def loss_and_grad(" in generate(preset("3b1b-chain"))
     True
-    >>> "    z1 = W1 @ a0 + b1\n" in generate(preset("nielsen"), form="plain")
+    >>> "z1 = W1 @ a0 + b1" in generate(preset("nielsen"), form="plain")
     True
     """
     if form == "plain":

@@ -18,12 +18,17 @@ for both).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import sympy as sp
 from chainrule.codegen.printer import indicator_condition, print_expr
-from chainrule.codegen.program import Program, Statement, build_program
+from chainrule.codegen.program import (
+    Program,
+    Statement,
+    _ModuleProgramBuilder,
+    build_program,
+    temporary_equation,
+)
 from chainrule.codegen.pyformat import format_expr
 from chainrule.codegen.render import _ENV, _comment, _context, py_literal
 from chainrule.derive import naming
@@ -66,17 +71,14 @@ class _PlainCodeBuilder:
         out = []
         for name, sub in replacements:
             operands = tuple(sorted(v.name for v in sub.free_symbols))
-            equation = f"{name.name} = {plain(sub)}, used more than once in {s.target}"
+            equation = temporary_equation(name.name, sub, s.target)
             code = format_expr(print_expr(sub, self.helpers))
             out.append(Statement(name.name, "map", operands, sub, code, equation, s.label))
         code = wrap.format(format_expr(print_expr(reduced, self.helpers)))
         return [*out, self.statement(s, code)]
 
-    def temporary_names(self) -> Iterator[sp.Symbol]:
-        """Fresh temporaries ``_t0, _t1, ...``, numbered across the whole module."""
-        while True:
-            self.temporaries += 1  # before the yield: sp.cse never resumes the generator
-            yield naming.symbol(naming.temp(self.temporaries - 1))
+    #: Fresh temporaries ``_t0, _t1, ...``, numbered across the module as the fast form does.
+    temporary_names = _ModuleProgramBuilder.temporary_names
 
     def statement(self, s: BatchStatement, code: str, equation: str | None = None) -> Statement:
         return Statement(
@@ -97,7 +99,7 @@ class _PlainCodeBuilder:
         return f"np.sum({ops[0]}, axis={examples_axis}, keepdims=True) / {naming.BATCH}"
 
     def code(self, s: BatchStatement) -> list[Statement]:
-        """The one generated statement computing ``s``."""
+        """The generated statement computing ``s`` (after its temporaries, if any)."""
         if s.op == "alias":
             return [self.statement(s, s.operands[0])]
         if s.op in ("log_softmax", "log1m_softmax"):

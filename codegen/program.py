@@ -95,6 +95,11 @@ def gradient_ref(param: str) -> str:
 _STORED_OVER_M = ", over m (C is a mean)"
 
 
+def temporary_equation(name: str, sub: sp.Expr, target: str) -> str:
+    """The comment of a CSE temporary: ``_t0 = tanh(softplus(z1)), used more than once in sp1``."""
+    return f"{name} = {plain(sub)}, used more than once in {target}"
+
+
 class _ModuleProgramBuilder:
     """Gives each statement of the mini-batch program its NumPy code and work buffer."""
 
@@ -178,7 +183,7 @@ class _ModuleProgramBuilder:
                     operands,
                     sub,
                     code,
-                    f"{name.name} = {plain(sub)}, used more than once in {s.target}",
+                    temporary_equation(name.name, sub, s.target),
                     s.label,
                     buffer,
                     updates,
