@@ -368,3 +368,26 @@ def test_api_generate_takes_the_form():
     assert generate(spec) == generate(spec, form="vectorized") == generate_module(spec)
     with pytest.raises(chainrule.CodegenError, match="^form: unknown form 'fast'"):
         generate(spec, form="fast")
+
+
+@pytest.mark.parametrize("x_dtype", [np.float64, np.float32, np.int64])
+@pytest.mark.parametrize("param_dtype", [np.float32, np.float64])
+def test_values_have_the_vectorized_forms_dtype(build, build_fast, x_dtype, param_dtype):
+    # The vectorized form computes into buffers of the parameters' dtype, whatever x and y
+    # hold; the plain form converts the batch to that dtype first.
+    spec = ARCHITECTURES["tanh-tanh-quadratic-mixed-f32"]
+    plain, fast = build(spec), build_fast(spec)
+    _, params, x, y = _problem(spec, 2)
+    params = {k: v.astype(param_dtype) for k, v in params.items()}
+    x, y = (np.round(x * 3).astype(x_dtype), np.round(y * 3).astype(x_dtype))
+    for module in (plain, fast):
+        assert module.forward(params, x).dtype == param_dtype
+        cost, grads = module.loss_and_grad(params, x, y)
+        assert {g.dtype for g in grads.values()} == {np.dtype(param_dtype)}
+        assert cost == module.loss(params, x, y)
+    rtol = 1e-5 if param_dtype == np.float32 else 1e-12
+    want = fast.loss_and_grad(params, x, y)
+    assert plain.loss(params, x, y) == pytest.approx(want[0], rel=rtol)
+    for key, g in plain.loss_and_grad(params, x, y)[1].items():
+        scale = float(np.max(np.abs(want[1][key])))
+        np.testing.assert_allclose(g, want[1][key], rtol=rtol, atol=rtol * scale, err_msg=key)
