@@ -48,7 +48,10 @@ from test_generated_modules import (  # noqa: F401
     test_softmax_cross_entropy_module_states_the_target_assumption,
     test_train_lowers_the_cost_of_a_fixed_problem,
 )
-from test_module_safety import test_entry_points_refuse_wrong_shapes  # noqa: F401
+from test_module_safety import (  # noqa: F401
+    test_check_gradient_fails_on_nan_and_inf,
+    test_entry_points_refuse_wrong_shapes,
+)
 from test_stability import (  # noqa: F401
     test_other_activations_at_800,
     test_overflow_is_still_reported,
