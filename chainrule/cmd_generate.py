@@ -63,6 +63,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise SpecError(
             "strategy", f"{args.strategy} needs scalar code", "add --form unrolled (small networks)"
         )
+    elif args.form == "plain":
+        from chainrule.codegen.plain import generate_plain
+
+        source = generate_plain(spec)
     else:
         source = generate_module(spec)
     if args.output is None:
@@ -121,9 +125,10 @@ def configure_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", help="file to write (default: standard output)")
     parser.add_argument(
         "--form",
-        choices=("vectorized", "unrolled"),
+        choices=("vectorized", "plain", "unrolled"),
         default="vectorized",
-        help="vectorized: matrix code (default); unrolled: one scalar per weight (small nets)",
+        help="vectorized: fast matrix code (default); plain: one readable NumPy statement per "
+        "equation; unrolled: one scalar per weight (small nets)",
     )
     parser.add_argument(
         "--strategy",

@@ -1,9 +1,9 @@
 """``chainrule regenerate``: re-render modules, the presets of ``generated/`` or named files.
 
 A named file is re-rendered from the ``SPEC`` literal chainrule embedded in it (and,
-for an unrolled module, its ``STRATEGY``). Every file is read and every new source
-rendered before anything is written: when one file is not chainrule's, cannot be
-read or holds no readable spec, nothing is written at all.
+for an unrolled module, its ``STRATEGY``; for a plain one, its ``FORM``). Every file is
+read and every new source rendered before anything is written: when one file is not
+chainrule's, cannot be read or holds no readable spec, nothing is written at all.
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ def source_from_module(path: Path, text: str) -> str:
     try:
         tree = ast.parse(text)
         data, strategy = _literal(tree, "SPEC"), _literal(tree, "STRATEGY")
+        form = _literal(tree, "FORM")
     except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
-        data, strategy = None, None
+        data, strategy, form = None, None, None
     if not isinstance(data, dict):
         raise CodegenError(
             "regenerate", f"{where} holds no readable SPEC literal", "generate it again instead"
@@ -95,6 +96,14 @@ def source_from_module(path: Path, text: str) -> str:
     name = spec.name
     if f"from preset {name} " in text and name in preset_names() and preset(name) == spec:
         spec = preset(name)  # keeps the preset's own header ("Regenerate with: ...")
+    if form not in (None, "plain"):
+        raise CodegenError(
+            "regenerate", f"{where} holds the unknown FORM {form!r}", "generate it again instead"
+        )
+    if form == "plain":
+        from chainrule.codegen.plain import generate_plain
+
+        return generate_plain(spec)
     if strategy is None:
         return generate_module(spec)
     from chainrule.codegen.unrolled import generate_unrolled

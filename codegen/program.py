@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import sympy as sp
 from chainrule.codegen.printer import (
@@ -92,6 +93,11 @@ def gradient_ref(param: str) -> str:
 
 #: Comment notes where the fast code differs from the statement's math.
 _STORED_OVER_M = ", over m (C is a mean)"
+
+
+def temporary_equation(name: str, sub: sp.Expr, target: str) -> str:
+    """The comment of a CSE temporary: ``_t0 = tanh(softplus(z1)), used more than once in sp1``."""
+    return f"{name} = {plain(sub)}, used more than once in {target}"
 
 
 class _ModuleProgramBuilder:
@@ -177,7 +183,7 @@ class _ModuleProgramBuilder:
                     operands,
                     sub,
                     code,
-                    f"{name.name} = {plain(sub)}, used more than once in {s.target}",
+                    temporary_equation(name.name, sub, s.target),
                     s.label,
                     buffer,
                     updates,
@@ -295,9 +301,29 @@ def _has_kink(activation: str, derivative: sp.Expr) -> bool:
     return derivative.has(sp.Piecewise)
 
 
-def build_program(derivation: NetworkDerivation) -> Program:
-    """Give the mini-batch program of ``derivation`` its code: forward, cost, backward."""
-    builder = _ModuleProgramBuilder(derivation)
+class CodeBuilder(Protocol):
+    """Gives each statement of the mini-batch program its code (one form of the module).
+
+    ``helpers`` collects the module helpers the code calls; ``buffers`` the work
+    buffers it writes into (none for a form without them).
+    """
+
+    helpers: set[str]
+    buffers: list[tuple[str, str, str, str]]
+
+    def code(self, s: BatchStatement) -> list[Statement]:
+        """The generated statements computing ``s``."""
+        ...
+
+
+def build_program(derivation: NetworkDerivation, builder: CodeBuilder | None = None) -> Program:
+    """Give the mini-batch program of ``derivation`` its code: forward, cost, backward.
+
+    ``builder`` chooses the form of the code (default: the fast form of this module,
+    with work buffers and ``out=``).
+    """
+    if builder is None:
+        builder = _ModuleProgramBuilder(derivation)
     parts: dict[str, list[Statement]] = {"forward": [], "cost": [], "backward": []}
     for s in batch.batch_program(derivation):
         part = s.label if s.label in ("forward", "cost") else "backward"

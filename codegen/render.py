@@ -130,7 +130,9 @@ def _parameter_lines(spec: Spec) -> tuple[list[str], list[dict[str, str]]]:
     return param_shape_lines, init_lines
 
 
-def _context(program: Program) -> dict:
+def _context(program: Program, form: str = "vectorized") -> dict:
+    """The template values of ``program``; ``form`` names the module's form for the header's
+    "Regenerate with" line (the vectorized default needs no ``--form``)."""
     spec = program.spec
     sizes = spec.sizes
     rows = spec.layout == "rows"
@@ -138,7 +140,13 @@ def _context(program: Program) -> dict:
     shape_lines = [f"x: {_shape(spec, sizes[0], 'm')}, y and a^L: {_shape(spec, sizes[-1], 'm')}"]
     shape_lines.extend(param_shape_lines)
     if spec.source == f"preset {spec.name}" and spec.name in preset_names():
-        how = f"chainrule generate --preset {spec.name} -o FILE (or: chainrule regenerate)"
+        if form == "vectorized":
+            how = f"chainrule generate --preset {spec.name} -o FILE (or: chainrule regenerate)"
+        else:
+            how = (
+                f"chainrule generate --preset {spec.name} --form {form} -o FILE "
+                "(or: chainrule regenerate FILE)"
+            )
         origin = f"preset {spec.name}"
     else:
         how = "chainrule regenerate FILE (the spec is kept in SPEC below)"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -113,9 +114,12 @@ def cases(draw: st.DrawFn) -> Case:
     return Case(spec, draw(st.integers(min_value=1, max_value=3)), draw(st.integers(0, 2**16)))
 
 
-def build_module(spec: Spec, folder: Path) -> ModuleType:
-    """Generate, lint, write (atomically) and import the module of ``spec``."""
-    path = write_module(generate_module(spec), folder / f"battery_{next(_counter)}.py")
+def build_module(
+    spec: Spec, folder: Path, generate: Callable[[Spec], str] = generate_module
+) -> ModuleType:
+    """Generate (by ``generate``: another form's generator), lint, write (atomically) and
+    import the module of ``spec``."""
+    path = write_module(generate(spec), folder / f"battery_{next(_counter)}.py")
     loader = importlib.util.spec_from_file_location(f"_battery_{path.stem}", path)
     assert loader is not None and loader.loader is not None
     module = importlib.util.module_from_spec(loader)
@@ -143,11 +147,14 @@ def _data(spec: Spec, batch: int, rng: np.random.Generator) -> tuple[np.ndarray,
 WEIGHT_SCALE = 1.7
 
 
-def run_case(case: Case, folder: Path) -> Outcome:
-    """Generate the case's module; check it by finite differences and against the oracle."""
+def run_case(
+    case: Case, folder: Path, build: Callable[[Spec, Path], ModuleType] | None = None
+) -> Outcome:
+    """Generate the case's module (by ``build``, default :func:`build_module`); check it by
+    finite differences and against the oracle."""
     spec = case.spec
     data = spec.to_dict()
-    module = build_module(spec, folder)
+    module = (build or build_module)(spec, folder)
     rng = np.random.default_rng(case.seed)
     for resamples in range(200):
         params = {
