@@ -160,6 +160,8 @@ def _pair(folder: Path, images: str, labels: str) -> tuple[np.ndarray, np.ndarra
     """Images (N, rows * cols) scaled to [0, 1] and labels (N,) from two IDX files."""
     x = read_idx(images_path := locate(folder, images), IMAGES_MAGIC)
     y = read_idx(labels_path := locate(folder, labels), LABELS_MAGIC)
+    if x.size == 0:  # no images, or images of no pixels: nothing to learn or score
+        raise IdxError(str(images_path), f"holds no pixels (shape {x.shape})", "give MNIST's file")
     if x.shape[0] != y.shape[0]:
         raise IdxError(
             str(labels_path),

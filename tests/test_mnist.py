@@ -187,6 +187,10 @@ def _hostile(folder: Path, case: str) -> str:
     elif case == "directory":
         images.unlink()
         images.mkdir()
+    elif case == "no images":
+        write_idx(images, np.zeros((0, 28, 28), dtype=np.uint8))
+    elif case == "no pixels":
+        write_idx(images, np.zeros((600, 0, 4), dtype=np.uint8))
     elif case == "header cut":
         images.write_bytes(struct.pack(">II", IMAGES_MAGIC, 600))
     return images.name
@@ -206,6 +210,8 @@ def _hostile(folder: Path, case: str) -> str:
         ("label above 9", "has the label 10; MNIST labels are digits 0-9"),
         ("directory", "is a directory"),
         ("header cut", "ends inside its header"),
+        ("no images", "holds no pixels (shape (0, 28, 28))"),
+        ("no pixels", "holds no pixels (shape (600, 0, 4))"),
     ],
 )
 def test_hostile_plain_files_give_one_line_naming_the_file(
