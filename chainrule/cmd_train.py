@@ -2,11 +2,13 @@
 
 The module is generated in memory from the spec (or loaded from a given file), linted,
 and trained by mini-batch SGD on scikit-learn's bundled 8x8 digits (1797 images,
-shipped inside scikit-learn: ``pip install 'chainrule[data]'``) or on an ``.npz`` file
+shipped inside scikit-learn: ``pip install 'chainrule[data]'``), on an ``.npz`` file
 with arrays ``x`` (examples first, shape (N, n0)) and ``y`` (integer labels of shape
-(N,), or targets of shape (N, nL)). A held-out test split measures accuracy after
-every epoch; the command prints per-epoch loss, test accuracy and seconds, or with
-``--json`` one object ``{"test_accuracy", "epochs", "seconds_per_epoch"}``.
+(N,), or targets of shape (N, nL)), or on MNIST's IDX files (:mod:`chainrule.mnist`).
+``--save`` writes the trained weights through the module's ``save_params``. A held-out
+test split measures accuracy after every epoch; the command prints per-epoch loss, test
+accuracy and seconds, or with ``--json`` one object ``{"test_accuracy", "epochs",
+"seconds_per_epoch"}`` (and ``"validation_accuracy"`` for MNIST).
 
 Examples
 --------
@@ -22,7 +24,7 @@ import json
 import time
 import types
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from chainrule.cliargs import (
     add_spec_arguments,
     count_type,
     positive_number,
+    quoted,
     seed_type,
     spec_from_args,
 )
@@ -57,15 +60,24 @@ class Dataset:
     name: str
     x: np.ndarray
     y: np.ndarray
+    #: Held-out examples scored after every epoch; None holds out a seeded random
+    #: :data:`TEST_FRACTION` of ``x`` instead.
+    test: Dataset | None = None
+    #: Held-out examples scored once, after the last epoch (MNIST's 10,000).
+    validation: Dataset | None = None
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Per-epoch history of one training run."""
+    """Per-epoch history of one training run, and the parameters it ended with."""
 
     losses: tuple[float, ...]
     test_accuracies: tuple[float, ...]
     seconds: tuple[float, ...]
+    #: The trained parameters, as the module's ``init_params`` shapes them.
+    params: dict = field(default_factory=dict, compare=False, repr=False)
+    #: Accuracy on :attr:`Dataset.validation` after the last epoch, when there is one.
+    validation_accuracy: float | None = None
 
     @property
     def test_accuracy(self) -> float:
@@ -270,6 +282,50 @@ def _one_liner_for(dataset: Dataset) -> str:
     return f"--sizes {dataset.x.shape[1]},32,{outputs} --activations relu,{head}"
 
 
+def _arrays(module: types.ModuleType, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(x, y, labels): inputs and targets in the module's layout and dtype, labels for
+    :func:`accuracy` (class indices, or for one output the targets), each of N examples."""
+    labels = y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)
+    dtype = np.dtype(module.DTYPE)
+    return _as_layout(module, x, dtype), _as_layout(module, y, dtype), labels
+
+
+def _splits(module: types.ModuleType, dataset: Dataset, seed: int) -> tuple[tuple, tuple]:
+    """:func:`_arrays` of the training and the test examples: the data set's own test
+    set, or a seeded random :data:`TEST_FRACTION` of its examples held out."""
+    outputs, cost = module.LAYER_SIZES[-1], module.COST
+    if dataset.test is not None:
+        test = dataset.test
+        return (
+            _arrays(module, dataset.x, targets(dataset, outputs, cost)),
+            _arrays(module, test.x, targets(test, outputs, cost)),
+        )
+    y_all = targets(dataset, outputs, cost)
+    train_idx, test_idx = split(dataset.x.shape[0], seed)
+    return (
+        _arrays(module, dataset.x[train_idx], y_all[train_idx]),
+        _arrays(module, dataset.x[test_idx], y_all[test_idx]),
+    )
+
+
+def _check_inputs(module: types.ModuleType, dataset: Dataset, batch_size: int) -> None:
+    """Refuse examples whose width is not the network's input width, and a run too big."""
+    sizes = module.LAYER_SIZES
+    for part in (dataset, dataset.test, dataset.validation):
+        if part is not None and part.x.shape[1] != sizes[0]:
+            raise DataError(
+                "data.x",
+                f"the examples have {part.x.shape[1]} features but the network has "
+                f"{sizes[0]} inputs",
+                f"make the input {part.x.shape[1]} wide, e.g. {_one_liner_for(part)} "
+                "in place of the network named",
+            )
+    # The accuracy runs on a whole held-out set at once.
+    held = [len(part.x) for part in (dataset.test, dataset.validation) if part is not None]
+    examples = max(batch_size, *held) if held else max(batch_size, len(dataset.x))
+    require_memory(sizes, examples, "training", np.dtype(module.DTYPE).itemsize)
+
+
 def fit(
     module: types.ModuleType,
     dataset: Dataset,
@@ -282,26 +338,13 @@ def fit(
 ) -> TrainResult:
     """Train ``module`` on ``dataset`` with its own ``train()``, one epoch per call.
 
-    ``on_epoch(epoch, loss, test_accuracy, seconds)`` is called after every epoch.
+    The test accuracy after each epoch is measured on ``dataset.test``, or without one
+    on a seeded random quarter of the examples held out; the validation accuracy, on
+    ``dataset.validation`` after the last epoch. ``on_epoch(epoch, loss,
+    test_accuracy, seconds)`` is called after every epoch.
     """
-    sizes = module.LAYER_SIZES
-    if dataset.x.shape[1] != sizes[0]:
-        raise DataError(
-            "data.x",
-            f"the examples have {dataset.x.shape[1]} features but the network has "
-            f"{sizes[0]} inputs",
-            f"make the input {dataset.x.shape[1]} wide, e.g. {_one_liner_for(dataset)} "
-            "in place of the network named",
-        )
-    examples = max(batch_size, dataset.x.shape[0])  # the accuracy runs on a whole split
-    require_memory(sizes, examples, "training", np.dtype(module.DTYPE).itemsize)
-    y_all = targets(dataset, sizes[-1], module.COST)
-    labels = y_all[:, 0] if sizes[-1] == 1 else np.argmax(y_all, axis=1)
-    train_idx, test_idx = split(dataset.x.shape[0], seed)
-    dtype = np.dtype(module.DTYPE)
-    x_train = _as_layout(module, dataset.x[train_idx], dtype)
-    y_train = _as_layout(module, y_all[train_idx], dtype)
-    x_test = _as_layout(module, dataset.x[test_idx], dtype)
+    _check_inputs(module, dataset, batch_size)
+    (x_train, y_train, _), (x_test, _, test_labels) = _splits(module, dataset, seed)
     params = module.init_params(seed)
     losses, accs, seconds = [], [], []
     for epoch in range(1, epochs + 1):
@@ -311,7 +354,7 @@ def fit(
         )
         elapsed = time.perf_counter() - start
         losses.append(float(history[-1]))
-        accs.append(accuracy(module, params, x_test, labels[test_idx]))
+        accs.append(accuracy(module, params, x_test, test_labels))
         seconds.append(elapsed)
         if not np.isfinite(losses[-1]):
             raise DataError(
@@ -319,7 +362,12 @@ def fit(
             )
         if on_epoch is not None:
             on_epoch(epoch, losses[-1], accs[-1], elapsed)
-    return TrainResult(tuple(losses), tuple(accs), tuple(seconds))
+    validation = None
+    if dataset.validation is not None:
+        part = dataset.validation
+        x_val, _, val_labels = _arrays(module, part.x, targets(part, module.LAYER_SIZES[-1]))
+        validation = accuracy(module, params, x_val, val_labels)
+    return TrainResult(tuple(losses), tuple(accs), tuple(seconds), params, validation)
 
 
 def plot_losses(result: TrainResult, path: str | Path, *, force: bool = False) -> None:
@@ -352,31 +400,119 @@ def plot_losses(result: TrainResult, path: str | Path, *, force: bool = False) -
         plt.close(fig)
 
 
+def mnist_dataset(folder: str | Path) -> Dataset:
+    """MNIST split as Nielsen splits it: of the training file's 60,000 images the first
+    50,000 (five sixths) train and the last 10,000 validate; t10k's 10,000 test."""
+    from chainrule.mnist import load_mnist
+
+    data = load_mnist(folder)
+    cut = len(data.train_x) - len(data.train_x) // 6
+    validation = None
+    if cut < len(data.train_x):
+        validation = Dataset("MNIST validation", data.train_x[cut:], data.train_y[cut:])
+    test = Dataset("MNIST t10k", data.test_x, data.test_y)
+    return Dataset("MNIST", data.train_x[:cut], data.train_y[:cut], test, validation)
+
+
+def _dataset_of(args: argparse.Namespace) -> Dataset:
+    """The data set the arguments name: digits (the default), an .npz file, or MNIST."""
+    if args.data_dir is not None and args.dataset != "mnist":
+        raise SpecError("--data-dir", "given without --dataset mnist", "add --dataset mnist")
+    if args.dataset == "mnist":
+        if args.data_dir is None:
+            raise SpecError(
+                "--dataset",
+                "mnist needs the folder holding its four IDX files",
+                "add --data-dir DIR (see 'chainrule train --help')",
+            )
+        return mnist_dataset(args.data_dir)
+    return npz_dataset(args.data) if args.data else digits_dataset()
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse before training a --plot or --save path that could not be written at the end."""
+    from chainrule.codegen.emit import check_target
+    from chainrule.outfiles import npz_is_ours
+
+    if args.plot:
+        plot_format(args.plot, "--plot")
+        refuse_foreign_picture(args.plot, force=args.force)
+    if args.save:
+        if Path(args.save).suffix.lower() != ".npz":
+            raise SpecError("--save", f"{quoted(args.save)} does not end in .npz", "name it W.npz")
+        check_target(args.save, force=args.force, ours=npz_is_ours)
+
+
+def save_weights(
+    module: types.ModuleType, params: dict, path: str | Path, *, force: bool = False
+) -> None:
+    """Write ``params`` to ``path`` with the module's own ``save_params``, atomically.
+
+    The archive carries chainrule's mark (its zip comment), and replaces only an
+    ``.npz`` file chainrule saved, unless ``force``; ``load_params`` reads it back.
+    """
+    import io
+
+    from chainrule.codegen.emit import write_file
+    from chainrule.outfiles import mark_npz, npz_is_ours
+
+    buffer = io.BytesIO()
+    module.save_params(buffer, params)
+    write_file(path, mark_npz(buffer.getvalue()), force=force, ours=npz_is_ours)
+
+
+def _module_of(args: argparse.Namespace) -> types.ModuleType:
+    """The module to train: the --module file, or the network's, generated in memory."""
+    from chainrule.check import load_module
+
+    if not args.module:
+        return module_from_spec(spec_from_args(args))
+    if args.spec or args.preset or args.sizes is not None:
+        raise SpecError("--module", "given with a network", "give a module or a network")
+    module = load_module(args.module)
+    if args.save and not callable(getattr(module, "save_params", None)):
+        raise SpecError("--save", f"{quoted(args.module)} has no save_params", "regenerate it")
+    return module
+
+
+def _summary(args: argparse.Namespace, result: TrainResult, sizes: str, name: str) -> None:
+    """Print the closing line (or the JSON object) and each file written."""
+    summary = {
+        "test_accuracy": result.test_accuracy,
+        "epochs": args.epochs,
+        "seconds_per_epoch": result.seconds_per_epoch,
+    }
+    if result.validation_accuracy is not None:
+        summary["validation_accuracy"] = result.validation_accuracy
+    if args.json:
+        print(json.dumps(summary))
+        return
+    validation = ""
+    if result.validation_accuracy is not None:
+        validation = f" (validation {result.validation_accuracy:.4f})"
+    print(
+        f"{sizes} on {name}: test accuracy {result.test_accuracy:.4f}{validation} after "
+        f"{args.epochs} epochs, {result.seconds_per_epoch * 1000:.2f} ms per epoch"
+    )
+    for path in (args.plot, args.save):
+        if path:
+            print(f"wrote {path}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``chainrule train``; returns the exit status."""
-    from chainrule.check import load_module
     from chainrule.progress import progress
 
     if not (np.isfinite(args.lr) and args.lr > 0):
         raise SpecError("--lr", f"must be a positive number, got {args.lr}", "try --lr 0.3")
     if args.dataset and args.data:
         raise SpecError("--data", "given with --dataset", "choose one data source")
-    if args.plot:
-        plot_format(args.plot, "--plot")  # refuse a bad name or a user's file before training
-        refuse_foreign_picture(args.plot, force=args.force)
-    if args.module:
-        if args.spec or args.preset or args.sizes is not None:
-            raise SpecError("--module", "given with a network", "give a module or a network")
-        module = load_module(args.module)
-    else:
-        module = module_from_spec(spec_from_args(args))
-    dataset = npz_dataset(args.data) if args.data else digits_dataset()
-
-    lines: list[str] = []
+    _check_outputs(args)  # refuse a bad name or a user's file before training
+    module = _module_of(args)
+    dataset = _dataset_of(args)
 
     def report(epoch: int, loss: float, acc: float, seconds: float) -> None:
         line = f"epoch {epoch:>3}  loss {loss:.4f}  test accuracy {acc:.4f}  {seconds:.3f} s"
-        lines.append(line)
         if not args.json:
             print(line, flush=True)
         bar.note(f"loss {loss:.3f}, test accuracy {acc:.3f}")
@@ -394,6 +530,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 on_epoch=report,
             )
+        if args.save:  # only after the last epoch: an interrupted run writes nothing
+            save_weights(module, result.params, args.save, force=args.force)
     except (KeyboardInterrupt, ChainruleError):
         raise
     except BaseException as exc:
@@ -407,20 +545,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ) from None
     if args.plot:
         plot_losses(result, args.plot, force=args.force)
-    summary = {
-        "test_accuracy": result.test_accuracy,
-        "epochs": args.epochs,
-        "seconds_per_epoch": result.seconds_per_epoch,
-    }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            f"{sizes} on {dataset.name}: test accuracy {result.test_accuracy:.4f} after "
-            f"{args.epochs} epochs, {result.seconds_per_epoch * 1000:.2f} ms per epoch"
-        )
-        if args.plot:
-            print(f"wrote {args.plot}")
+    _summary(args, result, sizes, dataset.name)
     return EXIT_OK
 
 
@@ -434,17 +559,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  chainrule train --sizes 64,32,10 --activations relu,softmax --cost cross-entropy "
         "--dataset digits\n"
-        "  chainrule train net.toml --data data.npz --epochs 20 --json\n\n"
+        "  chainrule train net.toml --data data.npz --epochs 20 --json\n"
+        "  chainrule train --preset nielsen --dataset mnist --data-dir mnist/ --epochs 30 "
+        "--batch-size 10 --lr 3.0 --save nielsen.npz\n\n"
         ".npz files hold x (examples, features) and y (integer labels, or one target row "
         "per example). A one-output network counts an example right when output and "
-        "target lie on the same side of 0.5 (of 0 for a tanh output)."
+        "target lie on the same side of 0.5 (of 0 for a tanh output).\n\n"
+        "--dataset mnist reads train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte from --data-dir, each plain or "
+        "gzipped (.gz; when both are there the plain file is read); nothing is downloaded. "
+        "Pixels are scaled to [0, 1] and labels one-hot encoded. As in Nielsen's book, "
+        "the first 50,000 training images train, the last 10,000 are held out for a "
+        "validation accuracy printed at the end, and the test accuracy after each epoch "
+        "is measured on t10k's 10,000 images.\n\n"
+        "--save writes the trained weights after the last epoch (an interrupted run "
+        "writes nothing) as an .npz archive that the module's load_params reads; it "
+        "replaces only a weights file chainrule saved, unless --force."
     )
     add_spec_arguments(parser)
     parser.add_argument("--module", help="train this generated .py file instead of a network")
     parser.add_argument(
-        "--dataset", choices=("digits",), help="scikit-learn's 8x8 digits (the default)"
+        "--dataset",
+        choices=("digits", "mnist"),
+        help="digits: scikit-learn's 8x8 digits (the default); mnist: the IDX files in --data-dir",
     )
     parser.add_argument("--data", help="an .npz file with arrays x (N, n0) and y")
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="the folder holding MNIST's four IDX files"
+    )
     parser.add_argument(
         "--epochs", type=count_type("--epochs"), default=60, help="passes over the data (60)"
     )
@@ -463,6 +605,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", help="draw loss and accuracy per epoch to FILE.png or FILE.svg")
     parser.add_argument(
-        "--force", action="store_true", help="let --plot replace a file chainrule did not draw"
+        "--save", metavar="FILE.npz", help="write the trained weights there (see below)"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="let --plot and --save replace a file chainrule did not write",
     )
     parser.set_defaults(func=cmd_train)

@@ -461,6 +461,18 @@ def _check_target(path: Path, force: bool, ours: Callable[[Path], bool]) -> bool
     return existed
 
 
+def check_target(path: str | Path, *, force: bool, ours: Callable[[Path], bool]) -> None:
+    """Refuse now, before long work, a path that :func:`write_file` would refuse later.
+
+    Raises
+    ------
+    CodegenError
+        As :func:`write_file` does for a link, a directory, another non-regular file, a
+        missing folder, or a file not chainrule's without ``force``.
+    """
+    _check_target(Path(path), force, ours)
+
+
 class WriteInterrupted(KeyboardInterrupt):
     """Ctrl-C reached :func:`write_file`; the message says which file the path now holds."""
 
