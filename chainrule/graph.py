@@ -215,9 +215,9 @@ def _scalar_nodes(spec: Spec) -> list[str]:
 def folded(spec: Spec) -> bool:
     """True when the scalar graph folds its backward pass under its forward pass.
 
-    Only a chain (one unit in every layer) folds: there each delta^l sits under a^l and
-    the picture is as wide as the forward pass alone; with wider layers the folded
-    backward edges would cross the forward ones.
+    Only a chain (one unit in every layer) folds: there each delta^l sits under the
+    forward pass, one rank right of a^l, and the picture is about as wide as the forward
+    pass alone; with wider layers the folded backward edges would cross the forward ones.
     """
     return all(size == 1 for size in spec.sizes[1:])
 

@@ -486,6 +486,7 @@ _NEW_TORCH_ACTIVATIONS = {
 
 @pytest.mark.parametrize("cost", ["huber", "quadratic"])
 @pytest.mark.parametrize("name", sorted(_NEW_TORCH_ACTIVATIONS))
+@pytest.mark.slow
 def test_new_activations_match_torch_autograd_in_float64(torch, tmp_path: Path, name, cost) -> None:
     from chainrule.importers import from_torch, params_from_torch
 

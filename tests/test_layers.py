@@ -265,6 +265,7 @@ NEW_ROW_SPECS = {
 
 
 @pytest.mark.parametrize("key", sorted(NEW_ROW_SPECS))
+@pytest.mark.slow
 def test_new_rows_pass_finite_differences_and_the_hand_written_oracle(build, key):
     import numpy as np
     import oracle
