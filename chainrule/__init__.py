@@ -44,6 +44,7 @@ _PUBLIC: dict[str, str] = {
     "params_from_torch": "chainrule.importers",
     "lint_module": "chainrule.codegen.emit",
     "write_module": "chainrule.codegen.emit",
+    "load_module": "chainrule.loader",
     "generate": "chainrule.api",
 }
 

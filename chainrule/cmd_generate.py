@@ -11,7 +11,7 @@ from chainrule.cliargs import EXIT_FAILED, EXIT_OK, add_spec_arguments, seed_typ
 from chainrule.codegen.emit import lint_module, write_module
 from chainrule.codegen.render import generate_module
 from chainrule.derive.errors import SpecError
-from chainrule.derive.spec import preset, preset_description, preset_names
+from chainrule.derive.spec import preset, preset_description, preset_names, preset_source
 
 
 def print_report(report: CheckReport, out: Callable[[str], None]) -> None:
@@ -104,10 +104,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    """One line per built-in network: name, sizes, description."""
+    """Two lines per built-in network: name, sizes and network; then the text it reproduces."""
     for name in preset_names():
         spec = preset(name)
         print(f"{name:<18} {'-'.join(map(str, spec.sizes)):<14} {preset_description(name)}")
+        print(f"{'':<18} reproduces: {preset_source(name)}")
     return EXIT_OK
 
 

@@ -133,19 +133,31 @@ def _walks_label(count: int) -> str:
     return f"×{count:,}" if count < 10**7 else f"×{count:.2e}"
 
 
-def _edge_style(count: int, label: str | None = None) -> str:
-    """Red with the naive walk count when the naive chain rule walks the edge again."""
+def _edge_style(
+    count: int, label: str | None = None, *, constraint: bool = True, key: str = "xlabel"
+) -> str:
+    """Red with the naive walk count when the naive chain rule walks the edge again.
+
+    The scalar graph gives the count as an ``xlabel``, placed after the layout: a
+    ``label`` makes Graphviz double every rank gap to fit it, and the picture wider. The
+    layer graph keeps ``label`` (``key``): its long BP labels would overlap the nodes.
+    """
     text = _walks_label(count) if label is None else label
+    free = "" if constraint else ", constraint=false"
     if count > 1:
-        return f'color="#d62728", fontcolor="#d62728", penwidth=1.6, label={_quote(text)}'
-    return f'color="#555555", label={_quote(text)}'
+        return f'color="#d62728", fontcolor="#d62728", penwidth=1.6, {key}={_quote(text)}{free}'
+    return f'color="#555555", {key}={_quote(text)}{free}'
 
 
 def _column(ids: list[str]) -> str:
-    """Keep one column of nodes in index order, top to bottom."""
+    """Keep one column of nodes in index order, top to bottom.
+
+    It must sit at the top level of the graph: inside a cluster Graphviz's crossing
+    reduction reorders the column anyway (units 0, 4, 3, 2, 1 of a 5-unit layer).
+    """
     if len(ids) < 2:
         return ""
-    return f"    {{ rank=same; {' -> '.join(ids)} [style=invis]; }}"
+    return f"  {{ rank=same; {' -> '.join(ids)} [style=invis]; }}"
 
 
 def _header(spec: Spec, level: str, naive: int, backprop: int) -> list[str]:
@@ -158,7 +170,7 @@ def _header(spec: Spec, level: str, naive: int, backprop: int) -> list[str]:
         "digraph chainrule {",
         "  rankdir=LR;",
         '  graph [fontname="Helvetica", fontsize=12, labelloc=t, '
-        f"label={title}, nodesep=0.25, ranksep=0.6];",
+        f"label={title}, nodesep=0.25, ranksep=0.4];",
         '  node [fontname="Helvetica", fontsize=11];',
         '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.6];',
     ]
@@ -171,64 +183,100 @@ def _legend() -> list[str]:
         f'    legend_fwd [label="forward value", {_FORWARD}];',
         f'    legend_delta [label="shared term δ (computed once)", {_DELTA}];',
         f'    legend_grad [label="gradient", {_GRAD}];',
-        "    legend_fwd -> legend_delta [style=invis];",
-        "    legend_delta -> legend_grad [style=invis];",
+        # One rank, stacked: spread over three ranks it would widen three columns.
+        "    { rank=same; legend_grad -> legend_delta -> legend_fwd [style=invis]; }",
         "  }",
     ]
 
 
-def scalar_graph(spec: Spec) -> Graph:
-    """One node per unit: x_k, z^l_j, a^l_j, C; delta^l_j and the gradients below them."""
+def _scalar_nodes(spec: Spec) -> list[str]:
+    """The node lines of the scalar graph, then its columns in index order."""
     n, depth = spec.sizes, spec.depth
-    up, down = path_counts(spec)
-    naive = backprop = 0
-    body: list[str] = ['  subgraph cluster_forward { label="forward pass"; color="#4a78a8";']
-    for k in range(n[0]):
-        body.append(f'    x_{k} [label="x{_sub(k)}", {_INPUT}];')
+    body = [f'  x_{k} [label="x{_sub(k)}", {_INPUT}];' for k in range(n[0])]
     for l in range(1, depth + 1):  # noqa: E741
         bias = spec.layers[l - 1].bias
         for j in range(n[l]):
             plus_b = f" + b{_sup(l)}{_sub(j)}" if bias else ""
-            body.append(f'    z{l}_{j} [label="z{_sup(l)}{_sub(j)}{plus_b}", {_FORWARD}];')
-            body.append(f'    a{l}_{j} [label="a{_sup(l)}{_sub(j)}", {_FORWARD}];')
-    body.append(f'    C [label="C", {_COST}];')
-    body.append(_column([f"x_{k}" for k in range(n[0])]))
-    for l in range(1, depth + 1):  # noqa: E741
-        body.extend(_column([f"{prefix}{l}_{j}" for j in range(n[l])]) for prefix in "za")
-    body.append("  }")
+            body.append(f'  z{l}_{j} [label="z{_sup(l)}{_sub(j)}{plus_b}", {_FORWARD}];')
+            body.append(f'  a{l}_{j} [label="a{_sup(l)}{_sub(j)}", {_FORWARD}];')
+    body.append(f'  C [label="C", {_COST}];')
+    for l in range(depth, 0, -1):  # noqa: E741
+        for j in range(n[l]):
+            body.append(f'  delta{l}_{j} [label="δ{_sup(l)}{_sub(j)}", {_DELTA}];')
+            label = f"∂C/∂w{_sup(l)}{_sub(j)}· = δ{_sup(l)}{_sub(j)} a{_sup(l - 1)}"
+            if spec.layers[l - 1].bias:
+                bias = f"∂C/∂b{_sup(l)}{_sub(j)} = δ{_sup(l)}{_sub(j)}"
+                body.append(f"  grad{l}_{j} [label={_quote(label, bias)}, {_GRAD}];")
+            else:
+                body.append(f"  grad{l}_{j} [label={_quote(label)}, {_GRAD}];")
+    return body + _scalar_columns(spec)
+
+
+def folded(spec: Spec) -> bool:
+    """True when the scalar graph folds its backward pass under its forward pass.
+
+    Only a chain (one unit in every layer) folds: there each delta^l sits under the
+    forward pass, one rank right of a^l, and the picture is about as wide as the forward
+    pass alone; with wider layers the folded backward edges would cross the forward ones.
+    """
+    return all(size == 1 for size in spec.sizes[1:])
+
+
+def _scalar_columns(spec: Spec) -> list[str]:
+    """Each rank's nodes in index order, top to bottom (forward units above backward)."""
+    n, depth = spec.sizes, spec.depth
+
+    def units(prefix: str, l: int) -> list[str]:  # noqa: E741
+        return [f"{prefix}{l}_{j}" for j in range(n[l])] if l >= 1 else []
+
+    columns = [[f"x_{k}" for k in range(n[0])]]
+    if folded(spec):  # delta^(l-1) shares the rank of z^l, its gradient that of a^l
+        for l in range(1, depth + 1):  # noqa: E741
+            columns += [units("z", l) + units("delta", l - 1), units("a", l) + units("grad", l - 1)]
+        columns += [["C", *units("delta", depth)], units("grad", depth)]
+    else:
+        for l in range(1, depth + 1):  # noqa: E741
+            columns += [units(prefix, l) for prefix in ("z", "a", "delta", "grad")]
+    return [_column(ids) for ids in columns]
+
+
+def scalar_graph(spec: Spec) -> Graph:
+    """One node per unit: x_k, z^l_j, a^l_j, C; delta^l_j and the gradients below them.
+
+    Units stand in index order, top to bottom. The backward pass follows the forward one
+    to the right, except in a chain (:func:`folded`), where it runs back under it: delta^l
+    sits one rank right of a^l (an invisible edge holds it there) and the backward edges
+    set no ranks, so a 1-1-1-1 chain is as wide as its forward pass and one gradient box.
+    Forward and backward are told apart by colour (and the legend), not by clusters:
+    Graphviz drops a node from its cluster when a top-level column names it.
+    """
+    n, depth = spec.sizes, spec.depth
+    up, down = path_counts(spec)
+    naive = backprop = 0
+    body = _scalar_nodes(spec)
+    fold = folded(spec)
+    if fold:
+        body += [f"  a{i}_0 -> delta{i}_0 [style=invis];" for i in range(1, depth + 1)]
     for l in range(1, depth + 1):  # noqa: E741
         for j in range(n[l]):
             for k in range(n[l - 1]):
                 src = f"x_{k}" if l == 1 else f"a{l - 1}_{k}"
-                w = f"w{_sup(l)}{_sub(j, k)}" if n[l] * n[l - 1] <= 4 else ""
-                body.append(f'  {src} -> z{l}_{j} [label={_quote(w)}, color="#4a78a8"];')
+                w = f", xlabel={_quote(f'w{_sup(l)}{_sub(j, k)}')}" if n[l] * n[l - 1] <= 4 else ""
+                body.append(f'  {src} -> z{l}_{j} [color="#4a78a8"{w}];')
             body.append(f'  z{l}_{j} -> a{l}_{j} [color="#4a78a8"];')
     for j in range(n[depth]):
         body.append(f'  a{depth}_{j} -> C [color="#4a78a8"];')
-
-    body.append('  subgraph cluster_backward { label="backward pass"; color="#c0561b";')
-    for l in range(depth, 0, -1):  # noqa: E741
-        for j in range(n[l]):
-            body.append(f'    delta{l}_{j} [label="δ{_sup(l)}{_sub(j)}", {_DELTA}];')
-            bias = f", ∂C/∂b{_sup(l)}{_sub(j)} = δ{_sup(l)}{_sub(j)}"
-            label = f"∂C/∂w{_sup(l)}{_sub(j)}· = δ{_sup(l)}{_sub(j)} a{_sup(l - 1)}"
-            if spec.layers[l - 1].bias:
-                label += bias
-            body.append(f"    grad{l}_{j} [label={_quote(label)}, {_GRAD}];")
-        body.extend(
-            _column([f"{prefix}{l}_{j}" for j in range(n[l])]) for prefix in ("delta", "grad")
-        )
-    body.append("  }")
     for j in range(n[depth]):
         count = up[depth] * down[depth]
         naive, backprop = naive + count, backprop + 1
-        body.append(f"  C -> delta{depth}_{j} [{_edge_style(count)}];")
+        body.append(f"  C -> delta{depth}_{j} [{_edge_style(count, constraint=not fold)}];")
     for l in range(depth - 1, 0, -1):  # noqa: E741
         for i in range(n[l + 1]):
             for j in range(n[l]):
                 count = up[l + 1] * down[l]
                 naive, backprop = naive + count, backprop + 1
-                body.append(f"  delta{l + 1}_{i} -> delta{l}_{j} [{_edge_style(count)}];")
+                style = _edge_style(count, constraint=not fold)
+                body.append(f"  delta{l + 1}_{i} -> delta{l}_{j} [{style}];")
     for l in range(1, depth + 1):  # noqa: E741
         for j in range(n[l]):
             body.append(f'  delta{l}_{j} -> grad{l}_{j} [color="#c0561b"];')
@@ -271,12 +319,13 @@ def layer_graph(spec: Spec) -> Graph:
     body.append("  }")
     count = n[depth] * up[depth] * down[depth]
     naive, backprop = naive + count, backprop + n[depth]
-    style = _edge_style(count, f"BP1: naive {count:,}, backprop {n[depth]:,}")
+    style = _edge_style(count, f"BP1: naive {count:,}, backprop {n[depth]:,}", key="label")
     body.append(f"  C -> delta{depth} [{style}];")
     for l in range(depth - 1, 0, -1):  # noqa: E741
         count = n[l + 1] * n[l] * up[l + 1] * down[l]
         naive, backprop = naive + count, backprop + n[l + 1] * n[l]
-        style = _edge_style(count, f"BP2: naive {count:,}, backprop {n[l + 1] * n[l]:,}")
+        text = f"BP2: naive {count:,}, backprop {n[l + 1] * n[l]:,}"
+        style = _edge_style(count, text, key="label")
         body.append(f"  delta{l + 1} -> delta{l} [{style}];")
         body.append(f'  W{l + 1} -> delta{l} [style=dashed, color="#9bb7d4", constraint=false];')
     for l in range(1, depth + 1):  # noqa: E741

@@ -455,26 +455,37 @@ def load_spec(path: str | Path) -> Spec:
     return spec_from_dict(data, source=f"file {path.name}")
 
 
-_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+#: Each preset: the source text it reproduces (title and author as that text gives them),
+#: the network in one line (with the seed number of the text), and the spec's fields.
+_PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "3b1b-chain": (
+        '3Blue1Brown, "Backpropagation calculus" (chapter 5 of the neural-network series)',
         "seed 004: a chain of one neuron per layer, C0 = (a^(L) - y)^2",
         dict(sizes=[1, 1, 1, 1], activations=["sigmoid"] * 3, cost="squared-error"),
     ),
     "nielsen": (
+        'Michael Nielsen, "Neural Networks and Deep Learning", chapter 2, from section 2.3 '
+        '"The backpropagation algorithm"',
         "seed 002: Nielsen's [784, 30, 10] sigmoid network, quadratic cost, BP1-BP4",
         dict(sizes=[784, 30, 10], activations=["sigmoid"] * 2, cost="quadratic"),
     ),
     "two-layer-nobias": (
+        "a blog post (no title or author given) that derives backpropagation with outer "
+        "products, after Nielsen's chapter 2",
         "seed 001: x -> h1 -> h2 with sigmoid and no biases, outer products",
         dict(sizes=[4, 5, 3], activations=["sigmoid"] * 2, cost="quadratic", bias=False),
     ),
     "cheatsheet-relu": (
+        '"Backpropagation", a machine-learning cheat-sheet page: chain rule refresher, '
+        "memoization, code example (no author given)",
         "seed 003: 1-1-1 ReLU chain, no biases, rows layout Z = XW, E_o and E_h",
         dict(
             sizes=[1, 1, 1], activations=["relu"] * 2, cost="quadratic", bias=False, layout="rows"
         ),
     ),
     "deep-relu-sigmoid": (
+        '"Backpropagation in a feedforward neural network - credit 3blue1brown", a blog post '
+        "of Aug 31, 2018 (no author given)",
         "seed 000: 3 hidden ReLU layers, sigmoid output, cross-entropy, 1/m averaging",
         dict(
             sizes=[12, 8, 8, 8, 1],
@@ -491,7 +502,19 @@ def preset_names() -> tuple[str, ...]:
 
 
 def preset_description(name: str) -> str:
-    """One line naming the seed text the preset reproduces."""
+    """One line: the seed text's number and the network the preset reproduces from it."""
+    preset(name)
+    return _PRESETS[name][1]
+
+
+def preset_source(name: str) -> str:
+    """The text the preset reproduces, in words: title and author as that text gives them.
+
+    Examples
+    --------
+    >>> preset_source("nielsen").split(",")[0]
+    'Michael Nielsen'
+    """
     preset(name)
     return _PRESETS[name][0]
 
@@ -506,4 +529,4 @@ def preset(name: str) -> Spec:
     """
     if name not in _PRESETS:
         raise SpecError("preset", f"unknown preset {name!r}", _suggest(name, preset_names()))
-    return Spec.from_sizes(name=name, source=f"preset {name}", **_PRESETS[name][1])
+    return Spec.from_sizes(name=name, source=f"preset {name}", **_PRESETS[name][2])

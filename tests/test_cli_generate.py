@@ -152,17 +152,24 @@ def test_bad_spec_exits_2_with_one_line_naming_the_field(bad_runs, name):
 
 
 @pytest.mark.slow
-def test_presets_lists_five_lines_naming_their_seeds(run_cli):
+def test_presets_lists_each_network_and_the_text_it_reproduces(run_cli):
     done = run_cli("presets")
     assert done.returncode == 0
     lines = done.stdout.splitlines()
-    assert len(lines) == 5
-    assert [line.split()[0] for line in lines] == list(preset_names())
+    assert len(lines) == 10
+    networks, sources = lines[0::2], lines[1::2]
+    assert [line.split()[0] for line in networks] == list(preset_names())
     seeds = {"3b1b-chain": "004", "nielsen": "002", "two-layer-nobias": "001"}
     seeds |= {"cheatsheet-relu": "003", "deep-relu-sigmoid": "000"}
-    for line in lines:
+    for line in networks:
         assert f"seed {seeds[line.split()[0]]}" in line
-    assert "784-30-10" in lines[1]
+    assert "784-30-10" in networks[1]
+    # Each seed number is followed by the text it stands for, in words.
+    assert all(line.startswith(" " * 18 + " reproduces: ") for line in sources)
+    assert '3Blue1Brown, "Backpropagation calculus"' in sources[0]
+    assert 'Michael Nielsen, "Neural Networks and Deep Learning", chapter 2' in sources[1]
+    assert "outer products" in sources[2] and "cheat-sheet" in sources[3]
+    assert '"Backpropagation in a feedforward neural network - credit 3blue1brown"' in sources[4]
 
 
 @pytest.fixture(scope="module")

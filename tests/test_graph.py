@@ -39,7 +39,9 @@ def test_every_preset_has_a_dot_graph(name: str) -> None:
     graph = build_graph(spec)
     assert graph.dot.startswith("digraph chainrule {") and graph.dot.endswith("}\n")
     assert graph.dot.count("{") == graph.dot.count("}")
-    assert "cluster_forward" in graph.dot and "cluster_backward" in graph.dot
+    if graph.level == "layer":
+        assert "cluster_forward" in graph.dot and "cluster_backward" in graph.dot
+    assert "cluster_legend" in graph.dot and "forward value" in graph.dot
     assert "δ" in graph.dot and "#f9b46b" in graph.dot  # the shared terms, highlighted
     bias = spec.layers[0].bias
     assert graph.naive_walks == _brute_force_walks(spec.sizes, bias)
@@ -54,8 +56,8 @@ def test_chain_counts_match_the_hand_count() -> None:
     graph = build_graph(preset("3b1b-chain"))
     assert path_counts(preset("3b1b-chain")) == ([1, 1, 1, 1], [0, 2, 4, 6])
     assert (graph.naive_walks, graph.backprop_walks) == (12, 3)
-    assert 'C -> delta3_0 [color="#d62728"' in graph.dot and 'label="×6"' in graph.dot
-    assert "delta2_0 -> delta1_0" in graph.dot and 'label="×2"' in graph.dot
+    assert 'C -> delta3_0 [color="#d62728"' in graph.dot and 'xlabel="×6"' in graph.dot
+    assert "delta2_0 -> delta1_0" in graph.dot and 'xlabel="×2"' in graph.dot
 
 
 def test_scalar_and_layer_levels_can_be_forced() -> None:
@@ -108,7 +110,7 @@ def test_cli_without_dot_writes_dot_and_says_so(tmp_path: Path, capsys, monkeypa
 def test_svg_renders_for_every_preset(name: str) -> None:
     svg = build_graph(preset(name)).render("svg").decode("utf-8")
     assert "<svg" in svg and "</svg>" in svg
-    assert "δ" in svg and "forward pass" in svg
+    assert "δ" in svg and "forward value" in svg
 
 
 @pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
@@ -201,3 +203,60 @@ def test_png_mark_is_a_well_formed_text_chunk(tmp_path: Path) -> None:
     assert pos == len(data)
     assert [k for k, _ in chunks][:2] == [b"IHDR", b"tEXt"] and chunks[-1][0] == b"IEND"
     assert chunks[1][1] == b"Software\x00chainrule"
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def _svg_nodes(svg: str) -> dict[str, tuple[float, float]]:
+    """Each node's title -> (x, y) of its first text line in the SVG (y grows downwards)."""
+    import re
+
+    pattern = re.compile(
+        r'<g id="node\d+" class="node">\s*<title>([^<]+)</title>.*?'
+        r'<text text-anchor="middle" x="([-\d.]+)" y="([-\d.]+)"',
+        re.DOTALL,
+    )
+    return {m.group(1): (float(m.group(2)), float(m.group(3))) for m in pattern.finditer(svg)}
+
+
+def _svg_width_px(svg: str) -> float:
+    import re
+
+    points = float(re.search(r'<svg width="([\d.]+)pt"', svg).group(1))
+    return points * 96 / 72  # CSS pixels: 96 per inch, 72 points per inch
+
+
+def test_every_column_of_units_is_a_top_level_chain_in_index_order() -> None:
+    dot = build_graph(preset("two-layer-nobias")).dot
+    columns = [line for line in dot.splitlines() if "rank=same" in line and "legend" not in line]
+    assert all(line.startswith("  { rank=same;") for line in columns)  # not inside a cluster
+    assert "  { rank=same; z1_0 -> z1_1 -> z1_2 -> z1_3 -> z1_4 [style=invis]; }" in columns
+    assert "  { rank=same; delta1_0 -> delta1_1 -> delta1_2 -> delta1_3 -> delta1_4" in dot
+    assert "cluster_forward" not in dot  # a column inside a cluster is reordered by dot
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
+@pytest.mark.parametrize("name", ["two-layer-nobias", "3b1b-chain"])
+def test_units_are_drawn_in_index_order_top_to_bottom(name: str) -> None:
+    spec = preset(name)
+    nodes = _svg_nodes(build_graph(spec).render("svg").decode("utf-8"))
+    for layer in range(1, spec.depth + 1):
+        for prefix in ("z", "a", "delta", "grad"):
+            ys = [nodes[f"{prefix}{layer}_{j}"][1] for j in range(spec.sizes[layer])]
+            assert ys == sorted(ys) and len(set(ys)) == len(ys), (prefix, layer, ys)
+    ys = [nodes[f"x_{k}"][1] for k in range(spec.sizes[0])]
+    assert ys == sorted(ys)
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
+def test_a_chain_folds_its_backward_pass_and_stays_narrow() -> None:
+    """1-1-1-1 was 2,620 px wide (backward pass after the forward one); folded, about 1,540."""
+    svg = build_graph(preset("3b1b-chain")).render("svg").decode("utf-8")
+    assert _svg_width_px(svg) < 1800
+    nodes = _svg_nodes(svg)
+    for layer in (1, 2, 3):  # delta^l under the forward pass, right of a^l, left of C
+        assert nodes[f"delta{layer}_0"][1] > nodes[f"a{layer}_0"][1]
+        assert nodes[f"a{layer}_0"][0] < nodes[f"delta{layer}_0"][0] <= nodes["C"][0]
+    wide = build_graph(preset("two-layer-nobias")).render("svg").decode("utf-8")
+    assert _svg_width_px(wide) < 1500

@@ -85,6 +85,7 @@ def test_full_standard_output_is_one_line_and_status_2(args: tuple[str, ...]) ->
     )
 
 
+@pytest.mark.slow
 def test_compare_plot_fix_followed_literally_works(
     tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess]
 ) -> None:
@@ -129,6 +130,7 @@ def test_a_path_of_4000_characters_gives_a_short_line(
         "def M():\n    raise ValueError('no model')\n",
     ],
 )
+@pytest.mark.slow
 def test_from_torch_name_that_exits_when_called_is_one_line(
     tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess], body: str
 ) -> None:
@@ -177,6 +179,7 @@ def test_unicode_digits_in_numeric_options_are_one_line(
 
 
 @pytest.mark.parametrize("data", ["digits", "labels", "targets"])
+@pytest.mark.slow
 def test_train_input_width_fix_followed_literally_trains(
     tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess], data: str
 ) -> None:
@@ -246,6 +249,7 @@ DIGITS = spec_from_dict(
         ("train", "forward", "raise RuntimeError('boom')"),
     ],
 )
+@pytest.mark.slow
 def test_module_code_that_exits_while_running_is_one_line(
     tmp_path: Path,
     run_cli: Callable[..., subprocess.CompletedProcess],

@@ -265,6 +265,7 @@ NEW_ROW_SPECS = {
 
 
 @pytest.mark.parametrize("key", sorted(NEW_ROW_SPECS))
+@pytest.mark.slow
 def test_new_rows_pass_finite_differences_and_the_hand_written_oracle(build, key):
     import numpy as np
     import oracle
@@ -282,6 +283,7 @@ def test_new_rows_pass_finite_differences_and_the_hand_written_oracle(build, key
 
 
 @pytest.mark.parametrize("key", sorted(NEW_ROW_SPECS))
+@pytest.mark.slow
 def test_new_rows_are_stable_where_numpy_raises(build, key):
     """Large weighted inputs raise no overflow or invalid value (underflow is harmless)."""
     import numpy as np

@@ -34,6 +34,7 @@ def _batch(net: ModuleType, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (x.T.copy(), y.T.copy()) if net.LAYOUT == "rows" else (x, y)
 
 
+@pytest.mark.slow
 def test_concurrent_calls_give_the_single_thread_gradient(
     build: Callable[[Spec], ModuleType],
 ) -> None:
@@ -66,6 +67,7 @@ def test_concurrent_calls_give_the_single_thread_gradient(
     assert not wrong, f"{len(wrong)} of 160 concurrent calls gave another batch's result"
 
 
+@pytest.mark.slow
 def test_work_buffers_stay_bounded_over_many_batch_sizes(
     load_source: Callable[[str], ModuleType],
 ) -> None:

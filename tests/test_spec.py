@@ -12,7 +12,15 @@ import json
 import pytest
 import sympy as sp
 from chainrule.derive.errors import ChainruleError, SpecError
-from chainrule.derive.spec import Layer, Spec, load_spec, preset, preset_description, preset_names
+from chainrule.derive.spec import (
+    Layer,
+    Spec,
+    load_spec,
+    preset,
+    preset_description,
+    preset_names,
+    preset_source,
+)
 
 import chainrule
 
@@ -48,6 +56,8 @@ def test_preset_matches_the_seed_table(name):
     assert (spec.layout, spec.dtype, spec.name) == (layout, "float64", name)
     assert spec.source == f"preset {name}"
     assert preset_description(name).startswith(f"seed {seed}:")
+    source = preset_source(name)
+    assert len(source) > 30 and "seed" not in source
     assert chainrule.preset(name) == spec
 
 
@@ -275,3 +285,20 @@ def test_every_row_range_is_consistent_with_its_expression():
             left = real_value(d, {x: kink - 1e-9})
             right = real_value(d, {x: kink + 1e-9})
             assert abs(left - right) > 1e-3, (row.name, kink)
+
+
+def test_each_preset_names_a_different_source_text() -> None:
+    sources = [preset_source(name) for name in preset_names()]
+    assert len(set(sources)) == len(sources)
+    with pytest.raises(SpecError, match="unknown preset"):
+        preset_source("nielson")
+
+
+def test_the_readme_preset_table_names_the_same_source_texts() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for name in preset_names():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"| {preset_source(name)} |" in row
+        assert f"| {preset_description(name).split(':')[0].removeprefix('seed ')} |" in row

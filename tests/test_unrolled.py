@@ -132,6 +132,7 @@ def _loss_and_grad_body(source: str) -> str:
     return ast.get_source_segment(source, fn)
 
 
+@pytest.mark.slow
 def test_naive_module_visibly_recomputes_and_memoized_ones_do_not(unrolled):
     spec = preset("two-layer-nobias")  # 4-5-3: 8 sigmoid units
     units = sum(spec.sizes[1:])
@@ -161,6 +162,7 @@ def test_float32_module_keeps_its_dtype(unrolled):
     assert all(g.dtype == np.float32 for g in grads.values())
 
 
+@pytest.mark.slow
 def test_size_limits_are_clear_errors():
     with pytest.raises(CodegenError, match=f"too large \\(limit {MAX_PARAMETERS}\\)"):
         generate_unrolled(preset("nielsen"), "backprop")
@@ -344,6 +346,7 @@ def _check_cse_label(note: str, target: str, code: str, values: dict, backprop: 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("spec", COMMENT_NETWORKS, ids=_id)
+@pytest.mark.slow
 def test_every_unrolled_comment_is_true_for_the_code_under_it(spec, strategy, unrolled):
     module, source = unrolled(spec, strategy)
     params, x, y = live_problem(spec.to_dict(), m=3)

@@ -172,6 +172,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.slow
 def test_a_real_sigint_leaves_a_whole_file(tmp_path: Path) -> None:
     target = tmp_path / "big.bin"
     target.write_bytes(b"old")
