@@ -181,14 +181,22 @@ def _stdout_failed(exc: OSError) -> int:
 def _run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "quiet", False):
-        from chainrule.progress import set_quiet
-
-        set_quiet(True)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    status = int(args.func(args))
+    if not getattr(args, "quiet", False):
+        return _finish(int(args.func(args)))
+    from chainrule import progress
+
+    before = progress.quiet_now()
+    progress.set_quiet(True)
+    try:  # --quiet holds for this run only, also when main() is called in a process
+        return _finish(int(args.func(args)))
+    finally:
+        progress.set_quiet(before)
+
+
+def _finish(status: int) -> int:
     sys.stdout.flush()  # a full or closed standard output fails here, not at exit
     return status
 

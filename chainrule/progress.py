@@ -31,6 +31,11 @@ SPINNER = "|/-\\"
 TICK = 0.1
 
 
+def quiet_now() -> bool:
+    """Whether :func:`set_quiet` has silenced every display."""
+    return _QUIET
+
+
 def set_quiet(quiet: bool) -> None:
     """Silence (or allow) every progress display of this process."""
     global _QUIET

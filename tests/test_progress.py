@@ -61,14 +61,16 @@ def test_quiet_wins_on_a_terminal(no_libraries) -> None:
     assert stream.getvalue() == ""
 
 
-def test_cli_quiet_flag_silences_progress() -> None:
+def test_cli_quiet_flag_silences_progress(monkeypatch, capsys) -> None:
     from chainrule.cli import main
 
-    try:
-        assert main(["--quiet", "presets"]) == 0
-        assert progress_module._QUIET is True
-    finally:
-        set_quiet(False)
+    seen: list[bool] = []
+    real = progress_module.set_quiet
+    monkeypatch.setattr(progress_module, "set_quiet", lambda q: (seen.append(q), real(q)))
+    assert main(["--quiet", "presets"]) == 0
+    assert seen == [True, False]  # silenced for the run, then as before
+    assert main(["presets"]) == 0
+    assert seen == [True, False]
 
 
 def test_stage_printer_is_none_off_a_terminal() -> None:
@@ -90,3 +92,14 @@ def test_stage_printer_shows_each_stage(no_libraries) -> None:
     text = stream.getvalue()
     assert "naive diff 1/2" in text
     assert text.endswith("\r\033[K")
+
+
+def test_quiet_holds_for_one_run_of_main_only(capsys) -> None:
+    # main() called in a process (a notebook, a test) must not leave every later
+    # progress display of that process silenced.
+    from chainrule.cli import main
+
+    assert main(["--quiet", "presets"]) == 0
+    capsys.readouterr()
+    assert not progress_module.quiet_now()
+    assert backend(FakeTerminal()) in {"spinner", "tqdm", "rich"}
