@@ -88,14 +88,16 @@ class SourceSection(SectionWriterBase):
         """How the two-layer text's symbols map onto this document's."""
         nota, big_l = self.nota, self.depth
         hidden = ", ".join(f"$h_{{{ly}}}$ is ${nota.a(ly)}$" for ly in range(1, big_l))
+        inputs = ", ".join(f"$z_{{{ly}}}$ is ${nota.z(ly)}$" for ly in range(1, big_l + 1))
         weights = ", ".join(
             f"$W_{{{ly}}}$ is ${nota.weight_matrix(ly)}$" for ly in range(1, big_l + 1)
         )
         return (
             "The text on networks without biases writes the weight gradients as outer "
             "products $u \\otimes v = u v^{T}$ and calls the hidden activations h and the "
-            f"network's output y: there {hidden}, its $\\mathbf{{y}}$ is the output "
-            f"${nota.a(big_l)}$ (this document's y is the target), and {weights}."
+            f"network's output y: there {hidden + ', ' if hidden else ''}its "
+            f"$\\mathbf{{y}}$ is the output ${nota.a(big_l)}$ (this document's y is the "
+            f"target), {inputs}, and {weights}."
         )
 
     def outer_product_forms(self) -> list[Step]:

@@ -62,7 +62,7 @@ class SummarySection(SectionWriterBase):
             latex = " = ".join(parts)
         else:
             jvp = out.softmax
-            jac = f"J^{{{nota.tag(big_l)}}}" if nota.name != "cheatsheet" else "J_{o}"
+            jac = nota.jacobian(big_l)
             first = f"{nota.transpose(jac)} {nota.grad_a()}"
             sub = lambda expr, j: expr.subs({A: a_l[j, 0], Y: net.y[j, 0]})  # noqa: E731
             n = net.n[big_l]

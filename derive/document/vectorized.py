@@ -232,8 +232,11 @@ class VectorizedSection(SectionWriterBase):
         zb = nota.batch("Z", layer)
         if s.op == "alias":
             if nota.name == "cheatsheet":
-                # The cheatsheet names the input X only: its shape, one example per row.
-                return f"X \\in \\mathbb{{R}}^{{m \\times {self.spec.input_size}}}"
+                # The cheatsheet names the input X only: its shape, one example per row
+                # (rows layout) or per column.
+                n0 = self.spec.input_size
+                shape = f"m \\times {n0}" if nota.rows else f"{n0} \\times m"
+                return f"X \\in \\mathbb{{R}}^{{{shape}}}"
             return f"{nota.batch_a0} = X"
         if s.op == "affine":
             return f"{zb} = {self.affine_latex(s)}"
