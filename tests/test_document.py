@@ -341,7 +341,7 @@ def test_sigma_is_only_the_logistic_function(name: str) -> None:
             doc.to_latex()
         )
     if name == "softmax-ce":
-        assert "a²ⱼ = tanh(z²ⱼ) = (e^(z²ⱼ)" in text  # no tanh(z) = tanh(z)
+        assert "a²ⱼ = tanh(z²ⱼ) = (exp(z²ⱼ)" in text  # no tanh(z) = tanh(z)
 
 
 def test_sum_to_one_assumption_reads_as_one_sentence() -> None:
