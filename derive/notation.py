@@ -33,7 +33,7 @@ from chainrule.derive.spec import Spec
 NOTATIONS: tuple[str, ...] = ("nielsen", "3b1b", "cheatsheet", "course")
 
 #: Letters used for the unit index of layers above the one being differentiated.
-_SUM_LETTERS = "qrsuv"
+_SUM_LETTERS = "prsuv"
 
 
 @dataclass(frozen=True)

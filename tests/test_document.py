@@ -140,7 +140,7 @@ def test_nielsen_component_forms() -> None:
     text = _unicode_steps(derivation(preset("nielsen")))
     assert "∂C/∂w³ⱼₖ = δ³ⱼ a²ₖ" in text
     assert "∂C/∂b²ⱼ = δ²ⱼ" in text
-    assert "δ²ⱼ = ∂C/∂z²ⱼ = Σ_q δ³_q w³_(qj) σ'(z²ⱼ)" in text
+    assert "δ²ⱼ = ∂C/∂z²ⱼ = Σₚ δ³ₚ w³ₚⱼ σ'(z²ⱼ)" in text
 
 
 def test_3b1b_chain_reproduces_the_three_ratios() -> None:

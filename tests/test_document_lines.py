@@ -76,7 +76,21 @@ def test_text_has_no_carets_and_no_space_before_a_bracket() -> None:
 @pytest.mark.parametrize("nota", NOTATIONS)
 def test_no_preset_prints_a_caret_or_an_underscored_point_in_text(name: str, nota: str) -> None:
     text = derivation(preset(name), nota).to_text()
-    assert "^" not in text and "|_" not in text and "layer(s)" not in text
+    assert "^" not in text and "_" not in text and "layer(s)" not in text
+
+
+def test_text_writes_indices_as_subscripts_and_a_wrapped_product_keeps_its_dots() -> None:
+    """The summed unit's letter has a subscript (Σₚ, not Σ_q) and so has the cheatsheet's
+    layer-and-unit pair (Zₗ,ⱼ, not Z_(l,j)); a product the cheatsheet writes with dots
+    that runs onto a second line starts it with a dot, not a bare factor."""
+    nielsen = derivation(preset("nielsen")).to_text()
+    assert "δ²ⱼ = ∂C/∂z²ⱼ = Σₚ δ³ₚ w³ₚⱼ σ'(z²ⱼ)" in nielsen
+    sheet = derivation(preset("deep-relu-sigmoid"), "cheatsheet").to_text()
+    assert "Zₗ,ⱼ: weighted input of unit j of layer l" in sheet
+    lines = sheet.splitlines()
+    at = lines.index("Chain rule for a weight of layer 0, written out")
+    assert lines[at + 2].strip() == "· Z₀,ⱼ'(W₀,ⱼₖ)" and lines[at + 4].strip() == "· Xₖ"
+    assert "_" not in nielsen + sheet
 
 
 def test_the_notation_line_is_true_of_the_network() -> None:

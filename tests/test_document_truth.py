@@ -140,7 +140,7 @@ def test_the_cheatsheet_writes_rows_its_own_names_and_no_sigma_for_relu() -> Non
     doc = derivation(preset("cheatsheet-relu"), "cheatsheet")
     text = doc.to_text()
     assert to_unicode(doc.sections[1].steps[0].latex) == "Zₕ = X Wₕ"
-    assert "σ" not in text and "R'(Z_(l,j)): derivative" in text
+    assert "σ" not in text and "R'(Zₗ,ⱼ): derivative" in text
     assert "layer errors Eₕ and Eₒ" in text and "layer error of unit j" in text
     # The input is X, with its shape; no A₀ that nothing defines.
     assert "A₀" not in text and "X ∈ ℝᵐˣ¹" in text

@@ -296,7 +296,8 @@ class SourceSection(SectionWriterBase):
         for layer in range(self.depth, 0, -1):
             value = self.render_chain(layer, "value", colour=False)
             lhs = nota.grad(nota.cost, nota.w(layer, "j", "k"))
-            rows.append(f"{lhs} &= {self.sep.join(value)}")
+            # One row per weight: the continuation lines (each led by the dot) rejoined.
+            rows.append(f"{lhs} &= {' '.join(value)}")
             for j, k in self.instances(layer):
                 checks.append(
                     (
