@@ -244,7 +244,7 @@ def test_softmax_binary_cross_entropy_is_shown_through_log_one_minus_a() -> None
     assert (
         "log(1 - A³ⱼᵢ)" in text["Cost of the batch"] and "log1mp" not in text["Cost of the batch"]
     )
-    assert "Σ_(k ≠ j)" in text["Other units of the output error"]
+    assert "Σₖ≠ⱼ" in text["Other units of the output error"]
     assert text["Output error of the batch"].startswith("Δ³ = 3 A³ + R³ - Y")
 
 

@@ -129,3 +129,16 @@ def test_a_softmax_network_defines_J_and_writes_no_sigma(nota: str) -> None:
     )
     summary = doc.sections[-2].steps[0]
     assert jac in to_unicode(summary.latex)
+
+
+def test_the_output_units_ones_vector_is_named_with_its_length() -> None:
+    """A softmax's ones vector runs over the output units, not the m examples: it carries
+    its length, the intro defines it (and I), and text shows no underscore for k ≠ j."""
+    spec = Spec.from_sizes([3, 2], ["softmax"], "binary-cross-entropy", layout="rows")
+    doc = derivation(spec, "course")
+    text = doc.to_text()
+    assert "𝟙₂ is the vector of 2 ones, one per output unit, and I the 2 by 2 identity" in text
+    shown = to_unicode(_step(doc.vectorized, "Log-softmax").latex)
+    assert shown == "log A¹ = Z¹ - log(exp(Z¹) 𝟙₂) 𝟙₂ᵀ"
+    assert "Σₖ≠ⱼ Vₖ" in text and "_" not in text.replace("loss_and_grad", "")
+    assert not re.search("𝟙(?![ₘ₂])", text)

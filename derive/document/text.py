@@ -43,7 +43,7 @@ def _escape_md(text: str) -> str:
 
 _SUPER = dict(zip("0123456789+-=()nijklmtxLT×,", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱʲᵏˡᵐᵗˣᴸᵀˣ,", strict=True))
 _SUB = dict(
-    zip("0123456789+-=()aehijklmnoprstuvx,", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ,", strict=True)
+    zip("0123456789+-=()aehijklmnoprstuvx,≠", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ,≠", strict=True)
 )
 #: Commands after which a space only ends the command name.
 _TIGHT = frozenset({"partial", "nabla", "sigma", "delta", "Delta", "sum"})
