@@ -4,6 +4,7 @@ and in the notation's own numbering, in the format it is printed in."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from chainrule.derive.document import derivation, to_unicode
@@ -142,3 +143,19 @@ def test_the_output_units_ones_vector_is_named_with_its_length() -> None:
     assert shown == "log A¹ = Z¹ - log(exp(Z¹) 𝟙₂) 𝟙₂ᵀ"
     assert "Σₖ≠ⱼ Vₖ" in text and "_" not in text.replace("loss_and_grad", "")
     assert not re.search("𝟙(?![ₘ₂])", text)
+
+
+def test_the_readme_names_the_activations_as_printed() -> None:
+    """README: σ only for the sigmoid, relu' by its name, f for an expression and for the
+    generic layer of a network that is not all sigmoids."""
+    custom = Spec.from_sizes([2, 3, 2], ["x*sigmoid(x)", "sigmoid"], "quadratic", bias=False)
+    text = derivation(custom).to_text()
+    assert "a²ⱼ = f(z²ⱼ) = z²ⱼ σ(z²ⱼ)" in text and "a³ⱼ = σ(z³ⱼ)" in text
+    assert "aˡ = f(zˡ)" in text
+    deep = derivation(preset("deep-relu-sigmoid")).to_text()
+    assert "relu'(z²ⱼ)" in deep and "aˡ = f(zˡ)" in deep
+    assert "aˡ = σ(zˡ)" in derivation(preset("nielsen")).to_text()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "f stands for an activation given as an expression and for the generic layer" in (
+        " ".join(readme.split())
+    )
