@@ -159,3 +159,18 @@ def test_the_readme_names_the_activations_as_printed() -> None:
     assert "f stands for an activation given as an expression and for the generic layer" in (
         " ".join(readme.split())
     )
+
+
+@pytest.mark.parametrize("nota", NOTATIONS)
+def test_the_batch_section_says_its_c_is_not_one_examples_cost(nota: str) -> None:
+    """The legend's C (C₀ in 3Blue1Brown's notation) is one example's cost; the batch
+    section's C is a mean, and says so where it starts to mean that."""
+    doc = derivation(preset("3b1b-chain"), nota)
+    legend = dict(doc.sections[0].items)
+    intro = to_unicode(doc.sections[-1].intro)
+    if nota == "3b1b":
+        assert legend["$y$, $C_0$"] == "target and cost of one example"
+        assert "here C is the mean of C₀ over the m examples" in intro
+    else:
+        assert legend["$y$, $C$"] == "target and cost of one example"
+        assert "here C is the mean of the m examples' costs, no longer the cost of one" in intro

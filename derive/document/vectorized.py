@@ -77,7 +77,7 @@ class VectorizedSection(SectionWriterBase):
         intro = (
             f"The same equations over a mini-batch of m examples, one per {per} "
             f"(${errors}$ and the other error matrices hold the layer errors of the examples "
-            "side by side; the cost is the mean over the batch). These "
+            f"side by side; {self.batch_cost_words()}). These "
             "are the statements of the generated NumPy module, in its order and with its "
             "labels. SymPy runs each on a symbolic batch of two examples and compares the "
             "result with the forward definitions or with diff of the batch cost (a sum over "
@@ -92,6 +92,15 @@ class VectorizedSection(SectionWriterBase):
             )
         intro += self.unit_ones_words(statements)
         return Section("Vectorized over a mini-batch", intro, steps)
+
+    def batch_cost_words(self) -> str:
+        """What C means in this section: the batch mean, not the cost of one example that
+        the legend calls C (3Blue1Brown: the video's average over n examples, with n = m)."""
+        if self.nota.name == "3b1b":
+            return (
+                "here $C$ is the mean of $C_0$ over the m examples, the video's average with n = m"
+            )
+        return "here $C$ is the mean of the m examples' costs, no longer the cost of one example"
 
     @property
     def unit_ones(self) -> str:
