@@ -170,7 +170,7 @@ def test_the_batch_section_says_its_c_is_not_one_examples_cost(nota: str) -> Non
     intro = to_unicode(doc.sections[-1].intro)
     if nota == "3b1b":
         assert legend["$y$, $C_0$"] == "target and cost of one example"
-        assert "here C is the mean of C₀ over the m examples" in intro
+        assert "here C is the mean of the examples' costs Cₖ over the m examples" in intro
     else:
         assert legend["$y$, $C$"] == "target and cost of one example"
         assert "here C is the mean of the m examples' costs, no longer the cost of one" in intro

@@ -98,7 +98,8 @@ class VectorizedSection(SectionWriterBase):
         the legend calls C (3Blue1Brown: the video's average over n examples, with n = m)."""
         if self.nota.name == "3b1b":
             return (
-                "here $C$ is the mean of $C_0$ over the m examples, the video's average with n = m"
+                "here $C$ is the mean of the examples' costs $C_k$ over the m examples, the "
+                "video's average with n = m"
             )
         return "here $C$ is the mean of the m examples' costs, no longer the cost of one example"
 
