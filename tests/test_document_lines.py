@@ -174,3 +174,13 @@ def test_the_batch_section_says_its_c_is_not_one_examples_cost(nota: str) -> Non
     else:
         assert legend["$y$, $C$"] == "target and cost of one example"
         assert "here C is the mean of the m examples' costs, no longer the cost of one" in intro
+
+
+def test_the_course_names_the_activation_letter_the_equations_use() -> None:
+    """The course's g where the network mixes activations; σ where all are sigmoids, in the
+    notation line and in the dA-then-dZ prose alike (no g' that nothing defines)."""
+    mixed = derivation(preset("deep-relu-sigmoid"), "course").to_text()
+    assert "dAˡ, g, one example" in mixed and "the activation's derivative g' to dZ" in mixed
+    sig = derivation(preset("two-layer-nobias"), "course").to_text()
+    assert "dAˡ, σ, one example" in sig and "the activation's derivative σ' to dZ" in sig
+    assert "g'" not in sig and ", g," not in sig

@@ -85,9 +85,11 @@ class Derivation:
             return f"the cheatsheet ({names}, prime notation, {order})"
         if self.notation == "course":
             per = "row" if nota.rows else "column"
-            return _NOTATION_WORDS["course"].replace(
+            words = _NOTATION_WORDS["course"].replace(
                 "one example per column", f"one example per {per}"
             )
+            # g is the course's activation; a network of sigmoids only writes sigma.
+            return words.replace("$g$", f"${nota.act_letter('l')}$")
         return _NOTATION_WORDS[self.notation]
 
     def shown_label(self, step: Step) -> str:
