@@ -184,3 +184,15 @@ def test_the_course_names_the_activation_letter_the_equations_use() -> None:
     sig = derivation(preset("two-layer-nobias"), "course").to_text()
     assert "dAˡ, σ, one example" in sig and "the activation's derivative σ' to dZ" in sig
     assert "g'" not in sig and ", g," not in sig
+
+
+def test_a_one_layer_network_gets_no_step_or_symbol_it_does_not_have() -> None:
+    """Without a hidden layer: no dA step promised, no g' or ⊙ defined for nothing, and
+    the cheatsheet counts one weight layer."""
+    course = derivation(SOFTMAX_ONLY, "course").to_text()
+    assert "Without a hidden layer there is no step back through dA" in course
+    assert "two steps" not in course and "derivative g'" not in course and "⊙" not in course
+    sheet = derivation(SOFTMAX_ONLY, "cheatsheet").to_text()
+    assert "(1 weight layer here)" in sheet
+    with_odot = derivation(preset("nielsen")).to_text()
+    assert "⊙ is the elementwise product" in with_odot

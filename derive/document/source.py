@@ -330,7 +330,8 @@ class SourceSection(SectionWriterBase):
         )
         intro = (
             "The page writes the derivative of the cost for every weight, from the output "
-            f"layer down to the first ({self.depth} weight layers here), each a long product "
+            f"layer down to the first ({self.depth} weight layer{'s' if self.depth > 1 else ''} "
+            "here), each a long product "
             "that repeats the one above it; then the same with the layer errors stored once "
             "(memoization): each is the current layer error times the current layer input."
         )
@@ -372,6 +373,15 @@ class SourceSection(SectionWriterBase):
             f"errors). The table gives the shape of every quantity (m examples, one per {per}): "
             "a gradient has the shape of what it differentiates."
         )
+        if big_l == 1:
+            # No layer below the output: no dA step, and only dZ of the output to shape.
+            intro = intro.replace(
+                "The course goes back one layer in two steps: first the gradient with respect "
+                "to the activations below, dA, then through the activation's derivative "
+                f"${nota.act_letter('l')}'$ to dZ. Each dZ and dA holds",
+                "Without a hidden layer there is no step back through dA: the output's dZ is "
+                "the output error. dZ holds",
+            )
         if relu:
             intro += " ReLU has no derivative at 0; the course, and chainrule, take it as 0 there."
         return Section("As the course writes it", intro, tuple(steps), tuple(table))

@@ -115,7 +115,7 @@ class SummarySection(SectionWriterBase):
         if not any(ly.bias for ly in self.spec.layers):
             bp3 = " (BP3)" if nota.bp_labels else ""
             intro += f" The network has no biases, so there is no bias gradient{bp3}."
-        if any(size > 1 for size in self.spec.sizes[1:]):
+        if any("\\odot" in step.latex for step in steps):
             intro += " $\\odot$ is the elementwise product."
         if d.assumptions:
             intro += " The output error assumes each target sums to one ($\\sum_j y_j = 1$)."
