@@ -196,3 +196,14 @@ def test_a_one_layer_network_gets_no_step_or_symbol_it_does_not_have() -> None:
     assert "(1 weight layer here)" in sheet
     with_odot = derivation(preset("nielsen")).to_text()
     assert "⊙ is the elementwise product" in with_odot
+
+
+@pytest.mark.parametrize("nota", NOTATIONS)
+def test_the_batch_layout_words_follow_the_layout(nota: str) -> None:
+    """One example per row: the errors of the examples are one above the other, not side
+    by side (the columns layout's words)."""
+    rows = derivation(preset("cheatsheet-relu"), nota).to_text()
+    assert "one per row" in rows and "side by side" not in rows
+    assert "of the examples one above the other" in rows
+    columns = derivation(preset("two-layer-nobias"), nota).to_text()
+    assert "side by side" in columns and "one above the other" not in columns

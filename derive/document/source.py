@@ -369,7 +369,8 @@ class SourceSection(SectionWriterBase):
             "The course goes back one layer in two steps: first the gradient with respect to "
             "the activations below, dA, then through the activation's derivative "
             f"${nota.act_letter('l')}'$ to dZ. "
-            "Each dZ and dA holds the examples side by side (times m, as the module's "
+            "Each dZ and dA holds the examples "
+            f"{'one above the other' if nota.rows else 'side by side'} (times m, as the module's "
             f"errors). The table gives the shape of every quantity (m examples, one per {per}): "
             "a gradient has the shape of what it differentiates."
         )

@@ -77,7 +77,8 @@ class VectorizedSection(SectionWriterBase):
         intro = (
             f"The same equations over a mini-batch of m examples, one per {per} "
             f"(${errors}$ and the other error matrices hold the layer errors of the examples "
-            f"side by side; {self.batch_cost_words()}). These "
+            f"{'one above the other' if self.nota.rows else 'side by side'}; "
+            f"{self.batch_cost_words()}). These "
             "are the statements of the generated NumPy module, in its order and with its "
             "labels. SymPy runs each on a symbolic batch of two examples and compares the "
             "result with the forward definitions or with diff of the batch cost (a sum over "
