@@ -207,3 +207,14 @@ def test_the_batch_layout_words_follow_the_layout(nota: str) -> None:
     assert "of the examples one above the other" in rows
     columns = derivation(preset("two-layer-nobias"), nota).to_text()
     assert "side by side" in columns and "one above the other" not in columns
+
+
+@pytest.mark.parametrize("nota", ["3b1b", "course"])
+def test_the_capital_weight_matrix_is_in_the_legend(nota: str) -> None:
+    """The summary's and the batch's W (capital) is defined next to the legend's w_jk."""
+    doc = derivation(preset("nielsen"), nota)
+    text = doc.to_text()
+    matrix = "W⁽ˡ⁾" if nota == "3b1b" else "Wˡ"
+    entry = "w⁽ˡ⁾ⱼₖ" if nota == "3b1b" else "wˡⱼₖ"
+    assert f"  {matrix}: the matrix of the weights {entry} of layer l" in text
+    assert "(W" in to_unicode(doc.sections[-2].steps[1].latex)

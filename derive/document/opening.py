@@ -54,6 +54,10 @@ class NetworkSections(SectionWriterBase):
             self.error_item(),
             (f"${nota.y('j')}$, ${nota.cost}$", "target and cost of one example"),
         ]
+        matrix, entry = nota.weight_matrix("l"), nota.w("l", "j", "k")
+        if matrix[0] != entry[0]:
+            # W^l, the summary's and the batch's matrix, is not the legend's w^l_jk.
+            items.insert(1, (f"${matrix}$", f"the matrix of the weights ${entry}$ of layer l"))
         if any(ly.bias for ly in spec.layers):
             items.insert(1, (f"${nota.b('l', 'j')}$", "bias of unit j of layer l"))
         intro = (
