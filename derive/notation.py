@@ -33,7 +33,7 @@ from chainrule.derive.spec import Spec
 NOTATIONS: tuple[str, ...] = ("nielsen", "3b1b", "cheatsheet", "course")
 
 #: Letters used for the unit index of layers above the one being differentiated.
-_SUM_LETTERS = "qrsuv"
+_SUM_LETTERS = "prsuv"
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,17 @@ class Notation:
         return self.name == "nielsen"
 
     def number(self, layer: int) -> int:
-        """The number the notation gives ``layer`` (0 being the module's input layer)."""
-        return layer + 1 if self.from_input_one else layer
+        """The number the notation gives ``layer`` (0 being the module's input layer).
+
+        The cheatsheet's page numbers a deeper net's weight layers from 0 (``W_0`` takes
+        ``X`` to ``Z_0``), so there the first layer with weights is layer 0 and the input
+        has no number (-1); its two-layer form names the layers h and o and keeps 1 and 2.
+        """
+        if self.from_input_one:
+            return layer + 1
+        if self.name == "cheatsheet" and self.depth != 2:
+            return layer - 1
+        return layer
 
     def tag(self, layer: int | str) -> str:
         """The layer as written in superscripts: ``2``, ``(L-1)``; or a subscript tag.
@@ -107,7 +116,7 @@ class Notation:
                 return "o" if layer == self.depth else "h"
             # A deeper net as the page's memoized chain numbers it: W_0 takes X to Z_0, and
             # the output layer's weights are W_{L-1}.
-            return str(layer - 1)
+            return str(self.number(layer))
         return str(self.number(layer))
 
     def _base(self, letter: str, layer: int | str, index: str | None) -> str:
@@ -200,7 +209,8 @@ class Notation:
         activation is a sigmoid.
         """
         if isinstance(layer, str):
-            names = {ly.activation for ly in self.spec.layers if ly.activation != "softmax"}
+            # A softmax output is not the logistic function: then the generic layer is f.
+            names = {ly.activation for ly in self.spec.layers}
             if names <= {"sigmoid"}:
                 return "\\sigma"
             if self.name == "course":
@@ -215,6 +225,13 @@ class Notation:
         if spec_layer.is_custom:
             return "f"
         return f"\\operatorname{{{name}}}"
+
+    def jacobian(self, layer: int) -> str:
+        """J, the Jacobian of a softmax layer's activations by its weighted inputs, with the
+        layer's tag (J^2, J^(L), or J_o as the cheatsheet writes its layers)."""
+        if self.name == "cheatsheet":
+            return f"J_{{{self.tag(layer)}}}"
+        return f"J^{{{self.tag(layer)}}}"
 
     def sprime(self, layer: int | str, index: str | None = None) -> str:
         """sigma'(z^l): the derivative of the layer's activation at its weighted input."""

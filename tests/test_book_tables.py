@@ -29,14 +29,14 @@ NIELSEN = {
     "Output error": "δ³ = ∇ₐ C ⊙ σ'(z³) = (a³ - y) ⊙ σ'(z³) = a³ ⊙ (1 - a³) ⊙ (a³ - y)",
     "Error of layer 2": "δ² = ((w³)ᵀ δ³) ⊙ σ'(z²)",
     "Weight gradient of layer 3": "∂C/∂w³ = δ³ (a²)ᵀ",
-    "Gradient descent on a mini-batch: the weights": "wˡ → wˡ - η/m Σₓ δ^(x,l) (a^(x,l-1))ᵀ",
-    "Gradient descent on a mini-batch: the biases": "bˡ → bˡ - η/m Σₓ δ^(x,l)",
+    "Gradient descent on a mini-batch: the weights": "wˡ → wˡ - η/m Σₓ δˣ,ˡ (aˣ,ˡ⁻¹)ᵀ",
+    "Gradient descent on a mini-batch: the biases": "bˡ → bˡ - η/m Σₓ δˣ,ˡ",
 }
 
 #: 3Blue1Brown, "Backpropagation calculus": one neuron per layer, C_0 = (a^(L) - y)^2.
 VIDEO = {
     "Weighted input of layer 3": "z⁽ᴸ⁾ = w⁽ᴸ⁾ a⁽ᴸ⁻¹⁾ + b⁽ᴸ⁾",
-    "Activation of layer 3": "a⁽ᴸ⁾ = σ(z⁽ᴸ⁾) = 1/(1 + e^(- z⁽ᴸ⁾))",
+    "Activation of layer 3": "a⁽ᴸ⁾ = σ(z⁽ᴸ⁾) = 1/(1 + exp(- z⁽ᴸ⁾))",
     "Cost of one example": "C₀ = (a⁽ᴸ⁾ - y)²",
     "Chain rule for a weight of layer 3, written out": (
         "∂C₀/∂w⁽ᴸ⁾ = ∂z⁽ᴸ⁾/∂w⁽ᴸ⁾ ∂a⁽ᴸ⁾/∂z⁽ᴸ⁾ ∂C₀/∂a⁽ᴸ⁾\n= a⁽ᴸ⁻¹⁾ σ'(z⁽ᴸ⁾) 2 (a⁽ᴸ⁾ - y)"
@@ -70,9 +70,9 @@ CHEATSHEET = {
 
 #: The two-layer network without biases: outer products with h_1 and the output y.
 OUTER = {
-    "Outer-product form of the gradient, layer 2 of the text": "∂C/∂W₂ = (∇C|_y ⊙ σ'(z₂)) ⊗ h₁",
+    "Outer-product form of the gradient, layer 2 of the text": "∂C/∂W₂ = (∇C(y) ⊙ σ'(z₂)) ⊗ h₁",
     "Outer-product form of the gradient, layer 1 of the text": (
-        "∂C/∂W₁ = (W₂ᵀ (∇C|_y ⊙ σ'(z₂)) ⊙ σ'(z₁)) ⊗ x"
+        "∂C/∂W₁ = (W₂ᵀ (∇C(y) ⊙ σ'(z₂)) ⊙ σ'(z₁)) ⊗ x"
     ),
 }
 
@@ -138,7 +138,8 @@ def _readme_pages() -> list[tuple[list[str], list[str]]]:
     """The derive excerpts of the README's derivation section: (arguments, lines)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Step-by-step derivations", 1)[1].split("\n## ", 1)[0]
-    section = section.split("### Worked example with numbers", 1)[0]  # its own test reads it
+    # The worked example's excerpt (values at a point) is held by its own tests.
+    section = section.split("\n### Worked example with numbers", 1)[0]
     pages = []
     for block in section.split("```text\n")[1:]:
         command, *lines = block.split("```", 1)[0].rstrip("\n").split("\n")

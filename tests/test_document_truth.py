@@ -7,6 +7,7 @@ import re
 import pytest
 from chainrule.derive.document import check_step, derivation, to_unicode
 from chainrule.derive.notation import NOTATIONS
+from chainrule.derive.notation import notation as make_notation
 from chainrule.derive.spec import Spec, preset, preset_names
 
 #: A small sigmoid + binary cross-entropy net: its module writes the cost in the logits.
@@ -41,7 +42,7 @@ def test_batch_cost_is_bracketed_defines_softplus_and_links_to_a_and_y() -> None
     text = to_unicode(step.latex)
     # Both sums cover the whole per-entry cost; softplus is defined on the line.
     assert "Σᵢ Σⱼ (- Yⱼᵢ Z³ⱼᵢ + softplus(Z³ⱼᵢ))" in text
-    assert "softplus(t) = log(1 + e^t)" in text
+    assert "softplus(t) = log(1 + eᵗ)" in text
     # The same cost in a and y, as the source writes it, is a checked side.
     assert "Σᵢ Σⱼ (- Yⱼᵢ log(A³ⱼᵢ) - (1 - Yⱼᵢ) log(1 - A³ⱼᵢ))" in text.replace(" )", ")")
     assert len(step.checks[0]) == 3
@@ -115,8 +116,11 @@ def test_sigma_is_only_the_sigmoid(name: str, notation: str) -> None:
         assert "σ" not in text
     for step in doc:
         if step.title.startswith("Activation of layer"):
-            # Nielsen numbers the input layer 1, the module 0.
-            layer = int(step.title.split()[-1]) - (notation == "nielsen")
+            # The title's number is the notation's: Nielsen numbers the input layer 1, the
+            # module 0; the cheatsheet numbers a deeper net's first weight layer 0.
+            shown = int(step.title.split()[-1])
+            nota = make_notation(notation, spec)
+            (layer,) = [ly for ly in range(1, spec.depth + 1) if nota.number(ly) == shown]
             is_sigmoid = spec.layers[layer - 1].activation == "sigmoid"
             assert ("\\sigma" in step.latex) == is_sigmoid, step.latex
 
@@ -136,10 +140,10 @@ def test_the_cheatsheet_writes_rows_its_own_names_and_no_sigma_for_relu() -> Non
     doc = derivation(preset("cheatsheet-relu"), "cheatsheet")
     text = doc.to_text()
     assert to_unicode(doc.sections[1].steps[0].latex) == "Zₕ = X Wₕ"
-    assert "σ" not in text and "R'(Z_(l,j)): derivative" in text
+    assert "σ" not in text and "R'(Zₗ,ⱼ): derivative" in text
     assert "layer errors Eₕ and Eₒ" in text and "layer error of unit j" in text
     # The input is X, with its shape; no A₀ that nothing defines.
-    assert "A₀" not in text and "X ∈ ℝ^(m × 1)" in text
+    assert "A₀" not in text and "X ∈ ℝᵐˣ¹" in text
 
 
 def test_nielsen_numbers_layers_from_the_input() -> None:

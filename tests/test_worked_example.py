@@ -371,7 +371,7 @@ def test_a_wide_network_shows_its_representative_units() -> None:
     module = worked_check_module(spec)
     arrays, x, y = worked_check._arrays(read_point(spec, point), "float64", "columns", False)
     _, grads = module.loss_and_grad(arrays, x, y)
-    assert f"∂C/∂w²_(30,784) = {grads['W1'][29, 783]:.10g}" in worked
+    assert f"∂C/∂w²₃₀,₇₈₄ = {grads['W1'][29, 783]:.10g}" in worked
     assert "a layer wider than 6 units" in worked
     # The mini-batch statements show their first and last entries.
     assert f"(30 by 784) entry (1,1): {grads['W1'][0, 0]:.10g}" in text

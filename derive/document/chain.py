@@ -101,9 +101,13 @@ class ChainSection(SectionWriterBase):
         return self.wrap(pieces)
 
     def wrap(self, pieces: list[str], per_line: int = 8) -> list[str]:
+        """The product's factors, ``per_line`` a line; a line that continues the product
+        starts with its operator where the notation writes one (the cheatsheet's dot)."""
         lines = []
+        visible = self.sep.strip() != "\\,"
         for start in range(0, len(pieces), per_line):
-            lines.append(self.join(pieces[start : start + per_line]))
+            line = self.join(pieces[start : start + per_line])
+            lines.append(f"{self.sep.strip()} {line}" if start and visible else line)
         return lines
 
     def chain_value(self, layer: int, j: int, k: int, mode: str) -> sp.Expr:

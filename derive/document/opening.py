@@ -15,6 +15,11 @@ from chainrule.derive.document.witness import WITNESS_WIDTH
 from chainrule.derive.layers import UPSTREAM, A, Y, Z, _softmax_jvp
 
 
+def _input_row(number: int) -> str:
+    """The table's name for the input layer: its number, if the notation gives it one."""
+    return f"{number} (input)" if number >= 0 else "input"
+
+
 class NetworkSections(SectionWriterBase):
     """Sections 1 to 3: the network and notation, the forward equations, the local partials."""
 
@@ -24,7 +29,7 @@ class NetworkSections(SectionWriterBase):
         big_l = self.depth
         table = [
             ("layer", "units", "activation", "bias"),
-            (f"{nota.number(0)} (input)", str(spec.input_size), "", ""),
+            (_input_row(nota.number(0)), str(spec.input_size), "", ""),
         ]
         for layer, ly in enumerate(spec.layers, start=1):
             table.append(
@@ -49,10 +54,14 @@ class NetworkSections(SectionWriterBase):
             self.error_item(),
             (f"${nota.y('j')}$, ${nota.cost}$", "target and cost of one example"),
         ]
+        matrix, entry = nota.weight_matrix("l"), nota.w("l", "j", "k")
+        if matrix[0] != entry[0]:
+            # W^l, the summary's and the batch's matrix, is not the legend's w^l_jk.
+            items.insert(1, (f"${matrix}$", f"the matrix of the weights ${entry}$ of layer l"))
         if any(ly.bias for ly in spec.layers):
             items.insert(1, (f"${nota.b('l', 'j')}$", "bias of unit j of layer l"))
         intro = (
-            f"A feedforward network with {big_l} weight layer(s), sizes "
+            f"A feedforward network with {big_l} weight layer{'s' if big_l > 1 else ''}, sizes "
             f"{'-'.join(map(str, spec.sizes))}, {spec.cost} cost, {spec.layout} layout. "
             "An index is dropped for a layer of a single unit."
         )
@@ -61,6 +70,14 @@ class NetworkSections(SectionWriterBase):
                 f" Layers are numbered from the input, layer 1 (${nota.a(0)} = a^{{1}}$), as "
                 f"in the book: the output is layer L = {nota.number(big_l)}."
             )
+        if nota.name == "3b1b":
+            intro += (
+                " As in the video, a layer is named by its distance from the output layer L "
+                f"(here L = {big_l}, the input is layer 0)"
+            )
+            if big_l > 1:
+                intro += f": ${nota.a(big_l - 1)}$ is the activation of layer {big_l - 1}"
+            intro += "."
         sizes = spec.sizes
         if any((sizes[i] == 1) != (sizes[i + 1] == 1) for i in range(len(sizes) - 1)):
             intro += (
@@ -249,7 +266,10 @@ class NetworkSections(SectionWriterBase):
             checks.append((lhs, rhs))
         names_j = {**self.names(big_l, "j"), UPSTREAM: "g_{j}"}
         names_k = {**self.names(big_l, "k"), UPSTREAM: "g_{k}"}
+        # Names J, the Jacobian the summary's BP1 multiplies by: (J^T g)_j is this sum.
+        jac = nota.transpose(nota.jacobian(big_l))
         latex = (
+            f"\\left({jac} g\\right)_{{j}} = "
             f"\\sum_{{k}} {nota.partial(nota.a(big_l, 'k'), nota.z(big_l, 'j'))} g_{{k}} = "
             + plus(
                 _tex(raw_p, names_j), f"{_tex(raw_q, names_j)} \\sum_{{k}} {_tex(raw_r, names_k)}"

@@ -67,6 +67,31 @@ class Derivation:
         sizes = "-".join(map(str, self.spec.sizes))
         return f"Backpropagation, step by step: a {sizes} network ({self.spec.cost} cost)"
 
+    @property
+    def notation_words(self) -> str:
+        """The notation line's words (with $...$ math), true of this network: the
+        cheatsheet's layer names and product order, the course's example layout."""
+        nota = notation(self.notation, self.spec)
+        if self.notation == "cheatsheet":
+            if self.spec.depth == 2:
+                names = "$X$, $H$, $Z_h$, $Z_o$, layer errors $E_h$ and $E_o$"
+            else:
+                last = nota.number(self.spec.depth)
+                names = (
+                    f"$X$, $Z_{{0}}$ to $Z_{{{last}}}$, $H_{{l}}$, layer errors "
+                    f"$E_{{0}}$ to $E_{{{last}}}$"
+                )
+            order = "rows $Z = XW$" if nota.rows else "columns $Z = WX$"
+            return f"the cheatsheet ({names}, prime notation, {order})"
+        if self.notation == "course":
+            per = "row" if nota.rows else "column"
+            words = _NOTATION_WORDS["course"].replace(
+                "one example per column", f"one example per {per}"
+            )
+            # g is the course's activation; a network of sigmoids only writes sigma.
+            return words.replace("$g$", f"${nota.act_letter('l')}$")
+        return _NOTATION_WORDS[self.notation]
+
     def shown_label(self, step: Step) -> str:
         """The tag a step is displayed with: its ``tag`` or ``label``; the names BP1 to
         BP4 only in the notation of the book that uses them (Nielsen's)."""
@@ -91,7 +116,7 @@ class Derivation:
             "\\ifdefined\\pdfinfo\\pdfinfo{/Creator (chainrule)}\\fi",
             "\\begin{document}",
             f"\\section*{{{_escape_text(self.title)}}}",
-            f"Notation: {_escape_prose(_NOTATION_WORDS[self.notation])}.",
+            f"Notation: {_escape_prose(self.notation_words)}.",
         ]
         for number, section in enumerate(self.sections, start=1):
             out.append(f"\\section*{{{number}. {_escape_text(section.title)}}}")
@@ -119,7 +144,7 @@ class Derivation:
 
     def to_markdown(self) -> str:
         """Markdown with ``$$`` blocks (GitHub, Jupyter)."""
-        out = [f"# {self.title}", "", f"Notation: {_NOTATION_WORDS[self.notation]}.", ""]
+        out = [f"# {self.title}", "", f"Notation: {self.notation_words}.", ""]
         for number, section in enumerate(self.sections, start=1):
             out += [f"## {number}. {section.title}", "", _escape_md(_with_colours(section)), ""]
             if section.table:
@@ -144,7 +169,7 @@ class Derivation:
         out = [
             self.title,
             "=" * len(self.title),
-            f"Notation: {_prose_text(_NOTATION_WORDS[self.notation])}.",
+            f"Notation: {_prose_text(self.notation_words)}.",
             "",
         ]
         for number, section in enumerate(self.sections, start=1):

@@ -88,14 +88,16 @@ class SourceSection(SectionWriterBase):
         """How the two-layer text's symbols map onto this document's."""
         nota, big_l = self.nota, self.depth
         hidden = ", ".join(f"$h_{{{ly}}}$ is ${nota.a(ly)}$" for ly in range(1, big_l))
+        inputs = ", ".join(f"$z_{{{ly}}}$ is ${nota.z(ly)}$" for ly in range(1, big_l + 1))
         weights = ", ".join(
             f"$W_{{{ly}}}$ is ${nota.weight_matrix(ly)}$" for ly in range(1, big_l + 1)
         )
         return (
             "The text on networks without biases writes the weight gradients as outer "
             "products $u \\otimes v = u v^{T}$ and calls the hidden activations h and the "
-            f"network's output y: there {hidden}, its $\\mathbf{{y}}$ is the output "
-            f"${nota.a(big_l)}$ (this document's y is the target), and {weights}."
+            f"network's output y: there {hidden + ', ' if hidden else ''}its "
+            f"$\\mathbf{{y}}$ is the output ${nota.a(big_l)}$ (this document's y is the "
+            f"target), {inputs}, and {weights}."
         )
 
     def outer_product_forms(self) -> list[Step]:
@@ -294,7 +296,8 @@ class SourceSection(SectionWriterBase):
         for layer in range(self.depth, 0, -1):
             value = self.render_chain(layer, "value", colour=False)
             lhs = nota.grad(nota.cost, nota.w(layer, "j", "k"))
-            rows.append(f"{lhs} &= {self.sep.join(value)}")
+            # One row per weight: the continuation lines (each led by the dot) rejoined.
+            rows.append(f"{lhs} &= {' '.join(value)}")
             for j, k in self.instances(layer):
                 checks.append(
                     (
@@ -327,7 +330,8 @@ class SourceSection(SectionWriterBase):
         )
         intro = (
             "The page writes the derivative of the cost for every weight, from the output "
-            f"layer down to the first ({self.depth} weight layers here), each a long product "
+            f"layer down to the first ({self.depth} weight layer{'s' if self.depth > 1 else ''} "
+            "here), each a long product "
             "that repeats the one above it; then the same with the layer errors stored once "
             "(memoization): each is the current layer error times the current layer input."
         )
@@ -363,11 +367,22 @@ class SourceSection(SectionWriterBase):
         per = "row" if nota.rows else "column"
         intro = (
             "The course goes back one layer in two steps: first the gradient with respect to "
-            "the activations below, dA, then through the activation's derivative g' to dZ. "
-            "Each dZ and dA holds the examples side by side (times m, as the module's "
+            "the activations below, dA, then through the activation's derivative "
+            f"${nota.act_letter('l')}'$ to dZ. "
+            "Each dZ and dA holds the examples "
+            f"{'one above the other' if nota.rows else 'side by side'} (times m, as the module's "
             f"errors). The table gives the shape of every quantity (m examples, one per {per}): "
             "a gradient has the shape of what it differentiates."
         )
+        if big_l == 1:
+            # No layer below the output: no dA step, and only dZ of the output to shape.
+            intro = intro.replace(
+                "The course goes back one layer in two steps: first the gradient with respect "
+                "to the activations below, dA, then through the activation's derivative "
+                f"${nota.act_letter('l')}'$ to dZ. Each dZ and dA holds",
+                "Without a hidden layer there is no step back through dA: the output's dZ is "
+                "the output error. dZ holds",
+            )
         if relu:
             intro += " ReLU has no derivative at 0; the course, and chainrule, take it as 0 there."
         return Section("As the course writes it", intro, tuple(steps), tuple(table))

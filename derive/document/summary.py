@@ -62,7 +62,7 @@ class SummarySection(SectionWriterBase):
             latex = " = ".join(parts)
         else:
             jvp = out.softmax
-            jac = f"J^{{{nota.tag(big_l)}}}" if nota.name != "cheatsheet" else "J_{o}"
+            jac = nota.jacobian(big_l)
             first = f"{nota.transpose(jac)} {nota.grad_a()}"
             sub = lambda expr, j: expr.subs({A: a_l[j, 0], Y: net.y[j, 0]})  # noqa: E731
             n = net.n[big_l]
@@ -115,7 +115,7 @@ class SummarySection(SectionWriterBase):
         if not any(ly.bias for ly in self.spec.layers):
             bp3 = " (BP3)" if nota.bp_labels else ""
             intro += f" The network has no biases, so there is no bias gradient{bp3}."
-        if any(size > 1 for size in self.spec.sizes[1:]):
+        if any("\\odot" in step.latex for step in steps):
             intro += " $\\odot$ is the elementwise product."
         if d.assumptions:
             intro += " The output error assumes each target sums to one ($\\sum_j y_j = 1$)."

@@ -41,9 +41,9 @@ def _escape_md(text: str) -> str:
     return "$".join(out)
 
 
-_SUPER = dict(zip("0123456789+-=()nijklLT", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱʲᵏˡᴸᵀ", strict=True))
+_SUPER = dict(zip("0123456789+-=()nijklmtxLT×,", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱʲᵏˡᵐᵗˣᴸᵀˣ,", strict=True))
 _SUB = dict(
-    zip("0123456789+-=()aehijklmnoprstuvx", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ", strict=True)
+    zip("0123456789+-=()aehijklmnoprstuvx,≠", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ,≠", strict=True)
 )
 #: Commands after which a space only ends the command name.
 _TIGHT = frozenset({"partial", "nabla", "sigma", "delta", "Delta", "sum"})
@@ -111,14 +111,22 @@ def _group(tex: str, i: int) -> tuple[str, int]:
 
 
 def _script(text: str, table: dict[str, str], mark: str) -> str:
-    if text and all(ch in table for ch in text):
-        return "".join(table[ch] for ch in text)
+    """``text`` as Unicode super- or subscripts where every character has one (spaces
+    dropped, so ``m × 1`` is ``ᵐˣ¹``), else ``^(text)`` or ``_(text)``."""
+    tight = text.replace(" ", "")
+    if tight and all(ch in table for ch in tight) and tight.strip(",") == tight:
+        return "".join(table[ch] for ch in tight)
     return f"{mark}({text})" if len(text) > 1 else f"{mark}{text}"
 
 
 def _atom(text: str) -> str:
     simple = re.fullmatch(r"[\w∂σδΔŷ⁰-⁾₀-₎'()^_,]*", text)
     return text if simple and " " not in text else f"({text})"
+
+
+def _is_e(before: str) -> bool:
+    """True when ``before`` ends with Euler's e standing alone (not the end of a word)."""
+    return before.endswith("e") and not before[-2:-1].isalnum()
 
 
 def to_unicode(tex: str) -> str:
@@ -182,7 +190,16 @@ def to_unicode(tex: str) -> str:
         elif ch in "^_":
             body, i = _group(tex, i + 1)
             text = to_unicode(body)
-            out.append(_script(text, _SUPER if ch == "^" else _SUB, ch))
+            shown = _script(text, _SUPER if ch == "^" else _SUB, ch)
+            if shown.startswith("^") and _is_e("".join(out)):
+                # e to a power no superscript can show: exp(...), not a caret.
+                out[-1] = out[-1][:-1]
+                shown = f"exp({text})"
+            elif shown.startswith("_") and out and out[-1] == "|":
+                # A value at a point, ∇C|_y, that no subscript can show: ∇C(y).
+                out[-1] = ""
+                shown = f"({text})"
+            out.append(shown)
         elif ch in "{}":
             i += 1
         elif ch in "&$":
@@ -191,4 +208,6 @@ def to_unicode(tex: str) -> str:
             out.append(ch)
             i += 1
     lines = "".join(out).splitlines()
+    # A space before a closing bracket is the trace of \right: log(a ) is log(a).
+    lines = [re.sub(r"(?<=\S) +\)", ")", line) for line in lines]
     return "\n".join(re.sub(r"(?<=\S) {2,}(?=\S)", " ", line).rstrip() for line in lines).strip()

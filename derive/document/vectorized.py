@@ -77,7 +77,8 @@ class VectorizedSection(SectionWriterBase):
         intro = (
             f"The same equations over a mini-batch of m examples, one per {per} "
             f"(${errors}$ and the other error matrices hold the layer errors of the examples "
-            "side by side; the cost is the mean over the batch). These "
+            f"{'one above the other' if self.nota.rows else 'side by side'}; "
+            f"{self.batch_cost_words()}). These "
             "are the statements of the generated NumPy module, in its order and with its "
             "labels. SymPy runs each on a symbolic batch of two examples and compares the "
             "result with the forward definitions or with diff of the batch cost (a sum over "
@@ -90,7 +91,35 @@ class VectorizedSection(SectionWriterBase):
                 f" ${ONES}$ is the vector of m ones: it adds a bias to every example and sums "
                 "a bias gradient over the examples."
             )
+        intro += self.unit_ones_words(statements)
         return Section("Vectorized over a mini-batch", intro, steps)
+
+    def batch_cost_words(self) -> str:
+        """What C means in this section: the batch mean, not the cost of one example that
+        the legend calls C (3Blue1Brown: the video's average over n examples, with n = m)."""
+        if self.nota.name == "3b1b":
+            return (
+                "here $C$ is the mean of the examples' costs $C_k$ over the m examples, the "
+                "video's average with n = m"
+            )
+        return "here $C$ is the mean of the m examples' costs, no longer the cost of one example"
+
+    @property
+    def unit_ones(self) -> str:
+        """The vector of ones over the output units (length n_L), as a softmax and a sum
+        over the output units use it."""
+        return f"\\mathbf{{1}}_{{{self.spec.sizes[-1]}}}"
+
+    def unit_ones_words(self, statements: list[BatchStatement]) -> str:
+        """The sentence defining the output units' ones vector (and I), where used."""
+        ops = {s.op for s in statements}
+        if not ops & {"log_softmax", "log1m_softmax", "unit_sum"}:
+            return ""
+        n = self.spec.sizes[-1]
+        words = f" ${self.unit_ones}$ is the vector of {n} ones, one per output unit"
+        if "log1m_softmax" in ops:
+            words += f", and $I$ the {n} by {n} identity matrix"
+        return words + "."
 
     def numbering_line(self) -> str:
         """One line mapping the module's layer numbers (input 0) onto the book's (input 1)."""
@@ -213,7 +242,8 @@ class VectorizedSection(SectionWriterBase):
     def batch_names(self) -> dict[sp.Symbol, str]:
         """LaTeX of every identifier symbol a statement's expression can hold."""
         nota, sym = self.nota, naming.symbol
-        unit_sum = "s \\mathbf{1}^{T}" if nota.rows else "\\mathbf{1} s"
+        ones = self.unit_ones
+        unit_sum = f"s {ones}^{{T}}" if nota.rows else f"{ones} s"
         names = {sym(naming.TARGET): "Y"}
         for layer in range(1, self.depth + 1):
             zb, ab = nota.batch("Z", layer), nota.batch("A", layer)
@@ -232,8 +262,11 @@ class VectorizedSection(SectionWriterBase):
         zb = nota.batch("Z", layer)
         if s.op == "alias":
             if nota.name == "cheatsheet":
-                # The cheatsheet names the input X only: its shape, one example per row.
-                return f"X \\in \\mathbb{{R}}^{{m \\times {self.spec.input_size}}}"
+                # The cheatsheet names the input X only: its shape, one example per row
+                # (rows layout) or per column.
+                n0 = self.spec.input_size
+                shape = f"m \\times {n0}" if nota.rows else f"{n0} \\times m"
+                return f"X \\in \\mathbb{{R}}^{{{shape}}}"
             return f"{nota.batch_a0} = X"
         if s.op == "affine":
             return f"{zb} = {self.affine_latex(s)}"
@@ -244,8 +277,8 @@ class VectorizedSection(SectionWriterBase):
         if s.op == "unit_sum":
             body = _tex(s.expr, self.batch_names)
             if nota.rows:
-                return f"s = \\left({body}\\right) \\mathbf{{1}}"
-            return f"s = \\mathbf{{1}}^{{T}} \\left({body}\\right)"
+                return f"s = \\left({body}\\right) {self.unit_ones}"
+            return f"s = {self.unit_ones}^{{T}} \\left({body}\\right)"
         if s.op == "other_units":
             return self.other_units_latex(s)
         if s.op == "map":
@@ -262,12 +295,13 @@ class VectorizedSection(SectionWriterBase):
 
     def log_softmax_latex(self, s: BatchStatement) -> str:
         zb, ab = self.nota.batch("Z", s.layer), self.nota.batch("A", s.layer)
+        one = self.unit_ones
         if self.nota.rows:
-            norm = f"\\log\\left(e^{{{zb}}} \\mathbf{{1}}\\right) \\mathbf{{1}}^{{T}}"
-            others = f"\\log\\left(e^{{{zb}}} (\\mathbf{{1}}\\mathbf{{1}}^{{T}} - I)\\right)"
+            norm = f"\\log\\left(e^{{{zb}}} {one}\\right) {one}^{{T}}"
+            others = f"\\log\\left(e^{{{zb}}} ({one}{one}^{{T}} - I)\\right)"
         else:
-            norm = f"\\mathbf{{1}} \\log\\left(\\mathbf{{1}}^{{T}} e^{{{zb}}}\\right)"
-            others = f"\\log\\left((\\mathbf{{1}}\\mathbf{{1}}^{{T}} - I) e^{{{zb}}}\\right)"
+            norm = f"{one} \\log\\left({one}^{{T}} e^{{{zb}}}\\right)"
+            others = f"\\log\\left(({one}{one}^{{T}} - I) e^{{{zb}}}\\right)"
         if s.op == "log_softmax":
             return f"\\log {ab} = {zb} - {norm}"
         return f"\\log(1 - {ab}) = {others} - {norm}"
