@@ -84,14 +84,20 @@ def param_shapes(spec: Spec) -> dict[str, tuple[int, int]]:
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(where, f"expected a number, got {_short(value)}", "write a decimal number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int of more than 308 digits
+        number = math.inf
     if not math.isfinite(number):
-        raise SpecError(where, f"{value!r} is not a finite number", "write a finite number")
+        raise SpecError(where, f"{_short(value)} is not a finite number", "write a finite number")
     return number
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4300-digit limit of int-to-text conversion
+        return f"an integer of {value.bit_length()} bits"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -1,0 +1,61 @@
+"""Hostile input to the newest features: worked values, the plain form, --save, messages.
+
+Each test pins a defect found by feeding the feature what a careless user would: the
+contract is one line naming the field and the fix, exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chainrule.derive.errors import SpecError
+from chainrule.derive.spec import Spec
+from chainrule.derive.values import read_point
+
+from chainrule.cli import main
+
+SPEC = """\
+input = 2
+cost = "quadratic"
+[[layers]]
+size = 2
+activation = "sigmoid"
+[[layers]]
+size = 2
+activation = "sigmoid"
+"""
+PARAMS = {
+    "W1": [[0.15, 0.20], [0.25, 0.30]],
+    "b1": [0.35, 0.35],
+    "W2": [[0.40, 0.45], [0.50, 0.55]],
+    "b2": [0.60, 0.60],
+}
+MAZUR = Spec.from_sizes([2, 2, 2], ["sigmoid", "sigmoid"], "quadratic")
+
+
+def one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the command line; assert status 2, nothing on stdout, one line on stderr."""
+    status = main(argv)
+    out, err = capsys.readouterr()
+    assert status == 2, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_an_integer_too_large_for_a_float_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "net.toml").write_text(SPEC)
+    values = tmp_path / "v.json"
+    values.write_text('{"x": [1' + "0" * 400 + ', 0.1], "y": [0.01, 0.99], "params": {}}')
+    line = one_line_error(["derive", str(tmp_path / "net.toml"), "--at", str(values)], capsys)
+    assert line.startswith("chainrule: error: x[0]: ")
+    assert "is not a finite number; write a finite number" in line
+
+
+def test_an_integer_past_the_text_limit_is_named_in_python() -> None:
+    with pytest.raises(SpecError, match=r"x\[0\]: an integer of \d+ bits is not a finite"):
+        read_point(MAZUR, {"x": [10**5000, 0.1], "y": [0.01, 0.99], "params": PARAMS})
