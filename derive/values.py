@@ -103,6 +103,11 @@ def _short(value: Any) -> str:
 
 def _shape_of(value: Any) -> str:
     if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+        lengths = sorted({len(row) for row in value})
+        if len(lengths) > 1:
+            return f"{len(value)} rows of different lengths ({lengths[0]} to {lengths[-1]})"
+        if any(isinstance(v, list) for row in value for v in row):
+            return "lists nested three or more deep"
         return f"({len(value)}, {len(value[0])})"
     if isinstance(value, list):
         return f"a flat list of {len(value)}"

@@ -59,3 +59,17 @@ def test_an_integer_too_large_for_a_float_is_one_line(
 def test_an_integer_past_the_text_limit_is_named_in_python() -> None:
     with pytest.raises(SpecError, match=r"x\[0\]: an integer of \d+ bits is not a finite"):
         read_point(MAZUR, {"x": [10**5000, 0.1], "y": [0.01, 0.99], "params": PARAMS})
+
+
+@pytest.mark.parametrize(
+    ("x", "got"),
+    [
+        ([[0.05, 0.1], [0.2]], "got 2 rows of different lengths (1 to 2)"),
+        ([[[0.05, 0.1]]], "got lists nested three or more deep"),
+    ],
+)
+def test_ragged_or_too_deep_rows_are_described_as_they_are(x: list, got: str) -> None:
+    # The message used to say "expected shape (2, 2), got (2, 2)" for ragged rows.
+    with pytest.raises(SpecError, match=r"^x: expected shape \(\d, 2\), ") as error:
+        read_point(MAZUR, {"x": x, "y": [[0.01, 0.99]] * len(x), "params": PARAMS})
+    assert got in str(error.value)
