@@ -17,6 +17,8 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +165,26 @@ def _check_targets(spec: Spec, y: Rows) -> None:
             f"{spec.cost} takes targets in {allowed.text}, and some lie outside",
             f"give targets in {allowed.text}",
         )
-    if allowed.simplex and any(abs(math.fsum(row) - 1) > 1e-9 for row in y):
-        raise SpecError("y", f"{spec.cost} takes targets that sum to one", "give probability rows")
+    if not allowed.simplex:
+        return
+    # The numbers are worked out from the decimals as written (30 digits), and the
+    # derivation's output error assumes each target sums to one: exactly, not to 1e-9.
+    for index, row in enumerate(y):
+        total = sum(Fraction(Decimal(repr(v))) for v in row)
+        if total != 1:
+            where = f"y[{index}]" if len(y) > 1 else "y"
+            raise SpecError(
+                where,
+                f"{spec.cost} takes targets that sum to one, and these sum to {_decimal(total)}",
+                "write decimals that add up to exactly 1, such as 0.25, 0.25, 0.5",
+            )
+
+
+def _decimal(value: Fraction) -> str:
+    """``value`` (a sum of decimals) written out as a decimal."""
+    with localcontext() as context:
+        context.prec = 60
+        return str(Decimal(value.numerator) / Decimal(value.denominator))
 
 
 def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:

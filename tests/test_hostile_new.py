@@ -73,3 +73,42 @@ def test_ragged_or_too_deep_rows_are_described_as_they_are(x: list, got: str) ->
     with pytest.raises(SpecError, match=r"^x: expected shape \(\d, 2\), ") as error:
         read_point(MAZUR, {"x": x, "y": [[0.01, 0.99]] * len(x), "params": PARAMS})
     assert got in str(error.value)
+
+
+CROSS_ENTROPY = Spec.from_sizes([2, 3], ["softmax"], "cross-entropy")
+SOFTMAX_PARAMS = {"W1": [[1, 2], [3, 4], [5, 6]], "b1": [0, 0, 0]}
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        [0.3333333333, 0.3333333333, 0.3333333334],  # sums to 1 in decimals: kept
+        [0.25, 0.25, 0.5],  # the message's own example, followed literally
+    ],
+)
+def test_targets_whose_decimals_sum_to_one_are_worked_and_checked(y: list) -> None:
+    import chainrule
+
+    doc = chainrule.derivation(
+        CROSS_ENTROPY, at={"x": [0.1, 0.2], "y": y, "params": SOFTMAX_PARAMS}
+    )
+    assert doc.worked.checked
+
+
+@pytest.mark.parametrize(
+    ("y", "total"),
+    [
+        ([1 / 3, 1 / 3, 1 / 3], "0.9999999999999999"),
+        ([0.333333333333, 0.333333333333, 0.333333333333], "0.999999999999"),
+    ],
+)
+def test_targets_summing_to_one_only_approximately_are_refused_naming_y(
+    y: list, total: str
+) -> None:
+    # Within 1e-9 of one they used to pass the check on y and then stop the derivation
+    # with "sides disagree at the point ...; report this".
+    point = {"x": [0.1, 0.2], "y": y, "params": SOFTMAX_PARAMS}
+    with pytest.raises(SpecError, match=r"^y: cross-entropy takes targets that sum to one") as e:
+        read_point(CROSS_ENTROPY, point)
+    assert f"these sum to {total};" in str(e.value)
+    assert "such as 0.25, 0.25, 0.5" in str(e.value)
