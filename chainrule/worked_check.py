@@ -20,6 +20,7 @@ from chainrule.derive import naming
 from chainrule.derive.batch import batch_program
 from chainrule.derive.document.worked import WorkedValues
 from chainrule.derive.document.worked_blocks import module_mismatch, updated
+from chainrule.derive.errors import SpecError
 from chainrule.derive.layers import derive_network
 from chainrule.derive.values import Point
 
@@ -49,7 +50,19 @@ def compare(field: str, got: Any, expected: Any, tolerance: float) -> None:
         w, h = float(want[index]), float(have[index])
         if not abs(h - w) <= tolerance * max(abs(w), scale, 1e-300):
             where = f"{field}[{', '.join(map(str, index))}]" if want.ndim else field
+            if not (np.isfinite(h) and np.isfinite(w)):
+                raise _overflow(where, h)
             raise module_mismatch(where, h, w)
+
+
+def _overflow(where: str, got: float) -> SpecError:
+    """The error for values whose numbers leave the module's floating-point range."""
+    return SpecError(
+        "--at",
+        f"{where}: the generated module's floating point overflows at these values "
+        f"(it gives {got!r})",
+        "give smaller numbers (float64 ends near 1.8e308, float32 near 3.4e38)",
+    )
 
 
 def _check_cache(values: WorkedValues, module: Any, params: dict, x: Any, tol: float) -> None:
@@ -74,11 +87,18 @@ def _check_cache(values: WorkedValues, module: Any, params: dict, x: Any, tol: f
 def check_against_module(values: WorkedValues, module: Any = None) -> None:
     """Check ``values`` against ``loss_and_grad``, ``forward`` and ``sgd_step`` of the
     module generated from ``values.spec`` (generated and loaded here unless given)."""
-    spec, point = values.spec, values.point
+    spec = values.spec
     if module is None:
         from chainrule.cmd_train import module_from_spec
 
         module = module_from_spec(spec)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported, not warned
+        _check(values, module)
+
+
+def _check(values: WorkedValues, module: Any) -> None:
+    """The checks of :func:`check_against_module`, in order."""
+    spec, point = values.spec, values.point
     tol = TOLERANCE[spec.dtype]
     params, x, y = _arrays(point, spec.dtype, spec.layout, first_only=False)
     env = values.env

@@ -112,3 +112,27 @@ def test_targets_summing_to_one_only_approximately_are_refused_naming_y(
         read_point(CROSS_ENTROPY, point)
     assert f"these sum to {total};" in str(e.value)
     assert "such as 0.25, 0.25, 0.5" in str(e.value)
+
+
+def test_values_that_overflow_the_module_are_refused_not_reported_as_a_bug(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # float32 ends near 3.4e38: x = 1e39 used to give two RuntimeWarnings and "the
+    # derivation gives inf but the generated module gives inf; report this".
+    (tmp_path / "net.toml").write_text(
+        SPEC.replace('cost = "quadratic"', 'cost = "quadratic"\ndtype = "float32"')
+    )
+    values = tmp_path / "v.toml"
+    lines = [f"{k} = {v}" for k, v in PARAMS.items()]
+    values.write_text("\n".join(["x = [1e39, 0.1]", "y = [0.01, 0.99]", "[params]", *lines]))
+    line = one_line_error(["derive", str(tmp_path / "net.toml"), "--at", str(values)], capsys)
+    assert "floating point overflows at these values" in line
+    assert "report this" not in line
+
+
+def test_weights_that_overflow_a_float64_product_are_refused_in_python() -> None:
+    import chainrule
+
+    params = {**PARAMS, "W1": [[1e308, 1e308], [-1e308, 0.3]]}
+    with pytest.raises(SpecError, match="^--at: .*floating point overflows.*give smaller numbers"):
+        chainrule.derivation(MAZUR, at={"x": [1e308, 1e308], "y": [0.01, 0.99], "params": params})
