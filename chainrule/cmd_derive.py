@@ -157,7 +157,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
         from chainrule.api import derivation as worked_derivation
         from chainrule.derive.values import load_values
 
-        doc = worked_derivation(spec, args.notation, at=load_values(args.at))
+        doc = worked_derivation(spec, args.notation, at=load_values(args.at, spec))
     else:
         doc = derivation(spec, args.notation)
     if fmt == "pdf":

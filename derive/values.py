@@ -250,8 +250,43 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
     return Point(x, y, tuple(params), lr)
 
 
-def load_values(path: str | Path) -> dict[str, Any]:
+def most_numbers(spec: Spec) -> int:
+    """The most numbers a values file for ``spec`` can hold: parameters, lr, the largest batch.
+
+    Examples
+    --------
+    >>> most_numbers(Spec.from_sizes([1, 1], ["sigmoid"], "quadratic"))
+    2003
+    """
+    weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
+    params = sum(rows * cols for rows, cols in param_shapes(spec).values())
+    examples = min(MAX_EXAMPLES, max(1, MAX_WORK // weights))
+    return params + 1 + examples * (spec.input_size + spec.sizes[-1])
+
+
+def _refuse_too_many(raw: bytes, spec: Spec) -> None:
+    """Refuse, before parsing, a file with far more numbers than ``spec`` takes.
+
+    Parsing is the slow part (TOML about a second per megabyte): a file of a million
+    examples is refused by counting its commas, which separate its numbers.
+    """
+    limit, commas = most_numbers(spec), raw.count(b",")
+    if commas > 2 * limit + 1000:
+        weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
+        examples = min(MAX_EXAMPLES, max(1, MAX_WORK // weights))
+        raise SpecError(
+            "--at",
+            f"the file holds about {commas:,} numbers, and this network takes at most "
+            f"{limit:,} (its parameters, lr and {examples:,} example(s))",
+            f"give at most {examples:,} example(s)",
+        )
+
+
+def load_values(path: str | Path, spec: Spec | None = None) -> dict[str, Any]:
     """Read a ``.toml`` or ``.json`` values file as plain data (not yet checked).
+
+    With ``spec``, a file holding far more numbers than the network takes is refused
+    before it is parsed.
 
     Raises
     ------
@@ -272,6 +307,8 @@ def load_values(path: str | Path) -> dict[str, Any]:
             raise SpecError(
                 "--at", f"file larger than {MAX_VALUES_BYTES} bytes", "give a smaller file"
             )
+        if spec is not None:
+            _refuse_too_many(raw, spec)
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(

@@ -136,3 +136,32 @@ def test_weights_that_overflow_a_float64_product_are_refused_in_python() -> None
     params = {**PARAMS, "W1": [[1e308, 1e308], [-1e308, 0.3]]}
     with pytest.raises(SpecError, match="^--at: .*floating point overflows.*give smaller numbers"):
         chainrule.derivation(MAZUR, at={"x": [1e308, 1e308], "y": [0.01, 0.99], "params": params})
+
+
+def test_a_file_of_a_hundred_thousand_examples_is_refused_before_parsing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A million examples of a 1-1 network (12 MB of TOML) took 13 s and 370 MB to parse
+    # before "x: 1000000 examples" was said; a 64 MB file would take over a minute.
+    from chainrule.derive import values as values_module
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the values file was parsed")
+
+    monkeypatch.setattr(values_module, "_parse", never)
+    (tmp_path / "net.toml").write_text(SPEC)
+    values = tmp_path / "v.toml"
+    rows = ", ".join(["[0.5, 0.5]"] * 100_000)
+    values.write_text(f"x = [{rows}]\ny = [{rows}]\n[params]\n")
+    line = one_line_error(["derive", str(tmp_path / "net.toml"), "--at", str(values)], capsys)
+    assert "the file holds about 399,998 numbers, and this network takes at most 4,013" in line
+    assert line.endswith("give at most 1,000 example(s)")
+
+
+def test_the_largest_batch_the_network_takes_is_not_refused_by_the_count() -> None:
+    from chainrule.derive.values import MAX_EXAMPLES, _refuse_too_many
+
+    # 1,000 examples of x and y (4 numbers each, 3 commas per row with the separators)
+    # and the 12 parameters: under the count, so it is left to read_point.
+    rows = ", ".join(["[0.5, 0.5]"] * MAX_EXAMPLES)
+    _refuse_too_many(f"x = [{rows}]\ny = [{rows}]\n".encode(), MAZUR)
