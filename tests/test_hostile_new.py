@@ -6,7 +6,9 @@ contract is one line naming the field and the fix, exit status 2, no traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from chainrule.derive.errors import SpecError
@@ -165,3 +167,36 @@ def test_the_largest_batch_the_network_takes_is_not_refused_by_the_count() -> No
     # and the 12 parameters: under the count, so it is left to read_point.
     rows = ", ".join(["[0.5, 0.5]"] * MAX_EXAMPLES)
     _refuse_too_many(f"x = [{rows}]\ny = [{rows}]\n".encode(), MAZUR)
+
+
+@pytest.mark.parametrize("form", ["plain", "unrolled"])
+def test_an_out_array_of_another_shape_is_refused_not_broadcast_into(
+    form: str, load_source: Callable[[str], ModuleType]
+) -> None:
+    # np.copyto broadcasts: a (2, 1) bias gradient used to fill a (2, 2) out array, and
+    # the function returned that (2, 2) array as dC/db1.
+    import numpy as np
+
+    import chainrule
+
+    spec = Spec.from_sizes([2, 2, 2], ["sigmoid", "sigmoid"], "quadratic")
+    if form == "plain":
+        source = chainrule.generate(spec, form="plain")
+    else:
+        from chainrule.codegen.unrolled import generate_unrolled
+
+        source = generate_unrolled(spec, "cse")
+    net = load_source(source)
+    params = net.init_params(0)
+    x, y = np.full((2, 3), 0.5), np.full((2, 3), 0.25)
+    out = {key: np.zeros((2, 2)) for key in params}
+    with pytest.raises(
+        ValueError, match=r"^out\['b1'\]: expected a floating array of shape \(2, 1\)"
+    ):
+        net.loss_and_grad(params, x, y, out=out)
+    with pytest.raises(ValueError, match=r"^out\['W1'\]: expected a floating array"):
+        net.loss_and_grad(params, x, y, out={})
+    right = {key: np.zeros(value.shape) for key, value in params.items()}
+    _, grads = net.loss_and_grad(params, x, y, out=right)
+    assert all(grads[key] is right[key] for key in params)
+    assert np.allclose(right["b1"], net.loss_and_grad(params, x, y)[1]["b1"])
