@@ -200,3 +200,22 @@ def test_an_out_array_of_another_shape_is_refused_not_broadcast_into(
     _, grads = net.loss_and_grad(params, x, y, out=right)
     assert all(grads[key] is right[key] for key in params)
     assert np.allclose(right["b1"], net.loss_and_grad(params, x, y)[1]["b1"])
+
+
+def test_an_apostrophe_in_the_fix_is_not_taken_for_a_quote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The text from the quote closing 'link.npz' to the apostrophe of "file's" was cut
+    # as if it were a long path: "...symbolic link; chainru...gh links: give the real...".
+    from chainrule.cli import shorten_quotes
+
+    message = (
+        "output: 'link.npz' is a symbolic link; chainrule does not write through links: "
+        "give the real file's path"
+    )
+    assert shorten_quotes(message) == message
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.npz").write_bytes(b"")
+    (tmp_path / "link.npz").symlink_to("weights.npz")
+    line = one_line_error(["train", "--sizes", "64,10", "--save", "link.npz"], capsys)
+    assert line == f"chainrule: error: {message}"
