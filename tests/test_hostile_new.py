@@ -219,3 +219,19 @@ def test_an_apostrophe_in_the_fix_is_not_taken_for_a_quote(
     (tmp_path / "link.npz").symlink_to("weights.npz")
     line = one_line_error(["train", "--sizes", "64,10", "--save", "link.npz"], capsys)
     assert line == f"chainrule: error: {message}"
+
+
+def test_the_fix_for_a_save_path_that_is_a_folder_works_when_followed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It used to say "give a file name such as network.py", which --save then refuses
+    # for not ending in .npz.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.npz").mkdir()
+    train = ["train", "--sizes", "64,10", "--activations", "softmax", "--cost", "cross-entropy"]
+    train += ["--epochs", "1"]
+    line = one_line_error([*train, "--save", "weights.npz"], capsys)
+    suggested = "weights.npz/network.npz"
+    assert line.endswith(f"give a file's name, such as {suggested!r}")
+    assert main([*train, "--save", suggested]) == 0
+    assert (tmp_path / suggested).is_file()
