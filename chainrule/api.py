@@ -67,7 +67,7 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     >>> from chainrule.derive.spec import Spec
     >>> s = Spec.from_sizes([1, 1], ["sigmoid"], "quadratic")
     >>> doc = derivation(s, at={"x": [1.0], "y": [0.0], "params": {"W1": [[0.0]], "b1": [0.0]}})
-    >>> "a¹ = 0.5" in doc.to_text()
+    >>> "a² = 0.5" in doc.to_text()
     True
     """
     from chainrule.derive.document import derivation as symbolic
