@@ -207,6 +207,7 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
             raise SpecError(
                 str(key)[:60], "unknown key in the values", f"use only: {', '.join(TOP_KEYS)}"
             )
+    most_examples(spec)  # a network too large for even one example is refused first
     for key in ("x", "y", "params"):
         if key not in data:
             raise SpecError(key, "missing from the values", f"give {key} (see chainrule derive -h)")
@@ -217,13 +218,13 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
             "y", f"{len(y)} target example(s) for {len(x)} input example(s)", "give one per input"
         )
     _check_targets(spec, y)
-    weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
+    weights = _weights(spec)
     if len(x) * weights > MAX_WORK:
         raise SpecError(
             "x",
             f"{len(x)} examples of a network with {weights} weights is more than "
             f"{MAX_WORK:,} multiply-adds in 30-digit arithmetic",
-            f"give at most {max(1, MAX_WORK // weights)} example(s)",
+            f"give at most {most_examples(spec)} example(s)",
         )
     lr = None
     if "lr" in data:
@@ -258,10 +259,31 @@ def most_numbers(spec: Spec) -> int:
     >>> most_numbers(Spec.from_sizes([1, 1], ["sigmoid"], "quadratic"))
     2003
     """
-    weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
     params = sum(rows * cols for rows, cols in param_shapes(spec).values())
-    examples = min(MAX_EXAMPLES, max(1, MAX_WORK // weights))
-    return params + 1 + examples * (spec.input_size + spec.sizes[-1])
+    return params + 1 + most_examples(spec) * (spec.input_size + spec.sizes[-1])
+
+
+def _weights(spec: Spec) -> int:
+    return sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
+
+
+def most_examples(spec: Spec) -> int:
+    """The most examples a worked derivation of ``spec`` takes (at least one).
+
+    Raises
+    ------
+    SpecError
+        When even one example is more work than :data:`MAX_WORK`.
+    """
+    weights = _weights(spec)
+    if weights > MAX_WORK:
+        raise SpecError(
+            "--at",
+            f"one example of a network with {weights:,} weights is more than {MAX_WORK:,} "
+            "multiply-adds in 30-digit arithmetic",
+            f"work numbers out on a network of at most {MAX_WORK:,} weights",
+        )
+    return min(MAX_EXAMPLES, MAX_WORK // weights)
 
 
 def _refuse_too_many(raw: bytes, spec: Spec) -> None:
@@ -272,8 +294,7 @@ def _refuse_too_many(raw: bytes, spec: Spec) -> None:
     """
     limit, commas = most_numbers(spec), raw.count(b",")
     if commas > 2 * limit + 1000:
-        weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
-        examples = min(MAX_EXAMPLES, max(1, MAX_WORK // weights))
+        examples = most_examples(spec)
         raise SpecError(
             "--at",
             f"the file holds about {commas:,} numbers, and this network takes at most "
@@ -295,6 +316,8 @@ def load_values(path: str | Path, spec: Spec | None = None) -> dict[str, Any]:
         Infinity are refused in JSON, duplicate keys in both).
     """
     path = Path(path)
+    if spec is not None:
+        most_examples(spec)
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".json"):
         raise SpecError("--at", f"{path.name[-60:]!r} is neither .toml nor .json", "use .toml")

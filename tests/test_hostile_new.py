@@ -290,3 +290,19 @@ def test_an_edited_module_is_refused_as_edited_and_regenerate_mends_it(
     if "SyntaxError" not in reason:  # its SPEC literal is intact: the fix works as said
         assert main(["regenerate", str(path)]) == 0
         assert chainrule.load_module(path).LAYER_SIZES == (2, 2, 2)
+
+
+def test_a_network_too_large_for_one_example_is_refused_with_a_fix_that_works() -> None:
+    # It said "give at most 1 example(s)", and one example was refused in the same words.
+    wide = Spec.from_sizes([1001, 1000], ["sigmoid"], "quadratic")
+    point = {"x": [0.0] * 1001, "y": [0.0] * 1000, "params": {}}
+    with pytest.raises(SpecError) as error:
+        read_point(wide, point)
+    assert str(error.value) == (
+        "--at: one example of a network with 1,001,000 weights is more than 1,000,000 "
+        "multiply-adds in 30-digit arithmetic; work numbers out on a network of at most "
+        "1,000,000 weights"
+    )
+    just = Spec.from_sizes([1000, 1000], ["sigmoid"], "quadratic")  # 1,000,000 weights
+    with pytest.raises(SpecError, match=r"^params\.W1: missing"):  # past the size check
+        read_point(just, point | {"x": [0.0] * 1000})
