@@ -198,8 +198,8 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
     >>> p.m, p.param("b1")
     (1, ((0.0,),))
     """
-    if isinstance(data, Point):
-        return data
+    if isinstance(data, Point):  # built by hand, it is checked like any other point
+        data = _as_data(data)
     if not isinstance(data, Mapping):
         raise SpecError("values", f"expected a table, got {_short(data)}", "give x, y and params")
     for key in data:
@@ -301,6 +301,19 @@ def _refuse_too_many(raw: bytes, spec: Spec) -> None:
             f"{limit:,} (its parameters, lr and {examples:,} example(s))",
             f"give at most {examples:,} example(s)",
         )
+
+
+def _as_data(point: Point) -> dict[str, Any]:
+    """``point`` as the plain data :func:`read_point` takes (rows as lists)."""
+
+    def rows(value: Any) -> Any:
+        return [list(row) if isinstance(row, tuple) else row for row in value]
+
+    data: dict[str, Any] = {"x": rows(point.x), "y": rows(point.y)}
+    data["params"] = {name: rows(value) for name, value in point.params}
+    if point.lr is not None:
+        data["lr"] = point.lr
+    return data
 
 
 def load_values(path: str | Path, spec: Spec | None = None) -> dict[str, Any]:

@@ -306,3 +306,22 @@ def test_a_network_too_large_for_one_example_is_refused_with_a_fix_that_works() 
     just = Spec.from_sizes([1000, 1000], ["sigmoid"], "quadratic")  # 1,000,000 weights
     with pytest.raises(SpecError, match=r"^params\.W1: missing"):  # past the size check
         read_point(just, point | {"x": [0.0] * 1000})
+
+
+def test_a_point_built_by_hand_is_checked_like_a_mapping() -> None:
+    # A Point skipped every check: NaN gave "TypeError: Invalid NaN comparison" and a
+    # missing parameter "KeyError: 'W1'" from deep inside the worked numbers.
+    from chainrule.derive.values import Point
+
+    import chainrule
+
+    tiny = Spec.from_sizes([1, 1], ["sigmoid"], "quadratic")
+    params = (("W1", ((0.0,),)), ("b1", ((0.0,),)))
+    with pytest.raises(SpecError, match=r"^x\[0\]\[0\]: nan is not a finite number"):
+        chainrule.derivation(tiny, at=Point(((float("nan"),),), ((0.0,),), params))
+    with pytest.raises(SpecError, match=r"^params\.W1: missing"):
+        chainrule.derivation(tiny, at=Point(((1.0,),), ((0.0,),), ()))
+    good = read_point(
+        tiny, {"x": [1.0], "y": [0.0], "lr": 0.5, "params": {"W1": [[0.0]], "b1": [0]}}
+    )
+    assert read_point(tiny, good) == good
