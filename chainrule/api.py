@@ -46,7 +46,7 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     spec : Spec
         The network.
     notation : str
-        ``nielsen`` (default), ``3b1b`` or ``cheatsheet``.
+        ``nielsen`` (default), ``3b1b``, ``cheatsheet`` or ``course``.
     at : mapping or None
         A point, as in a ``--at`` values file: ``x`` (one example as a flat list, or a
         list of examples, one per row), ``y`` likewise, optional ``lr``, and ``params``

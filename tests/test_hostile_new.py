@@ -325,3 +325,14 @@ def test_a_point_built_by_hand_is_checked_like_a_mapping() -> None:
         tiny, {"x": [1.0], "y": [0.0], "lr": 0.5, "params": {"W1": [[0.0]], "b1": [0]}}
     )
     assert read_point(tiny, good) == good
+
+
+def test_the_derivation_docstrings_name_every_notation() -> None:
+    # "course" was added as a fourth notation; the docstrings still listed three.
+    from chainrule.derive.document import derivation as symbolic
+    from chainrule.derive.notation import NOTATIONS
+
+    import chainrule
+
+    for function in (chainrule.derivation, symbolic):
+        assert all(f"``{name}``" in function.__doc__ for name in NOTATIONS), function
