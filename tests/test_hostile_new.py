@@ -349,3 +349,13 @@ def test_targets_set_to_the_printed_outputs_are_worked_not_reported_as_a_bug() -
     doc = chainrule.derivation(MAZUR, at={"x": [0.05, 0.1], "y": y, "params": PARAMS})
     assert doc.worked.checked
     assert "C = 1.136895854e-21 + 2.303213531e-22 = 1.367217207e-21" in doc.to_text()
+
+
+def test_pre_activations_that_cancel_to_zero_are_worked_not_reported_as_a_bug() -> None:
+    # z1 = 0.3 * 1 + 0.1 * (-3) is 0 in decimals and -5.6e-17 in floats, in both units:
+    # "z1[0, 0]: the derivation gives 4.9e-32 but the module gives -5.6e-17; report this".
+    import chainrule
+
+    params = {**PARAMS, "W1": [[1, -3], [1, -3]], "b1": [0, 0]}
+    doc = chainrule.derivation(MAZUR, at={"x": [0.3, 0.1], "y": [0.01, 0.99], "params": params})
+    assert doc.worked.checked
