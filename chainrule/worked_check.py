@@ -6,7 +6,9 @@ by the code generator, loaded in memory and run on the same point in its own dty
 The cost, every gradient entry, the output activations, the first example's forward
 values (the module's forward cache) and layer errors (through the bias gradients)
 and, with a learning rate, every parameter after one ``sgd_step`` must agree within
-:data:`TOLERANCE` (relative to the entry or to the largest entry of its array; widened
+:data:`TOLERANCE` (relative to the entry or to the largest entry of its array, plus 64
+roundings at the largest entry of the gradient, forward values or parameters, where a
+sum cancels to about 0; widened
 where a target lies so close to its output that a^L - y cancels, see :func:`_tolerance`); the
 first disagreement raises ``DerivationError``.
 """
@@ -38,19 +40,20 @@ def _arrays(point: Point, dtype: str, layout: str, first_only: bool) -> tuple[di
     return params, np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
-def compare(field: str, got: Any, expected: Any, tolerance: float, floor: float = 0.0) -> None:
+def compare(field: str, got: Any, expected: Any, tolerance: float, noise: float = 0.0) -> None:
     """Raise ``DerivationError`` unless the arrays agree entry by entry.
 
     ``expected`` is a SymPy matrix (or number) of worked values, ``got`` the module's
     array (or float) of the same shape; an entry may differ by ``tolerance`` times the
-    largest of itself, the largest entry of the array and ``floor``.
+    larger of itself and the largest entry of the array, plus ``noise`` (the float
+    rounding of the sums that made it, when those cancel).
     """
     want = np.array(expected.tolist() if hasattr(expected, "tolist") else expected, dtype=float)
     have = np.asarray(got, dtype=float).reshape(want.shape)
-    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, floor)
+    scale = float(np.max(np.abs(want))) if want.size else 0.0
     for index in np.ndindex(want.shape):
         w, h = float(want[index]), float(have[index])
-        if not abs(h - w) <= tolerance * max(abs(w), scale, 1e-300):
+        if not abs(h - w) <= tolerance * max(abs(w), scale, 1e-300) + noise:
             where = f"{field}[{', '.join(map(str, index))}]" if want.ndim else field
             if not (np.isfinite(h) and np.isfinite(w)):
                 raise _overflow(where, h)
@@ -83,11 +86,11 @@ def _check_cache(values: WorkedValues, module: Any, params: dict, x: Any, tol: f
     if not isinstance(got, tuple) or len(got) != len(names):
         return
     # z = W a + b can cancel to about 0 in every unit (0.3 * 1 + 0.1 * (-3)): its float
-    # rounding (5.6e-17) is then judged against the size of the forward values.
-    floor = max(float(np.max(np.abs(value))) for value in (x, *got))
+    # rounding (5.6e-17) is then noise on the scale of the forward values.
+    noise = _noise(values, {"x": x, **dict(zip(names, got, strict=True))})
     for name, value in zip(names, got, strict=True):
         field = f"forward cache on the first example: {name}"
-        compare(field, value, values.first[name], tol, floor)
+        compare(field, value, values.first[name], tol, noise)
 
 
 def check_against_module(values: WorkedValues, module: Any = None) -> None:
@@ -129,17 +132,27 @@ def _check(values: WorkedValues, module: Any) -> None:
     env = values.env
     cost, grads = module.loss_and_grad(params, x, y)
     compare("loss_and_grad: cost", cost, env[naming.COST][0, 0], tol)
+    noise = _noise(values, grads)  # a layer's gradient can cancel to about 0 in every entry
     for name in grads:
-        compare(f"loss_and_grad: {naming.grad(name)}", grads[name], env[naming.grad(name)], tol)
+        field = f"loss_and_grad: {naming.grad(name)}"
+        compare(field, grads[name], env[naming.grad(name)], tol, noise)
     output = naming.activation(spec.depth)
     compare(f"forward: {output}", module.forward(params, x), env[output], tol)
     first_params, x1, y1 = _arrays(point, spec.dtype, spec.layout, first_only=True)
     _check_cache(values, module, first_params, x1, tol)
     _, first_grads = module.loss_and_grad(first_params, x1, y1)
+    noise = _noise(values, first_grads)
     for name in first_grads:
         field = f"loss_and_grad on the first example: {naming.grad(name)}"
-        compare(field, first_grads[name], values.first[naming.grad(name)], tol)
+        compare(field, first_grads[name], values.first[naming.grad(name)], tol, noise)
     if point.lr is not None:
         module.sgd_step(params, x, y, point.lr)
+        noise = _noise(values, params)
         for name, after in updated(spec, env, point.lr).items():
-            compare(f"sgd_step: {name}", params[name], after, tol)
+            compare(f"sgd_step: {name}", params[name], after, tol, noise)
+
+
+def _noise(values: WorkedValues, arrays: dict[str, Any]) -> float:
+    """64 units of rounding of the module's dtype at the largest entry of ``arrays``."""
+    largest = max((float(np.max(np.abs(a))) for a in arrays.values() if np.size(a)), default=0)
+    return 64 * float(np.finfo(values.spec.dtype).eps) * largest

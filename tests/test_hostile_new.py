@@ -359,3 +359,14 @@ def test_pre_activations_that_cancel_to_zero_are_worked_not_reported_as_a_bug() 
     params = {**PARAMS, "W1": [[1, -3], [1, -3]], "b1": [0, 0]}
     doc = chainrule.derivation(MAZUR, at={"x": [0.3, 0.1], "y": [0.01, 0.99], "params": params})
     assert doc.worked.checked
+
+
+def test_a_layer_gradient_that_cancels_to_zero_is_worked_not_reported_as_a_bug() -> None:
+    # Equal outputs 0.5 and y = (0.3, 0.7): W2^T delta2 is 0 in decimals, 5.6e-17 in
+    # floats, so every entry of dC/dW1 and dC/db1 is about 0 and the array's own scale
+    # gave "the derivation gives -1.5e-34 but the module gives 1.7e-19; report this".
+    import chainrule
+
+    params = {"W1": [[0, 0], [0, 0]], "b1": [0, 0], "W2": [[1, 1], [1, 1]], "b2": [-1, -1]}
+    point = {"x": [0.05, 0.1], "y": [0.3, 0.7], "lr": 0.5, "params": params}
+    assert chainrule.derivation(MAZUR, at=point).worked.checked
