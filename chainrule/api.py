@@ -46,7 +46,7 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     spec : Spec
         The network.
     notation : str
-        ``nielsen`` (default), ``3b1b`` or ``cheatsheet``.
+        ``nielsen`` (default), ``3b1b``, ``cheatsheet`` or ``course``.
     at : mapping or None
         A point, as in a ``--at`` values file: ``x`` (one example as a flat list, or a
         list of examples, one per row), ``y`` likewise, optional ``lr``, and ``params``
@@ -67,7 +67,7 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     >>> from chainrule.derive.spec import Spec
     >>> s = Spec.from_sizes([1, 1], ["sigmoid"], "quadratic")
     >>> doc = derivation(s, at={"x": [1.0], "y": [0.0], "params": {"W1": [[0.0]], "b1": [0.0]}})
-    >>> "a¹ = 0.5" in doc.to_text()
+    >>> "a² = 0.5" in doc.to_text()
     True
     """
     from chainrule.derive.document import derivation as symbolic

@@ -255,7 +255,9 @@ def shorten_quotes(message: str, keep: int = 60) -> str:
         text = match.group(1)
         return f"'{text[:half]}...{text[-half:]}'"
 
-    return re.sub("'([^'\\n]{" + str(keep + 1) + ",})'", cut, message)
+    # A quote opens after a non-word character and closes before one: the apostrophe
+    # of "file's" in a fix is neither, so the text around it is never taken for a quote.
+    return re.sub("(?<!\\w)'([^'\\n]{" + str(keep + 1) + ",})'(?!\\w)", cut, message)
 
 
 def _is_stdout_error(exc: OSError) -> bool:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from chainrule.cliargs import add_spec_arguments, spec_from_args
-from chainrule.codegen.emit import starts_with, write_file
+from chainrule.codegen.emit import check_target, starts_with, write_file
 from chainrule.derive.document import derivation
 from chainrule.derive.errors import CodegenError
 from chainrule.derive.notation import NOTATIONS
@@ -153,11 +153,13 @@ def cmd_derive(args: argparse.Namespace) -> int:
     """Render the derivation of the named network; returns the exit status."""
     fmt = output_format(args.format, args.output)
     spec = spec_from_args(args)
+    if args.output is not None or fmt == "pdf":  # refused now, not after the work
+        check_target(args.output or "derivation.pdf", force=args.force, ours=_written_by_chainrule)
     if args.at is not None:
         from chainrule.api import derivation as worked_derivation
         from chainrule.derive.values import load_values
 
-        doc = worked_derivation(spec, args.notation, at=load_values(args.at))
+        doc = worked_derivation(spec, args.notation, at=load_values(args.at, spec))
     else:
         doc = derivation(spec, args.notation)
     if fmt == "pdf":

@@ -88,7 +88,17 @@ def load_module(path: str | os.PathLike[str]) -> ModuleType:
             "not a generated module and is not run",
             _FIX,
         )
-    lint_module(source)  # raises CodegenError before anything runs
+    try:
+        lint_module(source)  # before anything runs
+    except CodegenError as error:
+        # The lint's own fix ("report this as a chainrule bug") is for chainrule's output;
+        # a file that fails it here was most likely edited after it was written.
+        raise CodegenError(
+            "load_module",
+            f"{quoted(str(file))} fails the check of generated modules ({error.message}), "
+            "so it is not run",
+            f"{_FIX}; an edited copy is regenerated with: chainrule regenerate FILE",
+        ) from None
     stem = re.sub(r"\W", "_", file.stem, flags=re.ASCII) or "module"
     module = ModuleType(f"chainrule_loaded_{next(_COUNTER)}_{stem}")
     module.__file__ = str(file)

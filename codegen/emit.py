@@ -434,8 +434,10 @@ def _check_target(path: Path, force: bool, ours: Callable[[Path], bool]) -> bool
             "chainrule does not write through links: give the real file's path",
         )
     if path.is_dir():
+        # The file name suggested keeps the extension the command asked for (--save .npz).
+        inside = str(path / f"network{path.suffix or '.py'}")
         raise CodegenError(
-            "output", f"{str(path)!r} is a directory", "give a file name such as network.py"
+            "output", f"{str(path)!r} is a directory", f"give a file's name, such as {inside!r}"
         )
     if path.exists() and not path.is_file():
         # A FIFO, socket or device: reading it to see whose it is could block forever.

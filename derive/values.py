@@ -17,6 +17,8 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +86,30 @@ def param_shapes(spec: Spec) -> dict[str, tuple[int, int]]:
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(where, f"expected a number, got {_short(value)}", "write a decimal number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int of more than 308 digits
+        number = math.inf
     if not math.isfinite(number):
-        raise SpecError(where, f"{value!r} is not a finite number", "write a finite number")
+        raise SpecError(where, f"{_short(value)} is not a finite number", "write a finite number")
     return number
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4300-digit limit of int-to-text conversion
+        return f"an integer of {value.bit_length()} bits"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _shape_of(value: Any) -> str:
     if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+        lengths = sorted({len(row) for row in value})
+        if len(lengths) > 1:
+            return f"{len(value)} rows of different lengths ({lengths[0]} to {lengths[-1]})"
+        if any(isinstance(v, list) for row in value for v in row):
+            return "lists nested three or more deep"
         return f"({len(value)}, {len(value[0])})"
     if isinstance(value, list):
         return f"a flat list of {len(value)}"
@@ -152,8 +165,26 @@ def _check_targets(spec: Spec, y: Rows) -> None:
             f"{spec.cost} takes targets in {allowed.text}, and some lie outside",
             f"give targets in {allowed.text}",
         )
-    if allowed.simplex and any(abs(math.fsum(row) - 1) > 1e-9 for row in y):
-        raise SpecError("y", f"{spec.cost} takes targets that sum to one", "give probability rows")
+    if not allowed.simplex:
+        return
+    # The numbers are worked out from the decimals as written (30 digits), and the
+    # derivation's output error assumes each target sums to one: exactly, not to 1e-9.
+    for index, row in enumerate(y):
+        total = sum(Fraction(Decimal(repr(v))) for v in row)
+        if total != 1:
+            where = f"y[{index}]" if len(y) > 1 else "y"
+            raise SpecError(
+                where,
+                f"{spec.cost} takes targets that sum to one, and these sum to {_decimal(total)}",
+                "write decimals that add up to exactly 1, such as 0.25, 0.25, 0.5",
+            )
+
+
+def _decimal(value: Fraction) -> str:
+    """``value`` (a sum of decimals) written out as a decimal."""
+    with localcontext() as context:
+        context.prec = 60
+        return str(Decimal(value.numerator) / Decimal(value.denominator))
 
 
 def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
@@ -167,8 +198,8 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
     >>> p.m, p.param("b1")
     (1, ((0.0,),))
     """
-    if isinstance(data, Point):
-        return data
+    if isinstance(data, Point):  # built by hand, it is checked like any other point
+        data = _as_data(data)
     if not isinstance(data, Mapping):
         raise SpecError("values", f"expected a table, got {_short(data)}", "give x, y and params")
     for key in data:
@@ -176,6 +207,7 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
             raise SpecError(
                 str(key)[:60], "unknown key in the values", f"use only: {', '.join(TOP_KEYS)}"
             )
+    most_examples(spec)  # a network too large for even one example is refused first
     for key in ("x", "y", "params"):
         if key not in data:
             raise SpecError(key, "missing from the values", f"give {key} (see chainrule derive -h)")
@@ -186,13 +218,13 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
             "y", f"{len(y)} target example(s) for {len(x)} input example(s)", "give one per input"
         )
     _check_targets(spec, y)
-    weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
+    weights = _weights(spec)
     if len(x) * weights > MAX_WORK:
         raise SpecError(
             "x",
             f"{len(x)} examples of a network with {weights} weights is more than "
             f"{MAX_WORK:,} multiply-adds in 30-digit arithmetic",
-            f"give at most {max(1, MAX_WORK // weights)} example(s)",
+            f"give at most {most_examples(spec)} example(s)",
         )
     lr = None
     if "lr" in data:
@@ -219,8 +251,76 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
     return Point(x, y, tuple(params), lr)
 
 
-def load_values(path: str | Path) -> dict[str, Any]:
+def most_numbers(spec: Spec) -> int:
+    """The most numbers a values file for ``spec`` can hold: parameters, lr, the largest batch.
+
+    Examples
+    --------
+    >>> most_numbers(Spec.from_sizes([1, 1], ["sigmoid"], "quadratic"))
+    2003
+    """
+    params = sum(rows * cols for rows, cols in param_shapes(spec).values())
+    return params + 1 + most_examples(spec) * (spec.input_size + spec.sizes[-1])
+
+
+def _weights(spec: Spec) -> int:
+    return sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
+
+
+def most_examples(spec: Spec) -> int:
+    """The most examples a worked derivation of ``spec`` takes (at least one).
+
+    Raises
+    ------
+    SpecError
+        When even one example is more work than :data:`MAX_WORK`.
+    """
+    weights = _weights(spec)
+    if weights > MAX_WORK:
+        raise SpecError(
+            "--at",
+            f"one example of a network with {weights:,} weights is more than {MAX_WORK:,} "
+            "multiply-adds in 30-digit arithmetic",
+            f"work numbers out on a network of at most {MAX_WORK:,} weights",
+        )
+    return min(MAX_EXAMPLES, MAX_WORK // weights)
+
+
+def _refuse_too_many(raw: bytes, spec: Spec) -> None:
+    """Refuse, before parsing, a file with far more numbers than ``spec`` takes.
+
+    Parsing is the slow part (TOML about a second per megabyte): a file of a million
+    examples is refused by counting its commas, which separate its numbers.
+    """
+    limit, commas = most_numbers(spec), raw.count(b",")
+    if commas > 2 * limit + 1000:
+        examples = most_examples(spec)
+        raise SpecError(
+            "--at",
+            f"the file holds about {commas:,} numbers, and this network takes at most "
+            f"{limit:,} (its parameters, lr and {examples:,} example(s))",
+            f"give at most {examples:,} example(s)",
+        )
+
+
+def _as_data(point: Point) -> dict[str, Any]:
+    """``point`` as the plain data :func:`read_point` takes (rows as lists)."""
+
+    def rows(value: Any) -> Any:
+        return [list(row) if isinstance(row, tuple) else row for row in value]
+
+    data: dict[str, Any] = {"x": rows(point.x), "y": rows(point.y)}
+    data["params"] = {name: rows(value) for name, value in point.params}
+    if point.lr is not None:
+        data["lr"] = point.lr
+    return data
+
+
+def load_values(path: str | Path, spec: Spec | None = None) -> dict[str, Any]:
     """Read a ``.toml`` or ``.json`` values file as plain data (not yet checked).
+
+    With ``spec``, a file holding far more numbers than the network takes is refused
+    before it is parsed.
 
     Raises
     ------
@@ -229,6 +329,8 @@ def load_values(path: str | Path) -> dict[str, Any]:
         Infinity are refused in JSON, duplicate keys in both).
     """
     path = Path(path)
+    if spec is not None:
+        most_examples(spec)
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".json"):
         raise SpecError("--at", f"{path.name[-60:]!r} is neither .toml nor .json", "use .toml")
@@ -241,6 +343,8 @@ def load_values(path: str | Path) -> dict[str, Any]:
             raise SpecError(
                 "--at", f"file larger than {MAX_VALUES_BYTES} bytes", "give a smaller file"
             )
+        if spec is not None:
+            _refuse_too_many(raw, spec)
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(

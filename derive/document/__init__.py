@@ -52,7 +52,7 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     spec : Spec
         The network.
     notation : str
-        ``nielsen`` (default), ``3b1b`` or ``cheatsheet``.
+        ``nielsen`` (default), ``3b1b``, ``cheatsheet`` or ``course``.
 
     Returns
     -------
