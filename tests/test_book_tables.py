@@ -105,6 +105,7 @@ def _step(doc, title: str):
     return matches[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "notation", "table"), TABLES)
 def test_the_document_reproduces_the_source_table(name: str, notation: str, table: dict) -> None:
     doc = derivation(preset(name), notation)
@@ -114,6 +115,7 @@ def test_the_document_reproduces_the_source_table(name: str, notation: str, tabl
         assert check_step(step, points=1), title
 
 
+@pytest.mark.slow
 def test_a_wrong_equation_of_a_table_fails_its_check() -> None:
     """The tables are held by SymPy, not by the text alone: the update with eta in place
     of eta/m (no mean over the mini-batch) fails its check."""

@@ -44,6 +44,7 @@ def test_a_module_file_that_exits_is_an_error(tmp_path, capsys, command, code):
     assert "SystemExit" in line and "exits.py" in line
 
 
+@pytest.mark.slow
 def test_a_torch_file_that_exits_is_an_error(tmp_path, capsys):
     pytest.importorskip("torch")
     path = tmp_path / "model.py"
@@ -130,6 +131,7 @@ def test_one_liner_errors_name_the_flag_and_the_item_typed(capsys):
 # --------------------------------------------------------------------- standard output
 
 
+@pytest.mark.slow
 def test_a_full_standard_output_is_one_line():
     with open("/dev/full", "w") as full:
         done = subprocess.run(
@@ -145,6 +147,7 @@ def test_a_full_standard_output_is_one_line():
     assert "No space left" in _one_error_line(done.stderr)
 
 
+@pytest.mark.slow
 def test_a_closed_standard_output_is_one_line():
     read_end, write_end = os.pipe()
     os.close(read_end)  # like `chainrule presets | head -1` once head has exited
@@ -191,6 +194,7 @@ def test_a_long_naive_expansion_is_announced_before_it_starts(capsys, monkeypatc
     assert "estimated at 5.7e+07 operations" in err and "many minutes" in err
 
 
+@pytest.mark.slow
 def test_time_says_why_a_strategy_is_not_timed(capsys):
     assert main(["compare", "--preset", "3b1b-chain", "--time", "--budget", "10"]) == 0
     captured = capsys.readouterr()
@@ -209,6 +213,7 @@ def _picture_argvs(tmp_path: Path, out: Path) -> list[list[str]]:
     return [train, sweep]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["train", "compare"])
 def test_plots_keep_a_users_file_without_force(tmp_path, capsys, which):
     pytest.importorskip("matplotlib")

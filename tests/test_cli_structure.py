@@ -56,6 +56,7 @@ def test_help_and_version_load_no_sympy_and_no_numpy(flag: str) -> None:
     assert loaded == [], f"chainrule {flag} imported {loaded}"
 
 
+@pytest.mark.slow
 def test_subcommand_help_still_lists_its_options() -> None:
     out, _ = _loaded("generate", "--help")
     assert "--sizes" in out and "--check" in out and "nielsen" in out

@@ -81,6 +81,7 @@ def test_every_preset_obeys_the_cheap_gradient_principle(name):
     assert "| total |" in text and "backprop / forward" in text
 
 
+@pytest.mark.slow
 def test_oversized_network_prints_memoized_numbers_and_the_refusal(capsys):
     args = ["--sizes", "20,20,20,20,20,20,20", "--activations", ",".join(["tanh"] * 6)]
     assert main(["compare", *args, "--cost", "quadratic"]) == 0
@@ -170,6 +171,7 @@ def test_parse_sweep():
         parse_sweep("depth=0:3")
 
 
+@pytest.mark.slow
 def test_time_reports_every_strategy(capsys):
     assert main(["compare", "--preset", "cheatsheet-relu", "--time", "--json"]) == 0
     times = json.loads(capsys.readouterr().out)["times"]

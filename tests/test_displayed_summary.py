@@ -140,6 +140,7 @@ def test_a_wrong_sigmoid_identity_fails_an_equation(wrong_sigmoid_identity):
     assert "Derivative of the activation of layer 2" in failed, failed  # Nielsen: hidden = 2
 
 
+@pytest.mark.slow
 def test_the_same_network_holds_with_the_real_identity():
     spec = Spec.from_sizes([1, 1, 1], ["sigmoid"] * 2, "quadratic", name="wrong-identity")
     doc = derivation(spec)

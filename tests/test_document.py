@@ -237,6 +237,7 @@ def test_large_layers_are_not_expanded_scalar_by_scalar() -> None:
     assert "at most 3 units per layer" in doc.sections[0].intro
 
 
+@pytest.mark.slow
 def test_softmax_binary_cross_entropy_is_shown_through_log_one_minus_a() -> None:
     doc = derivation(EXTRA_SPECS["softmax-bce"])
     text = {step.title: to_unicode(step.latex) for step in doc.vectorized}
@@ -278,6 +279,7 @@ def test_jupyter_display() -> None:
     assert "\\tag{BP1}" in chainrule.derivation(preset("3b1b-chain"))._repr_markdown_()
 
 
+@pytest.mark.slow
 def test_text_is_plain_unicode() -> None:
     for name in preset_names():
         for notation in ("nielsen", "3b1b", "cheatsheet"):

@@ -7,6 +7,7 @@ from chainrule.derive.document import derivation
 from chainrule.derive.spec import Spec
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cost", ["cross-entropy", "binary-cross-entropy"])
 @pytest.mark.parametrize("notation", ["nielsen", "3b1b", "cheatsheet"])
 def test_softmax_derivation_has_no_plus_minus(cost: str, notation: str) -> None:

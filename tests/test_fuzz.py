@@ -326,6 +326,7 @@ def _mutations(text: str) -> st.SearchStrategy[str]:
 # ------------------------------------------------------------------ the tests
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=st.one_of(st.text(max_size=600), PYTHONISH))
 def test_random_text_into_the_parser(text: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -332,6 +332,7 @@ def _ruff(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_generated_files_pass_ruff_check_and_format_in_isolation(module_files):
     # mish's derivative repeats tanh(softplus(z)): computed once into a temporary, its
     # statements fit ruff's line length too.

@@ -39,6 +39,7 @@ def _broken_module(tmp_path: Path, old: str, new: str, count: int = -1) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("old", "new", "where"),
     [
@@ -64,6 +65,7 @@ def test_check_fails_on_nan_and_inf(
     assert where in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args", [("--version",), ("--help",), ("generate", "--help"), ("presets",)]
 )
@@ -98,6 +100,7 @@ def test_compare_plot_fix_followed_literally_works(
     assert (tmp_path / "p.svg").read_bytes().startswith(b"<?xml")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [

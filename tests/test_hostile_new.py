@@ -81,6 +81,7 @@ CROSS_ENTROPY = Spec.from_sizes([2, 3], ["softmax"], "cross-entropy")
 SOFTMAX_PARAMS = {"W1": [[1, 2], [3, 4], [5, 6]], "b1": [0, 0, 0]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "y",
     [
@@ -116,6 +117,7 @@ def test_targets_summing_to_one_only_approximately_are_refused_naming_y(
     assert "such as 0.25, 0.25, 0.5" in str(e.value)
 
 
+@pytest.mark.slow
 def test_values_that_overflow_the_module_are_refused_not_reported_as_a_bug(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -132,6 +134,7 @@ def test_values_that_overflow_the_module_are_refused_not_reported_as_a_bug(
     assert "report this" not in line
 
 
+@pytest.mark.slow
 def test_weights_that_overflow_a_float64_product_are_refused_in_python() -> None:
     import chainrule
 
@@ -169,6 +172,7 @@ def test_the_largest_batch_the_network_takes_is_not_refused_by_the_count() -> No
     _refuse_too_many(f"x = [{rows}]\ny = [{rows}]\n".encode(), MAZUR)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["plain", "unrolled"])
 def test_an_out_array_of_another_shape_is_refused_not_broadcast_into(
     form: str, load_source: Callable[[str], ModuleType]
@@ -221,6 +225,7 @@ def test_an_apostrophe_in_the_fix_is_not_taken_for_a_quote(
     assert line == f"chainrule: error: {message}"
 
 
+@pytest.mark.slow
 def test_the_fix_for_a_save_path_that_is_a_folder_works_when_followed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -338,6 +343,7 @@ def test_the_derivation_docstrings_name_every_notation() -> None:
         assert all(f"``{name}``" in function.__doc__ for name in NOTATIONS), function
 
 
+@pytest.mark.slow
 def test_targets_set_to_the_printed_outputs_are_worked_not_reported_as_a_bug() -> None:
     # y = the outputs as printed (10 digits): a - y is about 5e-11, and the module's
     # float inputs put it 1e-6 (relative) from the decimal one. The check stopped with
@@ -351,6 +357,7 @@ def test_targets_set_to_the_printed_outputs_are_worked_not_reported_as_a_bug() -
     assert "C = 1.136895854e-21 + 2.303213531e-22 = 1.367217207e-21" in doc.to_text()
 
 
+@pytest.mark.slow
 def test_pre_activations_that_cancel_to_zero_are_worked_not_reported_as_a_bug() -> None:
     # z1 = 0.3 * 1 + 0.1 * (-3) is 0 in decimals and -5.6e-17 in floats, in both units:
     # "z1[0, 0]: the derivation gives 4.9e-32 but the module gives -5.6e-17; report this".
@@ -361,6 +368,7 @@ def test_pre_activations_that_cancel_to_zero_are_worked_not_reported_as_a_bug() 
     assert doc.worked.checked
 
 
+@pytest.mark.slow
 def test_a_layer_gradient_that_cancels_to_zero_is_worked_not_reported_as_a_bug() -> None:
     # Equal outputs 0.5 and y = (0.3, 0.7): W2^T delta2 is 0 in decimals, 5.6e-17 in
     # floats, so every entry of dC/dW1 and dC/db1 is about 0 and the array's own scale

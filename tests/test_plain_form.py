@@ -112,6 +112,7 @@ def _assert_same(plain: tuple, fast: tuple) -> None:
         np.testing.assert_allclose(grads[key], want, rtol=1e-12, atol=1e-14 * scale, err_msg=key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(ALL_SPECS))
 def test_plain_and_vectorized_modules_agree(build, build_fast, key):
     spec = ALL_SPECS[key]
@@ -285,6 +286,7 @@ def _ruff(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_plain_modules_pass_ruff_check_and_format_in_isolation(tmp_path):
     specs = {f"preset_{n}": preset(n) for n in preset_names()} | dict(ARCHITECTURES)
     names = []

@@ -134,6 +134,7 @@ def test_backprop_gradient_matches_finite_differences_of_the_cost():
             assert abs(numeric - value) < mpmath.mpf("1e-15")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not symengine_available(), reason="symengine is not installed")
 @pytest.mark.parametrize("spec", SMALL[:4], ids=lambda s: "-".join(map(str, s.sizes)))
 def test_symengine_engine_gives_the_same_gradients(spec):

@@ -266,6 +266,7 @@ def test_output_and_cost_compatibility_is_read_from_the_rows(monkeypatch):
     assert "sigmoid" in info.value.fix
 
 
+@pytest.mark.slow
 def test_every_row_range_is_consistent_with_its_expression():
     """Each activation's stated output range holds its values on a grid (and its kinks
     are where SymPy's derivative jumps)."""

@@ -26,6 +26,7 @@ def _batch(module, rng):
     return params, rng.random((n_in, 4)), rng.random((n_out, 4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", "unrolled"])
 @pytest.mark.parametrize("lr", [float("nan"), float("inf"), np.ones(3), True, "0.1", None])
 def test_sgd_step_refuses_a_learning_rate_that_is_not_one_number(modules, form, lr):

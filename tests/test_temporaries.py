@@ -13,6 +13,7 @@ SPECS = [
 ] + [Spec.from_sizes([3, 5, 4, 2], ["x*sigmoid(x)", "x*tanh(x)", "selu"], "huber")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{'-'.join(s.activations)}-{s.layout}")
 def test_each_temporary_is_issued_once(spec: Spec) -> None:
     program = build_program(derive_network(spec))

@@ -202,6 +202,7 @@ def test_cli_generate_unrolled(tmp_path, capsys):
     assert "--form unrolled" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["naive", "cse", "backprop"])
 def test_unrolled_comments_print_no_raw_sympy(strategy):
     spec = Spec.from_sizes([2, 2, 1], ["leaky-relu", "relu"], "quadratic")

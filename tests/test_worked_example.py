@@ -164,6 +164,7 @@ def worked_check_module(spec: Spec) -> types.ModuleType:
     return module_from_spec(spec)
 
 
+@pytest.mark.slow
 def test_cli_reproduces_mazurs_printed_figures(
     mazur_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
