@@ -187,6 +187,20 @@ def _decimal(value: Fraction) -> str:
         return str(Decimal(value.numerator) / Decimal(value.denominator))
 
 
+def _listed(value: Any) -> Any:
+    """NumPy arrays and scalars, and tuples, as the lists and numbers a values file holds
+    (so that ``init_params()`` or ``x[:1]`` can be given from Python as they are)."""
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return [_listed(v) for v in value]
+    if isinstance(value, list):
+        return [_listed(v) for v in value]
+    if isinstance(value, Mapping):
+        return {key: _listed(v) for key, v in value.items()}
+    return value
+
+
 def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
     """Validate ``data`` (keys ``x``, ``y``, optional ``lr``, table ``params``) against ``spec``.
 
@@ -202,6 +216,7 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
         data = _as_data(data)
     if not isinstance(data, Mapping):
         raise SpecError("values", f"expected a table, got {_short(data)}", "give x, y and params")
+    data = {key: _listed(value) for key, value in data.items()}
     for key in data:
         if key not in TOP_KEYS:
             raise SpecError(

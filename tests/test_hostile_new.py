@@ -378,3 +378,28 @@ def test_a_layer_gradient_that_cancels_to_zero_is_worked_not_reported_as_a_bug()
     params = {"W1": [[0, 0], [0, 0]], "b1": [0, 0], "W2": [[1, 1], [1, 1]], "b2": [-1, -1]}
     point = {"x": [0.05, 0.1], "y": [0.3, 0.7], "lr": 0.5, "params": params}
     assert chainrule.derivation(MAZUR, at=point).worked.checked
+
+
+def test_numpy_arrays_are_taken_as_given_from_python(
+    load_source: Callable[[str], ModuleType],
+) -> None:
+    # A learner passes the module's own arrays (init_params(), a slice of x) as they are.
+    import numpy as np
+    from chainrule.derive.spec import preset
+
+    import chainrule
+
+    spec = preset("3b1b-chain")
+    module = load_source(chainrule.generate(spec))
+    params = module.init_params(seed=0)
+    x = np.array([[0.3]])
+    y = np.array([[0.7]])
+    as_arrays = chainrule.derivation(spec, at={"x": x, "y": y, "params": params})
+    as_lists = chainrule.derivation(
+        spec,
+        at={"x": x.tolist(), "y": y.tolist(), "params": {k: v.tolist() for k, v in params.items()}},
+    )
+    assert as_arrays.to_text() == as_lists.to_text()
+    bad = {"x": np.array([[np.nan]]), "y": y, "params": params}
+    with pytest.raises(SpecError, match="x"):
+        chainrule.derivation(spec, at=bad)
