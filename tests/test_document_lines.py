@@ -218,3 +218,14 @@ def test_the_capital_weight_matrix_is_in_the_legend(nota: str) -> None:
     entry = "w⁽ˡ⁾ⱼₖ" if nota == "3b1b" else "wˡⱼₖ"
     assert f"  {matrix}: the matrix of the weights {entry} of layer l" in text
     assert "(W" in to_unicode(doc.sections[-2].steps[1].latex)
+
+
+def test_an_index_the_legend_does_not_give_is_named_where_it_is_used() -> None:
+    # 3Blue1Brown's total-cost gradient writes the weight w_ji because k counts the
+    # examples there; the legend's weight is w_jk, so the step itself must say what i is.
+    for name in ("nielsen", "3b1b-chain"):
+        text = derivation(preset(name), "3b1b").to_text().splitlines()
+        at = next(i for i, ln in enumerate(text) if ln.startswith("Its derivative, the average"))
+        uses_i = "ᵢ " in text[at + 1] or text[at + 1].endswith("ᵢ")
+        assert uses_i == ("i: the unit of the layer below" in text[at]), (name, text[at : at + 2])
+    assert uses_i is False  # the 1-1-1-1 chain drops the indices, and says nothing of i

@@ -274,6 +274,7 @@ class SourceSection(SectionWriterBase):
             ((net.cost, mean),),
         )
         weight = nota.w(self.depth, "j", "i")  # k counts the examples
+        indexed = "_" in weight and "i" in weight.rsplit("_", 1)[1]
         checks = tuple(
             (
                 net.dcost(net.W[self.depth][j, k]),
@@ -282,7 +283,8 @@ class SourceSection(SectionWriterBase):
             for j, k in self.instances(self.depth)
         )
         gradient = Step(
-            "Its derivative, the average of the examples' derivatives",
+            "Its derivative, the average of the examples' derivatives"
+            + (" (i: the unit of the layer below; k counts the examples)" if indexed else ""),
             f"\\frac{{\\partial C}}{{\\partial {weight}}} = \\frac{{1}}{{n}} \\sum_{{k=0}}^{{n-1}} "
             f"\\frac{{\\partial C_{{k}}}}{{\\partial {weight}}}",
             checks,
