@@ -14,19 +14,10 @@ import pytest
 from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Spec
 from chainrule.derive.values import read_point
+from mazur import MAZUR_SPEC as SPEC
 
 from chainrule.cli import main
 
-SPEC = """\
-input = 2
-cost = "quadratic"
-[[layers]]
-size = 2
-activation = "sigmoid"
-[[layers]]
-size = 2
-activation = "sigmoid"
-"""
 PARAMS = {
     "W1": [[0.15, 0.20], [0.25, 0.30]],
     "b1": [0.35, 0.35],

@@ -21,22 +21,11 @@ from chainrule.derive.document.worked import run_point, step_values
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.spec import Spec, preset
 from chainrule.derive.values import param_shapes, read_point
+from mazur import MAZUR_POINT, MAZUR_SPEC
 
 import chainrule
 from chainrule import worked_check
 from chainrule.cli import main
-
-MAZUR_SPEC = """\
-name = "mazur"
-input = 2
-cost = "quadratic"
-[[layers]]
-size = 2
-activation = "sigmoid"
-[[layers]]
-size = 2
-activation = "sigmoid"
-"""
 
 MAZUR_VALUES = """\
 x = [0.05, 0.10]      # one example (a flat list), or a list of examples, one per row
@@ -49,17 +38,6 @@ W2 = [[0.40, 0.45], [0.50, 0.55]]
 b2 = [0.60, 0.60]
 """
 
-MAZUR_POINT = {
-    "x": [0.05, 0.10],
-    "y": [0.01, 0.99],
-    "lr": 0.5,
-    "params": {
-        "W1": [[0.15, 0.20], [0.25, 0.30]],
-        "b1": [0.35, 0.35],
-        "W2": [[0.40, 0.45], [0.50, 0.55]],
-        "b2": [0.60, 0.60],
-    },
-}
 
 #: Mazur's printed figures, as printed (the digits shown are the digits checked).
 MAZUR_FIGURES = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -9,19 +10,10 @@ import pytest
 from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Spec
 from chainrule.derive.values import load_values, read_point
+from mazur import MAZUR_POINT
+from mazur import MAZUR_SPEC as SPEC
 
 from chainrule.cli import main
-
-SPEC = """\
-input = 2
-cost = "quadratic"
-[[layers]]
-size = 2
-activation = "sigmoid"
-[[layers]]
-size = 2
-activation = "sigmoid"
-"""
 
 GOOD = {
     "x": "[0.05, 0.10]",
@@ -139,17 +131,7 @@ def test_json_and_toml_values_files_read_the_same(tmp_path: Path) -> None:
     spec = Spec.from_sizes([2, 2, 2], ["sigmoid", "sigmoid"], "quadratic")
     toml_file, json_file = tmp_path / "v.toml", tmp_path / "v.json"
     toml_file.write_text(toml())
-    data = {
-        "x": [0.05, 0.10],
-        "y": [0.01, 0.99],
-        "lr": 0.5,
-        "params": {
-            "W1": [[0.15, 0.20], [0.25, 0.30]],
-            "b1": [0.35, 0.35],
-            "W2": [[0.40, 0.45], [0.50, 0.55]],
-            "b2": [0.60, 0.60],
-        },
-    }
+    data = copy.deepcopy(MAZUR_POINT)
     json_file.write_text(json.dumps(data))
     from_toml = read_point(spec, load_values(toml_file))
     assert from_toml == read_point(spec, load_values(json_file))
