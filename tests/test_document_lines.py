@@ -141,8 +141,18 @@ def test_the_output_units_ones_vector_is_named_with_its_length() -> None:
     assert "𝟙₂ is the vector of 2 ones, one per output unit, and I the 2 by 2 identity" in text
     shown = to_unicode(_step(doc.vectorized, "Log-softmax").latex)
     assert shown == "log A¹ = Z¹ - log(exp(Z¹) 𝟙₂) 𝟙₂ᵀ"
-    assert "Σₖ≠ⱼ Vₖ" in text and "_" not in text.replace("loss_and_grad", "")
+    assert "Σₖ≠ⱼ Vᵢₖ" in text and "_" not in text.replace("loss_and_grad", "")
     assert not re.search("𝟙(?![ₘ₂])", text)
+
+
+def test_the_other_units_term_keeps_the_example_index_on_every_entry() -> None:
+    # R, V and A are matrices of units by examples: each entry of the sum names both.
+    for layout, line in (
+        ("columns", "R¹ⱼᵢ = Σₖ≠ⱼ Vₖᵢ A¹ⱼᵢ/(1 - A¹ₖᵢ)"),
+        ("rows", "R¹ᵢⱼ = Σₖ≠ⱼ Vᵢₖ A¹ᵢⱼ/(1 - A¹ᵢₖ)"),
+    ):
+        spec = Spec.from_sizes([3, 2], ["softmax"], "binary-cross-entropy", layout=layout)
+        assert line in derivation(spec, "course").to_text(), layout
 
 
 def test_the_readme_names_the_activations_as_printed() -> None:

@@ -335,11 +335,12 @@ class VectorizedSection(SectionWriterBase):
     def other_units_latex(self, s: BatchStatement) -> str:
         nota = self.nota
         r_name, ab = nota.batch("R", s.layer), nota.batch("A", s.layer)
-        idx = "ij" if nota.rows else "ji"
+        idx, kdx = ("ij", "ik") if nota.rows else ("ji", "ki")  # unit and example, i the example
         v = _tex(s.expr, self.batch_names)
         return (
-            f"{{{r_name}}}_{{{idx}}} = \\sum_{{k \\neq j}} V_{{k}} \\frac{{{{{ab}}}_{{j}}}}"
-            f"{{1 - {{{ab}}}_{{k}}}}, \\quad V = \\frac{{\\partial C}}"
+            f"{{{r_name}}}_{{{idx}}} = \\sum_{{k \\neq j}} V_{{{kdx}}} "
+            f"\\frac{{{{{ab}}}_{{{idx}}}}}"
+            f"{{1 - {{{ab}}}_{{{kdx}}}}}, \\quad V = \\frac{{\\partial C}}"
             f"{{\\partial \\log(1 - {ab})}} = {v}"
         )
 
