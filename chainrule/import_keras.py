@@ -59,7 +59,7 @@ def _read_keras_json(source: str | Path) -> tuple[Any, str]:
     if isinstance(source, Path) or not str(source).lstrip().startswith("{"):
         path = Path(source)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise SpecError(
                 "from-keras", f"file {str(path)!r} does not exist", "check the path"

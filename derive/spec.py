@@ -408,7 +408,7 @@ def load_spec(path: str | Path) -> Spec:
                 f"file {str(path)!r} is larger than {MAX_FILE_BYTES} bytes",
                 "a spec file is a few lines of TOML or JSON",
             )
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
         raise SpecError("spec", f"file {str(path)!r} does not exist", "check the path") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -248,7 +248,11 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
             raise SpecError("lr", f"{lr!r} is not positive", "give a learning rate such as 0.5")
     given = data["params"]
     if not isinstance(given, Mapping):
-        raise SpecError("params", f"expected a table, got {_short(given)}", "write [params]")
+        raise SpecError(
+            "params",
+            f"expected a table, got {_short(given)}",
+            "make params a table of arrays: [params] in TOML, an object in JSON",
+        )
     shapes = param_shapes(spec)
     for key in given:
         if key not in shapes:
@@ -360,7 +364,7 @@ def load_values(path: str | Path, spec: Spec | None = None) -> dict[str, Any]:
             )
         if spec is not None:
             _refuse_too_many(raw, spec)
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(
             "--at", f"cannot read the file ({exc.__class__.__name__})", "give UTF-8 text"
