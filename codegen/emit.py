@@ -137,18 +137,20 @@ NUMPY_NAMES = frozenset(
 )
 
 #: Attributes allowed on any other object: arrays, dicts, lists, generators, finfo, a
-#: thread-local holder (``workspaces``) and an ``.npz`` archive (``zip``, ``files``,
+#: thread-local holder (``workspaces``), an array's ``flags`` (read to check ``out=``) and an ``.npz`` archive (``zip``, ``files``,
 #: ``open``, ``close``: load_params reads each array's header before its data).
 OBJECT_ATTRIBUTES = frozenset(
     {
         "T",
         "append",
         "astype",
+        "c_contiguous",
         "close",
         "copy",
         "dtype",
         "eps",
         "files",
+        "flags",
         "get",
         "items",
         "keys",
@@ -169,6 +171,7 @@ OBJECT_ATTRIBUTES = frozenset(
         "uniform",
         "values",
         "workspaces",
+        "writeable",
         "zip",
     }
 )

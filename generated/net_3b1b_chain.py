@@ -132,6 +132,21 @@ def _check_batch(params, x, y=None):
             raise _refuse("y", y, expected, "real")
 
 
+def _check_out(params, out):
+    """Raise ValueError unless ``out`` holds, under each key of ``params``, a writeable
+    C-contiguous array of that parameter's shape and dtype (as ``new_gradient`` makes)."""
+    if not isinstance(out, dict):
+        raise ValueError(f"out: expected a dict of arrays such as new_gradient() gives; got {type(out)}")
+    for key, shape in PARAM_SHAPES.items():
+        into = out.get(key)
+        kind = f"writeable C-contiguous {params[key].dtype}"
+        fits = isinstance(into, np.ndarray) and into.shape == shape
+        if not (fits and into.dtype == params[key].dtype and into.flags.c_contiguous):
+            raise _refuse(f"out[{key!r}]", into, shape, kind)
+        if not into.flags.writeable:
+            raise _refuse(f"out[{key!r}]", into, shape, kind)
+
+
 def init_params(seed=0):
     """Random parameters: W^l ~ N(0, 1/n_(l-1)), b^l ~ N(0, 0.01).
 
@@ -267,6 +282,8 @@ def loss_and_grad(params, x, y, out=None):
     share memory with ``params``, ``x`` or ``y``.
     """
     _check_batch(params, x, y)
+    if out is not None:
+        _check_out(params, out)
     return _loss_and_grad(params, x, y, out)
 
 

@@ -186,10 +186,11 @@ def test_an_out_array_of_another_shape_is_refused_not_broadcast_into(
     x, y = np.full((2, 3), 0.5), np.full((2, 3), 0.25)
     out = {key: np.zeros((2, 2)) for key in params}
     with pytest.raises(
-        ValueError, match=r"^out\['b1'\]: expected a floating array of shape \(2, 1\)"
+        ValueError,
+        match=r"^out\['b1'\]: expected a writeable C-contiguous float64 array of shape \(2, 1\)",
     ):
         net.loss_and_grad(params, x, y, out=out)
-    with pytest.raises(ValueError, match=r"^out\['W1'\]: expected a floating array"):
+    with pytest.raises(ValueError, match=r"^out\['W1'\]: expected a writeable"):
         net.loss_and_grad(params, x, y, out={})
     right = {key: np.zeros(value.shape) for key, value in params.items()}
     _, grads = net.loss_and_grad(params, x, y, out=right)
