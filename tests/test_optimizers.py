@@ -15,9 +15,11 @@ threads at once, a state dict carried from call to call.
 
 from __future__ import annotations
 
+import ast
 import threading
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -334,6 +336,20 @@ def test_a_state_dict_carries_the_run_from_call_to_call(make, form):
             )
         assert _worst(parts, once) < 1e-12
         assert _worst(fresh, once) > 1e-4
+        arrays = [a for held in state.values() if isinstance(held, dict) for a in held.values()]
+        module.train(
+            parts,
+            x,
+            y,
+            epochs=1,
+            batch_size=8,
+            lr=0.1,
+            optimizer=optimizer,
+            optimizer_state=state,
+            **extra,
+        )
+        kept = [a for held in state.values() if isinstance(held, dict) for a in held.values()]
+        assert len(kept) >= 4 and all(b is a for a, b in zip(arrays, kept, strict=True))
     assert state["optimizer"] == "nesterov" and sorted(state) == ["optimizer", "velocity"]
     adam = _state_of(module, dict(start), x, y, "adam")
     assert adam["step"] == 1 and sorted(adam) == ["m", "optimizer", "step", "v"]
@@ -458,3 +474,25 @@ def test_sgd_is_sgd_step_batch_after_batch(make, form):
     for key, value in by_hand.items():
         np.testing.assert_array_equal(params[key], value)
     assert len(history) == 2
+
+
+def test_the_readme_shows_trains_signature_and_optimizer_names(make):
+    """The README's row for train has the module's arguments and defaults, and its
+    optimizer table the names of OPTIMIZERS."""
+    module = make(SIGMOID, "columns")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `train(params"))
+    shown = ast.parse(f"def train{row[len('| `train') : row.index(' -> list')]}: pass").body[0]
+    arguments = shown.args.args + shown.args.kwonlyargs
+    defaults = [None] * 3 + [ast.literal_eval(d) if d else None for d in shown.args.kw_defaults]
+    import inspect
+
+    actual = inspect.signature(module.train).parameters.values()
+    assert [a.arg for a in arguments] == [p.name for p in actual]
+    for arg, default, parameter in zip(arguments, defaults, actual, strict=True):
+        if parameter.default is not inspect.Parameter.empty:
+            assert default == parameter.default, arg.arg
+    assert module.OPTIMIZERS == ("sgd", "momentum", "nesterov", "adam")
+    assert f"`{module.OPTIMIZERS}`".replace("'", '"') in readme
+    for name in module.OPTIMIZERS:
+        assert f'| `"{name}"` |' in readme
