@@ -94,8 +94,11 @@ def _check_fraction(name, value):
     return float(number)
 
 
-def _check_optimizer(optimizer, momentum, betas, eps):
+def _check_optimizer(params, optimizer, momentum, betas, eps):
     """Refuse an optimizer name or hyperparameter ``train`` cannot use, naming the argument.
+
+    ``eps`` must also stay above 0 in each parameter's dtype (1e-50 is 0 in float32,
+    which would divide 0 by 0 where a gradient entry is 0).
 
     Returns (momentum, (beta1, beta2), eps) as Python floats.
     """
@@ -122,6 +125,10 @@ def _check_optimizer(optimizer, momentum, betas, eps):
     real = number.ndim == 0 and number.dtype.kind in "iuf" and not isinstance(eps, bool)
     if not (real and np.isfinite(number) and number > 0):
         raise ValueError(f"eps: expected a finite real number above 0; got {eps!r}")
+    for key in PARAM_SHAPES:
+        dtype = params[key].dtype
+        if np.array(number, dtype=dtype) == 0:
+            raise ValueError(f"eps: {eps!r} is 0 in {dtype} ({key}); give a larger eps")
     return mu, pair, float(number)
 
 
@@ -475,7 +482,7 @@ def train(
     _check_lr(lr)
     _check_count("epochs", epochs, 0)
     _check_count("batch_size", batch_size, 1)
-    momentum, betas, eps = _check_optimizer(optimizer, momentum, betas, eps)
+    momentum, betas, eps = _check_optimizer(params, optimizer, momentum, betas, eps)
     state = _optimizer_state(params, optimizer, optimizer_state)
     scratch = _step_scratch(params, optimizer)
     rng = np.random.default_rng(seed)

@@ -260,6 +260,7 @@ BAD_ARGUMENTS = [
     ("eps", {"optimizer": "adam", "eps": True}),
     ("eps", {"optimizer": "adam", "eps": "1e-8"}),
     ("eps", {"optimizer": "adam", "eps": np.array([1e-8])}),
+    ("eps", {"optimizer": "adam", "eps": 1e-330}),
     ("optimizer_state", {"optimizer": "adam", "optimizer_state": [1]}),
     ("optimizer_state", {"optimizer": "adam", "optimizer_state": {"optimizer": "momentum"}}),
     ("optimizer_state", {"optimizer": "adam", "optimizer_state": {"anything": 1}}),
@@ -416,6 +417,8 @@ def test_float32_parameters_keep_float32_state(make, form, config):
     assert all(value.dtype == np.float32 for value in params.values())
     slots = [state[slot] for slot in ("velocity", "m", "v") if slot in state]
     assert slots and all(a.dtype == np.float32 for arrays in slots for a in arrays.values())
+    with pytest.raises(ValueError, match=r"^eps: 1e-50 is 0 in float32 \(W1\); give a larger eps"):
+        module.train(params, x, y, epochs=1, batch_size=3, lr=0.05, optimizer="adam", eps=1e-50)
 
 
 @pytest.mark.parametrize("form", ["columns", "plain"])
@@ -496,3 +499,27 @@ def test_the_readme_shows_trains_signature_and_optimizer_names(make):
     assert f"`{module.OPTIMIZERS}`".replace("'", '"') in readme
     for name in module.OPTIMIZERS:
         assert f'| `"{name}"` |' in readme
+
+
+@pytest.mark.parametrize("config", ["momentum", "nesterov", "adam"])
+def test_float32_steps_match_torch_optim_in_float32(torch, make, config):
+    """float32 parameters: state and arithmetic in float32, as PyTorch's with float32
+    tensors (agreement to float32 rounding, accumulated over 5 steps)."""
+    kwargs, name, torch_kwargs = CONFIGS[config]
+    module = make(SOFTMAX.replace(dtype="float32"), "columns")
+    start, x, y = _problem(module)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    params = {k: v.copy() for k, v in start.items()}
+    lr = LR[name]
+    module.train(params, x, y, epochs=5, batch_size=8, lr=lr, **kwargs)
+    tensors = {k: torch.tensor(v.copy()) for k, v in start.items()}
+    optimizer = getattr(torch.optim, name)(list(tensors.values()), lr=lr, **torch_kwargs)
+    for _ in range(5):
+        _, grads = module.loss_and_grad({k: t.numpy().copy() for k, t in tensors.items()}, x, y)
+        for key, tensor in tensors.items():
+            tensor.grad = torch.tensor(grads[key])
+        optimizer.step()
+    expected = {k: t.numpy() for k, t in tensors.items()}
+    assert all(value.dtype == np.float32 for value in params.values())
+    assert _worst(params, expected) < 1e-5
+    assert _worst(params, start) > 1e-3
