@@ -1,8 +1,9 @@
 """``chainrule train``: train a generated module on real data with its own ``train()``.
 
 The module is generated in memory from the spec (or loaded from a given file), linted,
-and trained by mini-batch SGD on scikit-learn's bundled 8x8 digits (1797 images,
-shipped inside scikit-learn: ``pip install 'chainrule[data]'``), on an ``.npz`` file
+and trained by mini-batch SGD (or momentum, Nesterov or Adam: :mod:`chainrule.optimizers`)
+on scikit-learn's bundled 8x8 digits (1797 images, shipped inside scikit-learn:
+``pip install 'chainrule[data]'``), on an ``.npz`` file
 with arrays ``x`` (examples first, shape (N, n0)) and ``y`` (integer labels of shape
 (N,), or targets of shape (N, nL)), or on MNIST's IDX files (:mod:`chainrule.mnist`).
 ``--save`` writes the trained weights through the module's ``save_params``. A held-out
@@ -581,6 +582,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "  chainrule train --sizes 64,32,10 --activations relu,softmax --cost cross-entropy "
         "--dataset digits\n"
         "  chainrule train net.toml --data data.npz --epochs 20 --json\n"
+        "  chainrule train net.toml --data data.npz --optimizer adam --betas 0.9,0.99\n"
         "  chainrule train --preset nielsen --dataset mnist --data-dir mnist/ --epochs 30 "
         "--batch-size 10 --lr 3.0 --save nielsen.npz\n\n"
         ".npz files hold x (examples, features) and y (integer labels, or one target row "
@@ -595,7 +597,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "is measured on t10k's 10,000 images.\n\n"
         "--save writes the trained weights after the last epoch (an interrupted run "
         "writes nothing) as an .npz archive that the module's load_params reads; it "
-        "replaces only a weights file chainrule saved, unless --force."
+        "replaces only a weights file chainrule saved, unless --force.\n\n"
+        "--optimizer momentum and nesterov take --momentum (0.9), adam --betas and --eps, "
+        "each as torch.optim's SGD and Adam; the optimizer's state carries over from epoch "
+        "to epoch."
     )
     add_spec_arguments(parser)
     parser.add_argument("--module", help="train this generated .py file instead of a network")

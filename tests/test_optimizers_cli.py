@@ -165,3 +165,14 @@ def test_adam_with_its_defaults_on_digits_reaches_the_readmes_figure():
         README.split()
     )
     assert "whose `--lr` is 0.001 when not given" in " ".join(README.split())
+
+
+def test_the_help_shows_an_optimizer_example_that_runs(data, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    example = "chainrule train net.toml --data data.npz --optimizer adam --betas 0.9,0.99"
+    assert example in text and "--momentum MU" in text
+    argv = ["train", *NET, "--data", data, "--optimizer", "adam", "--betas", "0.9,0.99"]
+    assert main([*argv, "--epochs", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
