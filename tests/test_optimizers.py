@@ -61,6 +61,9 @@ LR = {"SGD": 0.5, "Adam": 0.05}
 SIGMOID = Spec.from_sizes([3, 4, 2], ["sigmoid", "sigmoid"], "quadratic")
 SOFTMAX = Spec.from_sizes([3, 5, 3], ["tanh", "softmax"], "cross-entropy")
 FORMS = ("columns", "rows", "plain", "unrolled")
+#: FORMS as parameters: generating the unrolled form takes SymPy a few seconds, so its
+#: cases run with the slow tests (in CI) only.
+FORM_PARAMS = [pytest.param(f, marks=pytest.mark.slow) if f == "unrolled" else f for f in FORMS]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +126,7 @@ def _torch_trajectory(torch, module, params, x, y, steps, name, kwargs, lr) -> d
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", FORM_PARAMS)
 def test_full_batch_steps_match_torch_optim_on_the_modules_gradients(torch, make, form, config):
     kwargs, name, torch_kwargs = CONFIGS[config]
     module = make(SOFTMAX if form != "unrolled" else SIGMOID, form)
@@ -308,7 +311,7 @@ def _state_of(module, params, x, y, optimizer, **kwargs) -> dict:
     return state
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", FORM_PARAMS)
 def test_a_state_dict_carries_the_run_from_call_to_call(make, form):
     """Three one-epoch calls sharing optimizer_state make the run one three-epoch call
     makes (full batches: the shuffle only reorders a sum); without it, they do not."""
@@ -392,7 +395,7 @@ def test_a_state_that_does_not_fit_is_refused_by_name(make, form):
             )
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", FORM_PARAMS)
 @pytest.mark.parametrize("config", ["sgd", "momentum", "nesterov", "adam"])
 def test_zero_epochs_return_nothing_and_touch_nothing(make, form, config):
     module = make(SIGMOID, form)
@@ -463,7 +466,7 @@ def test_two_threads_training_at_once_get_what_each_gets_alone(make, form):
             np.testing.assert_array_equal(together[name][key], value)
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", FORM_PARAMS)
 def test_sgd_is_sgd_step_batch_after_batch(make, form):
     """optimizer="sgd" (the default) steps with sgd_step itself, bit for bit."""
     module = make(SIGMOID, form)
