@@ -185,8 +185,9 @@ def _batches(n: int, batch_size: int, epochs: int, seed: int):
         # The other forms' steps match the columns form's (above); the slow tests run these.
         pytest.param(SOFTMAX, "rows", marks=pytest.mark.slow),
         pytest.param(SIGMOID, "plain", marks=pytest.mark.slow),
+        pytest.param(SIGMOID, "unrolled", marks=pytest.mark.slow),
     ],
-    ids=["sigmoid-quadratic", "softmax-ce", "softmax-ce-rows", "sigmoid-plain"],
+    ids=["sigmoid-quadratic", "softmax-ce", "softmax-ce-rows", "sigmoid-plain", "unrolled"],
 )
 def test_train_matches_torch_autograd_and_optim_end_to_end(
     torch, make, spec, form, config, batch_size
@@ -532,3 +533,31 @@ def test_float32_steps_match_torch_optim_in_float32(torch, make, config):
     assert all(value.dtype == np.float32 for value in params.values())
     assert _worst(params, expected) < 1e-5
     assert _worst(params, start) > 1e-3
+
+
+#: The equation comment over each update statement, in every form.
+COMMENTS = (
+    "# momentum: v <- mu v + g",
+    "# momentum: theta <- theta - lr v",
+    "# Nesterov: theta <- theta - lr (g + mu v)",
+    "# Adam: bias corrections c1 = 1 - beta1^t, c2 = 1 - beta2^t",
+    "# Adam: m <- beta1 m + (1 - beta1) g",
+    "# Adam: v <- beta2 v + (1 - beta2) g^2",
+    "# Adam: theta <- theta - (lr / c1) m / (sqrt(v) / sqrt(c2) + eps)",
+)
+
+
+@pytest.mark.parametrize("form", FORM_PARAMS)
+def test_every_update_statement_has_its_equation_above_it(make, form):
+    import inspect
+
+    module = make(SIGMOID, form)
+    for step in (module._momentum_step, module._adam_step):
+        lines = [line.strip() for line in inspect.getsource(step).splitlines()]
+        for i, line in enumerate(lines):
+            if line.startswith("# ") and line[2:].split(":")[0] in ("momentum", "Nesterov", "Adam"):
+                assert line in COMMENTS, line
+                assert not lines[i + 1].startswith("#")  # a statement follows
+    source = inspect.getsource(module)
+    for comment in COMMENTS:
+        assert source.count(comment) == 1, comment
