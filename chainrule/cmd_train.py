@@ -1,8 +1,9 @@
 """``chainrule train``: train a generated module on real data with its own ``train()``.
 
 The module is generated in memory from the spec (or loaded from a given file), linted,
-and trained by mini-batch SGD on scikit-learn's bundled 8x8 digits (1797 images,
-shipped inside scikit-learn: ``pip install 'chainrule[data]'``), on an ``.npz`` file
+and trained by mini-batch SGD (or momentum, Nesterov or Adam: :mod:`chainrule.optimizers`)
+on scikit-learn's bundled 8x8 digits (1797 images, shipped inside scikit-learn:
+``pip install 'chainrule[data]'``), on an ``.npz`` file
 with arrays ``x`` (examples first, shape (N, n0)) and ``y`` (integer labels of shape
 (N,), or targets of shape (N, nL)), or on MNIST's IDX files (:mod:`chainrule.mnist`).
 ``--save`` writes the trained weights through the module's ``save_params``. A held-out
@@ -40,6 +41,7 @@ from chainrule.cliargs import (
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.spec import Spec
 from chainrule.limits import npz_array, require_memory
+from chainrule.optimizers import add_optimizer_arguments
 from chainrule.outfiles import plot_format, refuse_foreign_picture, save_figure
 
 EXIT_OK = 0
@@ -335,8 +337,14 @@ def fit(
     lr: float,
     seed: int = 0,
     on_epoch: object = None,
+    optimizer: dict | None = None,
 ) -> TrainResult:
     """Train ``module`` on ``dataset`` with its own ``train()``, one epoch per call.
+
+    ``optimizer`` holds the keyword arguments of ``train()`` that pick the update rule
+    (``{"optimizer": "adam", "betas": (0.9, 0.999)}``; None or empty for plain SGD);
+    its state (velocity, Adam's moments and step count) carries over from one epoch's
+    call to the next through ``train()``'s ``optimizer_state``, so the run is one run.
 
     The test accuracy after each epoch is measured on ``dataset.test``, or without one
     on a seeded random quarter of the examples held out; the validation accuracy, on
@@ -346,11 +354,21 @@ def fit(
     _check_inputs(module, dataset, batch_size)
     (x_train, y_train, _), (x_test, _, test_labels) = _splits(module, dataset, seed)
     params = module.init_params(seed)
+    options = dict(optimizer or {})
+    if options:
+        options["optimizer_state"] = {}
     losses, accs, seconds = [], [], []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         history = module.train(
-            params, x_train, y_train, epochs=1, batch_size=batch_size, lr=lr, seed=seed + epoch
+            params,
+            x_train,
+            y_train,
+            epochs=1,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed + epoch,
+            **options,
         )
         elapsed = time.perf_counter() - start
         losses.append(float(history[-1]))
@@ -501,8 +519,10 @@ def _summary(args: argparse.Namespace, result: TrainResult, sizes: str, name: st
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``chainrule train``; returns the exit status."""
+    from chainrule.optimizers import optimizer_options
     from chainrule.progress import progress
 
+    options = optimizer_options(args)  # sets args.lr when not given
     if not (np.isfinite(args.lr) and args.lr > 0):
         raise SpecError("--lr", f"must be a positive number, got {args.lr}", "try --lr 0.3")
     if args.dataset and args.data:
@@ -529,6 +549,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 lr=args.lr,
                 seed=args.seed,
                 on_epoch=report,
+                optimizer=options,
             )
         if args.save:  # only after the last epoch: an interrupted run writes nothing
             save_weights(module, result.params, args.save, force=args.force)
@@ -553,13 +574,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``chainrule train``."""
     parser.description = (
         "Generate a network's module in memory and train it with its own train() "
-        "(mini-batch SGD), reporting per-epoch loss, test accuracy and time."
+        "(mini-batch SGD, or --optimizer momentum, nesterov or adam), reporting per-epoch "
+        "loss, test accuracy and time."
     )
     parser.epilog = (
         "examples:\n"
         "  chainrule train --sizes 64,32,10 --activations relu,softmax --cost cross-entropy "
         "--dataset digits\n"
         "  chainrule train net.toml --data data.npz --epochs 20 --json\n"
+        "  chainrule train net.toml --data data.npz --optimizer adam --betas 0.9,0.99\n"
         "  chainrule train --preset nielsen --dataset mnist --data-dir mnist/ --epochs 30 "
         "--batch-size 10 --lr 3.0 --save nielsen.npz\n\n"
         ".npz files hold x (examples, features) and y (integer labels, or one target row "
@@ -574,7 +597,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "is measured on t10k's 10,000 images.\n\n"
         "--save writes the trained weights after the last epoch (an interrupted run "
         "writes nothing) as an .npz archive that the module's load_params reads; it "
-        "replaces only a weights file chainrule saved, unless --force."
+        "replaces only a weights file chainrule saved, unless --force.\n\n"
+        "--optimizer momentum and nesterov take --momentum (0.9), adam --betas and --eps, "
+        "each as torch.optim's SGD and Adam; the optimizer's state carries over from epoch "
+        "to epoch."
     )
     add_spec_arguments(parser)
     parser.add_argument("--module", help="train this generated .py file instead of a network")
@@ -596,9 +622,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lr",
         type=lambda text: positive_number(text, "--lr"),
-        default=0.3,
-        help="learning rate eta (0.3)",
+        help="learning rate eta (0.3; 0.001 with --optimizer adam)",
     )
+    add_optimizer_arguments(parser)
     parser.add_argument(
         "--seed", type=seed_type, default=0, help="seed of split, weights, shuffles (0 or more)"
     )

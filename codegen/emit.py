@@ -63,6 +63,7 @@ BUILTINS = frozenset(
         "reversed",
         "round",
         "sorted",
+        "str",
         "sum",
         "tuple",
         "zip",

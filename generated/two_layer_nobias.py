@@ -94,6 +94,101 @@ def _check_count(name, count, least):
         raise ValueError(f"{name}: expected a whole number >= {least}; got {count!r}")
 
 
+#: The update rules ``train`` takes, named as torch.optim names them.
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+#: The arrays each optimizer keeps per parameter (besides Adam's step count t).
+_SLOTS = {"sgd": (), "momentum": ("velocity",), "nesterov": ("velocity",), "adam": ("m", "v")}
+
+
+def _check_fraction(name, value):
+    """``momentum`` or a beta: one real number in [0, 1) (not an array, not a bool)."""
+    number = np.asarray(value)
+    real = number.ndim == 0 and number.dtype.kind in "iuf" and not isinstance(value, bool)
+    if not (real and 0 <= number < 1):
+        raise ValueError(f"{name}: expected a real number in [0, 1); got {value!r}")
+    return float(number)
+
+
+def _check_optimizer(params, optimizer, momentum, betas, eps):
+    """Refuse an optimizer name or hyperparameter ``train`` cannot use, naming the argument.
+
+    ``eps`` must also stay above 0 in each parameter's dtype (1e-50 is 0 in float32,
+    which would divide 0 by 0 where a gradient entry is 0).
+
+    Returns (momentum, (beta1, beta2), eps) as Python floats.
+    """
+    if not (isinstance(optimizer, str) and optimizer in OPTIMIZERS):
+        raise ValueError(
+            f"optimizer: expected 'sgd', 'momentum', 'nesterov' or 'adam'; got {optimizer!r}"
+        )
+    mu = _check_fraction("momentum", momentum)
+    if _SLOTS[optimizer] == ("velocity",) and mu == 0:
+        raise ValueError(
+            f"momentum: {optimizer} needs 0 < momentum < 1, e.g. 0.9; got {momentum!r}"
+        )
+    if _SLOTS[optimizer] != ("velocity",) and mu != 0:
+        raise ValueError(
+            f"momentum: {optimizer} takes none; got {momentum!r} "
+            "(use optimizer='momentum' or 'nesterov', or leave momentum 0)"
+        )
+    if isinstance(betas, np.ndarray) and betas.shape == (2,):
+        betas = tuple(betas)
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"betas: expected a pair (beta1, beta2) in [0, 1); got {betas!r}")
+    pair = (_check_fraction("betas[0]", betas[0]), _check_fraction("betas[1]", betas[1]))
+    number = np.asarray(eps)
+    real = number.ndim == 0 and number.dtype.kind in "iuf" and not isinstance(eps, bool)
+    if not (real and np.isfinite(number) and number > 0):
+        raise ValueError(f"eps: expected a finite real number above 0; got {eps!r}")
+    for key in PARAM_SHAPES:
+        dtype = params[key].dtype
+        if np.array(number, dtype=dtype) == 0:
+            raise ValueError(f"eps: {eps!r} is 0 in {dtype} ({key}); give a larger eps")
+    return mu, pair, float(number)
+
+
+def _optimizer_state(params, optimizer, state):
+    """The optimizer's state: ``state`` itself (a new dict when None), filled when empty.
+
+    A filled dict holds ``"optimizer"`` (its name), Adam's step count ``"step"``, and per
+    slot of ``_SLOTS`` a dict of arrays with each parameter's key, shape and dtype, zero
+    at first. A dict filled by an earlier call is checked and continued.
+    """
+    if state is None:
+        state = {}
+    if not isinstance(state, dict):
+        raise ValueError(f"optimizer_state: expected a dict; got {type(state)}")
+    slots = _SLOTS[optimizer]
+    if not state:
+        state["optimizer"] = optimizer
+        if optimizer == "adam":
+            state["step"] = 0
+        for slot in slots:
+            state[slot] = {key: np.zeros_like(params[key]) for key in PARAM_SHAPES}
+        return state
+    found = state.get("optimizer")
+    keys = ("optimizer",) + slots + (("step",) if optimizer == "adam" else ())
+    if not (isinstance(found, str) and found == optimizer and len(state) == len(keys)):
+        raise ValueError(
+            f"optimizer_state: not the state of {optimizer!r} (it is {found!r}); "
+            "pass an empty dict, or the one an earlier call with this optimizer filled"
+        )
+    if optimizer == "adam":
+        _check_count("optimizer_state['step']", state.get("step"), 0)
+    for slot in slots:
+        arrays = state.get(slot)
+        if not (isinstance(arrays, dict) and len(arrays) == len(PARAM_SHAPES)):
+            raise ValueError(
+                f"optimizer_state[{slot!r}]: expected a dict of {len(PARAM_SHAPES)} arrays"
+            )
+        for key, shape in PARAM_SHAPES.items():
+            into = arrays.get(key)
+            dtype = params[key].dtype
+            if not (isinstance(into, np.ndarray) and into.shape == shape and into.dtype == dtype):
+                raise _refuse(f"optimizer_state[{slot!r}][{key!r}]", into, shape, str(dtype))
+    return state
+
+
 def _check_batch(params, x, y=None):
     """Raise ValueError unless ``params``, ``x`` (and ``y``) fit this network.
 
@@ -300,15 +395,128 @@ def sgd_step(params, x, y, lr):
     return cost
 
 
-def train(params, x, y, *, epochs, batch_size, lr, seed=0):
-    """Mini-batch SGD: each epoch shuffles the examples and steps once per batch.
+@np.errstate(under="ignore")
+def _momentum_step(params, x, y, lr, momentum, nesterov, state, scratch):
+    """One step of SGD with momentum (torch.optim.SGD, dampening 0), in place; returns
+    the batch cost. ``state["velocity"]`` holds v per parameter, zero before the first
+    step (which so sets v = g, as PyTorch's does); ``scratch`` (from _step_scratch)
+    holds Nesterov's mu v. The gradient goes into the work buffers, as in sgd_step."""
+    ws = _workspace(x.shape[1], params["W1"].dtype)
+    cost, grads = _loss_and_grad(params, x, y, ws)
+    for key, grad in grads.items():
+        v = state["velocity"][key]
+        # momentum: v <- mu v + g
+        v *= momentum
+        v += grad
+        if nesterov:
+            # Nesterov: theta <- theta - lr (g + mu v)
+            grad += np.multiply(v, momentum, out=scratch[key])
+            grad *= lr
+        else:
+            # momentum: theta <- theta - lr v
+            np.multiply(v, lr, out=grad)
+        params[key] -= grad
+    return cost
+
+
+@np.errstate(under="ignore")
+def _adam_step(params, x, y, lr, betas, eps, state, scratch):
+    """One Adam step (torch.optim.Adam), in place; returns the batch cost.
+
+    ``state`` holds the step count t and the moments m and v per parameter (zero
+    before the first step); ``scratch`` (from _step_scratch) holds the denominator.
+    The gradient goes into the work buffers, as in sgd_step; nothing is allocated.
+    """
+    beta1, beta2 = betas
+    ws = _workspace(x.shape[1], params["W1"].dtype)
+    cost, grads = _loss_and_grad(params, x, y, ws)
+    state["step"] += 1
+    t = state["step"]
+    # Adam: bias corrections c1 = 1 - beta1^t, c2 = 1 - beta2^t
+    c1 = 1 - beta1**t
+    c2 = 1 - beta2**t
+    for key, grad in grads.items():
+        m = state["m"][key]
+        v = state["v"][key]
+        tmp = scratch[key]
+        # Adam: v <- beta2 v + (1 - beta2) g^2
+        v *= beta2
+        np.multiply(grad, grad, out=tmp)
+        tmp *= 1 - beta2
+        v += tmp
+        # Adam: m <- beta1 m + (1 - beta1) g
+        m *= beta1
+        grad *= 1 - beta1
+        m += grad
+        # Adam: theta <- theta - (lr / c1) m / (sqrt(v) / sqrt(c2) + eps)
+        np.sqrt(v, out=tmp)
+        tmp /= c2**0.5
+        tmp += eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr / c1
+        params[key] -= tmp
+    return cost
+
+
+def _step_scratch(params, optimizer):
+    """Arrays with the gradient's keys and shapes for the optimizer steps' temporaries,
+    made once per train call (None for sgd and momentum, which need none)."""
+    if optimizer in ("sgd", "momentum"):
+        return None
+    return new_gradient(params["W1"].dtype)
+
+
+def train(
+    params,
+    x,
+    y,
+    *,
+    epochs,
+    batch_size,
+    lr,
+    seed=0,
+    optimizer="sgd",
+    momentum=0.0,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    optimizer_state=None,
+):
+    """Mini-batch training: each epoch shuffles the examples and steps once per batch.
+
+    ``params`` (the dict of ``init_params``) is updated in place; x is (4, m)
+    and y (3, m), here m is the number of all examples. Each epoch draws
+    ``np.random.default_rng(seed).permutation(m)`` (one generator for the whole call)
+    and takes batches of ``batch_size`` examples in that order (the last may be
+    smaller). ``optimizer`` is the update of each parameter theta from its batch
+    gradient g, exactly as torch.optim's (SGD with dampening 0, Adam as PyTorch writes
+    it), with t the number of Adam steps so far:
+
+        "sgd"       theta <- theta - lr g  (momentum must be 0)
+        "momentum"  v <- mu v + g;  theta <- theta - lr v  (mu = momentum, 0 < mu < 1)
+        "nesterov"  v <- mu v + g;  theta <- theta - lr (g + mu v)
+        "adam"      m <- beta1 m + (1 - beta1) g;  v <- beta2 v + (1 - beta2) g^2;
+                    theta <- theta - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    with ``betas`` = (beta1, beta2), each in [0, 1), and ``eps`` > 0 (Adam's only;
+    momentum is 0 for "sgd" and "adam"). v and m start at zero (so the first momentum
+    step sets v = g) and have each parameter's shape and dtype. They live in new
+    arrays local to the call, or in ``optimizer_state`` when it is given: a dict,
+    empty the first time, that train fills and a later call with the same optimizer
+    continues (e.g. to train one epoch per call).
+
+    A step that overflows leaves inf or NaN in ``params`` (with NumPy's warning), and
+    that epoch's cost is then NaN or inf: train does not stop.
 
     Returns the list of per-epoch costs (the example-weighted mean of batch costs).
+    Each argument is checked first: a ValueError names the one that does not fit.
     """
     _check_batch(params, x, y)
     _check_lr(lr)
     _check_count("epochs", epochs, 0)
     _check_count("batch_size", batch_size, 1)
+    momentum, betas, eps = _check_optimizer(params, optimizer, momentum, betas, eps)
+    state = _optimizer_state(params, optimizer, optimizer_state)
+    scratch = _step_scratch(params, optimizer)
     rng = np.random.default_rng(seed)
     n = x.shape[1]
     history = []
@@ -319,7 +527,14 @@ def train(params, x, y, *, epochs, batch_size, lr, seed=0):
             idx = order[start : start + batch_size]
             xb = x[:, idx]
             yb = y[:, idx]
-            total += sgd_step(params, xb, yb, lr) * len(idx)
+            if optimizer == "sgd":
+                cost = sgd_step(params, xb, yb, lr)
+            elif optimizer == "adam":
+                cost = _adam_step(params, xb, yb, lr, betas, eps, state, scratch)
+            else:
+                nesterov = optimizer == "nesterov"
+                cost = _momentum_step(params, xb, yb, lr, momentum, nesterov, state, scratch)
+            total += cost * len(idx)
         history.append(total / n)
     return history
 
