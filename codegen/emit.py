@@ -138,8 +138,9 @@ NUMPY_NAMES = frozenset(
 )
 
 #: Attributes allowed on any other object: arrays, dicts, lists, generators, finfo, a
-#: thread-local holder (``workspaces``), an array's ``flags`` (read to check ``out=``) and an ``.npz`` archive (``zip``, ``files``,
-#: ``open``, ``close``: load_params reads each array's header before its data).
+#: thread-local holder (``workspaces``), an array's ``flags`` (read to check ``out=``)
+#: and an ``.npz`` archive (``zip``, ``files``, ``open``, ``close``: load_params reads
+#: each array's header before its data).
 OBJECT_ATTRIBUTES = frozenset(
     {
         "T",
