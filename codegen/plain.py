@@ -98,8 +98,25 @@ class _PlainCodeBuilder:
         examples_axis = 1 - self.units_axis
         return f"np.sum({ops[0]}, axis={examples_axis}, keepdims=True) / {naming.BATCH}"
 
+    def normalization(self, s: BatchStatement) -> list[Statement]:
+        """A batch-norm statement: a mean over the examples, or its SymPy expression."""
+        if s.op in ("bn_normalize", "bn_scale", "bn_backward"):
+            return self.elementwise(s)
+        examples_axis = 1 - self.units_axis
+        ops = s.operands
+        summand = {
+            "bn_mean": ops[0],
+            "bn_var": f"({ops[0]} - {ops[1]}) ** 2",
+            "bn_gamma_grad": f"{ops[0]} * {ops[1]}",
+            "bn_beta_grad": ops[0],
+        }[s.op]
+        code = f"np.sum({summand}, axis={examples_axis}, keepdims=True) / {naming.BATCH}"
+        return [self.statement(s, code)]
+
     def code(self, s: BatchStatement) -> list[Statement]:
         """The generated statement computing ``s`` (after its temporaries, if any)."""
+        if s.op.startswith("bn_"):
+            return self.normalization(s)
         if s.op == "alias":
             return [self.statement(s, s.operands[0])]
         if s.op in ("log_softmax", "log1m_softmax"):

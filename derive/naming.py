@@ -155,6 +155,51 @@ def unit_sum(layer: int) -> str:
     return f"s{layer}"
 
 
+def linear(layer: int) -> str:
+    """Identifier of u^l = W^l a^(l-1) of a batch-normalized layer, e.g. ``u2``."""
+    return f"u{layer}"
+
+
+def batch_mean(layer: int) -> str:
+    """Identifier of the batch mean of u^l per unit, e.g. ``mean2``."""
+    return f"mean{layer}"
+
+
+def batch_var(layer: int) -> str:
+    """Identifier of the biased batch variance of u^l per unit, e.g. ``var2``."""
+    return f"var{layer}"
+
+
+def normalized(layer: int) -> str:
+    """Identifier of xhat^l = (u^l - mean^l) / sqrt(var^l + eps), e.g. ``xhat2``."""
+    return f"xhat{layer}"
+
+
+def scale(layer: int) -> str:
+    """Identifier of a batch-norm layer's scale parameter gamma^l, e.g. ``gamma2``."""
+    return f"gamma{layer}"
+
+
+def shift(layer: int) -> str:
+    """Identifier of a batch-norm layer's shift parameter beta^l, e.g. ``beta2``."""
+    return f"beta{layer}"
+
+
+def linear_delta(layer: int) -> str:
+    """Identifier of the error at u^l, dC/du^l (per example), e.g. ``deltau2``."""
+    return f"deltau{layer}"
+
+
+def running_mean(layer: int) -> str:
+    """Key of a batch-norm layer's running mean in the module's state, e.g. ``running_mean2``."""
+    return f"running_mean{layer}"
+
+
+def running_var(layer: int) -> str:
+    """Key of a batch-norm layer's running (unbiased) variance in the state."""
+    return f"running_var{layer}"
+
+
 #: Identifiers of the batch arrays, the example count and the cost.
 INPUT = "x"
 TARGET = "y"
@@ -165,6 +210,15 @@ COST = "C"
 #: Per-layer identifier prefixes and the quantity each names, longest prefix first so
 #: that ``log1ma2`` is not read as ``a``-something.
 _KINDS: tuple[tuple[str, str], ...] = (
+    ("dC_dgamma", "scale_gradient"),
+    ("dC_dbeta", "shift_gradient"),
+    ("deltau", "linear_delta"),
+    ("gamma", "scale"),
+    ("beta", "shift"),
+    ("mean", "batch_mean"),
+    ("var", "batch_var"),
+    ("xhat", "normalized"),
+    ("u", "linear"),
     ("dC_dW", "weight_gradient"),
     ("dC_db", "bias_gradient"),
     ("log1ma", "log_complement"),

@@ -15,7 +15,8 @@ File format (TOML; JSON has the same fields)::
     [[layers]]
     size = 30
     activation = "sigmoid"      # a name, or an expression in x such as "x*sigmoid(x)"
-    bias = true                 # optional, default true
+    bias = true                 # optional, default true (false with batch_norm)
+    batch_norm = false          # optional: z = gamma (W a - mean) / sqrt(var + 1e-5) + beta
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ MAX_SHOWN = 60
 LAYOUTS = ("columns", "rows")
 DTYPES = ("float64", "float32")
 TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype")
-LAYER_FIELDS = ("size", "activation", "bias")
+LAYER_FIELDS = ("size", "activation", "bias", "batch_norm")
 
 
 def _show(value: Any) -> str:
@@ -82,11 +83,21 @@ def _check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Layer:
-    """One dense layer: ``size`` units, an activation (name or expression), a bias flag."""
+    """One dense layer: ``size`` units, an activation (name or expression), a bias flag,
+    and whether its weighted input is batch-normalized.
+
+    A batch-normalized layer has no bias (its beta shifts z instead): ``bias`` defaults
+    to ``not batch_norm``, and ``bias=True`` together with ``batch_norm=True`` is refused.
+    """
 
     size: int
     activation: str
-    bias: bool = True
+    bias: bool | None = None
+    batch_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bias is None:
+            object.__setattr__(self, "bias", self.batch_norm is not True)
 
     @property
     def is_custom(self) -> bool:
@@ -134,11 +145,19 @@ class Spec:
 
     @property
     def parameter_count(self) -> int:
-        """Number of scalar parameters (weights and enabled biases)."""
+        """Number of scalar parameters (weights, enabled biases, gamma and beta)."""
         n = self.sizes
         return sum(
-            n[i] * n[i + 1] + (n[i + 1] if self.layers[i].bias else 0) for i in range(self.depth)
+            n[i] * n[i + 1]
+            + (n[i + 1] if self.layers[i].bias else 0)
+            + (2 * n[i + 1] if self.layers[i].batch_norm else 0)
+            for i in range(self.depth)
         )
+
+    @property
+    def batch_norm_layers(self) -> tuple[int, ...]:
+        """The layers (1..L) whose weighted input is batch-normalized."""
+        return tuple(i for i, ly in enumerate(self.layers, start=1) if ly.batch_norm)
 
     def validate(self) -> None:
         """Raise :class:`SpecError` naming the first invalid field."""
@@ -197,6 +216,7 @@ class Spec:
             "dtype": self.dtype,
             "layers": [
                 {"size": ly.size, "activation": ly.activation, "bias": ly.bias}
+                | ({"batch_norm": True} if ly.batch_norm else {})
                 for ly in self.layers
             ],
         }
@@ -227,6 +247,7 @@ def _check_layer(layer: Any, where: str, *, is_output: bool) -> None:
             f"expected true or false, got {_show(layer.bias)}",
             "write bias = true or bias = false",
         )
+    _check_batch_norm(layer, where, is_output=is_output)
     act = layer.activation
     if not isinstance(act, str) or not act.strip():
         raise SpecError(
@@ -254,6 +275,28 @@ def _check_layer(layer: Any, where: str, *, is_output: bool) -> None:
             f"{where}.size",
             f"{act} over a single output is constant",
             "use at least 2 outputs, or sigmoid for one",
+        )
+
+
+def _check_batch_norm(layer: Layer, where: str, *, is_output: bool) -> None:
+    """batch_norm is a bool, off on the output layer, and never with a bias."""
+    if not isinstance(layer.batch_norm, bool):
+        raise SpecError(
+            f"{where}.batch_norm",
+            f"expected true or false, got {_show(layer.batch_norm)}",
+            "write batch_norm = true or batch_norm = false",
+        )
+    if layer.batch_norm and is_output:
+        raise SpecError(
+            f"{where}.batch_norm",
+            "batch normalization on the output layer is not supported",
+            "normalize a hidden layer instead",
+        )
+    if layer.batch_norm and layer.bias:
+        raise SpecError(
+            f"{where}.bias",
+            "a batch-normalized layer has no bias (beta shifts it instead)",
+            "remove bias = true (batch_norm implies no bias)",
         )
 
 
@@ -337,7 +380,12 @@ def spec_from_dict(data: Any, source: str = "dict") -> Spec:
         for required in ("size", "activation"):
             if required not in raw:
                 raise SpecError(f"{where}.{required}", "missing field", f"add {required} = ...")
-        layers.append(Layer(raw["size"], raw["activation"], raw.get("bias", True)))
+        if "bias" in raw and raw["bias"] is None:
+            raise SpecError(
+                f"{where}.bias", "expected true or false, got null", "write true or false"
+            )
+        norm = raw.get("batch_norm", False)
+        layers.append(Layer(raw["size"], raw["activation"], raw.get("bias"), norm))
     return Spec(
         input_size=data["input"],
         layers=tuple(layers),
