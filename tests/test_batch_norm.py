@@ -301,8 +301,12 @@ def test_the_mini_batch_statements_evaluate_to_the_module_values(make):
     params, x, y = _problem(module, m=4)
     env = {k: sp.Matrix(v) for k, v in params.items()}
     env |= {"x": sp.Matrix(x), "y": sp.Matrix(y)}
+
+    def at(expr: sp.Expr, values: dict) -> sp.Expr:
+        return expr.xreplace(values).evalf()
+
     for s in batch_program(derive_network(spec)):
-        env[s.target] = run_statement(s, env, rows=False, m=4, at=lambda e, v: e.xreplace(v).evalf())
+        env[s.target] = run_statement(s, env, rows=False, m=4, at=at)
     _, grads = module.loss_and_grad(params, x, y)
     for key, grad in grads.items():
         value = np.array(env[naming.grad(key)].tolist(), dtype=float)
