@@ -104,12 +104,12 @@ class _PlainCodeBuilder:
             return self.elementwise(s)
         examples_axis = 1 - self.units_axis
         ops = s.operands
-        summand = {
-            "bn_mean": ops[0],
-            "bn_var": f"({ops[0]} - {ops[1]}) ** 2",
-            "bn_gamma_grad": f"{ops[0]} * {ops[1]}",
-            "bn_beta_grad": ops[0],
-        }[s.op]
+        if s.op in ("bn_mean", "bn_beta_grad"):
+            summand = ops[0]
+        elif s.op == "bn_var":
+            summand = f"({ops[0]} - {ops[1]}) ** 2"
+        else:
+            summand = f"{ops[0]} * {ops[1]}"
         code = f"np.sum({summand}, axis={examples_axis}, keepdims=True) / {naming.BATCH}"
         return [self.statement(s, code)]
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import sympy as sp
 from chainrule.codegen.emit import lint_module
+from chainrule.codegen.plain import generate_plain
 from chainrule.codegen.render import generate_module
 from chainrule.derive import naming
 from chainrule.derive.batch import batch_program, run_statement
@@ -45,14 +46,14 @@ def torch():
 
 
 @pytest.fixture(scope="module")
-def make(load_source: Callable[[str], ModuleType]) -> Callable[[Spec], ModuleType]:
-    """The vectorized module of ``spec``, linted as the CLI does, imported once."""
-    cache: dict[str, ModuleType] = {}
+def make(load_source: Callable[[str], ModuleType]) -> Callable[..., ModuleType]:
+    """The module of ``spec`` (vectorized, or ``plain``), linted as the CLI does, imported once."""
+    cache: dict[tuple[str, str], ModuleType] = {}
 
-    def build(spec: Spec) -> ModuleType:
-        key = repr(spec.to_dict())
+    def build(spec: Spec, form: str = "vectorized") -> ModuleType:
+        key = (repr(spec.to_dict()), form)
         if key not in cache:
-            source = generate_module(spec)
+            source = generate_plain(spec) if form == "plain" else generate_module(spec)
             lint_module(source)
             cache[key] = load_source(source)
         return cache[key]
@@ -150,15 +151,15 @@ def _relative(ours: dict, theirs: dict) -> float:
 
 
 _CASES = [
-    pytest.param(act, i, layout, marks=() if act in QUICK else pytest.mark.slow)
+    pytest.param(act, i, layout, form, marks=() if act in QUICK else pytest.mark.slow)
     for i, act in enumerate(HIDDEN)
-    for layout in ("columns", "rows")
+    for layout, form in (("columns", "vectorized"), ("rows", "vectorized"), ("columns", "plain"))
 ]
 
 
-@pytest.mark.parametrize(("act", "index", "layout"), _CASES)
-def test_loss_and_grad_equals_torch_autograd(torch, make, act, index, layout):
-    module = make(_spec(act, index, layout))
+@pytest.mark.parametrize(("act", "index", "layout", "form"), _CASES)
+def test_loss_and_grad_equals_torch_autograd(torch, make, act, index, layout, form):
+    module = make(_spec(act, index, layout), form)
     params, x, y = _problem(module)
     cost, grads = module.loss_and_grad(params, x, y)
     their_cost, theirs = _torch_gradient(torch, module, params, x, y)
@@ -168,9 +169,11 @@ def test_loss_and_grad_equals_torch_autograd(torch, make, act, index, layout):
     assert module.loss(params, x, y) == cost
 
 
-@pytest.mark.parametrize("layout", ["columns", "rows"])
-def test_finite_differences_on_every_entry(make, layout):
-    module = make(_spec("tanh", 0, layout))
+@pytest.mark.parametrize(
+    ("layout", "form"), [("columns", "vectorized"), ("rows", "vectorized"), ("rows", "plain")]
+)
+def test_finite_differences_on_every_entry(make, layout, form):
+    module = make(_spec("tanh", 0, layout), form)
     params, x, y = _problem(module, m=5)
     assert module.check_gradient(params, x, y) < 1e-6
 
@@ -201,10 +204,12 @@ def _torch_net(torch, module, params):
     return net, bn
 
 
-@pytest.mark.parametrize("layout", ["columns", "rows"])
-def test_running_statistics_and_inference_equal_torch_batchnorm1d(torch, make, layout):
+@pytest.mark.parametrize(
+    ("layout", "form"), [("columns", "vectorized"), ("rows", "vectorized"), ("rows", "plain")]
+)
+def test_running_statistics_and_inference_equal_torch_batchnorm1d(torch, make, layout, form):
     spec = Spec(4, (Layer(6, "relu", batch_norm=True), Layer(2, "linear")), "quadratic")
-    module = make(spec.replace(layout=layout))
+    module = make(spec.replace(layout=layout), form)
     params, x, y = _problem(module, m=9)
     net, bn = _torch_net(torch, module, params)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -235,9 +240,10 @@ def test_running_statistics_and_inference_equal_torch_batchnorm1d(torch, make, l
     assert module.forward(params, one, state).shape == ((1, 2) if rows else (2, 1))
 
 
-def test_train_updates_the_state_like_sgd_steps(make):
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+def test_train_updates_the_state_like_sgd_steps(make, form):
     spec = Spec(4, (Layer(6, "tanh", batch_norm=True), Layer(2, "linear")), "quadratic")
-    module = make(spec)
+    module = make(spec, form)
     params, x, y = _problem(module, m=8)
     twin = {k: v.copy() for k, v in params.items()}
     state, steps = module.init_state(), module.init_state()
@@ -351,8 +357,9 @@ def test_batch_norm_on_the_output_layer_or_with_a_bias_is_refused():
     assert spec.parameter_count == 2 * 3 + 2 * 3 + 3 * 2 + 2
 
 
-def test_one_example_is_refused_in_training_mode(make):
-    module = make(_spec("tanh", 1))
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+def test_one_example_is_refused_in_training_mode(make, form):
+    module = make(_spec("tanh", 1), form)
     params, x, y = _problem(module)
     for call in (
         lambda: module.loss(params, x[:, :1], y[:, :1]),
@@ -380,8 +387,9 @@ def test_a_constant_input_column_stays_finite(torch, make):
         assert np.max(np.abs(grads[key] - theirs[key])) < 1e-9 * max(1, np.max(np.abs(theirs[key])))
 
 
-def test_a_bad_state_is_refused_by_name(make):
-    module = make(_spec("tanh", 1))
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+def test_a_bad_state_is_refused_by_name(make, form):
+    module = make(_spec("tanh", 1), form)
     other = make(Spec(3, (Layer(7, "relu", batch_norm=True), Layer(3, "linear")), "quadratic"))
     params, x, y = _problem(module)
     nan = module.init_state()
@@ -408,8 +416,9 @@ def test_a_bad_state_is_refused_by_name(make):
                 call()
 
 
-def test_every_module_has_init_state_and_the_state_keywords(make):
-    plain = make(Spec.from_sizes([3, 4, 2], ["tanh", "linear"], "quadratic"))
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+def test_every_module_has_init_state_and_the_state_keywords(make, form):
+    plain = make(Spec.from_sizes([3, 4, 2], ["tanh", "linear"], "quadratic"), form)
     params, x, y = _problem(plain)
     assert plain.init_state() == {}
     np.testing.assert_array_equal(plain.forward(params, x, {}), plain.forward(params, x))
