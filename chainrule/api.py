@@ -71,7 +71,9 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     True
     """
     from chainrule.derive.document import derivation as symbolic
+    from chainrule.derive.scalar_network import refuse_batch_norm
 
+    refuse_batch_norm(spec, "the step-by-step derivation (chainrule derive)")
     if at is None:
         return symbolic(spec, notation)
     from chainrule.derive.document.worked import worked

@@ -26,6 +26,7 @@ import subprocess
 from dataclasses import dataclass
 
 from chainrule.derive.errors import SpecError
+from chainrule.derive.scalar_network import refuse_batch_norm
 from chainrule.derive.spec import Spec
 
 #: Networks at most this big (weights, units) get the scalar graph under ``--level auto``.
@@ -347,6 +348,7 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
     >>> g.level, g.naive_walks, g.backprop_walks
     ('scalar', 12, 3)
     """
+    refuse_batch_norm(spec, "graph")
     weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
     if level == "auto":
         small = weights <= SCALAR_MAX_WEIGHTS and sum(spec.sizes) <= SCALAR_MAX_UNITS

@@ -439,3 +439,43 @@ def test_the_scalar_level_refuses_batch_norm_in_one_line():
     with pytest.raises(ChainruleError) as info:
         scalar_network(_spec("tanh", 1))
     assert info.value.field == "layers[0].batch_norm" and "\n" not in str(info.value)
+
+
+_BN_TOML = """input = 4
+cost = "cross-entropy"
+[[layers]]
+size = 6
+activation = "relu"
+batch_norm = true
+[[layers]]
+size = 3
+activation = "softmax"
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("derive", "bn.toml"),
+        ("compare", "bn.toml"),
+        ("graph", "bn.toml", "-o", "g.svg"),
+        ("generate", "bn.toml", "--form", "unrolled", "-o", "u.py"),
+    ],
+)
+def test_the_commands_without_batch_norm_refuse_it_in_one_line(run_cli, tmp_path, args):
+    (tmp_path / "bn.toml").write_text(_BN_TOML, encoding="utf-8")
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "layers[0].batch_norm" in done.stderr
+    assert not (tmp_path / "g.svg").exists() and not (tmp_path / "u.py").exists()
+
+
+def test_generate_writes_a_batch_norm_module(run_cli, tmp_path):
+    (tmp_path / "bn.toml").write_text(_BN_TOML, encoding="utf-8")
+    done = run_cli("generate", "bn.toml", "-o", "bn.py", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    from conftest import import_path
+
+    module = import_path(tmp_path / "bn.py")
+    assert sorted(module.init_state()) == ["running_mean1", "running_var1"]
+    assert sorted(module.init_params(0)) == ["W1", "W2", "b2", "beta1", "gamma1"]

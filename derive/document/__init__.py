@@ -34,6 +34,7 @@ from chainrule.derive.document.summary import SummarySection
 from chainrule.derive.document.text import to_unicode
 from chainrule.derive.document.vectorized import VectorizedSection
 from chainrule.derive.document.witness import WITNESS_BATCH, WITNESS_WIDTH
+from chainrule.derive.scalar_network import refuse_batch_norm
 from chainrule.derive.spec import Spec
 
 
@@ -66,7 +67,14 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     >>> doc = derivation(preset("3b1b-chain"), "3b1b")
     >>> [s.label for s in doc.vectorized][-2:]
     ['BP4', 'BP3']
+
+    Raises
+    ------
+    DerivationError
+        When the network has a batch-normalized layer (not shown step by step: see
+        :mod:`chainrule.derive.batch_norm` for its checked backward pass).
     """
+    refuse_batch_norm(spec, "the step-by-step derivation (chainrule derive)")
     # The document is laid out on a one-unit witness (fast at any depth); the sides
     # of each step come from the full witness, built when a check first asks for them.
     sections = _sections(spec, notation, 1)
