@@ -479,3 +479,134 @@ def test_generate_writes_a_batch_norm_module(run_cli, tmp_path):
     module = import_path(tmp_path / "bn.py")
     assert sorted(module.init_state()) == ["running_mean1", "running_var1"]
     assert sorted(module.init_params(0)) == ["W1", "W2", "b2", "beta1", "gamma1"]
+
+
+# ------------------------------------------------------------------------------ importers
+
+
+def _torch_bn_model(torch, **settings):
+    nn = torch.nn
+    torch.manual_seed(5)
+    bn = nn.BatchNorm1d(6, **settings)
+    net = nn.Sequential(nn.Linear(4, 6, bias=False), bn, nn.Tanh(), nn.Linear(6, 3), nn.Softmax(-1))
+    net = net.double()
+    if bn.affine and bn.track_running_stats:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    return net
+
+
+@pytest.mark.parametrize("layout", ["columns", "rows"])
+def test_torch_import_takes_batchnorm1d_weights_and_running_statistics(torch, make, layout):
+    from chainrule.importers import params_from_torch, spec_from_torch, state_from_torch
+
+    net = _torch_bn_model(torch)
+    spec = spec_from_torch(net, "cross-entropy", layout=layout)
+    assert spec.layers[0] == Layer(6, "tanh", batch_norm=True)
+    module = make(spec)
+    params, state = params_from_torch(net, spec), state_from_torch(net, spec)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4))
+    net.eval()
+    with torch.no_grad():
+        theirs = net(torch.tensor(x)).numpy()
+    ours = module.forward(params, x if layout == "rows" else x.T.copy(), state)
+    assert np.max(np.abs(ours - (theirs if layout == "rows" else theirs.T))) < 1e-12
+    net.train()
+    with torch.no_grad():
+        batch = net(torch.tensor(x)).numpy()
+    ours = module.forward(params, x if layout == "rows" else x.T.copy())
+    assert np.max(np.abs(ours - (batch if layout == "rows" else batch.T))) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"eps": 1e-3}, "eps"),
+        ({"momentum": 0.01}, "momentum"),
+        ({"affine": False}, "affine"),
+        ({"track_running_stats": False}, "track_running_stats"),
+    ],
+)
+def test_torch_batchnorm1d_settings_are_refused_by_name(torch, settings, field):
+    from chainrule.importers import spec_from_torch
+
+    with pytest.raises(SpecError) as info:
+        spec_from_torch(_torch_bn_model(torch, **settings), "cross-entropy")
+    assert info.value.field.endswith(f".{field}")
+
+
+def test_torch_batchnorm1d_must_follow_a_linear_without_bias(torch):
+    from chainrule.importers import spec_from_torch
+
+    nn = torch.nn
+    with_bias = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
+    with pytest.raises(SpecError, match="bias=False"):
+        spec_from_torch(with_bias, "quadratic")
+    after = nn.Sequential(
+        nn.Linear(4, 6, bias=False), nn.ReLU(), nn.BatchNorm1d(6), nn.Linear(6, 2)
+    )
+    with pytest.raises(SpecError, match="before its activation"):
+        spec_from_torch(after, "quadratic")
+    last = nn.Sequential(nn.Linear(4, 6, bias=False), nn.BatchNorm1d(6))
+    with pytest.raises(SpecError, match="output layer"):
+        spec_from_torch(last, "quadratic")
+
+
+def _keras_config(**bn: object) -> dict:
+    norm = {"class_name": "BatchNormalization", "config": {"epsilon": 1e-5} | bn}
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "bn",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 3]}},
+                {"class_name": "Dense", "config": {"units": 4, "use_bias": False}},
+                norm,
+                {"class_name": "Activation", "config": {"activation": "relu"}},
+                {"class_name": "Dense", "config": {"units": 2, "activation": "linear"}},
+            ],
+        },
+    }
+
+
+def test_keras_batch_normalization_imports_with_its_weights_and_moving_statistics(make):
+    from chainrule.importers import params_from_keras, spec_from_keras, state_from_keras
+
+    spec = spec_from_keras(_keras_config(momentum=0.99), "quadratic")
+    assert spec.layers[0] == Layer(4, "relu", batch_norm=True) and spec.layout == "rows"
+    rng = np.random.default_rng(2)
+    kernel, gamma, beta = rng.standard_normal((3, 4)), rng.uniform(0.5, 2, 4), rng.normal(size=4)
+    mean, var = rng.normal(size=4), rng.uniform(0.5, 2, 4)
+    w2, b2 = rng.standard_normal((4, 2)), rng.normal(size=2)
+    weights = [kernel, gamma, beta, mean, var, w2, b2]
+    params, state = params_from_keras(weights, spec), state_from_keras(weights, spec)
+    module = make(spec)
+    x = rng.standard_normal((5, 3))
+    expected = np.maximum(gamma * (x @ kernel - mean) / np.sqrt(var + 1e-5) + beta, 0) @ w2 + b2
+    assert np.max(np.abs(module.forward(params, x, state) - expected)) < 1e-12
+    with pytest.raises(SpecError, match="arrays"):
+        params_from_keras(weights[:-1], spec)
+
+
+@pytest.mark.parametrize(
+    ("bn", "field"),
+    [({"epsilon": 1e-3}, "epsilon"), ({"center": False}, "center"), ({"scale": False}, "scale")],
+)
+def test_keras_batch_normalization_settings_are_refused_by_name(bn, field):
+    from chainrule.importers import spec_from_keras
+
+    with pytest.raises(SpecError) as info:
+        spec_from_keras(_keras_config(**bn), "quadratic")
+    assert info.value.field.endswith(f".{field}")
+    default = _keras_config()
+    del default["config"]["layers"][2]["config"]["epsilon"]  # Keras's default is 1e-3
+    with pytest.raises(SpecError, match="epsilon"):
+        spec_from_keras(default, "quadratic")
+    biased = _keras_config()
+    biased["config"]["layers"][1]["config"]["use_bias"] = True
+    with pytest.raises(SpecError, match="use_bias=False"):
+        spec_from_keras(biased, "quadratic")
