@@ -279,6 +279,16 @@ class _ModuleProgramBuilder:
         code = f"np.matmul({self.pair(delta, self.ones())}, out={gradient_ref(param)})"
         return self.statement(s, code, equation=s.equation + held)
 
+    @property
+    def per_unit(self) -> str:
+        """einsum's subscripts of a sum over the examples of a product, per unit."""
+        return '"ij,ij->j"' if self.rows else '"ij,ij->i"'
+
+    @property
+    def flat(self) -> str:
+        """The index that views a per-unit buffer as a vector (einsum's ``out``)."""
+        return "[0]" if self.rows else "[:, 0]"
+
     def normalization(self, s: BatchStatement) -> Statement:
         """A batch-norm statement: batch statistics by products with the ones column, xhat
         and z in place; the gradients of gamma and beta into sgd_step's arrays."""
@@ -292,19 +302,17 @@ class _ModuleProgramBuilder:
             u, mean = s.operands
             self.buffer(naming.normalized(layer), n)
             self.buffer(naming.weighted_input(layer), n)
-            squares = f"np.square(np.subtract({u}, {mean}, out={xhat}), out={z})"
-            code = f"np.matmul({self.pair(squares, ones)}, out={self.vector_buffer(s.target, n)})"
-            z_name = naming.weighted_input(layer)
-            note = (
-                f" ({naming.normalized(layer)}'s buffer keeps {u} - {mean}, {z_name}'s the squares)"
-            )
+            centered = f"np.subtract({u}, {mean}, out={xhat})"
+            into = self.vector_buffer(s.target, n)
+            # einsum sums the squares per unit in one pass, without writing them out
+            total = f"np.einsum({self.per_unit}, {centered}, {xhat}, out={s.target}{self.flat})"
+            note = f" ({naming.normalized(layer)}'s buffer keeps {u} - {mean})"
             return self.statement(
-                s, code, updates=(f"{s.target} /= {m}",), equation=s.equation + note
+                s, into, updates=(total, f"{s.target} /= {m}"), equation=s.equation + note
             )
         if s.op == "bn_normalize":
-            code = (
-                f"np.divide({xhat}, np.sqrt({s.operands[2]} + {batch_norm.EPS_TEXT}), out={xhat})"
-            )
+            rstd = f"1 / np.sqrt({s.operands[2]} + {batch_norm.EPS_TEXT})"
+            code = f"np.multiply({xhat}, {rstd}, out={xhat})"
             return self.statement(s, code, buffer=naming.normalized(layer))
         if s.op == "bn_scale":
             gamma, xh, beta = s.operands
@@ -322,10 +330,12 @@ class _ModuleProgramBuilder:
         if s.op == "bn_gamma_grad":
             param = naming.scale(layer)
             self.gradient_buffer(param, *shape)
-            self.buffer(naming.linear_delta(layer), n)
-            products = f"np.multiply({s.operands[0]}, {s.operands[1]}, out={deltau})"
-            code = f"np.matmul({self.pair(products, ones)}, out={gradient_ref(param)})"
-            return self.statement(s, code, equation=s.equation + held)
+            delta, xh = s.operands
+            total = f"np.einsum({self.per_unit}, {delta}, {xh}, out={s.target}{self.flat})"
+            return self.statement(
+                s, gradient_ref(param), updates=(total,), equation=s.equation + held
+            )
+        self.buffer(naming.linear_delta(layer), n)
         return self.three_terms(s, deltau)
 
     def three_terms(self, s: BatchStatement, deltau: str) -> Statement:
@@ -344,14 +354,18 @@ class _ModuleProgramBuilder:
         )
         if sp.simplify(computed * m - s.expr) != 0:
             raise AssertionError(f"{target}: the fast form differs from the three-term form")
+        scale = f"{gamma} / np.sqrt({var} + {batch_norm.EPS_TEXT})"
+        # Four passes over the batch: the mean terms' per-unit factors are small vectors.
+        code = f"np.multiply({xhat}, {d_gamma} * {scale} / {naming.BATCH}, out={deltau})"
         updates = (
-            f"{target} += {d_beta}",
-            f"{target} /= {naming.BATCH}",
+            f"{target} += {d_beta} * {scale} / {naming.BATCH}",
+            f"{delta} *= {scale}",
             f"np.subtract({delta}, {target}, out={target})",
-            f"{target} *= {gamma} / np.sqrt({var} + {batch_norm.EPS_TEXT})",
         )
-        code = f"np.multiply({xhat}, {d_gamma}, out={deltau})"
-        note = f" ({delta} and dC/d{gamma}, dC/d{naming.shift(layer)} hold the 1/m)"
+        note = (
+            f" ({delta} and dC/d{gamma}, dC/d{naming.shift(layer)} hold the 1/m; "
+            f"{delta}'s buffer is scaled in place)"
+        )
         return self.statement(s, code, buffer=target, updates=updates, equation=s.equation + note)
 
     def code(self, s: BatchStatement) -> list[Statement]:
