@@ -394,6 +394,8 @@ def test_a_bad_state_is_refused_by_name(make, form):
     params, x, y = _problem(module)
     nan = module.init_state()
     nan["running_var1"][0, 0] = np.nan
+    inf = module.init_state()
+    inf["running_mean3"][0, 0] = np.inf
     negative = module.init_state()
     negative["running_var3"][1, 0] = -1.0
     wrong_shape = module.init_state()
@@ -402,6 +404,7 @@ def test_a_bad_state_is_refused_by_name(make, form):
         ({}, "keys"),
         (other.init_state(), "keys"),
         (nan, "NaN"),
+        (inf, "inf"),
         (negative, "below 0"),
         (wrong_shape, "running_mean1"),
         ([1, 2], "state"),
