@@ -51,6 +51,7 @@ from chainrule.derive.scalar import (
     label_temporaries,
     unit_name,
 )
+from chainrule.derive.scalar_network import check_unregularized
 from chainrule.derive.spec import Spec
 
 #: Largest network (in parameters) an unrolled module is generated for.
@@ -78,7 +79,9 @@ _STRATEGY_TEXT = {
 
 
 def check_unrolled_size(spec: Spec, strategy: str) -> None:
-    """Raise :class:`CodegenError` when ``spec`` is too large for an unrolled module."""
+    """Raise :class:`CodegenError` when ``spec`` is too large for an unrolled module
+    (:class:`~chainrule.derive.errors.DerivationError` when it has an L2/L1 penalty)."""
+    check_unregularized(spec)
     if spec.parameter_count > MAX_PARAMETERS:
         raise CodegenError(
             "form",
