@@ -110,7 +110,7 @@ def check_unregularized(spec: Spec) -> None:
         raise DerivationError(
             field,
             "the scalar level (compare, graph, --form unrolled) has no L2/L1 penalty",
-            f"set {field} = 0 there; generate, derive and train take it",
+            f"set {field} = 0 there; generate and train take it",
         )
 
 

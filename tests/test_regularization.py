@@ -1,0 +1,253 @@
+"""L2/L1 regularization (spec fields ``l2`` and ``l1``): the generated modules' loss and
+gradient against PyTorch autograd, central finite differences, the spec's and the command
+line's refusals, and byte-identical output without a penalty."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from types import ModuleType
+
+import numpy as np
+import pytest
+from chainrule.codegen.plain import generate_plain
+from chainrule.codegen.render import generate_module
+from chainrule.derive.errors import ChainruleError, SpecError
+from chainrule.derive.spec import Spec, spec_from_dict
+
+from tests.conftest import cli_env
+
+torch = pytest.importorskip("torch", reason="PyTorch is optional: pip install torch==2.13.0")
+
+#: (sizes, activations, cost, layout, bias): the networks every penalty is checked on.
+NETWORKS = {
+    "sigmoid-quadratic-columns": ([3, 4, 2], ["sigmoid", "sigmoid"], "quadratic", "columns", True),
+    "relu-softmax-ce-rows": ([4, 5, 3], ["relu", "softmax"], "cross-entropy", "rows", True),
+    "nobias-tanh-bce": ([3, 4, 1], ["tanh", "sigmoid"], "binary-cross-entropy", "columns", False),
+    "custom-sin": ([2, 3, 2], ["sin(x) + x/3", "sigmoid"], "quadratic", "rows", True),
+}
+PENALTIES = {"l2": (0.03, 0.0), "l1": (0.0, 0.02), "both": (0.05, 0.01)}
+
+_TORCH_ACT: dict[str, Callable] = {
+    "sigmoid": lambda z: torch.sigmoid(z),
+    "relu": lambda z: torch.relu(z),
+    "tanh": lambda z: torch.tanh(z),
+    "sin(x) + x/3": lambda z: torch.sin(z) + z / 3,
+}
+
+
+def _spec(name: str, l2: float, l1: float) -> Spec:
+    sizes, acts, cost, layout, bias = NETWORKS[name]
+    return Spec.from_sizes(sizes, acts, cost, layout=layout, bias=bias, l2=l2, l1=l1)
+
+
+def _problem(spec: Spec, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Random parameters (one weight exactly 0), a batch of 5 examples and its targets."""
+    rng = np.random.default_rng(seed)
+    rows = spec.layout == "rows"
+    params = {}
+    for index, layer in enumerate(spec.layers, start=1):
+        n_in, n_out = spec.sizes[index - 1], layer.size
+        w = rng.normal(0, 0.8, (n_in, n_out) if rows else (n_out, n_in))
+        w[0, 0] = 0.0  # l1's subgradient at 0 is 0, as in PyTorch
+        params[f"W{index}"] = w
+        if layer.bias:
+            params[f"b{index}"] = rng.normal(0, 0.3, (1, n_out) if rows else (n_out, 1))
+    m = 5
+    x = rng.normal(0, 1, (m, spec.input_size))
+    n_out = spec.sizes[-1]
+    if spec.cost == "cross-entropy":
+        y = np.eye(n_out)[rng.integers(0, n_out, m)]
+    else:
+        y = rng.uniform(0.1, 0.9, (m, n_out))
+    return params, (x if rows else x.T.copy()), (y if rows else y.T.copy())
+
+
+def _torch_loss_and_grad(spec: Spec, params: dict, x: np.ndarray, y: np.ndarray):
+    """PyTorch autograd of mean cost + (l2/2) sum ||W||^2 + l1 sum |W|, examples as rows."""
+    rows = spec.layout == "rows"
+    tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    a = torch.tensor(x if rows else x.T, dtype=torch.float64)
+    ty = torch.tensor(y if rows else y.T, dtype=torch.float64)
+    z = a
+    for index, layer in enumerate(spec.layers, start=1):
+        w = tp[f"W{index}"] if rows else tp[f"W{index}"].T
+        z = a @ w
+        if layer.bias:
+            z = z + (tp[f"b{index}"] if rows else tp[f"b{index}"].T)
+        if layer.activation == "softmax":
+            a = torch.softmax(z, dim=1)
+        else:
+            a = _TORCH_ACT[layer.activation](z)
+    m = a.shape[0]
+    if spec.cost == "quadratic":
+        cost = 0.5 * torch.sum((a - ty) ** 2) / m
+    elif spec.cost == "cross-entropy":
+        cost = -torch.sum(ty * torch.log_softmax(z, dim=1)) / m
+    else:
+        cost = torch.nn.functional.binary_cross_entropy_with_logits(z, ty, reduction="sum") / m
+    for index in range(1, spec.depth + 1):
+        w = tp[f"W{index}"]
+        cost = cost + spec.l2 / 2 * torch.sum(w * w) + spec.l1 * torch.sum(torch.abs(w))
+    cost.backward()
+    return float(cost.detach()), {k: v.grad.numpy() for k, v in tp.items()}
+
+
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+@pytest.mark.parametrize("penalty", sorted(PENALTIES))
+@pytest.mark.parametrize("net", sorted(NETWORKS))
+def test_loss_and_gradient_equal_pytorch(net, penalty, form, load_source) -> None:
+    spec = _spec(net, *PENALTIES[penalty])
+    source = generate_module(spec) if form == "vectorized" else generate_plain(spec)
+    module = load_source(source)
+    params, x, y = _problem(spec)
+    cost, grads = module.loss_and_grad(params, x, y)
+    want_cost, want = _torch_loss_and_grad(spec, params, x, y)
+    assert cost == pytest.approx(want_cost, rel=1e-9)
+    assert module.loss(params, x, y) == pytest.approx(want_cost, rel=1e-9)
+    for key, value in want.items():
+        scale = np.max(np.abs(value))
+        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-9 * scale)
+    # The penalty is really there: without it the gradient of W1 differs.
+    plain_spec = spec.replace(l2=0.0, l1=0.0)
+    _, bare = load_source(generate_module(plain_spec)).loss_and_grad(params, x, y)
+    assert np.max(np.abs(bare["W1"] - grads["W1"])) > 1e-3
+
+
+def _central_differences(module: ModuleType, params: dict, x, y, h: float = 1e-6) -> dict:
+    out = {}
+    for key, value in params.items():
+        grad = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            saved = value[index]
+            value[index] = saved + h
+            up = module.loss(params, x, y)
+            value[index] = saved - h
+            down = module.loss(params, x, y)
+            value[index] = saved
+            grad[index] = (up - down) / (2 * h)
+        out[key] = grad
+    return out
+
+
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+@pytest.mark.parametrize("net", sorted(NETWORKS))
+def test_central_differences_on_every_entry(net, form, load_source) -> None:
+    spec = _spec(net, *PENALTIES["both"])
+    source = generate_module(spec) if form == "vectorized" else generate_plain(spec)
+    module = load_source(source)
+    params, x, y = _problem(spec, seed=1)
+    for key in params:  # l1 away from its kink at 0
+        if key.startswith("W"):
+            params[key][0, 0] = 0.5
+    _, grads = module.loss_and_grad(params, x, y)
+    numeric = _central_differences(module, params, x, y)
+    for key, value in numeric.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-6, atol=1e-8)
+    assert module.check_gradient(params, x, y) < 1e-6
+
+
+def test_module_header_and_spec_state_the_coefficients(load_source) -> None:
+    spec = _spec("sigmoid-quadratic-columns", 0.03, 0.02)
+    module = load_source(generate_module(spec))
+    assert "Regularization: l2 = 0.03, l1 = 0.02" in module.__doc__
+    assert module.SPEC["l2"] == 0.03 and module.SPEC["l1"] == 0.02
+    assert spec_from_dict(module.SPEC) == spec
+
+
+def test_no_penalty_leaves_modules_unchanged() -> None:
+    spec = _spec("relu-softmax-ce-rows", 0.0, 0.0)
+    explicit = Spec.from_sizes(
+        [4, 5, 3], ["relu", "softmax"], "cross-entropy", layout="rows", l2=0, l1=-0.0
+    )
+    assert generate_module(explicit) == generate_module(spec)
+    assert "l2" not in spec.to_dict() and "egulariz" not in generate_module(spec)
+
+
+def test_weights_only_biases_are_not_penalized(load_source) -> None:
+    spec = _spec("sigmoid-quadratic-columns", 0.5, 0.5)
+    module = load_source(generate_module(spec))
+    bare = load_source(generate_module(spec.replace(l2=0.0, l1=0.0)))
+    params, x, y = _problem(spec)
+    _, g = module.loss_and_grad(params, x, y)
+    _, g0 = bare.loss_and_grad(params, x, y)
+    np.testing.assert_array_equal(g["b1"], g0["b1"])
+    assert g["W1"][0, 0] == g0["W1"][0, 0] + 0.0  # W1[0, 0] = 0: l2 w = 0, sign(0) = 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0.1", float("nan"), float("inf"), -1.0, True, 1e308, 10**400, None, [0.1]],
+)
+def test_spec_refuses_bad_coefficients(value) -> None:
+    with pytest.raises(SpecError) as info:
+        Spec.from_sizes([2, 1], ["sigmoid"], "quadratic", l2=value)
+    assert str(info.value).startswith("l2: ") and "\n" not in str(info.value)
+    with pytest.raises(SpecError, match=r"^l1: "):
+        spec_from_dict(
+            {
+                "input": 2,
+                "cost": "quadratic",
+                "layers": [{"size": 1, "activation": "sigmoid"}],
+                "l1": value,
+            }
+        )
+
+
+def test_negative_zero_and_ints_become_plain_floats() -> None:
+    spec = Spec.from_sizes([2, 1], ["sigmoid"], "quadratic", l2=-0.0, l1=2)
+    assert repr(spec.l2) == "0.0" and repr(spec.l1) == "2.0" and not spec.l2
+    assert spec.regularized
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "chainrule", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+
+
+ONE_LINER = ("--sizes", "2,3,1", "--activations", "sigmoid,sigmoid", "--cost", "quadratic")
+
+
+@pytest.mark.parametrize(
+    "flags, field",
+    [
+        (("--l2", "\u0660.\u0661"), "--l2"),  # Arabic-Indic digits
+        (("--l2", "nan"), "--l2"),
+        (("--l1", "-0.5"), "--l1"),
+        (("--l2", "1e999"), "--l2"),
+        (("--l2", "0.1", "--l2", "0.2"), "--l2"),
+        (("--l1", "2e6"), "--l1"),
+    ],
+)
+def test_cli_refuses_bad_flags(flags, field, tmp_path) -> None:
+    out = tmp_path / "m.py"
+    done = _cli("generate", *ONE_LINER, *flags, "-o", str(out))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"error: {field}: " in lines[0], done.stderr
+    assert not out.exists()
+
+
+def test_cli_flags_reach_the_module(tmp_path, load_source) -> None:
+    out = tmp_path / "m.py"
+    done = _cli("generate", *ONE_LINER, "--l2", "1e-2", "--l1", "0.005", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    module = load_source(out.read_text(encoding="utf-8"))
+    assert (module.SPEC["l2"], module.SPEC["l1"]) == (0.01, 0.005)
+
+
+def test_scalar_level_refuses_a_penalty() -> None:
+    from chainrule.codegen.unrolled import generate_unrolled
+    from chainrule.derive.scalar import gradients
+
+    spec = _spec("sigmoid-quadratic-columns", 0.1, 0.0)
+    with pytest.raises(ChainruleError, match=r"^l2: the scalar level"):
+        gradients(spec, "backprop")
+    with pytest.raises(ChainruleError, match=r"^l2: the scalar level"):
+        generate_unrolled(spec, "backprop")
