@@ -251,3 +251,89 @@ def test_scalar_level_refuses_a_penalty() -> None:
         gradients(spec, "backprop")
     with pytest.raises(ChainruleError, match=r"^l2: the scalar level"):
         generate_unrolled(spec, "backprop")
+
+
+# -- Keras import: kernel_regularizer ------------------------------------------------------
+
+
+def _keras_model(*regularizers, bias_regularizer=None) -> dict:
+    """A Keras 3 style Sequential 3-4-2 (relu, softmax), one kernel_regularizer per Dense."""
+    dense = []
+    for index, (units, act, reg) in enumerate(
+        zip((4, 2), ("relu", "softmax"), regularizers, strict=True)
+    ):
+        config = {"name": f"dense_{index}", "units": units, "activation": act, "use_bias": True}
+        config["kernel_regularizer"] = reg
+        config["bias_regularizer"] = bias_regularizer
+        config["activity_regularizer"] = None
+        dense.append({"module": "keras.layers", "class_name": "Dense", "config": config})
+    layers = [{"class_name": "InputLayer", "config": {"batch_shape": [None, 3]}}, *dense]
+    return {"class_name": "Sequential", "config": {"name": "reg", "layers": layers}}
+
+
+def _keras_reg(kind: str, **config: float) -> dict:
+    return {"module": "keras.regularizers", "class_name": kind, "config": config}
+
+
+@pytest.mark.parametrize(
+    "reg, l2, l1",
+    [
+        (_keras_reg("L2", l2=0.01), 0.02, 0.0),  # Keras adds 0.01 sum w^2: l2/2 = 0.01
+        (_keras_reg("L1", l1=0.003), 0.0, 0.003),
+        (_keras_reg("L1L2", l1=0.001, l2=0.25), 0.5, 0.001),
+        (None, 0.0, 0.0),
+    ],
+)
+def test_keras_kernel_regularizer_maps_to_l2_and_l1(reg, l2, l1) -> None:
+    from chainrule.importers import spec_from_keras
+
+    spec = spec_from_keras(_keras_model(reg, reg), "cross-entropy")
+    assert (spec.l2, spec.l1) == (l2, l1)
+
+
+def test_keras_regularized_loss_is_keras_loss(load_source) -> None:
+    """The module's loss is Keras' own: mean cross-entropy + c2 sum w^2 + c1 sum |w|."""
+    from chainrule.importers import params_from_keras, spec_from_keras
+
+    c2, c1 = 0.01, 0.002
+    reg = _keras_reg("L1L2", l1=c1, l2=c2)
+    spec = spec_from_keras(_keras_model(reg, reg), "cross-entropy")
+    rng = np.random.default_rng(4)
+    weights = [rng.standard_normal(s) for s in [(3, 4), (4,), (4, 2), (2,)]]
+    params = params_from_keras(weights, spec)
+    x = rng.standard_normal((6, 3))
+    y = np.eye(2)[rng.integers(0, 2, 6)]
+    h = np.maximum(x @ weights[0] + weights[1], 0)
+    z = h @ weights[2] + weights[3]
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    kernels = (weights[0], weights[2])
+    keras_loss = -(y * logp).sum() / 6 + sum(c2 * (k**2).sum() + c1 * abs(k).sum() for k in kernels)
+    module = load_source(generate_module(spec))
+    assert module.loss(params, x, y) == pytest.approx(keras_loss, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "model, field",
+    [
+        (_keras_model(_keras_reg("L2", l2=0.01), None), "layers[2] ('dense_1').kernel_regularizer"),
+        (
+            _keras_model(_keras_reg("L2", l2=0.01), _keras_reg("L2", l2=0.02)),
+            "layers[2] ('dense_1').kernel_regularizer",
+        ),
+        (
+            _keras_model(_keras_reg("OrthogonalRegularizer", factor=0.01), None),
+            "layers[1] ('dense_0').kernel_regularizer",
+        ),
+        (
+            _keras_model(None, None, bias_regularizer=_keras_reg("L2", l2=0.1)),
+            "layers[1] ('dense_0').bias_regularizer",
+        ),
+        (_keras_model(_keras_reg("L2", l2="0.1"), None), "kernel_regularizer.l2"),
+    ],
+)
+def test_keras_regularizers_chainrule_cannot_express_are_refused(model, field) -> None:
+    from chainrule.importers import spec_from_keras
+
+    with pytest.raises(SpecError) as info:
+        spec_from_keras(model, "cross-entropy")
+    assert field in str(info.value) and "\n" not in str(info.value)
