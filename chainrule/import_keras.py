@@ -272,7 +272,9 @@ def _keras_regularizer(value: Any, where: str) -> tuple[float, float]:
     for key in _KERAS_REGULARIZERS[kind]:
         number = config.get(key, 0.0)
         if isinstance(number, bool) or not isinstance(number, int | float):
-            raise SpecError(f"{where}.{key}", f"expected a number, got {_short(number)}", "")
+            raise SpecError(
+                f"{where}.{key}", f"expected a number, got {_short(number)}", "give 0.01, say"
+            )
         coefficient[key] = float(number)
     return 2 * coefficient["l2"], coefficient["l1"]
 

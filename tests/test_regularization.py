@@ -4,9 +4,11 @@ line's refusals, and byte-identical output without a penalty."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 from chainrule.codegen.plain import generate_plain
 from chainrule.codegen.render import generate_module
 from chainrule.derive.errors import ChainruleError, SpecError
-from chainrule.derive.spec import Spec, spec_from_dict
+from chainrule.derive.spec import Spec, load_spec, spec_from_dict
 
 from tests.conftest import cli_env
 
@@ -337,3 +339,90 @@ def test_keras_regularizers_chainrule_cannot_express_are_refused(model, field) -
     with pytest.raises(SpecError) as info:
         spec_from_keras(model, "cross-entropy")
     assert field in str(info.value) and "\n" not in str(info.value)
+
+
+# -- the README's claims ---------------------------------------------------------------------
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_spec_block_reads_l2_and_l1(tmp_path) -> None:
+    """The README's spec format block is a valid spec; set, its l2 and l1 reach the spec."""
+    section = README.split("## The spec format", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert "l2 = 0.0" in block and "l1 = 0.0" in block
+    path = tmp_path / "net.toml"
+    path.write_text(block, encoding="utf-8")
+    assert not load_spec(path).regularized
+    path.write_text(block.replace("l2 = 0.0", "l2 = 0.25").replace("l1 = 0.0", "l1 = 1"))
+    spec = load_spec(path)
+    assert (spec.l2, spec.l1) == (0.25, 1.0)
+    json_path = tmp_path / "net.json"
+    json_path.write_text(json.dumps(spec.to_dict()), encoding="utf-8")
+    assert load_spec(json_path) == spec
+
+
+def test_flags_apply_to_a_preset_a_file_and_an_import(tmp_path) -> None:
+    from chainrule.cliargs import Parser, add_spec_arguments, spec_from_args
+
+    parser = Parser(prog="chainrule test")
+    add_spec_arguments(parser)
+    preset = spec_from_args(parser.parse_args(["--preset", "cheatsheet-relu", "--l2", "0.5"]))
+    assert (preset.l2, preset.l1) == (0.5, 0.0)
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(_spec("nobias-tanh-bce", 0.1, 0.0).to_dict()), encoding="utf-8")
+    from_file = spec_from_args(parser.parse_args([str(path), "--l1", "3e-3"]))
+    assert (from_file.l2, from_file.l1) == (0.1, 0.003)
+    keras = tmp_path / "model.json"
+    keras.write_text(json.dumps(_keras_model(None, None)), encoding="utf-8")
+    args = ["--from-keras", str(keras), "--cost", "cross-entropy", "--l2", "0.02"]
+    assert spec_from_args(parser.parse_args(args)).l2 == 0.02
+
+
+def test_sgd_step_and_train_include_the_penalty(load_source) -> None:
+    spec = _spec("sigmoid-quadratic-columns", 0.3, 0.1)
+    module = load_source(generate_module(spec))
+    params, x, y = _problem(spec)
+    _, grads = module.loss_and_grad(params, x, y)
+    expected = {k: params[k] - 0.5 * grads[k] for k in params}
+    stepped = {k: v.copy() for k, v in params.items()}
+    module.sgd_step(stepped, x, y, 0.5)
+    trained = {k: v.copy() for k, v in params.items()}
+    module.train(trained, x, y, epochs=1, batch_size=x.shape[1], lr=0.5)
+    for key, value in expected.items():
+        np.testing.assert_allclose(stepped[key], value, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(trained[key], value, rtol=1e-12, atol=1e-14)
+
+
+def test_nielsen_lambda_over_n_is_l2(load_source) -> None:
+    """Nielsen's C = C0 + lambda/(2n) sum w^2 over n examples is chainrule's l2 = lambda/n."""
+    lam, n = 5.0, 5
+    spec = _spec("sigmoid-quadratic-columns", lam / n, 0.0)
+    params, x, y = _problem(spec)
+    assert x.shape[1] == n
+    c0 = load_source(generate_module(spec.replace(l2=0.0))).loss(params, x, y)
+    squares = sum(np.sum(params[k] ** 2) for k in ("W1", "W2"))
+    nielsen = c0 + lam / (2 * n) * squares
+    assert load_source(generate_module(spec)).loss(params, x, y) == pytest.approx(nielsen, 1e-13)
+
+
+@pytest.mark.parametrize("command", [["derive"], ["compare"], ["graph", "-o", "g.svg"]])
+def test_commands_without_the_penalty_refuse_it(command, tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "chainrule", *command, *ONE_LINER, "--l1", "0.1"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "error: l1: " in done.stderr
+    assert not (tmp_path / "g.svg").exists()
+
+
+def test_torch_import_takes_no_weight_decay() -> None:
+    from chainrule.importers import from_torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sigmoid())
+    assert not from_torch(model, "quadratic").regularized
