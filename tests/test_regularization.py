@@ -5,8 +5,6 @@ line's refusals, and byte-identical output without a penalty."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +16,7 @@ from chainrule.codegen.render import generate_module
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.spec import Spec, load_spec, spec_from_dict
 
-from tests.conftest import cli_env
+from chainrule.cli import main
 
 torch = pytest.importorskip("torch", reason="PyTorch is optional: pip install torch==2.13.0")
 
@@ -203,16 +201,6 @@ def test_negative_zero_and_ints_become_plain_floats() -> None:
     assert spec.regularized
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "chainrule", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
-    )
-
-
 ONE_LINER = ("--sizes", "2,3,1", "--activations", "sigmoid,sigmoid", "--cost", "quadratic")
 
 
@@ -227,19 +215,17 @@ ONE_LINER = ("--sizes", "2,3,1", "--activations", "sigmoid,sigmoid", "--cost", "
         (("--l1", "2e6"), "--l1"),
     ],
 )
-def test_cli_refuses_bad_flags(flags, field, tmp_path) -> None:
+def test_cli_refuses_bad_flags(flags, field, tmp_path, capsys) -> None:
     out = tmp_path / "m.py"
-    done = _cli("generate", *ONE_LINER, *flags, "-o", str(out))
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"error: {field}: " in lines[0], done.stderr
+    assert main(["generate", *ONE_LINER, *flags, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {field}: " in err, err
     assert not out.exists()
 
 
 def test_cli_flags_reach_the_module(tmp_path, load_source) -> None:
     out = tmp_path / "m.py"
-    done = _cli("generate", *ONE_LINER, "--l2", "1e-2", "--l1", "0.005", "-o", str(out))
-    assert done.returncode == 0, done.stderr
+    assert main(["generate", *ONE_LINER, "--l2", "1e-2", "--l1", "0.005", "-o", str(out)]) == 0
     module = load_source(out.read_text(encoding="utf-8"))
     assert (module.SPEC["l2"], module.SPEC["l1"]) == (0.01, 0.005)
 
@@ -407,17 +393,11 @@ def test_nielsen_lambda_over_n_is_l2(load_source) -> None:
 
 
 @pytest.mark.parametrize("command", [["derive"], ["compare"], ["graph", "-o", "g.svg"]])
-def test_commands_without_the_penalty_refuse_it(command, tmp_path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "chainrule", *command, *ONE_LINER, "--l1", "0.1"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.count("\n") == 1 and "error: l1: " in done.stderr
+def test_commands_without_the_penalty_refuse_it(command, tmp_path, capsys) -> None:
+    command = [str(tmp_path / part) if part == "g.svg" else part for part in command]
+    assert main([*command, *ONE_LINER, "--l1", "0.1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "error: l1: " in err, err
     assert not (tmp_path / "g.svg").exists()
 
 
