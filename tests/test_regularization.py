@@ -406,3 +406,20 @@ def test_torch_import_takes_no_weight_decay() -> None:
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Sigmoid())
     assert not from_torch(model, "quadratic").regularized
+
+
+def test_a_planted_wrong_penalty_derivative_is_caught(monkeypatch, load_source) -> None:
+    """BP4's penalty term comes from SymPy's diff: planting l2/2 w (the classic slip) in
+    its place makes the module's gradient disagree with finite differences of its loss."""
+    from chainrule.derive import penalty
+
+    spec = _spec("sigmoid-quadratic-columns", 0.4, 0.0)
+    params, x, y = _problem(spec)
+    right = load_source(generate_module(spec))
+    assert right.check_gradient(params, x, y) < 1e-6
+    monkeypatch.setattr(
+        penalty, "penalty_derivative", lambda element: penalty.L2 / 2 * penalty.WEIGHT
+    )
+    wrong = load_source(generate_module(spec))
+    assert "+= 0.2 * W1" in wrong.__loader__.get_data(wrong.__file__).decode()
+    assert wrong.check_gradient(params, x, y) > 1e-2
