@@ -423,3 +423,29 @@ def test_a_planted_wrong_penalty_derivative_is_caught(monkeypatch, load_source) 
     wrong = load_source(generate_module(spec))
     assert "+= 0.2 * W1" in wrong.__loader__.get_data(wrong.__file__).decode()
     assert wrong.check_gradient(params, x, y) > 1e-2
+
+
+def test_a_long_plain_bp4_line_is_split_and_still_right(load_source) -> None:
+    """With coefficients of 16 digits the plain form's BP4 no longer fits one line: the
+    product comes first, then one in-place addition per penalty term."""
+    spec = _spec("sigmoid-quadratic-columns", 1 / 3, 1 / 7)
+    source = generate_plain(spec)
+    assert "    dC_dW1 = delta1 @ a0.T / m\n" in source
+    assert "    dC_dW1 += 0.3333333333333333 * W1\n" in source
+    assert "    dC_dW1 += 0.14285714285714285 * np.sign(W1)\n" in source
+    params, x, y = _problem(spec)
+    cost, grads = load_source(source).loss_and_grad(params, x, y)
+    want_cost, want = _torch_loss_and_grad(spec, params, x, y)
+    assert cost == pytest.approx(want_cost, rel=1e-12)
+    for key, value in want.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12)
+
+
+def test_regenerate_keeps_a_regularized_module(tmp_path, capsys) -> None:
+    out = tmp_path / "m.py"
+    assert main(["generate", *ONE_LINER, "--l2", "0.125", "-o", str(out)]) == 0
+    before = out.read_text(encoding="utf-8")
+    assert main(["regenerate", "--check", str(out)]) == 0
+    out.write_text(before.replace("l2 = 0.125, l1", "l2 = 0.5, l1"), encoding="utf-8")
+    assert main(["regenerate", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == before
