@@ -94,7 +94,9 @@ def _torch_loss_and_grad(spec: Spec, params: dict, x: np.ndarray, y: np.ndarray)
     return float(cost.detach()), {k: v.grad.numpy() for k, v in tp.items()}
 
 
-@pytest.mark.parametrize("form", ["vectorized", "plain"])
+# The plain form against PyTorch is slow-marked: the quick subset checks it by central
+# differences (test_central_differences_on_every_entry) and the split-line test.
+@pytest.mark.parametrize("form", ["vectorized", pytest.param("plain", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("penalty", sorted(PENALTIES))
 @pytest.mark.parametrize("net", sorted(NETWORKS))
 def test_loss_and_gradient_equal_pytorch(net, penalty, form, load_source) -> None:
