@@ -355,21 +355,23 @@ class _BatchProgramBuilder:
         slope = penalty.penalty_derivative(element)
         constants = penalty.coefficients(spec.l2, spec.l1)
         for i, s in enumerate(self.out):
+            operands = s.operands
             if s.op == "loss":
                 terms = tuple(penalty.for_weight(element, k) for k in range(1, self.depth + 1))
                 shown = " + ".join(f"sum({plain(t)})" for t in terms)
-                eq = f"{s.equation} + {shown}"
             elif s.op == "outer":
                 terms = (penalty.for_weight(slope, s.layer),)
-                eq = f"{s.equation} + {plain(terms[0])}"
-                operands = (*s.operands, naming.weight(s.layer))
-                self.out[i] = replace(
-                    s, operands=operands, equation=eq, penalty=terms, constants=constants
-                )
-                continue
+                shown = plain(terms[0])
+                operands = (*operands, naming.weight(s.layer))
             else:
                 continue
-            self.out[i] = replace(s, equation=eq, penalty=terms, constants=constants)
+            self.out[i] = replace(
+                s,
+                operands=operands,
+                equation=f"{s.equation} + {shown}",
+                penalty=terms,
+                constants=constants,
+            )
 
     def build(self) -> tuple[BatchStatement, ...]:
         self.forward()

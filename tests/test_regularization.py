@@ -451,3 +451,24 @@ def test_regenerate_keeps_a_regularized_module(tmp_path, capsys) -> None:
     out.write_text(before.replace("l2 = 0.125, l1", "l2 = 0.5, l1"), encoding="utf-8")
     assert main(["regenerate", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == before
+
+
+def test_run_statement_computes_the_penalized_cost_and_bp4(load_source) -> None:
+    """The statements' own evaluator (the one the derivation runs) gives the module's values."""
+    import sympy as sp
+    from chainrule.derive.batch import batch_program, run_statement
+    from chainrule.derive.layers import derive_network
+
+    for net in ("sigmoid-quadratic-columns", "relu-softmax-ce-rows"):
+        spec = _spec(net, 0.25, 0.125)
+        params, x, y = _problem(spec)
+        env = {k: sp.Matrix(v.tolist()) for k, v in params.items()}
+        env.update(x=sp.Matrix(x.tolist()), y=sp.Matrix(y.tolist()))
+        rows = spec.layout == "rows"
+        for s in batch_program(derive_network(spec)):
+            env[s.target] = run_statement(s, env, rows, 5, at=lambda e, v: e.xreplace(v).evalf())
+        cost, grads = load_source(generate_module(spec)).loss_and_grad(params, x, y)
+        assert float(env["C"][0, 0]) == pytest.approx(cost, rel=1e-12)
+        for index in (1, 2):
+            got = np.array(env[f"dC_dW{index}"].tolist(), dtype=float)
+            np.testing.assert_allclose(got, grads[f"W{index}"], rtol=1e-10, atol=1e-13)
