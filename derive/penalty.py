@@ -63,6 +63,18 @@ def coefficients(l2: float, l1: float) -> tuple[tuple[str, sp.Expr], ...]:
     )
 
 
+def with_values(expr: sp.Expr, l2: float, l1: float) -> sp.Expr:
+    """``expr`` with the coefficients' values (exact rationals) in place of l2 and l1."""
+    values = dict(coefficients(l2, l1))
+    return expr.xreplace({L2: values.get("l2", 0), L1: values.get("l1", 0)})
+
+
+def latex_names(notation_name: str) -> dict[sp.Symbol, str]:
+    """The coefficients' LaTeX: Nielsen's lambda for l2 (his chapter 3), else lambda_2."""
+    l2 = "\\lambda" if notation_name == "nielsen" else "\\lambda_{2}"
+    return {L2: l2, L1: "\\lambda_{1}"}
+
+
 def for_weight(expr: sp.Expr, layer: int) -> sp.Expr:
     """``expr`` (in :data:`WEIGHT`) written for the weights of ``layer``: w -> W^l."""
     return expr.xreplace({WEIGHT: naming.symbol(naming.weight(layer))})
@@ -75,5 +87,7 @@ __all__ = [
     "coefficients",
     "for_weight",
     "penalty_derivative",
+    "latex_names",
     "penalty_element",
+    "with_values",
 ]

@@ -11,6 +11,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import sympy as sp
 from chainrule.codegen.plain import generate_plain
 from chainrule.codegen.render import generate_module
 from chainrule.derive.errors import ChainruleError, SpecError
@@ -394,7 +395,7 @@ def test_nielsen_lambda_over_n_is_l2(load_source) -> None:
     assert load_source(generate_module(spec)).loss(params, x, y) == pytest.approx(nielsen, 1e-13)
 
 
-@pytest.mark.parametrize("command", [["derive"], ["compare"], ["graph", "-o", "g.svg"]])
+@pytest.mark.parametrize("command", [["compare"], ["graph", "-o", "g.svg"]])
 def test_commands_without_the_penalty_refuse_it(command, tmp_path, capsys) -> None:
     command = [str(tmp_path / part) if part == "g.svg" else part for part in command]
     assert main([*command, *ONE_LINER, "--l1", "0.1"]) == 2
@@ -472,3 +473,83 @@ def test_run_statement_computes_the_penalized_cost_and_bp4(load_source) -> None:
         for index in (1, 2):
             got = np.array(env[f"dC_dW{index}"].tolist(), dtype=float)
             np.testing.assert_allclose(got, grads[f"W{index}"], rtol=1e-10, atol=1e-13)
+
+
+# -- the derivation document ---------------------------------------------------------------
+
+#: BP4 as each notation writes it, with the penalty term SymPy's diff gives.
+BP4_PENALTY = {
+    "nielsen": "\\lambda w^{2}_{jk}",
+    "3b1b": "\\lambda_{2} w^{(L)}_{jk}",
+    "cheatsheet": "\\lambda_{2} W_{o,jk}",
+    "course": "\\lambda_{2} w^{2}_{jk}",
+}
+
+
+def _document_spec(l2: float = 0.25) -> Spec:
+    return Spec.from_sizes([2, 2, 2], ["tanh", "sigmoid"], "quadratic", l2=l2, l1=0.125)
+
+
+@pytest.mark.parametrize("notation", sorted(BP4_PENALTY))
+def test_document_bp4_shows_the_penalty_and_holds(notation) -> None:
+    from chainrule.derive.document import check_step, derivation
+
+    doc = derivation(_document_spec(), notation)
+    bp4 = [step for step in doc if step.label == "BP4"]
+    assert bp4 and all("\\lambda_{1} \\operatorname{sign}" in step.latex for step in bp4)
+    assert any(BP4_PENALTY[notation] in step.latex for step in bp4), [s.latex for s in bp4]
+    assert all(check_step(step, points=1, seed=2) for step in bp4)
+    cost = next(step for step in doc if step.title == "Cost of the batch")
+    assert "\\left|" in cost.latex and check_step(cost, points=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notation", sorted(BP4_PENALTY))
+def test_every_step_of_a_regularized_document_holds(notation) -> None:
+    from chainrule.derive.document import check_step, derivation
+
+    for layout in ("columns", "rows"):
+        doc = derivation(_document_spec().replace(layout=layout), notation)
+        failed = [step.title for step in doc if not check_step(step, points=1, seed=4)]
+        assert failed == []
+
+
+def test_nielsen_document_names_lambda_over_n() -> None:
+    from chainrule.derive.document import derivation
+
+    text = derivation(_document_spec(), "nielsen").to_text()
+    assert "his lambda/n is the lambda here, l2" in text and "l2 = 0.25 and l1 = 0.125" in text
+
+
+def test_a_planted_wrong_penalty_derivative_fails_the_document_check(monkeypatch) -> None:
+    """The document shows the penalty's derivative from penalty_derivative and checks it
+    against diff of the witness's full cost: l2/2 in place of l2 is caught."""
+    from chainrule.derive import penalty
+    from chainrule.derive.document import check_step, derivation
+
+    wrong = lambda element: penalty.L2 / 2 * penalty.WEIGHT + penalty.L1 * sp.sign(penalty.WEIGHT)  # noqa: E731
+    monkeypatch.setattr(penalty, "penalty_derivative", wrong)
+    doc = derivation(_document_spec(l2=0.375), "nielsen")  # a spec no cache has seen
+    bp4 = [step for step in doc if step.label == "BP4"]
+    assert bp4 and not any(check_step(step, points=1) for step in bp4)
+
+
+def test_worked_numbers_with_a_penalty_agree_with_the_module() -> None:
+    """derive --at: every worked number, the penalty's included, matches loss_and_grad."""
+    import chainrule
+
+    spec = _document_spec().replace(layout="rows")
+    at = {
+        "x": [0.5, -0.25],
+        "y": [0.25, 0.75],
+        "params": {
+            "W1": [[0.1, 0.0], [-0.3, 0.2]],
+            "b1": [0.1, -0.1],
+            "W2": [[0.4, -0.5], [0.3, 0.0]],
+            "b2": [0.05, 0.0],
+        },
+    }
+    text = chainrule.derivation(spec, "course", at=at).to_text()
+    # l1 sum |w| + (l2/2) sum w^2 = 0.125 * 1.8 + 0.125 * 0.64 = 0.305, by hand
+    assert "penalty of the weights: 0.305" in text
+    assert "λ₁ sign(w²₁₁) + λ₂ w²₁₁" in text

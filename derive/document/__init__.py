@@ -34,7 +34,6 @@ from chainrule.derive.document.summary import SummarySection
 from chainrule.derive.document.text import to_unicode
 from chainrule.derive.document.vectorized import VectorizedSection
 from chainrule.derive.document.witness import WITNESS_BATCH, WITNESS_WIDTH
-from chainrule.derive.errors import DerivationError
 from chainrule.derive.spec import Spec
 
 
@@ -68,13 +67,6 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     >>> [s.label for s in doc.vectorized][-2:]
     ['BP4', 'BP3']
     """
-    if spec.regularized:
-        field = "l2" if spec.l2 else "l1"
-        raise DerivationError(
-            field,
-            "the derivation document does not show an L2/L1 penalty",
-            f"set {field} = 0 to derive; generate and train take it",
-        )
     # The document is laid out on a one-unit witness (fast at any depth); the sides
     # of each step come from the full witness, built when a check first asks for them.
     sections = _sections(spec, notation, 1)

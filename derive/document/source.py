@@ -54,7 +54,7 @@ class SourceSection(SectionWriterBase):
             steps.append(Step("The rate of change with a bias", latex, checks, "BP3"))
         latex = (
             f"{nota.grad(nota.cost, nota.w('l', 'j', 'k'))} = "
-            f"{nota.a('l-1', 'k')} {nota.delta('l', 'j')}"
+            f"{nota.a('l-1', 'k')} {nota.delta('l', 'j')}{self.penalty_tex(nota.w('l', 'j', 'k'))}"
         )
         checks = tuple(sides for s in gradients if s.label == "BP4" for sides in s.checks)
         steps.append(Step("The rate of change with a weight", latex, checks, "BP4"))
@@ -126,8 +126,8 @@ class SourceSection(SectionWriterBase):
                 Step(
                     f"Outer-product form of the gradient, layer {layer} of the text",
                     f"\\frac{{\\partial C}}{{\\partial W_{{{layer}}}}} = {text} \\otimes "
-                    f"{names[layer - 1]}",
-                    ((lhs, signal * net.a[layer - 1].T),),
+                    f"{names[layer - 1]}{self.penalty_tex(f'W_{{{layer}}}')}",
+                    ((lhs, signal * net.a[layer - 1].T + net.W[layer].applyfunc(self.penalty_at)),),
                 )
             )
             upstream = net.W[layer].T * signal
@@ -156,7 +156,8 @@ class SourceSection(SectionWriterBase):
             summed = sp.zeros(*weight.shape)
             for x in range(m):
                 summed += delta[:, x] * below[:, x].T
-            w_checks.append((weight - ETA * grad, weight - ETA / m * summed))
+            decay = weight.applyfunc(self.penalty_at)
+            w_checks.append((weight - ETA * grad, weight - ETA / m * summed - ETA * decay))
             if self.spec.layers[layer - 1].bias:
                 bias = net.b[layer]
                 grad_b = bias.applyfunc(net.dcost)
@@ -168,7 +169,7 @@ class SourceSection(SectionWriterBase):
             Step(
                 "Gradient descent on a mini-batch: the weights",
                 f"{w} \\rightarrow {w} - \\frac{{\\eta}}{{m}} \\sum_{{x}} {x_delta} "
-                f"(a^{{x,l-1}})^{{T}}",
+                f"(a^{{x,l-1}})^{{T}}{self.penalty_update_tex(w)}",
                 tuple(w_checks),
                 "update",
             )
@@ -270,15 +271,16 @@ class SourceSection(SectionWriterBase):
         mean = sp.Add(*costs) / n
         cost = Step(
             "The cost over all n training examples",
-            "C = \\frac{1}{n} \\sum_{k=0}^{n-1} C_{k}",
-            ((net.cost, mean),),
+            "C = \\frac{1}{n} \\sum_{k=0}^{n-1} C_{k}" + self.penalty_cost_tex(),
+            ((net.cost, mean + self.penalty_sum(net)),),
         )
         weight = nota.w(self.depth, "j", "i")  # k counts the examples
         indexed = "_" in weight and "i" in weight.rsplit("_", 1)[1]
         checks = tuple(
             (
                 net.dcost(net.W[self.depth][j, k]),
-                sp.Add(*[sp.Derivative(c, net.W[self.depth][j, k]) for c in costs]) / n,
+                sp.Add(*[sp.Derivative(c, net.W[self.depth][j, k]) for c in costs]) / n
+                + self.penalty_at(net.W[self.depth][j, k]),
             )
             for j, k in self.instances(self.depth)
         )
@@ -286,7 +288,7 @@ class SourceSection(SectionWriterBase):
             "Its derivative, the average of the examples' derivatives"
             + (" (i: the unit of the layer below; k counts the examples)" if indexed else ""),
             f"\\frac{{\\partial C}}{{\\partial {weight}}} = \\frac{{1}}{{n}} \\sum_{{k=0}}^{{n-1}} "
-            f"\\frac{{\\partial C_{{k}}}}{{\\partial {weight}}}",
+            f"\\frac{{\\partial C_{{k}}}}{{\\partial {weight}}}{self.penalty_tex(weight)}",
             checks,
         )
         return [cost, gradient]
@@ -299,12 +301,14 @@ class SourceSection(SectionWriterBase):
             value = self.render_chain(layer, "value", colour=False)
             lhs = nota.grad(nota.cost, nota.w(layer, "j", "k"))
             # One row per weight: the continuation lines (each led by the dot) rejoined.
-            rows.append(f"{lhs} &= {' '.join(value)}")
+            extra = self.penalty_tex(nota.w(layer, "j", "k"))
+            rows.append(f"{lhs} &= {' '.join(value)}{extra}")
             for j, k in self.instances(layer):
                 checks.append(
                     (
                         self.example_net.dcost(self.example_net.W[layer][j, k]),
-                        self.chain_value(layer, j, k, "value"),
+                        self.chain_value(layer, j, k, "value")
+                        + self.penalty_at(self.example_net.W[layer][j, k]),
                     )
                 )
         memo = Step(
@@ -317,6 +321,7 @@ class SourceSection(SectionWriterBase):
             errors.append(
                 f"{nota.grad(nota.cost, nota.w(layer, 'j', 'k'))} &= "
                 f"{nota.delta(layer, 'j')} \\cdot {nota.a(layer - 1, 'k')}"
+                + self.penalty_tex(nota.w(layer, "j", "k"))
             )
         gradient_checks = tuple(
             sides
