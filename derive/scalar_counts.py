@@ -16,11 +16,7 @@ from chainrule.derive.errors import DerivationError
 from chainrule.derive.exprparse import X
 from chainrule.derive.layers import activation_expr
 from chainrule.derive.opcount import program_ops, tree_ops, tree_ops_many
-from chainrule.derive.scalar_network import (
-    MAX_SCALAR_PARAMETERS,
-    check_scalar_size,
-    check_unregularized,
-)
+from chainrule.derive.scalar_network import MAX_SCALAR_PARAMETERS, check_scalar_size
 from chainrule.derive.scalar_program import _backprop_program, _cost_statement, attribute_layers
 from chainrule.derive.spec import Spec
 from chainrule.derive.tables import COSTS
@@ -214,7 +210,6 @@ def layer_counts(spec: Spec) -> LayerCounts:
     >>> c.backprop_ops / c.forward_ops < 4
     True
     """
-    check_unregularized(spec)
     program, grads = _backprop_program(spec, representative=True)
     cost = _cost_statement(spec)
     memo: dict = {}

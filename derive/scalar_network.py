@@ -103,21 +103,19 @@ def _param_infos(spec: Spec) -> tuple[ParamInfo, ...]:
 
 
 def check_unregularized(spec: Spec) -> None:
-    """Raise :class:`DerivationError` when ``spec`` has an L2/L1 penalty: the scalar level
-    (compare, graph, the unrolled module) does not derive it."""
+    """Raise :class:`DerivationError` when ``spec`` has an L2/L1 penalty: the graph and the
+    unrolled module do not draw or print it."""
     if spec.regularized:
         field = "l2" if spec.l2 else "l1"
         raise DerivationError(
             field,
-            "the scalar level (compare, graph, --form unrolled) has no L2/L1 penalty",
-            f"set {field} = 0 there; generate and train take it",
+            "graph and --form unrolled have no L2/L1 penalty",
+            f"set {field} = 0 there; generate, derive, compare and train take it",
         )
 
 
 def check_scalar_size(spec: Spec, limit: int = MAX_SCALAR_PARAMETERS) -> None:
-    """Raise :class:`DerivationError` when ``spec`` has too many parameters for scalars,
-    or a weight penalty (see :func:`check_unregularized`)."""
-    check_unregularized(spec)
+    """Raise :class:`DerivationError` when ``spec`` has too many parameters for scalars."""
     if spec.parameter_count > limit:
         raise DerivationError(
             "network",

@@ -15,7 +15,7 @@ import sympy as sp
 from chainrule.codegen.plain import generate_plain
 from chainrule.codegen.render import generate_module
 from chainrule.derive.errors import ChainruleError, SpecError
-from chainrule.derive.spec import Spec, load_spec, spec_from_dict
+from chainrule.derive.spec import Spec, load_spec, preset, spec_from_dict
 
 from chainrule.cli import main
 
@@ -233,15 +233,65 @@ def test_cli_flags_reach_the_module(tmp_path, load_source) -> None:
     assert (module.SPEC["l2"], module.SPEC["l1"]) == (0.01, 0.005)
 
 
-def test_scalar_level_refuses_a_penalty() -> None:
+def test_graph_and_unrolled_refuse_a_penalty() -> None:
     from chainrule.codegen.unrolled import generate_unrolled
-    from chainrule.derive.scalar import gradients
+
+    from chainrule.graph import build_graph
 
     spec = _spec("sigmoid-quadratic-columns", 0.1, 0.0)
-    with pytest.raises(ChainruleError, match=r"^l2: the scalar level"):
-        gradients(spec, "backprop")
-    with pytest.raises(ChainruleError, match=r"^l2: the scalar level"):
+    with pytest.raises(ChainruleError, match=r"^l2: graph and --form unrolled"):
+        build_graph(spec)
+    with pytest.raises(ChainruleError, match=r"^l2: graph and --form unrolled"):
         generate_unrolled(spec, "backprop")
+
+
+# -- the scalar level: compare's counts ----------------------------------------------------
+
+
+def test_3b1b_chain_counts_with_l2_by_hand() -> None:
+    """The 3b1b chain (1-1-1-1 sigmoid, C = (a^3 - y)^2) with l2 = 1/2, from the definition
+    of tests/test_opcount_by_hand.py: 11 forward and 25 backprop operations without it."""
+    from chainrule.derive.scalar import count_strategy, gradients, layer_counts
+
+    spec = preset("3b1b-chain").replace(l2=0.5)
+    # The cost adds (1/4) w^2 per weight (a power and a product: 2) and 3 additions.
+    penalty_cost = 3 * 2 + 3
+    # BP4 becomes delta a + w/2: one product and one addition more per weight.
+    penalty_bp4 = 3 * 2
+    counts = layer_counts(spec)
+    assert counts.forward_ops == 11 + penalty_cost == 20
+    assert counts.backprop_ops == 25 + penalty_bp4 == 31
+    assert count_strategy(gradients(spec, "backprop")).total == 31
+
+
+def test_3b1b_chain_counts_with_l1_by_hand() -> None:
+    from chainrule.derive.scalar import layer_counts
+
+    spec = preset("3b1b-chain").replace(l1=0.25)
+    counts = layer_counts(spec)
+    # cost: (1/4) |w| per weight (abs and a product: 2) and 3 additions; BP4: delta a +
+    # sign(w)/4, a sign, a product and an addition more per weight.
+    assert counts.forward_ops == 11 + 3 * 2 + 3
+    assert counts.backprop_ops == 25 + 3 * 3
+
+
+@pytest.mark.parametrize("net", ["sigmoid-quadratic-columns", "relu-softmax-ce-rows"])
+def test_naive_cse_and_backprop_agree_with_a_penalty(net) -> None:
+    """Naive diff of the penalized scalar cost, its CSE and the memoized program: the same
+    gradient at random points (so the count compares the same function)."""
+    from chainrule.derive.scalar import gradient_values, gradients, random_point
+
+    spec = _spec(net, 0.3, 0.2)
+    found = {s: gradients(spec, s) for s in ("naive", "cse", "backprop")}
+    for seed in range(3):
+        point = random_point(found["naive"].network, seed)
+        naive = gradient_values(found["naive"], point)
+        for strategy in ("cse", "backprop"):
+            other = gradient_values(found[strategy], point)
+            assert all(abs(a - b) < 1e-30 for a, b in zip(naive, other, strict=True))
+    bare = gradients(spec.replace(l2=0.0, l1=0.0), "naive")
+    point = random_point(bare.network, 0)
+    assert gradient_values(bare, point) != gradient_values(found["naive"], point)
 
 
 # -- Keras import: kernel_regularizer ------------------------------------------------------
@@ -395,7 +445,7 @@ def test_nielsen_lambda_over_n_is_l2(load_source) -> None:
     assert load_source(generate_module(spec)).loss(params, x, y) == pytest.approx(nielsen, 1e-13)
 
 
-@pytest.mark.parametrize("command", [["compare"], ["graph", "-o", "g.svg"]])
+@pytest.mark.parametrize("command", [["graph", "-o", "g.svg"]])
 def test_commands_without_the_penalty_refuse_it(command, tmp_path, capsys) -> None:
     command = [str(tmp_path / part) if part == "g.svg" else part for part in command]
     assert main([*command, *ONE_LINER, "--l1", "0.1"]) == 2
