@@ -103,14 +103,14 @@ def _param_infos(spec: Spec) -> tuple[ParamInfo, ...]:
 
 
 def check_unregularized(spec: Spec) -> None:
-    """Raise :class:`DerivationError` when ``spec`` has an L2/L1 penalty: the graph and the
-    unrolled module do not draw or print it."""
+    """Raise :class:`DerivationError` when ``spec`` has an L2/L1 penalty: the graph does not
+    draw it."""
     if spec.regularized:
         field = "l2" if spec.l2 else "l1"
         raise DerivationError(
             field,
-            "graph and --form unrolled have no L2/L1 penalty",
-            f"set {field} = 0 there; generate, derive, compare and train take it",
+            "graph has no L2/L1 penalty",
+            f"set {field} = 0 to draw; generate, derive, compare and train take it",
         )
 
 

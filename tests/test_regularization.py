@@ -233,16 +233,39 @@ def test_cli_flags_reach_the_module(tmp_path, load_source) -> None:
     assert (module.SPEC["l2"], module.SPEC["l1"]) == (0.01, 0.005)
 
 
-def test_graph_and_unrolled_refuse_a_penalty() -> None:
-    from chainrule.codegen.unrolled import generate_unrolled
-
+def test_graph_refuses_a_penalty() -> None:
     from chainrule.graph import build_graph
 
-    spec = _spec("sigmoid-quadratic-columns", 0.1, 0.0)
-    with pytest.raises(ChainruleError, match=r"^l2: graph and --form unrolled"):
-        build_graph(spec)
-    with pytest.raises(ChainruleError, match=r"^l2: graph and --form unrolled"):
-        generate_unrolled(spec, "backprop")
+    with pytest.raises(ChainruleError, match=r"^l2: graph has no L2/L1 penalty"):
+        build_graph(_spec("sigmoid-quadratic-columns", 0.1, 0.0))
+
+
+@pytest.mark.parametrize(
+    "net, strategy",
+    [
+        ("sigmoid-quadratic-columns", "naive"),
+        ("sigmoid-quadratic-columns", "cse"),
+        ("sigmoid-quadratic-columns", "backprop"),
+        ("relu-softmax-ce-rows", "backprop"),
+        ("nobias-tanh-bce", "backprop"),
+        ("custom-sin", "backprop"),
+    ],
+)
+def test_unrolled_module_equals_pytorch(net, strategy, load_source) -> None:
+    from chainrule.codegen.emit import lint_module
+    from chainrule.codegen.unrolled import generate_unrolled
+
+    spec = _spec(net, 0.3, 0.2)
+    source = generate_unrolled(spec, strategy)
+    lint_module(source)
+    module = load_source(source)
+    params, x, y = _problem(spec)
+    cost, grads = module.loss_and_grad(params, x, y)
+    want_cost, want = _torch_loss_and_grad(spec, params, x, y)
+    assert cost == pytest.approx(want_cost, rel=1e-9)
+    assert module.loss(params, x, y) == pytest.approx(want_cost, rel=1e-9)
+    for key, value in want.items():
+        np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-9 * np.max(np.abs(value)))
 
 
 # -- the scalar level: compare's counts ----------------------------------------------------
