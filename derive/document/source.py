@@ -266,21 +266,22 @@ class SourceSection(SectionWriterBase):
     def total_cost_steps(self) -> list[Step]:
         nota = self.nota
         net = witness(self.spec, WITNESS_BATCH, self.width)
-        costs = net.example_costs(net.a[self.depth])
+        # Each example's cost C_k holds the weight penalty too (as the cost of one example
+        # does), so the mean over the examples carries it once.
+        costs = [c + self.penalty_sum(net) for c in net.example_costs(net.a[self.depth])]
         n = len(costs)
         mean = sp.Add(*costs) / n
         cost = Step(
             "The cost over all n training examples",
-            "C = \\frac{1}{n} \\sum_{k=0}^{n-1} C_{k}" + self.penalty_cost_tex(),
-            ((net.cost, mean + self.penalty_sum(net)),),
+            "C = \\frac{1}{n} \\sum_{k=0}^{n-1} C_{k}",
+            ((net.cost, mean),),
         )
         weight = nota.w(self.depth, "j", "i")  # k counts the examples
         indexed = "_" in weight and "i" in weight.rsplit("_", 1)[1]
         checks = tuple(
             (
                 net.dcost(net.W[self.depth][j, k]),
-                sp.Add(*[sp.Derivative(c, net.W[self.depth][j, k]) for c in costs]) / n
-                + self.penalty_at(net.W[self.depth][j, k]),
+                sp.Add(*[sp.Derivative(c, net.W[self.depth][j, k]) for c in costs]) / n,
             )
             for j, k in self.instances(self.depth)
         )
@@ -288,7 +289,7 @@ class SourceSection(SectionWriterBase):
             "Its derivative, the average of the examples' derivatives"
             + (" (i: the unit of the layer below; k counts the examples)" if indexed else ""),
             f"\\frac{{\\partial C}}{{\\partial {weight}}} = \\frac{{1}}{{n}} \\sum_{{k=0}}^{{n-1}} "
-            f"\\frac{{\\partial C_{{k}}}}{{\\partial {weight}}}{self.penalty_tex(weight)}",
+            f"\\frac{{\\partial C_{{k}}}}{{\\partial {weight}}}",
             checks,
         )
         return [cost, gradient]
