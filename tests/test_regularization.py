@@ -626,3 +626,17 @@ def test_worked_numbers_with_a_penalty_agree_with_the_module() -> None:
     # l1 sum |w| + (l2/2) sum w^2 = 0.125 * 1.8 + 0.125 * 0.64 = 0.305, by hand
     assert "penalty of the weights: 0.305" in text
     assert "λ₁ sign(w²₁₁) + λ₂ w²₁₁" in text
+
+
+def test_an_overflowing_penalty_gives_inf_and_check_gradient_says_so(load_source) -> None:
+    """l2 at its largest (1e6) on weights of 1e160: (l2/2) w^2 overflows. The loss is inf,
+    NumPy warns as np.errstate says (the module header's promise), check_gradient refuses."""
+    spec = _spec("sigmoid-quadratic-columns", 1e6, 0.0)
+    module = load_source(generate_module(spec))
+    params, x, y = _problem(spec)
+    params["W1"][1, 1] = 1e160
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        cost, _ = module.loss_and_grad(params, x, y)
+    assert cost == float("inf")
+    with pytest.raises(ValueError, match="the loss is inf"), pytest.warns(RuntimeWarning):
+        module.check_gradient(params, x, y)
