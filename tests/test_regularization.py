@@ -246,9 +246,9 @@ def test_graph_refuses_a_penalty() -> None:
         ("sigmoid-quadratic-columns", "naive"),
         ("sigmoid-quadratic-columns", "cse"),
         ("sigmoid-quadratic-columns", "backprop"),
-        ("relu-softmax-ce-rows", "backprop"),
-        ("nobias-tanh-bce", "backprop"),
-        ("custom-sin", "backprop"),
+        pytest.param("relu-softmax-ce-rows", "backprop", marks=pytest.mark.slow),
+        pytest.param("nobias-tanh-bce", "backprop", marks=pytest.mark.slow),
+        pytest.param("custom-sin", "backprop", marks=pytest.mark.slow),
     ],
 )
 def test_unrolled_module_equals_pytorch(net, strategy, load_source) -> None:
@@ -298,7 +298,10 @@ def test_3b1b_chain_counts_with_l1_by_hand() -> None:
     assert counts.backprop_ops == 25 + 3 * 3
 
 
-@pytest.mark.parametrize("net", ["sigmoid-quadratic-columns", "relu-softmax-ce-rows"])
+@pytest.mark.parametrize(
+    "net",
+    ["sigmoid-quadratic-columns", pytest.param("relu-softmax-ce-rows", marks=pytest.mark.slow)],
+)
 def test_naive_cse_and_backprop_agree_with_a_penalty(net) -> None:
     """Naive diff of the penalized scalar cost, its CSE and the memoized program: the same
     gradient at random points (so the count compares the same function)."""
@@ -563,7 +566,13 @@ def _document_spec(l2: float = 0.25) -> Spec:
     return Spec.from_sizes([2, 2, 2], ["tanh", "sigmoid"], "quadratic", l2=l2, l1=0.125)
 
 
-@pytest.mark.parametrize("notation", sorted(BP4_PENALTY))
+@pytest.mark.parametrize(
+    "notation",
+    [
+        "nielsen",
+        *(pytest.param(n, marks=pytest.mark.slow) for n in ("3b1b", "cheatsheet", "course")),
+    ],
+)
 def test_document_bp4_shows_the_penalty_and_holds(notation) -> None:
     from chainrule.derive.document import check_step, derivation
 
