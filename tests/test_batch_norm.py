@@ -613,3 +613,20 @@ def test_keras_batch_normalization_settings_are_refused_by_name(bn, field):
     biased["config"]["layers"][1]["config"]["use_bias"] = True
     with pytest.raises(SpecError, match="use_bias=False"):
         spec_from_keras(biased, "quadratic")
+
+
+@pytest.mark.parametrize(("layout", "form"), [("columns", "vectorized"), ("rows", "plain")])
+def test_batch_norm_with_l2_and_l1_equals_torch_autograd(torch, make, layout, form):
+    """The penalty is on the weights W only, not on gamma and beta."""
+    spec = _spec("elu", 0, layout).replace(l2=0.03, l1=0.02)
+    module = make(spec, form)
+    params, x, y = _problem(module)
+    cost, grads = module.loss_and_grad(params, x, y)
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    weights = [t for k, t in tensors.items() if k.startswith("W")]
+    total = _torch_loss(torch, module, tensors, x, y)
+    total = total + 0.03 / 2 * sum((w**2).sum() for w in weights)
+    total = total + 0.02 * sum(w.abs().sum() for w in weights)
+    total.backward()
+    assert abs(cost - total.item()) <= 1e-12 * max(1.0, abs(total.item()))
+    assert _relative(grads, {k: t.grad.numpy() for k, t in tensors.items()}) < 1e-9
