@@ -459,7 +459,7 @@ activation = "softmax"
 @pytest.mark.parametrize(
     "args",
     [
-        ("derive", "bn.toml"),
+        ("derive", "bn.toml", "--at", "at.toml"),
         ("compare", "bn.toml"),
         ("graph", "bn.toml", "-o", "g.svg"),
         ("generate", "bn.toml", "--form", "unrolled", "-o", "u.py"),
@@ -467,6 +467,7 @@ activation = "softmax"
 )
 def test_the_commands_without_batch_norm_refuse_it_in_one_line(run_cli, tmp_path, args):
     (tmp_path / "bn.toml").write_text(_BN_TOML, encoding="utf-8")
+    (tmp_path / "at.toml").write_text("x = [1, 2, 3, 4]\n", encoding="utf-8")
     done = run_cli(*args, cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "layers[0].batch_norm" in done.stderr
@@ -630,3 +631,44 @@ def test_batch_norm_with_l2_and_l1_equals_torch_autograd(torch, make, layout, fo
     total.backward()
     assert abs(cost - total.item()) <= 1e-12 * max(1.0, abs(total.item()))
     assert _relative(grads, {k: t.grad.numpy() for k, t in tensors.items()}) < 1e-9
+
+
+# ----------------------------------------------------------------------------- derivation
+
+
+@pytest.mark.parametrize("notation", ["nielsen", "3b1b", "cheatsheet", "course"])
+def test_the_derivation_shows_batch_norm_and_sympy_checks_every_step(notation):
+    from chainrule.derive.document import check_step, derivation
+
+    spec = Spec(
+        3, (Layer(2, "tanh"), Layer(4, "relu", batch_norm=True), Layer(2, "linear")), "quadratic"
+    )
+    doc = derivation(spec, notation)
+    assert len(doc) == 9
+    assert all(check_step(step) for step in doc)
+    text = doc.to_text()
+    assert "Batch normalization's backward pass" in text and "three-term form" in text
+    # the layer is numbered as the notation numbers it
+    number = {"nielsen": "³", "3b1b": "⁽ᴸ⁻¹⁾", "cheatsheet": "₁", "course": "²"}[notation]
+    assert f"μ{number} = 1/m" in text
+    assert "\\sqrt{" in doc.to_latex()
+
+
+def test_a_wrong_three_term_form_fails_the_derivation_check():
+    from chainrule.derive.document import derivation, sides_agree
+
+    spec = Spec(3, (Layer(4, "relu", batch_norm=True), Layer(2, "linear")), "quadratic")
+    step = next(s for s in derivation(spec) if s.title.startswith("The three-term form"))
+    chain, three = step.sides
+    d = derive_backward(3)
+    assert sides_agree((chain, three))
+    # drop the middle term, mean(delta): the check must fail
+    without_mean = (
+        three
+        - 3
+        * d.gamma
+        / sp.sqrt(d.var + sp.Rational(1, 100000))
+        * (-sp.Add(*[3 * g for g in d.g]) / 3)
+        / 3
+    )
+    assert not sides_agree((chain, without_mean))
