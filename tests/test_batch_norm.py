@@ -672,3 +672,34 @@ def test_a_wrong_three_term_form_fails_the_derivation_check():
         / 3
     )
     assert not sides_agree((chain, without_mean))
+
+
+_BN_DIGITS = _BN_TOML.replace("input = 4", "input = 64").replace("size = 3", "size = 10")
+
+
+def test_chainrule_train_keeps_running_statistics_and_refuses_a_batch_of_one(run_cli, tmp_path):
+    from chainrule.cmd_train import split
+
+    (tmp_path / "bn.toml").write_text(_BN_DIGITS, encoding="utf-8")
+    done = run_cli("train", "bn.toml", "--epochs", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "test accuracy" in done.stdout
+    n = len(split(1797, 0)[0])  # the digits' training examples at seed 0
+    bad = next(size for size in range(2, n) if n % size == 1)
+    done = run_cli("train", "bn.toml", "--epochs", "1", "--batch-size", str(bad), cwd=tmp_path)
+    assert done.returncode == 2 and "batch-size" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_fit_evaluates_with_the_running_statistics(make):
+    from chainrule.cmd_train import accuracy
+
+    module = make(
+        Spec(4, (Layer(6, "relu", batch_norm=True), Layer(3, "softmax")), "cross-entropy")
+    )
+    params, x, y = _problem(module, m=12)
+    state = module.init_state()
+    module.train(params, x, y, epochs=3, batch_size=4, lr=0.5, state=state)
+    labels = np.argmax(y, axis=0)
+    inferred = np.argmax(module.forward(params, x, state), axis=0)
+    assert accuracy(module, params, x, labels, state) == np.mean(inferred == labels)
