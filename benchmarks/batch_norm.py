@@ -51,16 +51,19 @@ def batch_norm_spec(case: Case) -> Spec:
 
 
 def run(case: Case, batch: int, rounds: int) -> dict[str, object]:
-    """Median seconds of the floor and of loss_and_grad (with reused ``out``)."""
+    """Median seconds of the floor, of loss_and_grad (with reused ``out``) and of the same
+    network without batch norm (biases instead), for comparison."""
     module = module_for(batch_norm_spec(case))
+    plain = module_for(Spec.from_sizes(case.sizes, case.activations, case.cost, name="plain"))
     rng = np.random.default_rng(0)
-    params = module.init_params(0)
+    params, plain_params = module.init_params(0), plain.init_params(0)
     x = rng.standard_normal((case.sizes[0], batch))
     y = np.eye(case.sizes[-1])[:, rng.integers(0, case.sizes[-1], batch)]
-    out = module.new_gradient()
+    out, plain_out = module.new_gradient(), plain.new_gradient()
     fns = {
         "floor": make_floor(case, params, x),
         "generated_out": lambda: module.loss_and_grad(params, x, y, out=out),
+        "no_batch_norm": lambda: plain.loss_and_grad(plain_params, x, y, out=plain_out),
     }
     summary = summarize(interleaved(fns, rounds, {}), "median")
     return {"case": case.label, "batch": batch, **summary}
@@ -77,14 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         threadpoolctl.threadpool_limits(args.threads)
     except ImportError:
         pass
-    print("| network | batch | floor ms | generated out= ms | ratio |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| network | batch | floor ms | generated out= ms | ratio | without batch norm: ratio |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for batch in (64, 1024):
         result = run(CASE, batch, args.rounds)
         seconds, ratio = result["seconds"], result["ratio_to_floor"]
         print(
             f"| {CASE.label} | {batch} | {seconds['floor'] * 1e3:.3f} | "
-            f"{seconds['generated_out'] * 1e3:.3f} | {ratio['generated_out']:.2f} |"
+            f"{seconds['generated_out'] * 1e3:.3f} | {ratio['generated_out']:.2f} | "
+            f"{ratio['no_batch_norm']:.2f} |"
         )
     return 0
 
