@@ -703,3 +703,41 @@ def test_fit_evaluates_with_the_running_statistics(make):
     labels = np.argmax(y, axis=0)
     inferred = np.argmax(module.forward(params, x, state), axis=0)
     assert accuracy(module, params, x, labels, state) == np.mean(inferred == labels)
+
+
+@pytest.mark.parametrize("layout", ["columns", "rows"])
+def test_float32_batch_norm_stays_float32(make, layout):
+    spec = _spec("tanh", 1, layout).replace(dtype="float32")
+    module = make(spec)
+    params, x, y = _problem(module)
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    state = module.init_state()
+    assert all(v.dtype == np.float32 for v in state.values())
+    cost, grads = module.loss_and_grad(params, x.astype(np.float32), y.astype(np.float32))
+    assert all(g.dtype == np.float32 for g in grads.values())
+    double = make(_spec("tanh", 1, layout))
+    _, reference = double.loss_and_grad({k: v.astype(np.float64) for k, v in params.items()}, x, y)
+    assert _relative(grads, reference) < 1e-4
+    module.sgd_step(params, x.astype(np.float32), y.astype(np.float32), 0.1, state=state)
+    assert all(v.dtype == np.float32 for v in state.values())
+
+
+def test_the_benchmark_script_runs_a_tiny_case():
+    import importlib.util
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "bench_bn", REPO / "benchmarks" / "batch_norm.py"
+        )
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        case = bench.Case("6-5-4-3", (6, 5, 4, 3), ("relu", "tanh", "softmax"), "cross-entropy")
+        result = bench.run(case, 4, rounds=2)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert set(result["seconds"]) == {"floor", "generated_out", "no_batch_norm"}
+    assert result["ratio_to_floor"]["floor"] == 1.0
