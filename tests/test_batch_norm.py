@@ -677,6 +677,7 @@ def test_a_wrong_three_term_form_fails_the_derivation_check():
 _BN_DIGITS = _BN_TOML.replace("input = 4", "input = 64").replace("size = 3", "size = 10")
 
 
+@pytest.mark.slow
 def test_chainrule_train_keeps_running_statistics_and_refuses_a_batch_of_one(run_cli, tmp_path):
     from chainrule.cmd_train import split
 
