@@ -350,6 +350,9 @@ def test_batch_norm_on_the_output_layer_or_with_a_bias_is_refused():
     raw["layers"].insert(0, {"size": 3, "activation": "relu", "batch_norm": True, "bias": True})
     with pytest.raises(SpecError):
         spec_from_dict(raw)
+    raw["layers"][0]["bias"] = None  # JSON null is not "the default"
+    with pytest.raises(SpecError, match="null"):
+        spec_from_dict(raw)
     raw["layers"][0]["bias"] = False
     spec = spec_from_dict(raw)
     assert spec.layers[0] == Layer(3, "relu", batch_norm=True)
