@@ -647,7 +647,7 @@ def test_the_derivation_shows_batch_norm_and_sympy_checks_every_step(notation):
         3, (Layer(2, "tanh"), Layer(4, "relu", batch_norm=True), Layer(2, "linear")), "quadratic"
     )
     doc = derivation(spec, notation)
-    assert len(doc) == 9
+    assert len(doc) == 10
     assert all(check_step(step) for step in doc)
     text = doc.to_text()
     assert "Batch normalization's backward pass" in text and "three-term form" in text

@@ -45,7 +45,7 @@ class _Names:
         return self.per("\\hat{x}", i)
 
     def z(self, i: str) -> str:
-        return self.per("z", i)
+        return f"{{{self.nota.z(self.layer)}}}_{{{i}}}"
 
     def dz(self, i: str) -> str:
         """dC/dz_i of the batch cost C."""
@@ -56,6 +56,36 @@ class _Names:
         if self.nota.name == "3b1b":
             return self.nota.partial("C_{i}", self.z(i))
         return f"{{{self.nota.delta(self.layer)}}}_{{{i}}}"
+
+
+def _weight_step(n: _Names) -> Step:
+    """BP4 of a batch-normalized layer: the weights' gradient takes m dC/du as the error.
+
+    Checked on u_i = w_1 a_1i + w_2 a_2i (two inputs) over the symbolic batch.
+    """
+    d = batch_norm.derive_backward(CHECK_BATCH)
+    m, eps = CHECK_BATCH, {d.eps: batch_norm.EPS}
+    w = sp.symbols("w1:3", real=True)
+    a = [sp.symbols(f"a{k}_1:{m + 1}", real=True) for k in (1, 2)]
+    u_of_w = {d.u[i]: w[0] * a[0][i] + w[1] * a[1][i] for i in range(m)}
+    xhat = [x.subs(eps).subs(u_of_w) for x in d.xhat]
+    cost = sp.Add(*[gk * (d.gamma * x + d.beta) for gk, x in zip(d.g, xhat, strict=True)])
+    errors = [m * t.subs(eps).subs(u_of_w) for t in d.three_term]  # m dC/du_i
+    nota, layer = n.nota, n.layer
+    weight = nota.w(layer, "j", "k")
+    prev = f"{{{nota.a(layer - 1, 'k')}}}_{{i}}"
+    error = f"\\left(m {nota.partial('C', n.u('i'))}\\right)"
+    return Step(
+        "Weight gradient, with m dC/du as the error",
+        f"{nota.grad('C', weight)} = \\frac{{1}}{{m}} \\sum_{{i=1}}^{{m}} {error} {prev}",
+        (
+            (
+                sp.Derivative(cost, w[0]),
+                sp.Add(*[e * ak for e, ak in zip(errors, a[0], strict=True)]) / m,
+            ),
+        ),
+        label="BP4",
+    )
 
 
 def _steps(n: _Names) -> tuple[Step, ...]:
@@ -167,7 +197,9 @@ def batch_norm_section(nota: Notation) -> Section:
         f"example's chain rule, BP1 to BP4) are not shown for a batch-normalized network: "
         f"the examples of a batch are coupled."
     )
-    return Section("Batch normalization's backward pass", intro, _steps(names))
+    return Section(
+        "Batch normalization's backward pass", intro, (*_steps(names), _weight_step(names))
+    )
 
 
 __all__ = ["CHECK_BATCH", "batch_norm_section"]
