@@ -339,9 +339,7 @@ class _BatchProgramBuilder:
 
     def hidden_error(self, layer: int) -> None:
         act = self.d.activations[layer - 1]
-        delta, upper = naming.delta(layer), naming.delta(layer + 1)
-        if self.spec.layers[layer].batch_norm:
-            upper = naming.linear_delta(layer + 1)
+        delta, upper = naming.delta(layer), self.upper_error(layer + 1)
         w_up, sprime = naming.weight(layer + 1), naming.sigma_prime(layer)
         back = self.product(f"{w_up}^T", upper)
         cached = act.cached.subs(layer_symbols(layer))
@@ -382,6 +380,13 @@ class _BatchProgramBuilder:
             layer,
             f"{delta} = ({back}) * {sprime}",
         )
+
+    def upper_error(self, layer: int) -> str:
+        """The error BP2 takes back through W^layer: delta^layer, or for a batch-normalized
+        layer the error at its u (the three-term form)."""
+        if self.spec.layers[layer - 1].batch_norm:
+            return naming.linear_delta(layer)
+        return naming.delta(layer)
 
     def normalized_gradients(self, layer: int) -> str:
         """dC/dgamma, dC/dbeta and the three-term error at u of a batch-normalized layer;
