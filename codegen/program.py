@@ -311,7 +311,7 @@ class _ModuleProgramBuilder:
         """The index that views a per-unit buffer as a vector (einsum's ``out``)."""
         return "[0]" if self.rows else "[:, 0]"
 
-    def normalization(self, s: BatchStatement) -> Statement:
+    def normalization(self, s: BatchStatement) -> Statement | list[Statement]:
         """A batch-norm statement: batch statistics by products with the ones column, xhat
         and z in place; the gradients of gamma and beta into sgd_step's arrays."""
         layer, n, m, ones = s.layer, self.spec.sizes[s.layer], naming.BATCH, self.ones()
@@ -360,7 +360,7 @@ class _ModuleProgramBuilder:
         self.buffer(naming.linear_delta(layer), n)
         return self.three_terms(s, deltau)
 
-    def three_terms(self, s: BatchStatement, deltau: str) -> Statement:
+    def three_terms(self, s: BatchStatement, deltau: str) -> list[Statement]:
         """The error at u in place: delta and the two gradients hold the 1/m, so the two
         mean terms are divided by m once more. Checked against the statement's SymPy form."""
         layer, sym = s.layer, naming.symbol
@@ -376,24 +376,38 @@ class _ModuleProgramBuilder:
         )
         if sp.simplify(computed * m - s.expr) != 0:
             raise AssertionError(f"{target}: the fast form differs from the three-term form")
-        scale = f"{gamma} / np.sqrt({var} + {batch_norm.EPS_TEXT})"
         # Four passes over the batch: the mean terms' per-unit factors are small vectors.
-        code = f"np.multiply({xhat}, {d_gamma} * {scale} / {naming.BATCH}, out={deltau})"
+        name = next(self.temporary_names()).name
+        factor = sym(gamma) / sp.sqrt(sym(var) + batch_norm.EPS)
+        scale = Statement(
+            name,
+            "map",
+            (gamma, var),
+            factor,
+            f"{gamma} / np.sqrt({var} + {batch_norm.EPS_TEXT})",
+            temporary_equation(name, factor, target),
+            s.label,
+        )
+        code = f"np.multiply({xhat}, {d_gamma} * {name} / {naming.BATCH}, out={deltau})"
         updates = (
-            f"{target} += {d_beta} * {scale} / {naming.BATCH}",
-            f"{delta} *= {scale}",
+            f"{target} += {d_beta} * {name} / {naming.BATCH}",
+            f"{delta} *= {name}",
             f"np.subtract({delta}, {target}, out={target})",
         )
         note = (
             f" ({delta} and dC/d{gamma}, dC/d{naming.shift(layer)} hold the 1/m; "
             f"{delta}'s buffer is scaled in place)"
         )
-        return self.statement(s, code, buffer=target, updates=updates, equation=s.equation + note)
+        return [
+            scale,
+            self.statement(s, code, buffer=target, updates=updates, equation=s.equation + note),
+        ]
 
     def code(self, s: BatchStatement) -> list[Statement]:
         """The generated statements computing ``s`` (a temporary or two, then ``s`` itself)."""
         if s.op.startswith("bn_"):
-            return [self.normalization(s)]
+            made = self.normalization(s)
+            return made if isinstance(made, list) else [made]
         if s.op == "alias":
             return [self.statement(s, s.operands[0])]
         if s.op in ("log_softmax", "log1m_softmax"):
