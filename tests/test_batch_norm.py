@@ -745,3 +745,32 @@ def test_the_benchmark_script_runs_a_tiny_case():
         sys.path.remove(str(REPO / "benchmarks"))
     assert set(result["seconds"]) == {"floor", "generated_out", "no_batch_norm"}
     assert result["ratio_to_floor"]["floor"] == 1.0
+
+
+def test_generate_from_torch_with_batchnorm1d(run_cli, tmp_path, torch):
+    (tmp_path / "model.py").write_text(
+        "import torch.nn as nn\n"
+        "net = nn.Sequential(nn.Linear(4, 6, bias=False), nn.BatchNorm1d(6), nn.ReLU(),\n"
+        "                    nn.Linear(6, 3), nn.Softmax(dim=-1))\n",
+        encoding="utf-8",
+    )
+    done = run_cli(
+        "generate",
+        "--from-torch",
+        "model.py:net",
+        "--cost",
+        "cross-entropy",
+        "-o",
+        "m.py",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    from conftest import import_path
+
+    module = import_path(tmp_path / "m.py")
+    assert module.SPEC["layers"][0] == {
+        "size": 6,
+        "activation": "relu",
+        "bias": False,
+        "batch_norm": True,
+    }
