@@ -114,6 +114,9 @@ class _PlainCodeBuilder:
             return [self.statement(s, f"np.sum({self.expr(s)}) / {naming.BATCH}")]
         if s.op == "unit_sum":
             return self.elementwise(s, f"np.sum({{}}, axis={self.units_axis}, keepdims=True)")
+        if s.op == "backsum":
+            back = self.matmul(f"{s.operands[0]}.T", s.operands[1])
+            return [self.statement(s, back + "".join(f" + {g}" for g in s.operands[2:]))]
         if s.op == "map":
             condition = indicator_condition(s.expr) if s.quantity == "sigma_prime" else None
             if condition is not None:
