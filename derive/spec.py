@@ -308,7 +308,7 @@ def _check_skips(spec: Spec) -> None:
 
 def refuse_skips(spec: Spec, what: str) -> None:
     """Raise :class:`SpecError` on the first ``skip_from`` when ``what`` does not support
-    residual connections yet (the vectorized and plain modules and ``compare`` do)."""
+    residual connections yet (the vectorized and plain modules, ``compare`` and ``graph`` do)."""
     for i, layer in enumerate(spec.layers):
         if layer.skip_from is not None:
             raise SpecError(

@@ -409,18 +409,30 @@ def test_toml_spec_with_skip_generates(tmp_path) -> None:
     "command",
     [
         ["derive"],
-        ["graph", "-o", "{tmp}/g.dot"],
+        ["derive", "--at", "{tmp}/values.json"],
         ["generate", "--form", "unrolled", "-o", "{tmp}/u.py"],
     ],
 )
 def test_commands_without_skip_support_refuse_in_one_line(tmp_path, capsys, command) -> None:
     path = _spec_file(tmp_path, 1)
+    weights = [[0.1, -0.2, 0.3], [0.2, 0.1, -0.1], [-0.3, 0.2, 0.1]]
+    params = {f"{p}{n}": weights if p == "W" else [0.1, 0.0, -0.1] for p in "Wb" for n in "123"}
+    values = {"x": [0.5, -0.5, 1.0], "y": [0.0, 1.0, 0.5], "params": params}
+    (tmp_path / "values.json").write_text(json.dumps(values), encoding="utf-8")
     argv = [command[0], str(path), *(a.format(tmp=tmp_path) for a in command[1:])]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "layers[1].skip_from" in err and "does not support residual connections" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json", "values.json"]
+
+
+def test_graph_and_compare_commands_accept_a_skip(tmp_path, capsys) -> None:
+    path = _spec_file(tmp_path, 1)
+    assert main(["graph", str(path), "-o", str(tmp_path / "g.dot")]) == 0
+    assert "-> a2_0 [" in (tmp_path / "g.dot").read_text(encoding="utf-8")
+    assert main(["compare", str(path)]) == 0
+    assert "backprop" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------- hostile shapes
@@ -474,3 +486,71 @@ def test_forward_and_sgd_step_with_skips(form) -> None:
         h = acts[layer.activation](params[f"W{l}"] @ a[-1] + params[f"b{l}"])
         a.append(h if layer.skip_from is None else h + a[layer.skip_from])
     np.testing.assert_allclose(module.forward(params, x), a[-1], rtol=1e-13)
+
+
+# ----------------------------------------------------------------------------- graph
+
+
+def _forward_paths(spec: Spec) -> int:
+    """Paths from C to a parameter in the forward unit graph, counted by brute force."""
+    n, skips = spec.sizes, spec.skips
+
+    def from_a(layer: int, j: int) -> int:  # paths from a^layer_j down to parameters
+        if layer == 0:
+            return 0
+        via_z = n[layer - 1] + spec.layers[layer - 1].bias
+        via_z += sum(from_a(layer - 1, k) for k in range(n[layer - 1]))
+        return via_z + (from_a(skips[layer], j) if layer in skips else 0)
+
+    return sum(from_a(spec.depth, j) for j in range(n[-1]))
+
+
+def _drawn_backward(dot: str) -> dict[tuple[str, str], int]:
+    """The backward edges of a scalar graph's DOT text with their naive walk counts."""
+    import re
+
+    edges = {}
+    for src, dst, count in re.findall(r"^  (\w+) -> (\w+) \[.*?xlabel=\"×([\d,]+)\"", dot, re.M):
+        edges[(src, dst)] = int(count.replace(",", ""))
+    return edges
+
+
+@pytest.mark.parametrize(
+    "skips", [{2: 1, 3: 0}, {1: 0}, {2: 1, 3: 1, 4: 2}, {3: 1}, {2: 0, 3: 2, 4: 2}]
+)
+def test_graph_draws_the_skip_and_counts_every_path(skips) -> None:
+    from chainrule.graph import build_graph
+
+    depth = 4 if max(skips) > 3 else 3
+    spec = _net([2] * (depth + 1), ["tanh"] * (depth - 1) + ["linear"], skips)
+    graph = build_graph(spec, "scalar")
+    for dest, k in skips.items():
+        src = "x_0" if k == 0 else f"a{k}_0"
+        assert f"  {src} -> a{dest}_0 [" in graph.dot and 'xlabel="skip"' in graph.dot
+        if k > 0:
+            assert f"  g{dest}_1 -> g{k}_1 [" in graph.dot
+    edges = _drawn_backward(graph.dot)
+    children: dict[str, list[str]] = {}
+    for src, dst in edges:
+        children.setdefault(src, []).append(dst)
+
+    def leaves(node: str) -> int:  # parameters a drawn delta^l_j computes gradients of
+        if node.startswith("delta"):
+            layer = int(node[5:].split("_")[0])
+            return spec.sizes[layer - 1] + spec.layers[layer - 1].bias
+        return 0
+
+    def down(node: str) -> int:
+        return leaves(node) + sum(down(c) for c in children.get(node, []))
+
+    def up(node: str) -> int:
+        return 1 if node == "C" else sum(up(s) for (s, d) in edges if d == node)
+
+    assert down("C") == _forward_paths(spec)  # the drawn graph holds every chain-rule path
+    for (src, dst), count in edges.items():
+        assert count == up(src) * down(dst)
+    assert graph.naive_walks == sum(edges.values()) and graph.backprop_walks == len(edges)
+    layer = build_graph(spec, "layer")
+    assert (layer.naive_walks, layer.backprop_walks) == (graph.naive_walks, graph.backprop_walks)
+    for dest, k in skips.items():
+        assert f'  a{k} -> a{dest} [color="#4a78a8", style=dashed, label="skip"];' in layer.dot
