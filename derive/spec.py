@@ -308,13 +308,14 @@ def _check_skips(spec: Spec) -> None:
 
 def refuse_skips(spec: Spec, what: str) -> None:
     """Raise :class:`SpecError` on the first ``skip_from`` when ``what`` does not support
-    residual connections yet (the vectorized and plain modules, ``compare`` and ``graph`` do)."""
+    residual connections yet (the modules, ``derive``, ``compare`` and ``graph`` do)."""
     for i, layer in enumerate(spec.layers):
         if layer.skip_from is not None:
             raise SpecError(
                 f"layers[{i}].skip_from",
                 f"{what} does not support residual connections yet",
-                "use chainrule generate (vectorized or plain form) or compare, or remove skip_from",
+                "use generate (vectorized or plain form), derive without --at, compare or "
+                "graph, or remove skip_from",
             )
 
 

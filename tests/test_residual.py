@@ -408,7 +408,6 @@ def test_toml_spec_with_skip_generates(tmp_path) -> None:
 @pytest.mark.parametrize(
     "command",
     [
-        ["derive"],
         ["derive", "--at", "{tmp}/values.json"],
         ["generate", "--form", "unrolled", "-o", "{tmp}/u.py"],
     ],
@@ -554,3 +553,67 @@ def test_graph_draws_the_skip_and_counts_every_path(skips) -> None:
     assert (layer.naive_walks, layer.backprop_walks) == (graph.naive_walks, graph.backprop_walks)
     for dest, k in skips.items():
         assert f'  a{k} -> a{dest} [color="#4a78a8", style=dashed, label="skip"];' in layer.dot
+
+
+# ------------------------------------------------------------------------ derivation
+
+
+def _chain_spec(name: str = "network") -> Spec:
+    """1-1-1-1: tanh, sigmoid (skip from layer 1), linear (skip from x); quadratic cost."""
+    return _net([1, 1, 1, 1], ["tanh", "sigmoid", "linear"], {2: 1, 3: 0}).replace(name=name)
+
+
+@pytest.mark.parametrize(
+    "notation", [pytest.param("nielsen", marks=pytest.mark.slow), "3b1b", "cheatsheet", "course"]
+)
+def test_derivation_shows_and_checks_the_residual_steps(notation) -> None:
+    from chainrule.derive.document import check_step, derivation
+    from chainrule.derive.notation import notation as notation_for
+
+    doc = derivation(_chain_spec(), notation)
+    steps = [step for section in doc.sections for step in section.steps]
+    assert all(check_step(step) for step in steps)
+    titles = [step.title for step in steps]
+    two_paths = [s for s in steps if s.title.startswith("Two paths from an activation")]
+    assert len(two_paths) == 1
+    (step,) = two_paths
+    # the path through the layer above, plus the skip's, then the memoized sum
+    assert step.latex.count(" + ") == 2 and "textcolor" in step.latex
+    text = doc.to_markdown()
+    assert "residual connections" in text and "two paths" in text
+    assert "Activations of layer" in " ".join(titles)
+    # Each notation numbers the layers its own way (the book from 1 at the input).
+    number = notation_for(notation, _chain_spec()).number(1)
+    assert step.title == f"Two paths from an activation of layer {number}: up and by the skip"
+    if notation == "nielsen":  # layer 2 skips from layer 1: a^3 = sigma(z^3) + a^2
+        assert number == 2
+        assert "a^{3} = \\sigma(z^{3}) + a^{2}" in text
+        assert "a^{4} = \\operatorname{linear}(z^{4}) + x" in text
+
+
+def test_a_planted_bug_fails_the_derivations_check(monkeypatch) -> None:
+    """Drop the skip path from dC/da^1's sum: the derivation's vectorized step fails."""
+    from chainrule.derive.document import check_step, derivation
+
+    original = batch._BatchProgramBuilder.add
+
+    def without_skip_paths(self, target, op, operands, *rest, **kw):
+        return original(
+            self, target, op, operands[:2] if op == "backsum" else operands, *rest, **kw
+        )
+
+    monkeypatch.setattr(batch._BatchProgramBuilder, "add", without_skip_paths)
+    doc = derivation(_chain_spec("planted"), "cheatsheet")
+    failed = [s.title for sec in doc.sections for s in sec.steps if not check_step(s)]
+    assert failed == ["Gradient of the cost in the activations of layer 0"]  # its layer 1
+
+
+def test_local_partials_of_a_skip_destination_are_not_written_in_a() -> None:
+    """With a^2 = sigma(z^2) + a^1, sigma' = a^2 (1 - a^2) would be false: not shown."""
+    from chainrule.derive.document import derivation
+
+    doc = derivation(_chain_spec(), "3b1b")
+    (step,) = [
+        s for sec in doc.sections for s in sec.steps if s.title.endswith("activation of layer 2")
+    ]
+    assert "a^{(2)}" not in step.latex and "a^{(1)}" not in step.latex
