@@ -73,11 +73,11 @@ def estimate_naive_ops(spec: Spec) -> int:
             f = activation_expr(name)
             occ, own = _template_size(f, X)
             t_a[layer] = occ * t_z[layer] + own
-        if spec.layers[layer - 1].skip_from is not None:  # a^l = f(z^l) + a^k
-            t_a[layer] += t_a[spec.layers[layer - 1].skip_from] + 1
             d = sp.diff(f, X)
             occ_d, own_d = _template_size(d, X)
             t_d[layer] = occ_d * t_z[layer] + own_d
+        if spec.layers[layer - 1].skip_from is not None:  # a^l = f(z^l) + a^k
+            t_a[layer] += t_a[spec.layers[layer - 1].skip_from] + 1
     dc = sp.diff(COSTS[spec.cost].expr, COST_A)
     occ_c, own_c = _template_size(dc, COST_A)
     t_dc = occ_c * t_a[big_l] + own_c

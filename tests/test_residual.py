@@ -617,3 +617,60 @@ def test_local_partials_of_a_skip_destination_are_not_written_in_a() -> None:
         s for sec in doc.sections for s in sec.steps if s.title.endswith("activation of layer 2")
     ]
     assert "a^{(2)}" not in step.latex and "a^{(1)}" not in step.latex
+
+
+# ---------------------------------------------------------------------------- README
+
+
+def _readme_section() -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Residual connections (`skip_from`)")
+    return text[start : text.index("\n## ", start)]
+
+
+def test_readme_example_spec_is_what_it_says(tmp_path) -> None:
+    section = _readme_section()
+    toml = section.split("```toml\n")[1].split("```")[0]
+    path = tmp_path / "readme.toml"
+    path.write_text(toml, encoding="utf-8")
+    spec = load_spec(path)
+    assert spec.skips == {2: 1, 3: 0}
+    assert spec.activations == ("relu", "tanh", "linear")
+    module = _module(spec, "plain")
+    assert "h2 = np.tanh(z2)" in generate(spec, "plain")
+    params = module.init_params(np.random.default_rng(1))
+    x, y = _data(spec, seed=2)
+    a1 = np.maximum(params["W1"] @ x + params["b1"], 0)
+    a2 = np.tanh(params["W2"] @ a1 + params["b2"]) + a1  # a^2 = tanh(z^2) + a^1
+    a3 = params["W3"] @ a2 + params["b3"] + x  # a^3 = z^3 + x
+    np.testing.assert_allclose(module.forward(params, x), a3, rtol=1e-13)
+
+
+def test_readme_says_the_one_liner_and_importers_cannot_skip() -> None:
+    from chainrule.cli import build_parser
+
+    section = " ".join(_readme_section().split())
+    assert "the `--sizes`/`--activations` one-liner has no flag for it" in section
+    assert "skip" not in build_parser().format_help().lower()
+    generate_help = build_parser()._subparsers._group_actions[0].choices["generate"]
+    assert "--skip" not in generate_help.format_help()
+
+
+def test_an_imported_sequential_model_has_no_skip(torch) -> None:
+    from chainrule.importers import from_torch
+
+    nn = torch.nn
+    spec = from_torch(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3)), "quadratic")
+    assert spec.skips == {} and all(layer.skip_from is None for layer in spec.layers)
+
+
+@pytest.mark.parametrize(
+    "skips", [{2: 1}, {1: 0, 2: 1, 3: 2}, {2: 0, 3: 1}, {3: 1}, {1: 0, 2: 0, 3: 0}]
+)
+def test_naive_estimate_bounds_the_real_expansion_with_skips(skips) -> None:
+    """The budget guard predicts without building; with skips it must not under-predict."""
+    from chainrule.derive.scalar import count_strategy, gradients
+    from chainrule.derive.scalar_counts import estimate_naive_ops
+
+    spec = _net([2, 2, 2, 2], ["sigmoid", "tanh", "linear"], skips)
+    assert estimate_naive_ops(spec) >= count_strategy(gradients(spec, "naive")).total
