@@ -51,7 +51,7 @@ from chainrule.derive.scalar import (
     label_temporaries,
     unit_name,
 )
-from chainrule.derive.spec import Spec, refuse_skips
+from chainrule.derive.spec import Spec
 
 #: Largest network (in parameters) an unrolled module is generated for.
 MAX_PARAMETERS = 200
@@ -78,9 +78,7 @@ _STRATEGY_TEXT = {
 
 
 def check_unrolled_size(spec: Spec, strategy: str) -> None:
-    """Raise :class:`CodegenError` when ``spec`` is too large for an unrolled module
-    (and :class:`SpecError` for a residual connection, not supported there yet)."""
-    refuse_skips(spec, "the unrolled form")
+    """Raise :class:`CodegenError` when ``spec`` is too large for an unrolled module."""
     if spec.parameter_count > MAX_PARAMETERS:
         raise CodegenError(
             "form",
@@ -241,7 +239,9 @@ def _meaning(spec: Spec, statement: Any) -> str:
     if label == "BP2" and note.startswith("sigma'"):
         return f"{function_name(derivation, layer)}'({z})"
     if label == "forward" and note.startswith("a^") and derivation.activations[layer - 1]:
-        return f"{function_name(derivation, layer)}({z})"
+        source = spec.layers[layer - 1].skip_from
+        skip = "" if source is None else f" + {naming.activation(source)}_{j}"
+        return f"{function_name(derivation, layer)}({z}){skip}"
     return ""
 
 

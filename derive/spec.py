@@ -314,8 +314,7 @@ def refuse_skips(spec: Spec, what: str) -> None:
             raise SpecError(
                 f"layers[{i}].skip_from",
                 f"{what} does not support residual connections yet",
-                "use generate (vectorized or plain form), derive without --at, compare or "
-                "graph, or remove skip_from",
+                "use generate, derive without --at, compare or graph, or remove skip_from",
             )
 
 

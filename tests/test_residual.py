@@ -409,7 +409,6 @@ def test_toml_spec_with_skip_generates(tmp_path) -> None:
     "command",
     [
         ["derive", "--at", "{tmp}/values.json"],
-        ["generate", "--form", "unrolled", "-o", "{tmp}/u.py"],
     ],
 )
 def test_commands_without_skip_support_refuse_in_one_line(tmp_path, capsys, command) -> None:
@@ -674,3 +673,22 @@ def test_naive_estimate_bounds_the_real_expansion_with_skips(skips) -> None:
 
     spec = _net([2, 2, 2, 2], ["sigmoid", "tanh", "linear"], skips)
     assert estimate_naive_ops(spec) >= count_strategy(gradients(spec, "naive")).total
+
+
+@pytest.mark.parametrize("strategy", ["backprop", "naive", "cse"])
+def test_unrolled_form_with_skips_equals_the_vectorized(strategy) -> None:
+    from chainrule.codegen.unrolled import generate_unrolled
+
+    spec = _net([2, 2, 2, 2], ["sigmoid", "tanh", "linear"], {2: 1, 3: 0})
+    reference = _module(spec)
+    source = generate_unrolled(spec, strategy)
+    lint_module(source)
+    module = types.ModuleType("unrolled")
+    exec(compile(source, "<unrolled>", "exec"), module.__dict__)  # noqa: S102
+    params = reference.init_params(np.random.default_rng(3))
+    x, y = _data(spec, m=4, seed=5)
+    cost, got = module.loss_and_grad(params, x, y)
+    want_cost, want = reference.loss_and_grad(params, x, y)
+    assert cost == pytest.approx(want_cost, rel=1e-13)
+    assert _max_rel(got, want) < 1e-12
+    assert "# forward: a2_0 = tanh(z2_0) + a1_0 = " in source
