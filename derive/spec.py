@@ -306,18 +306,6 @@ def _check_skips(spec: Spec) -> None:
             _check_output_skip(spec, where)
 
 
-def refuse_skips(spec: Spec, what: str) -> None:
-    """Raise :class:`SpecError` on the first ``skip_from`` when ``what`` does not support
-    residual connections yet (the modules, ``derive``, ``compare`` and ``graph`` do)."""
-    for i, layer in enumerate(spec.layers):
-        if layer.skip_from is not None:
-            raise SpecError(
-                f"layers[{i}].skip_from",
-                f"{what} does not support residual connections yet",
-                "use generate, derive without --at, compare or graph, or remove skip_from",
-            )
-
-
 def _check_output_skip(spec: Spec, where: str) -> None:
     """A skip into the output layer: only an elementwise output under a cost on all reals."""
     act = spec.layers[-1].activation

@@ -405,24 +405,36 @@ def test_toml_spec_with_skip_generates(tmp_path) -> None:
     assert "residual connection from layer 1" in (tmp_path / "res.py").read_text()
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["derive", "--at", "{tmp}/values.json"],
-    ],
-)
-def test_commands_without_skip_support_refuse_in_one_line(tmp_path, capsys, command) -> None:
-    path = _spec_file(tmp_path, 1)
-    weights = [[0.1, -0.2, 0.3], [0.2, 0.1, -0.1], [-0.3, 0.2, 0.1]]
-    params = {f"{p}{n}": weights if p == "W" else [0.1, 0.0, -0.1] for p in "Wb" for n in "123"}
-    values = {"x": [0.5, -0.5, 1.0], "y": [0.0, 1.0, 0.5], "params": params}
-    (tmp_path / "values.json").write_text(json.dumps(values), encoding="utf-8")
-    argv = [command[0], str(path), *(a.format(tmp=tmp_path) for a in command[1:])]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert "layers[1].skip_from" in err and "does not support residual connections" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.json", "values.json"]
+@pytest.mark.slow
+def test_derive_at_a_point_passes_the_module_check(tmp_path, capsys) -> None:
+    """The worked numbers of a residual network, every one checked against loss_and_grad;
+    dC/da^1 is shown as its two paths: through layer 2 and through the skip."""
+    from chainrule.derive.notation import notation as notation_for
+
+    from chainrule.api import derivation
+
+    spec = _net([2, 2, 2, 2], ["sigmoid", "tanh", "sigmoid"], {2: 1, 3: 1})
+    params = {
+        "W1": [[0.1, -0.2], [0.3, 0.2]],
+        "b1": [0.1, -0.1],
+        "W2": [[0.2, 0.1], [-0.1, 0.3]],
+        "b2": [0.0, 0.2],
+        "W3": [[0.3, -0.2], [0.1, 0.1]],
+        "b3": [0.1, 0.0],
+    }
+    at = {"x": [0.5, -0.4], "y": [0.3, 0.8], "params": params}
+    doc = derivation(spec, "3b1b", at=at)
+    assert doc.worked.checked
+    text = doc.to_markdown()
+    nota = notation_for("3b1b", spec)
+    paths = [nota.partial(nota.cost, nota.a(d, "1")) for d in (2, 3)]
+    assert f"{paths[0]} + {paths[1]} = " in text  # dC/da^1_1's skip paths, summed
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps({**spec.to_dict(), "name": "r"}), encoding="utf-8")
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps(at), encoding="utf-8")
+    out = tmp_path / "doc.md"
+    assert main(["derive", str(path), "--at", str(values), "-o", str(out)]) == 0
 
 
 def test_graph_and_compare_commands_accept_a_skip(tmp_path, capsys) -> None:

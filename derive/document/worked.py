@@ -274,7 +274,7 @@ def witness_point(spec: Spec, first: Env) -> tuple[dict, dict]:
         # A side that is one of the witness's own forward expressions (in the inputs
         # and parameters, or in the free values of the layer below) is named by it.
         free_z = net.affine(layer, net.afree[layer - 1])
-        free_a = net.activate(layer, net.zfree[layer])
+        free_a = net.output_of(layer, net.zfree[layer])
         for j in range(spec.sizes[layer]):
             for role, exprs in (("z", (net.z[layer], free_z)), ("a", (net.a[layer], free_a))):
                 for expr in exprs:
