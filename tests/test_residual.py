@@ -145,9 +145,20 @@ def torch():
     return pytest.importorskip("torch", reason="PyTorch is optional: pip install torch==2.13.0")
 
 
-@pytest.mark.parametrize("form", ["vectorized", "plain"])
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("layout", ["columns", "rows"])
+#: (layout, bias, form): two combinations in the quick subset, every one in the full suite.
+_QUICK = {("columns", True, "vectorized"), ("rows", False, "plain")}
+_VARIANTS = [
+    pytest.param(*combo, marks=() if combo in _QUICK else pytest.mark.slow)
+    for combo in (
+        (layout, bias, form)
+        for layout in ("columns", "rows")
+        for bias in (True, False)
+        for form in ("vectorized", "plain")
+    )
+]
+
+
+@pytest.mark.parametrize(("layout", "bias", "form"), _VARIANTS)
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_loss_and_grad_equal_torch_autograd(torch, name, layout, bias, form) -> None:
     sizes, acts, skips, cost = NETWORKS[name]
@@ -163,7 +174,7 @@ def test_loss_and_grad_equal_torch_autograd(torch, name, layout, bias, form) -> 
     assert module.loss(params, x, y) == pytest.approx(want_cost, rel=1e-12)
 
 
-@pytest.mark.parametrize("layout", ["columns", "rows"])
+@pytest.mark.parametrize("layout", ["columns", pytest.param("rows", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("act", [*ELEMENTWISE, CUSTOM])
 def test_every_activation_with_skips_equals_torch(torch, act, layout) -> None:
     """Each activation receives a skip (layer 1 from x, layer 2 from layer 1) and feeds one."""
@@ -575,7 +586,13 @@ def _chain_spec(name: str = "network") -> Spec:
 
 
 @pytest.mark.parametrize(
-    "notation", [pytest.param("nielsen", marks=pytest.mark.slow), "3b1b", "cheatsheet", "course"]
+    "notation",
+    [
+        pytest.param("nielsen", marks=pytest.mark.slow),
+        pytest.param("3b1b", marks=pytest.mark.slow),
+        "cheatsheet",
+        "course",
+    ],
 )
 def test_derivation_shows_and_checks_the_residual_steps(notation) -> None:
     from chainrule.derive.document import check_step, derivation
@@ -687,7 +704,9 @@ def test_naive_estimate_bounds_the_real_expansion_with_skips(skips) -> None:
     assert estimate_naive_ops(spec) >= count_strategy(gradients(spec, "naive")).total
 
 
-@pytest.mark.parametrize("strategy", ["backprop", "naive", "cse"])
+@pytest.mark.parametrize(
+    "strategy", ["backprop", pytest.param("naive", marks=pytest.mark.slow), "cse"]
+)
 def test_unrolled_form_with_skips_equals_the_vectorized(strategy) -> None:
     from chainrule.codegen.unrolled import generate_unrolled
 
