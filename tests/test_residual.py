@@ -723,3 +723,16 @@ def test_unrolled_form_with_skips_equals_the_vectorized(strategy) -> None:
     assert cost == pytest.approx(want_cost, rel=1e-13)
     assert _max_rel(got, want) < 1e-12
     assert "# forward: a2_0 = tanh(z2_0) + a1_0 = " in source
+
+
+@pytest.mark.parametrize("skips", [{2: 1, 3: 0}, {}])
+def test_derive_at_with_a_linear_layer_of_two_units(skips) -> None:
+    """A skip into a linear output (and a linear layer without skips): sigma' = 1 on every
+    unit in the worked numbers, which the module check confirms."""
+    from chainrule.api import derivation
+
+    spec = _net([2, 2, 2, 2], ["sigmoid", "tanh", "linear"], skips)
+    weights = [[0.1, -0.2], [0.3, 0.2]]
+    params = {f"{p}{n}": weights if p == "W" else [0.1, -0.1] for p in "Wb" for n in "123"}
+    doc = derivation(spec, "cheatsheet", at={"x": [0.5, -0.4], "y": [0.3, 0.8], "params": params})
+    assert doc.worked.checked

@@ -124,6 +124,9 @@ def run_point(spec: Spec, point: Point, first_only: bool = False) -> Env:
         names = tuple(sorted(s.name for s in expr.free_symbols))
         s = BatchStatement(target, "map", names, expr, "", 0, "", "")
         env[target] = run_statement(s, env, rows, m, at=_entry)
+        if not names and target.startswith("sp"):  # a constant sigma' (linear): every unit
+            shape = env[naming.weighted_input(naming.layer_of(target))].shape
+            env[target] = sp.ones(*shape) * env[target][0, 0]
     return env
 
 
