@@ -44,12 +44,13 @@ class SourceSection(SectionWriterBase):
                 f"{nota.delta('l')} = \\left(({nota.weight_matrix('l+1')})^{{T}} "
                 f"{nota.delta('l+1')}\\right) \\odot {nota.sprime('l')}"
             )
-            plain = [ly for ly in range(big_l - 1, 0, -1) if not self.fed_by(ly)]
-            checks = tuple(sides for ly in plain for sides in self.bp2_vector(ly).checks)
+            by_layer = dict(zip(range(big_l - 1, 0, -1), summary[1:], strict=True))
+            plain = [step for ly, step in by_layer.items() if not self.fed_by(ly)]
+            checks = tuple(sides for step in plain for sides in step.checks)
             if plain:
                 steps.append(Step("The error of layer l from layer l+1", latex, checks, "BP2"))
             if len(plain) < big_l - 1:
-                steps.append(self.residual_general_bp2())
+                steps.append(self.residual_general_bp2(by_layer))
         gradients = [s for ly in range(big_l, 0, -1) for s in self.gradient_steps(ly)]
         bias = [s for s in gradients if s.label == "BP3"]
         if bias:
@@ -87,17 +88,17 @@ class SourceSection(SectionWriterBase):
             intro += " " + self.outer_product_words()
         return Section("As the book writes it", intro, tuple(steps))
 
-    def residual_general_bp2(self) -> Step:
+    def residual_general_bp2(self, by_layer: dict[int, Step]) -> Step:
         """BP2 for a layer l that feeds a residual connection into layer d (not the book's:
         its networks have none): the skip's dC/da^d joins the sum before sigma'(z^l)."""
-        nota, big_l = self.nota, self.depth
+        nota = self.nota
         latex = (
             f"{nota.delta('l')} = \\left(({nota.weight_matrix('l+1')})^{{T}} "
             f"{nota.delta('l+1')} + \\sum_{{d}} {nota.partial(nota.cost, nota.a('d'))}\\right) "
             f"\\odot {nota.sprime('l')}"
         )
-        sources = [ly for ly in range(big_l - 1, 0, -1) if self.fed_by(ly)]
-        checks = tuple(sides for ly in sources for sides in self.bp2_vector(ly).checks)
+        sources = [step for ly, step in by_layer.items() if self.fed_by(ly)]
+        checks = tuple(sides for step in sources for sides in step.checks)
         title = "The error of a layer l that feeds skips into layers d (residual connections)"
         return Step(title, latex, checks, "BP2")
 
