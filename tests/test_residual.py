@@ -736,3 +736,19 @@ def test_derive_at_with_a_linear_layer_of_two_units(skips) -> None:
     params = {f"{p}{n}": weights if p == "W" else [0.1, -0.1] for p in "Wb" for n in "123"}
     doc = derivation(spec, "cheatsheet", at={"x": [0.5, -0.4], "y": [0.3, 0.8], "params": params})
     assert doc.worked.checked
+
+
+@pytest.mark.parametrize("cost", ["huber", "squared-error"])
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+def test_skip_into_the_output_under_other_real_costs(cost, form) -> None:
+    """Costs defined on all reals take a skip into the output: every entry against central
+    differences (targets scaled so that both pieces of huber are used)."""
+    spec = _net([3, 3, 3], ["relu", "linear"], {2: 0}, cost)
+    module = _module(spec, form)
+    params = module.init_params(np.random.default_rng(0))
+    x, y = _data(spec)
+    y = 3 * y
+    _, got = module.loss_and_grad(params, x, y)
+    numeric = _central_differences(module, params, x, y)
+    for key in params:
+        np.testing.assert_allclose(got[key], numeric[key], rtol=1e-5, atol=1e-8)
