@@ -394,15 +394,13 @@ class _BatchProgramBuilder:
         ]
         back = self.product(f"{w_up}^T", upper)
         paths = "".join(f" + {name}" for name in fed)
-        note = (
-            " (paths through layer {} and the skip{} into {})".format(
-                layer + 1,
-                "s" if len(fed) > 1 else "",
-                ", ".join(f"layer {naming.layer_of(name)}" for name in fed),
-            )
-            if fed
-            else ""
-        )
+        into = [str(naming.layer_of(name)) for name in fed]
+        note = ""
+        if len(into) == 1:
+            note = f" (paths through layer {layer + 1} and the skip into layer {into[0]})"
+        elif into:
+            listed = f"{', '.join(into[:-1])} and {into[-1]}"
+            note = f" (paths through layer {layer + 1} and the skips into layers {listed})"
         self.add(
             g, "backsum", (w_up, upper, *fed), None, "BP2", layer, f"{g} = {back}{paths}{note}"
         )
