@@ -18,6 +18,7 @@ File format (TOML; JSON has the same fields)::
     size = 30
     activation = "sigmoid"      # a name, or an expression in x such as "x*sigmoid(x)"
     bias = true                 # optional, default true
+    skip_from = 1               # optional residual connection: a^l = f(z^l) + a^k, k < l
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 from chainrule.derive.errors import SpecError
 from chainrule.derive.exprparse import describe_character, looks_like_expression, parse_activation
-from chainrule.derive.tables import ACTIVATIONS, COSTS, CostRow, output_range
+from chainrule.derive.tables import ACTIVATIONS, COSTS, REAL, CostRow, output_range
 
 MAX_WIDTH = 100_000
 MAX_LAYERS = 64
@@ -44,7 +45,7 @@ DTYPES = ("float64", "float32")
 TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype", "l2", "l1")
 #: The largest regularization coefficient accepted (a larger one swamps any cost).
 MAX_PENALTY = 1e6
-LAYER_FIELDS = ("size", "activation", "bias")
+LAYER_FIELDS = ("size", "activation", "bias", "skip_from")
 
 
 def _show(value: Any) -> str:
@@ -87,11 +88,13 @@ def _check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Layer:
-    """One dense layer: ``size`` units, an activation (name or expression), a bias flag."""
+    """One dense layer: ``size`` units, an activation (name or expression), a bias flag,
+    and optionally ``skip_from`` = k, a residual connection a^l = f(z^l) + a^k."""
 
     size: int
     activation: str
     bias: bool = True
+    skip_from: int | None = None
 
     @property
     def is_custom(self) -> bool:
@@ -147,6 +150,15 @@ class Spec:
         return tuple(layer.activation for layer in self.layers)
 
     @property
+    def skips(self) -> dict[int, int]:
+        """The residual connections as {layer l: source k}, for a^l = f(z^l) + a^k."""
+        return {
+            i: layer.skip_from
+            for i, layer in enumerate(self.layers, start=1)
+            if layer.skip_from is not None
+        }
+
+    @property
     def parameter_count(self) -> int:
         """Number of scalar parameters (weights and enabled biases)."""
         n = self.sizes
@@ -166,6 +178,7 @@ class Spec:
             _check_layer(layer, f"layers[{i}]", is_output=i == last)
         _check_choice(self.cost, "cost", tuple(COSTS))
         _check_cost(COSTS[self.cost], self.layers[last])
+        _check_skips(self)
         _check_choice(self.layout, "layout", LAYOUTS)
         _check_choice(self.dtype, "dtype", DTYPES)
         _check_name(self.name)
@@ -215,10 +228,7 @@ class Spec:
             "cost": self.cost,
             "layout": self.layout,
             "dtype": self.dtype,
-            "layers": [
-                {"size": ly.size, "activation": ly.activation, "bias": ly.bias}
-                for ly in self.layers
-            ],
+            "layers": [_layer_dict(ly) for ly in self.layers],
             **penalty,
         }
 
@@ -277,6 +287,63 @@ def _check_layer(layer: Any, where: str, *, is_output: bool) -> None:
             f"{where}.size",
             f"{act} over a single output is constant",
             "use at least 2 outputs, or sigmoid for one",
+        )
+
+
+def _layer_dict(layer: Layer) -> dict[str, Any]:
+    """One layer in the file format's field names (``skip_from`` only when set)."""
+    out: dict[str, Any] = {"size": layer.size, "activation": layer.activation, "bias": layer.bias}
+    if layer.skip_from is not None:
+        out["skip_from"] = layer.skip_from
+    return out
+
+
+def _check_skips(spec: Spec) -> None:
+    """Each ``skip_from`` = k names an earlier layer 0..l-1 of the same size, and never
+    feeds an output whose cost is computed on a restricted range (fused on the logits)."""
+    sizes = spec.sizes
+    for layer, k in enumerate((ly.skip_from for ly in spec.layers), start=1):
+        where = f"layers[{layer - 1}].skip_from"
+        if k is None:
+            continue
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise SpecError(
+                where,
+                f"expected a layer number, got {_show(k)}",
+                f"give an integer 0..{layer - 1} (0 is the input x), or leave it out",
+            )
+        if not 0 <= k < layer:
+            raise SpecError(
+                where,
+                f"layer {layer} cannot take a skip from layer "
+                + (str(k) if abs(k) < 10**9 else "number that large"),
+                f"give an earlier layer 0..{layer - 1} (0 is the input x)",
+            )
+        if sizes[k] != sizes[layer]:
+            raise SpecError(
+                where,
+                f"layer {k} has {sizes[k]} units and layer {layer} has {sizes[layer]}",
+                "skip from a layer of the same size",
+            )
+        if layer == spec.depth:
+            _check_output_skip(spec, where)
+
+
+def _check_output_skip(spec: Spec, where: str) -> None:
+    """A skip into the output layer: only an elementwise output under a cost on all reals."""
+    act = spec.layers[-1].activation
+    if act in ACTIVATIONS and ACTIVATIONS[act].expr is None:
+        raise SpecError(
+            where,
+            f"a skip into the {act} output layer would break its normalization",
+            "skip into a hidden layer instead",
+        )
+    cost = COSTS[spec.cost]
+    if cost.output != REAL:
+        raise SpecError(
+            where,
+            f"{cost.name} is computed fused on the output's logits, which a + a^k would break",
+            "skip into a hidden layer, or use a cost defined on all reals such as quadratic",
         )
 
 
@@ -371,7 +438,9 @@ def spec_from_dict(data: Any, source: str = "dict") -> Spec:
         for required in ("size", "activation"):
             if required not in raw:
                 raise SpecError(f"{where}.{required}", "missing field", f"add {required} = ...")
-        layers.append(Layer(raw["size"], raw["activation"], raw.get("bias", True)))
+        layers.append(
+            Layer(raw["size"], raw["activation"], raw.get("bias", True), raw.get("skip_from"))
+        )
     return Spec(
         input_size=data["input"],
         layers=tuple(layers),
