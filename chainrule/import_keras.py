@@ -219,7 +219,8 @@ def spec_from_keras(
             "build the model with keras.Input(shape=(n,)) before model.to_json()",
         )
     layers = tuple(
-        Layer(s, a, b, n) for s, a, b, n in zip(sizes, activations, biases, norms, strict=True)
+        Layer(s, a, b, batch_norm=n)
+        for s, a, b, n in zip(sizes, activations, biases, norms, strict=True)
     )
     l2, l1 = _keras_penalty(raw_layers)
     return Spec(

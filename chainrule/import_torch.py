@@ -134,7 +134,7 @@ def spec_from_torch(
     if not activations:
         raise SpecError("from-torch", "the model has no Linear layer", "add nn.Linear layers")
     layers = tuple(
-        Layer(size, act, bias, norm)
+        Layer(size, act, bias, batch_norm=norm)
         for size, act, bias, norm in zip(sizes[1:], activations, biases, norms, strict=True)
     )
     return Spec(sizes[0], layers, cost, layout, dtype, name, source="torch")

@@ -28,6 +28,7 @@ layout (rows: every product transposed, operands swapped):
 ``loss``           (1/m) sum of ``expr`` over examples and units, plus the sum of
                    the entries of each ``penalty`` term (L2/L1 regularization)
 ``backprop``       (W^T delta) elementwise-times sigma' (when given)
+``backsum``        W^T delta plus the further operands (residual: dC/da^k summed over paths)
 ``outer``          (1/m) delta prev^T, plus the ``penalty`` term elementwise
 ``example_sum``    (1/m) delta 1
 ``bn_mean``        (1/m) u 1: the batch mean per unit
@@ -171,17 +172,18 @@ class _BatchProgramBuilder:
             f"{naming.activation(0)} = {naming.INPUT}",
         )
         for layer, spec_layer in enumerate(self.spec.layers, start=1):
-            if spec_layer.batch_norm:
-                self.normalized_input(layer)
-                self.activation(layer)
-                continue
             w, b = naming.weight(layer), naming.bias(layer)
             prev, z = naming.activation(layer - 1), naming.weighted_input(layer)
             operands = (w, prev, b) if spec_layer.bias else (w, prev)
             eq = f"{z} = {self.product(w, prev)}" + (f" + {b}" if spec_layer.bias else "")
-            self.add(z, "affine", operands, None, "forward", layer, eq)
+            if spec_layer.batch_norm:
+                self.normalized_input(layer)
+            else:
+                self.add(z, "affine", operands, None, "forward", layer, eq)
             if self.d.activations[layer - 1] is None:
                 self.softmax(layer)
+            elif spec_layer.skip_from is not None:
+                self.residual_activation(layer, spec_layer.skip_from)
             else:
                 self.activation(layer)
 
@@ -276,6 +278,9 @@ class _BatchProgramBuilder:
 
     # -- backward -------------------------------------------------------------------------
     def output_error(self) -> None:
+        if self.depth in self.spec.skips:
+            self.residual_output_error()
+            return
         big_l, output = self.depth, self.d.output
         symbols = layer_symbols(big_l)
         delta, a = naming.delta(big_l), naming.activation(big_l)
@@ -338,6 +343,9 @@ class _BatchProgramBuilder:
         )
 
     def hidden_error(self, layer: int) -> None:
+        if layer in self.spec.skips or layer in self.spec.skips.values():
+            self.residual_error(layer)
+            return
         act = self.d.activations[layer - 1]
         delta, upper = naming.delta(layer), self.upper_error(layer + 1)
         w_up, sprime = naming.weight(layer + 1), naming.sigma_prime(layer)
@@ -432,6 +440,99 @@ class _BatchProgramBuilder:
             f" - {xhat} * mean({delta} * {xhat})): three terms (the mean and the variance)",
         )
         return deltau
+
+    # -- residual connections ---------------------------------------------------------------
+    def residual_activation(self, layer: int, source: int) -> None:
+        """a^l = sigma(z^l) + a^k: sigma(z^l) kept as h^l (sigma'(z^l) is computed from it)."""
+        act = self.d.activations[layer - 1]
+        h, a, z = (
+            naming.own_activation(layer),
+            naming.activation(layer),
+            naming.weighted_input(layer),
+        )
+        a_k = naming.activation(source)
+        expr = act.forward.subs(layer_symbols(layer))
+        call = f"{function_name(self.d, layer)}({z})"
+        shown = plain(expr)
+        self.add(
+            h,
+            "map",
+            _names(expr),
+            expr,
+            "forward",
+            layer,
+            f"{h} = {call}" + ("" if shown == call else f" = {shown}"),
+        )
+        total = naming.symbol(h) + naming.symbol(a_k)
+        eq = f"{a} = {call} + {a_k} = {h} + {a_k} (residual connection from layer {source})"
+        self.add(a, "map", (h, a_k), total, "forward", layer, eq)
+
+    def residual_symbols(self, layer: int) -> dict[sp.Symbol, sp.Symbol]:
+        """Layer symbols where the cached output a means sigma(z^l) (h^l with a skip in)."""
+        symbols = layer_symbols(layer)
+        if layer in self.spec.skips:
+            symbols[A] = naming.symbol(naming.own_activation(layer))
+        return symbols
+
+    def residual_delta(self, layer: int, label: str) -> None:
+        """delta^l = dC/da^l * sigma'(z^l), from the stored dC/da^l."""
+        act = self.d.activations[layer - 1]
+        g, delta = naming.activation_gradient(layer), naming.delta(layer)
+        cached = act.cached.subs(self.residual_symbols(layer))
+        if cached == 1:
+            name = function_name(self.d, layer)
+            self.add(delta, "alias", (g,), None, label, layer, f"{delta} = {g} ({name}' = 1)")
+            return
+        sprime = naming.sigma_prime(layer)
+        derivative = act.derivative.subs(Z, naming.symbol(naming.weighted_input(layer)))
+        forms = [f"{function_name(self.d, layer)}'({naming.weighted_input(layer)})"]
+        for form in (derivative, cached):
+            if plain(form) not in forms:
+                forms.append(plain(form))
+        eq = f"{sprime} = " + " = ".join(forms)
+        self.add(sprime, "map", _names(cached), cached, label, layer, eq, derivative)
+        expr = naming.symbol(g) * naming.symbol(sprime)
+        self.add(delta, "map", (g, sprime), expr, label, layer, f"{delta} = {g} * {sprime}")
+
+    def residual_error(self, layer: int) -> None:
+        """BP2 at a layer a skip touches: dC/da^l summed over the path through layer l+1
+        and the skips out of l, then delta^l = dC/da^l * sigma'(z^l)."""
+        g = naming.activation_gradient(layer)
+        w_up, upper = naming.weight(layer + 1), self.upper_error(layer + 1)
+        fed = [
+            naming.activation_gradient(dest)
+            for dest, k in sorted(self.spec.skips.items())
+            if k == layer
+        ]
+        back = self.product(f"{w_up}^T", upper)
+        paths = "".join(f" + {name}" for name in fed)
+        into = [str(naming.layer_of(name)) for name in fed]
+        note = ""
+        if len(into) == 1:
+            note = f" (paths through layer {layer + 1} and the skip into layer {into[0]})"
+        elif into:
+            listed = f"{', '.join(into[:-1])} and {into[-1]}"
+            note = f" (paths through layer {layer + 1} and the skips into layers {listed})"
+        self.add(
+            g, "backsum", (w_up, upper, *fed), None, "BP2", layer, f"{g} = {back}{paths}{note}"
+        )
+        self.residual_delta(layer, "BP2")
+
+    def residual_output_error(self) -> None:
+        """BP1 for an output layer with a skip in: dC/da^L stored, then times sigma'(z^L)."""
+        big_l = self.depth
+        g = naming.activation_gradient(big_l)
+        expr = self.d.output.dcost_da.subs(layer_symbols(big_l))
+        self.add(
+            g,
+            "map",
+            _names(expr),
+            expr,
+            "BP1",
+            big_l,
+            f"{g} = dC/d{naming.activation(big_l)} = {plain(expr)}",
+        )
+        self.residual_delta(big_l, "BP1")
 
     def gradients(self, layer: int) -> None:
         delta, prev = naming.delta(layer), naming.activation(layer - 1)
@@ -618,6 +719,9 @@ def run_statement(
     if s.op == "backprop":
         back = ops[1] * ops[0].T if rows else ops[0].T * ops[1]
         return back.multiply_elementwise(ops[2]) if len(ops) == 3 else back
+    if s.op == "backsum":
+        back = ops[1] * ops[0].T if rows else ops[0].T * ops[1]
+        return sum(ops[2:], back)
     if s.op == "outer":
         delta, prev = ops[:2]  # a third operand: the weights of the penalty term
         product = (prev.T * delta if rows else delta * prev.T) / m

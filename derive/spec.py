@@ -18,6 +18,7 @@ File format (TOML; JSON has the same fields)::
     size = 30
     activation = "sigmoid"      # a name, or an expression in x such as "x*sigmoid(x)"
     bias = true                 # optional, default true (false with batch_norm)
+    skip_from = 1               # optional residual connection: a^l = f(z^l) + a^k, k < l
     batch_norm = false          # optional: z = gamma (W a - mean) / sqrt(var + 1e-5) + beta
 """
 
@@ -33,7 +34,7 @@ from typing import Any
 
 from chainrule.derive.errors import SpecError
 from chainrule.derive.exprparse import describe_character, looks_like_expression, parse_activation
-from chainrule.derive.tables import ACTIVATIONS, COSTS, CostRow, output_range
+from chainrule.derive.tables import ACTIVATIONS, COSTS, REAL, CostRow, output_range
 
 MAX_WIDTH = 100_000
 MAX_LAYERS = 64
@@ -45,7 +46,7 @@ DTYPES = ("float64", "float32")
 TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype", "l2", "l1")
 #: The largest regularization coefficient accepted (a larger one swamps any cost).
 MAX_PENALTY = 1e6
-LAYER_FIELDS = ("size", "activation", "bias", "batch_norm")
+LAYER_FIELDS = ("size", "activation", "bias", "skip_from", "batch_norm")
 
 
 def _show(value: Any) -> str:
@@ -89,7 +90,8 @@ def _check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
 @dataclass(frozen=True)
 class Layer:
     """One dense layer: ``size`` units, an activation (name or expression), a bias flag,
-    and whether its weighted input is batch-normalized.
+    and optionally ``skip_from`` = k, a residual connection a^l = f(z^l) + a^k, and
+    whether its weighted input is batch-normalized.
 
     A batch-normalized layer has no bias (its beta shifts z instead): ``bias`` defaults
     to ``not batch_norm``, and ``bias=True`` together with ``batch_norm=True`` is refused.
@@ -98,6 +100,7 @@ class Layer:
     size: int
     activation: str
     bias: bool | None = None
+    skip_from: int | None = None
     batch_norm: bool = False
 
     def __post_init__(self) -> None:
@@ -158,6 +161,15 @@ class Spec:
         return tuple(layer.activation for layer in self.layers)
 
     @property
+    def skips(self) -> dict[int, int]:
+        """The residual connections as {layer l: source k}, for a^l = f(z^l) + a^k."""
+        return {
+            i: layer.skip_from
+            for i, layer in enumerate(self.layers, start=1)
+            if layer.skip_from is not None
+        }
+
+    @property
     def parameter_count(self) -> int:
         """Number of scalar parameters (weights, enabled biases, gamma and beta)."""
         n = self.sizes
@@ -185,6 +197,7 @@ class Spec:
             _check_layer(layer, f"layers[{i}]", is_output=i == last)
         _check_choice(self.cost, "cost", tuple(COSTS))
         _check_cost(COSTS[self.cost], self.layers[last])
+        _check_skips(self)
         _check_choice(self.layout, "layout", LAYOUTS)
         _check_choice(self.dtype, "dtype", DTYPES)
         _check_name(self.name)
@@ -234,11 +247,7 @@ class Spec:
             "cost": self.cost,
             "layout": self.layout,
             "dtype": self.dtype,
-            "layers": [
-                {"size": ly.size, "activation": ly.activation, "bias": ly.bias}
-                | ({"batch_norm": True} if ly.batch_norm else {})
-                for ly in self.layers
-            ],
+            "layers": [_layer_dict(ly) for ly in self.layers],
             **penalty,
         }
 
@@ -320,6 +329,66 @@ def _check_batch_norm(layer: Layer, where: str, *, is_output: bool) -> None:
             f"{where}.bias",
             "a batch-normalized layer has no bias (beta shifts it instead)",
             "remove bias = true (batch_norm implies no bias)",
+        )
+
+
+def _layer_dict(layer: Layer) -> dict[str, Any]:
+    """One layer in the file format's field names (``skip_from`` and ``batch_norm`` only
+    when set)."""
+    out: dict[str, Any] = {"size": layer.size, "activation": layer.activation, "bias": layer.bias}
+    if layer.skip_from is not None:
+        out["skip_from"] = layer.skip_from
+    if layer.batch_norm:
+        out["batch_norm"] = True
+    return out
+
+
+def _check_skips(spec: Spec) -> None:
+    """Each ``skip_from`` = k names an earlier layer 0..l-1 of the same size, and never
+    feeds an output whose cost is computed on a restricted range (fused on the logits)."""
+    sizes = spec.sizes
+    for layer, k in enumerate((ly.skip_from for ly in spec.layers), start=1):
+        where = f"layers[{layer - 1}].skip_from"
+        if k is None:
+            continue
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise SpecError(
+                where,
+                f"expected a layer number, got {_show(k)}",
+                f"give an integer 0..{layer - 1} (0 is the input x), or leave it out",
+            )
+        if not 0 <= k < layer:
+            raise SpecError(
+                where,
+                f"layer {layer} cannot take a skip from layer "
+                + (str(k) if abs(k) < 10**9 else "number that large"),
+                f"give an earlier layer 0..{layer - 1} (0 is the input x)",
+            )
+        if sizes[k] != sizes[layer]:
+            raise SpecError(
+                where,
+                f"layer {k} has {sizes[k]} units and layer {layer} has {sizes[layer]}",
+                "skip from a layer of the same size",
+            )
+        if layer == spec.depth:
+            _check_output_skip(spec, where)
+
+
+def _check_output_skip(spec: Spec, where: str) -> None:
+    """A skip into the output layer: only an elementwise output under a cost on all reals."""
+    act = spec.layers[-1].activation
+    if act in ACTIVATIONS and ACTIVATIONS[act].expr is None:
+        raise SpecError(
+            where,
+            f"a skip into the {act} output layer would break its normalization",
+            "skip into a hidden layer instead",
+        )
+    cost = COSTS[spec.cost]
+    if cost.output != REAL:
+        raise SpecError(
+            where,
+            f"{cost.name} is computed fused on the output's logits, which a + a^k would break",
+            "skip into a hidden layer, or use a cost defined on all reals such as quadratic",
         )
 
 
@@ -419,7 +488,15 @@ def spec_from_dict(data: Any, source: str = "dict") -> Spec:
                 f"{where}.bias", "expected true or false, got null", "write true or false"
             )
         norm = raw.get("batch_norm", False)
-        layers.append(Layer(raw["size"], raw["activation"], raw.get("bias"), norm))
+        layers.append(
+            Layer(
+                raw["size"],
+                raw["activation"],
+                raw.get("bias"),
+                raw.get("skip_from"),
+                batch_norm=norm,
+            )
+        )
     return Spec(
         input_size=data["input"],
         layers=tuple(layers),

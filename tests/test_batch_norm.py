@@ -344,7 +344,7 @@ def test_batch_norm_on_the_output_layer_or_with_a_bias_is_refused():
         Spec(2, (Layer(3, "relu"), Layer(2, "linear", batch_norm=True)), "quadratic")
     assert info.value.field == "layers[1].batch_norm" and "output layer" in str(info.value)
     with pytest.raises(SpecError) as info:
-        Spec(2, (Layer(3, "relu", True, True), Layer(2, "linear")), "quadratic")
+        Spec(2, (Layer(3, "relu", True, batch_norm=True), Layer(2, "linear")), "quadratic")
     assert info.value.field == "layers[0].bias" and "batch_norm implies no bias" in str(info.value)
     raw = {"input": 2, "cost": "quadratic", "layers": [{"size": 2, "activation": "tanh"}]}
     raw["layers"].insert(0, {"size": 3, "activation": "relu", "batch_norm": True, "bias": True})
