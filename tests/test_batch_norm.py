@@ -115,6 +115,7 @@ def _torch_loss(torch, module: ModuleType, tensors: dict, x: np.ndarray, y: np.n
     rows = module.LAYOUT == "rows"
     a = torch.tensor(x if rows else x.T)
     target = torch.tensor(y if rows else y.T)
+    outputs = [a]
     for layer, spec_layer in enumerate(module.SPEC["layers"], start=1):
         w = tensors[f"W{layer}"]
         z = a @ (w if rows else w.T)
@@ -126,6 +127,9 @@ def _torch_loss(torch, module: ModuleType, tensors: dict, x: np.ndarray, y: np.n
             z = z + tensors[f"b{layer}"].reshape(-1)
         act = spec_layer["activation"]
         a = torch.log_softmax(z, 1) if act == "softmax" else _torch_activation(torch, act, z)
+        if spec_layer.get("skip_from") is not None:
+            a = a + outputs[spec_layer["skip_from"]]
+        outputs.append(a)
     m = a.shape[0]
     if module.COST == "cross-entropy":
         return -(target * a).sum() / m
@@ -774,3 +778,27 @@ def test_generate_from_torch_with_batchnorm1d(run_cli, tmp_path, torch):
         "bias": False,
         "batch_norm": True,
     }
+
+
+@pytest.mark.parametrize(
+    ("layout", "form"), [("columns", "vectorized"), ("rows", "vectorized"), ("columns", "plain")]
+)
+def test_batch_norm_with_residual_connections_equals_torch_autograd(torch, make, layout, form):
+    """Skips out of and into batch-normalized layers, with l2: the gradient is torch's."""
+    layers = (
+        Layer(5, "tanh", batch_norm=True),
+        Layer(5, "relu", skip_from=1),
+        Layer(5, CUSTOM, skip_from=2, batch_norm=True),
+        Layer(3, "softmax"),
+    )
+    spec = Spec(3, layers, "cross-entropy", layout=layout).replace(l2=0.01)
+    module = make(spec, form)
+    params, x, y = _problem(module)
+    cost, grads = module.loss_and_grad(params, x, y)
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    total = _torch_loss(torch, module, tensors, x, y)
+    total = total + 0.01 / 2 * sum((t**2).sum() for k, t in tensors.items() if k.startswith("W"))
+    total.backward()
+    assert abs(cost - total.item()) <= 1e-12 * max(1.0, abs(total.item()))
+    assert _relative(grads, {k: t.grad.numpy() for k, t in tensors.items()}) < 1e-9
+    assert module.check_gradient(params, x, y) < 1e-6
