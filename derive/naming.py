@@ -14,6 +14,8 @@ sigma'(z^l)         ``sp2``           ``\\sigma'(z^{2})``
 dC/dW^l, dC/db^l    ``dC_dW2``        ``\\frac{\\partial C}{\\partial W^{2}}``
 dC/da^l (residual)  ``dC_da2``        ``\\frac{\\partial C}{\\partial a^{2}}``
 sigma(z^l) (resid.) ``h2``            ``\\sigma(z^{2})``
+batch norm          ``u2``, ``mean2``, ``var2``, ``xhat2``, ``gamma2``, ``beta2``
+dC/du^l (b. norm)   ``deltau2``       (the three-term error)
 CSE temporaries     ``_t0``           ``t_{0}``
 ==================  ===============  =============================
 """
