@@ -208,7 +208,7 @@ def penalty_part(
     if nodes:
         forward, backward = graph_penalty.nodes(spec, weights=True)
         lines += forward + backward
-    lines += graph_penalty.forward_edges(spec)
+    lines += graph_penalty.forward_edges(spec, rank_by_weights=nodes)
     edges = graph_penalty.backward_edges(spec)
     for src, dst, count in edges:
         text = None if scalar else f"penalty: naive {count:,}, backprop 1"

@@ -66,11 +66,17 @@ def nodes(spec: Spec, *, weights: bool, indent: str = "  ") -> tuple[list[str], 
     return forward, backward
 
 
-def forward_edges(spec: Spec) -> list[str]:
-    """W^l -> P^l -> C for every layer (blue, as the other forward edges)."""
+def forward_edges(spec: Spec, *, rank_by_weights: bool = True) -> list[str]:
+    """W^l -> P^l -> C for every layer (blue, as the other forward edges).
+
+    Without ``rank_by_weights`` the edge W^l -> P^l sets no rank: in the layer graph W^l
+    already sits by z^l, and P^l there would widen that column; so every P^l stands in
+    one column, just before C.
+    """
+    free = "" if rank_by_weights else ", constraint=false"
     lines = []
     for l in range(1, spec.depth + 1):  # noqa: E741
-        lines += [f'  W{l} -> P{l} [color="#4a78a8"];', f'  P{l} -> C [color="#4a78a8"];']
+        lines += [f'  W{l} -> P{l} [color="#4a78a8"{free}];', f'  P{l} -> C [color="#4a78a8"];']
     return lines
 
 
