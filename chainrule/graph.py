@@ -12,6 +12,9 @@ the parameter p. The edge from z^(l+1)_i down to z^l_j lies on
 paths from C to one unit of layer l and ``down(l)`` counts the paths from one unit
 of layer l to the parameters at or below it.
 
+A regularized spec (``l2``, ``l1``) adds each layer's penalty term, drawn and counted by
+:mod:`chainrule.graph_penalty`: one more path per weight, C -> P^l -> w.
+
 Small networks get the scalar graph (one node per unit); larger ones the layer graph
 (one node per vector). DOT is always written; SVG and PNG come from Graphviz's ``dot``
 program when it is installed (``apt-get install graphviz``). ``chainrule graph``
@@ -334,8 +337,10 @@ def layer_graph(spec: Spec) -> Graph:
         body.append(f'    z{l} [label="z{_sup(l)}\\n({n[l]})", {_FORWARD}];')
         body.append(f"    a{l} [label={_quote(f'a{_sup(l)} = {act}(z{_sup(l)})')}, {_FORWARD}];")
     body.append(f'    C [label="C\\n{spec.cost}", {_COST}];')
-    forward_pen, backward_pen = graph_penalty.nodes(spec, weights=False, indent="    ")
-    body += [*(forward_pen if spec.regularized else []), "  }"]
+    forward_pen, backward_pen = (
+        graph_penalty.nodes(spec, weights=False, indent="    ") if spec.regularized else ([], [])
+    )
+    body += [*forward_pen, "  }"]
     for l in range(1, depth + 1):  # noqa: E741
         body.append(f'  a{l - 1} -> z{l} [color="#4a78a8"];')
         body.append(f'  W{l} -> z{l} [color="#4a78a8"];')
@@ -352,7 +357,7 @@ def layer_graph(spec: Spec) -> Graph:
         )
         if spec.layers[l - 1].bias:
             body.append(f'    dC_db{l} [label="∂C/∂b{_sup(l)} = Σ δ{_sup(l)}", {_GRAD}];')
-    body += [*(backward_pen if spec.regularized else []), "  }"]
+    body += [*backward_pen, "  }"]
     count = n[depth] * up[depth] * down[depth]
     naive, backprop = naive + count, backprop + n[depth]
     style = _edge_style(count, f"BP1: naive {count:,}, backprop {n[depth]:,}", key="label")

@@ -220,3 +220,22 @@ def test_layer_graph_stands_the_penalties_in_one_column_before_c(name: str) -> N
     x = {m.group(1): float(m.group(2)) for m in pattern.finditer(svg)}
     columns = {x[f"P{layer}"] for layer in range(1, spec.depth + 1)}
     assert columns == {x[f"a{spec.depth}"]} and x["C"] > x[f"a{spec.depth}"]
+
+
+def _graphviz_version(text: str) -> str | None:
+    found = re.search(r"graphviz version ([\d.]+)", text)
+    return found.group(1) if found else None
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
+@pytest.mark.parametrize("name", ["3b1b-chain", "two-layer-nobias", "nielsen"])
+def test_the_readme_pictures_without_a_penalty_are_unchanged(name: str) -> None:
+    """The README's pictures (no penalty) render byte for byte as committed, when this
+    Graphviz is the one that made them."""
+    import subprocess
+
+    committed = (Path(__file__).resolve().parents[1] / f"docs/graph-{name}.svg").read_text("utf-8")
+    here = subprocess.run(["dot", "-V"], capture_output=True, text=True).stderr
+    if _graphviz_version(here) != _graphviz_version(committed):
+        pytest.skip("another Graphviz version lays out differently")
+    assert build_graph(preset(name)).render("svg").decode("utf-8") == committed
