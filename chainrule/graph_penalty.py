@@ -53,6 +53,11 @@ def backward_label(spec: Spec, layer: int) -> str:
     return f"∂P{_sup(layer)}/∂{w} = " + " + ".join(derivative_terms(spec, w))
 
 
+def _two_lines(label: str) -> str:
+    """``name = value`` as two DOT lines, ``name =`` over ``value``: a narrower box."""
+    return label.replace(" = ", " =\\n", 1)
+
+
 def nodes(spec: Spec, *, weights: bool, indent: str = "  ") -> tuple[list[str], list[str]]:
     """The forward node lines (W^l when ``weights``, P^l) and the backward ones (dP^l)."""
     n = spec.sizes
@@ -61,8 +66,9 @@ def nodes(spec: Spec, *, weights: bool, indent: str = "  ") -> tuple[list[str], 
         if weights:
             shape = f"({n[l]}×{n[l - 1]})"
             forward.append(f'{indent}W{l} [label="W{_sup(l)}\\n{shape}", {_PARAM}];')
-        forward.append(f'{indent}P{l} [label="{forward_label(spec, l)}", {_FORWARD}];')
-        backward.append(f'{indent}dP{l} [label="{backward_label(spec, l)}", {_PENALTY}];')
+        value, term = _two_lines(forward_label(spec, l)), _two_lines(backward_label(spec, l))
+        forward.append(f'{indent}P{l} [label="{value}", {_FORWARD}];')
+        backward.append(f'{indent}dP{l} [label="{term}", {_PENALTY}];')
     return forward, backward
 
 
