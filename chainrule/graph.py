@@ -208,9 +208,11 @@ def penalty_part(
     if not spec.regularized:
         return [], 0, 0
     lines: list[str] = []
-    if nodes:
+    if nodes:  # the W^l and the P^l each in one column, layer 1 on top
         forward, backward = graph_penalty.nodes(spec, weights=True)
-        lines += forward + backward
+        layers = range(1, spec.depth + 1)
+        columns = [_column([f"{p}{l}" for l in layers]) for p in ("W", "P")]  # noqa: E741
+        lines += forward + backward + [c for c in columns if c]
     lines += graph_penalty.forward_edges(spec, rank_by_weights=nodes)
     edges = graph_penalty.backward_edges(spec)
     for src, dst, count in edges:

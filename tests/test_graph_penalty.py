@@ -162,7 +162,7 @@ def test_labels_say_what_sympy_derives(penalty_name: str) -> None:
 
 def _without_penalty(dot: str) -> list[str]:
     """The DOT lines less the penalty's lines, its BP4 term and the title (with counts)."""
-    drop = re.compile(r"^  (W\d+ |P\d+ |dP\d+ |C -> dP\d+ )|legend_pen")
+    drop = re.compile(r"^  (W\d+ |P\d+ |dP\d+ |C -> dP\d+ |\{ rank=same; [WP]1 )|legend_pen")
     lines = [re.sub(r' \+ ∂P[⁰¹²³⁴⁵⁶⁷⁸⁹]+/∂w[^\\"]*', "", line) for line in dot.splitlines()]
     return [line for line in lines if not drop.search(line) and "labelloc=t" not in line]
 
@@ -204,6 +204,11 @@ def test_svg_shows_the_penalty(level: str) -> None:
     assert "<svg" in svg and "penalty term" in svg
     assert ">∂P¹/∂W¹ =</text>" in svg and ">l2 W¹ + l1 sign(W¹)</text>" in svg
     assert ">P³ =</text>" in svg and ">(l2/2)‖W³‖² + l1 Σ|W³|</text>" in svg
+    pattern = re.compile(
+        r'<g id="node\d+" class="node">\s*<title>(P\d)</title>.*?<text [^>]*y="([-\d.]+)"', re.S
+    )
+    ys = [float(y) for _, y in sorted(pattern.findall(svg))]
+    assert len(ys) == 3 and (ys == sorted(ys) or level == "layer")  # scalar: P¹ on top
 
 
 @pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
