@@ -239,7 +239,7 @@ def test_graph_draws_the_penalty() -> None:
 
     plain = build_graph(_spec("sigmoid-quadratic-columns", 0.0, 0.0))
     graph = build_graph(_spec("sigmoid-quadratic-columns", 0.1, 0.0))
-    assert "∂P¹/∂W¹ = l2 W¹" in graph.dot and "∂P²/∂W² = l2 W²" in graph.dot
+    assert "∂P¹/∂W¹ =\\nl2 W¹" in graph.dot and "∂P²/∂W² =\\nl2 W²" in graph.dot
     assert graph.naive_walks == plain.naive_walks + 3 * 4 + 4 * 2
 
 
