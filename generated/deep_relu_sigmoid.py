@@ -241,12 +241,11 @@ def _check_out(params, out):
         raise ValueError(f"out: expected a dict of arrays such as new_gradient() gives; got {type(out)}")
     for key, shape in PARAM_SHAPES.items():
         into = out.get(key)
-        kind = f"writeable C-contiguous {params[key].dtype}"
         fits = isinstance(into, np.ndarray) and into.shape == shape
         if not (fits and into.dtype == params[key].dtype and into.flags.c_contiguous):
-            raise _refuse(f"out[{key!r}]", into, shape, kind)
+            raise _refuse(f"out[{key!r}]", into, shape, f"writeable C-contiguous {params[key].dtype}")
         if not into.flags.writeable:
-            raise _refuse(f"out[{key!r}]", into, shape, kind)
+            raise _refuse(f"out[{key!r}]", into, shape, f"writeable C-contiguous {params[key].dtype}")
 
 
 def init_state(dtype=_DT):
