@@ -26,7 +26,7 @@ import subprocess
 from dataclasses import dataclass
 
 from chainrule.derive.errors import SpecError
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, refuse_dropout
 
 #: Networks at most this big (weights, units) get the scalar graph under ``--level auto``.
 SCALAR_MAX_WEIGHTS = 60
@@ -347,6 +347,7 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
     >>> g.level, g.naive_walks, g.backprop_walks
     ('scalar', 12, 3)
     """
+    refuse_dropout(spec, "the graph")
     weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
     if level == "auto":
         small = weights <= SCALAR_MAX_WEIGHTS and sum(spec.sizes) <= SCALAR_MAX_UNITS

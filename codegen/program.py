@@ -269,8 +269,17 @@ class _ModuleProgramBuilder:
         code = f"np.matmul({self.pair(delta, self.ones())}, out={gradient_ref(param)})"
         return self.statement(s, code, equation=s.equation + held)
 
+    def dropout_mask(self, s: BatchStatement) -> Statement:
+        """D^l drawn into its work buffer by the module helper (1 when ``rng`` is None)."""
+        self.helpers.add("_dropout_mask")
+        buffer = self.buffer(s.target, self.spec.sizes[s.layer])
+        p = float(self.spec.layers[s.layer - 1].dropout)
+        return self.statement(s, f"_dropout_mask(rng, {p!r}, {buffer})", buffer=s.target)
+
     def code(self, s: BatchStatement) -> list[Statement]:
         """The generated statements computing ``s`` (a temporary or two, then ``s`` itself)."""
+        if s.op == "dropout":
+            return [self.dropout_mask(s)]
         if s.op == "alias":
             return [self.statement(s, s.operands[0])]
         if s.op in ("log_softmax", "log1m_softmax"):

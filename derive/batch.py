@@ -26,7 +26,9 @@ layout (rows: every product transposed, operands swapped):
 ``unit_sum``       sum over units of ``expr`` elementwise, per example
 ``other_units``    sum over k != j of v_k a_j / (1 - a_k), v = ``expr``
 ``loss``           (1/m) sum of ``expr`` over examples and units
-``backprop``       (W^T delta) elementwise-times sigma' (when given)
+``backprop``       (W^T delta) elementwise-times each further operand (sigma', D)
+``dropout``        the layer's dropout mask D^l, an input of the step: taken from
+                   ``env`` under its target (the module draws it)
 ``outer``          (1/m) delta prev^T
 ``example_sum``    (1/m) delta 1
 =================  ==========================================================
@@ -40,7 +42,18 @@ from dataclasses import dataclass
 import sympy as sp
 from chainrule.derive import naming
 from chainrule.derive.batch_network import columnwise, log1m_softmax, log_softmax
-from chainrule.derive.layers import LOG1MP, LOGP, REST, UNIT_SUM, A, NetworkDerivation, Y, Z
+from chainrule.derive.layers import (
+    LOG1MP,
+    LOGP,
+    MASK,
+    REST,
+    UNIT_SUM,
+    A,
+    NetworkDerivation,
+    Y,
+    Z,
+    dropout_factor,
+)
 from sympy.printing.str import StrPrinter
 
 
@@ -163,6 +176,8 @@ class _BatchProgramBuilder:
             self.add(z, "affine", operands, None, "forward", layer, eq)
             if self.d.activations[layer - 1] is None:
                 self.softmax(layer)
+            elif spec_layer.dropout:
+                self.dropout_activation(layer, float(spec_layer.dropout))
             else:
                 self.activation(layer)
 
@@ -277,6 +292,9 @@ class _BatchProgramBuilder:
         )
 
     def hidden_error(self, layer: int) -> None:
+        if self.spec.layers[layer - 1].dropout:
+            self.dropout_error(layer)
+            return
         act = self.d.activations[layer - 1]
         delta, upper = naming.delta(layer), naming.delta(layer + 1)
         w_up, sprime = naming.weight(layer + 1), naming.sigma_prime(layer)
@@ -319,6 +337,62 @@ class _BatchProgramBuilder:
             layer,
             f"{delta} = ({back}) * {sprime}",
         )
+
+    # -- dropout ----------------------------------------------------------------------------
+    def dropout_activation(self, layer: int, p: float) -> None:
+        """a^l = D^l * sigma(z^l): sigma(z^l) kept as h^l (sigma'(z^l) is computed from it),
+        then the mask D^l = r^l / (1 - p), then their product."""
+        act = self.d.activations[layer - 1]
+        h, a, z = (
+            naming.own_activation(layer),
+            naming.activation(layer),
+            naming.weighted_input(layer),
+        )
+        mask = naming.dropout_mask(layer)
+        expr = act.forward.subs(layer_symbols(layer))
+        call = f"{function_name(self.d, layer)}({z})"
+        shown = plain(expr)
+        eq = f"{h} = {call}" + ("" if shown == call else f" = {shown}")
+        self.add(h, "map", _names(expr), expr, "forward", layer, eq)
+        self.add(
+            mask,
+            "dropout",
+            (h,),
+            None,
+            "forward",
+            layer,
+            f"{mask} = r{layer} / (1 - p), r{layer} ~ Bernoulli(1 - p) per unit and example, "
+            f"p = {p!r} (dropout; training only, {mask} = 1 in forward)",
+        )
+        product = naming.symbol(mask) * naming.symbol(h)
+        self.add(a, "map", (mask, h), product, "forward", layer, f"{a} = {mask} * {h} (dropout)")
+
+    def dropout_error(self, layer: int) -> None:
+        """BP2 at a dropout layer: delta^l = (W^T delta^(l+1)) * D^l * sigma'(z^l), the mask
+        factor being SymPy's d(D sigma(z))/dz over sigma'(z); sigma' is read from h^l."""
+        act = self.d.activations[layer - 1]
+        delta, upper = naming.delta(layer), naming.delta(layer + 1)
+        w_up, sprime = naming.weight(layer + 1), naming.sigma_prime(layer)
+        mask = naming.dropout_mask(layer)
+        factor = dropout_factor().subs(MASK, naming.symbol(mask))
+        back = self.product(f"{w_up}^T", upper)
+        symbols = {**layer_symbols(layer), A: naming.symbol(naming.own_activation(layer))}
+        cached = act.cached.subs(symbols)
+        if cached == 1:
+            name = function_name(self.d, layer)
+            eq = f"{delta} = ({back}) * {plain(factor)} ({name}' = 1; dropout mask)"
+            self.add(delta, "backprop", (w_up, upper, *_names(factor)), None, "BP2", layer, eq)
+            return
+        derivative = act.derivative.subs(Z, naming.symbol(naming.weighted_input(layer)))
+        forms = [f"{function_name(self.d, layer)}'({naming.weighted_input(layer)})"]
+        for form in (derivative, cached):
+            if plain(form) not in forms:
+                forms.append(plain(form))
+        eq = f"{sprime} = " + " = ".join(forms)
+        self.add(sprime, "map", _names(cached), cached, "BP2", layer, eq, derivative)
+        eq = f"{delta} = ({back}) * {plain(factor)} * {sprime} (dropout mask)"
+        operands = (w_up, upper, *_names(factor), sprime)
+        self.add(delta, "backprop", operands, None, "BP2", layer, eq)
 
     def gradients(self, layer: int) -> None:
         delta, prev = naming.delta(layer), naming.activation(layer - 1)
@@ -451,7 +525,13 @@ def run_statement(
         return sp.Matrix([[sp.Add(*_entrywise(s.expr, env, at)) / m]])
     if s.op == "backprop":
         back = ops[1] * ops[0].T if rows else ops[0].T * ops[1]
-        return back.multiply_elementwise(ops[2]) if len(ops) == 3 else back
+        for factor in ops[2:]:
+            back = back.multiply_elementwise(factor)
+        return back
+    if s.op == "dropout":
+        if s.target not in env:
+            raise ValueError(f"the dropout mask {s.target} is an input here: give it in env")
+        return env[s.target]
     if s.op == "outer":
         delta, prev = ops
         return (prev.T * delta if rows else delta * prev.T) / m

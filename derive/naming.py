@@ -89,10 +89,12 @@ _LATEX_PATTERNS: tuple[tuple[str, str], ...] = (
     ("dC_db", r"\frac{\partial C}{\partial b^{%s}}"),
     ("delta", r"\delta^{%s}"),
     ("sp", r"\sigma'(z^{%s})"),
+    ("h", r"\sigma(z^{%s})"),
     ("W", "W^{%s}"),
     ("b", "b^{%s}"),
     ("z", "z^{%s}"),
     ("a", "a^{%s}"),
+    ("D", "D^{%s}"),
 )
 
 
@@ -155,6 +157,18 @@ def unit_sum(layer: int) -> str:
     return f"s{layer}"
 
 
+def own_activation(layer: int) -> str:
+    """Identifier of sigma(z^l) of a layer with a residual connection, e.g. ``h2``:
+    there a^l = sigma(z^l) + a^k, and sigma'(z^l) is computed from this cached value."""
+    return f"h{layer}"
+
+
+def dropout_mask(layer: int) -> str:
+    """Identifier of the dropout mask D^l = r^l / (1 - p) of layer l, e.g. ``D2``: there
+    a^l = D^l * sigma(z^l), with sigma(z^l) cached as ``h2`` for sigma'(z^l)."""
+    return f"D{layer}"
+
+
 #: Identifiers of the batch arrays, the example count and the cost.
 INPUT = "x"
 TARGET = "y"
@@ -178,6 +192,8 @@ _KINDS: tuple[tuple[str, str], ...] = (
     ("z", "weighted_input"),
     ("a", "activation"),
     ("s", "unit_sum"),
+    ("h", "own_activation"),
+    ("D", "dropout_mask"),
 )
 
 

@@ -16,12 +16,15 @@ File format (TOML; JSON has the same fields)::
     size = 30
     activation = "sigmoid"      # a name, or an expression in x such as "x*sigmoid(x)"
     bias = true                 # optional, default true
+    dropout = 0.2               # optional, hidden layers only: inverted dropout, p in [0, 1)
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
+import numbers
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +42,7 @@ MAX_SHOWN = 60
 LAYOUTS = ("columns", "rows")
 DTYPES = ("float64", "float32")
 TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype")
-LAYER_FIELDS = ("size", "activation", "bias")
+LAYER_FIELDS = ("size", "activation", "bias", "dropout")
 
 
 def _show(value: Any) -> str:
@@ -87,6 +90,8 @@ class Layer:
     size: int
     activation: str
     bias: bool = True
+    #: Inverted dropout on this layer's output in training: a^l = D^l * f(z^l), 0 = none.
+    dropout: float = field(default=0.0, kw_only=True)
 
     @property
     def is_custom(self) -> bool:
@@ -152,6 +157,7 @@ class Spec:
             _check_layer(layer, f"layers[{i}]", is_output=i == last)
         _check_choice(self.cost, "cost", tuple(COSTS))
         _check_cost(COSTS[self.cost], self.layers[last])
+        _check_dropout(self)
         _check_choice(self.layout, "layout", LAYOUTS)
         _check_choice(self.dtype, "dtype", DTYPES)
         _check_name(self.name)
@@ -195,11 +201,13 @@ class Spec:
             "cost": self.cost,
             "layout": self.layout,
             "dtype": self.dtype,
-            "layers": [
-                {"size": ly.size, "activation": ly.activation, "bias": ly.bias}
-                for ly in self.layers
-            ],
+            "layers": [_with_dropout(ly) for ly in self.layers],
         }
+
+    @property
+    def dropout_layers(self) -> dict[int, float]:
+        """The layers with dropout as {layer l: p} (p > 0), in layer order."""
+        return {i: float(ly.dropout) for i, ly in enumerate(self.layers, start=1) if ly.dropout}
 
     def replace(self, **changes: Any) -> Spec:
         """A copy with some top-level fields changed (validated again)."""
@@ -255,6 +263,52 @@ def _check_layer(layer: Any, where: str, *, is_output: bool) -> None:
             f"{act} over a single output is constant",
             "use at least 2 outputs, or sigmoid for one",
         )
+
+
+def _with_dropout(layer: Layer) -> dict[str, Any]:
+    """One layer in the file format's field names; ``dropout`` only when it is not 0, so a
+    spec without dropout reads (and hashes) as before."""
+    out: dict[str, Any] = {"size": layer.size, "activation": layer.activation, "bias": layer.bias}
+    if layer.dropout:
+        out["dropout"] = float(layer.dropout)
+    return out
+
+
+def _check_dropout(spec: Spec) -> None:
+    """Each ``dropout`` is a real number p in [0, 1), and 0 on the output layer."""
+    for i, layer in enumerate(spec.layers):
+        p, where = layer.dropout, f"layers[{i}].dropout"
+        real = isinstance(p, numbers.Real) and not isinstance(p, bool)
+        if not (real and (isinstance(p, numbers.Integral) or math.isfinite(p))):
+            raise SpecError(
+                where,
+                f"expected a number, got {_show(p)}",
+                "give the drop probability p as a number in [0, 1), such as 0.2",
+            )
+        if not 0 <= p < 1:
+            raise SpecError(
+                where,
+                f"{_show(p)} is outside [0, 1)",
+                "give the drop probability p with 0 <= p < 1 (0 means no dropout)",
+            )
+        if p and i == len(spec.layers) - 1:
+            raise SpecError(
+                where,
+                "dropout on the output layer would drop the network's outputs",
+                "put dropout on a hidden layer, or remove it here",
+            )
+
+
+def refuse_dropout(spec: Spec, what: str) -> None:
+    """Raise :class:`SpecError` on the first layer with dropout when ``what`` does not
+    support dropout (the vectorized and plain modules do)."""
+    for i, layer in enumerate(spec.layers):
+        if layer.dropout:
+            raise SpecError(
+                f"layers[{i}].dropout",
+                f"{what} does not support dropout",
+                "use chainrule generate (vectorized or plain form), or set dropout = 0",
+            )
 
 
 def _check_cost(cost: CostRow, out: Layer) -> None:
@@ -337,7 +391,14 @@ def spec_from_dict(data: Any, source: str = "dict") -> Spec:
         for required in ("size", "activation"):
             if required not in raw:
                 raise SpecError(f"{where}.{required}", "missing field", f"add {required} = ...")
-        layers.append(Layer(raw["size"], raw["activation"], raw.get("bias", True)))
+        layers.append(
+            Layer(
+                raw["size"],
+                raw["activation"],
+                raw.get("bias", True),
+                dropout=raw.get("dropout", 0.0),
+            )
+        )
     return Spec(
         input_size=data["input"],
         layers=tuple(layers),

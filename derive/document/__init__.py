@@ -34,7 +34,7 @@ from chainrule.derive.document.summary import SummarySection
 from chainrule.derive.document.text import to_unicode
 from chainrule.derive.document.vectorized import VectorizedSection
 from chainrule.derive.document.witness import WITNESS_BATCH, WITNESS_WIDTH
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, refuse_dropout
 
 
 class DerivationWriter(
@@ -67,6 +67,7 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     >>> [s.label for s in doc.vectorized][-2:]
     ['BP4', 'BP3']
     """
+    refuse_dropout(spec, "the step-by-step derivation")
     # The document is laid out on a one-unit witness (fast at any depth); the sides
     # of each step come from the full witness, built when a check first asks for them.
     sections = _sections(spec, notation, 1)
