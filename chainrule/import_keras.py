@@ -17,6 +17,7 @@ from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Layer, Spec
 from chainrule.derive.tables import ACTIVATIONS, Match
 from chainrule.import_common import LEAKY_SLOPE, _check_match, _params, _same_setting, _short
+from chainrule.import_dropout import DropoutSlots
 
 #: Keras activation names of functions that are expressions rather than table rows.
 _KERAS_EXPRESSIONS: dict[str, str] = {
@@ -38,7 +39,7 @@ _KERAS_REFUSED: dict[str, tuple[str, str]] = {
 }
 
 _KERAS_IGNORED = ("InputLayer",)
-_KERAS_HINT = "use Dense, Activation, ReLU, LeakyReLU(0.01), ELU or Softmax layers only"
+_KERAS_HINT = "use Dense, Activation, ReLU, LeakyReLU(0.01), ELU, Softmax or Dropout layers only"
 
 
 def _reject_constant(token: str) -> Any:
@@ -200,7 +201,8 @@ def spec_from_keras(
     else:
         data, where = _read_keras_json(source)
     raw_layers, model_name, input_size = _keras_model(data, where)
-    sizes, activations, biases, input_size = _keras_layers(raw_layers, input_size)
+    dropout = DropoutSlots()
+    sizes, activations, biases, input_size = _keras_layers(raw_layers, input_size, dropout)
     if not sizes:
         raise SpecError("from-keras", "the model has no Dense layer", "add Dense layers")
     if input_size is None:
@@ -209,7 +211,11 @@ def spec_from_keras(
             "the input shape is not in the config",
             "build the model with keras.Input(shape=(n,)) before model.to_json()",
         )
-    layers = tuple(Layer(s, a, b) for s, a, b in zip(sizes, activations, biases, strict=True))
+    rates = dropout.finish()
+    layers = tuple(
+        Layer(s, a, b, dropout=p)
+        for s, a, b, p in zip(sizes, activations, biases, rates, strict=True)
+    )
     return Spec(
         input_size,
         layers,
@@ -222,9 +228,10 @@ def spec_from_keras(
 
 
 def _keras_layers(
-    raw_layers: list[Any], input_size: int | None
+    raw_layers: list[Any], input_size: int | None, dropout: DropoutSlots
 ) -> tuple[list[int], list[str], list[bool], int | None]:
-    """Units, activations and use_bias of the Dense layers, and the input width found."""
+    """Units, activations and use_bias of the Dense layers, and the input width found;
+    each Dropout layer's rate goes into ``dropout``."""
     sizes: list[int] = []
     activations: list[str] = []
     biases: list[bool] = []
@@ -240,19 +247,36 @@ def _keras_layers(
                 input_size = _shape_width(cfg[key], f"{where_layer}.{key}")
         if class_name in _KERAS_IGNORED:
             continue
+        if class_name == "Dropout":
+            _keras_dropout(cfg, where_layer, dropout)
+            continue
         if class_name == "Dense":
             units, use_bias, shape = _keras_dense(raw, cfg, where_layer)
             if input_size is None and shape is not None:
                 input_size = _shape_width(shape, f"{where_layer}.input_shape")
             sizes.append(units)
             biases.append(use_bias)
+            dropout.layer()
             activations.append(
                 _keras_activation(cfg.get("activation"), f"{where_layer}.activation")
             )
             continue
+        dropout.activation(where_layer)
         activation = _keras_layer_activation(str(class_name), cfg, where_layer)
         _attach_activation(activations, activation, where_layer)
     return sizes, activations, biases, input_size
+
+
+def _keras_dropout(cfg: dict[str, Any], where: str, dropout: DropoutSlots) -> None:
+    """A Keras Dropout layer: its rate, with no noise_shape and no seed of its own (the
+    generated module draws every mask from its own ``seed``)."""
+    for key, fix in (
+        ("noise_shape", "remove noise_shape: the mask has one entry per unit and example"),
+        ("seed", "remove seed: the generated module's seed= fixes the masks"),
+    ):
+        if cfg.get(key) is not None:
+            raise SpecError(f"{where}.{key}", f"{_short(cfg[key])} is not supported", fix)
+    dropout.dropout(cfg.get("rate"), where, "rate")
 
 
 def _keras_model(data: Any, where: str) -> tuple[list[Any], Any, int | None]:

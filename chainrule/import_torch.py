@@ -17,6 +17,7 @@ from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Layer, Spec
 from chainrule.derive.tables import ACTIVATIONS
 from chainrule.import_common import _check_match, _params
+from chainrule.import_dropout import DropoutSlots
 
 #: PyTorch modules computing an expression rather than a table row.
 _TORCH_EXPRESSIONS: dict[str, str] = {"SiLU": "x*sigmoid(x)"}
@@ -93,8 +94,12 @@ def spec_from_torch(
     sizes: list[int] = []
     activations: list[str] = []
     biases: list[bool] = []
+    dropout = DropoutSlots()
     for name_, child in _torch_modules(module):
         where = f"from-torch.{name_} ({type(child).__name__})"
+        if type(child) is torch.nn.Dropout:
+            dropout.dropout(child.p, where, "p")
+            continue
         if isinstance(child, torch.nn.Linear):
             if sizes and child.in_features != sizes[-1]:
                 raise SpecError(
@@ -107,7 +112,9 @@ def spec_from_torch(
             sizes.append(child.out_features)
             biases.append(child.bias is not None)
             activations.append("linear")
+            dropout.layer()
             continue
+        dropout.activation(where)
         activation = _torch_activation(child, where)
         if not activations:
             raise SpecError(where, "an activation before any Linear layer", "start with Linear")
@@ -121,8 +128,8 @@ def spec_from_torch(
     if not activations:
         raise SpecError("from-torch", "the model has no Linear layer", "add nn.Linear layers")
     layers = tuple(
-        Layer(size, act, bias)
-        for size, act, bias in zip(sizes[1:], activations, biases, strict=True)
+        Layer(size, act, bias, dropout=p)
+        for size, act, bias, p in zip(sizes[1:], activations, biases, dropout.finish(), strict=True)
     )
     return Spec(sizes[0], layers, cost, layout, dtype, name, source="torch")
 

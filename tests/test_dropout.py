@@ -527,3 +527,127 @@ def test_accuracy_is_measured_without_dropout(build) -> None:
     params, x, _ = point(module)
     labels = np.argmax(module.forward(params, x), axis=0)
     assert accuracy(module, params, x, labels) == 1.0
+
+
+# --------------------------------------------------------------------------- importers
+
+
+def _keras(*middle: dict) -> dict:
+    """A Keras 3 style Sequential config: input 4, Dense(6, relu), ``middle``, Dense(3)."""
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "k",
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 4]}},
+                {"class_name": "Dense", "config": {"name": "d0", "units": 6, "activation": "relu"}},
+                *middle,
+                {
+                    "class_name": "Dense",
+                    "config": {"name": "d1", "units": 3, "activation": "softmax"},
+                },
+            ],
+        },
+    }
+
+
+def _drop(rate: object = 0.25, **extra: object) -> dict:
+    config = {"name": "drop", "rate": rate, "noise_shape": None, "seed": None, **extra}
+    return {"class_name": "Dropout", "config": config}
+
+
+def test_keras_dropout_sets_the_layer_before() -> None:
+    from chainrule.importers import spec_from_keras
+
+    spec = spec_from_keras(_keras(_drop(0.25)), "cross-entropy")
+    assert spec.dropout_layers == {1: 0.25}
+    relu_then_drop = _keras(
+        {"class_name": "Dense", "config": {"name": "d", "units": 5, "activation": "linear"}},
+        {"class_name": "ReLU", "config": {"name": "r"}},
+        _drop(0.5),
+    )
+    assert spec_from_keras(relu_then_drop, "cross-entropy").dropout_layers == {2: 0.5}
+
+
+@pytest.mark.parametrize(
+    ("layers", "field", "words"),
+    [
+        ((_drop(), _drop()), "drop", "a second Dropout"),
+        ((_drop(noise_shape=[None, 1]),), "noise_shape", "not supported"),
+        ((_drop(seed=3),), "seed", "not supported"),
+        ((_drop(1.0),), "rate", "[0, 1)"),
+        ((_drop("0.2"),), "rate", "[0, 1)"),
+        (
+            (
+                {"class_name": "Dense", "config": {"name": "d", "units": 5}},
+                _drop(),
+                {"class_name": "ReLU", "config": {"name": "r"}},
+            ),
+            "'r'",
+            "an activation after",
+        ),
+    ],
+)
+def test_keras_dropout_refusals(layers, field, words) -> None:
+    from chainrule.importers import spec_from_keras
+
+    with pytest.raises(SpecError) as info:
+        spec_from_keras(_keras(*layers), "cross-entropy")
+    assert field in info.value.field and words in info.value.message
+    assert "\n" not in str(info.value)
+
+
+def test_keras_dropout_first_or_last_is_refused() -> None:
+    from chainrule.importers import spec_from_keras
+
+    first = _keras()
+    first["config"]["layers"].insert(1, _drop())
+    with pytest.raises(SpecError, match="a Dropout before any Dense layer"):
+        spec_from_keras(first, "cross-entropy")
+    last = _keras()
+    last["config"]["layers"].append(_drop())
+    with pytest.raises(SpecError, match="a Dropout after the output layer"):
+        spec_from_keras(last, "cross-entropy")
+
+
+def test_torch_dropout_sets_the_layer_before() -> None:
+    torch = pytest.importorskip("torch")
+    from chainrule.importers import from_torch
+
+    nn = torch.nn
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.3), nn.Linear(6, 5))
+    net.append(nn.Dropout(0.1))
+    net.append(nn.Linear(5, 3))
+    assert from_torch(net, "quadratic").dropout_layers == {1: 0.3, 2: 0.1}
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda nn: nn.Sequential(nn.Dropout(0.2), nn.Linear(2, 3)), "before any Dense"),
+        (
+            lambda nn: nn.Sequential(
+                nn.Linear(2, 3), nn.Dropout(0.2), nn.Dropout(0.2), nn.Linear(3, 1)
+            ),
+            "a second Dropout",
+        ),
+        (lambda nn: nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.2)), "after the output layer"),
+        (
+            lambda nn: nn.Sequential(
+                nn.Linear(2, 3), nn.Dropout(0.2), nn.Sigmoid(), nn.Linear(3, 1)
+            ),
+            "an activation after",
+        ),
+        (
+            lambda nn: nn.Sequential(nn.Linear(2, 3), nn.AlphaDropout(0.2), nn.Linear(3, 1)),
+            "AlphaDropout",
+        ),
+    ],
+)
+def test_torch_dropout_refusals(make, words) -> None:
+    torch = pytest.importorskip("torch")
+    from chainrule.importers import from_torch
+
+    with pytest.raises(SpecError) as info:
+        from_torch(make(torch.nn), "quadratic")
+    assert words in str(info.value) and "\n" not in str(info.value)
