@@ -222,6 +222,15 @@ def test_equation_comments_name_the_mask(modules) -> None:
     assert "# forward: D1 = r1 / (1 - p), r1 ~ Bernoulli(1 - p) per unit and example" in source
     assert "# forward: a1 = D1 * h1 (dropout)" in source
     assert "# BP2: delta1 = (W2^T delta2) * D1 * sp1 (dropout mask)" in source
+    # sigma' is read from the cached f(z) = h1, not from the masked a1
+    assert "# BP2: sp1 = sigmoid'(z1) = -(sigmoid(z1) - 1)*sigmoid(z1) = h1*(1 - h1)" in source
+
+
+def test_seed_costs_a_none_test_only_without_dropout() -> None:
+    source = generate_module(Spec.from_sizes([3, 4, 2], ["tanh", "sigmoid"], "quadratic"))
+    body = source.split("def loss(params, x, y, seed=None):")[1].split("\ndef ")[0]
+    assert "    if seed is not None:\n        _check_seed(seed)\n" in body
+    assert "rng" not in body and "_mask_rng" not in source and "DROPOUT" not in source
 
 
 # --------------------------------------------------------------------------- the evaluator
@@ -280,8 +289,10 @@ def test_seed_rules(modules, form) -> None:
     # numpy integers and huge seeds are whole numbers like any other
     assert module.loss(params, x, y, seed=np.int64(4)) == module.loss(params, x, y, seed=4)
     assert np.isfinite(module.loss(params, x, y, seed=2**70))
-    gen_cost = module.loss(params, x, y, seed=np.random.default_rng(4))
-    assert gen_cost == module.loss(params, x, y, seed=4)
+    generator = np.random.default_rng(4)
+    assert module.loss(params, x, y, seed=generator) == module.loss(params, x, y, seed=4)
+    # the generator's stream continues: the next call draws other masks
+    assert module.loss(params, x, y, seed=generator) != module.loss(params, x, y, seed=4)
 
 
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
@@ -476,6 +487,7 @@ activation = "softmax"
     ("args", "what"),
     [
         (["derive"], "the step-by-step derivation does not support dropout"),
+        (["derive", "--at", "values.toml"], "the step-by-step derivation does not support"),
         (["compare"], "the scalar-level expansion (compare, graph) does not support dropout"),
         (["graph"], "the graph does not support dropout"),
         (["generate", "--form", "unrolled"], "the unrolled form does not support dropout"),
