@@ -663,3 +663,15 @@ def test_torch_dropout_refusals(make, words) -> None:
     with pytest.raises(SpecError) as info:
         from_torch(make(torch.nn), "quadratic")
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_chainrule_check_fixes_the_masks(tmp_path, capsys) -> None:
+    path = tmp_path / "net.toml"
+    path.write_text(SPEC_TOML)
+    module = tmp_path / "net.py"
+    assert main(["generate", str(path), "-o", str(module)]) == 0
+    for form_args in ([], ["--form", "plain"]):
+        assert main(["generate", str(path), *form_args, "-o", str(module), "--force"]) == 0
+        capsys.readouterr()
+        assert main(["check", str(module), "--seed", "2"]) == 0
+        assert "gradient check: passed" in capsys.readouterr().out
