@@ -675,3 +675,19 @@ def test_chainrule_check_fixes_the_masks(tmp_path, capsys) -> None:
         capsys.readouterr()
         assert main(["check", str(module), "--seed", "2"]) == 0
         assert "gradient check: passed" in capsys.readouterr().out
+
+
+def test_float32_module_draws_float32_masks(build) -> None:
+    spec = make_spec("sigmoid-relu-softmax").replace(dtype="float32")
+    module = build(spec)
+    params = module.init_params(0)
+    x, y = batch(module)
+    masks = module.dropout_masks(6, 1, np.float32)
+    assert all(mask.dtype == np.float32 for mask in masks.values())
+    cost, grads = module.loss_and_grad(params, x.astype(np.float32), y.astype(np.float32), seed=1)
+    assert cost == module.loss(params, x.astype(np.float32), y.astype(np.float32), seed=1)
+    assert all(g.dtype == np.float32 for g in grads.values())
+    with pytest.raises(ValueError, match="^dtype: expected float64 or float32"):
+        module.dropout_masks(6, 1, np.int64)
+    with pytest.raises(ValueError, match="^m: expected a whole number >= 1"):
+        module.dropout_masks(0, 1)
