@@ -335,7 +335,7 @@ def generate_unrolled(
     --------
     >>> from chainrule.derive.spec import preset
     >>> src = generate_unrolled(preset("cheatsheet-relu"), "backprop")
-    >>> "delta1_0 = " in src and "def loss_and_grad(params, x, y, out=None):" in src
+    >>> "delta1_0 = " in src and "def loss_and_grad(params, x, y, out=None, seed=None):" in src
     True
     """
     if strategy not in STRATEGIES:
