@@ -205,6 +205,13 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dtype", choices=("float64", "float32"))
     parser.add_argument("--name", help="a name for the network (kept as a string literal)")
+    for key, what in (("l2", "(l2/2) sum ||W||^2"), ("l1", "l1 sum |W|")):
+        parser.add_argument(
+            f"--{key}",
+            action=_Once,
+            metavar="X",
+            help=f"regularization: the cost adds {what} over the weights (default 0)",
+        )
     parser.add_argument(
         "--from-keras", metavar="MODEL.json", help="import a Keras Sequential (model.to_json())"
     )
@@ -213,6 +220,46 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.py:NAME",
         help="import the nn.Sequential NAME from FILE.py (runs that file: your own code)",
     )
+
+
+class _Once(argparse.Action):
+    """Store an option's text, refusing the option given twice (which value was meant?)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        from chainrule.derive.errors import SpecError
+
+        if getattr(namespace, self.dest, None) is not None:
+            raise SpecError(str(option), "given twice", f"give {option} once")
+        setattr(namespace, self.dest, values)
+
+
+def penalty_number(text: str, flag: str) -> float:
+    """The value of ``--l2`` or ``--l1``: a finite number >= 0 in ASCII digits.
+
+    Examples
+    --------
+    >>> penalty_number("1e-4", "--l2")
+    0.0001
+    """
+    fix = f"give a number >= 0 such as {flag} 0.01"
+    return _ascii_float(text, flag, fix, signed=True)
+
+
+def _with_penalty(spec: Spec, args: argparse.Namespace) -> Spec:
+    """``spec`` with ``--l2`` / ``--l1`` when given (the spec checks the range, named by flag)."""
+    from chainrule.derive.errors import SpecError
+
+    changes = {}
+    for key in ("l2", "l1"):
+        text = getattr(args, key, None)
+        if text is not None:
+            changes[key] = penalty_number(text, f"--{key}")
+    try:
+        return spec.replace(**changes) if changes else spec
+    except SpecError as exc:
+        if exc.field in changes:
+            raise SpecError(f"--{exc.field}", exc.message, exc.fix) from None
+        raise
 
 
 _LAYER_FIELD = re.compile(r"layers\[(\d+)\]\.(size|activation)|input")
@@ -260,7 +307,13 @@ def _one_liner(args: argparse.Namespace) -> Spec:
 
 
 def spec_from_args(args: argparse.Namespace) -> Spec:
-    """Build the spec named by a file, ``--preset`` or the one-liner options."""
+    """Build the spec named by a file, ``--preset``, the one-liner options or an import,
+    with ``--l2`` / ``--l1`` when given."""
+    return _with_penalty(_named_spec(args), args)
+
+
+def _named_spec(args: argparse.Namespace) -> Spec:
+    """The spec named by a file, ``--preset``, the one-liner options or an import."""
     from chainrule.derive.errors import SpecError
     from chainrule.derive.spec import load_spec, preset
 

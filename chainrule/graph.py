@@ -348,6 +348,9 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
     ('scalar', 12, 3)
     """
     refuse_dropout(spec, "the graph")
+    from chainrule.derive.scalar_network import check_unregularized
+
+    check_unregularized(spec)  # the graphs count the cost's paths without a penalty
     weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
     if level == "auto":
         small = weights <= SCALAR_MAX_WEIGHTS and sum(spec.sizes) <= SCALAR_MAX_UNITS

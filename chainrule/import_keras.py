@@ -216,6 +216,7 @@ def spec_from_keras(
         Layer(s, a, b, dropout=p)
         for s, a, b, p in zip(sizes, activations, biases, rates, strict=True)
     )
+    l2, l1 = _keras_penalty(raw_layers)
     return Spec(
         input_size,
         layers,
@@ -224,7 +225,64 @@ def spec_from_keras(
         dtype,
         name or (model_name if isinstance(model_name, str) and model_name else "keras-model"),
         source=f"keras {where}",
+        l2=l2,
+        l1=l1,
     )
+
+
+#: Keras regularizer classes and the coefficients their config holds.
+_KERAS_REGULARIZERS = {"L2": ("l2",), "L1": ("l1",), "L1L2": ("l1", "l2")}
+_SAME_PENALTY = "give every Dense layer the same kernel_regularizer (or none)"
+
+
+def _keras_penalty(raw_layers: list[Any]) -> tuple[float, float]:
+    """The spec's (l2, l1) from the Dense layers' ``kernel_regularizer``.
+
+    Keras' L2(l2=c) adds c sum w^2 to the loss, which is chainrule's l2 = 2c; L1(l1=c)
+    is l1 = c. chainrule has one penalty for every layer's weights, so every Dense layer
+    must have the same regularizer (or none); a bias or activity regularizer is refused.
+    """
+    found: list[tuple[str, tuple[float, float]]] = []
+    for i, raw in enumerate(raw_layers):
+        cfg = raw.get("config", {})
+        if raw.get("class_name") != "Dense":
+            continue
+        where = f"from-keras.layers[{i}] ({_short(cfg.get('name', 'Dense'))})"
+        for key in ("bias_regularizer", "activity_regularizer"):
+            if cfg.get(key) is not None:
+                raise SpecError(f"{where}.{key}", "is not supported", f"remove the {key}")
+        found.append((where, _keras_regularizer(cfg.get("kernel_regularizer"), where)))
+    first = found[0][1] if found else (0.0, 0.0)
+    for where, pair in found:
+        if pair != first:
+            raise SpecError(
+                f"{where}.kernel_regularizer",
+                "differs from the first Dense layer's (chainrule has one l2 and l1)",
+                _SAME_PENALTY,
+            )
+    return first
+
+
+def _keras_regularizer(value: Any, where: str) -> tuple[float, float]:
+    """(l2, l1) in chainrule's convention of one ``kernel_regularizer`` config (or None)."""
+    where = f"{where}.kernel_regularizer"
+    if value is None:
+        return 0.0, 0.0
+    kind = value.get("class_name") if isinstance(value, dict) else None
+    config = value.get("config") if isinstance(value, dict) else None
+    if kind not in _KERAS_REGULARIZERS or not isinstance(config, dict):
+        raise SpecError(
+            where, f"unsupported regularizer {_short(kind or value)}", "use L2, L1 or L1L2"
+        )
+    coefficient = {"l1": 0.0, "l2": 0.0}
+    for key in _KERAS_REGULARIZERS[kind]:
+        number = config.get(key, 0.0)
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise SpecError(
+                f"{where}.{key}", f"expected a number, got {_short(number)}", "give 0.01, say"
+            )
+        coefficient[key] = float(number)
+    return 2 * coefficient["l2"], coefficient["l1"]
 
 
 def _keras_layers(

@@ -27,6 +27,7 @@ from chainrule.codegen.program import (
     Statement,
     _ModuleProgramBuilder,
     build_program,
+    penalty_code,
     temporary_equation,
 )
 from chainrule.codegen.pyformat import format_expr
@@ -115,7 +116,11 @@ class _PlainCodeBuilder:
             args = ", ".join((*s.operands, self.expr(s)))
             return [self.statement(s, f"_softmax_other_units({args}, axis={self.units_axis})")]
         if s.op == "loss":  # one statement: loss and loss_and_grad both print it
-            return [self.statement(s, f"np.sum({self.expr(s)}) / {naming.BATCH}")]
+            code = f"np.sum({self.expr(s)}) / {naming.BATCH}"
+            updates = tuple(
+                f"C += np.sum({t})" for t in penalty_code(s, self.helpers, in_params=True)
+            )
+            return [replace(self.statement(s, code), updates=updates)]
         if s.op == "unit_sum":
             return self.elementwise(s, f"np.sum({{}}, axis={self.units_axis}, keepdims=True)")
         if s.op == "map":
@@ -126,7 +131,19 @@ class _PlainCodeBuilder:
                 equation = f"{s.equation}: the boolean mask {plain(condition)}"
                 return [self.statement(s, code, equation)]
             return self.elementwise(s)
+        if s.op == "outer" and s.penalty:
+            return [self.penalized(s)]
         return [self.statement(s, self.product(s))]
+
+    def penalized(self, s: BatchStatement) -> Statement:
+        """BP4 with the L2/L1 term: one statement, or (past :data:`LINE_LENGTH`) the
+        product and one in-place addition per penalty term."""
+        terms = penalty_code(s, self.helpers, in_params=False)
+        code = " + ".join((self.product(s), *terms))
+        if len(f"    {s.target} = {code}") <= LINE_LENGTH:
+            return self.statement(s, code)
+        updates = tuple(f"{s.target} += {t}" for t in terms)
+        return replace(self.statement(s, self.product(s)), updates=updates)
 
 
 def build_plain_program(derivation: NetworkDerivation) -> Program:

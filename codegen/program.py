@@ -23,6 +23,7 @@ from chainrule.codegen.printer import (
     print_expr,
     print_in_place,
 )
+from chainrule.codegen.pyformat import format_expr
 from chainrule.derive import batch, naming
 from chainrule.derive.batch import BatchStatement, plain
 from chainrule.derive.layers import NetworkDerivation
@@ -98,6 +99,20 @@ _STORED_OVER_M = ", over m (C is a mean)"
 def temporary_equation(name: str, sub: sp.Expr, target: str) -> str:
     """The comment of a CSE temporary: ``_t0 = tanh(softplus(z1)), used more than once in sp1``."""
     return f"{name} = {plain(sub)}, used more than once in {target}"
+
+
+def penalty_code(s: BatchStatement, helpers: set[str], *, in_params: bool) -> list[str]:
+    """The NumPy code of each L2/L1 penalty term of ``s`` (see
+    :mod:`chainrule.derive.penalty`), with the coefficients' values written in and a weight
+    read as ``params["W1"]`` (``in_params``) or by its local name ``W1``."""
+    values = {name: sp.Float(float(value)) for name, value in s.constants}
+    out = []
+    for term in s.penalty:
+        term = term.xreplace({v: values[v.name] for v in term.free_symbols if v.name in values})
+        if in_params:
+            term = term.xreplace({w: sp.Symbol(f'params["{w.name}"]') for w in term.free_symbols})
+        out.extend(format_expr(print_expr(part, helpers)) for part in sp.Add.make_args(term))
+    return out
 
 
 class _ModuleProgramBuilder:
@@ -238,7 +253,11 @@ class _ModuleProgramBuilder:
         """A sum over units (BP1's s) or the cost: a sum over examples and units over m."""
         body = print_expr(s.expr, self.helpers)
         if s.op == "loss":
-            return self.statement(s, f"np.sum({body}) / {naming.BATCH}")
+            code = f"np.sum({body}) / {naming.BATCH}"
+            updates = tuple(
+                f"{s.target} += np.sum({t})" for t in penalty_code(s, self.helpers, in_params=True)
+            )
+            return self.statement(s, code, updates=updates)
         return self.statement(s, f"np.sum({body}, axis={self.units_axis}, keepdims=True)")
 
     def product(self, s: BatchStatement) -> Statement:
@@ -263,7 +282,10 @@ class _ModuleProgramBuilder:
             n_in, n_out = sizes[layer - 1], sizes[layer]
             self.gradient_buffer(param, *((n_in, n_out) if self.rows else (n_out, n_in)))
             code = f"np.matmul({self.pair(delta, f'{prev}.T')}, out={gradient_ref(param)})"
-            return self.statement(s, code, equation=s.equation + held)
+            updates = tuple(
+                f"{s.target} += {t}" for t in penalty_code(s, self.helpers, in_params=False)
+            )
+            return self.statement(s, code, equation=s.equation + held, updates=updates)
         param = naming.bias(layer)
         self.gradient_buffer(param, *((1, sizes[layer]) if self.rows else (sizes[layer], 1)))
         code = f"np.matmul({self.pair(delta, self.ones())}, out={gradient_ref(param)})"

@@ -195,6 +195,11 @@ def _context(program: Program, form: str = "vectorized") -> dict:
         "Underflow is not reported (a result rounded to zero or a subnormal is the correctly",
         "rounded value); overflow, invalid values and division by zero follow np.errstate.",
     ]
+    if spec.regularized:
+        header_lines += [
+            f"Regularization: l2 = {spec.l2!r}, l1 = {spec.l1!r}: the cost C adds",
+            "(l2/2) ||W^l||^2 + l1 sum |W^l| for every layer's weights (never the biases).",
+        ]
     summary = (
         f"Backpropagation for a {'-'.join(map(str, sizes))} network "
         f"({spec.cost} cost), derived by SymPy."

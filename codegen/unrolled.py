@@ -27,7 +27,7 @@ from chainrule.codegen.printer import ChainrulePrinter
 from chainrule.codegen.program import build_program
 from chainrule.codegen.pyformat import format_expr
 from chainrule.codegen.render import _ENV, MARKER, _context, py_literal
-from chainrule.derive import naming
+from chainrule.derive import naming, penalty
 from chainrule.derive.batch import function_name, plain
 from chainrule.derive.errors import CodegenError
 from chainrule.derive.layers import (
@@ -295,6 +295,18 @@ def _cost_expr(spec: Spec) -> sp.Expr:
         total += output.loss_element.xreplace(
             {Z: z, A: a, Y: y, LOGP: sp.log(a), LOG1MP: sp.log(1 - a)}
         )
+    # The L2/L1 penalty of every weight: the same for each example, so the batch mean adds
+    # it once (none when l2 = l1 = 0).
+    element = penalty.with_values(penalty.penalty_element(spec.l2, spec.l1), spec.l2, spec.l1)
+    if element != 0:
+        total += sp.Add(
+            *(
+                element.xreplace({penalty.WEIGHT: naming.symbol(naming.weight_entry(ly, j, k))})
+                for ly in range(1, big_l + 1)
+                for j in range(spec.sizes[ly])
+                for k in range(spec.sizes[ly - 1])
+            )
+        )
     return total
 
 
@@ -386,7 +398,8 @@ def generate_unrolled(
             "output_stack": naming.activation(big_l),
             "cost_unpack": cost_unpack,
             "cost_code": _code(cost, helpers),
-            "cost_target_lines": [ln for ln in _input_lines(g, cost_used) if ln.startswith("y_")],
+            "cost_target_lines": [ln for ln in _input_lines(g, cost_used) if ln.startswith("y_")]
+            + _param_lines(g, cost_used),
             "grad_param_lines": _param_lines(g, used),
             "grad_input_lines": _input_lines(g, used),
             "grad_lines": body,

@@ -25,11 +25,12 @@ layout (rows: every product transposed, operands swapped):
 ``map``            ``expr`` elementwise
 ``unit_sum``       sum over units of ``expr`` elementwise, per example
 ``other_units``    sum over k != j of v_k a_j / (1 - a_k), v = ``expr``
-``loss``           (1/m) sum of ``expr`` over examples and units
+``loss``           (1/m) sum of ``expr`` over examples and units, plus the sum of
+                   the entries of each ``penalty`` term (L2/L1 regularization)
 ``backprop``       (W^T delta) elementwise-times each further operand (sigma', D)
 ``dropout``        the layer's dropout mask D^l, an input of the step: taken from
                    ``env`` under its target (the module draws it)
-``outer``          (1/m) delta prev^T
+``outer``          (1/m) delta prev^T, plus the ``penalty`` term elementwise
 ``example_sum``    (1/m) delta 1
 =================  ==========================================================
 """
@@ -37,10 +38,10 @@ layout (rows: every product transposed, operands swapped):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy as sp
-from chainrule.derive import naming
+from chainrule.derive import naming, penalty
 from chainrule.derive.batch_network import columnwise, log1m_softmax, log_softmax
 from chainrule.derive.layers import (
     LOG1MP,
@@ -77,6 +78,12 @@ class BatchStatement:
     quantity: str
     equation: str
     derivative: sp.Expr | None = None
+    #: L2/L1 regularization (:mod:`chainrule.derive.penalty`): for ``loss``, p(W^l) of each
+    #: layer (summed over its entries); for ``outer``, dp/dW^l (added entrywise); in the
+    #: weight and coefficient symbols. Empty without regularization.
+    penalty: tuple[sp.Expr, ...] = ()
+    #: The coefficients' values by symbol name (``l2``, ``l1``), for :func:`run_statement`.
+    constants: tuple[tuple[str, sp.Expr], ...] = ()
 
 
 class _PlainPrinter(StrPrinter):
@@ -413,6 +420,33 @@ class _BatchProgramBuilder:
                 f"dC/d{b} = (1/m) {self.product(delta, ones)}",
             )
 
+    def regularize(self) -> None:
+        """Add the L2/L1 weight penalty (derived by SymPy) to the cost and to BP4."""
+        spec = self.spec
+        element = penalty.penalty_element(spec.l2, spec.l1)
+        if element == 0:
+            return
+        slope = penalty.penalty_derivative(element)
+        constants = penalty.coefficients(spec.l2, spec.l1)
+        for i, s in enumerate(self.out):
+            operands = s.operands
+            if s.op == "loss":
+                terms = tuple(penalty.for_weight(element, k) for k in range(1, self.depth + 1))
+                shown = " + ".join(f"sum({plain(t)})" for t in terms)
+            elif s.op == "outer":
+                terms = (penalty.for_weight(slope, s.layer),)
+                shown = plain(terms[0])
+                operands = (*operands, naming.weight(s.layer))
+            else:
+                continue
+            self.out[i] = replace(
+                s,
+                operands=operands,
+                equation=f"{s.equation} + {shown}",
+                penalty=terms,
+                constants=constants,
+            )
+
     def build(self) -> tuple[BatchStatement, ...]:
         self.forward()
         self.cost()
@@ -421,6 +455,7 @@ class _BatchProgramBuilder:
             if layer < self.depth:
                 self.hidden_error(layer)
             self.gradients(layer)
+        self.regularize()
         return tuple(self.out)
 
 
@@ -485,6 +520,13 @@ def _other_units(s: BatchStatement, env: dict, rows: bool, at: Entrywise) -> sp.
     return sp.Matrix(a.rows, a.cols, rest)
 
 
+def _penalty(s: BatchStatement, env: dict[str, sp.Matrix], at: Entrywise) -> list[sp.Matrix]:
+    """Each penalty term of ``s`` evaluated entrywise (weights from ``env``, coefficients
+    from the statement)."""
+    values = {name: sp.Matrix([[value]]) for name, value in s.constants}
+    return [_entrywise(term, {**env, **values}, at) for term in s.penalty]
+
+
 def run_statement(
     s: BatchStatement, env: dict[str, sp.Matrix], rows: bool, m: int, at: Entrywise = _xreplace
 ) -> sp.Matrix:
@@ -522,7 +564,8 @@ def run_statement(
             return sp.Matrix(terms.rows, 1, lambda i, _: sp.Add(*terms.row(i)))
         return sp.Matrix(1, terms.cols, lambda _, j: sp.Add(*terms.col(j)))
     if s.op == "loss":
-        return sp.Matrix([[sp.Add(*_entrywise(s.expr, env, at)) / m]])
+        extra = sp.Add(*(sp.Add(*p) for p in _penalty(s, env, at)))
+        return sp.Matrix([[sp.Add(*_entrywise(s.expr, env, at)) / m + extra]])
     if s.op == "backprop":
         back = ops[1] * ops[0].T if rows else ops[0].T * ops[1]
         for factor in ops[2:]:
@@ -533,8 +576,11 @@ def run_statement(
             raise ValueError(f"the dropout mask {s.target} is an input here: give it in env")
         return env[s.target]
     if s.op == "outer":
-        delta, prev = ops
-        return (prev.T * delta if rows else delta * prev.T) / m
+        delta, prev = ops[:2]  # a third operand: the weights of the penalty term
+        product = (prev.T * delta if rows else delta * prev.T) / m
+        for term in _penalty(s, env, at):
+            product += term
+        return product
     if s.op == "example_sum":
         (delta,) = ops
         if rows:

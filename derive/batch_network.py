@@ -134,8 +134,16 @@ class ScalarBatch:
 
     @property
     def cost(self) -> sp.Expr:
-        """The batch cost of the network's own output a^L."""
-        return self.batch_cost(self.a[self.spec.depth])
+        """The batch cost of the network's own output a^L, with the spec's L2/L1 penalty
+        on every weight (:mod:`chainrule.derive.penalty`; none when both are 0)."""
+        from chainrule.derive import penalty
+
+        spec = self.spec
+        element = penalty.with_values(penalty.penalty_element(spec.l2, spec.l1), spec.l2, spec.l1)
+        total = sp.Add(
+            *(element.xreplace({penalty.WEIGHT: w}) for layer in self.W.values() for w in layer)
+        )
+        return self.batch_cost(self.a[self.spec.depth]) + total
 
 
 def scalar_batch(

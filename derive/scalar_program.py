@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sympy as sp
-from chainrule.derive import naming
+from chainrule.derive import naming, penalty
 from chainrule.derive.exprparse import X
 from chainrule.derive.layers import (
     UPSTREAM,
@@ -153,6 +153,16 @@ def _cost_statement(spec: Spec) -> Assignment:
             for j in range(sizes[-1])
         )
     )
+    # The L2/L1 penalty of every weight (none when l2 = l1 = 0).
+    element = penalty.with_values(penalty.penalty_element(spec.l2, spec.l1), spec.l2, spec.l1)
+    if element != 0:
+        weights = [
+            _sym(naming.weight_entry(layer, j, k))
+            for layer in range(1, big_l + 1)
+            for j in range(sizes[layer])
+            for k in range(sizes[layer - 1])
+        ]
+        expr += sp.Add(*(element.xreplace({penalty.WEIGHT: w}) for w in weights))
     return Assignment(_sym(naming.COST), expr, "cost", "C", big_l)
 
 
@@ -231,13 +241,16 @@ def _layer_gradients(spec: Spec, layer: int, representative: bool) -> list[Assig
     n, n_prev = spec.sizes[layer], spec.sizes[layer - 1]
     units = range(1) if representative else range(n)
     out: list[Assignment] = []
+    # The L2/L1 penalty's term of dC/dw by SymPy's diff (0 without regularization).
+    slope = penalty.penalty_derivative(penalty.penalty_element(spec.l2, spec.l1))
+    slope = penalty.with_values(slope, spec.l2, spec.l1)
     for j in units:
         for k in range(1 if representative else n_prev):
             w = _sym(naming.weight_entry(layer, j, k))
             out.append(
                 Assignment(
                     _grad_target(w),
-                    _dsym(layer, j) * _asym(layer - 1, k),
+                    _dsym(layer, j) * _asym(layer - 1, k) + slope.xreplace({penalty.WEIGHT: w}),
                     "BP4",
                     f"dC/dw^{layer}_{j}{k} = delta^{layer}_{j} a^{layer - 1}_{k}",
                     layer,

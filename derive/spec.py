@@ -11,6 +11,8 @@ File format (TOML; JSON has the same fields)::
     cost = "quadratic"          # a cost of the table, e.g. quadratic or cross-entropy
     layout = "columns"          # columns (x is n0 x m) | rows (x is m x n0)
     dtype = "float64"           # float64 | float32
+    l2 = 0.0                    # optional: C += (l2/2) sum over layers of ||W^l||^2
+    l1 = 0.0                    # optional: C += l1 sum over layers of sum |W^l| (not biases)
 
     [[layers]]
     size = 30
@@ -41,7 +43,9 @@ MAX_FILE_BYTES = 1_000_000
 MAX_SHOWN = 60
 LAYOUTS = ("columns", "rows")
 DTYPES = ("float64", "float32")
-TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype")
+TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype", "l2", "l1")
+#: The largest regularization coefficient accepted (a larger one swamps any cost).
+MAX_PENALTY = 1e6
 LAYER_FIELDS = ("size", "activation", "bias", "dropout")
 
 
@@ -117,10 +121,19 @@ class Spec:
     dtype: str = "float64"
     name: str = "network"
     source: str = field(default="python", compare=False)
+    l2: float = 0.0
+    l1: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
         self.validate()
+        for key in ("l2", "l1"):  # validated: a finite number >= 0; -0.0 and ints as 0.0 floats
+            object.__setattr__(self, key, float(getattr(self, key)) + 0.0)
+
+    @property
+    def regularized(self) -> bool:
+        """True when the cost has an L2 or L1 weight penalty (l2 or l1 is not 0)."""
+        return bool(self.l2 or self.l1)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -161,6 +174,8 @@ class Spec:
         _check_choice(self.layout, "layout", LAYOUTS)
         _check_choice(self.dtype, "dtype", DTYPES)
         _check_name(self.name)
+        _check_penalty(self.l2, "l2")
+        _check_penalty(self.l1, "l1")
 
     @classmethod
     def from_sizes(
@@ -174,6 +189,8 @@ class Spec:
         dtype: str = "float64",
         name: str = "network",
         source: str = "python",
+        l2: float = 0.0,
+        l1: float = 0.0,
     ) -> Spec:
         """Build a spec from layer sizes (input first) and one activation per layer."""
         sizes = list(sizes)
@@ -191,10 +208,12 @@ class Spec:
                 "give one activation per layer",
             )
         layers = tuple(Layer(s, a, bias) for s, a in zip(sizes[1:], activations, strict=True))
-        return cls(sizes[0], layers, cost, layout, dtype, name, source)
+        return cls(sizes[0], layers, cost, layout, dtype, name, source, l2, l1)
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as plain data, in the file format's field names."""
+        """The spec as plain data, in the file format's field names (l2 and l1 only when
+        not 0)."""
+        penalty = {key: getattr(self, key) for key in ("l2", "l1") if getattr(self, key)}
         return {
             "name": self.name,
             "input": self.input_size,
@@ -202,6 +221,7 @@ class Spec:
             "layout": self.layout,
             "dtype": self.dtype,
             "layers": [_with_dropout(ly) for ly in self.layers],
+            **penalty,
         }
 
     @property
@@ -219,6 +239,8 @@ class Spec:
             "dtype": self.dtype,
             "name": self.name,
             "source": self.source,
+            "l2": self.l2,
+            "l1": self.l1,
         }
         data.update(changes)
         return Spec(**data)
@@ -332,6 +354,17 @@ def _check_cost(cost: CostRow, out: Layer) -> None:
     )
 
 
+def _check_penalty(value: Any, where: str) -> None:
+    """A regularization coefficient: a finite number from 0 to :data:`MAX_PENALTY`."""
+    fix = f"give a number from 0 (none) to {MAX_PENALTY:.0f}, such as 0.01"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(where, f"expected a number, got {_show(value)}", fix)
+    if isinstance(value, int) and abs(value) > MAX_PENALTY:  # float() of a huge int overflows
+        raise SpecError(where, f"{_show(value)} is out of range", fix)
+    if not math.isfinite(value) or not 0 <= value <= MAX_PENALTY:
+        raise SpecError(where, f"{_show(value)} is out of range", fix)
+
+
 def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name or len(name) > MAX_NAME:
         raise SpecError(
@@ -407,6 +440,8 @@ def spec_from_dict(data: Any, source: str = "dict") -> Spec:
         dtype=data.get("dtype", "float64"),
         name=data.get("name", "network"),
         source=source,
+        l2=data.get("l2", 0.0),
+        l1=data.get("l1", 0.0),
     )
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
+from chainrule.derive import penalty
 from chainrule.derive.document.text import to_unicode
-from chainrule.derive.document.witness import WITNESS_WIDTH, at, witness
+from chainrule.derive.document.witness import WITNESS_WIDTH, WitnessNetwork, at, witness
 from chainrule.derive.layers import LOGP, A, Y, Z, activation_expr, derive_network, tidy
 from chainrule.derive.notation import notation
 from chainrule.derive.spec import Spec
@@ -136,6 +137,68 @@ class SectionWriterBase:
         self.forward_order = notation_name == "3b1b"
         self.sep = " \\cdot " if notation_name == "cheatsheet" else " \\, "
         self.dcda = _shown(self.d.output.dcost_da)
+
+    # -- L2/L1 regularization -------------------------------------------------------------
+    def penalty_at(self, weight: sp.Expr) -> sp.Expr:
+        """The penalty's term of dC/dw at one weight, by SymPy's diff, with the spec's
+        coefficients (0 without regularization; see :mod:`chainrule.derive.penalty`)."""
+        spec = self.spec
+        slope = penalty.penalty_derivative(penalty.penalty_element(spec.l2, spec.l1))
+        return penalty.with_values(slope, spec.l2, spec.l1).xreplace({penalty.WEIGHT: weight})
+
+    @property
+    def penalty_names(self) -> dict[sp.Symbol, str]:
+        """The coefficients' LaTeX (see :func:`chainrule.derive.penalty.latex_names`)."""
+        return penalty.latex_names(self.nota.name)
+
+    def penalty_tex(self, weight: str) -> str:
+        """`` + (the penalty's term of dC/dw)`` in LaTeX at weight ``weight`` ('' without);
+        for a matrix, sign is taken entry by entry."""
+        element = penalty.penalty_element(self.spec.l2, self.spec.l1)
+        if element == 0:
+            return ""
+        names = {penalty.WEIGHT: weight, **self.penalty_names}
+        return " + " + _tex(penalty.penalty_derivative(element), names)
+
+    def penalty_cost_tex(self, weight: str | None = None, over: str = "\\sum_{l,j,k}") -> str:
+        """`` + (the penalty)`` summed over every weight (``weight``, default w^l_jk in the
+        notation; ``over`` the sum's LaTeX); '' without regularization."""
+        element = penalty.penalty_element(self.spec.l2, self.spec.l1)
+        if element == 0:
+            return ""
+        weight = self.nota.w("l", "j", "k") if weight is None else weight
+        names = {penalty.WEIGHT: weight, **self.penalty_names}
+        return "".join(f" + {over} {_tex(t, names)}" for t in sp.Add.make_args(element))
+
+    def penalty_words(self) -> str:
+        """One sentence naming the penalty's coefficients ('' without regularization)."""
+        spec = self.spec
+        if not spec.regularized:
+            return ""
+        words = (
+            " The cost adds the L2/L1 penalty of every weight (never a bias), with the "
+            f"spec's l2 = {spec.l2!r} and l1 = {spec.l1!r}"
+        )
+        if self.nota.name == "nielsen":
+            return words + (
+                " (lambda_1 is l1; Nielsen's chapter 3 writes the L2 term as lambda/(2n) "
+                "times the sum of the squared weights over n training examples: his lambda/n "
+                "is the lambda here, l2)."
+            )
+        return words + " (lambda_2 is l2, lambda_1 is l1)."
+
+    def penalty_sum(self, net: WitnessNetwork) -> sp.Expr:
+        """The penalty over every weight of the witness ``net`` (0 without one)."""
+        spec = self.spec
+        element = penalty.with_values(penalty.penalty_element(spec.l2, spec.l1), spec.l2, spec.l1)
+        return sp.Add(
+            *(element.xreplace({penalty.WEIGHT: w}) for layer in net.W.values() for w in layer)
+        )
+
+    def penalty_update_tex(self, weight: str) -> str:
+        """`` - eta (the penalty's term of dC/dw)`` of a gradient-descent step ('' without)."""
+        extra = self.penalty_tex(weight)
+        return f" - \\eta \\left({extra[3:]}\\right)" if extra else ""
 
     # -- small pieces ------------------------------------------------------------------
     def names(self, layer: int, index: str | None) -> dict[sp.Symbol, str]:

@@ -157,14 +157,17 @@ class ChainSection(SectionWriterBase):
         lhs = nota.grad(nota.cost, nota.w(layer, "j", "k"))
         ratio = self.render_chain(layer, "ratio", colour=False)
         value = self.render_chain(layer, "value", colour=True)
+        extra = self.penalty_tex(nota.w(layer, "j", "k"))
+        ratio[-1] += extra
+        value[-1] += extra
         rows = [f"{lhs} &= {ratio[0]}"] + [f"&\\quad {line}" for line in ratio[1:]]
         rows += [f"&= {value[0]}"] + [f"&\\quad {line}" for line in value[1:]]
         latex = "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
         checks = tuple(
             (
                 net.dcost(net.W[layer][j, k]),
-                self.chain_value(layer, j, k, "ratio"),
-                self.chain_value(layer, j, k, "value"),
+                self.chain_value(layer, j, k, "ratio") + self.penalty_at(net.W[layer][j, k]),
+                self.chain_value(layer, j, k, "value") + self.penalty_at(net.W[layer][j, k]),
             )
             for j, k in self.instances(layer)
         )
@@ -281,9 +284,13 @@ class ChainSection(SectionWriterBase):
         nota, net = self.nota, self.example_net
         delta = net.delta_full(layer)
         parts = self.in_order([nota.delta(layer, "j"), nota.a(layer - 1, "k")])
-        latex = f"{nota.grad(nota.cost, nota.w(layer, 'j', 'k'))} = {self.join(parts)}"
+        weight = nota.w(layer, "j", "k")
+        latex = f"{nota.grad(nota.cost, weight)} = {self.join(parts)}{self.penalty_tex(weight)}"
         checks = tuple(
-            (net.dcost(net.W[layer][j, k]), net.a[layer - 1][k, 0] * delta[j, 0])
+            (
+                net.dcost(net.W[layer][j, k]),
+                net.a[layer - 1][k, 0] * delta[j, 0] + self.penalty_at(net.W[layer][j, k]),
+            )
             for j, k in self.instances(layer)
         )
         steps = [

@@ -137,17 +137,20 @@ class NetworkSections(SectionWriterBase):
         explicit = sp.Add(
             *[out.cost_element.subs({A: a_l[j, 0], Y: net.y[j, 0]}) for j in range(net.n[big_l])]
         )
+        sides = (net.example_costs(a_l)[0], explicit)
+        if self.spec.regularized:  # the full cost: the penalty on every weight added
+            sides = (net.cost, net.free_to_full(explicit) + self.penalty_sum(net))
         steps.append(
             Step(
                 "Cost of one example",
-                f"{nota.cost} = {nota.sum(big_l, 'j')}{cost_tex}",
-                ((net.example_costs(a_l)[0], explicit),),
+                f"{nota.cost} = {nota.sum(big_l, 'j')}{cost_tex}{self.penalty_cost_tex()}",
+                (sides,),
             )
         )
         intro = (
             "Each layer forms weighted inputs from the activations below it and applies its "
             "activation; the cost compares the output with the target."
-        )
+        ) + self.penalty_words()
         return Section("Forward equations", intro, tuple(steps))
 
     def activation_step(self, layer: int) -> Step:

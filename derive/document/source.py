@@ -54,7 +54,7 @@ class SourceSection(SectionWriterBase):
             steps.append(Step("The rate of change with a bias", latex, checks, "BP3"))
         latex = (
             f"{nota.grad(nota.cost, nota.w('l', 'j', 'k'))} = "
-            f"{nota.a('l-1', 'k')} {nota.delta('l', 'j')}"
+            f"{nota.a('l-1', 'k')} {nota.delta('l', 'j')}{self.penalty_tex(nota.w('l', 'j', 'k'))}"
         )
         checks = tuple(sides for s in gradients if s.label == "BP4" for sides in s.checks)
         steps.append(Step("The rate of change with a weight", latex, checks, "BP4"))
@@ -126,8 +126,8 @@ class SourceSection(SectionWriterBase):
                 Step(
                     f"Outer-product form of the gradient, layer {layer} of the text",
                     f"\\frac{{\\partial C}}{{\\partial W_{{{layer}}}}} = {text} \\otimes "
-                    f"{names[layer - 1]}",
-                    ((lhs, signal * net.a[layer - 1].T),),
+                    f"{names[layer - 1]}{self.penalty_tex(f'W_{{{layer}}}')}",
+                    ((lhs, signal * net.a[layer - 1].T + net.W[layer].applyfunc(self.penalty_at)),),
                 )
             )
             upstream = net.W[layer].T * signal
@@ -156,7 +156,8 @@ class SourceSection(SectionWriterBase):
             summed = sp.zeros(*weight.shape)
             for x in range(m):
                 summed += delta[:, x] * below[:, x].T
-            w_checks.append((weight - ETA * grad, weight - ETA / m * summed))
+            decay = weight.applyfunc(self.penalty_at)
+            w_checks.append((weight - ETA * grad, weight - ETA / m * summed - ETA * decay))
             if self.spec.layers[layer - 1].bias:
                 bias = net.b[layer]
                 grad_b = bias.applyfunc(net.dcost)
@@ -168,7 +169,7 @@ class SourceSection(SectionWriterBase):
             Step(
                 "Gradient descent on a mini-batch: the weights",
                 f"{w} \\rightarrow {w} - \\frac{{\\eta}}{{m}} \\sum_{{x}} {x_delta} "
-                f"(a^{{x,l-1}})^{{T}}",
+                f"(a^{{x,l-1}})^{{T}}{self.penalty_update_tex(w)}",
                 tuple(w_checks),
                 "update",
             )
@@ -265,7 +266,9 @@ class SourceSection(SectionWriterBase):
     def total_cost_steps(self) -> list[Step]:
         nota = self.nota
         net = witness(self.spec, WITNESS_BATCH, self.width)
-        costs = net.example_costs(net.a[self.depth])
+        # Each example's cost C_k holds the weight penalty too (as the cost of one example
+        # does), so the mean over the examples carries it once.
+        costs = [c + self.penalty_sum(net) for c in net.example_costs(net.a[self.depth])]
         n = len(costs)
         mean = sp.Add(*costs) / n
         cost = Step(
@@ -299,12 +302,14 @@ class SourceSection(SectionWriterBase):
             value = self.render_chain(layer, "value", colour=False)
             lhs = nota.grad(nota.cost, nota.w(layer, "j", "k"))
             # One row per weight: the continuation lines (each led by the dot) rejoined.
-            rows.append(f"{lhs} &= {' '.join(value)}")
+            extra = self.penalty_tex(nota.w(layer, "j", "k"))
+            rows.append(f"{lhs} &= {' '.join(value)}{extra}")
             for j, k in self.instances(layer):
                 checks.append(
                     (
                         self.example_net.dcost(self.example_net.W[layer][j, k]),
-                        self.chain_value(layer, j, k, "value"),
+                        self.chain_value(layer, j, k, "value")
+                        + self.penalty_at(self.example_net.W[layer][j, k]),
                     )
                 )
         memo = Step(
@@ -317,6 +322,7 @@ class SourceSection(SectionWriterBase):
             errors.append(
                 f"{nota.grad(nota.cost, nota.w(layer, 'j', 'k'))} &= "
                 f"{nota.delta(layer, 'j')} \\cdot {nota.a(layer - 1, 'k')}"
+                + self.penalty_tex(nota.w(layer, "j", "k"))
             )
         gradient_checks = tuple(
             sides

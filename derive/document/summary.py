@@ -170,10 +170,10 @@ class SummarySection(SectionWriterBase):
         n_out, n_in = net.n[layer], net.n[layer - 1]
         if nota.rows:
             lhs = sp.Matrix(n_in, n_out, lambda k, j: net.dcost(net.W[layer][j, k]))
-            rhs = prev.T.T * delta.T
+            rhs = prev.T.T * delta.T + net.W[layer].T.applyfunc(self.penalty_at)
         else:
             lhs = sp.Matrix(n_out, n_in, lambda j, k: net.dcost(net.W[layer][j, k]))
-            rhs = delta * prev.T
+            rhs = delta * prev.T + net.W[layer].applyfunc(self.penalty_at)
         a_prev, d_l = nota.a(layer - 1), nota.delta(layer)
         if self.scalar_pair(layer, layer - 1):
             target = nota.w(layer, None, None)
@@ -185,7 +185,7 @@ class SummarySection(SectionWriterBase):
                 if nota.rows
                 else f"{d_l} {nota.transpose(a_prev)}"
             )
-        latex = f"{nota.grad(nota.cost, target)} = {body}"
+        latex = f"{nota.grad(nota.cost, target)} = {body}{self.penalty_tex(target)}"
         return Step(
             f"Weight gradient of layer {self.nota.number(layer)}", latex, ((lhs, rhs),), label="BP4"
         )

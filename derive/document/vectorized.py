@@ -326,6 +326,7 @@ class VectorizedSection(SectionWriterBase):
             names = {A: entry, Y: f"Y_{{{idx}}}", LOGP: f"\\log {entry}"}
             in_a_y = _tex(self.d.output.cost_element, names)
             latex += f" = {mean[4:]} \\left({in_a_y}\\right)"
+        latex += self.penalty_cost_tex()
         if "softplus" in latex:
             latex += (
                 ", \\quad \\text{with } \\operatorname{softplus}(t) = \\log\\left(1 + e^{t}\\right)"
@@ -375,6 +376,7 @@ class VectorizedSection(SectionWriterBase):
         if s.op == "outer":
             ab = nota.transpose(nota.batch("A", layer - 1))
             body = f"{ab} {dl}" if rows else f"{dl} {ab}"
-            return f"{nota.grad('C', nota.weight_matrix(layer))} = \\frac{{1}}{{m}} {body}"
+            extra = self.penalty_tex(nota.weight_matrix(layer))
+            return f"{nota.grad('C', nota.weight_matrix(layer))} = \\frac{{1}}{{m}} {body}{extra}"
         body = f"{ONES}^{{T}} {dl}" if rows else f"{dl} {ONES}"
         return f"{nota.grad('C', nota.b(layer))} = \\frac{{1}}{{m}} {body}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import sympy as sp
-from chainrule.derive import naming
+from chainrule.derive import naming, penalty
 from chainrule.derive.document.text import _escape_md, _escape_prose, _escape_text, to_unicode
 from chainrule.derive.document.worked import (
     DIGITS,
@@ -255,8 +255,19 @@ def cost_lines(namer: Namer, env: Env, m: int) -> list[Line]:
         for j in shown_units(n)
     ]
     total = first[naming.COST][0, 0]
-    if n <= SHOW_ALL and n > 1:
-        terms = [_unit(units, j, rows) for j in range(n)]
+    spec = namer.spec
+    element = penalty.with_values(penalty.penalty_element(spec.l2, spec.l1), spec.l2, spec.l1)
+    decay = sp.Add(
+        *(
+            element.xreplace({penalty.WEIGHT: w})
+            for layer in range(1, spec.depth + 1)
+            for w in first[naming.weight(layer)]
+        )
+    )
+    if element != 0:
+        lines.append(join(_words("penalty of the weights: "), number(decay)))
+    if n <= SHOW_ALL and (n > 1 or element != 0):
+        terms = [_unit(units, j, rows) for j in range(n)] + ([decay] if element != 0 else [])
         lines.append(join(name(nota.cost), EQ, *signed_sum(terms), EQ, number(total)))
     else:
         lines.append(join(name(nota.cost), EQ, number(total)))
@@ -304,6 +315,18 @@ def _upstream(namer: Namer, layer: int, j: int, lines: list[Line]) -> sp.Expr:
     return total
 
 
+def _penalty_term(namer: Namer, weight: sp.Expr, weight_tex: str) -> tuple[sp.Expr, str]:
+    """The L2/L1 penalty's term of dC/dw at a weight's value, and its LaTeX (0 and '' without
+    regularization)."""
+    spec = namer.spec
+    slope = penalty.penalty_derivative(penalty.penalty_element(spec.l2, spec.l1))
+    if slope == 0:
+        return sp.Integer(0), ""
+    value = penalty.with_values(slope, spec.l2, spec.l1).xreplace({penalty.WEIGHT: weight})
+    names = {penalty.WEIGHT: weight_tex, **penalty.latex_names(namer.nota.name)}
+    return value, sp.latex(slope, symbol_names=names)
+
+
 def chain_lines(namer: Namer, layer: int) -> list[Line]:
     """dC/dw^l_jk = (dC/da^l_j) sigma'(z^l_j) a^(l-1)_k for the shown weights, or
     delta^L_j a^(L-1)_k for an output layer without an elementwise activation."""
@@ -330,18 +353,22 @@ def chain_lines(namer: Namer, layer: int) -> list[Line]:
                 (nota.sprime(layer, i), _unit(first[naming.sigma_prime(layer)], j, rows)),
                 below,
             ]
-        product = sp.Mul(*[v for _, v in factors])
+        weight = _param(first[naming.weight(layer)], j, k, rows)
+        decay, decay_tex = _penalty_term(namer, weight, namer.w(layer, j, k))
+        product = sp.Mul(*[v for _, v in factors]) + decay
         expected = _param(grad, j, k, rows)
         _agree([[product], [expected]], f"chain rule for {naming.weight_entry(layer, j, k)}")
         parts: list[Line] = [name(nota.grad(nota.cost, namer.w(layer, j, k))), EQ]
         for n, (tex, _) in enumerate(factors):
             parts += [(" \\, ", " ")] if n else []
             parts.append(name(tex))
+        parts += [PLUS, name(decay_tex)] if decay_tex else []
         lines.append(join(*parts))
         values: list[Line] = [EQ]
         for n, (_, value) in enumerate(factors):
             values += [TIMES] if n else []
             values.append(factor(value) if n else number(value))
+        values += [PLUS, factor(decay)] if decay_tex else []
         lines.append(join(*values, EQ, number(product)))
     return lines
 
