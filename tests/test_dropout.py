@@ -179,6 +179,10 @@ def torch_loss_and_grad(module: ModuleType, params: dict, x, y, masks: dict) -> 
         cost = -(target * logp).sum() / m
     else:
         cost = ((a - target) ** 2).sum() / 2 / m
+    l2, l1 = module.SPEC.get("l2", 0.0), module.SPEC.get("l1", 0.0)
+    for layer in range(1, depth + 1):
+        w = p[f"W{layer}"]
+        cost = cost + l2 / 2 * torch.sum(w * w) + l1 * torch.sum(torch.abs(w))
     cost.backward()
     return float(cost.detach()), {k: v.grad.numpy() for k, v in p.items()}
 
@@ -691,3 +695,18 @@ def test_float32_module_draws_float32_masks(build) -> None:
         module.dropout_masks(6, 1, np.int64)
     with pytest.raises(ValueError, match="^m: expected a whole number >= 1"):
         module.dropout_masks(0, 1)
+
+
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+def test_dropout_with_l2_and_l1_equals_pytorch(load_source, form) -> None:
+    spec = make_spec("tanh-custom-relu", "rows").replace(l2=0.03, l1=0.02)
+    source = (generate_module if form == "vectorized" else generate_plain)(spec)
+    lint_module(source)
+    module = load_source(source)
+    params, x, y = point(module, seed=4)
+    expected_cost, expected = torch_loss_and_grad(module, params, x, y, module.dropout_masks(6, 2))
+    cost, grads = module.loss_and_grad(params, x, y, seed=2)
+    assert cost == pytest.approx(expected_cost, rel=TORCH_TOL)
+    for key, grad in grads.items():
+        scale = np.max(np.abs(expected[key]))
+        np.testing.assert_allclose(grad, expected[key], rtol=TORCH_TOL, atol=TORCH_TOL * scale)
