@@ -534,6 +534,11 @@ def test_chainrule_train_with_dropout(tmp_path, capsys) -> None:
         runs.append([line.split()[:7] for line in lines])  # epoch, loss, accuracy
     assert runs[0] == runs[1]  # the seed drives the masks: the same run twice
     assert float(runs[0][-1][6]) > 0.5
+    one_liner = ["--sizes", "3,4,3", "--activations", "tanh,softmax", "--cost", "cross-entropy"]
+    flagged = ["train", *one_liner, "--dropout", "0.2,0", *args[2:]]
+    assert main(flagged) == 0
+    flagged_lines = capsys.readouterr().out.splitlines()[:3]
+    assert [line.split()[:7] for line in flagged_lines] == runs[0]  # the file's network
 
 
 def test_accuracy_is_measured_without_dropout(build) -> None:
@@ -710,3 +715,39 @@ def test_dropout_with_l2_and_l1_equals_pytorch(load_source, form) -> None:
     for key, grad in grads.items():
         scale = np.max(np.abs(expected[key]))
         np.testing.assert_allclose(grad, expected[key], rtol=TORCH_TOL, atol=TORCH_TOL * scale)
+
+
+def test_dropout_flag_sets_every_layer(tmp_path) -> None:
+    from chainrule.derive.spec import preset
+
+    from chainrule.dropout_args import with_dropout
+
+    assert with_dropout(preset("nielsen"), "0.25, 0").dropout_layers == {1: 0.25}
+    out = tmp_path / "net.py"
+    # the README's example
+    args = ["--sizes", "64,32,10", "--activations", "relu,softmax", "--cost", "cross-entropy"]
+    assert main(["generate", *args, "--dropout", "0.2,0", "-o", str(out)]) == 0
+    assert '"D1": 0.2,' in out.read_text()
+    path = tmp_path / "net.toml"
+    path.write_text(SPEC_TOML)
+    assert main(["generate", str(path), "--dropout", "0,0", "-o", str(out), "--force"]) == 0
+    assert "DROPOUT" not in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("0.2", "--dropout: 1 value(s) for 2 layer(s)"),
+        ("0.2,0.1", "--dropout item 2: dropout on the output layer"),
+        ("x,0", "--dropout item 1: 'x' is not a number"),
+        ("1,0", "--dropout item 1: 1.0 is outside [0, 1)"),
+        ("nan,0", "--dropout item 1: 'nan' is not a number"),
+    ],
+)
+def test_bad_dropout_flag_is_one_line(tmp_path, capsys, value, words) -> None:
+    args = ["--sizes", "3,4,2", "--activations", "relu,softmax", "--cost", "cross-entropy"]
+    out = tmp_path / "net.py"
+    assert main(["generate", *args, "--dropout", value, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"chainrule: error: {words}") and "\n" not in err
+    assert not out.exists()
