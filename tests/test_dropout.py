@@ -751,3 +751,13 @@ def test_bad_dropout_flag_is_one_line(tmp_path, capsys, value, words) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"chainrule: error: {words}") and "\n" not in err
     assert not out.exists()
+
+
+def test_regenerate_keeps_dropout(tmp_path, capsys) -> None:
+    path = tmp_path / "net.toml"
+    path.write_text(SPEC_TOML)
+    for form_args in ([], ["--form", "plain"]):
+        module = tmp_path / f"net{len(form_args)}.py"
+        assert main(["generate", str(path), *form_args, "-o", str(module)]) == 0
+        assert main(["regenerate", str(module), "--check"]) == 0
+        assert "up to date" in capsys.readouterr().out
