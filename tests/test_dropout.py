@@ -34,6 +34,8 @@ from chainrule.derive.batch import batch_program, run_statement
 from chainrule.derive.errors import SpecError
 from chainrule.derive.layers import derive_network
 from chainrule.derive.spec import Layer, Spec, spec_from_dict
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 
 from chainrule.cli import main
 
@@ -159,11 +161,14 @@ def torch_loss_and_grad(module: ModuleType, params: dict, x, y, masks: dict) -> 
         "relu": torch.relu,
         "tanh": torch.tanh,
         "sin(x) + x/3": lambda z: torch.sin(z) + z / 3,
+        "linear": lambda z: z,
     }
     depth = len(module.LAYER_SIZES) - 1
     for layer in range(1, depth + 1):
-        w, b = p[f"W{layer}"], p[f"b{layer}"]
-        z = (a @ w if rows else w @ a) + b
+        w, b = p[f"W{layer}"], p.get(f"b{layer}")
+        z = a @ w if rows else w @ a
+        if b is not None:
+            z = z + b
         act = module.ACTIVATIONS[layer - 1]
         if act == "softmax":
             logp = torch.log_softmax(z, dim=1 if rows else 0)
@@ -761,3 +766,50 @@ def test_regenerate_keeps_dropout(tmp_path, capsys) -> None:
         assert main(["generate", str(path), *form_args, "-o", str(module)]) == 0
         assert main(["regenerate", str(module), "--check"]) == 0
         assert "up to date" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- random networks
+
+_HIDDEN = ("sigmoid", "tanh", "relu", "linear", "sin(x) + x/3")
+_HEADS = (("softmax", "cross-entropy"), ("sigmoid", "quadratic"), ("linear", "quadratic"))
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, derandomize=True, phases=(Phase.generate,))
+@given(
+    hidden=st.lists(
+        st.tuples(
+            st.sampled_from(_HIDDEN),
+            st.integers(1, 5),
+            st.sampled_from((0.0, 0.1, 0.5, 0.9)),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    head=st.sampled_from(_HEADS),
+    layout=st.sampled_from(("columns", "rows")),
+    form=st.sampled_from(("vectorized", "plain")),
+    m=st.integers(1, 4),
+    seed=st.integers(0, 2**32),
+)
+def test_random_networks_with_dropout_equal_pytorch(hidden, head, layout, form, m, seed) -> None:
+    """Random depths, widths, activations, biases and drop probabilities, both layouts and
+    forms: loss_and_grad(seed=s) equals PyTorch autograd with dropout_masks(m, s)."""
+    layers = [Layer(n, act, bias, dropout=p) for act, n, p, bias in hidden]
+    spec = Spec(3, (*layers, Layer(2, head[0])), head[1], layout=layout)
+    source = (generate_module if form == "vectorized" else generate_plain)(spec)
+    lint_module(source)
+    namespace: dict = {}
+    exec(compile(source, "random_dropout", "exec"), namespace)  # noqa: S102 - our own module
+    module = type("Module", (), namespace)
+    params = module.init_params(seed % 1000)
+    x, y = batch(module, m=m, seed=seed % 1000)
+    expected_cost, expected = torch_loss_and_grad(
+        module, params, x, y, module.dropout_masks(m, seed) if spec.dropout_layers else {}
+    )
+    cost, grads = module.loss_and_grad(params, x, y, seed=seed)
+    assert cost == pytest.approx(expected_cost, rel=TORCH_TOL, abs=1e-15)
+    for key, grad in grads.items():
+        scale = max(np.max(np.abs(expected[key])), 1e-300)
+        np.testing.assert_allclose(grad, expected[key], rtol=TORCH_TOL, atol=TORCH_TOL * scale)
