@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chainrule.derive.errors import SpecError
@@ -219,7 +220,7 @@ def folded(spec: Spec) -> bool:
     forward pass, one rank right of a^l, and the picture is about as wide as the forward
     pass alone; with wider layers the folded backward edges would cross the forward ones.
     """
-    return all(size == 1 for size in spec.sizes[1:])
+    return not spec.skips and all(size == 1 for size in spec.sizes[1:])
 
 
 def _scalar_columns(spec: Spec) -> list[str]:
@@ -337,6 +338,13 @@ def layer_graph(spec: Spec) -> Graph:
     return Graph("\n".join(lines) + "\n", "layer", spec.name, naive, backprop)
 
 
+def _residual(level: str) -> Callable[[Spec], Graph]:
+    """The drawer of a network with residual connections (:mod:`chainrule.graph_residual`)."""
+    from chainrule import graph_residual
+
+    return getattr(graph_residual, f"residual_{level}_graph")
+
+
 def build_graph(spec: Spec, level: str = "auto") -> Graph:
     """The scalar graph for small networks, the layer graph otherwise.
 
@@ -362,9 +370,9 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
                 f"a scalar graph of {weights} weights would be unreadable",
                 f"use --level layer (scalar graphs go up to {SCALAR_HARD_MAX_WEIGHTS} weights)",
             )
-        return scalar_graph(spec)
+        return (_residual("scalar") if spec.skips else scalar_graph)(spec)
     if level == "layer":
-        return layer_graph(spec)
+        return (_residual("layer") if spec.skips else layer_graph)(spec)
     raise SpecError("level", f"unknown level {level!r}", "use auto, scalar or layer")
 
 

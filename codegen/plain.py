@@ -123,6 +123,9 @@ class _PlainCodeBuilder:
             return [replace(self.statement(s, code), updates=updates)]
         if s.op == "unit_sum":
             return self.elementwise(s, f"np.sum({{}}, axis={self.units_axis}, keepdims=True)")
+        if s.op == "backsum":
+            back = self.matmul(f"{s.operands[0]}.T", s.operands[1])
+            return [self.statement(s, back + "".join(f" + {g}" for g in s.operands[2:]))]
         if s.op == "map":
             condition = indicator_condition(s.expr) if s.quantity == "sigma_prime" else None
             if condition is not None:

@@ -298,6 +298,18 @@ class _ModuleProgramBuilder:
         p = float(self.spec.layers[s.layer - 1].dropout)
         return self.statement(s, f"_dropout_mask(rng, {p!r}, {buffer})", buffer=s.target)
 
+    def residual(self, s: BatchStatement) -> list[Statement]:
+        """dC/da^l of a layer a skip touches: at the output, dC/da^L over m (C is a mean);
+        below it, W^T delta into a buffer plus, in place, dC/da of each layer it feeds."""
+        if s.op == "map":
+            computed = s.expr / naming.symbol(naming.BATCH)
+            return self.elementwise(s, computed, s.equation + _STORED_OVER_M)
+        w_up, upper, *fed = s.operands
+        out = self.buffer(s.target, self.spec.sizes[s.layer])
+        code = f"np.matmul({self.pair(f'{w_up}.T', upper)}, out={out})"
+        updates = tuple(f"{s.target} += {name}" for name in fed)
+        return [self.statement(s, code, buffer=s.target, updates=updates)]
+
     def code(self, s: BatchStatement) -> list[Statement]:
         """The generated statements computing ``s`` (a temporary or two, then ``s`` itself)."""
         if s.op == "dropout":
@@ -312,6 +324,14 @@ class _ModuleProgramBuilder:
             return [self.reduction(s)]
         if s.op == "map" and s.quantity == "sigma_prime":
             return self.sigma_prime(s)
+        if s.op == "backsum" or s.quantity == "activation_gradient":
+            return self.residual(s)
+        if (
+            s.op == "map"
+            and s.quantity == "delta"
+            and naming.activation_gradient(s.layer) in s.operands
+        ):
+            return self.elementwise(s, s.expr)  # dC/da^l holds the 1/m already
         if s.op == "map" and s.quantity == "delta":
             # The cost is a mean over the m examples: delta^L is stored divided by m, once,
             # and every delta and gradient computed from it inherits the factor.

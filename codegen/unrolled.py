@@ -241,7 +241,9 @@ def _meaning(spec: Spec, statement: Any) -> str:
     if label == "BP2" and note.startswith("sigma'"):
         return f"{function_name(derivation, layer)}'({z})"
     if label == "forward" and note.startswith("a^") and derivation.activations[layer - 1]:
-        return f"{function_name(derivation, layer)}({z})"
+        source = spec.layers[layer - 1].skip_from
+        skip = "" if source is None else f" + {naming.activation(source)}_{j}"
+        return f"{function_name(derivation, layer)}({z}){skip}"
     return ""
 
 

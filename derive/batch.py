@@ -30,6 +30,7 @@ layout (rows: every product transposed, operands swapped):
 ``backprop``       (W^T delta) elementwise-times each further operand (sigma', D)
 ``dropout``        the layer's dropout mask D^l, an input of the step: taken from
                    ``env`` under its target (the module draws it)
+``backsum``        W^T delta plus the further operands (residual: dC/da^k summed over paths)
 ``outer``          (1/m) delta prev^T, plus the ``penalty`` term elementwise
 ``example_sum``    (1/m) delta 1
 =================  ==========================================================
@@ -183,6 +184,8 @@ class _BatchProgramBuilder:
             self.add(z, "affine", operands, None, "forward", layer, eq)
             if self.d.activations[layer - 1] is None:
                 self.softmax(layer)
+            elif spec_layer.skip_from is not None:
+                self.residual_activation(layer, spec_layer.skip_from)
             elif spec_layer.dropout:
                 self.dropout_activation(layer, float(spec_layer.dropout))
             else:
@@ -237,6 +240,9 @@ class _BatchProgramBuilder:
 
     # -- backward -------------------------------------------------------------------------
     def output_error(self) -> None:
+        if self.depth in self.spec.skips:
+            self.residual_output_error()
+            return
         big_l, output = self.depth, self.d.output
         symbols = layer_symbols(big_l)
         delta, a = naming.delta(big_l), naming.activation(big_l)
@@ -299,6 +305,9 @@ class _BatchProgramBuilder:
         )
 
     def hidden_error(self, layer: int) -> None:
+        if layer in self.spec.skips or layer in self.spec.skips.values():
+            self.residual_error(layer)
+            return
         if self.spec.layers[layer - 1].dropout:
             self.dropout_error(layer)
             return
@@ -349,18 +358,28 @@ class _BatchProgramBuilder:
     def dropout_activation(self, layer: int, p: float) -> None:
         """a^l = D^l * sigma(z^l): sigma(z^l) kept as h^l (sigma'(z^l) is computed from it),
         then the mask D^l = r^l / (1 - p), then their product."""
-        act = self.d.activations[layer - 1]
-        h, a, z = (
-            naming.own_activation(layer),
+        a, h, mask = (
             naming.activation(layer),
-            naming.weighted_input(layer),
+            naming.own_activation(layer),
+            naming.dropout_mask(layer),
         )
+        product = self.own_output(layer)
+        self.add(a, "map", (mask, h), product, "forward", layer, f"{a} = {mask} * {h} (dropout)")
+
+    def own_output(self, layer: int) -> sp.Expr:
+        """The statements of h^l = sigma(z^l) and, with dropout, of the mask D^l; returns the
+        layer's own output, D^l * h^l with dropout (h^l without), as a SymPy product."""
+        act = self.d.activations[layer - 1]
+        h, z = naming.own_activation(layer), naming.weighted_input(layer)
         mask = naming.dropout_mask(layer)
         expr = act.forward.subs(layer_symbols(layer))
         call = f"{function_name(self.d, layer)}({z})"
         shown = plain(expr)
         eq = f"{h} = {call}" + ("" if shown == call else f" = {shown}")
         self.add(h, "map", _names(expr), expr, "forward", layer, eq)
+        p = float(self.spec.layers[layer - 1].dropout)
+        if not p:
+            return naming.symbol(h)
         self.add(
             mask,
             "dropout",
@@ -371,8 +390,7 @@ class _BatchProgramBuilder:
             f"{mask} = r{layer} / (1 - p), r{layer} ~ Bernoulli(1 - p) per unit and example, "
             f"p = {p!r} (dropout; training only, {mask} = 1 in forward)",
         )
-        product = naming.symbol(mask) * naming.symbol(h)
-        self.add(a, "map", (mask, h), product, "forward", layer, f"{a} = {mask} * {h} (dropout)")
+        return naming.symbol(mask) * naming.symbol(h)
 
     def dropout_error(self, layer: int) -> None:
         """BP2 at a dropout layer: delta^l = (W^T delta^(l+1)) * D^l * sigma'(z^l), the mask
@@ -400,6 +418,115 @@ class _BatchProgramBuilder:
         eq = f"{delta} = ({back}) * {plain(factor)} * {sprime} (dropout mask)"
         operands = (w_up, upper, *_names(factor), sprime)
         self.add(delta, "backprop", operands, None, "BP2", layer, eq)
+
+    # -- residual connections ---------------------------------------------------------------
+    def residual_activation(self, layer: int, source: int) -> None:
+        """a^l = sigma(z^l) + a^k: sigma(z^l) kept as h^l (sigma'(z^l) is computed from it);
+        with dropout a^l = D^l * sigma(z^l) + a^k, the mask before the skip is added."""
+        h, a, z = (
+            naming.own_activation(layer),
+            naming.activation(layer),
+            naming.weighted_input(layer),
+        )
+        a_k = naming.activation(source)
+        call = f"{function_name(self.d, layer)}({z})"
+        own = self.own_output(layer)
+        if own != naming.symbol(h):  # dropout: the mask applies before the skip is added
+            mask = naming.dropout_mask(layer)
+            call, h = f"{mask} * {call}", f"{mask} * {h}"
+        total = own + naming.symbol(a_k)
+        eq = f"{a} = {call} + {a_k} = {h} + {a_k} (residual connection from layer {source})"
+        self.add(a, "map", _names(total), total, "forward", layer, eq)
+
+    def residual_symbols(self, layer: int) -> dict[sp.Symbol, sp.Symbol]:
+        """Layer symbols where the cached output a means sigma(z^l) (h^l with a skip in)."""
+        symbols = layer_symbols(layer)
+        if layer in self.spec.skips or self.spec.layers[layer - 1].dropout:
+            symbols[A] = naming.symbol(naming.own_activation(layer))
+        return symbols
+
+    def residual_delta(self, layer: int, label: str) -> None:
+        """delta^l = dC/da^l * sigma'(z^l), from the stored dC/da^l."""
+        act = self.d.activations[layer - 1]
+        g, delta = naming.activation_gradient(layer), naming.delta(layer)
+        cached = act.cached.subs(self.residual_symbols(layer))
+        if self.spec.layers[layer - 1].dropout:
+            self.residual_dropout_delta(layer, label, cached)
+            return
+        if cached == 1:
+            name = function_name(self.d, layer)
+            self.add(delta, "alias", (g,), None, label, layer, f"{delta} = {g} ({name}' = 1)")
+            return
+        sprime = naming.sigma_prime(layer)
+        derivative = act.derivative.subs(Z, naming.symbol(naming.weighted_input(layer)))
+        forms = [f"{function_name(self.d, layer)}'({naming.weighted_input(layer)})"]
+        for form in (derivative, cached):
+            if plain(form) not in forms:
+                forms.append(plain(form))
+        eq = f"{sprime} = " + " = ".join(forms)
+        self.add(sprime, "map", _names(cached), cached, label, layer, eq, derivative)
+        expr = naming.symbol(g) * naming.symbol(sprime)
+        self.add(delta, "map", (g, sprime), expr, label, layer, f"{delta} = {g} * {sprime}")
+
+    def residual_dropout_delta(self, layer: int, label: str, cached: sp.Expr) -> None:
+        """delta^l = dC/da^l * D^l * sigma'(z^l) at a dropout layer a skip touches (the mask
+        factor is SymPy's, as in BP2 without a skip)."""
+        act = self.d.activations[layer - 1]
+        g, delta = naming.activation_gradient(layer), naming.delta(layer)
+        factor = dropout_factor().subs(MASK, naming.symbol(naming.dropout_mask(layer)))
+        product = naming.symbol(g) * factor
+        if cached != 1:
+            sprime = naming.sigma_prime(layer)
+            derivative = act.derivative.subs(Z, naming.symbol(naming.weighted_input(layer)))
+            forms = [f"{function_name(self.d, layer)}'({naming.weighted_input(layer)})"]
+            for form in (derivative, cached):
+                if plain(form) not in forms:
+                    forms.append(plain(form))
+            eq = f"{sprime} = " + " = ".join(forms)
+            self.add(sprime, "map", _names(cached), cached, label, layer, eq, derivative)
+            product *= naming.symbol(sprime)
+        eq = f"{delta} = {g} * {plain(factor)}" + (f" * {sprime}" if cached != 1 else "")
+        self.add(delta, "map", _names(product), product, label, layer, eq + " (dropout mask)")
+
+    def residual_error(self, layer: int) -> None:
+        """BP2 at a layer a skip touches: dC/da^l summed over the path through layer l+1
+        and the skips out of l, then delta^l = dC/da^l * sigma'(z^l)."""
+        g = naming.activation_gradient(layer)
+        w_up, upper = naming.weight(layer + 1), naming.delta(layer + 1)
+        fed = [
+            naming.activation_gradient(dest)
+            for dest, k in sorted(self.spec.skips.items())
+            if k == layer
+        ]
+        back = self.product(f"{w_up}^T", upper)
+        paths = "".join(f" + {name}" for name in fed)
+        into = [str(naming.layer_of(name)) for name in fed]
+        note = ""
+        if len(into) == 1:
+            note = f" (paths through layer {layer + 1} and the skip into layer {into[0]})"
+        elif into:
+            listed = f"{', '.join(into[:-1])} and {into[-1]}"
+            note = f" (paths through layer {layer + 1} and the skips into layers {listed})"
+        self.add(
+            g, "backsum", (w_up, upper, *fed), None, "BP2", layer, f"{g} = {back}{paths}{note}"
+        )
+        self.residual_delta(layer, "BP2")
+
+    def residual_output_error(self) -> None:
+        """BP1 for an output layer with a skip in: dC/da^L stored, then times sigma'(z^L)."""
+        big_l = self.depth
+        g = naming.activation_gradient(big_l)
+        expr = self.d.output.dcost_da.subs(layer_symbols(big_l))
+        self.add(
+            g,
+            "map",
+            _names(expr),
+            expr,
+            "BP1",
+            big_l,
+            f"{g} = dC/d{naming.activation(big_l)} = {plain(expr)}",
+        )
+        self.residual_delta(big_l, "BP1")
 
     def gradients(self, layer: int) -> None:
         delta, prev = naming.delta(layer), naming.activation(layer - 1)
@@ -575,6 +702,9 @@ def run_statement(
         if s.target not in env:
             raise ValueError(f"the dropout mask {s.target} is an input here: give it in env")
         return env[s.target]
+    if s.op == "backsum":
+        back = ops[1] * ops[0].T if rows else ops[0].T * ops[1]
+        return sum(ops[2:], back)
     if s.op == "outer":
         delta, prev = ops[:2]  # a third operand: the weights of the penalty term
         product = (prev.T * delta if rows else delta * prev.T) / m

@@ -212,4 +212,7 @@ def scalar_batch(
     for layer in range(1, big_l + 1):
         batch.z[layer] = batch.affine(layer, batch.a[layer - 1])
         batch.a[layer] = batch.activate(layer, batch.z[layer])
+        source = spec.layers[layer - 1].skip_from
+        if source is not None:  # a residual connection: a^l = f(z^l) + a^k
+            batch.a[layer] = batch.a[layer] + batch.a[source]
     return batch

@@ -12,6 +12,8 @@ b^l, z^l, a^l       ``b2``, ``z2``, ``a2``  ``b^{2}``, ``z^{2}``, ``a^{2}``
 delta^l             ``delta2``        ``\\delta^{2}``
 sigma'(z^l)         ``sp2``           ``\\sigma'(z^{2})``
 dC/dW^l, dC/db^l    ``dC_dW2``        ``\\frac{\\partial C}{\\partial W^{2}}``
+dC/da^l (residual)  ``dC_da2``        ``\\frac{\\partial C}{\\partial a^{2}}``
+sigma(z^l) (resid.) ``h2``            ``\\sigma(z^{2})``
 CSE temporaries     ``_t0``           ``t_{0}``
 ==================  ===============  =============================
 """
@@ -85,6 +87,7 @@ def temp(i: int) -> str:
 
 
 _LATEX_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("dC_da", r"\frac{\partial C}{\partial a^{%s}}"),
     ("dC_dW", r"\frac{\partial C}{\partial W^{%s}}"),
     ("dC_db", r"\frac{\partial C}{\partial b^{%s}}"),
     ("delta", r"\delta^{%s}"),
@@ -157,6 +160,12 @@ def unit_sum(layer: int) -> str:
     return f"s{layer}"
 
 
+def activation_gradient(layer: int) -> str:
+    """Identifier of g^l = dC/da^l, stored for a layer a residual connection touches,
+    e.g. ``dC_da2``: a skip's source sums it from the layers it feeds."""
+    return f"dC_da{layer}"
+
+
 def own_activation(layer: int) -> str:
     """Identifier of sigma(z^l) of a layer with a residual connection, e.g. ``h2``:
     there a^l = sigma(z^l) + a^k, and sigma'(z^l) is computed from this cached value."""
@@ -179,6 +188,7 @@ COST = "C"
 #: Per-layer identifier prefixes and the quantity each names, longest prefix first so
 #: that ``log1ma2`` is not read as ``a``-something.
 _KINDS: tuple[tuple[str, str], ...] = (
+    ("dC_da", "activation_gradient"),
     ("dC_dW", "weight_gradient"),
     ("dC_db", "bias_gradient"),
     ("log1ma", "log_complement"),

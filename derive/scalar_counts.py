@@ -76,6 +76,8 @@ def estimate_naive_ops(spec: Spec) -> int:
             d = sp.diff(f, X)
             occ_d, own_d = _template_size(d, X)
             t_d[layer] = occ_d * t_z[layer] + own_d
+        if spec.layers[layer - 1].skip_from is not None:  # a^l = f(z^l) + a^k
+            t_a[layer] += t_a[spec.layers[layer - 1].skip_from] + 1
     dc = sp.diff(COSTS[spec.cost].expr, COST_A)
     occ_c, own_c = _template_size(dc, COST_A)
     t_dc = occ_c * t_a[big_l] + own_c
@@ -101,7 +103,8 @@ def estimate_naive_ops(spec: Spec) -> int:
                 per_param = t_dc + 1 + d
             count = sizes[layer] * (sizes[layer - 1] if kind == "w" else 1)
             total += count * per_param
-    return int(total)
+    # Each skip adds a path from every parameter below it: at most doubles every term.
+    return int(total) * 2 ** len(spec.skips)
 
 
 def check_naive_budget(spec: Spec, budget: int | None = DEFAULT_BUDGET) -> int:

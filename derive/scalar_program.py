@@ -134,8 +134,82 @@ def _forward_program(net_or_spec: Spec, representative: bool = False) -> list[As
                         layer,
                     )
                 )
+            _residual_forward(spec, layer, units, count, out)
         prev = avals
     return out
+
+
+def _hsym(layer: int, j: int) -> sp.Symbol:
+    return _sym(unit_name(naming.own_activation(layer), j))
+
+
+def _gsym(layer: int, j: int) -> sp.Symbol:
+    return _sym(unit_name(naming.activation_gradient(layer), j))
+
+
+def _residual_forward(
+    spec: Spec, layer: int, units: range, count: int, out: list[Assignment]
+) -> None:
+    """With a skip into ``layer`` from k, the unit values just appended become h^l_j and
+    a^l_j = h^l_j + a^k_j follows each."""
+    source = spec.layers[layer - 1].skip_from
+    if source is None:
+        return
+    for j in units:
+        index = max(i for i, s in enumerate(out) if s.target == _asym(layer, j))
+        own = out[index]
+        out[index] = Assignment(
+            _hsym(layer, j), own.expr, own.label, f"sigma(z^{layer}_{j})", own.layer, count, layer
+        )
+        total = _hsym(layer, j) + _asym(source, j)
+        out.append(
+            Assignment(_asym(layer, j), total, "forward", f"a^{layer}_{j}", own.layer, count, layer)
+        )
+
+
+def _residual_error(
+    spec: Spec, act: ActivationDerivation, layer: int, representative: bool, back: list[sp.Expr]
+) -> list[Assignment]:
+    """dC/da^l_j = back_j + sum of dC/da of the layers l feeds by a skip, stored;
+    then delta^l_j = dC/da^l_j sigma'(z^l_j) (sigma' from h^l_j when a skip enters l)."""
+    n = spec.sizes[layer]
+    mult = n if representative else 1
+    label = "BP1" if layer == spec.depth else "BP2"
+    fed = [dest for dest, k in sorted(spec.skips.items()) if k == layer]
+    out: list[Assignment] = []
+    for j in range(1) if representative else range(n):
+        g = _gsym(layer, j)
+        total = sp.Add(back[j], *(_gsym(dest, j) for dest in fed))
+        out.append(Assignment(g, total, label, f"dC/da^{layer}_{j}", layer, mult))
+        own = _hsym(layer, j) if layer in spec.skips else _asym(layer, j)
+        cached = act.cached.xreplace({A: own, Z: _zsym(layer, j)})
+        cached = cached.xreplace(_masks(layer, j, act.forward.xreplace({Z: _zsym(layer, j)})))
+        expr = g
+        if cached != 1:
+            spj = _sym(unit_name(naming.sigma_prime(layer), j))
+            out.append(Assignment(spj, cached, label, f"sigma'(z^{layer}_{j})", layer, mult))
+            expr = g * spj
+        out.append(Assignment(_dsym(layer, j), expr, label, f"delta^{layer}_{j}", layer, mult))
+    return out
+
+
+def _residual_back(spec: Spec, layer: int) -> list[sp.Expr]:
+    """sum_i w^{l+1}_ij delta^{l+1}_i for each unit j of ``layer`` (dC/da^L_j at the output)."""
+    if layer == spec.depth:
+        output = derive_network(spec).output
+        return [
+            output.dcost_da.xreplace({A: _asym(layer, j), Y: _sym(naming.target_entry(j))})
+            for j in range(spec.sizes[layer])
+        ]
+    return [
+        sp.Add(
+            *(
+                _sym(naming.weight_entry(layer + 1, i, j)) * _dsym(layer + 1, i)
+                for i in range(spec.sizes[layer + 1])
+            )
+        )
+        for j in range(spec.sizes[layer])
+    ]
 
 
 def _cost_statement(spec: Spec) -> Assignment:
@@ -272,10 +346,21 @@ def _backprop_program(
     """The delta recursion after the forward pass: (program, gradient statements)."""
     derivation = derive_network(spec)
     program = _forward_program(spec, representative)
-    program += _output_error(spec, derivation.output, representative)
+    touched = {*spec.skips, *spec.skips.values()}
+    if spec.depth in touched:
+        back = _residual_back(spec, spec.depth)
+        program += _residual_error(
+            spec, derivation.activations[-1], spec.depth, representative, back
+        )
+    else:
+        program += _output_error(spec, derivation.output, representative)
     grads: list[Assignment] = []
     for layer in range(spec.depth, 0, -1):
-        if layer < spec.depth:
+        if layer < spec.depth and layer in touched:
+            act = derivation.activations[layer - 1]
+            back = _residual_back(spec, layer)
+            program += _residual_error(spec, act, layer, representative, back)
+        elif layer < spec.depth:
             act = derivation.activations[layer - 1]
             program += _hidden_error(spec, act, layer, representative)
         grads += _layer_gradients(spec, layer, representative)

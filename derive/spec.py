@@ -18,6 +18,7 @@ File format (TOML; JSON has the same fields)::
     size = 30
     activation = "sigmoid"      # a name, or an expression in x such as "x*sigmoid(x)"
     bias = true                 # optional, default true
+    skip_from = 1               # optional residual connection: a^l = f(z^l) + a^k, k < l
     dropout = 0.2               # optional, hidden layers only: inverted dropout, p in [0, 1)
 """
 
@@ -34,7 +35,7 @@ from typing import Any
 
 from chainrule.derive.errors import SpecError
 from chainrule.derive.exprparse import describe_character, looks_like_expression, parse_activation
-from chainrule.derive.tables import ACTIVATIONS, COSTS, CostRow, output_range
+from chainrule.derive.tables import ACTIVATIONS, COSTS, REAL, CostRow, output_range
 
 MAX_WIDTH = 100_000
 MAX_LAYERS = 64
@@ -46,7 +47,7 @@ DTYPES = ("float64", "float32")
 TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype", "l2", "l1")
 #: The largest regularization coefficient accepted (a larger one swamps any cost).
 MAX_PENALTY = 1e6
-LAYER_FIELDS = ("size", "activation", "bias", "dropout")
+LAYER_FIELDS = ("size", "activation", "bias", "skip_from", "dropout")
 
 
 def _show(value: Any) -> str:
@@ -89,11 +90,13 @@ def _check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Layer:
-    """One dense layer: ``size`` units, an activation (name or expression), a bias flag."""
+    """One dense layer: ``size`` units, an activation (name or expression), a bias flag,
+    and optionally ``skip_from`` = k, a residual connection a^l = f(z^l) + a^k."""
 
     size: int
     activation: str
     bias: bool = True
+    skip_from: int | None = None
     #: Inverted dropout on this layer's output in training: a^l = D^l * f(z^l), 0 = none.
     dropout: float = field(default=0.0, kw_only=True)
 
@@ -151,6 +154,15 @@ class Spec:
         return tuple(layer.activation for layer in self.layers)
 
     @property
+    def skips(self) -> dict[int, int]:
+        """The residual connections as {layer l: source k}, for a^l = f(z^l) + a^k."""
+        return {
+            i: layer.skip_from
+            for i, layer in enumerate(self.layers, start=1)
+            if layer.skip_from is not None
+        }
+
+    @property
     def parameter_count(self) -> int:
         """Number of scalar parameters (weights and enabled biases)."""
         n = self.sizes
@@ -170,6 +182,7 @@ class Spec:
             _check_layer(layer, f"layers[{i}]", is_output=i == last)
         _check_choice(self.cost, "cost", tuple(COSTS))
         _check_cost(COSTS[self.cost], self.layers[last])
+        _check_skips(self)
         _check_dropout(self)
         _check_choice(self.layout, "layout", LAYOUTS)
         _check_choice(self.dtype, "dtype", DTYPES)
@@ -220,7 +233,7 @@ class Spec:
             "cost": self.cost,
             "layout": self.layout,
             "dtype": self.dtype,
-            "layers": [_with_dropout(ly) for ly in self.layers],
+            "layers": [_layer_dict(ly) for ly in self.layers],
             **penalty,
         }
 
@@ -287,13 +300,64 @@ def _check_layer(layer: Any, where: str, *, is_output: bool) -> None:
         )
 
 
-def _with_dropout(layer: Layer) -> dict[str, Any]:
-    """One layer in the file format's field names; ``dropout`` only when it is not 0, so a
-    spec without dropout reads (and hashes) as before."""
+def _layer_dict(layer: Layer) -> dict[str, Any]:
+    """One layer in the file format's field names (``skip_from`` only when set, ``dropout``
+    only when not 0, so a spec without them reads and hashes as before)."""
     out: dict[str, Any] = {"size": layer.size, "activation": layer.activation, "bias": layer.bias}
+    if layer.skip_from is not None:
+        out["skip_from"] = layer.skip_from
     if layer.dropout:
         out["dropout"] = float(layer.dropout)
     return out
+
+
+def _check_skips(spec: Spec) -> None:
+    """Each ``skip_from`` = k names an earlier layer 0..l-1 of the same size, and never
+    feeds an output whose cost is computed on a restricted range (fused on the logits)."""
+    sizes = spec.sizes
+    for layer, k in enumerate((ly.skip_from for ly in spec.layers), start=1):
+        where = f"layers[{layer - 1}].skip_from"
+        if k is None:
+            continue
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise SpecError(
+                where,
+                f"expected a layer number, got {_show(k)}",
+                f"give an integer 0..{layer - 1} (0 is the input x), or leave it out",
+            )
+        if not 0 <= k < layer:
+            raise SpecError(
+                where,
+                f"layer {layer} cannot take a skip from layer "
+                + (str(k) if abs(k) < 10**9 else "number that large"),
+                f"give an earlier layer 0..{layer - 1} (0 is the input x)",
+            )
+        if sizes[k] != sizes[layer]:
+            raise SpecError(
+                where,
+                f"layer {k} has {sizes[k]} units and layer {layer} has {sizes[layer]}",
+                "skip from a layer of the same size",
+            )
+        if layer == spec.depth:
+            _check_output_skip(spec, where)
+
+
+def _check_output_skip(spec: Spec, where: str) -> None:
+    """A skip into the output layer: only an elementwise output under a cost on all reals."""
+    act = spec.layers[-1].activation
+    if act in ACTIVATIONS and ACTIVATIONS[act].expr is None:
+        raise SpecError(
+            where,
+            f"a skip into the {act} output layer would break its normalization",
+            "skip into a hidden layer instead",
+        )
+    cost = COSTS[spec.cost]
+    if cost.output != REAL:
+        raise SpecError(
+            where,
+            f"{cost.name} is computed fused on the output's logits, which a + a^k would break",
+            "skip into a hidden layer, or use a cost defined on all reals such as quadratic",
+        )
 
 
 def _check_dropout(spec: Spec) -> None:
@@ -429,6 +493,7 @@ def spec_from_dict(data: Any, source: str = "dict") -> Spec:
                 raw["size"],
                 raw["activation"],
                 raw.get("bias", True),
+                raw.get("skip_from"),
                 dropout=raw.get("dropout", 0.0),
             )
         )

@@ -234,6 +234,17 @@ class SectionWriterBase:
     def sprime_at(self, layer: int, z: sp.Expr) -> sp.Expr:
         return at(self.d.activations[layer - 1].derivative, z)
 
+    # -- residual connections ------------------------------------------------------------
+    def written_out(self, layer: int) -> bool:
+        """True when every path from a weight of ``layer`` to C runs through the layers
+        above it one by one: no residual connection leaves layer ``layer`` or above it
+        (below a skip's source the paths split, see :meth:`ChainSection.two_paths_step`)."""
+        return not any(k >= layer for k in self.spec.skips.values())
+
+    def fed_by(self, layer: int) -> list[int]:
+        """The layers that take a residual connection from ``layer``, in order."""
+        return sorted(d for d, k in self.spec.skips.items() if k == layer)
+
     def in_order(self, backward: list[str]) -> list[str]:
         """Factors listed from the cost back, reversed for a notation that reads forward."""
         return backward if not self.forward_order else list(reversed(backward))

@@ -22,7 +22,10 @@ class ChainSection(SectionWriterBase):
     def chain(self) -> Section:
         steps: list[Step] = []
         for layer in range(self.depth, 0, -1):
-            steps.append(self.expanded_step(layer))
+            if self.written_out(layer):
+                steps.append(self.expanded_step(layer))
+            if self.fed_by(layer):
+                steps.append(self.two_paths_step(layer))
             steps.append(self.error_step(layer))
             steps.extend(self.gradient_steps(layer))
         intro = (
@@ -31,6 +34,8 @@ class ChainSection(SectionWriterBase):
             "above (or the output error) are computed once and reused: that is what "
             "backpropagation saves."
         )
+        if self.spec.skips:
+            intro += " " + self.residual_words()
         note = "In the written-out chains those factors are coloured."
         return Section(
             "The chain rule, written out and memoized", intro, tuple(steps), colour_note=note
@@ -189,13 +194,17 @@ class ChainSection(SectionWriterBase):
             )
             valued = self.in_order([self.dcda_tex("j", True), nota.sprime(big_l, "j")])
             parts = [head, self.join(symbolic), self.join(valued)]
-            show_final = not out.delta.has(sp.Piecewise)
+            show_final = not out.delta.has(sp.Piecewise) and big_l not in self.spec.skips
             if show_final:
                 parts.append(_tex(out.delta, names))
             act = d.activations[big_l - 1]
             for j in self.units(big_l):
                 zj, yj = z[j, 0], net.y[j, 0]
-                aj = act.forward.subs(Z, zj)
+                aj = (
+                    net.output_of(big_l, z)[j, 0]
+                    if big_l in self.spec.skips
+                    else act.forward.subs(Z, zj)
+                )
                 sides = [
                     net.delta(big_l)[j, 0],
                     self.dcda.subs({A: aj, Y: yj}) * self.sprime_at(big_l, zj),
@@ -240,7 +249,91 @@ class ChainSection(SectionWriterBase):
         title = "Output layer error" if nota.name == "cheatsheet" else "Output error of one unit"
         return Step(title, " = ".join(parts), tuple(checks), label="BP1")
 
+    # -- residual connections --------------------------------------------------------------
+    def residual_words(self) -> str:
+        """What the chain rule does at a residual connection, in this notation."""
+        nota = self.nota
+        pairs = ", ".join(
+            f"${nota.a(d)} = {nota.act_letter(d)}({nota.z(d)}) + {nota.a(k)}$"
+            for d, k in sorted(self.spec.skips.items())
+        )
+        return (
+            f"This network has residual connections ({pairs}): an activation that feeds a "
+            "skip reaches the cost by two paths, through the layer above it and through the "
+            "skip, and the chain rule sums them. The gradient with respect to such an "
+            "activation is computed once and reused by both; a weight below a skip is "
+            "therefore not written out as one long product."
+        )
+
+    def grad_a_tex(self, layer: int, index: str) -> str:
+        return self.nota.partial(self.nota.cost, self.nota.a(layer, index))
+
+    def two_paths_step(self, layer: int) -> Step:
+        """dC/da^k_j over its two paths (the layer above, the skips), then memoized."""
+        nota, net = self.nota, self.example_net
+        q = nota.sum_letter(1, layer + 1)
+        above = self.in_order(
+            [
+                nota.partial(nota.cost, nota.z(layer + 1, q)),
+                nota.partial(nota.z(layer + 1, q), nota.a(layer, "j")),
+            ]
+        )
+        ratio = [f"{nota.sum(layer + 1, q)}{self.join(above)}"]
+        memo = [
+            f"{nota.sum(layer + 1, q)}"
+            + self.join(
+                self.in_order([_color(nota.delta(layer + 1, q)), nota.w(layer + 1, q, "j")])
+            )
+        ]
+        for d in self.fed_by(layer):
+            skip = self.in_order(
+                [self.grad_a_tex(d, "j"), nota.partial(nota.a(d, "j"), nota.a(layer, "j"))]
+            )
+            ratio.append(self.join(skip))
+            memo.append(_color(self.grad_a_tex(d, "j")))
+        latex = f"{self.grad_a_tex(layer, 'j')} = {' + '.join(ratio)} = {' + '.join(memo)}"
+        checks = []
+        free = net.afree[layer]
+        upper = net.delta_full(layer + 1)
+        for j in self.units(layer):
+            through = sp.Add(
+                *[upper[i, 0] * net.W[layer + 1][i, j] for i in range(net.n[layer + 1])]
+            )
+            by_skip = [net.grad_a_full(d)[j, 0] for d in self.fed_by(layer)]
+            # da^d_j / da^k_j from a^d = sigma(z^d) + a^k, by SymPy: 1.
+            ones = [
+                sp.diff(net.activate(d, net.zfree[d])[j, 0] + free[j, 0], free[j, 0])
+                for d in self.fed_by(layer)
+            ]
+            ratio_side = through + sp.Add(*[g * one for g, one in zip(by_skip, ones, strict=True)])
+            checks.append((net.grad_a_full(layer)[j, 0], ratio_side, through + sp.Add(*by_skip)))
+        title = f"Two paths from an activation of layer {nota.number(layer)}: up and by the skip"
+        return Step(title, latex, tuple(checks), label="BP2")
+
+    def residual_error_step(self, layer: int) -> Step:
+        """delta^k_j = dC/da^k_j sigma'(z^k_j), the sum of the two paths stored once."""
+        nota, net = self.nota, self.example_net
+        head = nota.delta(layer, "j")
+        ratio = nota.partial(nota.cost, nota.z(layer, "j"))
+        if ratio != head:
+            head = f"{head} = {ratio}"
+        factors = self.in_order([_color(self.grad_a_tex(layer, "j")), nota.sprime(layer, "j")])
+        latex = f"{head} = {self.join(factors)}"
+        z = net.z[layer]
+        checks = tuple(
+            (
+                net.delta_full(layer)[j, 0],
+                net.grad_a_full(layer)[j, 0] * self.sprime_at(layer, z[j, 0]),
+            )
+            for j in self.units(layer)
+        )
+        return Step(
+            self.hidden_error_title(layer, "Error of a unit of layer"), latex, checks, label="BP2"
+        )
+
     def error_step(self, layer: int) -> Step:
+        if self.fed_by(layer):
+            return self.residual_error_step(layer)
         nota, net, big_l = self.nota, self.example_net, self.depth
         head = nota.delta(layer, "j")
         ratio = nota.partial(nota.cost, nota.z(layer, "j"))
@@ -266,7 +359,7 @@ class ChainSection(SectionWriterBase):
         else:
             body = nota.sum(layer + 1, q) + self.join(factors)
         latex = f"{head} = {body}"
-        inner = net.affine(layer + 1, net.activate(layer, z))
+        inner = net.affine(layer + 1, net.output_of(layer, z))
         upper = net.delta_at(layer + 1, inner)
         for j in self.units(layer):
             rhs = self.sprime_at(layer, z[j, 0]) * sp.Add(

@@ -183,6 +183,11 @@ class NetworkSections(SectionWriterBase):
                 sides.append(form.subs(Z, z[0, 0]))
         if len(sides) == 1:
             sides.append(forward.subs(Z, z[0, 0]))
+        source = self.spec.layers[layer - 1].skip_from
+        if source is not None:  # a residual connection: a^l = sigma(z^l) + a^k
+            skip = net.a[source][0, 0]
+            parts = [parts[0], *(f"{p} + {nota.a(source, 'j')}" for p in parts[1:])]
+            sides = [net.output_of(layer, z)[0, 0], *(side + skip for side in sides[1:])]
         return Step(
             f"Activation of layer {self.nota.number(layer)}", " = ".join(parts), (tuple(sides),)
         )
@@ -200,7 +205,8 @@ class NetworkSections(SectionWriterBase):
             parts = [nota.partial(nota.a(layer, "j"), nota.z(layer, "j")), nota.sprime(layer, "j")]
             parts.append(_tex(derived.derivative, names))
             sides = [sp.diff(closed(derived.forward), Z).subs(Z, z), derived.derivative.subs(Z, z)]
-            if derived.cached != derived.derivative:
+            # With a skip into the layer a^l = sigma(z^l) + a^k: no form in a^l holds.
+            if derived.cached != derived.derivative and layer not in self.spec.skips:
                 parts.append(_tex(derived.cached, names))
                 sides.append(derived.cached.subs({A: derived.forward.subs(Z, z), Z: z}))
             steps.append(

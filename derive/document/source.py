@@ -44,8 +44,13 @@ class SourceSection(SectionWriterBase):
                 f"{nota.delta('l')} = \\left(({nota.weight_matrix('l+1')})^{{T}} "
                 f"{nota.delta('l+1')}\\right) \\odot {nota.sprime('l')}"
             )
-            checks = tuple(sides for step in summary[1:] for sides in step.checks)
-            steps.append(Step("The error of layer l from layer l+1", latex, checks, "BP2"))
+            by_layer = dict(zip(range(big_l - 1, 0, -1), summary[1:], strict=True))
+            plain = [step for ly, step in by_layer.items() if not self.fed_by(ly)]
+            checks = tuple(sides for step in plain for sides in step.checks)
+            if plain:
+                steps.append(Step("The error of layer l from layer l+1", latex, checks, "BP2"))
+            if len(plain) < big_l - 1:
+                steps.append(self.residual_general_bp2(by_layer))
         gradients = [s for ly in range(big_l, 0, -1) for s in self.gradient_steps(ly)]
         bias = [s for s in gradients if s.label == "BP3"]
         if bias:
@@ -82,6 +87,20 @@ class SourceSection(SectionWriterBase):
             steps.extend(outer)
             intro += " " + self.outer_product_words()
         return Section("As the book writes it", intro, tuple(steps))
+
+    def residual_general_bp2(self, by_layer: dict[int, Step]) -> Step:
+        """BP2 for a layer l that feeds a residual connection into layer d (not the book's:
+        its networks have none): the skip's dC/da^d joins the sum before sigma'(z^l)."""
+        nota = self.nota
+        latex = (
+            f"{nota.delta('l')} = \\left(({nota.weight_matrix('l+1')})^{{T}} "
+            f"{nota.delta('l+1')} + \\sum_{{d}} {nota.partial(nota.cost, nota.a('d'))}\\right) "
+            f"\\odot {nota.sprime('l')}"
+        )
+        sources = [step for ly, step in by_layer.items() if self.fed_by(ly)]
+        checks = tuple(sides for step in sources for sides in step.checks)
+        title = "The error of a layer l that feeds skips into layers d (residual connections)"
+        return Step(title, latex, checks, "BP2")
 
     # -- the two-layer text's outer products (networks without biases) -----------------
     def outer_product_words(self) -> str:
@@ -299,6 +318,8 @@ class SourceSection(SectionWriterBase):
         nota = self.nota
         rows, checks = [], []
         for layer in range(self.depth, 0, -1):
+            if not self.written_out(layer):
+                continue  # below a skip's source the paths split: see the chain section
             value = self.render_chain(layer, "value", colour=False)
             lhs = nota.grad(nota.cost, nota.w(layer, "j", "k"))
             # One row per weight: the continuation lines (each led by the dot) rejoined.
@@ -408,15 +429,20 @@ class SourceSection(SectionWriterBase):
         upper_delta = net.delta_at(layer, net.affine(layer, a_free))
         back = net.W[layer].T * upper_delta
         da_tex = nota._base("dA", below, None)
+        latex = f"{da_tex} = ({nota.weight_matrix(layer)})^{{T}} {nota.batch('D', layer)}"
+        if self.spec.skips:  # residual connections: dA over every path, at the values
+            d_a = net.grad_a_full(below)
+            back = net.W[layer].T * net.delta_full(layer)
+            for d in self.fed_by(below):
+                back += net.grad_a_full(d)
+                latex += f" + {nota._base('dA', d, None)}"
         steps = [
             Step(
-                f"Gradient with respect to the activations of layer {below}",
-                f"{da_tex} = ({nota.weight_matrix(layer)})^{{T}} {nota.batch('D', layer)}",
-                ((d_a, back),),
+                f"Gradient with respect to the activations of layer {below}", latex, ((d_a, back),)
             )
         ]
         z = net.zfree[below]
-        inner = net.affine(layer, net.activate(below, z))
+        inner = net.affine(layer, net.output_of(below, z))
         through = (net.W[layer].T * net.delta_at(layer, inner)).multiply_elementwise(
             z.applyfunc(lambda v: self.sprime_at(below, v))
         )
@@ -425,5 +451,10 @@ class SourceSection(SectionWriterBase):
             f"{nota.act_letter(below)}'({nota.batch('Z', below)})"
         )
         title = f"Error of layer {below} from dA"
+        if self.spec.skips:
+            sprime = net.z[below].applyfunc(lambda v: self.sprime_at(below, v))
+            through = net.grad_a_full(below).multiply_elementwise(sprime)
+            steps.append(Step(title, latex, ((net.delta_full(below), through),), "BP2"))
+            return steps
         steps.append(Step(title, latex, ((net.delta(below), through),), "BP2"))
         return steps

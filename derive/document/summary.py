@@ -25,7 +25,7 @@ class SummarySection(SectionWriterBase):
         names = self.names(big_l, None)
         delta_l = net.delta(big_l)
         z_l = net.zfree[big_l]
-        a_l = net.activate(big_l, z_l)
+        a_l = net.output_of(big_l, z_l)
 
         def oriented(matrix: sp.Matrix) -> sp.Matrix:
             return matrix.T if rows else matrix
@@ -46,7 +46,7 @@ class SummarySection(SectionWriterBase):
                 ),
             )
             sides = [oriented(delta_l), oriented(product), oriented(product)]
-            if not out.delta.has(sp.Piecewise):
+            if not out.delta.has(sp.Piecewise) and big_l not in self.spec.skips:
                 parts.append(shown(out.delta))
                 sides.append(
                     oriented(
@@ -131,10 +131,31 @@ class SummarySection(SectionWriterBase):
     def scalar_pair(self, upper: int, lower: int) -> bool:
         return self.nota.size(upper) == 1 and self.nota.size(lower) == 1
 
+    def residual_bp2_vector(self, layer: int) -> Step:
+        """BP2 at a layer that feeds skips: (W^T delta + the skips' dC/da) * sigma'(z)."""
+        nota, net = self.nota, self.example_net
+        fed = self.fed_by(layer)
+        z = net.z[layer]
+        sprime = z.applyfunc(lambda v: self.sprime_at(layer, v))
+        total = net.W[layer + 1].T * net.delta_full(layer + 1)
+        for d in fed:
+            total += net.grad_a_full(d)
+        lhs, rhs = net.delta_full(layer), total.multiply_elementwise(sprime)
+        weight, up = nota.weight_matrix(layer + 1), nota.delta(layer + 1)
+        back = f"{up} {nota.transpose(weight)}" if nota.rows else f"{nota.transpose(weight)} {up}"
+        skips = "".join(f" + {nota.partial(nota.cost, nota.a(d))}" for d in fed)
+        body = f"\\left({back}{skips}\\right) {nota.times(layer)} {nota.sprime(layer)}"
+        if nota.rows:
+            lhs, rhs = lhs.T, rhs.T
+        title = self.hidden_error_title(layer, "Error of layer")
+        return Step(title, f"{nota.delta(layer)} = {body}", ((lhs, rhs),), label="BP2")
+
     def bp2_vector(self, layer: int) -> Step:
+        if self.fed_by(layer):
+            return self.residual_bp2_vector(layer)
         nota, net = self.nota, self.example_net
         z = net.zfree[layer]
-        inner = net.affine(layer + 1, net.activate(layer, z))
+        inner = net.affine(layer + 1, net.output_of(layer, z))
         upper = net.delta_at(layer + 1, inner)
         sprime = z.applyfunc(lambda v: self.sprime_at(layer, v))
         if nota.rows:

@@ -36,6 +36,10 @@ _TITLES = {
     ("backprop", "delta"): "Error of layer {} over the batch",
     ("outer", "weight_gradient"): "Weight gradient of layer {} over the batch",
     ("example_sum", "bias_gradient"): "Bias gradient of layer {} over the batch",
+    ("map", "own_activation"): "Own activation of layer {} (before the skip)",
+    ("map", "activation_gradient"): "Output gradient of the batch",
+    ("backsum", "activation_gradient"): "Gradient of the cost in the activations of layer {}",
+    ("alias", "delta"): "Error of layer {} over the batch",
 }
 
 _ELEMENTWISE = " \\quad (\\text{elementwise})"
@@ -134,6 +138,9 @@ class VectorizedSection(SectionWriterBase):
         )
 
     def batch_title(self, s: BatchStatement) -> str:
+        if s.quantity == "delta" and naming.activation_gradient(s.layer) in s.operands:
+            if s.layer < self.depth:
+                return f"Error of layer {self.nota.number(s.layer)} over the batch"
         if s.quantity == "sigma_prime":
             # The module labels sigma' with BP2, the equation it serves; the title says so
             # rather than tagging sigma' as that equation.
@@ -229,6 +236,10 @@ class VectorizedSection(SectionWriterBase):
                 refs[naming.sigma_prime(layer)] = o(
                     z.applyfunc(lambda v, ly=layer: self.sprime_at(ly, v))
                 )
+            if layer in self.spec.skips:  # residual: sigma(z^l) kept, before a^k is added
+                refs[naming.own_activation(layer)] = o(net.activate(layer, z))
+            if layer in self.spec.skips or self.spec.skips and layer in self.spec.skips.values():
+                refs[naming.activation_gradient(layer)] = o(net.grad_a_full(layer))
             n_out, n_in = net.n[layer], net.n[layer - 1]
             w = sp.Matrix(n_out, n_in, lambda j, k, ly=layer: net.dcost(net.W[ly][j, k]))
             refs[naming.grad(naming.weight(layer))] = o(w)
@@ -253,10 +264,57 @@ class VectorizedSection(SectionWriterBase):
             names[sym(naming.log_complement(layer))] = f"\\log(1 - {ab})"
             names[sym(naming.other_units(layer))] = nota.batch("R", layer)
             names[sym(naming.unit_sum(layer))] = unit_sum
+            if self.spec.skips:
+                names.update(self.residual_names(layer))
         return names
+
+    def residual_names(self, layer: int) -> dict[sp.Symbol, str]:
+        """LaTeX of sigma(Z^l), dC/dA^l and sigma'(Z^l), the residual statements' operands."""
+        nota, sym = self.nota, naming.symbol
+        zb, ab = nota.batch("Z", layer), nota.batch("A", layer)
+        grad = (
+            nota._base("dA", layer, None) if nota.name == "course" else nota.partial(nota.cost, ab)
+        )
+        return {
+            sym(naming.activation(0)): nota.batch("A", 0),
+            sym(naming.own_activation(layer)): f"{nota.act_letter(layer)}({zb})",
+            sym(naming.activation_gradient(layer)): grad,
+            sym(naming.sigma_prime(layer)): f"{nota.act_letter(layer)}'({zb})",
+        }
+
+    def residual_latex(self, s: BatchStatement) -> str | None:
+        """The residual statements (a skip's forward sum, dC/dA^l, delta from it), or None."""
+        nota, layer, names = self.nota, s.layer, self.batch_names
+        sym = naming.symbol
+        if s.quantity == "own_activation":
+            shown = odot_tex(s.expr, names)
+            own = names[sym(s.target)]
+            if _same_text(shown) != _same_text(own):
+                return f"{own} = {shown}"
+            sprime = names[sym(naming.sigma_prime(layer))]
+            return f"{own} \\quad (\\text{{kept: }} {sprime} \\text{{ is computed from it}})"
+        if s.quantity == "activation" and naming.own_activation(layer) in s.operands:
+            h, a_k = (names[sym(name)] for name in s.operands)
+            return f"{nota.batch('A', layer)} = {h} + {a_k}"
+        if s.quantity == "activation_gradient" and s.op == "map":
+            return f"{names[sym(s.target)]} = {odot_tex(s.expr, names)}"
+        if s.op == "backsum":
+            weight, up = nota.weight_matrix(layer + 1), nota.batch("D", layer + 1)
+            back = (
+                f"{up} {nota.transpose(weight)}" if nota.rows else f"{nota.transpose(weight)} {up}"
+            )
+            skips = "".join(f" + {names[sym(g)]}" for g in s.operands[2:])
+            return f"{names[sym(s.target)]} = {back}{skips}"
+        if s.quantity == "delta" and naming.activation_gradient(layer) in s.operands:
+            body = names[sym(s.operands[0])] if s.op == "alias" else odot_tex(s.expr, names)
+            return f"{nota.batch('D', layer)} = {body}{'' if s.op == 'alias' else _ELEMENTWISE}"
+        return None
 
     def batch_latex(self, s: BatchStatement) -> str:
         """The statement in the notation; an elementwise one printed from its expression."""
+        residual = self.residual_latex(s) if self.spec.skips else None
+        if residual is not None:
+            return residual
         nota = self.nota
         layer = s.layer
         zb = nota.batch("Z", layer)

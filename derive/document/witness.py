@@ -138,11 +138,51 @@ class WitnessNetwork:
     def _cost_at_z(self) -> dict[int, sp.Expr]:
         costs = {}
         for layer in range(1, self.depth + 1):
+            if self.spec.skips:
+                costs[layer] = self._residual_cost(layer, self.activate(layer, self.zfree[layer]))
+                continue
             a = self.activate(layer, self.zfree[layer])
             for upper in range(layer + 1, self.depth + 1):
                 a = self.activate(upper, self.affine(upper, a))
             costs[layer] = self.batch_cost(a)
         return costs
+
+    def _residual_cost(self, layer: int, own: sp.Matrix, skip: bool = True) -> sp.Expr:
+        """The cost with f(z^l) of ``layer`` replaced by ``own`` (a^l itself when ``skip``
+        is False), through the layers above and their skips; the layers below keep
+        their values."""
+        values = dict(self.a)
+        source = self.spec.layers[layer - 1].skip_from
+        values[layer] = own + values[source] if skip and source is not None else own
+        for upper in range(layer + 1, self.depth + 1):
+            values[upper] = self.activate(upper, self.affine(upper, values[upper - 1]))
+            k = self.spec.layers[upper - 1].skip_from
+            if k is not None:
+                values[upper] = values[upper] + values[k]
+        return self.batch_cost(values[self.depth])
+
+    @functools.cached_property
+    def _cost_at_a(self) -> dict[int, sp.Expr]:
+        return {
+            layer: self._residual_cost(layer, self.afree[layer], skip=False)
+            for layer in range(1, self.depth + 1)
+        }
+
+    def output_of(self, layer: int, z: sp.Matrix) -> sp.Matrix:
+        """a^l at weighted inputs ``z``: sigma(z), plus a^k at its value when the layer
+        has a residual connection from k."""
+        source = self.spec.layers[layer - 1].skip_from
+        own = self.activate(layer, z)
+        return own if source is None else own + self.a[source][:, : z.cols]
+
+    def grad_a_full(self, layer: int) -> sp.Matrix:
+        """m dC/da^l (a residual network's stored quantity) as a function of the inputs
+        and parameters, unevaluated."""
+        cost, free = self._cost_at_a[layer], self.afree[layer]
+        values = sp.Tuple(*self.a[layer])
+        return free.applyfunc(
+            lambda v: _At(self.m * sp.Derivative(cost, v), sp.Tuple(*free), values)
+        )
 
     def delta(self, layer: int) -> sp.Matrix:
         """m dC/dz^l as unevaluated derivatives, in the free weighted inputs of ``layer``."""

@@ -124,6 +124,9 @@ def run_point(spec: Spec, point: Point, first_only: bool = False) -> Env:
         names = tuple(sorted(s.name for s in expr.free_symbols))
         s = BatchStatement(target, "map", names, expr, "", 0, "", "")
         env[target] = run_statement(s, env, rows, m, at=_entry)
+        if not names and target.startswith("sp"):  # a constant sigma' (linear): every unit
+            shape = env[naming.weighted_input(naming.layer_of(target))].shape
+            env[target] = sp.ones(*shape) * env[target][0, 0]
     return env
 
 
@@ -274,7 +277,7 @@ def witness_point(spec: Spec, first: Env) -> tuple[dict, dict]:
         # A side that is one of the witness's own forward expressions (in the inputs
         # and parameters, or in the free values of the layer below) is named by it.
         free_z = net.affine(layer, net.afree[layer - 1])
-        free_a = net.activate(layer, net.zfree[layer])
+        free_a = net.output_of(layer, net.zfree[layer])
         for j in range(spec.sizes[layer]):
             for role, exprs in (("z", (net.z[layer], free_z)), ("a", (net.a[layer], free_a))):
                 for expr in exprs:

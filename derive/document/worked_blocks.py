@@ -303,14 +303,19 @@ def _upstream(namer: Namer, layer: int, j: int, lines: list[Line]) -> sp.Expr:
     weights, delta = first[naming.weight(layer + 1)], first[naming.delta(layer + 1)]
     n = spec.sizes[layer + 1]
     terms = [_param(weights, q, j, rows) * _unit(delta, q, rows) for q in range(n)]
+    # A residual connection from this layer into layer d adds the path through a^d.
+    fed = [d for d, k in sorted(spec.skips.items()) if k == layer]
+    terms += [_unit(first[naming.activation_gradient(d)], j, rows) for d in fed]
     total = sp.Add(*terms)
     label = name(nota.partial(nota.cost, nota.a(layer, str(j + 1))))
-    if n <= SHOW_ALL and n > 1:
+    if n <= SHOW_ALL and (n > 1 or fed):
         parts: list[Line] = [label, EQ]
         for q in range(n):
             parts += [PLUS] if q else []
             delta_q, w_qj = nota.delta(layer + 1, str(q + 1)), namer.w(layer + 1, q, j)
             parts.append(join(name(delta_q), (" \\, ", " "), name(w_qj)))
+        for d in fed:
+            parts += [PLUS, name(nota.partial(nota.cost, nota.a(d, str(j + 1))))]
         lines.append(join(*parts, EQ, *signed_sum(terms), EQ, number(total)))
     return total
 
