@@ -164,6 +164,7 @@ def torch_loss_and_grad(module: ModuleType, params: dict, x, y, masks: dict) -> 
         "linear": lambda z: z,
     }
     depth = len(module.LAYER_SIZES) - 1
+    outputs = [a]
     for layer in range(1, depth + 1):
         w, b = p[f"W{layer}"], p.get(f"b{layer}")
         z = a @ w if rows else w @ a
@@ -178,6 +179,10 @@ def torch_loss_and_grad(module: ModuleType, params: dict, x, y, masks: dict) -> 
         mask = masks.get(naming.dropout_mask(layer))
         if mask is not None:
             a = torch.tensor(mask) * a
+        source = module.SPEC["layers"][layer - 1].get("skip_from")
+        if source is not None:  # the mask applies before the skip is added
+            a = a + outputs[source]
+        outputs.append(a)
     m = x.shape[0 if rows else 1]
     target = torch.tensor(y)
     if module.COST == "cross-entropy":
@@ -813,3 +818,32 @@ def test_random_networks_with_dropout_equal_pytorch(hidden, head, layout, form, 
     for key, grad in grads.items():
         scale = max(np.max(np.abs(expected[key])), 1e-300)
         np.testing.assert_allclose(grad, expected[key], rtol=TORCH_TOL, atol=TORCH_TOL * scale)
+
+
+@pytest.mark.parametrize("layout", ["columns", "rows"])
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+def test_dropout_with_residual_connections_equals_pytorch(load_source, form, layout) -> None:
+    """a^l = D^l * f(z^l) + a^k, on skips from the input, from a dropout layer and into
+    layers with and without dropout (linear and relu too)."""
+    layers = (
+        Layer(4, "tanh", dropout=0.3),
+        Layer(4, "sigmoid", skip_from=1, dropout=0.5),
+        Layer(4, "linear", skip_from=2, dropout=0.2),
+        Layer(4, "relu", skip_from=0, dropout=0.4),
+        Layer(4, "sin(x) + x/3", skip_from=3),
+        Layer(3, "softmax"),
+    )
+    spec = Spec(4, layers, "cross-entropy", layout=layout)
+    source = (generate_module if form == "vectorized" else generate_plain)(spec)
+    lint_module(source)
+    assert "# forward: a2 = D2 * sigmoid(z2) + a1 = D2 * h2 + a1" in source
+    module = load_source(source)
+    params, x, y = point(module, seed=2)
+    m = x.shape[0 if layout == "rows" else 1]
+    expected_cost, expected = torch_loss_and_grad(module, params, x, y, module.dropout_masks(m, 9))
+    cost, grads = module.loss_and_grad(params, x, y, seed=9)
+    assert cost == pytest.approx(expected_cost, rel=TORCH_TOL)
+    for key, grad in grads.items():
+        scale = np.max(np.abs(expected[key]))
+        np.testing.assert_allclose(grad, expected[key], rtol=TORCH_TOL, atol=TORCH_TOL * scale)
+    assert module.check_gradient(params, x, y, seed=9) < 1e-6
