@@ -130,12 +130,27 @@ def central_differences(module: ModuleType, params: dict, x, y, seed: int) -> di
     return out
 
 
+#: Every net, form and layout; two of them (one per form, one per layout) in the quick
+#: subset, the rest with the slow tests.
 FORMS = [
-    (net, form, layout)
+    pytest.param(
+        net,
+        form,
+        layout,
+        marks=()
+        if (net, form, layout)
+        in (
+            ("sigmoid-relu-softmax", "vectorized", "columns"),
+            ("tanh-custom-relu", "plain", "rows"),
+        )
+        else pytest.mark.slow,
+    )
     for net in NETS
     for form in ("vectorized", "plain")
     for layout in ("columns", "rows")
 ]
+#: One case in the quick subset, the others with the slow tests.
+QUICK_FORM = ["vectorized", pytest.param("plain", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize(("net", "form", "layout"), FORMS)
@@ -392,7 +407,7 @@ def test_threads_with_seeds_equal_single_threaded(modules) -> None:
 # --------------------------------------------------------------------------- train
 
 
-@pytest.mark.parametrize("form", ["vectorized", "plain"])
+@pytest.mark.parametrize("form", QUICK_FORM)
 @pytest.mark.parametrize(
     "optimizer", [{}, {"optimizer": "adam"}, {"optimizer": "nesterov", "momentum": 0.9}]
 )
@@ -528,6 +543,7 @@ def test_bad_dropout_in_a_file_is_one_line(tmp_path, capsys) -> None:
     assert "\n" not in err
 
 
+@pytest.mark.slow
 def test_chainrule_train_with_dropout(tmp_path, capsys) -> None:
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((3, 3)) * 3
@@ -684,6 +700,7 @@ def test_torch_dropout_refusals(make, words) -> None:
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_chainrule_check_fixes_the_masks(tmp_path, capsys) -> None:
     path = tmp_path / "net.toml"
     path.write_text(SPEC_TOML)
@@ -712,7 +729,7 @@ def test_float32_module_draws_float32_masks(build) -> None:
         module.dropout_masks(0, 1)
 
 
-@pytest.mark.parametrize("form", ["vectorized", "plain"])
+@pytest.mark.parametrize("form", QUICK_FORM)
 def test_dropout_with_l2_and_l1_equals_pytorch(load_source, form) -> None:
     spec = make_spec("tanh-custom-relu", "rows").replace(l2=0.03, l1=0.02)
     source = (generate_module if form == "vectorized" else generate_plain)(spec)
@@ -763,6 +780,7 @@ def test_bad_dropout_flag_is_one_line(tmp_path, capsys, value, words) -> None:
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_regenerate_keeps_dropout(tmp_path, capsys) -> None:
     path = tmp_path / "net.toml"
     path.write_text(SPEC_TOML)
@@ -820,8 +838,8 @@ def test_random_networks_with_dropout_equal_pytorch(hidden, head, layout, form, 
         np.testing.assert_allclose(grad, expected[key], rtol=TORCH_TOL, atol=TORCH_TOL * scale)
 
 
-@pytest.mark.parametrize("layout", ["columns", "rows"])
-@pytest.mark.parametrize("form", ["vectorized", "plain"])
+@pytest.mark.parametrize("layout", ["rows", pytest.param("columns", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("form", QUICK_FORM)
 def test_dropout_with_residual_connections_equals_pytorch(load_source, form, layout) -> None:
     """a^l = D^l * f(z^l) + a^k, on skips from the input, from a dropout layer and into
     layers with and without dropout (linear and relu too)."""
