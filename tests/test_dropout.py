@@ -426,6 +426,18 @@ def test_train_same_seed_same_run(modules, form, optimizer) -> None:
     assert any(not np.array_equal(first[k], other[k]) for k in first)
 
 
+def test_train_draws_masks_after_the_permutation(modules) -> None:
+    """One full batch: train's cost is loss() on the permuted batch with the masks drawn
+    next from the same generator."""
+    module = modules("sigmoid-relu-softmax", "vectorized", "columns")
+    params, x, y = point(module)
+    rng = np.random.default_rng(5)
+    order = rng.permutation(x.shape[1])
+    expected = module.loss(params, x[:, order], y[:, order], seed=rng)
+    history = module.train(params, x, y, epochs=1, batch_size=x.shape[1], lr=0.1, seed=5)
+    assert history[0] == pytest.approx(expected, rel=1e-14)
+
+
 def test_sgd_step_draws_its_masks_from_seed(modules) -> None:
     module = modules("sigmoid-relu-softmax", "vectorized", "columns")
     params, x, y = point(module)
