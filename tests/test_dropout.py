@@ -877,3 +877,16 @@ def test_dropout_with_residual_connections_equals_pytorch(load_source, form, lay
         scale = np.max(np.abs(expected[key]))
         np.testing.assert_allclose(grad, expected[key], rtol=TORCH_TOL, atol=TORCH_TOL * scale)
     assert module.check_gradient(params, x, y, seed=9) < 1e-6
+
+
+def test_unrolled_module_takes_and_checks_seed(load_source) -> None:
+    from chainrule.codegen.unrolled import generate_unrolled
+    from chainrule.derive.spec import preset
+
+    module = load_source(generate_unrolled(preset("3b1b-chain"), "backprop"))
+    params = module.init_params(0)
+    x, y = np.array([[0.5, 0.2]]), np.array([[0.1, 0.3]])
+    assert module.loss(params, x, y, seed=1) == module.loss(params, x, y)
+    assert module.loss_and_grad(params, x, y, seed=1)[0] == module.loss(params, x, y)
+    with pytest.raises(ValueError, match="^seed: expected None"):
+        module.loss_and_grad(params, x, y, seed="a")
