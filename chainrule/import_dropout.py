@@ -4,7 +4,8 @@ A Keras ``Dropout(rate)`` or a PyTorch ``nn.Dropout(p)`` placed after a Dense (L
 layer and its activation becomes that layer's ``dropout``. Anything chainrule would
 compute differently is refused with one line naming the layer: a Dropout before any
 Dense layer, two in a row, one after the output layer, an activation after a Dropout
-(chainrule masks the activation's output), and a rate outside [0, 1).
+(chainrule masks the activation's output), a batch normalization after a Dropout,
+and a rate outside [0, 1). A Dropout on a batch-normalized layer is refused by the spec.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ class DropoutSlots:
                 where,
                 f"an activation after {self.last_dropout}",
                 "put the Dropout after the activation (chainrule drops the activation's output)",
+            )
+
+    def normalization(self, where: str) -> None:
+        """A batch-normalization layer: refused right after a Dropout."""
+        if self.last_dropout:
+            raise SpecError(
+                where,
+                f"a batch normalization after {self.last_dropout}",
+                "put the Dropout after the layer's activation, or remove it",
             )
 
     def finish(self) -> list[float]:
