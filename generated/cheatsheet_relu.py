@@ -73,8 +73,10 @@ def _check_lr(lr):
 
 def _check_count(name, count, least):
     """``epochs`` or ``batch_size``: a whole number (int or NumPy integer) of at least ``least``."""
-    value = np.asarray(count)
-    whole = value.ndim == 0 and value.dtype.kind in "iu" and not isinstance(count, bool)
+    # A Python int of any size is whole (np.asarray would make 2**64 an object array).
+    value = count if isinstance(count, int) else np.asarray(count)
+    whole = isinstance(count, int) or (value.ndim == 0 and value.dtype.kind in "iu")
+    whole = whole and not isinstance(count, bool)
     if not (whole and value >= least):
         raise ValueError(f"{name}: expected a whole number >= {least}; got {count!r}")
 
@@ -160,6 +162,8 @@ def _optimizer_state(params, optimizer, state):
         )
     if optimizer == "adam":
         _check_count("optimizer_state['step']", state.get("step"), 0)
+        state["step"] = int(state["step"])  # a NumPy int8 would wrap around at 127
+    seen = [params[key] for key in PARAM_SHAPES]
     for slot in slots:
         arrays = state.get(slot)
         if not (isinstance(arrays, dict) and len(arrays) == len(PARAM_SHAPES)):
@@ -169,8 +173,17 @@ def _optimizer_state(params, optimizer, state):
         for key, shape in PARAM_SHAPES.items():
             into = arrays.get(key)
             dtype = params[key].dtype
-            if not (isinstance(into, np.ndarray) and into.shape == shape and into.dtype == dtype):
-                raise _refuse(f"optimizer_state[{slot!r}][{key!r}]", into, shape, str(dtype))
+            fits = isinstance(into, np.ndarray) and into.shape == shape and into.dtype == dtype
+            if not (fits and into.flags.writeable):
+                name = f"optimizer_state[{slot!r}][{key!r}]"
+                raise _refuse(name, into, shape, f"writeable {dtype}")
+            for other in seen:
+                if np.shares_memory(into, other):
+                    raise ValueError(
+                        f"optimizer_state[{slot!r}][{key!r}]: shares memory with a parameter "
+                        "or another state array; pass an empty dict, or the one train filled"
+                    )
+            seen.append(into)
     return state
 
 

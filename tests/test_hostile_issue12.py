@@ -6,6 +6,7 @@ and optimizer state or counts that ``train`` took and then misused.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from chainrule.derive.errors import SpecError
 
@@ -65,3 +66,88 @@ def test_keras_regularizer_largest_coefficient_is_accepted() -> None:
 
     model = _keras_model({"class_name": "L2", "config": {"l2": 500000}})
     assert spec_from_keras(model, "cross-entropy").l2 == 1e6
+
+
+# -- train: optimizer_state and counts a careless caller passes ------------------------------
+
+
+@pytest.fixture(scope="module")
+def net(load_source):
+    """A 3-4-2 tanh/sigmoid module, its parameters and 12 examples."""
+    from chainrule.codegen.render import generate_module
+    from chainrule.derive.spec import Spec
+
+    spec = Spec.from_sizes([3, 4, 2], ["tanh", "sigmoid"], "quadratic")
+    module = load_source(generate_module(spec))
+    rng = np.random.default_rng(0)
+    return module, rng.normal(size=(3, 12)), rng.uniform(size=(2, 12))
+
+
+def _filled(module, x, y, optimizer, **options):
+    """Parameters after one epoch and the optimizer_state that epoch filled."""
+    params, state = module.init_params(0), {}
+    module.train(
+        params, x, y, epochs=1, batch_size=4, lr=0.01, optimizer=optimizer,
+        optimizer_state=state, **options,
+    )  # fmt: skip
+    return params, state
+
+
+def test_read_only_state_array_is_refused_before_any_step(net) -> None:
+    """A read-only array in optimizer_state failed halfway through a step, after some
+    parameters had moved; now it is refused first, naming the array."""
+    module, x, y = net
+    params, state = _filled(module, x, y, "momentum", momentum=0.9)
+    state["velocity"]["b2"].flags.writeable = False
+    before = {key: value.copy() for key, value in params.items()}
+    with pytest.raises(ValueError, match=r"optimizer_state\['velocity'\]\['b2'\]: .*writeable"):
+        module.train(
+            params, x, y, epochs=1, batch_size=4, lr=0.01, optimizer="momentum",
+            momentum=0.9, optimizer_state=state,
+        )  # fmt: skip
+    assert all(np.array_equal(params[key], before[key]) for key in params)
+
+
+@pytest.mark.parametrize("alias", ["other slot", "parameter", "view of a parameter"])
+def test_state_array_sharing_memory_is_refused(net, alias) -> None:
+    """Adam's m and v in one array, or a moment that is a parameter, silently trained
+    something else; now it is refused before any step."""
+    module, x, y = net
+    params, state = _filled(module, x, y, "adam")
+    source = {
+        "other slot": state["m"]["W1"],
+        "parameter": params["W1"],
+        "view of a parameter": params["W1"][:, :],
+    }[alias]
+    state["v"]["W1"] = source
+    before = params["W1"].copy()
+    with pytest.raises(ValueError, match=r"optimizer_state\['v'\]\['W1'\]: shares memory"):
+        module.train(params, x, y, epochs=1, batch_size=4, lr=0.01, optimizer="adam",
+                     optimizer_state=state)  # fmt: skip
+    assert np.array_equal(params["W1"], before)
+
+
+def test_small_numpy_step_count_does_not_wrap(net) -> None:
+    """A step count stored as np.int8(127) wrapped to -128 and gave NaN parameters;
+    it is now continued as a Python int, as Adam with step 127 would be."""
+    module, x, y = net
+    params, state = _filled(module, x, y, "adam")
+    reference = {key: value.copy() for key, value in params.items()}
+    ref_state = {"optimizer": "adam", "step": 127, "m": state["m"], "v": state["v"]}
+    ref_state = {k: ({n: a.copy() for n, a in v.items()} if isinstance(v, dict) else v)
+                 for k, v in ref_state.items()}  # fmt: skip
+    state["step"] = np.int8(127)
+    for p, s in ((params, state), (reference, ref_state)):
+        module.train(p, x, y, epochs=1, batch_size=4, lr=0.01, optimizer="adam",
+                     optimizer_state=s)  # fmt: skip
+    assert state["step"] == 130 and type(state["step"]) is int
+    assert all(np.array_equal(params[key], reference[key]) for key in params)
+
+
+def test_batch_size_beyond_int64_is_a_whole_number(net) -> None:
+    """batch_size=2**64 was refused as 'not a whole number >= 1'; it is one whole batch."""
+    module, x, y = net
+    big, whole = module.init_params(0), module.init_params(0)
+    module.train(big, x, y, epochs=1, batch_size=2**64, lr=0.1)
+    module.train(whole, x, y, epochs=1, batch_size=12, lr=0.1)
+    assert all(np.array_equal(big[key], whole[key]) for key in big)
