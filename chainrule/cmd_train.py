@@ -519,7 +519,7 @@ def _summary(args: argparse.Namespace, result: TrainResult, sizes: str, name: st
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``chainrule train``; returns the exit status."""
-    from chainrule.optimizers import optimizer_options
+    from chainrule.optimizers import check_eps_dtype, optimizer_options
     from chainrule.progress import progress
 
     options = optimizer_options(args)  # sets args.lr when not given
@@ -529,6 +529,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SpecError("--data", "given with --dataset", "choose one data source")
     _check_outputs(args)  # refuse a bad name or a user's file before training
     module = _module_of(args)
+    check_eps_dtype(options, str(module.DTYPE))
     dataset = _dataset_of(args)
 
     def report(epoch: int, loss: float, acc: float, seconds: float) -> None:

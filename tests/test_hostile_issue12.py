@@ -151,3 +151,45 @@ def test_batch_size_beyond_int64_is_a_whole_number(net) -> None:
     module.train(big, x, y, epochs=1, batch_size=2**64, lr=0.1)
     module.train(whole, x, y, epochs=1, batch_size=12, lr=0.1)
     assert all(np.array_equal(big[key], whole[key]) for key in big)
+
+
+# -- chainrule train --eps ----------------------------------------------------------------
+
+
+@pytest.fixture
+def blobs(tmp_path) -> str:
+    """An .npz of 60 examples in 4 dimensions with labels 0..2."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 60)
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x=np.eye(4)[labels] * 3 + rng.standard_normal((60, 4)), y=labels)
+    return str(path)
+
+
+NET = ["--sizes", "4,8,3", "--activations", "relu,softmax", "--cost", "cross-entropy"]
+
+
+def test_eps_that_is_zero_in_float32_is_one_line_before_training(tmp_path, blobs, capsys):
+    """--eps 1e-50 with --dtype float32 passed the flag's check and then raised a
+    traceback (exit 1) from the module's train; it is one line naming --eps now, and the
+    fix it gives works."""
+    from chainrule.cli import main
+
+    saved = tmp_path / "w.npz"
+    argv = ["train", *NET, "--data", blobs, "--epochs", "1", "--dtype", "float32"]
+    argv += ["--optimizer", "adam", "--save", str(saved)]
+    assert main([*argv, "--eps", "1e-50"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chainrule: error: --eps: 1e-50 is 0 in float32")
+    assert not saved.exists()
+    fix = lines[0].rsplit("such as ", 1)[1]
+    assert main([*argv, "--eps", fix]) == 0 and saved.exists()
+
+
+def test_eps_error_suggests_an_eps(blobs, capsys):
+    """--eps 0's fix named 0.3, the learning rate's example, as an eps."""
+    from chainrule.cli import main
+
+    argv = ["train", *NET, "--data", blobs, "--epochs", "1", "--optimizer", "adam"]
+    assert main([*argv, "--eps", "-0"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("such as 1e-8")
