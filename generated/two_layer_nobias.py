@@ -233,9 +233,11 @@ def _check_batch(params, x, y=None):
 
 def _check_out(params, out):
     """Raise ValueError unless ``out`` holds, under each key of ``params``, a writeable
-    C-contiguous array of that parameter's shape and dtype (as ``new_gradient`` makes)."""
+    C-contiguous array of that parameter's shape and dtype (as ``new_gradient`` makes),
+    none of them a parameter's array or another key's (the gradient would overwrite it)."""
     if not isinstance(out, dict):
         raise ValueError(f"out: expected a dict of arrays such as new_gradient() gives; got {type(out)}")
+    taken = [params[key] for key in PARAM_SHAPES]
     for key, shape in PARAM_SHAPES.items():
         into = out.get(key)
         kind = f"writeable C-contiguous {params[key].dtype}"
@@ -244,6 +246,13 @@ def _check_out(params, out):
             raise _refuse(f"out[{key!r}]", into, shape, kind)
         if not into.flags.writeable:
             raise _refuse(f"out[{key!r}]", into, shape, kind)
+        for other in taken:
+            if into is other:
+                raise ValueError(
+                    f"out[{key!r}]: is a parameter's array or another key's; "
+                    "pass new_gradient(), or arrays of your own for each key"
+                )
+        taken.append(into)
 
 
 def init_params(seed=0):

@@ -193,3 +193,32 @@ def test_eps_error_suggests_an_eps(blobs, capsys):
     argv = ["train", *NET, "--data", blobs, "--epochs", "1", "--optimizer", "adam"]
     assert main([*argv, "--eps", "-0"]) == 2
     assert capsys.readouterr().err.rstrip().endswith("such as 1e-8")
+
+
+# -- loss_and_grad(out=...) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["vectorized", "plain"])
+@pytest.mark.parametrize("mistake", ["out is params", "one array for two keys"])
+def test_out_that_is_a_parameter_or_repeated_is_refused(load_source, form, mistake) -> None:
+    """out=params made the vectorized form overwrite W2 with its gradient before
+    delta1 used it (a wrong gradient, no error); one array under two keys kept the last
+    gradient written. Both are refused now, before anything is written."""
+    from chainrule.derive.spec import Spec
+
+    from chainrule.api import generate
+
+    spec = Spec.from_sizes([3, 3, 3, 3], ["tanh", "tanh", "linear"], "quadratic")
+    module = load_source(generate(spec, form=form))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+    params = module.init_params(0)
+    if mistake == "out is params":
+        out, key = params, "W1"
+    else:
+        out, key = module.new_gradient(), "W2"
+        out["W2"] = out["W1"]
+    before = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(ValueError, match=rf"out\['{key}'\]: is a parameter's array"):
+        module.loss_and_grad(params, x, y, out=out)
+    assert all(np.array_equal(params[k], before[k]) for k in params)
