@@ -155,10 +155,15 @@ def _optimizer_state(params, optimizer, state):
         return state
     found = state.get("optimizer")
     keys = ("optimizer",) + slots + (("step",) if optimizer == "adam" else ())
-    if not (isinstance(found, str) and found == optimizer and len(state) == len(keys)):
+    if not (isinstance(found, str) and found == optimizer):
         raise ValueError(
             f"optimizer_state: not the state of {optimizer!r} (it is {found!r}); "
             "pass an empty dict, or the one an earlier call with this optimizer filled"
+        )
+    if sorted(state, key=str) != sorted(keys):
+        raise ValueError(
+            f"optimizer_state: {optimizer}'s state has the keys {sorted(keys)}; "
+            f"got {sorted(state, key=str)!r}: pass the dict train filled, unchanged"
         )
     if optimizer == "adam":
         _check_count("optimizer_state['step']", state.get("step"), 0)

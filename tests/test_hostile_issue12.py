@@ -247,3 +247,21 @@ def test_check_passes_with_a_random_weight_next_to_l1_kink(load_source, monkeypa
 
     monkeypatch.setattr(module, "init_params", near_zero)
     assert check_module(module).passed
+
+
+@pytest.mark.parametrize("change", ["extra key", "step removed"])
+def test_state_with_wrong_keys_says_which_keys(net, change) -> None:
+    """A filled Adam state with a key added or removed was refused as "not the state of
+    'adam' (it is 'adam')"; the error now lists the keys expected and found."""
+    module, x, y = net
+    _, state = _filled(module, x, y, "adam")
+    if change == "extra key":
+        state["note"] = 1
+    else:
+        del state["step"]
+    with pytest.raises(ValueError) as caught:
+        module.train(module.init_params(0), x, y, epochs=1, batch_size=4, lr=0.01,
+                     optimizer="adam", optimizer_state=state)  # fmt: skip
+    text = str(caught.value)
+    assert "(it is 'adam')" not in text
+    assert "['m', 'optimizer', 'step', 'v']" in text and repr(sorted(state)) in text
