@@ -110,7 +110,8 @@ def check_unregularized(spec: Spec) -> None:
         raise DerivationError(
             field,
             "graph has no L2/L1 penalty",
-            f"set {field} = 0 to draw; generate, derive, compare and train take it",
+            f"set {field} = 0 in the spec (or drop --{field}) to draw; "
+            "generate, derive, compare and train take it",
         )
 
 

@@ -265,3 +265,15 @@ def test_state_with_wrong_keys_says_which_keys(net, change) -> None:
     text = str(caught.value)
     assert "(it is 'adam')" not in text
     assert "['m', 'optimizer', 'step', 'v']" in text and repr(sorted(state)) in text
+
+
+def test_graph_refusal_of_a_penalty_flag_gives_a_fix_that_works(tmp_path, capsys) -> None:
+    """`graph --sizes ... --l1 0.1` said "set l1 = 0", which a one-liner has no place
+    for; the fix now names the flag, and dropping it draws the graph."""
+    from chainrule.cli import main
+
+    argv = ["graph", "--sizes", "2,2", "--activations", "sigmoid", "--cost", "quadratic"]
+    argv += ["-o", str(tmp_path / "g.dot")]
+    assert main([*argv, "--l1", "0.1"]) == 2
+    assert "drop --l1" in capsys.readouterr().err
+    assert main(argv) == 0 and (tmp_path / "g.dot").exists()
