@@ -277,3 +277,19 @@ def test_graph_refusal_of_a_penalty_flag_gives_a_fix_that_works(tmp_path, capsys
     assert main([*argv, "--l1", "0.1"]) == 2
     assert "drop --l1" in capsys.readouterr().err
     assert main(argv) == 0 and (tmp_path / "g.dot").exists()
+
+
+def test_json_l2_of_many_digits_is_not_told_to_give_sizes(tmp_path) -> None:
+    """ "l2": 1 followed by 40 zeros in JSON was refused with "give sizes of a few
+    digits", advice about a field the user did not write."""
+    from chainrule.derive.spec import load_spec
+
+    path = tmp_path / "net.json"
+    path.write_text(
+        '{"input": 2, "cost": "quadratic", "l2": 1' + "0" * 40 + ","
+        ' "layers": [{"size": 2, "activation": "sigmoid"}]}',
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert "sizes" not in str(caught.value) and "at most 30 digits" in str(caught.value)
