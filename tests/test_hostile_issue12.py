@@ -293,3 +293,19 @@ def test_json_l2_of_many_digits_is_not_told_to_give_sizes(tmp_path) -> None:
     with pytest.raises(SpecError) as caught:
         load_spec(path)
     assert "sizes" not in str(caught.value) and "at most 30 digits" in str(caught.value)
+
+
+@pytest.mark.parametrize("flag", ["--l2", "--l1"])
+def test_train_module_with_a_penalty_flag_is_refused(tmp_path, blobs, capsys, flag) -> None:
+    """`train --module FILE --l2 0.5` trained FILE without any penalty, the flag unread;
+    it is one line naming the flag now, and dropping the flag (its fix) trains."""
+    from chainrule.cli import main
+
+    module = tmp_path / "net.py"
+    assert main(["generate", *NET, "-o", str(module)]) == 0
+    argv = ["train", "--module", str(module), "--data", blobs, "--epochs", "1"]
+    capsys.readouterr()
+    assert main([*argv, flag, "0.5"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"chainrule: error: {flag}: given with --module")
+    assert main(argv) == 0
