@@ -487,12 +487,13 @@ def _module_of(args: argparse.Namespace) -> types.ModuleType:
         return module_from_spec(spec_from_args(args))
     if args.spec or args.preset or args.sizes is not None:
         raise SpecError("--module", "given with a network", "give a module or a network")
-    for key in ("l2", "l1"):  # the module's penalty was fixed when it was generated
-        if getattr(args, key, None) is not None:
+    for key in ("l2", "l1", "cost", "activations", "no_bias", "layout", "dtype", "name"):
+        if getattr(args, key, None) not in (None, False):  # the module fixed them in its code
+            flag = "--" + key.replace("_", "-")
             raise SpecError(
-                f"--{key}",
-                "given with --module, whose penalty is fixed in its code",
-                f"regenerate the module with --{key}, or drop it",
+                flag,
+                "given with --module, whose network is fixed in its code",
+                f"regenerate the module with {flag}, or drop it",
             )
     module = load_module(args.module)
     if args.save and not callable(getattr(module, "save_params", None)):

@@ -295,17 +295,22 @@ def test_json_l2_of_many_digits_is_not_told_to_give_sizes(tmp_path) -> None:
     assert "sizes" not in str(caught.value) and "at most 30 digits" in str(caught.value)
 
 
-@pytest.mark.parametrize("flag", ["--l2", "--l1"])
-def test_train_module_with_a_penalty_flag_is_refused(tmp_path, blobs, capsys, flag) -> None:
-    """`train --module FILE --l2 0.5` trained FILE without any penalty, the flag unread;
-    it is one line naming the flag now, and dropping the flag (its fix) trains."""
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--l2", "0.5"), ("--l1", "0.5"), ("--dtype", "float32"), ("--layout", "rows"),
+     ("--no-bias", None), ("--cost", "quadratic")],
+)  # fmt: skip
+def test_train_module_with_a_network_flag_is_refused(tmp_path, blobs, capsys, flag, value):
+    """`train --module FILE --l2 0.5` trained FILE without any penalty, the flag unread
+    (so did --dtype, --layout, ...); it is one line naming the flag now, and dropping the
+    flag (its fix) trains."""
     from chainrule.cli import main
 
     module = tmp_path / "net.py"
     assert main(["generate", *NET, "-o", str(module)]) == 0
     argv = ["train", "--module", str(module), "--data", blobs, "--epochs", "1"]
     capsys.readouterr()
-    assert main([*argv, flag, "0.5"]) == 2
+    assert main([*argv, flag] + ([value] if value else [])) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"chainrule: error: {flag}: given with --module")
     assert main(argv) == 0
