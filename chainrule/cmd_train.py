@@ -487,7 +487,8 @@ def _module_of(args: argparse.Namespace) -> types.ModuleType:
         return module_from_spec(spec_from_args(args))
     if args.spec or args.preset or args.sizes is not None:
         raise SpecError("--module", "given with a network", "give a module or a network")
-    for key in ("l2", "l1", "cost", "activations", "no_bias", "layout", "dtype", "name"):
+    network = ("l2", "l1", "cost", "activations", "no_bias", "layout", "dtype", "name")
+    for key in (*network, "from_keras", "from_torch"):
         if getattr(args, key, None) not in (None, False):  # the module fixed them in its code
             flag = "--" + key.replace("_", "-")
             raise SpecError(

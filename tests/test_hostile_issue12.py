@@ -298,7 +298,7 @@ def test_json_l2_of_many_digits_is_not_told_to_give_sizes(tmp_path) -> None:
 @pytest.mark.parametrize(
     "flag, value",
     [("--l2", "0.5"), ("--l1", "0.5"), ("--dtype", "float32"), ("--layout", "rows"),
-     ("--no-bias", None), ("--cost", "quadratic")],
+     ("--no-bias", None), ("--cost", "quadratic"), ("--from-keras", "model.json")],
 )  # fmt: skip
 def test_train_module_with_a_network_flag_is_refused(tmp_path, blobs, capsys, flag, value):
     """`train --module FILE --l2 0.5` trained FILE without any penalty, the flag unread
