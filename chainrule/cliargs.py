@@ -123,7 +123,7 @@ def positive_count(text: str, flag: str) -> int:
     return int(value)
 
 
-def positive_number(text: str, flag: str) -> float:
+def positive_number(text: str, flag: str, example: str = "0.3") -> float:
     """A finite number above 0 written in ASCII (``0.3``, ``3e-1``), else one error line.
 
     Python's ``float`` reads Unicode digits (``"\uff11"`` is 1.0), ``nan`` and ``inf``;
@@ -136,7 +136,7 @@ def positive_number(text: str, flag: str) -> float:
     """
     from chainrule.derive.errors import SpecError
 
-    fix = "give a positive number such as 0.3"
+    fix = f"give a positive number such as {example}"
     value = _ascii_float(text, flag, fix, signed=True)
     if not (math.isfinite(value) and value > 0):
         raise SpecError(flag, f"{quoted(text.strip())} is not a finite number above 0", fix)

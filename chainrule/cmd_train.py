@@ -513,6 +513,15 @@ def _module_of(args: argparse.Namespace) -> types.ModuleType:
         return module_from_spec(spec_from_args(args))
     if args.spec or args.preset or args.sizes is not None:
         raise SpecError("--module", "given with a network", "give a module or a network")
+    network = ("l2", "l1", "cost", "activations", "no_bias", "layout", "dtype", "name")
+    for key in (*network, "from_keras", "from_torch"):
+        if getattr(args, key, None) not in (None, False):  # the module fixed them in its code
+            flag = "--" + key.replace("_", "-")
+            raise SpecError(
+                flag,
+                "given with --module, whose network is fixed in its code",
+                f"regenerate the module with {flag}, or drop it",
+            )
     module = load_module(args.module)
     if args.save and not callable(getattr(module, "save_params", None)):
         raise SpecError("--save", f"{quoted(args.module)} has no save_params", "regenerate it")
@@ -545,7 +554,7 @@ def _summary(args: argparse.Namespace, result: TrainResult, sizes: str, name: st
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``chainrule train``; returns the exit status."""
-    from chainrule.optimizers import optimizer_options
+    from chainrule.optimizers import check_eps_dtype, optimizer_options
     from chainrule.progress import progress
 
     options = optimizer_options(args)  # sets args.lr when not given
@@ -555,6 +564,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SpecError("--data", "given with --dataset", "choose one data source")
     _check_outputs(args)  # refuse a bad name or a user's file before training
     module = _module_of(args)
+    check_eps_dtype(options, str(module.DTYPE))
     dataset = _dataset_of(args)
 
     def report(epoch: int, loss: float, acc: float, seconds: float) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from chainrule.derive.errors import SpecError
-from chainrule.derive.spec import Layer, Spec
+from chainrule.derive.spec import MAX_PENALTY, Layer, Spec
 from chainrule.derive.tables import ACTIVATIONS, Match
 from chainrule.import_common import (
     LEAKY_SLOPE,
@@ -239,8 +239,9 @@ def spec_from_keras(
     )
 
 
-#: Keras regularizer classes and the coefficients their config holds.
-_KERAS_REGULARIZERS = {"L2": ("l2",), "L1": ("l1",), "L1L2": ("l1", "l2")}
+#: Keras regularizer classes: each coefficient their config holds, with Keras' default
+#: for one left out (``L2()`` is l2 = 0.01, ``L1L2()`` is 0 and 0).
+_KERAS_REGULARIZERS = {"L2": {"l2": 0.01}, "L1": {"l1": 0.01}, "L1L2": {"l1": 0.0, "l2": 0.0}}
 _SAME_PENALTY = "give every Dense layer the same kernel_regularizer (or none)"
 
 
@@ -283,12 +284,25 @@ def _keras_regularizer(value: Any, where: str) -> tuple[float, float]:
         raise SpecError(
             where, f"unsupported regularizer {_short(kind or value)}", "use L2, L1 or L1L2"
         )
+    defaults = _KERAS_REGULARIZERS[kind]
+    for key in config:
+        if key not in defaults:
+            raise SpecError(
+                f"{where}.config",
+                f"{kind} has no setting {_short(key)} (Keras refuses it)",
+                f"give only {' and '.join(defaults)}",
+            )
     coefficient = {"l1": 0.0, "l2": 0.0}
-    for key in _KERAS_REGULARIZERS[kind]:
-        number = config.get(key, 0.0)
+    for key, default in defaults.items():
+        number = config.get(key, default)
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise SpecError(
                 f"{where}.{key}", f"expected a number, got {_short(number)}", "give 0.01, say"
+            )
+        top = MAX_PENALTY / (2 if key == "l2" else 1)  # chainrule's l2 is twice Keras'
+        if not 0 <= number <= top:  # NaN, inf and a huge int fail too
+            raise SpecError(
+                f"{where}.{key}", f"{_short(number)} is out of range", f"give 0 to {top:g}"
             )
         coefficient[key] = float(number)
     return 2 * coefficient["l2"], coefficient["l1"]

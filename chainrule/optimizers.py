@@ -67,7 +67,24 @@ def betas_type(text: str) -> tuple[float, float]:
 
 def eps_type(text: str) -> float:
     """argparse type of ``--eps``: a finite number above 0."""
-    return positive_number(text, "--eps")
+    return positive_number(text, "--eps", example="1e-8")
+
+
+def check_eps_dtype(options: dict, dtype: str) -> None:
+    """Refuse an ``--eps`` that rounds to 0 in the module's dtype (1e-50 in float32),
+    before training: the module's ``train`` would raise on it.
+
+    Examples
+    --------
+    >>> check_eps_dtype({"optimizer": "adam", "eps": 1e-50}, "float64")
+    """
+    import numpy as np
+
+    from chainrule.derive.errors import SpecError
+
+    eps = options.get("eps")
+    if eps is not None and np.array(eps, dtype=dtype) == 0:
+        raise SpecError("--eps", f"{eps:g} is 0 in {dtype}", "give a larger eps such as 1e-8")
 
 
 def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:

@@ -583,7 +583,9 @@ def _finite_float(token: str) -> float:
 
 def _short_int(token: str) -> int:
     if len(token) > 30:  # int() refuses past 4,300 digits with a message longer than that
-        raise SpecError("spec", f"a number of {len(token)} digits", "give sizes of a few digits")
+        raise SpecError(
+            "spec", f"a number of {len(token)} digits", "give numbers of at most 30 digits"
+        )
     return int(token)
 
 

@@ -98,8 +98,10 @@ def _check_seed(seed):
 
 def _check_count(name, count, least):
     """``epochs`` or ``batch_size``: a whole number (int or NumPy integer) of at least ``least``."""
-    value = np.asarray(count)
-    whole = value.ndim == 0 and value.dtype.kind in "iu" and not isinstance(count, bool)
+    # A Python int of any size is whole (np.asarray would make 2**64 an object array).
+    value = count if isinstance(count, int) else np.asarray(count)
+    whole = isinstance(count, int) or (value.ndim == 0 and value.dtype.kind in "iu")
+    whole = whole and not isinstance(count, bool)
     if not (whole and value >= least):
         raise ValueError(f"{name}: expected a whole number >= {least}; got {count!r}")
 
@@ -178,13 +180,20 @@ def _optimizer_state(params, optimizer, state):
         return state
     found = state.get("optimizer")
     keys = ("optimizer",) + slots + (("step",) if optimizer == "adam" else ())
-    if not (isinstance(found, str) and found == optimizer and len(state) == len(keys)):
+    if not (isinstance(found, str) and found == optimizer):
         raise ValueError(
             f"optimizer_state: not the state of {optimizer!r} (it is {found!r}); "
             "pass an empty dict, or the one an earlier call with this optimizer filled"
         )
+    if sorted(state, key=str) != sorted(keys):
+        raise ValueError(
+            f"optimizer_state: {optimizer}'s state has the keys {sorted(keys)}; "
+            f"got {sorted(state, key=str)!r}: pass the dict train filled, unchanged"
+        )
     if optimizer == "adam":
         _check_count("optimizer_state['step']", state.get("step"), 0)
+        state["step"] = int(state["step"])  # a NumPy int8 would wrap around at 127
+    seen = [params[key] for key in PARAM_SHAPES]
     for slot in slots:
         arrays = state.get(slot)
         if not (isinstance(arrays, dict) and len(arrays) == len(PARAM_SHAPES)):
@@ -194,8 +203,17 @@ def _optimizer_state(params, optimizer, state):
         for key, shape in PARAM_SHAPES.items():
             into = arrays.get(key)
             dtype = params[key].dtype
-            if not (isinstance(into, np.ndarray) and into.shape == shape and into.dtype == dtype):
-                raise _refuse(f"optimizer_state[{slot!r}][{key!r}]", into, shape, str(dtype))
+            fits = isinstance(into, np.ndarray) and into.shape == shape and into.dtype == dtype
+            if not (fits and into.flags.writeable):
+                name = f"optimizer_state[{slot!r}][{key!r}]"
+                raise _refuse(name, into, shape, f"writeable {dtype}")
+            for other in seen:
+                if np.shares_memory(into, other):
+                    raise ValueError(
+                        f"optimizer_state[{slot!r}][{key!r}]: shares memory with a parameter "
+                        "or another state array; pass an empty dict, or the one train filled"
+                    )
+            seen.append(into)
     return state
 
 
@@ -230,9 +248,11 @@ def _check_batch(params, x, y=None):
 
 def _check_out(params, out):
     """Raise ValueError unless ``out`` holds, under each key of ``params``, a writeable
-    C-contiguous array of that parameter's shape and dtype (as ``new_gradient`` makes)."""
+    C-contiguous array of that parameter's shape and dtype (as ``new_gradient`` makes),
+    none of them a parameter's array or another key's (the gradient would overwrite it)."""
     if not isinstance(out, dict):
         raise ValueError(f"out: expected a dict of arrays such as new_gradient() gives; got {type(out)}")
+    taken = [params[key] for key in PARAM_SHAPES]
     for key, shape in PARAM_SHAPES.items():
         into = out.get(key)
         fits = isinstance(into, np.ndarray) and into.shape == shape
@@ -240,6 +260,13 @@ def _check_out(params, out):
             raise _refuse(f"out[{key!r}]", into, shape, f"writeable C-contiguous {params[key].dtype}")
         if not into.flags.writeable:
             raise _refuse(f"out[{key!r}]", into, shape, f"writeable C-contiguous {params[key].dtype}")
+        for other in taken:
+            if into is other:
+                raise ValueError(
+                    f"out[{key!r}]: is a parameter's array or another key's; "
+                    "pass new_gradient(), or arrays of your own for each key"
+                )
+        taken.append(into)
 
 
 def init_state(dtype=_DT):
