@@ -161,6 +161,7 @@ _CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("act", "index", "layout", "form"), _CASES)
 def test_loss_and_grad_equals_torch_autograd(torch, make, act, index, layout, form):
     module = make(_spec(act, index, layout), form)
@@ -173,6 +174,7 @@ def test_loss_and_grad_equals_torch_autograd(torch, make, act, index, layout, fo
     assert module.loss(params, x, y) == cost
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("layout", "form"), [("columns", "vectorized"), ("rows", "vectorized"), ("rows", "plain")]
 )
@@ -208,6 +210,7 @@ def _torch_net(torch, module, params):
     return net, bn
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("layout", "form"), [("columns", "vectorized"), ("rows", "vectorized"), ("rows", "plain")]
 )
@@ -244,6 +247,7 @@ def test_running_statistics_and_inference_equal_torch_batchnorm1d(torch, make, l
     assert module.forward(params, one, state).shape == ((1, 2) if rows else (2, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
 def test_train_updates_the_state_like_sgd_steps(make, form):
     spec = Spec(4, (Layer(6, "tanh", batch_norm=True), Layer(2, "linear")), "quadratic")
@@ -277,6 +281,7 @@ def test_forward_without_state_uses_the_batch_statistics(make):
     assert np.isclose(module.loss(params, x, y), np.sum((batch - y) ** 2) / 2 / x.shape[1])
 
 
+@pytest.mark.slow
 def test_a_planted_bug_in_the_three_terms_is_caught(torch, make, load_source):
     spec = _spec("tanh", 0)
     source = generate_module(spec)
@@ -291,6 +296,7 @@ def test_a_planted_bug_in_the_three_terms_is_caught(torch, make, load_source):
     assert broken.check_gradient(params, x, y) > 1e-3
 
 
+@pytest.mark.slow
 def test_sympy_derives_the_three_term_form_on_symbolic_examples():
     d = derive_backward(3)
     assert len(d.chain) == 3
@@ -304,6 +310,7 @@ def test_sympy_derives_the_three_term_form_on_symbolic_examples():
     assert sp.simplify(d.dgamma - sp.Add(*[g * x for g, x in zip(d.g, d.xhat, strict=True)])) == 0
 
 
+@pytest.mark.slow
 def test_the_mini_batch_statements_evaluate_to_the_module_values(make):
     """run_statement (the evaluator of the derivation's vectorized section) on numbers."""
     spec = Spec(2, (Layer(3, "tanh", batch_norm=True), Layer(2, "linear")), "quadratic")
@@ -426,6 +433,7 @@ def test_a_bad_state_is_refused_by_name(make, form):
                 call()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
 def test_every_module_has_init_state_and_the_state_keywords(make, form):
     plain = make(Spec.from_sizes([3, 4, 2], ["tanh", "linear"], "quadratic"), form)
@@ -463,6 +471,7 @@ activation = "softmax"
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -481,6 +490,7 @@ def test_the_commands_without_batch_norm_refuse_it_in_one_line(run_cli, tmp_path
     assert not (tmp_path / "g.svg").exists() and not (tmp_path / "u.py").exists()
 
 
+@pytest.mark.slow
 def test_generate_writes_a_batch_norm_module(run_cli, tmp_path):
     (tmp_path / "bn.toml").write_text(_BN_TOML, encoding="utf-8")
     done = run_cli("generate", "bn.toml", "-o", "bn.py", cwd=tmp_path)
@@ -510,6 +520,7 @@ def _torch_bn_model(torch, **settings):
     return net
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["columns", "rows"])
 def test_torch_import_takes_batchnorm1d_weights_and_running_statistics(torch, make, layout):
     from chainrule.importers import params_from_torch, spec_from_torch, state_from_torch
@@ -623,6 +634,7 @@ def test_keras_batch_normalization_settings_are_refused_by_name(bn, field):
         spec_from_keras(biased, "quadratic")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("layout", "form"), [("columns", "vectorized"), ("rows", "plain")])
 def test_batch_norm_with_l2_and_l1_equals_torch_autograd(torch, make, layout, form):
     """The penalty is on the weights W only, not on gamma and beta."""
@@ -643,6 +655,7 @@ def test_batch_norm_with_l2_and_l1_equals_torch_autograd(torch, make, layout, fo
 # ----------------------------------------------------------------------------- derivation
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("notation", ["nielsen", "3b1b", "cheatsheet", "course"])
 def test_the_derivation_shows_batch_norm_and_sympy_checks_every_step(notation):
     from chainrule.derive.document import check_step, derivation
@@ -699,6 +712,7 @@ def test_chainrule_train_keeps_running_statistics_and_refuses_a_batch_of_one(run
     assert done.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_fit_evaluates_with_the_running_statistics(make):
     from chainrule.cmd_train import accuracy
 
@@ -713,6 +727,7 @@ def test_fit_evaluates_with_the_running_statistics(make):
     assert accuracy(module, params, x, labels, state) == np.mean(inferred == labels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["columns", "rows"])
 def test_float32_batch_norm_stays_float32(make, layout):
     spec = _spec("tanh", 1, layout).replace(dtype="float32")
@@ -730,6 +745,7 @@ def test_float32_batch_norm_stays_float32(make, layout):
     assert all(v.dtype == np.float32 for v in state.values())
 
 
+@pytest.mark.slow
 def test_the_benchmark_script_runs_a_tiny_case():
     import importlib.util
     import sys
@@ -751,6 +767,7 @@ def test_the_benchmark_script_runs_a_tiny_case():
     assert result["ratio_to_floor"]["floor"] == 1.0
 
 
+@pytest.mark.slow
 def test_generate_from_torch_with_batchnorm1d(run_cli, tmp_path, torch):
     (tmp_path / "model.py").write_text(
         "import torch.nn as nn\n"
@@ -780,6 +797,7 @@ def test_generate_from_torch_with_batchnorm1d(run_cli, tmp_path, torch):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("layout", "form"), [("columns", "vectorized"), ("rows", "vectorized"), ("columns", "plain")]
 )

@@ -153,6 +153,7 @@ FORMS = [
 QUICK_FORM = ["vectorized", pytest.param("plain", marks=pytest.mark.slow)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("net", "form", "layout"), FORMS)
 def test_central_differences_with_a_fixed_seed(modules, net, form, layout) -> None:
     module = modules(net, form, layout)
@@ -230,6 +231,7 @@ def test_equals_pytorch_autograd_with_the_same_masks(modules, net, form, layout)
     assert abs(plain_cost - cost) > 1e-6
 
 
+@pytest.mark.slow
 def test_planted_bug_mask_missing_from_bp2_is_caught(load_source) -> None:
     """The same module with ``delta1 *= D1`` removed: the gradient checks fail."""
     spec = make_spec("sigmoid-relu-softmax")
@@ -265,6 +267,7 @@ def test_seed_costs_a_none_test_only_without_dropout() -> None:
 # --------------------------------------------------------------------------- the evaluator
 
 
+@pytest.mark.slow
 def test_run_statement_bp2_with_symbolic_masks_equals_sympy_diff() -> None:
     """The mini-batch program on a tiny net, evaluated by run_statement with every mask
     entry a symbol: dC/dW1 from BP2..BP4 equals SymPy's diff of the cost it computes."""
@@ -306,6 +309,7 @@ def test_run_statement_asks_for_the_mask() -> None:
 # --------------------------------------------------------------------------- seeds
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
 def test_seed_rules(modules, form) -> None:
     module = modules("sigmoid-relu-softmax", form, "columns")
@@ -324,6 +328,7 @@ def test_seed_rules(modules, form) -> None:
     assert module.loss(params, x, y, seed=generator) != module.loss(params, x, y, seed=4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
 def test_forward_has_no_dropout(modules, load_source, form) -> None:
     module = modules("sigmoid-relu-softmax", form, "columns")
@@ -339,6 +344,7 @@ def test_forward_has_no_dropout(modules, load_source, form) -> None:
     assert reference.loss(params, x, y, seed=1) == reference.loss(params, x, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [-1, "a", 1.5, True, [1]])
 def test_bad_seeds_are_refused(modules, build, seed) -> None:
     dropout = modules("sigmoid-relu-softmax", "vectorized", "columns")
@@ -474,6 +480,7 @@ def test_dropout_on_the_output_is_refused() -> None:
         Spec(3, (Layer(4, "tanh"), Layer(2, "softmax", dropout=0.1)), "cross-entropy")
 
 
+@pytest.mark.slow
 def test_zero_dropout_changes_nothing() -> None:
     """p = 0 (and -0.0) give the very module of a spec without the field."""
     base = Spec.from_sizes([3, 4, 2], ["tanh", "softmax"], "cross-entropy")
@@ -484,6 +491,7 @@ def test_zero_dropout_changes_nothing() -> None:
     assert "_dropout_mask" not in generate_module(base)
 
 
+@pytest.mark.slow
 def test_near_one_dropout_works(build) -> None:
     module = build(
         Spec(3, (Layer(4, "tanh", dropout=0.999999), Layer(2, "softmax")), "cross-entropy")
@@ -524,6 +532,7 @@ activation = "softmax"
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "what"),
     [
@@ -579,6 +588,7 @@ def test_chainrule_train_with_dropout(tmp_path, capsys) -> None:
     assert [line.split()[:7] for line in flagged_lines] == runs[0]  # the file's network
 
 
+@pytest.mark.slow
 def test_accuracy_is_measured_without_dropout(build) -> None:
     from chainrule.cmd_train import accuracy
 
@@ -725,6 +735,7 @@ def test_chainrule_check_fixes_the_masks(tmp_path, capsys) -> None:
         assert "gradient check: passed" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_float32_module_draws_float32_masks(build) -> None:
     spec = make_spec("sigmoid-relu-softmax").replace(dtype="float32")
     module = build(spec)
@@ -741,6 +752,7 @@ def test_float32_module_draws_float32_masks(build) -> None:
         module.dropout_masks(0, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", QUICK_FORM)
 def test_dropout_with_l2_and_l1_equals_pytorch(load_source, form) -> None:
     spec = make_spec("tanh-custom-relu", "rows").replace(l2=0.03, l1=0.02)
@@ -756,6 +768,7 @@ def test_dropout_with_l2_and_l1_equals_pytorch(load_source, form) -> None:
         np.testing.assert_allclose(grad, expected[key], rtol=TORCH_TOL, atol=TORCH_TOL * scale)
 
 
+@pytest.mark.slow
 def test_dropout_flag_sets_every_layer(tmp_path) -> None:
     from chainrule.derive.spec import preset
 
@@ -850,6 +863,7 @@ def test_random_networks_with_dropout_equal_pytorch(hidden, head, layout, form, 
         np.testing.assert_allclose(grad, expected[key], rtol=TORCH_TOL, atol=TORCH_TOL * scale)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["rows", pytest.param("columns", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("form", QUICK_FORM)
 def test_dropout_with_residual_connections_equals_pytorch(load_source, form, layout) -> None:
@@ -879,6 +893,7 @@ def test_dropout_with_residual_connections_equals_pytorch(load_source, form, lay
     assert module.check_gradient(params, x, y, seed=9) < 1e-6
 
 
+@pytest.mark.slow
 def test_unrolled_module_takes_and_checks_seed(load_source) -> None:
     from chainrule.codegen.unrolled import generate_unrolled
     from chainrule.derive.spec import preset

@@ -103,6 +103,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("form", "layout"), CASES)
 def test_gradient_by_central_differences_and_torch_with_the_masks(make, form, layout) -> None:
     module = make(form, layout)
@@ -133,6 +134,7 @@ def test_gradient_by_central_differences_and_torch_with_the_masks(make, form, la
     assert module.loss(params, x, y, seed=SEED + 1) != cost
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["columns", "rows"])
 def test_running_statistics_are_those_of_the_masked_step(make, layout) -> None:
     module = make("vectorized", layout)

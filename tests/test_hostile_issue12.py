@@ -169,6 +169,7 @@ def blobs(tmp_path) -> str:
 NET = ["--sizes", "4,8,3", "--activations", "relu,softmax", "--cost", "cross-entropy"]
 
 
+@pytest.mark.slow
 def test_eps_that_is_zero_in_float32_is_one_line_before_training(tmp_path, blobs, capsys):
     """--eps 1e-50 with --dtype float32 passed the flag's check and then raised a
     traceback (exit 1) from the module's train; it is one line naming --eps now, and the
@@ -292,6 +293,7 @@ def test_json_l2_of_many_digits_is_not_told_to_give_sizes(tmp_path) -> None:
     assert "sizes" not in str(caught.value) and "at most 30 digits" in str(caught.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flag, value",
     [("--l2", "0.5"), ("--l1", "0.5"), ("--dtype", "float32"), ("--layout", "rows"),

@@ -125,6 +125,7 @@ def _torch_trajectory(torch, module, params, x, y, steps, name, kwargs, lr) -> d
     return {k: t.numpy() for k, t in tensors.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 @pytest.mark.parametrize("form", FORM_PARAMS)
 def test_full_batch_steps_match_torch_optim_on_the_modules_gradients(torch, make, form, config):
@@ -175,6 +176,7 @@ def _batches(n: int, batch_size: int, epochs: int, seed: int):
             yield order[start : start + batch_size]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [11, 4], ids=["full-batch", "mini-batch"])
 @pytest.mark.parametrize("config", ["momentum", "nesterov", "adam-betas-eps", "adam"])
 @pytest.mark.parametrize(
@@ -413,6 +415,7 @@ def test_zero_epochs_return_nothing_and_touch_nothing(make, form, config):
         np.testing.assert_array_equal(params[key], value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["columns", "rows", "plain"])
 @pytest.mark.parametrize("config", ["momentum", "nesterov", "adam"])
 def test_float32_parameters_keep_float32_state(make, form, config):
@@ -431,6 +434,7 @@ def test_float32_parameters_keep_float32_state(make, form, config):
         module.train(params, x, y, epochs=1, batch_size=3, lr=0.05, optimizer="adam", eps=1e-50)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["columns", "plain"])
 @pytest.mark.parametrize("config", ["sgd", "momentum", "nesterov", "adam"])
 def test_a_learning_rate_that_overflows_leaves_inf_or_nan_and_train_goes_on(make, form, config):
@@ -446,6 +450,7 @@ def test_a_learning_rate_that_overflows_leaves_inf_or_nan_and_train_goes_on(make
     assert not all(np.all(np.isfinite(value)) for value in params.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["columns", "plain"])
 def test_two_threads_training_at_once_get_what_each_gets_alone(make, form):
     module = make(SOFTMAX, form)

@@ -85,6 +85,7 @@ def test_a_bad_optimizer_flag_is_one_line_and_nothing_is_written(
     assert not saved.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
     [
@@ -124,6 +125,7 @@ def test_the_flags_become_trains_keyword_arguments_with_the_documented_defaults(
     assert tuned.lr == 0.01
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["adam", "nesterov"])
 def test_fit_carries_the_optimizer_state_from_epoch_to_epoch(name):
     module = module_from_spec(Spec.from_sizes([4, 8, 3], ["relu", "softmax"], "cross-entropy"))
@@ -167,6 +169,7 @@ def test_adam_with_its_defaults_on_digits_reaches_the_readmes_figure():
     assert "whose `--lr` is 0.001 when not given" in " ".join(README.split())
 
 
+@pytest.mark.slow
 def test_the_help_shows_an_optimizer_example_that_runs(data, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])

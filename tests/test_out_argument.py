@@ -28,7 +28,7 @@ def _source(form: str) -> str:
     return generate_unrolled(SPEC, "cse")
 
 
-@pytest.fixture(params=["vectorized", "plain", "unrolled"])
+@pytest.fixture(scope="module", params=["vectorized", "plain", "unrolled"])
 def net(request: pytest.FixtureRequest, load_source: Callable[[str], ModuleType]) -> ModuleType:
     return load_source(_source(request.param))
 

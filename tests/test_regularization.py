@@ -97,6 +97,7 @@ def _torch_loss_and_grad(spec: Spec, params: dict, x: np.ndarray, y: np.ndarray)
 
 # The plain form against PyTorch is slow-marked: the quick subset checks it by central
 # differences (test_central_differences_on_every_entry) and the split-line test.
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", pytest.param("plain", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("penalty", sorted(PENALTIES))
 @pytest.mark.parametrize("net", sorted(NETWORKS))
@@ -134,6 +135,7 @@ def _central_differences(module: ModuleType, params: dict, x, y, h: float = 1e-6
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
 @pytest.mark.parametrize("net", sorted(NETWORKS))
 def test_central_differences_on_every_entry(net, form, load_source) -> None:
@@ -159,6 +161,7 @@ def test_module_header_and_spec_state_the_coefficients(load_source) -> None:
     assert spec_from_dict(module.SPEC) == spec
 
 
+@pytest.mark.slow
 def test_no_penalty_leaves_modules_unchanged() -> None:
     spec = _spec("relu-softmax-ce-rows", 0.0, 0.0)
     explicit = Spec.from_sizes(
@@ -243,6 +246,7 @@ def test_graph_draws_the_penalty() -> None:
     assert graph.naive_walks == plain.naive_walks + 3 * 4 + 4 * 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "net, strategy",
     [
@@ -361,6 +365,7 @@ def test_keras_kernel_regularizer_maps_to_l2_and_l1(reg, l2, l1) -> None:
     assert (spec.l2, spec.l1) == (l2, l1)
 
 
+@pytest.mark.slow
 def test_keras_regularized_loss_is_keras_loss(load_source) -> None:
     """The module's loss is Keras' own: mean cross-entropy + c2 sum w^2 + c1 sum |w|."""
     from chainrule.importers import params_from_keras, spec_from_keras
@@ -521,6 +526,7 @@ def test_a_long_plain_bp4_line_is_split_and_still_right(load_source) -> None:
         np.testing.assert_allclose(grads[key], value, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_regenerate_keeps_a_regularized_module(tmp_path, capsys) -> None:
     out = tmp_path / "m.py"
     assert main(["generate", *ONE_LINER, "--l2", "0.125", "-o", str(out)]) == 0
@@ -531,6 +537,7 @@ def test_regenerate_keeps_a_regularized_module(tmp_path, capsys) -> None:
     assert out.read_text(encoding="utf-8") == before
 
 
+@pytest.mark.slow
 def test_run_statement_computes_the_penalized_cost_and_bp4(load_source) -> None:
     """The statements' own evaluator (the one the derivation runs) gives the module's values."""
     import sympy as sp
@@ -567,6 +574,7 @@ def _document_spec(l2: float = 0.25) -> Spec:
     return Spec.from_sizes([2, 2, 2], ["tanh", "sigmoid"], "quadratic", l2=l2, l1=0.125)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "notation",
     [
@@ -604,6 +612,7 @@ def test_nielsen_document_names_lambda_over_n() -> None:
     assert "his lambda/n is the lambda here, l2" in text and "l2 = 0.25 and l1 = 0.125" in text
 
 
+@pytest.mark.slow
 def test_a_planted_wrong_penalty_derivative_fails_the_document_check(monkeypatch) -> None:
     """The document shows the penalty's derivative from penalty_derivative and checks it
     against diff of the witness's full cost: l2/2 in place of l2 is caught."""
@@ -617,6 +626,7 @@ def test_a_planted_wrong_penalty_derivative_fails_the_document_check(monkeypatch
     assert bp4 and not any(check_step(step, points=1) for step in bp4)
 
 
+@pytest.mark.slow
 def test_worked_numbers_with_a_penalty_agree_with_the_module() -> None:
     """derive --at: every worked number, the penalty's included, matches loss_and_grad."""
     import chainrule

@@ -158,6 +158,7 @@ _VARIANTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("layout", "bias", "form"), _VARIANTS)
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_loss_and_grad_equal_torch_autograd(torch, name, layout, bias, form) -> None:
@@ -174,6 +175,7 @@ def test_loss_and_grad_equal_torch_autograd(torch, name, layout, bias, form) -> 
     assert module.loss(params, x, y) == pytest.approx(want_cost, rel=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["columns", pytest.param("rows", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("act", [*ELEMENTWISE, CUSTOM])
 def test_every_activation_with_skips_equals_torch(torch, act, layout) -> None:
@@ -205,6 +207,7 @@ def _central_differences(module, params: dict, x, y, h: float = 1e-6) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_every_entry_matches_central_differences(name, form) -> None:
@@ -262,6 +265,7 @@ def test_module_agrees_with_an_independent_numpy_backprop() -> None:
     assert _max_rel(got, want) < 1e-12
 
 
+@pytest.mark.slow
 def test_a_planted_bug_dropping_the_skip_term_is_caught(torch, monkeypatch) -> None:
     """Drop the skip paths from dC/da^k's sum in the program: the torch check fails."""
     spec = _net([3, 4, 4, 4, 2], ["relu", "sigmoid", "tanh", "sigmoid"], {3: 1}, "quadratic")
@@ -281,6 +285,7 @@ def test_a_planted_bug_dropping_the_skip_term_is_caught(torch, monkeypatch) -> N
     np.testing.assert_allclose(got["W3"], want["W3"], rtol=1e-9)  # above the source: intact
 
 
+@pytest.mark.slow
 def test_default_none_changes_nothing() -> None:
     plain = Spec.from_sizes([3, 4, 2], ["tanh", "sigmoid"], "quadratic")
     explicit = _net([3, 4, 2], ["tanh", "sigmoid"], {}, "quadratic")
@@ -299,6 +304,7 @@ def test_generated_comments_name_the_residual_equations() -> None:
 # ---------------------------------------------------------------------- scalar level
 
 
+@pytest.mark.slow
 def test_memoized_count_by_hand_and_values_equal_naive() -> None:
     """2-2-2-2: sigmoid, tanh (skip from 1), linear (skip from x); quadratic cost.
 
@@ -351,6 +357,7 @@ def _spec_file(tmp_path: Path, skip, *, output_act="linear", cost="quadratic", s
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("skip", "words"),
     [
@@ -448,6 +455,7 @@ def test_derive_at_a_point_passes_the_module_check(tmp_path, capsys) -> None:
     assert main(["derive", str(path), "--at", str(values), "-o", str(out)]) == 0
 
 
+@pytest.mark.slow
 def test_graph_and_compare_commands_accept_a_skip(tmp_path, capsys) -> None:
     path = _spec_file(tmp_path, 1)
     assert main(["graph", str(path), "-o", str(tmp_path / "g.dot")]) == 0
@@ -459,6 +467,7 @@ def test_graph_and_compare_commands_accept_a_skip(tmp_path, capsys) -> None:
 # ------------------------------------------------------------------- hostile shapes
 
 
+@pytest.mark.slow
 def test_a_skip_into_every_layer_chained() -> None:
     depth = 6
     skips = {l: l - 1 for l in range(1, depth + 1)}  # noqa: E741
@@ -472,6 +481,7 @@ def test_a_skip_into_every_layer_chained() -> None:
     assert _max_rel(got, want) < 1e-12
 
 
+@pytest.mark.slow
 def test_thirty_layers_with_skips_generate_quickly() -> None:
     depth = 30
     skips = {l: l - 2 for l in range(2, depth + 1, 2)}  # noqa: E741
@@ -487,6 +497,7 @@ def test_thirty_layers_with_skips_generate_quickly() -> None:
     assert _max_rel(got, want) < 1e-10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
 def test_forward_and_sgd_step_with_skips(form) -> None:
     """forward is a^L (the NumPy reference's), sgd_step moves by -lr * the gradient, twice
@@ -585,6 +596,7 @@ def _chain_spec(name: str = "network") -> Spec:
     return _net([1, 1, 1, 1], ["tanh", "sigmoid", "linear"], {2: 1, 3: 0}).replace(name=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "notation",
     [
@@ -619,6 +631,7 @@ def test_derivation_shows_and_checks_the_residual_steps(notation) -> None:
         assert "a^{4} = \\operatorname{linear}(z^{4}) + x" in text
 
 
+@pytest.mark.slow
 def test_a_planted_bug_fails_the_derivations_check(monkeypatch) -> None:
     """Drop the skip path from dC/da^1's sum: the derivation's vectorized step fails."""
     from chainrule.derive.document import check_step, derivation
@@ -704,6 +717,7 @@ def test_naive_estimate_bounds_the_real_expansion_with_skips(skips) -> None:
     assert estimate_naive_ops(spec) >= count_strategy(gradients(spec, "naive")).total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "strategy", ["backprop", pytest.param("naive", marks=pytest.mark.slow), "cse"]
 )
@@ -725,6 +739,7 @@ def test_unrolled_form_with_skips_equals_the_vectorized(strategy) -> None:
     assert "# forward: a2_0 = tanh(z2_0) + a1_0 = " in source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("skips", [{2: 1, 3: 0}, {}])
 def test_derive_at_with_a_linear_layer_of_two_units(skips) -> None:
     """A skip into a linear output (and a linear layer without skips): sigma' = 1 on every
@@ -738,6 +753,7 @@ def test_derive_at_with_a_linear_layer_of_two_units(skips) -> None:
     assert doc.worked.checked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cost", ["huber", "squared-error"])
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
 def test_skip_into_the_output_under_other_real_costs(cost, form) -> None:
