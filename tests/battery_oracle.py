@@ -12,8 +12,14 @@ Two output/cost pairs use the textbook identities that keep them exact when the 
 saturates: sigmoid with binary cross-entropy (loss softplus(z) - y z, delta s(z) - y) and
 softmax with cross-entropy (log-softmax, delta -y + a sum_k y_k).
 
+A residual connection (``skip_from`` = k) adds a^k to a^l = f(z^l) in the forward pass;
+the backward pass carries dC/da^l and adds it to dC/da^k (the skip's path) before
+delta^k = dC/da^k f'(z^k). The weight penalty (l2/2) sum W^2 + l1 sum |W| and its
+derivative l2 W + l1 sign(W) are written from the formula, on weights only.
+
 Every activation also lists its kinks, the points where the derivative jumps, so the
-battery can resample data whose weighted inputs come near one.
+battery can resample data whose weighted inputs come near one (and, with l1, parameters
+with a weight near |w|'s kink at 0).
 
 Shapes: ``columns`` layout W^l (n_l, n_{l-1}), b^l (n_l, 1), x (n_0, m); ``rows`` is
 the transpose of everything. The oracle works in columns.
@@ -180,18 +186,43 @@ def _to_columns(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, 
     return cols, np.asarray(x, float), np.asarray(y, float)
 
 
-def weighted_inputs(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array) -> list[Array]:
-    """z^1..z^L (columns layout), for kink resampling."""
-    p, a, _ = _to_columns(spec, params, x, np.zeros((1, 1)))
+def _forward(
+    spec: Mapping[str, Any], p: Mapping[str, Array], x: Array
+) -> tuple[list[Array], list[Array]]:
+    """a^0..a^L and z^1..z^L (columns layout): a^l = f(z^l), plus a^k when the layer
+    has ``skip_from`` = k (a residual connection)."""
+    acts = [x]
     zs = []
     for index, layer in enumerate(spec["layers"], start=1):
-        z = p[f"W{index}"] @ a
+        z = p[f"W{index}"] @ acts[-1]
         if layer.get("bias", True):
             z = z + p[f"b{index}"]
         zs.append(z)
         act = layer["activation"]
         a = _softmax(z) if act == "softmax" else ELEMENTWISE[act].f(z)
-    return zs
+        if layer.get("skip_from") is not None:
+            a = a + acts[layer["skip_from"]]
+        acts.append(a)
+    return acts, zs
+
+
+def weighted_inputs(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array) -> list[Array]:
+    """z^1..z^L (columns layout), for kink resampling."""
+    p, a, _ = _to_columns(spec, params, x, np.zeros((1, 1)))
+    return _forward(spec, p, a)[1]
+
+
+def _penalty(spec: Mapping[str, Any], p: Mapping[str, Array]) -> tuple[float, dict[str, Array]]:
+    """(l2/2) sum ||W^l||^2 + l1 sum |W^l| over every layer's weights (never biases), and
+    its derivative l2 W + l1 sign(W) (sign(0) = 0), each written from the formula."""
+    l2, l1 = float(spec.get("l2", 0.0)), float(spec.get("l1", 0.0))
+    total = 0.0
+    grads = {}
+    for index in range(1, len(spec["layers"]) + 1):
+        w = p[f"W{index}"]
+        total += 0.5 * l2 * float(np.sum(w * w)) + l1 * float(np.sum(np.abs(w)))
+        grads[f"W{index}"] = l2 * w + l1 * np.sign(w)
+    return total, grads
 
 
 def loss_and_grad(
@@ -204,15 +235,8 @@ def loss_and_grad(
     p, x, y = _to_columns(spec, params, x, y)
     m = x.shape[1]
     layers = spec["layers"]
-    acts = [x]
-    zs = []
-    for index, layer in enumerate(layers, start=1):
-        z = p[f"W{index}"] @ acts[-1]
-        if layer.get("bias", True):
-            z = z + p[f"b{index}"]
-        zs.append(z)
-        act = layer["activation"]
-        acts.append(_softmax(z) if act == "softmax" else ELEMENTWISE[act].f(z))
+    acts, zs = _forward(spec, p, x)
+    g = None  # dC/da^L, when the output's delta is computed through it
     cost, dcost = COSTS[spec["cost"]]
     a_out, z_out, out_act = acts[-1], zs[-1], layers[-1]["activation"]
     pair = (out_act, spec["cost"])
@@ -252,14 +276,27 @@ def loss_and_grad(
             delta = a_out * (g - np.sum(a_out * g, axis=0, keepdims=True))  # J^T g
         else:
             delta = g * ELEMENTWISE[out_act].df(z_out)
+    # Backward by dC/da^l: a skip from k into l adds dC/da^l to dC/da^k (the second
+    # path), before delta^k = dC/da^k * f'(z^k) is taken.
+    skipped: dict[int, Array] = {}
+    grad_a = g
     grads: dict[str, Array] = {}
     for index in range(len(layers), 0, -1):
+        source = layers[index - 1].get("skip_from")
+        if source is not None:
+            assert grad_a is not None, "a skip into an output whose delta is fused"
+            skipped[source] = skipped.get(source, 0.0) + grad_a
         grads[f"W{index}"] = delta @ acts[index - 1].T
         if layers[index - 1].get("bias", True):
             grads[f"b{index}"] = delta.sum(axis=1, keepdims=True)
         if index > 1:
             below = layers[index - 2]["activation"]
-            delta = (p[f"W{index}"].T @ delta) * ELEMENTWISE[below].df(zs[index - 2])
+            grad_a = p[f"W{index}"].T @ delta + skipped.pop(index - 1, 0.0)
+            delta = grad_a * ELEMENTWISE[below].df(zs[index - 2])
+    extra, penalty_grads = _penalty(spec, p)
+    loss += extra
+    for key, value in penalty_grads.items():
+        grads[key] = grads[key] + value
     if spec["layout"] == "rows":
         grads = {k: v.T for k, v in grads.items()}
     return loss, grads
@@ -268,7 +305,12 @@ def loss_and_grad(
 def near_kink(
     spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, margin: float
 ) -> bool:
-    """True when some weighted input lies within ``margin`` of its activation's kink."""
+    """True when some weighted input lies within ``margin`` of its activation's kink, or,
+    with an L1 penalty, some weight lies within ``margin`` of |w|'s kink at 0."""
+    if spec.get("l1", 0.0):
+        weights = [np.asarray(v) for k, v in params.items() if k.startswith("W")]
+        if any(np.min(np.abs(w)) < margin for w in weights):
+            return True
     for layer, z in zip(spec["layers"], weighted_inputs(spec, params, x), strict=True):
         act = layer["activation"]
         kinks = () if act == "softmax" else ELEMENTWISE[act].kinks
