@@ -71,9 +71,11 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     True
     """
     from chainrule.derive.document import derivation as symbolic
+    from chainrule.derive.scalar_network import refuse_batch_norm
 
     if at is None:
         return symbolic(spec, notation)
+    refuse_batch_norm(spec, "the worked derivation (derive --at)")
     from chainrule.derive.document.worked import worked
     from chainrule.derive.values import read_point
     from chainrule.worked_check import check_against_module

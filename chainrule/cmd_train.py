@@ -250,13 +250,20 @@ def decision_threshold(module: types.ModuleType) -> float:
     return 0.0 if tuple(module.ACTIVATIONS)[-1] == "tanh" else 0.5
 
 
-def accuracy(module: types.ModuleType, params: dict, x: np.ndarray, labels: np.ndarray) -> float:
+def accuracy(
+    module: types.ModuleType,
+    params: dict,
+    x: np.ndarray,
+    labels: np.ndarray,
+    state: dict | None = None,
+) -> float:
     """Fraction of examples classified right: the largest output is the label's class, or
     for one output, the output and the target lie on the same side of the threshold.
 
-    ``labels`` holds class indices, or for a one-output network the targets themselves.
+    ``labels`` holds class indices, or for a one-output network the targets themselves;
+    ``state`` holds the running statistics of batch-normalized layers (inference).
     """
-    out = module.forward(params, x)
+    out = module.forward(params, x, state)
     if module.LAYER_SIZES[-1] == 1:
         threshold = decision_threshold(module)
         predicted = np.asarray(out).reshape(-1) > threshold
@@ -328,6 +335,20 @@ def _check_inputs(module: types.ModuleType, dataset: Dataset, batch_size: int) -
     require_memory(sizes, examples, "training", np.dtype(module.DTYPE).itemsize)
 
 
+def _running_state(module: types.ModuleType, x_train: np.ndarray, batch_size: int) -> dict:
+    """The module's running statistics (``{}`` without batch norm); a batch norm network
+    refuses a batch size that leaves a last batch of one example."""
+    state = module.init_state()
+    examples = x_train.shape[0 if module.LAYOUT == "rows" else 1]
+    if state and (examples < 2 or examples % batch_size == 1):
+        raise DataError(
+            "batch-size",
+            f"{batch_size} leaves a batch of 1 of the {examples} training examples",
+            "batch norm needs at least 2 per batch: choose another --batch-size",
+        )
+    return state
+
+
 def fit(
     module: types.ModuleType,
     dataset: Dataset,
@@ -346,6 +367,9 @@ def fit(
     its state (velocity, Adam's moments and step count) carries over from one epoch's
     call to the next through ``train()``'s ``optimizer_state``, so the run is one run.
 
+    A network with batch norm keeps its running statistics from epoch to epoch (through
+    ``train()``'s ``state``), and its accuracies use them, as inference does.
+
     The test accuracy after each epoch is measured on ``dataset.test``, or without one
     on a seeded random quarter of the examples held out; the validation accuracy, on
     ``dataset.validation`` after the last epoch. ``on_epoch(epoch, loss,
@@ -354,6 +378,7 @@ def fit(
     _check_inputs(module, dataset, batch_size)
     (x_train, y_train, _), (x_test, _, test_labels) = _splits(module, dataset, seed)
     params = module.init_params(seed)
+    state = _running_state(module, x_train, batch_size)
     options = dict(optimizer or {})
     if options:
         options["optimizer_state"] = {}
@@ -368,11 +393,12 @@ def fit(
             batch_size=batch_size,
             lr=lr,
             seed=seed + epoch,
+            state=state,
             **options,
         )
         elapsed = time.perf_counter() - start
         losses.append(float(history[-1]))
-        accs.append(accuracy(module, params, x_test, test_labels))
+        accs.append(accuracy(module, params, x_test, test_labels, state))
         seconds.append(elapsed)
         if not np.isfinite(losses[-1]):
             raise DataError(
@@ -384,7 +410,7 @@ def fit(
     if dataset.validation is not None:
         part = dataset.validation
         x_val, _, val_labels = _arrays(module, part.x, targets(part, module.LAYER_SIZES[-1]))
-        validation = accuracy(module, params, x_val, val_labels)
+        validation = accuracy(module, params, x_val, val_labels, state)
     return TrainResult(tuple(losses), tuple(accs), tuple(seconds), params, validation)
 
 

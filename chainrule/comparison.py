@@ -30,6 +30,7 @@ from chainrule.derive.scalar import (
     layer_counts,
     resolve_engine,
 )
+from chainrule.derive.scalar_network import refuse_batch_norm
 from chainrule.derive.spec import Spec
 
 
@@ -190,6 +191,7 @@ def compare_spec(
     >>> c.naive_ops > c.cse_ops and c.backprop_ops / c.forward_ops <= 4
     True
     """
+    refuse_batch_norm(spec, "compare")
     lc = layer_counts(spec)
     fd = finite_difference_ops(spec, lc.forward_ops)
     used_engine = resolve_engine(engine, spec)

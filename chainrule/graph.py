@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chainrule.derive.errors import SpecError
+from chainrule.derive.scalar_network import refuse_batch_norm
 from chainrule.derive.spec import Spec
 
 #: Networks at most this big (weights, units) get the scalar graph under ``--level auto``.
@@ -357,6 +358,7 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
     """
     from chainrule.derive.scalar_network import check_unregularized
 
+    refuse_batch_norm(spec, "graph")
     check_unregularized(spec)  # the graphs count the cost's paths without a penalty
     weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
     if level == "auto":

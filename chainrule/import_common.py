@@ -73,3 +73,53 @@ def _params(
             vec = np.asarray(bias, dtype=dt).reshape(-1)
             params[f"b{l}"] = vec[:, None] if spec.layout == "columns" else vec[None, :]
     return params
+
+
+def _check_normalized(
+    sizes: list[int], activations: list[str], biases: list[bool], norms: list[bool], where: str
+) -> None:
+    """A batch-norm layer must follow a Dense/Linear without bias, before its activation."""
+    if not sizes or norms[-1] or activations[-1] != "linear":
+        raise SpecError(
+            where,
+            "batch normalization must come right after a Dense/Linear layer, before its activation",
+            "order the layers Linear(bias=False), BatchNorm1d, activation",
+        )
+    if biases[-1]:
+        raise SpecError(
+            where,
+            "the layer before batch normalization has a bias (the batch mean cancels it)",
+            "build it with bias=False (Keras: use_bias=False); beta takes its place",
+        )
+
+
+def _normalized(spec: Spec, params: dict[str, np.ndarray], scales: list[Any]) -> None:
+    """Put each batch-norm layer's (gamma, beta) of ``scales`` (None elsewhere) into ``params``."""
+    dt = np.dtype(spec.dtype)
+    for index, pair in enumerate(scales, start=1):
+        if pair is None:
+            continue
+        for key, value in zip((f"gamma{index}", f"beta{index}"), pair, strict=True):
+            params[key] = _bias_shaped(spec, index, value, dt, "weights")
+
+
+def _bias_shaped(spec: Spec, index: int, value: Any, dt: np.dtype, field: str) -> np.ndarray:
+    """A per-unit vector of layer ``index`` in the shape of a bias in the spec's layout."""
+    vec = np.asarray(value, dtype=dt).reshape(-1)
+    if vec.shape != (spec.sizes[index],):
+        raise SpecError(
+            f"{field}[layer {index}]",
+            f"{vec.size} values for {spec.sizes[index]} units",
+            "pass the arrays of the model the spec came from",
+        )
+    return vec[:, None] if spec.layout == "columns" else vec[None, :]
+
+
+def state_from_running(spec: Spec, stats: list[Any]) -> dict[str, np.ndarray]:
+    """A module's ``state`` from each batch-norm layer's (running mean, running variance)."""
+    dt = np.dtype(spec.dtype)
+    state: dict[str, np.ndarray] = {}
+    for index, pair in zip(spec.batch_norm_layers, stats, strict=True):
+        state[f"running_mean{index}"] = _bias_shaped(spec, index, pair[0], dt, "state")
+        state[f"running_var{index}"] = _bias_shaped(spec, index, pair[1], dt, "state")
+    return state

@@ -16,7 +16,16 @@ import numpy as np
 from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Layer, Spec
 from chainrule.derive.tables import ACTIVATIONS, Match
-from chainrule.import_common import LEAKY_SLOPE, _check_match, _params, _same_setting, _short
+from chainrule.import_common import (
+    LEAKY_SLOPE,
+    _check_match,
+    _check_normalized,
+    _normalized,
+    _params,
+    _same_setting,
+    _short,
+    state_from_running,
+)
 
 #: Keras activation names of functions that are expressions rather than table rows.
 _KERAS_EXPRESSIONS: dict[str, str] = {
@@ -200,7 +209,7 @@ def spec_from_keras(
     else:
         data, where = _read_keras_json(source)
     raw_layers, model_name, input_size = _keras_model(data, where)
-    sizes, activations, biases, input_size = _keras_layers(raw_layers, input_size)
+    sizes, activations, biases, norms, input_size = _keras_layers(raw_layers, input_size)
     if not sizes:
         raise SpecError("from-keras", "the model has no Dense layer", "add Dense layers")
     if input_size is None:
@@ -209,7 +218,10 @@ def spec_from_keras(
             "the input shape is not in the config",
             "build the model with keras.Input(shape=(n,)) before model.to_json()",
         )
-    layers = tuple(Layer(s, a, b) for s, a, b in zip(sizes, activations, biases, strict=True))
+    layers = tuple(
+        Layer(s, a, b, batch_norm=n)
+        for s, a, b, n in zip(sizes, activations, biases, norms, strict=True)
+    )
     l2, l1 = _keras_penalty(raw_layers)
     return Spec(
         input_size,
@@ -281,11 +293,12 @@ def _keras_regularizer(value: Any, where: str) -> tuple[float, float]:
 
 def _keras_layers(
     raw_layers: list[Any], input_size: int | None
-) -> tuple[list[int], list[str], list[bool], int | None]:
-    """Units, activations and use_bias of the Dense layers, and the input width found."""
+) -> tuple[list[int], list[str], list[bool], list[bool], int | None]:
+    """Units, activations, use_bias and batch norm of the Dense layers, and the input width."""
     sizes: list[int] = []
     activations: list[str] = []
     biases: list[bool] = []
+    norms: list[bool] = []
     for i, raw in enumerate(raw_layers):
         if not isinstance(raw, dict) or not isinstance(raw.get("config", {}), dict):
             raise SpecError(f"from-keras.layers[{i}]", "not a layer object", "give to_json() text")
@@ -304,13 +317,39 @@ def _keras_layers(
                 input_size = _shape_width(shape, f"{where_layer}.input_shape")
             sizes.append(units)
             biases.append(use_bias)
+            norms.append(False)
             activations.append(
                 _keras_activation(cfg.get("activation"), f"{where_layer}.activation")
             )
             continue
+        if class_name == "BatchNormalization":
+            _check_normalized(sizes, activations, biases, norms, where_layer)
+            _keras_batch_norm(cfg, where_layer)
+            norms[-1] = True
+            continue
         activation = _keras_layer_activation(str(class_name), cfg, where_layer)
         _attach_activation(activations, activation, where_layer)
-    return sizes, activations, biases, input_size
+    return sizes, activations, biases, norms, input_size
+
+
+#: The BatchNormalization settings the generated module computes exactly.
+_BATCH_NORM_SETTINGS = {"center": True, "scale": True, "epsilon": 1e-5}
+
+
+def _keras_batch_norm(cfg: dict[str, Any], where: str) -> None:
+    """center and scale on, epsilon 1e-5, over the last axis. Keras's momentum (0.99 by
+    default, 0.01 in PyTorch's terms) is accepted: it only shapes how Keras updates its
+    moving statistics, and the generated module updates them as PyTorch does instead."""
+    for key, required in _BATCH_NORM_SETTINGS.items():
+        value = cfg.get(key, 1e-3 if key == "epsilon" else True)
+        if not _same_setting(value, required):
+            raise SpecError(
+                f"{where}.{key}",
+                f"{key}={_short(value)} is not supported",
+                f"use {key}={required!r} (the generated module computes exactly that)",
+            )
+    if cfg.get("axis", -1) not in (-1, 1, [-1], [1]):
+        raise SpecError(f"{where}.axis", f"axis {_short(cfg.get('axis'))}", "use axis=-1")
 
 
 def _keras_model(data: Any, where: str) -> tuple[list[Any], Any, int | None]:
@@ -370,19 +409,38 @@ def params_from_keras(weights: Sequence[Any], spec: Spec) -> dict[str, np.ndarra
     """The ``params`` dict of a generated module from Keras ``model.get_weights()``.
 
     Keras lists, per Dense layer, the kernel (n_in, n_out) and then the bias (n_out,)
-    when the layer has one. The arrays are copied as float64 (or the spec's dtype).
+    when the layer has one; after a batch-normalized one, its BatchNormalization's gamma,
+    beta, moving mean and moving variance (the last two go to :func:`state_from_keras`).
+    The arrays are copied as float64 (or the spec's dtype).
     """
+    kernels, biases, scales, _ = _keras_arrays(weights, spec)
+    params = _params(spec, kernels, biases, kernel_is_out_in=False)
+    _normalized(spec, params, scales)
+    return params
+
+
+def state_from_keras(weights: Sequence[Any], spec: Spec) -> dict[str, np.ndarray]:
+    """The ``state`` of a generated module: each BatchNormalization's moving mean and
+    moving variance from ``model.get_weights()``."""
+    return state_from_running(spec, _keras_arrays(weights, spec)[3])
+
+
+def _keras_arrays(weights: Sequence[Any], spec: Spec) -> tuple[list, list, list, list]:
+    """Kernels, biases, (gamma, beta) per layer and (moving mean, variance) per batch norm."""
     arrays = [np.asarray(w) for w in weights]
-    expected = sum(2 if layer.bias else 1 for layer in spec.layers)
+    expected = sum(1 + layer.bias + 4 * layer.batch_norm for layer in spec.layers)
     if len(arrays) != expected:
         raise SpecError(
             "weights",
             f"{len(arrays)} arrays for {expected} expected",
             "pass model.get_weights() of the model the spec came from",
         )
-    kernels, biases = [], []
+    kernels, biases, scales, stats = [], [], [], []
     it = iter(arrays)
     for layer in spec.layers:
         kernels.append(next(it))
         biases.append(next(it) if layer.bias else None)
-    return _params(spec, kernels, biases, kernel_is_out_in=False)
+        scales.append((next(it), next(it)) if layer.batch_norm else None)
+        if layer.batch_norm:
+            stats.append((next(it), next(it)))
+    return kernels, biases, scales, stats

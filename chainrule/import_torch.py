@@ -16,7 +16,13 @@ import numpy as np
 from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Layer, Spec
 from chainrule.derive.tables import ACTIVATIONS
-from chainrule.import_common import _check_match, _params
+from chainrule.import_common import (
+    _check_match,
+    _check_normalized,
+    _normalized,
+    _params,
+    state_from_running,
+)
 
 #: PyTorch modules computing an expression rather than a table row.
 _TORCH_EXPRESSIONS: dict[str, str] = {"SiLU": "x*sigmoid(x)"}
@@ -93,8 +99,14 @@ def spec_from_torch(
     sizes: list[int] = []
     activations: list[str] = []
     biases: list[bool] = []
+    norms: list[bool] = []
     for name_, child in _torch_modules(module):
         where = f"from-torch.{name_} ({type(child).__name__})"
+        if isinstance(child, torch.nn.BatchNorm1d):
+            _check_normalized(sizes, activations, biases, norms, where)
+            _check_batch_norm(child, sizes[-1], where)
+            norms[-1] = True
+            continue
         if isinstance(child, torch.nn.Linear):
             if sizes and child.in_features != sizes[-1]:
                 raise SpecError(
@@ -106,6 +118,7 @@ def spec_from_torch(
                 sizes.append(child.in_features)
             sizes.append(child.out_features)
             biases.append(child.bias is not None)
+            norms.append(False)
             activations.append("linear")
             continue
         activation = _torch_activation(child, where)
@@ -121,23 +134,82 @@ def spec_from_torch(
     if not activations:
         raise SpecError("from-torch", "the model has no Linear layer", "add nn.Linear layers")
     layers = tuple(
-        Layer(size, act, bias)
-        for size, act, bias in zip(sizes[1:], activations, biases, strict=True)
+        Layer(size, act, bias, batch_norm=norm)
+        for size, act, bias, norm in zip(sizes[1:], activations, biases, norms, strict=True)
     )
     return Spec(sizes[0], layers, cost, layout, dtype, name, source="torch")
 
 
+#: The BatchNorm1d settings a batch-normalized layer computes exactly (PyTorch's defaults).
+_BATCH_NORM_SETTINGS = {
+    "eps": 1e-5,
+    "momentum": 0.1,
+    "affine": True,
+    "track_running_stats": True,
+}
+
+
+def _check_batch_norm(child: Any, units: int, where: str) -> None:
+    """A BatchNorm1d over the previous Linear's units, with PyTorch's default settings."""
+    if child.num_features != units:
+        raise SpecError(
+            f"{where}.num_features",
+            f"{child.num_features} features after a layer of {units} units",
+            f"use BatchNorm1d({units})",
+        )
+    for key, required in _BATCH_NORM_SETTINGS.items():
+        if getattr(child, key) != required:
+            raise SpecError(
+                f"{where}.{key}",
+                f"{key}={getattr(child, key)!r} is not supported",
+                f"use {key}={required!r} (the generated module computes exactly that)",
+            )
+
+
+def _vector(tensor: Any) -> np.ndarray:
+    return tensor.detach().cpu().double().numpy()
+
+
+def _norm_modules(module: Any, spec: Spec) -> list[Any]:
+    """Each layer's BatchNorm1d (None for a layer without), checked against ``spec``."""
+    torch = _require_torch()
+    found: list[Any] = []
+    for _, child in _torch_modules(module):
+        if isinstance(child, torch.nn.Linear):
+            found.append(None)
+        elif isinstance(child, torch.nn.BatchNorm1d) and found:
+            found[-1] = child
+    if [c is not None for c in found] != [ly.batch_norm for ly in spec.layers]:
+        raise SpecError("weights", "the model's BatchNorm1d layers do not fit the spec", "")
+    return found
+
+
 def params_from_torch(module: Any, spec: Spec) -> dict[str, np.ndarray]:
-    """The ``params`` dict of a generated module holding ``module``'s weights."""
+    """The ``params`` dict of a generated module holding ``module``'s weights (and each
+    BatchNorm1d's weight and bias as gamma and beta)."""
     torch = _require_torch()
     linears = [c for _, c in _torch_modules(module) if isinstance(c, torch.nn.Linear)]
     if len(linears) != spec.depth:
         raise SpecError("weights", f"{len(linears)} Linear layers for {spec.depth}", "")
-    kernels = [lin.weight.detach().cpu().double().numpy() for lin in linears]
-    biases = [
-        None if lin.bias is None else lin.bias.detach().cpu().double().numpy() for lin in linears
+    kernels = [_vector(lin.weight) for lin in linears]
+    biases = [None if lin.bias is None else _vector(lin.bias) for lin in linears]
+    params = _params(spec, kernels, biases, kernel_is_out_in=True)
+    scales = [
+        None if bn is None else (_vector(bn.weight), _vector(bn.bias))
+        for bn in _norm_modules(module, spec)
     ]
-    return _params(spec, kernels, biases, kernel_is_out_in=True)
+    _normalized(spec, params, scales)
+    return params
+
+
+def state_from_torch(module: Any, spec: Spec) -> dict[str, np.ndarray]:
+    """The ``state`` of a generated module holding each BatchNorm1d's running statistics."""
+    stats = [
+        (_vector(bn.running_mean), _vector(bn.running_var))
+        for bn in _norm_modules(module, spec)
+        if bn is not None
+    ]
+    return state_from_running(spec, stats)
 
 
 def load_torch_object(target: str) -> tuple[Any, str]:

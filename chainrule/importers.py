@@ -10,7 +10,9 @@ no loss, so the cost is always given separately. Anything chainrule cannot expre
 :class:`~chainrule.derive.errors.SpecError` naming the layer and the way out.
 
 Weights move with :func:`params_from_torch` and :func:`params_from_keras`, which
-return the ``params`` dict a generated module takes, for either layout.
+return the ``params`` dict a generated module takes, for either layout; a batch-norm
+layer's running statistics with :func:`state_from_torch` and :func:`state_from_keras`,
+which return the ``state`` its ``forward`` takes.
 """
 
 from __future__ import annotations
@@ -23,8 +25,18 @@ from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Spec
 from chainrule.derive.tables import COSTS
 from chainrule.import_common import LEAKY_SLOPE
-from chainrule.import_keras import KERAS_ACTIVATIONS, params_from_keras, spec_from_keras
-from chainrule.import_torch import load_torch_object, params_from_torch, spec_from_torch
+from chainrule.import_keras import (
+    KERAS_ACTIVATIONS,
+    params_from_keras,
+    spec_from_keras,
+    state_from_keras,
+)
+from chainrule.import_torch import (
+    load_torch_object,
+    params_from_torch,
+    spec_from_torch,
+    state_from_torch,
+)
 
 
 def from_torch(module: Any, cost: str = "quadratic", **options: Any) -> Spec:
@@ -81,4 +93,6 @@ __all__ = [
     "spec_from_import_args",
     "spec_from_keras",
     "spec_from_torch",
+    "state_from_keras",
+    "state_from_torch",
 ]

@@ -99,8 +99,25 @@ class _PlainCodeBuilder:
         examples_axis = 1 - self.units_axis
         return f"np.sum({ops[0]}, axis={examples_axis}, keepdims=True) / {naming.BATCH}"
 
+    def normalization(self, s: BatchStatement) -> list[Statement]:
+        """A batch-norm statement: a mean over the examples, or its SymPy expression."""
+        if s.op in ("bn_normalize", "bn_scale", "bn_backward"):
+            return self.elementwise(s)
+        examples_axis = 1 - self.units_axis
+        ops = s.operands
+        if s.op in ("bn_mean", "bn_beta_grad"):
+            summand = ops[0]
+        elif s.op == "bn_var":
+            summand = f"({ops[0]} - {ops[1]}) ** 2"
+        else:
+            summand = f"{ops[0]} * {ops[1]}"
+        code = f"np.sum({summand}, axis={examples_axis}, keepdims=True) / {naming.BATCH}"
+        return [self.statement(s, code)]
+
     def code(self, s: BatchStatement) -> list[Statement]:
         """The generated statement computing ``s`` (after its temporaries, if any)."""
+        if s.op.startswith("bn_"):
+            return self.normalization(s)
         if s.op == "alias":
             return [self.statement(s, s.operands[0])]
         if s.op in ("log_softmax", "log1m_softmax"):

@@ -24,7 +24,7 @@ from chainrule.codegen.printer import (
     print_in_place,
 )
 from chainrule.codegen.pyformat import format_expr
-from chainrule.derive import batch, naming
+from chainrule.derive import batch, batch_norm, naming
 from chainrule.derive.batch import BatchStatement, plain
 from chainrule.derive.layers import NetworkDerivation
 from chainrule.derive.spec import Spec
@@ -74,6 +74,9 @@ class Program:
     #: Work buffers (name, shape code in ``m``, "zeros" or "ones", "dtype" or "bool") that the
     #: statements write into.
     buffers: tuple[tuple[str, str, str, str], ...] = ()
+    #: The forward statements of inference with running statistics (``forward`` with a
+    #: state): batch norm reads ``state`` instead of the batch; empty without batch norm.
+    inference: tuple[Statement, ...] = ()
 
 
 #: Work-buffer key of the column (or row) of m ones that sums over examples by a product.
@@ -161,6 +164,13 @@ class _ModuleProgramBuilder:
         if all(name != ONES for name, *_ in self.buffers):
             self.buffers.append((ONES, "(1, m)" if self.rows else "(m, 1)", "ones", "dtype"))
         return buffer_ref(ONES)
+
+    def vector_buffer(self, name: str, units: int) -> str:
+        """Register a work buffer of one value per unit (a column; a row in the rows layout)."""
+        self.buffers.append(
+            (name, f"(1, {units})" if self.rows else f"({units}, 1)", "zeros", "dtype")
+        )
+        return buffer_ref(name)
 
     def pair(self, left: str, right: str) -> str:
         """The arguments of a matrix product in the layout's order (columns: left, right)."""
@@ -291,6 +301,108 @@ class _ModuleProgramBuilder:
         code = f"np.matmul({self.pair(delta, self.ones())}, out={gradient_ref(param)})"
         return self.statement(s, code, equation=s.equation + held)
 
+    @property
+    def per_unit(self) -> str:
+        """einsum's subscripts of a sum over the examples of a product, per unit."""
+        return '"ij,ij->j"' if self.rows else '"ij,ij->i"'
+
+    @property
+    def flat(self) -> str:
+        """The index that views a per-unit buffer as a vector (einsum's ``out``)."""
+        return "[0]" if self.rows else "[:, 0]"
+
+    def normalization(self, s: BatchStatement) -> Statement | list[Statement]:
+        """A batch-norm statement: batch statistics by products with the ones column, xhat
+        and z in place; the gradients of gamma and beta into sgd_step's arrays."""
+        layer, n, m, ones = s.layer, self.spec.sizes[s.layer], naming.BATCH, self.ones()
+        xhat, z = buffer_ref(naming.normalized(layer)), buffer_ref(naming.weighted_input(layer))
+        if s.op == "bn_mean":
+            into = self.vector_buffer(s.target, n)
+            code = f"np.matmul({self.pair(s.operands[0], ones)}, out={into})"
+            return self.statement(s, code, updates=(f"{s.target} /= {m}",))
+        if s.op == "bn_var":
+            u, mean = s.operands
+            self.buffer(naming.normalized(layer), n)
+            self.buffer(naming.weighted_input(layer), n)
+            centered = f"np.subtract({u}, {mean}, out={xhat})"
+            into = self.vector_buffer(s.target, n)
+            # einsum sums the squares per unit in one pass, without writing them out
+            total = f"np.einsum({self.per_unit}, {centered}, {xhat}, out={s.target}{self.flat})"
+            note = f" ({naming.normalized(layer)}'s buffer keeps {u} - {mean})"
+            return self.statement(
+                s, into, updates=(total, f"{s.target} /= {m}"), equation=s.equation + note
+            )
+        if s.op == "bn_normalize":
+            rstd = f"1 / np.sqrt({s.operands[2]} + {batch_norm.EPS_TEXT})"
+            code = f"np.multiply({xhat}, {rstd}, out={xhat})"
+            return self.statement(s, code, buffer=naming.normalized(layer))
+        if s.op == "bn_scale":
+            gamma, xh, beta = s.operands
+            return self.statement(
+                s, f"np.multiply({xh}, {gamma}, out={z})", updates=(f"{s.target} += {beta}",)
+            )
+        held = f" ({naming.delta(layer)} holds the 1/m)"
+        shape = (1, n) if self.rows else (n, 1)
+        if s.op == "bn_beta_grad":
+            param = naming.shift(layer)
+            self.gradient_buffer(param, *shape)
+            code = f"np.matmul({self.pair(s.operands[0], ones)}, out={gradient_ref(param)})"
+            return self.statement(s, code, equation=s.equation + held)
+        deltau = buffer_ref(naming.linear_delta(layer))
+        if s.op == "bn_gamma_grad":
+            param = naming.scale(layer)
+            self.gradient_buffer(param, *shape)
+            delta, xh = s.operands
+            total = f"np.einsum({self.per_unit}, {delta}, {xh}, out={s.target}{self.flat})"
+            return self.statement(
+                s, gradient_ref(param), updates=(total,), equation=s.equation + held
+            )
+        self.buffer(naming.linear_delta(layer), n)
+        return self.three_terms(s, deltau)
+
+    def three_terms(self, s: BatchStatement, deltau: str) -> list[Statement]:
+        """The error at u in place: delta and the two gradients hold the 1/m, so the two
+        mean terms are divided by m once more. Checked against the statement's SymPy form."""
+        layer, sym = s.layer, naming.symbol
+        delta, xhat = naming.delta(layer), naming.normalized(layer)
+        gamma, var = naming.scale(layer), naming.batch_var(layer)
+        d_gamma, d_beta = naming.grad(gamma), naming.grad(naming.shift(layer))
+        target, m = s.target, sym(naming.BATCH)
+        # What the code below computes, with delta stored as delta / m:
+        computed = (
+            sym(gamma)
+            / sp.sqrt(sym(var) + batch_norm.EPS)
+            * (sym(delta) / m - (sym(xhat) * sym(d_gamma) + sym(d_beta)) / m)
+        )
+        if sp.simplify(computed * m - s.expr) != 0:
+            raise AssertionError(f"{target}: the fast form differs from the three-term form")
+        # Four passes over the batch: the mean terms' per-unit factors are small vectors.
+        name = next(self.temporary_names()).name
+        factor = sym(gamma) / sp.sqrt(sym(var) + batch_norm.EPS)
+        scale = Statement(
+            name,
+            "map",
+            (gamma, var),
+            factor,
+            f"{gamma} / np.sqrt({var} + {batch_norm.EPS_TEXT})",
+            temporary_equation(name, factor, target),
+            s.label,
+        )
+        code = f"np.multiply({xhat}, {d_gamma} * {name} / {naming.BATCH}, out={deltau})"
+        updates = (
+            f"{target} += {d_beta} * {name} / {naming.BATCH}",
+            f"{delta} *= {name}",
+            f"np.subtract({delta}, {target}, out={target})",
+        )
+        note = (
+            f" ({delta} and dC/d{gamma}, dC/d{naming.shift(layer)} hold the 1/m; "
+            f"{delta}'s buffer is scaled in place)"
+        )
+        return [
+            scale,
+            self.statement(s, code, buffer=target, updates=updates, equation=s.equation + note),
+        ]
+
     def residual(self, s: BatchStatement) -> list[Statement]:
         """dC/da^l of a layer a skip touches: at the output, dC/da^L over m (C is a mean);
         below it, W^T delta into a buffer plus, in place, dC/da of each layer it feeds."""
@@ -305,6 +417,9 @@ class _ModuleProgramBuilder:
 
     def code(self, s: BatchStatement) -> list[Statement]:
         """The generated statements computing ``s`` (a temporary or two, then ``s`` itself)."""
+        if s.op.startswith("bn_"):
+            made = self.normalization(s)
+            return made if isinstance(made, list) else [made]
         if s.op == "alias":
             return [self.statement(s, s.operands[0])]
         if s.op in ("log_softmax", "log1m_softmax"):
@@ -376,13 +491,12 @@ def build_program(derivation: NetworkDerivation, builder: CodeBuilder | None = N
         params.append(naming.weight(index))
         if layer.bias:
             params.append(naming.bias(index))
+        if layer.batch_norm:
+            params.extend((naming.scale(index), naming.shift(index)))
     grads = [
-        (
-            naming.weight(s.source.layer) if s.op == "outer" else naming.bias(s.source.layer),
-            s.target,
-        )
+        (_GRADIENT_OF[s.op](s.source.layer), s.target)
         for s in parts["backward"]
-        if s.op in ("outer", "example_sum")
+        if s.op in _GRADIENT_OF
     ]
     kinks = tuple(
         index
@@ -406,4 +520,37 @@ def build_program(derivation: NetworkDerivation, builder: CodeBuilder | None = N
         kink_layers=kinks,
         assumptions=derivation.assumptions,
         buffers=tuple(builder.buffers),
+        inference=_inference(derivation) if spec.batch_norm_layers else (),
     )
+
+
+#: The gradient statements' operations and the parameter each one's gradient is of.
+_GRADIENT_OF = {
+    "outer": naming.weight,
+    "example_sum": naming.bias,
+    "bn_gamma_grad": naming.scale,
+    "bn_beta_grad": naming.shift,
+}
+
+
+def _inference(derivation: NetworkDerivation) -> tuple[Statement, ...]:
+    """The forward statements with each batch-norm layer's mean and variance read from
+    the running statistics in ``state``, in the plain form (new arrays: forward is not
+    the training loop)."""
+    from chainrule.codegen.plain import _PlainCodeBuilder  # plain builds on this module
+
+    builder = _PlainCodeBuilder(derivation)
+    out: list[Statement] = []
+    for s in batch.batch_program(derivation):
+        if s.label != "forward":
+            continue
+        if s.op in ("bn_mean", "bn_var"):
+            running = naming.running_mean if s.op == "bn_mean" else naming.running_var
+            key = running(s.layer)
+            equation = f"{s.target} = state[{key!r}] (inference: the running statistic)"
+            out.append(
+                Statement(s.target, s.op, (), None, f'state["{key}"]', equation, s.label, source=s)
+            )
+            continue
+        out.extend(builder.code(s))
+    return tuple(out)

@@ -18,7 +18,7 @@ import jinja2
 import sympy as sp
 from chainrule.codegen.program import Program, Statement, build_program
 from chainrule.codegen.pyformat import format_expr
-from chainrule.derive import naming
+from chainrule.derive import batch_norm, naming
 from chainrule.derive.layers import derive_network
 from chainrule.derive.spec import Spec, preset_names
 
@@ -119,15 +119,49 @@ def _parameter_lines(spec: Spec) -> tuple[list[str], list[dict[str, str]]]:
                 "key": json.dumps(naming.weight(index)),
                 "shape": w_shape,
                 "scale": repr(1 / float(sizes[index - 1]) ** 0.5),
+                "fill": "",
             }
         )
         if layer.bias:
             b_shape = _shape(spec, sizes[index], 1)
             param_shape_lines.append(f"{naming.bias(index)}: {b_shape}")
             init_lines.append(
-                {"key": json.dumps(naming.bias(index)), "shape": b_shape, "scale": "0.1"}
+                {
+                    "key": json.dumps(naming.bias(index)),
+                    "shape": b_shape,
+                    "scale": "0.1",
+                    "fill": "",
+                }
             )
+        if layer.batch_norm:
+            b_shape = _shape(spec, sizes[index], 1)
+            for name, fill in ((naming.scale(index), "ones"), (naming.shift(index), "zeros")):
+                param_shape_lines.append(f"{name}: {b_shape}")
+                init_lines.append({"key": json.dumps(name), "shape": b_shape, "fill": fill})
     return param_shape_lines, init_lines
+
+
+def _state_context(program: Program) -> dict:
+    """The template values of the running statistics (empty lists without batch norm)."""
+    spec = program.spec
+    layers = []
+    for index in spec.batch_norm_layers:
+        layers.append(
+            {
+                "mean_key": naming.running_mean(index),
+                "var_key": naming.running_var(index),
+                "mean": naming.batch_mean(index),
+                "var": naming.batch_var(index),
+                "shape": _shape(spec, spec.sizes[index], 1),
+            }
+        )
+    return {
+        "batch_norm": layers,
+        "momentum": batch_norm.MOMENTUM_TEXT,
+        "inference": _formatted(program.inference),
+        "inference_output": naming.activation(spec.depth),
+        "state_keys": ", ".join(f"{b['mean_key']}, {b['var_key']}" for b in layers),
+    }
 
 
 def _context(program: Program, form: str = "vectorized") -> dict:
@@ -215,7 +249,7 @@ def _context(program: Program, form: str = "vectorized") -> dict:
         "y_shape": _shape(spec, sizes[-1], "m"),
         "take_x": take.format("x"),
         "take_y": take.format("y"),
-    }
+    } | _state_context(program)
 
 
 def render_program(program: Program) -> str:

@@ -31,6 +31,14 @@ layout (rows: every product transposed, operands swapped):
 ``backsum``        W^T delta plus the further operands (residual: dC/da^k summed over paths)
 ``outer``          (1/m) delta prev^T, plus the ``penalty`` term elementwise
 ``example_sum``    (1/m) delta 1
+``bn_mean``        (1/m) u 1: the batch mean per unit
+``bn_var``         (1/m) sum over examples of (u - mean)^2: the biased variance
+``bn_normalize``   ``expr`` elementwise: (u - mean) / sqrt(var + eps)
+``bn_scale``       ``expr`` elementwise: gamma xhat + beta
+``bn_gamma_grad``  (1/m) sum over examples of delta * xhat
+``bn_beta_grad``   (1/m) delta 1
+``bn_backward``    ``expr`` elementwise: the three-term error at u (see
+                   :mod:`chainrule.derive.batch_norm`, which derives and checks it)
 =================  ==========================================================
 """
 
@@ -40,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import sympy as sp
-from chainrule.derive import naming, penalty
+from chainrule.derive import batch_norm, naming, penalty
 from chainrule.derive.batch_network import columnwise, log1m_softmax, log_softmax
 from chainrule.derive.layers import LOG1MP, LOGP, REST, UNIT_SUM, A, NetworkDerivation, Y, Z
 from sympy.printing.str import StrPrinter
@@ -168,13 +176,58 @@ class _BatchProgramBuilder:
             prev, z = naming.activation(layer - 1), naming.weighted_input(layer)
             operands = (w, prev, b) if spec_layer.bias else (w, prev)
             eq = f"{z} = {self.product(w, prev)}" + (f" + {b}" if spec_layer.bias else "")
-            self.add(z, "affine", operands, None, "forward", layer, eq)
+            if spec_layer.batch_norm:
+                self.normalized_input(layer)
+            else:
+                self.add(z, "affine", operands, None, "forward", layer, eq)
             if self.d.activations[layer - 1] is None:
                 self.softmax(layer)
             elif spec_layer.skip_from is not None:
                 self.residual_activation(layer, spec_layer.skip_from)
             else:
                 self.activation(layer)
+
+    def normalized_input(self, layer: int) -> None:
+        """z^l of a batch-normalized layer: u, the batch mean and variance, xhat, z."""
+        sym = naming.symbol
+        w, prev = naming.weight(layer), naming.activation(layer - 1)
+        u, mean, var = naming.linear(layer), naming.batch_mean(layer), naming.batch_var(layer)
+        xhat, z = naming.normalized(layer), naming.weighted_input(layer)
+        gamma, beta = naming.scale(layer), naming.shift(layer)
+        self.add(u, "affine", (w, prev), None, "forward", layer, f"{u} = {self.product(w, prev)}")
+        ones = "1^T" if self.rows else "1"
+        self.add(
+            mean,
+            "bn_mean",
+            (u,),
+            None,
+            "forward",
+            layer,
+            f"{mean} = (1/m) {self.product(u, ones)} (batch norm: the batch mean per unit)",
+        )
+        self.add(
+            var,
+            "bn_var",
+            (u, mean),
+            None,
+            "forward",
+            layer,
+            f"{var} = (1/m) sum over examples of ({u} - {mean})**2 (biased variance)",
+        )
+        normal = (sym(u) - sym(mean)) / sp.sqrt(sym(var) + batch_norm.EPS)
+        self.add(
+            xhat,
+            "bn_normalize",
+            (u, mean, var),
+            normal,
+            "forward",
+            layer,
+            f"{xhat} = ({u} - {mean}) / sqrt({var} + {batch_norm.EPS_TEXT})",
+        )
+        shifted = sym(gamma) * sym(xhat) + sym(beta)
+        self.add(
+            z, "bn_scale", (gamma, xhat, beta), shifted, "forward", layer, f"{z} = {plain(shifted)}"
+        )
 
     def activation(self, layer: int) -> None:
         act = self.d.activations[layer - 1]
@@ -294,7 +347,7 @@ class _BatchProgramBuilder:
             self.residual_error(layer)
             return
         act = self.d.activations[layer - 1]
-        delta, upper = naming.delta(layer), naming.delta(layer + 1)
+        delta, upper = naming.delta(layer), self.upper_error(layer + 1)
         w_up, sprime = naming.weight(layer + 1), naming.sigma_prime(layer)
         back = self.product(f"{w_up}^T", upper)
         cached = act.cached.subs(layer_symbols(layer))
@@ -335,6 +388,58 @@ class _BatchProgramBuilder:
             layer,
             f"{delta} = ({back}) * {sprime}",
         )
+
+    def upper_error(self, layer: int) -> str:
+        """The error BP2 takes back through W^layer: delta^layer, or for a batch-normalized
+        layer the error at its u (the three-term form)."""
+        if self.spec.layers[layer - 1].batch_norm:
+            return naming.linear_delta(layer)
+        return naming.delta(layer)
+
+    def normalized_gradients(self, layer: int) -> str:
+        """dC/dgamma, dC/dbeta and the three-term error at u of a batch-normalized layer;
+        returns the error's identifier (BP4's dC/dW and BP2 below use it)."""
+        batch_norm.derive_backward()  # the three-term form, checked against the chain rule
+        sym = naming.symbol
+        delta, xhat = naming.delta(layer), naming.normalized(layer)
+        gamma, var = naming.scale(layer), naming.batch_var(layer)
+        d_gamma, d_beta = naming.grad(gamma), naming.grad(naming.shift(layer))
+        deltau = naming.linear_delta(layer)
+        self.add(
+            d_gamma,
+            "bn_gamma_grad",
+            (delta, xhat),
+            None,
+            "BN",
+            layer,
+            f"dC/d{gamma} = (1/m) sum over examples of {delta} * {xhat} = mean({delta} * {xhat})",
+        )
+        ones = "1^T" if self.rows else "1"
+        self.add(
+            d_beta,
+            "bn_beta_grad",
+            (delta,),
+            None,
+            "BN",
+            layer,
+            f"dC/d{naming.shift(layer)} = (1/m) {self.product(delta, ones)} = mean({delta})",
+        )
+        three = (
+            sym(gamma)
+            / sp.sqrt(sym(var) + batch_norm.EPS)
+            * (sym(delta) - sym(d_beta) - sym(xhat) * sym(d_gamma))
+        )
+        self.add(
+            deltau,
+            "bn_backward",
+            _names(three),
+            three,
+            "BN",
+            layer,
+            f"{deltau} = {gamma} / sqrt({var} + {batch_norm.EPS_TEXT}) * ({delta} - mean({delta})"
+            f" - {xhat} * mean({delta} * {xhat})): three terms (the mean and the variance)",
+        )
+        return deltau
 
     # -- residual connections ---------------------------------------------------------------
     def residual_activation(self, layer: int, source: int) -> None:
@@ -393,7 +498,7 @@ class _BatchProgramBuilder:
         """BP2 at a layer a skip touches: dC/da^l summed over the path through layer l+1
         and the skips out of l, then delta^l = dC/da^l * sigma'(z^l)."""
         g = naming.activation_gradient(layer)
-        w_up, upper = naming.weight(layer + 1), naming.delta(layer + 1)
+        w_up, upper = naming.weight(layer + 1), self.upper_error(layer + 1)
         fed = [
             naming.activation_gradient(dest)
             for dest, k in sorted(self.spec.skips.items())
@@ -431,6 +536,8 @@ class _BatchProgramBuilder:
 
     def gradients(self, layer: int) -> None:
         delta, prev = naming.delta(layer), naming.activation(layer - 1)
+        if self.spec.layers[layer - 1].batch_norm:
+            delta = self.normalized_gradients(layer)
         w, b = naming.weight(layer), naming.bias(layer)
         product = self.product(delta, f"{prev}^T")
         self.add(
@@ -548,6 +655,21 @@ def _other_units(s: BatchStatement, env: dict, rows: bool, at: Entrywise) -> sp.
     return sp.Matrix(a.rows, a.cols, rest)
 
 
+def _example_mean(op: str, ops: list[sp.Matrix], rows: bool, m: int) -> sp.Matrix:
+    """(1/m) sum over the examples of u (bn_mean), (u - mean)^2 (bn_var) or delta * xhat."""
+    first = ops[0]
+    if op == "bn_mean":
+        terms = first
+    elif op == "bn_var":
+        centered = first - _broadcast(ops[1], first.shape)
+        terms = centered.multiply_elementwise(centered)
+    else:
+        terms = first.multiply_elementwise(ops[1])
+    if rows:
+        return sp.ones(1, terms.rows) * terms / m
+    return terms * sp.ones(terms.cols, 1) / m
+
+
 def _penalty(s: BatchStatement, env: dict[str, sp.Matrix], at: Entrywise) -> list[sp.Matrix]:
     """Each penalty term of ``s`` evaluated entrywise (weights from ``env``, coefficients
     from the statement)."""
@@ -606,7 +728,11 @@ def run_statement(
         for term in _penalty(s, env, at):
             product += term
         return product
-    if s.op == "example_sum":
+    if s.op in ("bn_normalize", "bn_scale", "bn_backward"):
+        return _entrywise(s.expr, env, at)
+    if s.op in ("bn_mean", "bn_var", "bn_gamma_grad"):
+        return _example_mean(s.op, ops, rows, m)
+    if s.op in ("example_sum", "bn_beta_grad"):
         (delta,) = ops
         if rows:
             return sp.ones(1, delta.rows) * delta / m

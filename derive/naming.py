@@ -14,6 +14,8 @@ sigma'(z^l)         ``sp2``           ``\\sigma'(z^{2})``
 dC/dW^l, dC/db^l    ``dC_dW2``        ``\\frac{\\partial C}{\\partial W^{2}}``
 dC/da^l (residual)  ``dC_da2``        ``\\frac{\\partial C}{\\partial a^{2}}``
 sigma(z^l) (resid.) ``h2``            ``\\sigma(z^{2})``
+batch norm          ``u2``, ``mean2``, ``var2``, ``xhat2``, ``gamma2``, ``beta2``
+dC/du^l (b. norm)   ``deltau2``       (the three-term error)
 CSE temporaries     ``_t0``           ``t_{0}``
 ==================  ===============  =============================
 """
@@ -159,6 +161,51 @@ def unit_sum(layer: int) -> str:
     return f"s{layer}"
 
 
+def linear(layer: int) -> str:
+    """Identifier of u^l = W^l a^(l-1) of a batch-normalized layer, e.g. ``u2``."""
+    return f"u{layer}"
+
+
+def batch_mean(layer: int) -> str:
+    """Identifier of the batch mean of u^l per unit, e.g. ``mean2``."""
+    return f"mean{layer}"
+
+
+def batch_var(layer: int) -> str:
+    """Identifier of the biased batch variance of u^l per unit, e.g. ``var2``."""
+    return f"var{layer}"
+
+
+def normalized(layer: int) -> str:
+    """Identifier of xhat^l = (u^l - mean^l) / sqrt(var^l + eps), e.g. ``xhat2``."""
+    return f"xhat{layer}"
+
+
+def scale(layer: int) -> str:
+    """Identifier of a batch-norm layer's scale parameter gamma^l, e.g. ``gamma2``."""
+    return f"gamma{layer}"
+
+
+def shift(layer: int) -> str:
+    """Identifier of a batch-norm layer's shift parameter beta^l, e.g. ``beta2``."""
+    return f"beta{layer}"
+
+
+def linear_delta(layer: int) -> str:
+    """Identifier of the error at u^l, dC/du^l (per example), e.g. ``deltau2``."""
+    return f"deltau{layer}"
+
+
+def running_mean(layer: int) -> str:
+    """Key of a batch-norm layer's running mean in the module's state, e.g. ``running_mean2``."""
+    return f"running_mean{layer}"
+
+
+def running_var(layer: int) -> str:
+    """Key of a batch-norm layer's running (unbiased) variance in the state."""
+    return f"running_var{layer}"
+
+
 def activation_gradient(layer: int) -> str:
     """Identifier of g^l = dC/da^l, stored for a layer a residual connection touches,
     e.g. ``dC_da2``: a skip's source sums it from the layers it feeds."""
@@ -181,6 +228,15 @@ COST = "C"
 #: Per-layer identifier prefixes and the quantity each names, longest prefix first so
 #: that ``log1ma2`` is not read as ``a``-something.
 _KINDS: tuple[tuple[str, str], ...] = (
+    ("dC_dgamma", "scale_gradient"),
+    ("dC_dbeta", "shift_gradient"),
+    ("deltau", "linear_delta"),
+    ("gamma", "scale"),
+    ("beta", "shift"),
+    ("mean", "batch_mean"),
+    ("var", "batch_var"),
+    ("xhat", "normalized"),
+    ("u", "linear"),
     ("dC_da", "activation_gradient"),
     ("dC_dW", "weight_gradient"),
     ("dC_db", "bias_gradient"),

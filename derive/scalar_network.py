@@ -125,6 +125,18 @@ def check_scalar_size(spec: Spec, limit: int = MAX_SCALAR_PARAMETERS) -> None:
         )
 
 
+def refuse_batch_norm(spec: Spec, where: str) -> None:
+    """Raise :class:`DerivationError` when ``spec`` has a batch-normalized layer: ``where``
+    works one example at a time, and batch norm couples the examples of a batch."""
+    if spec.batch_norm_layers:
+        index = spec.batch_norm_layers[0] - 1
+        raise DerivationError(
+            f"layers[{index}].batch_norm",
+            f"{where} does not support batch normalization (it couples a batch's examples)",
+            "use the vectorized module (chainrule generate), or set batch_norm = false",
+        )
+
+
 def scalar_network(spec: Spec) -> ScalarNetwork:
     """Build the scalar network of ``spec``: a symbol per scalar and the cost expression.
 
@@ -140,6 +152,7 @@ def scalar_network(spec: Spec) -> ScalarNetwork:
     (-y_0 + sigmoid(b3_0 + w3_0_0*sigmoid(b2_0 + w2_0_0*sigmoid(b1_0 + w1_0_0*x_0))))**2
     """
     check_scalar_size(spec)
+    refuse_batch_norm(spec, "the scalar level (compare, graph, unrolled modules)")
     from chainrule.derive.batch_network import scalar_batch
 
     batch = scalar_batch(spec, 1)

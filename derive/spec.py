@@ -17,8 +17,9 @@ File format (TOML; JSON has the same fields)::
     [[layers]]
     size = 30
     activation = "sigmoid"      # a name, or an expression in x such as "x*sigmoid(x)"
-    bias = true                 # optional, default true
+    bias = true                 # optional, default true (false with batch_norm)
     skip_from = 1               # optional residual connection: a^l = f(z^l) + a^k, k < l
+    batch_norm = false          # optional: z = gamma (W a - mean) / sqrt(var + 1e-5) + beta
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ DTYPES = ("float64", "float32")
 TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype", "l2", "l1")
 #: The largest regularization coefficient accepted (a larger one swamps any cost).
 MAX_PENALTY = 1e6
-LAYER_FIELDS = ("size", "activation", "bias", "skip_from")
+LAYER_FIELDS = ("size", "activation", "bias", "skip_from", "batch_norm")
 
 
 def _show(value: Any) -> str:
@@ -89,12 +90,22 @@ def _check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
 @dataclass(frozen=True)
 class Layer:
     """One dense layer: ``size`` units, an activation (name or expression), a bias flag,
-    and optionally ``skip_from`` = k, a residual connection a^l = f(z^l) + a^k."""
+    and optionally ``skip_from`` = k, a residual connection a^l = f(z^l) + a^k, and
+    whether its weighted input is batch-normalized.
+
+    A batch-normalized layer has no bias (its beta shifts z instead): ``bias`` defaults
+    to ``not batch_norm``, and ``bias=True`` together with ``batch_norm=True`` is refused.
+    """
 
     size: int
     activation: str
-    bias: bool = True
+    bias: bool | None = None
     skip_from: int | None = None
+    batch_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bias is None:
+            object.__setattr__(self, "bias", self.batch_norm is not True)
 
     @property
     def is_custom(self) -> bool:
@@ -160,11 +171,19 @@ class Spec:
 
     @property
     def parameter_count(self) -> int:
-        """Number of scalar parameters (weights and enabled biases)."""
+        """Number of scalar parameters (weights, enabled biases, gamma and beta)."""
         n = self.sizes
         return sum(
-            n[i] * n[i + 1] + (n[i + 1] if self.layers[i].bias else 0) for i in range(self.depth)
+            n[i] * n[i + 1]
+            + (n[i + 1] if self.layers[i].bias else 0)
+            + (2 * n[i + 1] if self.layers[i].batch_norm else 0)
+            for i in range(self.depth)
         )
+
+    @property
+    def batch_norm_layers(self) -> tuple[int, ...]:
+        """The layers (1..L) whose weighted input is batch-normalized."""
+        return tuple(i for i, ly in enumerate(self.layers, start=1) if ly.batch_norm)
 
     def validate(self) -> None:
         """Raise :class:`SpecError` naming the first invalid field."""
@@ -260,6 +279,7 @@ def _check_layer(layer: Any, where: str, *, is_output: bool) -> None:
             f"expected true or false, got {_show(layer.bias)}",
             "write bias = true or bias = false",
         )
+    _check_batch_norm(layer, where, is_output=is_output)
     act = layer.activation
     if not isinstance(act, str) or not act.strip():
         raise SpecError(
@@ -290,11 +310,36 @@ def _check_layer(layer: Any, where: str, *, is_output: bool) -> None:
         )
 
 
+def _check_batch_norm(layer: Layer, where: str, *, is_output: bool) -> None:
+    """batch_norm is a bool, off on the output layer, and never with a bias."""
+    if not isinstance(layer.batch_norm, bool):
+        raise SpecError(
+            f"{where}.batch_norm",
+            f"expected true or false, got {_show(layer.batch_norm)}",
+            "write batch_norm = true or batch_norm = false",
+        )
+    if layer.batch_norm and is_output:
+        raise SpecError(
+            f"{where}.batch_norm",
+            "batch normalization on the output layer is not supported",
+            "normalize a hidden layer instead",
+        )
+    if layer.batch_norm and layer.bias:
+        raise SpecError(
+            f"{where}.bias",
+            "a batch-normalized layer has no bias (beta shifts it instead)",
+            "remove bias = true (batch_norm implies no bias)",
+        )
+
+
 def _layer_dict(layer: Layer) -> dict[str, Any]:
-    """One layer in the file format's field names (``skip_from`` only when set)."""
+    """One layer in the file format's field names (``skip_from`` and ``batch_norm`` only
+    when set)."""
     out: dict[str, Any] = {"size": layer.size, "activation": layer.activation, "bias": layer.bias}
     if layer.skip_from is not None:
         out["skip_from"] = layer.skip_from
+    if layer.batch_norm:
+        out["batch_norm"] = True
     return out
 
 
@@ -438,8 +483,19 @@ def spec_from_dict(data: Any, source: str = "dict") -> Spec:
         for required in ("size", "activation"):
             if required not in raw:
                 raise SpecError(f"{where}.{required}", "missing field", f"add {required} = ...")
+        if "bias" in raw and raw["bias"] is None:
+            raise SpecError(
+                f"{where}.bias", "expected true or false, got null", "write true or false"
+            )
+        norm = raw.get("batch_norm", False)
         layers.append(
-            Layer(raw["size"], raw["activation"], raw.get("bias", True), raw.get("skip_from"))
+            Layer(
+                raw["size"],
+                raw["activation"],
+                raw.get("bias"),
+                raw.get("skip_from"),
+                batch_norm=norm,
+            )
         )
     return Spec(
         input_size=data["input"],

@@ -242,6 +242,21 @@ def _check_out(params, out):
             raise _refuse(f"out[{key!r}]", into, shape, kind)
 
 
+def init_state(dtype=_DT):
+    """The running statistics of the batch-normalized layers: this network has none, so
+    an empty dict (every module has init_state and ``state=``, for code that takes any)."""
+    return {}
+
+
+def _check_state(state):
+    """Raise ValueError unless ``state`` is the empty dict of init_state."""
+    if not (isinstance(state, dict) and not state):
+        got = sorted(state) if isinstance(state, dict) else type(state)
+        raise ValueError(
+            f"state: this network has no batch-normalized layer, so its state is empty; got {got}"
+        )
+
+
 def init_params(seed=0):
     """Random parameters: W^l ~ N(0, 1/n_(l-1)), b^l ~ N(0, 0.01).
 
@@ -346,9 +361,17 @@ def _forward(params, x, ws=None):
 
 
 @np.errstate(under="ignore")
-def forward(params, x):
-    """Network output a^L ((n3, m)) for inputs x ((n0, m))."""
+def forward(params, x, state=None):
+    """Network output a^L ((n3, m)) for inputs x ((n0, m)).
+
+    With ``state`` (from init_state, updated by sgd_step or train), each batch-normalized
+    layer normalizes with the running statistics (inference, any m >= 1); with None, with
+    the batch's own mean and variance (training mode, m >= 2), as loss does.
+    """
     _check_batch(params, x)
+    if state is None:
+        return _forward(params, x)[-1]
+    _check_state(state)
     return _forward(params, x)[-1]
 
 
@@ -438,10 +461,16 @@ def new_gradient(dtype=_DT):
 
 
 @np.errstate(under="ignore")
-def sgd_step(params, x, y, lr):
-    """One gradient-descent step on the batch (x, y), in place; returns the batch cost."""
+def sgd_step(params, x, y, lr, state=None):
+    """One gradient-descent step on the batch (x, y), in place; returns the batch cost.
+
+    ``state`` (from init_state), when given, receives the batch-normalized layers'
+    running statistics of this batch, in place, as in train.
+    """
     _check_batch(params, x, y)
     _check_lr(lr)
+    if state is not None:
+        _check_state(state)
     ws = _workspace(x.shape[1], params["W1"].dtype)
     # The work buffers hold a gradient array per parameter name: the gradient goes there.
     cost, grads = _loss_and_grad(params, x, y, ws)
@@ -536,6 +565,7 @@ def train(
     betas=(0.9, 0.999),
     eps=1e-8,
     optimizer_state=None,
+    state=None,
 ):
     """Mini-batch training: each epoch shuffles the examples and steps once per batch.
 
@@ -560,6 +590,9 @@ def train(
     empty the first time, that train fills and a later call with the same optimizer
     continues (e.g. to train one epoch per call).
 
+    ``state`` (from init_state) receives the running statistics of the batch-normalized
+    layers after each batch, as in sgd_step (None: not kept).
+
     A step that overflows leaves inf or NaN in ``params`` (with NumPy's warning), and
     that epoch's cost is then NaN or inf: train does not stop.
 
@@ -571,10 +604,13 @@ def train(
     _check_count("epochs", epochs, 0)
     _check_count("batch_size", batch_size, 1)
     momentum, betas, eps = _check_optimizer(params, optimizer, momentum, betas, eps)
-    state = _optimizer_state(params, optimizer, optimizer_state)
+    if state is not None:
+        _check_state(state)
+    slots = _optimizer_state(params, optimizer, optimizer_state)
     scratch = _step_scratch(params, optimizer)
     rng = np.random.default_rng(seed)
     n = x.shape[1]
+
     history = []
     for _ in range(epochs):
         order = rng.permutation(n)
@@ -586,10 +622,10 @@ def train(
             if optimizer == "sgd":
                 cost = sgd_step(params, xb, yb, lr)
             elif optimizer == "adam":
-                cost = _adam_step(params, xb, yb, lr, betas, eps, state, scratch)
+                cost = _adam_step(params, xb, yb, lr, betas, eps, slots, scratch)
             else:
                 nesterov = optimizer == "nesterov"
-                cost = _momentum_step(params, xb, yb, lr, momentum, nesterov, state, scratch)
+                cost = _momentum_step(params, xb, yb, lr, momentum, nesterov, slots, scratch)
             total += cost * len(idx)
         history.append(total / n)
     return history

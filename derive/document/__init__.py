@@ -25,6 +25,7 @@ import dataclasses
 import functools
 
 from chainrule.derive.document.base import SHARED_COLOR
+from chainrule.derive.document.batch_norm import batch_norm_section
 from chainrule.derive.document.chain import ChainSection
 from chainrule.derive.document.opening import NetworkSections
 from chainrule.derive.document.render import Derivation
@@ -34,6 +35,7 @@ from chainrule.derive.document.summary import SummarySection
 from chainrule.derive.document.text import to_unicode
 from chainrule.derive.document.vectorized import VectorizedSection
 from chainrule.derive.document.witness import WITNESS_BATCH, WITNESS_WIDTH
+from chainrule.derive.notation import notation as make_notation
 from chainrule.derive.spec import Spec
 
 
@@ -66,7 +68,13 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     >>> doc = derivation(preset("3b1b-chain"), "3b1b")
     >>> [s.label for s in doc.vectorized][-2:]
     ['BP4', 'BP3']
+
+    A network with a batch-normalized layer gets one section instead: batch norm's
+    backward pass, derived on a batch of symbolic examples
+    (:mod:`chainrule.derive.document.batch_norm`).
     """
+    if spec.batch_norm_layers:
+        return Derivation(spec, notation, (batch_norm_section(make_notation(notation, spec)),))
     # The document is laid out on a one-unit witness (fast at any depth); the sides
     # of each step come from the full witness, built when a check first asks for them.
     sections = _sections(spec, notation, 1)

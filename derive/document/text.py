@@ -46,9 +46,15 @@ _SUB = dict(
     zip("0123456789+-=()aehijklmnoprstuvx,≠", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ,≠", strict=True)
 )
 #: Commands after which a space only ends the command name.
-_TIGHT = frozenset({"partial", "nabla", "sigma", "delta", "Delta", "sum"})
+_TIGHT = frozenset(
+    {"partial", "nabla", "sigma", "delta", "Delta", "sum", "mu", "gamma", "beta", "epsilon"}
+)
 _COMMANDS = {
     "sigma": "σ",
+    "mu": "μ",
+    "gamma": "γ",
+    "beta": "β",
+    "epsilon": "ε",
     "delta": "δ",
     "Delta": "Δ",
     "partial": "∂",
@@ -169,6 +175,9 @@ def to_unicode(tex: str) -> str:
             elif name in ("text", "textbf", "mathrm", "operatorname", "mathbf", "boxed"):
                 body, i = _group(tex, i)
                 out.append(to_unicode(body))
+            elif name == "sqrt":
+                body, i = _group(tex, i)
+                out.append(f"√({to_unicode(body)})")
             elif name == "hat":
                 body, i = _group(tex, i)
                 out.append({"y": "ŷ", "Y": "Ŷ"}.get(body, to_unicode(body) + "\u0302"))
