@@ -17,6 +17,11 @@ the backward pass carries dC/da^l and adds it to dC/da^k (the skip's path) befor
 delta^k = dC/da^k f'(z^k). The weight penalty (l2/2) sum W^2 + l1 sum |W| and its
 derivative l2 W + l1 sign(W) are written from the formula, on weights only.
 
+A batch-normalized layer's z^l = gamma (u - mean) / sqrt(var + 1e-5) + beta, u = W^l
+a^(l-1), takes the mean and the biased variance over the batch itself; dC/du comes by
+brute force, the complex step through that function on one example at a time (not the
+three-term form), and dC/dgamma, dC/dbeta from the definitions.
+
 Every activation also lists its kinks, the points where the derivative jumps, so the
 battery can resample data whose weighted inputs come near one (and, with l1, parameters
 with a weight near |w|'s kink at 0).
@@ -186,16 +191,46 @@ def _to_columns(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, 
     return cols, np.asarray(x, float), np.asarray(y, float)
 
 
+#: Batch norm's epsilon (PyTorch's BatchNorm1d default).
+BN_EPS = 1e-5
+
+
+def _normalize(u: Array, gamma: Array, beta: Array) -> Array:
+    """gamma (u - mean) / sqrt(var + eps) + beta, the mean and the biased variance per
+    unit (row) over the batch (columns). Written without abs or conjugates, so that it
+    takes a complex step."""
+    mean = u.sum(axis=1, keepdims=True) / u.shape[1]
+    var = ((u - mean) ** 2).sum(axis=1, keepdims=True) / u.shape[1]
+    return gamma * (u - mean) / np.sqrt(var + BN_EPS) + beta
+
+
+def _normalize_backward(u: Array, gamma: Array, beta: Array, delta: Array) -> Array:
+    """dC/du from dC/dz = ``delta`` by brute force: column j of the Jacobian dz/du_j of
+    every unit comes from one complex step on example j (units are independent)."""
+    out = np.zeros_like(u)
+    for j in range(u.shape[1]):
+        bumped = u.astype(complex)
+        bumped[:, j] += 1j * STEP
+        dz_duj = np.imag(_normalize(bumped, gamma, beta)) / STEP  # (n, m): dz_i / du_j
+        out[:, j] = np.sum(delta * dz_duj, axis=1)
+    return out
+
+
 def _forward(
     spec: Mapping[str, Any], p: Mapping[str, Array], x: Array
-) -> tuple[list[Array], list[Array]]:
-    """a^0..a^L and z^1..z^L (columns layout): a^l = f(z^l), plus a^k when the layer
-    has ``skip_from`` = k (a residual connection)."""
+) -> tuple[list[Array], list[Array], dict[int, Array]]:
+    """a^0..a^L, z^1..z^L and u^l = W^l a^(l-1) of the batch-normalized layers (columns
+    layout): z^l = W^l a^(l-1) (+ b^l), or the batch normalization of u^l; a^l = f(z^l),
+    plus a^k when the layer has ``skip_from`` = k (a residual connection)."""
     acts = [x]
     zs = []
+    us: dict[int, Array] = {}
     for index, layer in enumerate(spec["layers"], start=1):
         z = p[f"W{index}"] @ acts[-1]
-        if layer.get("bias", True):
+        if layer.get("batch_norm", False):
+            us[index] = z
+            z = _normalize(z, p[f"gamma{index}"], p[f"beta{index}"])
+        elif layer.get("bias", True):
             z = z + p[f"b{index}"]
         zs.append(z)
         act = layer["activation"]
@@ -203,7 +238,7 @@ def _forward(
         if layer.get("skip_from") is not None:
             a = a + acts[layer["skip_from"]]
         acts.append(a)
-    return acts, zs
+    return acts, zs, us
 
 
 def weighted_inputs(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array) -> list[Array]:
@@ -235,7 +270,7 @@ def loss_and_grad(
     p, x, y = _to_columns(spec, params, x, y)
     m = x.shape[1]
     layers = spec["layers"]
-    acts, zs = _forward(spec, p, x)
+    acts, zs, us = _forward(spec, p, x)
     g = None  # dC/da^L, when the output's delta is computed through it
     cost, dcost = COSTS[spec["cost"]]
     a_out, z_out, out_act = acts[-1], zs[-1], layers[-1]["activation"]
@@ -286,8 +321,14 @@ def loss_and_grad(
         if source is not None:
             assert grad_a is not None, "a skip into an output whose delta is fused"
             skipped[source] = skipped.get(source, 0.0) + grad_a
+        if index in us:  # batch norm: delta is dC/dz; the weights see dC/du
+            gamma, beta = p[f"gamma{index}"], p[f"beta{index}"]
+            xhat = _normalize(us[index], 1.0, 0.0)
+            grads[f"gamma{index}"] = np.sum(delta * xhat, axis=1, keepdims=True)
+            grads[f"beta{index}"] = delta.sum(axis=1, keepdims=True)
+            delta = _normalize_backward(us[index], gamma, beta, delta)
         grads[f"W{index}"] = delta @ acts[index - 1].T
-        if layers[index - 1].get("bias", True):
+        if layers[index - 1].get("bias", True) and index not in us:
             grads[f"b{index}"] = delta.sum(axis=1, keepdims=True)
         if index > 1:
             below = layers[index - 2]["activation"]

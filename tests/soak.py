@@ -92,6 +92,11 @@ def _summary(results: list[tuple[Case, Outcome]], failures: list[str], elapsed: 
             f" ({sum(k == 0 for k, _, _ in skips)} from the input,"
             f" {sum(to == d for _, to, d in skips)} into the output)"
         )
+        normalized = sum(len(s.batch_norm_layers) for s in specs)
+        print(
+            f"batch norm: {normalized} layers in"
+            f" {sum(bool(s.batch_norm_layers) for s in specs)} networks"
+        )
         print(
             f"penalties: l2 > 0 in {sum(s.l2 > 0 for s in specs)}, l1 > 0 in"
             f" {sum(s.l1 > 0 for s in specs)}, both in {sum(s.l2 > 0 < s.l1 for s in specs)}"

@@ -5,8 +5,9 @@ ones and custom expressions such as ``"x*sigmoid(x)"``, ``"max(x, 0.1*x)"``,
 ``"softplus(x) - log(2)"``), every cost valid for the output layer, both layouts, biases
 on or off per layer, residual connections (``skip_from``: about half the layers repeat an
 earlier layer's size, and about half of those that can take a skip do), L2 and L1
-weight penalties (each 0 about a third of the time), and batches of 1-3 examples. For
-each network chainrule generates
+weight penalties (each 0 about a third of the time), batch norm on about half the hidden
+layers when the batch has 2 or 3 examples (gamma and beta drawn away from 1 and 0), and
+batches of 1-3 examples. For each network chainrule generates
 a module (through the lint and the atomic write) and imports it; then
 
 * central finite differences of the module's own ``loss`` must match ``loss_and_grad``
@@ -146,9 +147,15 @@ def cases(draw: st.DrawFn) -> Case:
     hidden = [draw(st.sampled_from(ELEMENTWISE)) for _ in range(depth - 1)]
     biases = [draw(st.booleans()) for _ in range(depth)]
     skips = _skips(draw, sizes, output, cost)
+    batch = draw(st.integers(min_value=1, max_value=3))
+    # Batch norm on hidden layers only, with at least two examples (a batch of one has
+    # no variance); such a layer has no bias.
+    norms = [batch >= 2 and draw(st.booleans()) for _ in range(depth - 1)] + [False]
     layers = tuple(
-        Layer(size, act, bias, skip)
-        for size, act, bias, skip in zip(sizes[1:], [*hidden, output], biases, skips, strict=True)
+        Layer(size, act, bias and not norm, skip, norm)
+        for size, act, bias, skip, norm in zip(
+            sizes[1:], [*hidden, output], biases, skips, norms, strict=True
+        )
     )
     spec = Spec(
         input_size=sizes[0],
@@ -159,7 +166,7 @@ def cases(draw: st.DrawFn) -> Case:
         l2=_penalty(draw),
         l1=_penalty(draw),
     )
-    return Case(spec, draw(st.integers(min_value=1, max_value=3)), draw(st.integers(0, 2**16)))
+    return Case(spec, batch, draw(st.integers(0, 2**16)))
 
 
 def build_module(
@@ -210,6 +217,11 @@ def run_case(
             for k, v in module.init_params(case.seed + resamples).items()
         }
         params = {k: v * WEIGHT_SCALE for k, v in params.items()}
+        for key in params:  # batch norm's gamma and beta moved off 1 and 0
+            if key.startswith("gamma"):
+                params[key] = 1.0 + 0.5 * rng.standard_normal(params[key].shape)
+            elif key.startswith("beta"):
+                params[key] = 0.5 * rng.standard_normal(params[key].shape)
         x, y = _data(spec, case.batch, rng)
         if not oracle.near_kink(data, params, x, KINK_MARGIN):
             break
@@ -316,9 +328,9 @@ def test_every_activation_and_cost_is_in_the_battery() -> None:
 
 
 def test_the_strategy_draws_skips_and_penalties() -> None:
-    """In 200 derandomized cases of the strategy, residual connections, l2 and l1 (zero and
-    not) occur in a good share; skips come from the input, enter the output, and some
-    hidden layer feeds two."""
+    """In 200 derandomized cases of the strategy, residual connections, batch norm, l2 and
+    l1 (zero and not) occur in a good share; skips come from the input, enter the output,
+    and some hidden layer feeds two."""
     seen: list[Spec] = []
 
     @settings(BATTERY, max_examples=200)
@@ -332,6 +344,8 @@ def test_the_strategy_draws_skips_and_penalties() -> None:
     assert any(0 in s.skips.values() for s in seen)
     assert any(s.depth in s.skips for s in seen)
     assert any(sorted(s.skips.values()).count(k) >= 2 for s in seen for k in range(1, s.depth))
+    assert len([s for s in seen if s.batch_norm_layers]) >= len(seen) // 10
+    assert any(s.batch_norm_layers and s.skips for s in seen)
     for key in ("l2", "l1"):
         penalized = sum(bool(getattr(s, key)) for s in seen)
         assert len(seen) // 5 <= penalized <= len(seen) - len(seen) // 10, key
