@@ -9,7 +9,7 @@ Examples
 >>> import chainrule
 >>> spec = chainrule.preset("nielsen")
 >>> source = chainrule.generate(spec)
->>> "def loss_and_grad(params, x, y, out=None):" in source
+>>> "def loss_and_grad(params, x, y, out=None, seed=None):" in source
 True
 """
 

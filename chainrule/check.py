@@ -4,7 +4,8 @@ This is independent of the module's own ``check_gradient``: it only calls the
 module's ``init_params``, ``loss`` and ``loss_and_grad``. Steps are
 h_i = cbrt(eps) * max(1, |theta_i|) in float64; an entry passes when
 |g - n| <= 1e-8 * max(1, |loss|) + 1e-6 * |n|. Data whose weighted inputs come
-within ``KINK_MARGIN`` of a kink (ReLU at 0) are resampled, not ignored.
+within ``KINK_MARGIN`` of a kink (ReLU at 0) are resampled, not ignored. A module with
+dropout (``DROPOUT``) is checked with its masks fixed by ``seed=`` (the check's seed).
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def check_module(
         raise CheckError(
             "module", "every random batch lies near a kink", "check with another --seed"
         )
-    cost, grads = module.loss_and_grad(params, x, y)
+    fixed = {"seed": seed} if hasattr(module, "DROPOUT") else {}  # one set of masks
+    cost, grads = module.loss_and_grad(params, x, y, **fixed)
     tol_abs = ABS_TOL * max(1.0, abs(cost))
     step = np.cbrt(np.finfo(np.float64).eps)
     worst = []
@@ -155,9 +157,9 @@ def check_module(
             old = flat[i]
             h = step * max(1.0, abs(old))
             flat[i] = old + h
-            up = module.loss(params, x, y)
+            up = module.loss(params, x, y, **fixed)
             flat[i] = old - h
-            down = module.loss(params, x, y)
+            down = module.loss(params, x, y, **fixed)
             flat[i] = old
             numeric = (up - down) / (2 * h)
             if np.isfinite(grad[i]) and np.isfinite(numeric):

@@ -212,6 +212,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
             metavar="X",
             help=f"regularization: the cost adds {what} over the weights (default 0)",
         )
+    from chainrule.dropout_args import add_dropout_argument
+
+    add_dropout_argument(parser)
     parser.add_argument(
         "--from-keras", metavar="MODEL.json", help="import a Keras Sequential (model.to_json())"
     )
@@ -308,8 +311,10 @@ def _one_liner(args: argparse.Namespace) -> Spec:
 
 def spec_from_args(args: argparse.Namespace) -> Spec:
     """Build the spec named by a file, ``--preset``, the one-liner options or an import,
-    with ``--l2`` / ``--l1`` when given."""
-    return _with_penalty(_named_spec(args), args)
+    with ``--l2`` / ``--l1`` and ``--dropout`` when given."""
+    from chainrule.dropout_args import with_dropout
+
+    return with_dropout(_with_penalty(_named_spec(args), args), getattr(args, "dropout", None))
 
 
 def _named_spec(args: argparse.Namespace) -> Spec:

@@ -12,6 +12,9 @@ the parameter p. The edge from z^(l+1)_i down to z^l_j lies on
 paths from C to one unit of layer l and ``down(l)`` counts the paths from one unit
 of layer l to the parameters at or below it.
 
+A regularized spec (``l2``, ``l1``) adds each layer's penalty term, drawn and counted by
+:mod:`chainrule.graph_penalty`: one more path per weight, C -> P^l -> w.
+
 Small networks get the scalar graph (one node per unit); larger ones the layer graph
 (one node per vector). DOT is always written; SVG and PNG come from Graphviz's ``dot``
 program when it is installed (``apt-get install graphviz``). ``chainrule graph``
@@ -26,9 +29,10 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from chainrule import graph_penalty
 from chainrule.derive.errors import SpecError
 from chainrule.derive.scalar_network import refuse_batch_norm
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, refuse_dropout
 
 #: Networks at most this big (weights, units) get the scalar graph under ``--level auto``.
 SCALAR_MAX_WEIGHTS = 60
@@ -164,7 +168,8 @@ def _column(ids: list[str]) -> str:
 
 def _header(spec: Spec, level: str, naive: int, backprop: int) -> list[str]:
     title = _quote(
-        f"{spec.name}: {'-'.join(map(str, spec.sizes))}, {spec.cost} ({level} graph)",
+        f"{spec.name}: {'-'.join(map(str, spec.sizes))}, {spec.cost}"
+        f"{graph_penalty.title(spec)} ({level} graph)",
         f"backward edge walks: naive chain rule {naive:,}, backpropagation {backprop:,} "
         "(red: walked again by the naive chain rule)",
     )
@@ -178,7 +183,9 @@ def _header(spec: Spec, level: str, naive: int, backprop: int) -> list[str]:
     ]
 
 
-def _legend() -> list[str]:
+def _legend(penalty: bool = False) -> list[str]:
+    """The legend cluster; with ``penalty`` also the penalty term's box."""
+    extra = graph_penalty.legend() if penalty else []
     return [
         "  subgraph cluster_legend {",
         '    label="legend"; fontsize=10; color="#bbbbbb";',
@@ -187,8 +194,35 @@ def _legend() -> list[str]:
         f'    legend_grad [label="gradient", {_GRAD}];',
         # One rank, stacked: spread over three ranks it would widen three columns.
         "    { rank=same; legend_grad -> legend_delta -> legend_fwd [style=invis]; }",
+        *extra,
         "  }",
     ]
+
+
+def penalty_part(
+    spec: Spec, *, scalar: bool, nodes: bool = True, gradients: bool = True, constraint: bool = True
+) -> tuple[list[str], int, int]:
+    """The penalty's lines (:mod:`chainrule.graph_penalty`) and its naive and
+    backpropagation walks; nothing without a penalty. ``nodes``: the W^l, P^l and dP^l
+    nodes (a layer graph that has W^l places P^l and dP^l in its clusters itself);
+    ``gradients``: the edges dP^l -> the weights' gradients."""
+    if not spec.regularized:
+        return [], 0, 0
+    lines: list[str] = []
+    if nodes:  # the W^l and the P^l each in one column, layer 1 on top
+        forward, backward = graph_penalty.nodes(spec, weights=True)
+        layers = range(1, spec.depth + 1)
+        columns = [_column([f"{p}{l}" for l in layers]) for p in ("W", "P")]  # noqa: E741
+        lines += forward + backward + [c for c in columns if c]
+    lines += graph_penalty.forward_edges(spec, rank_by_weights=nodes)
+    edges = graph_penalty.backward_edges(spec)
+    for src, dst, count in edges:
+        text = None if scalar else f"penalty: naive {count:,}, backprop 1"
+        style = _edge_style(count, text, constraint=constraint, key="xlabel" if scalar else "label")
+        lines.append(f"  {src} -> {dst} [{style}];")
+    if gradients:
+        lines += graph_penalty.to_gradients(spec, scalar=scalar)
+    return lines, sum(c for *_, c in edges), len(edges)
 
 
 def _scalar_nodes(spec: Spec) -> list[str]:
@@ -206,6 +240,8 @@ def _scalar_nodes(spec: Spec) -> list[str]:
         for j in range(n[l]):
             body.append(f'  delta{l}_{j} [label="δ{_sup(l)}{_sub(j)}", {_DELTA}];')
             label = f"∂C/∂w{_sup(l)}{_sub(j)}· = δ{_sup(l)}{_sub(j)} a{_sup(l - 1)}"
+            if spec.regularized:  # BP4's penalty term
+                label += f" + ∂P{_sup(l)}/∂w{_sup(l)}{_sub(j)}·"
             if spec.layers[l - 1].bias:
                 bias = f"∂C/∂b{_sup(l)}{_sub(j)} = δ{_sup(l)}{_sub(j)}"
                 body.append(f"  grad{l}_{j} [label={_quote(label, bias)}, {_GRAD}];")
@@ -282,8 +318,10 @@ def scalar_graph(spec: Spec) -> Graph:
     for l in range(1, depth + 1):  # noqa: E741
         for j in range(n[l]):
             body.append(f'  delta{l}_{j} -> grad{l}_{j} [color="#c0561b"];')
-    body = [line for line in body if line]
-    lines = _header(spec, "scalar", naive, backprop) + body + _legend() + ["}"]
+    extra, pen_naive, pen_backprop = penalty_part(spec, scalar=True, constraint=not fold)
+    naive, backprop = naive + pen_naive, backprop + pen_backprop
+    body = [line for line in body + extra if line]
+    lines = _header(spec, "scalar", naive, backprop) + body + _legend(spec.regularized) + ["}"]
     return Graph("\n".join(lines) + "\n", "scalar", spec.name, naive, backprop)
 
 
@@ -302,7 +340,10 @@ def layer_graph(spec: Spec) -> Graph:
         body.append(f'    z{l} [label="z{_sup(l)}\\n({n[l]})", {_FORWARD}];')
         body.append(f"    a{l} [label={_quote(f'a{_sup(l)} = {act}(z{_sup(l)})')}, {_FORWARD}];")
     body.append(f'    C [label="C\\n{spec.cost}", {_COST}];')
-    body.append("  }")
+    forward_pen, backward_pen = (
+        graph_penalty.nodes(spec, weights=False, indent="    ") if spec.regularized else ([], [])
+    )
+    body += [*forward_pen, "  }"]
     for l in range(1, depth + 1):  # noqa: E741
         body.append(f'  a{l - 1} -> z{l} [color="#4a78a8"];')
         body.append(f'  W{l} -> z{l} [color="#4a78a8"];')
@@ -313,12 +354,13 @@ def layer_graph(spec: Spec) -> Graph:
     body.append('  subgraph cluster_backward { label="backward pass"; color="#c0561b";')
     for l in range(depth, 0, -1):  # noqa: E741
         body.append(f'    delta{l} [label="δ{_sup(l)}\\n({n[l]})", {_DELTA}];')
+        pen = f" + ∂P{_sup(l)}/∂W{_sup(l)}" if spec.regularized else ""
         body.append(
-            f'    dC_dW{l} [label="∂C/∂W{_sup(l)} = δ{_sup(l)} (a{_sup(l - 1)})ᵀ", {_GRAD}];'
+            f'    dC_dW{l} [label="∂C/∂W{_sup(l)} = δ{_sup(l)} (a{_sup(l - 1)})ᵀ{pen}", {_GRAD}];'
         )
         if spec.layers[l - 1].bias:
             body.append(f'    dC_db{l} [label="∂C/∂b{_sup(l)} = Σ δ{_sup(l)}", {_GRAD}];')
-    body.append("  }")
+    body += [*backward_pen, "  }"]
     count = n[depth] * up[depth] * down[depth]
     naive, backprop = naive + count, backprop + n[depth]
     style = _edge_style(count, f"BP1: naive {count:,}, backprop {n[depth]:,}", key="label")
@@ -335,7 +377,10 @@ def layer_graph(spec: Spec) -> Graph:
         body.append(f'  a{l - 1} -> dC_dW{l} [style=dashed, color="#9bb7d4", constraint=false];')
         if spec.layers[l - 1].bias:
             body.append(f'  delta{l} -> dC_db{l} [color="#c0561b", label="BP3"];')
-    lines = _header(spec, "layer", naive, backprop) + body + _legend() + ["}"]
+    extra, pen_naive, pen_backprop = penalty_part(spec, scalar=False, nodes=False)
+    naive, backprop = naive + pen_naive, backprop + pen_backprop
+    lines = _header(spec, "layer", naive, backprop) + body + extra + _legend(spec.regularized)
+    lines.append("}")
     return Graph("\n".join(lines) + "\n", "layer", spec.name, naive, backprop)
 
 
@@ -356,10 +401,8 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
     >>> g.level, g.naive_walks, g.backprop_walks
     ('scalar', 12, 3)
     """
-    from chainrule.derive.scalar_network import check_unregularized
-
+    refuse_dropout(spec, "the graph")
     refuse_batch_norm(spec, "graph")
-    check_unregularized(spec)  # the graphs count the cost's paths without a penalty
     weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
     if level == "auto":
         small = weights <= SCALAR_MAX_WEIGHTS and sum(spec.sizes) <= SCALAR_MAX_UNITS

@@ -27,6 +27,7 @@ from chainrule.graph import (
     _scalar_nodes,
     _sub,
     _sup,
+    penalty_part,
 )
 
 
@@ -115,8 +116,10 @@ def residual_scalar_graph(spec: Spec) -> Graph:
         body.append(f"  {src} -> {dst} [{_edge_style(count)}];")
     for l in range(1, depth + 1):  # noqa: E741
         body += [f'  delta{l}_{j} -> grad{l}_{j} [color="#c0561b"];' for j in range(n[l])]
-    naive, backprop = sum(c for *_, c in edges), len(edges)
-    lines = _header(spec, "scalar", naive, backprop) + [b for b in body if b] + _legend() + ["}"]
+    extra, pen_naive, pen_backprop = penalty_part(spec, scalar=True)
+    naive, backprop = sum(c for *_, c in edges) + pen_naive, len(edges) + pen_backprop
+    body = [b for b in body + extra if b]
+    lines = _header(spec, "scalar", naive, backprop) + body + _legend(spec.regularized) + ["}"]
     return Graph("\n".join(lines) + "\n", "scalar", spec.name, naive, backprop)
 
 
@@ -160,8 +163,11 @@ def residual_layer_graph(spec: Spec) -> Graph:
     for src, dst, count, units in edges:
         text = f"naive {count:,}, backprop {units:,}"
         body.append(f"  {src} -> {dst} [{_edge_style(count, text, key='label')}];")
-    naive, backprop = sum(e[2] for e in edges), sum(e[3] for e in edges)
-    lines = _header(spec, "layer", naive, backprop) + body + _legend() + ["}"]
+    extra, pen_naive, pen_backprop = penalty_part(spec, scalar=False, gradients=False)
+    naive = sum(e[2] for e in edges) + pen_naive
+    backprop = sum(e[3] for e in edges) + pen_backprop
+    lines = _header(spec, "layer", naive, backprop) + body + extra + _legend(spec.regularized)
+    lines.append("}")
     return Graph("\n".join(lines) + "\n", "layer", spec.name, naive, backprop)
 
 

@@ -26,6 +26,7 @@ from chainrule.import_common import (
     _short,
     state_from_running,
 )
+from chainrule.import_dropout import DropoutSlots
 
 #: Keras activation names of functions that are expressions rather than table rows.
 _KERAS_EXPRESSIONS: dict[str, str] = {
@@ -47,7 +48,7 @@ _KERAS_REFUSED: dict[str, tuple[str, str]] = {
 }
 
 _KERAS_IGNORED = ("InputLayer",)
-_KERAS_HINT = "use Dense, Activation, ReLU, LeakyReLU(0.01), ELU or Softmax layers only"
+_KERAS_HINT = "use Dense, Activation, ReLU, LeakyReLU(0.01), ELU, Softmax or Dropout layers only"
 
 
 def _reject_constant(token: str) -> Any:
@@ -209,7 +210,8 @@ def spec_from_keras(
     else:
         data, where = _read_keras_json(source)
     raw_layers, model_name, input_size = _keras_model(data, where)
-    sizes, activations, biases, norms, input_size = _keras_layers(raw_layers, input_size)
+    dropout = DropoutSlots()
+    sizes, activations, biases, norms, input_size = _keras_layers(raw_layers, input_size, dropout)
     if not sizes:
         raise SpecError("from-keras", "the model has no Dense layer", "add Dense layers")
     if input_size is None:
@@ -218,9 +220,10 @@ def spec_from_keras(
             "the input shape is not in the config",
             "build the model with keras.Input(shape=(n,)) before model.to_json()",
         )
+    rates = dropout.finish()
     layers = tuple(
-        Layer(s, a, b, batch_norm=n)
-        for s, a, b, n in zip(sizes, activations, biases, norms, strict=True)
+        Layer(s, a, b, batch_norm=n, dropout=p)
+        for s, a, b, n, p in zip(sizes, activations, biases, norms, rates, strict=True)
     )
     l2, l1 = _keras_penalty(raw_layers)
     return Spec(
@@ -292,9 +295,10 @@ def _keras_regularizer(value: Any, where: str) -> tuple[float, float]:
 
 
 def _keras_layers(
-    raw_layers: list[Any], input_size: int | None
+    raw_layers: list[Any], input_size: int | None, dropout: DropoutSlots
 ) -> tuple[list[int], list[str], list[bool], list[bool], int | None]:
-    """Units, activations, use_bias and batch norm of the Dense layers, and the input width."""
+    """Units, activations, use_bias and batch norm of the Dense layers, and the input width
+    found; each Dropout layer's rate goes into ``dropout``."""
     sizes: list[int] = []
     activations: list[str] = []
     biases: list[bool] = []
@@ -311,6 +315,9 @@ def _keras_layers(
                 input_size = _shape_width(cfg[key], f"{where_layer}.{key}")
         if class_name in _KERAS_IGNORED:
             continue
+        if class_name == "Dropout":
+            _keras_dropout(cfg, where_layer, dropout)
+            continue
         if class_name == "Dense":
             units, use_bias, shape = _keras_dense(raw, cfg, where_layer)
             if input_size is None and shape is not None:
@@ -318,15 +325,18 @@ def _keras_layers(
             sizes.append(units)
             biases.append(use_bias)
             norms.append(False)
+            dropout.layer()
             activations.append(
                 _keras_activation(cfg.get("activation"), f"{where_layer}.activation")
             )
             continue
         if class_name == "BatchNormalization":
+            dropout.normalization(where_layer)
             _check_normalized(sizes, activations, biases, norms, where_layer)
             _keras_batch_norm(cfg, where_layer)
             norms[-1] = True
             continue
+        dropout.activation(where_layer)
         activation = _keras_layer_activation(str(class_name), cfg, where_layer)
         _attach_activation(activations, activation, where_layer)
     return sizes, activations, biases, norms, input_size
@@ -350,6 +360,18 @@ def _keras_batch_norm(cfg: dict[str, Any], where: str) -> None:
             )
     if cfg.get("axis", -1) not in (-1, 1, [-1], [1]):
         raise SpecError(f"{where}.axis", f"axis {_short(cfg.get('axis'))}", "use axis=-1")
+
+
+def _keras_dropout(cfg: dict[str, Any], where: str, dropout: DropoutSlots) -> None:
+    """A Keras Dropout layer: its rate, with no noise_shape and no seed of its own (the
+    generated module draws every mask from its own ``seed``)."""
+    for key, fix in (
+        ("noise_shape", "remove noise_shape: the mask has one entry per unit and example"),
+        ("seed", "remove seed: the generated module's seed= fixes the masks"),
+    ):
+        if cfg.get(key) is not None:
+            raise SpecError(f"{where}.{key}", f"{_short(cfg[key])} is not supported", fix)
+    dropout.dropout(cfg.get("rate"), where, "rate")
 
 
 def _keras_model(data: Any, where: str) -> tuple[list[Any], Any, int | None]:

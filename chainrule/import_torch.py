@@ -23,6 +23,7 @@ from chainrule.import_common import (
     _params,
     state_from_running,
 )
+from chainrule.import_dropout import DropoutSlots
 
 #: PyTorch modules computing an expression rather than a table row.
 _TORCH_EXPRESSIONS: dict[str, str] = {"SiLU": "x*sigmoid(x)"}
@@ -100,9 +101,14 @@ def spec_from_torch(
     activations: list[str] = []
     biases: list[bool] = []
     norms: list[bool] = []
+    dropout = DropoutSlots()
     for name_, child in _torch_modules(module):
         where = f"from-torch.{name_} ({type(child).__name__})"
+        if type(child) is torch.nn.Dropout:
+            dropout.dropout(child.p, where, "p")
+            continue
         if isinstance(child, torch.nn.BatchNorm1d):
+            dropout.normalization(where)
             _check_normalized(sizes, activations, biases, norms, where)
             _check_batch_norm(child, sizes[-1], where)
             norms[-1] = True
@@ -120,7 +126,9 @@ def spec_from_torch(
             biases.append(child.bias is not None)
             norms.append(False)
             activations.append("linear")
+            dropout.layer()
             continue
+        dropout.activation(where)
         activation = _torch_activation(child, where)
         if not activations:
             raise SpecError(where, "an activation before any Linear layer", "start with Linear")
@@ -134,8 +142,10 @@ def spec_from_torch(
     if not activations:
         raise SpecError("from-torch", "the model has no Linear layer", "add nn.Linear layers")
     layers = tuple(
-        Layer(size, act, bias, batch_norm=norm)
-        for size, act, bias, norm in zip(sizes[1:], activations, biases, norms, strict=True)
+        Layer(size, act, bias, batch_norm=norm, dropout=p)
+        for size, act, bias, norm, p in zip(
+            sizes[1:], activations, biases, norms, dropout.finish(), strict=True
+        )
     )
     return Spec(sizes[0], layers, cost, layout, dtype, name, source="torch")
 

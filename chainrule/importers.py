@@ -6,8 +6,10 @@ never needed. A PyTorch model is read from a live ``nn.Sequential`` object, and
 ``--from-torch FILE.py:NAME`` imports that file to get it: the file is the user's
 own Python code and runs like any script they run themselves. A model config holds
 no loss, so the cost is always given separately. Anything chainrule cannot express
-(a convolution, dropout, a leaky ReLU whose slope is not 0.01, ...) is a
-:class:`~chainrule.derive.errors.SpecError` naming the layer and the way out.
+(a convolution, a leaky ReLU whose slope is not 0.01, a Dropout that is not after a
+hidden layer, ...) is a :class:`~chainrule.derive.errors.SpecError` naming the layer and
+the way out. A Dropout after a hidden layer sets that layer's ``dropout``
+(:mod:`chainrule.import_dropout`).
 
 Weights move with :func:`params_from_torch` and :func:`params_from_keras`, which
 return the ``params`` dict a generated module takes, for either layout; a batch-norm

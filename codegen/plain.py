@@ -93,7 +93,7 @@ class _PlainCodeBuilder:
             return self.matmul(ops[0], ops[1]) + "".join(f" + {b}" for b in ops[2:])
         if s.op == "backprop":
             back = self.matmul(f"{ops[0]}.T", ops[1])
-            return f"({back}) * {ops[2]}" if len(ops) == 3 else back
+            return f"({back})" + "".join(f" * {name}" for name in ops[2:]) if ops[2:] else back
         if s.op == "outer":
             return f"{self.matmul(ops[0], f'{ops[1]}.T')} / {naming.BATCH}"
         examples_axis = 1 - self.units_axis
@@ -120,6 +120,10 @@ class _PlainCodeBuilder:
             return self.normalization(s)
         if s.op == "alias":
             return [self.statement(s, s.operands[0])]
+        if s.op == "dropout":
+            self.helpers.add("_dropout_mask")
+            p = float(self.spec.layers[s.layer - 1].dropout)
+            return [self.statement(s, f"_dropout_mask(rng, {p!r}, np.empty_like({s.operands[0]}))")]
         if s.op in ("log_softmax", "log1m_softmax"):
             helper = f"_{s.op}"
             self.helpers.add(helper)

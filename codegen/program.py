@@ -301,6 +301,13 @@ class _ModuleProgramBuilder:
         code = f"np.matmul({self.pair(delta, self.ones())}, out={gradient_ref(param)})"
         return self.statement(s, code, equation=s.equation + held)
 
+    def dropout_mask(self, s: BatchStatement) -> Statement:
+        """D^l drawn into its work buffer by the module helper (1 when ``rng`` is None)."""
+        self.helpers.add("_dropout_mask")
+        buffer = self.buffer(s.target, self.spec.sizes[s.layer])
+        p = float(self.spec.layers[s.layer - 1].dropout)
+        return self.statement(s, f"_dropout_mask(rng, {p!r}, {buffer})", buffer=s.target)
+
     @property
     def per_unit(self) -> str:
         """einsum's subscripts of a sum over the examples of a product, per unit."""
@@ -417,6 +424,8 @@ class _ModuleProgramBuilder:
 
     def code(self, s: BatchStatement) -> list[Statement]:
         """The generated statements computing ``s`` (a temporary or two, then ``s`` itself)."""
+        if s.op == "dropout":
+            return [self.dropout_mask(s)]
         if s.op.startswith("bn_"):
             made = self.normalization(s)
             return made if isinstance(made, list) else [made]
@@ -551,6 +560,10 @@ def _inference(derivation: NetworkDerivation) -> tuple[Statement, ...]:
             out.append(
                 Statement(s.target, s.op, (), None, f'state["{key}"]', equation, s.label, source=s)
             )
+            continue
+        if s.op == "dropout":
+            equation = f"{s.target} = 1 (inference: no dropout)"
+            out.append(Statement(s.target, s.op, (), None, "1.0", equation, s.label, source=s))
             continue
         out.extend(builder.code(s))
     return tuple(out)

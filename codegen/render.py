@@ -141,6 +141,42 @@ def _parameter_lines(spec: Spec) -> tuple[list[str], list[dict[str, str]]]:
     return param_shape_lines, init_lines
 
 
+#: What ``seed`` does in a module without dropout, and with it.
+_SEED_IGNORED = (
+    "``seed`` is ignored (this network has no dropout); when given it must be None, a "
+    "whole number >= 0 or a np.random.Generator, as in a network with dropout."
+)
+_SEED_MASKS = (
+    "``seed`` fixes the dropout masks: they are drawn in layer order from "
+    "np.random.default_rng(seed) (see dropout_masks), so that calls with the same seed "
+    "see the same network; None draws fresh masks; a np.random.Generator is drawn from "
+    "as it is."
+)
+
+
+def _dropout_context(spec: Spec) -> dict:
+    """The template values about dropout: whether the network has any, each layer's mask
+    (name, p, shape code in m) and what ``seed`` means in the docstrings."""
+    layers = [
+        {
+            "name": naming.dropout_mask(layer),
+            "p": repr(p),
+            "shape": _shape(spec, spec.sizes[layer], "m"),
+        }
+        for layer, p in spec.dropout_layers.items()
+    ]
+    wrap = "\n    ".join
+    text = _SEED_MASKS if layers else _SEED_IGNORED
+    return {
+        "dropout": bool(layers),
+        "dropout_layers": layers,
+        "seed_doc": wrap(textwrap.wrap(text, 84)),
+        "check_seed_doc": "a whole number; it fixes the dropout masks"
+        if layers
+        else "ignored: this network has no dropout",
+    }
+
+
 def _state_context(program: Program) -> dict:
     """The template values of the running statistics (empty lists without batch norm)."""
     spec = program.spec
@@ -204,6 +240,7 @@ def _context(program: Program, form: str = "vectorized") -> dict:
     )
     examples_axis = 0 if rows else 1
     take = "{}[idx]" if rows else "{}[:, idx]"
+    dropout = _dropout_context(spec)
     cache = program.cache
     return {
         "marker": MARKER,
@@ -249,6 +286,7 @@ def _context(program: Program, form: str = "vectorized") -> dict:
         "y_shape": _shape(spec, sizes[-1], "m"),
         "take_x": take.format("x"),
         "take_y": take.format("y"),
+        **dropout,
     } | _state_context(program)
 
 

@@ -51,7 +51,7 @@ from chainrule.derive.scalar import (
     label_temporaries,
     unit_name,
 )
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, refuse_dropout
 
 #: Largest network (in parameters) an unrolled module is generated for.
 MAX_PARAMETERS = 200
@@ -78,7 +78,9 @@ _STRATEGY_TEXT = {
 
 
 def check_unrolled_size(spec: Spec, strategy: str) -> None:
-    """Raise :class:`CodegenError` when ``spec`` is too large for an unrolled module."""
+    """Raise :class:`CodegenError` when ``spec`` is too large for an unrolled module
+    (and :class:`SpecError` for dropout, which the unrolled form does not support)."""
+    refuse_dropout(spec, "the unrolled form")
     if spec.parameter_count > MAX_PARAMETERS:
         raise CodegenError(
             "form",
@@ -347,7 +349,7 @@ def generate_unrolled(
     --------
     >>> from chainrule.derive.spec import preset
     >>> src = generate_unrolled(preset("cheatsheet-relu"), "backprop")
-    >>> "delta1_0 = " in src and "def loss_and_grad(params, x, y, out=None):" in src
+    >>> "delta1_0 = " in src and "def loss_and_grad(params, x, y, out=None, seed=None):" in src
     True
     """
     if strategy not in STRATEGIES:

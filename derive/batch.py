@@ -27,7 +27,9 @@ layout (rows: every product transposed, operands swapped):
 ``other_units``    sum over k != j of v_k a_j / (1 - a_k), v = ``expr``
 ``loss``           (1/m) sum of ``expr`` over examples and units, plus the sum of
                    the entries of each ``penalty`` term (L2/L1 regularization)
-``backprop``       (W^T delta) elementwise-times sigma' (when given)
+``backprop``       (W^T delta) elementwise-times each further operand (sigma', D)
+``dropout``        the layer's dropout mask D^l, an input of the step: taken from
+                   ``env`` under its target (the module draws it)
 ``backsum``        W^T delta plus the further operands (residual: dC/da^k summed over paths)
 ``outer``          (1/m) delta prev^T, plus the ``penalty`` term elementwise
 ``example_sum``    (1/m) delta 1
@@ -50,7 +52,18 @@ from dataclasses import dataclass, replace
 import sympy as sp
 from chainrule.derive import batch_norm, naming, penalty
 from chainrule.derive.batch_network import columnwise, log1m_softmax, log_softmax
-from chainrule.derive.layers import LOG1MP, LOGP, REST, UNIT_SUM, A, NetworkDerivation, Y, Z
+from chainrule.derive.layers import (
+    LOG1MP,
+    LOGP,
+    MASK,
+    REST,
+    UNIT_SUM,
+    A,
+    NetworkDerivation,
+    Y,
+    Z,
+    dropout_factor,
+)
 from sympy.printing.str import StrPrinter
 
 
@@ -184,6 +197,8 @@ class _BatchProgramBuilder:
                 self.softmax(layer)
             elif spec_layer.skip_from is not None:
                 self.residual_activation(layer, spec_layer.skip_from)
+            elif spec_layer.dropout:
+                self.dropout_activation(layer, float(spec_layer.dropout))
             else:
                 self.activation(layer)
 
@@ -346,6 +361,9 @@ class _BatchProgramBuilder:
         if layer in self.spec.skips or layer in self.spec.skips.values():
             self.residual_error(layer)
             return
+        if self.spec.layers[layer - 1].dropout:
+            self.dropout_error(layer)
+            return
         act = self.d.activations[layer - 1]
         delta, upper = naming.delta(layer), self.upper_error(layer + 1)
         w_up, sprime = naming.weight(layer + 1), naming.sigma_prime(layer)
@@ -388,6 +406,71 @@ class _BatchProgramBuilder:
             layer,
             f"{delta} = ({back}) * {sprime}",
         )
+
+    # -- dropout ----------------------------------------------------------------------------
+    def dropout_activation(self, layer: int, p: float) -> None:
+        """a^l = D^l * sigma(z^l): sigma(z^l) kept as h^l (sigma'(z^l) is computed from it),
+        then the mask D^l = r^l / (1 - p), then their product."""
+        a, h, mask = (
+            naming.activation(layer),
+            naming.own_activation(layer),
+            naming.dropout_mask(layer),
+        )
+        product = self.own_output(layer)
+        self.add(a, "map", (mask, h), product, "forward", layer, f"{a} = {mask} * {h} (dropout)")
+
+    def own_output(self, layer: int) -> sp.Expr:
+        """The statements of h^l = sigma(z^l) and, with dropout, of the mask D^l; returns the
+        layer's own output, D^l * h^l with dropout (h^l without), as a SymPy product."""
+        act = self.d.activations[layer - 1]
+        h, z = naming.own_activation(layer), naming.weighted_input(layer)
+        mask = naming.dropout_mask(layer)
+        expr = act.forward.subs(layer_symbols(layer))
+        call = f"{function_name(self.d, layer)}({z})"
+        shown = plain(expr)
+        eq = f"{h} = {call}" + ("" if shown == call else f" = {shown}")
+        self.add(h, "map", _names(expr), expr, "forward", layer, eq)
+        p = float(self.spec.layers[layer - 1].dropout)
+        if not p:
+            return naming.symbol(h)
+        self.add(
+            mask,
+            "dropout",
+            (h,),
+            None,
+            "forward",
+            layer,
+            f"{mask} = r{layer} / (1 - p), r{layer} ~ Bernoulli(1 - p) per unit and example, "
+            f"p = {p!r} (dropout; training only, {mask} = 1 in forward)",
+        )
+        return naming.symbol(mask) * naming.symbol(h)
+
+    def dropout_error(self, layer: int) -> None:
+        """BP2 at a dropout layer: delta^l = (W^T delta^(l+1)) * D^l * sigma'(z^l), the mask
+        factor being SymPy's d(D sigma(z))/dz over sigma'(z); sigma' is read from h^l."""
+        act = self.d.activations[layer - 1]
+        delta, upper = naming.delta(layer), self.upper_error(layer + 1)
+        w_up, sprime = naming.weight(layer + 1), naming.sigma_prime(layer)
+        mask = naming.dropout_mask(layer)
+        factor = dropout_factor().subs(MASK, naming.symbol(mask))
+        back = self.product(f"{w_up}^T", upper)
+        symbols = {**layer_symbols(layer), A: naming.symbol(naming.own_activation(layer))}
+        cached = act.cached.subs(symbols)
+        if cached == 1:
+            name = function_name(self.d, layer)
+            eq = f"{delta} = ({back}) * {plain(factor)} ({name}' = 1; dropout mask)"
+            self.add(delta, "backprop", (w_up, upper, *_names(factor)), None, "BP2", layer, eq)
+            return
+        derivative = act.derivative.subs(Z, naming.symbol(naming.weighted_input(layer)))
+        forms = [f"{function_name(self.d, layer)}'({naming.weighted_input(layer)})"]
+        for form in (derivative, cached):
+            if plain(form) not in forms:
+                forms.append(plain(form))
+        eq = f"{sprime} = " + " = ".join(forms)
+        self.add(sprime, "map", _names(cached), cached, "BP2", layer, eq, derivative)
+        eq = f"{delta} = ({back}) * {plain(factor)} * {sprime} (dropout mask)"
+        operands = (w_up, upper, *_names(factor), sprime)
+        self.add(delta, "backprop", operands, None, "BP2", layer, eq)
 
     def upper_error(self, layer: int) -> str:
         """The error BP2 takes back through W^layer: delta^layer, or for a batch-normalized
@@ -443,34 +526,27 @@ class _BatchProgramBuilder:
 
     # -- residual connections ---------------------------------------------------------------
     def residual_activation(self, layer: int, source: int) -> None:
-        """a^l = sigma(z^l) + a^k: sigma(z^l) kept as h^l (sigma'(z^l) is computed from it)."""
-        act = self.d.activations[layer - 1]
+        """a^l = sigma(z^l) + a^k: sigma(z^l) kept as h^l (sigma'(z^l) is computed from it);
+        with dropout a^l = D^l * sigma(z^l) + a^k, the mask before the skip is added."""
         h, a, z = (
             naming.own_activation(layer),
             naming.activation(layer),
             naming.weighted_input(layer),
         )
         a_k = naming.activation(source)
-        expr = act.forward.subs(layer_symbols(layer))
         call = f"{function_name(self.d, layer)}({z})"
-        shown = plain(expr)
-        self.add(
-            h,
-            "map",
-            _names(expr),
-            expr,
-            "forward",
-            layer,
-            f"{h} = {call}" + ("" if shown == call else f" = {shown}"),
-        )
-        total = naming.symbol(h) + naming.symbol(a_k)
+        own = self.own_output(layer)
+        if own != naming.symbol(h):  # dropout: the mask applies before the skip is added
+            mask = naming.dropout_mask(layer)
+            call, h = f"{mask} * {call}", f"{mask} * {h}"
+        total = own + naming.symbol(a_k)
         eq = f"{a} = {call} + {a_k} = {h} + {a_k} (residual connection from layer {source})"
-        self.add(a, "map", (h, a_k), total, "forward", layer, eq)
+        self.add(a, "map", _names(total), total, "forward", layer, eq)
 
     def residual_symbols(self, layer: int) -> dict[sp.Symbol, sp.Symbol]:
         """Layer symbols where the cached output a means sigma(z^l) (h^l with a skip in)."""
         symbols = layer_symbols(layer)
-        if layer in self.spec.skips:
+        if layer in self.spec.skips or self.spec.layers[layer - 1].dropout:
             symbols[A] = naming.symbol(naming.own_activation(layer))
         return symbols
 
@@ -479,6 +555,9 @@ class _BatchProgramBuilder:
         act = self.d.activations[layer - 1]
         g, delta = naming.activation_gradient(layer), naming.delta(layer)
         cached = act.cached.subs(self.residual_symbols(layer))
+        if self.spec.layers[layer - 1].dropout:
+            self.residual_dropout_delta(layer, label, cached)
+            return
         if cached == 1:
             name = function_name(self.d, layer)
             self.add(delta, "alias", (g,), None, label, layer, f"{delta} = {g} ({name}' = 1)")
@@ -493,6 +572,26 @@ class _BatchProgramBuilder:
         self.add(sprime, "map", _names(cached), cached, label, layer, eq, derivative)
         expr = naming.symbol(g) * naming.symbol(sprime)
         self.add(delta, "map", (g, sprime), expr, label, layer, f"{delta} = {g} * {sprime}")
+
+    def residual_dropout_delta(self, layer: int, label: str, cached: sp.Expr) -> None:
+        """delta^l = dC/da^l * D^l * sigma'(z^l) at a dropout layer a skip touches (the mask
+        factor is SymPy's, as in BP2 without a skip)."""
+        act = self.d.activations[layer - 1]
+        g, delta = naming.activation_gradient(layer), naming.delta(layer)
+        factor = dropout_factor().subs(MASK, naming.symbol(naming.dropout_mask(layer)))
+        product = naming.symbol(g) * factor
+        if cached != 1:
+            sprime = naming.sigma_prime(layer)
+            derivative = act.derivative.subs(Z, naming.symbol(naming.weighted_input(layer)))
+            forms = [f"{function_name(self.d, layer)}'({naming.weighted_input(layer)})"]
+            for form in (derivative, cached):
+                if plain(form) not in forms:
+                    forms.append(plain(form))
+            eq = f"{sprime} = " + " = ".join(forms)
+            self.add(sprime, "map", _names(cached), cached, label, layer, eq, derivative)
+            product *= naming.symbol(sprime)
+        eq = f"{delta} = {g} * {plain(factor)}" + (f" * {sprime}" if cached != 1 else "")
+        self.add(delta, "map", _names(product), product, label, layer, eq + " (dropout mask)")
 
     def residual_error(self, layer: int) -> None:
         """BP2 at a layer a skip touches: dC/da^l summed over the path through layer l+1
@@ -718,7 +817,13 @@ def run_statement(
         return sp.Matrix([[sp.Add(*_entrywise(s.expr, env, at)) / m + extra]])
     if s.op == "backprop":
         back = ops[1] * ops[0].T if rows else ops[0].T * ops[1]
-        return back.multiply_elementwise(ops[2]) if len(ops) == 3 else back
+        for factor in ops[2:]:
+            back = back.multiply_elementwise(factor)
+        return back
+    if s.op == "dropout":
+        if s.target not in env:
+            raise ValueError(f"the dropout mask {s.target} is an input here: give it in env")
+        return env[s.target]
     if s.op == "backsum":
         back = ops[1] * ops[0].T if rows else ops[0].T * ops[1]
         return sum(ops[2:], back)

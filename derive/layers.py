@@ -372,3 +372,24 @@ def derive_network(spec: Spec) -> NetworkDerivation:
         for layer in spec.layers
     )
     return NetworkDerivation(spec, acts, derive_output(spec))
+
+
+#: Per-element symbol of a dropout mask entry D = r / (1 - p) (r is 0 or 1).
+MASK = sp.Symbol("D", real=True)
+
+
+@functools.lru_cache(maxsize=1)
+def dropout_factor() -> sp.Expr:
+    """What dropout multiplies sigma'(z) by in BP2, derived by SymPy for any activation.
+
+    With a = D sigma(z) and sigma an undefined function, da/dz = D sigma'(z) (``diff``);
+    the factor is that derivative with sigma'(z) set to 1.
+
+    Examples
+    --------
+    >>> dropout_factor()
+    D
+    """
+    sigma = sp.Function("sigma")
+    local = sp.diff(MASK * sigma(Z), Z)
+    return local.subs(sp.Derivative(sigma(Z), Z), 1)

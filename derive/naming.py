@@ -99,6 +99,7 @@ _LATEX_PATTERNS: tuple[tuple[str, str], ...] = (
     ("b", "b^{%s}"),
     ("z", "z^{%s}"),
     ("a", "a^{%s}"),
+    ("D", "D^{%s}"),
 )
 
 
@@ -218,6 +219,12 @@ def own_activation(layer: int) -> str:
     return f"h{layer}"
 
 
+def dropout_mask(layer: int) -> str:
+    """Identifier of the dropout mask D^l = r^l / (1 - p) of layer l, e.g. ``D2``: there
+    a^l = D^l * sigma(z^l), with sigma(z^l) cached as ``h2`` for sigma'(z^l)."""
+    return f"D{layer}"
+
+
 #: Identifiers of the batch arrays, the example count and the cost.
 INPUT = "x"
 TARGET = "y"
@@ -252,6 +259,7 @@ _KINDS: tuple[tuple[str, str], ...] = (
     ("a", "activation"),
     ("s", "unit_sum"),
     ("h", "own_activation"),
+    ("D", "dropout_mask"),
 )
 
 

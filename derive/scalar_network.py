@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sympy as sp
 from chainrule.derive import naming
 from chainrule.derive.errors import DerivationError
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, refuse_dropout
 
 #: Above this many parameters no scalar network is built (use layer-level counts).
 MAX_SCALAR_PARAMETERS = 4000
@@ -102,20 +102,10 @@ def _param_infos(spec: Spec) -> tuple[ParamInfo, ...]:
     return tuple(out)
 
 
-def check_unregularized(spec: Spec) -> None:
-    """Raise :class:`DerivationError` when ``spec`` has an L2/L1 penalty: the graph does not
-    draw it."""
-    if spec.regularized:
-        field = "l2" if spec.l2 else "l1"
-        raise DerivationError(
-            field,
-            "graph has no L2/L1 penalty",
-            f"set {field} = 0 to draw; generate, derive, compare and train take it",
-        )
-
-
 def check_scalar_size(spec: Spec, limit: int = MAX_SCALAR_PARAMETERS) -> None:
-    """Raise :class:`DerivationError` when ``spec`` has too many parameters for scalars."""
+    """Raise :class:`DerivationError` when ``spec`` has too many parameters for scalars
+    (and :class:`SpecError` for dropout, which the scalar level does not support)."""
+    refuse_dropout(spec, "the scalar-level expansion (compare, graph)")
     if spec.parameter_count > limit:
         raise DerivationError(
             "network",

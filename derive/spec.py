@@ -19,6 +19,7 @@ File format (TOML; JSON has the same fields)::
     activation = "sigmoid"      # a name, or an expression in x such as "x*sigmoid(x)"
     bias = true                 # optional, default true (false with batch_norm)
     skip_from = 1               # optional residual connection: a^l = f(z^l) + a^k, k < l
+    dropout = 0.2               # optional, hidden layers only: inverted dropout, p in [0, 1)
     batch_norm = false          # optional: z = gamma (W a - mean) / sqrt(var + 1e-5) + beta
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import numbers
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +48,7 @@ DTYPES = ("float64", "float32")
 TOP_FIELDS = ("name", "input", "layers", "cost", "layout", "dtype", "l2", "l1")
 #: The largest regularization coefficient accepted (a larger one swamps any cost).
 MAX_PENALTY = 1e6
-LAYER_FIELDS = ("size", "activation", "bias", "skip_from", "batch_norm")
+LAYER_FIELDS = ("size", "activation", "bias", "skip_from", "batch_norm", "dropout")
 
 
 def _show(value: Any) -> str:
@@ -102,6 +104,8 @@ class Layer:
     bias: bool | None = None
     skip_from: int | None = None
     batch_norm: bool = False
+    #: Inverted dropout on this layer's output in training: a^l = D^l * f(z^l), 0 = none.
+    dropout: float = field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.bias is None:
@@ -198,6 +202,7 @@ class Spec:
         _check_choice(self.cost, "cost", tuple(COSTS))
         _check_cost(COSTS[self.cost], self.layers[last])
         _check_skips(self)
+        _check_dropout(self)
         _check_choice(self.layout, "layout", LAYOUTS)
         _check_choice(self.dtype, "dtype", DTYPES)
         _check_name(self.name)
@@ -250,6 +255,11 @@ class Spec:
             "layers": [_layer_dict(ly) for ly in self.layers],
             **penalty,
         }
+
+    @property
+    def dropout_layers(self) -> dict[int, float]:
+        """The layers with dropout as {layer l: p} (p > 0), in layer order."""
+        return {i: float(ly.dropout) for i, ly in enumerate(self.layers, start=1) if ly.dropout}
 
     def replace(self, **changes: Any) -> Spec:
         """A copy with some top-level fields changed (validated again)."""
@@ -334,12 +344,15 @@ def _check_batch_norm(layer: Layer, where: str, *, is_output: bool) -> None:
 
 def _layer_dict(layer: Layer) -> dict[str, Any]:
     """One layer in the file format's field names (``skip_from`` and ``batch_norm`` only
-    when set)."""
+    when set, ``dropout`` only when not 0, so a spec without them reads and hashes as
+    before)."""
     out: dict[str, Any] = {"size": layer.size, "activation": layer.activation, "bias": layer.bias}
     if layer.skip_from is not None:
         out["skip_from"] = layer.skip_from
     if layer.batch_norm:
         out["batch_norm"] = True
+    if layer.dropout:
+        out["dropout"] = float(layer.dropout)
     return out
 
 
@@ -390,6 +403,50 @@ def _check_output_skip(spec: Spec, where: str) -> None:
             f"{cost.name} is computed fused on the output's logits, which a + a^k would break",
             "skip into a hidden layer, or use a cost defined on all reals such as quadratic",
         )
+
+
+def _check_dropout(spec: Spec) -> None:
+    """Each ``dropout`` is a real number p in [0, 1), 0 on the output layer and on a
+    batch-normalized layer."""
+    for i, layer in enumerate(spec.layers):
+        p, where = layer.dropout, f"layers[{i}].dropout"
+        real = isinstance(p, numbers.Real) and not isinstance(p, bool)
+        if not (real and (isinstance(p, numbers.Integral) or math.isfinite(p))):
+            raise SpecError(
+                where,
+                f"expected a number, got {_show(p)}",
+                "give the drop probability p as a number in [0, 1), such as 0.2",
+            )
+        if not 0 <= p < 1:
+            raise SpecError(
+                where,
+                f"{_show(p)} is outside [0, 1)",
+                "give the drop probability p with 0 <= p < 1 (0 means no dropout)",
+            )
+        if p and i == len(spec.layers) - 1:
+            raise SpecError(
+                where,
+                "dropout on the output layer would drop the network's outputs",
+                "put dropout on a hidden layer, or remove it here",
+            )
+        if p and layer.batch_norm is True:
+            raise SpecError(
+                where,
+                "dropout on a batch-normalized layer is not supported",
+                "put the dropout on a layer without batch_norm, or set dropout = 0 here",
+            )
+
+
+def refuse_dropout(spec: Spec, what: str) -> None:
+    """Raise :class:`SpecError` on the first layer with dropout when ``what`` does not
+    support dropout (the vectorized and plain modules do)."""
+    for i, layer in enumerate(spec.layers):
+        if layer.dropout:
+            raise SpecError(
+                f"layers[{i}].dropout",
+                f"{what} does not support dropout",
+                "use chainrule generate (vectorized or plain form), or set dropout = 0",
+            )
 
 
 def _check_cost(cost: CostRow, out: Layer) -> None:
@@ -495,6 +552,7 @@ def spec_from_dict(data: Any, source: str = "dict") -> Spec:
                 raw.get("bias"),
                 raw.get("skip_from"),
                 batch_norm=norm,
+                dropout=raw.get("dropout", 0.0),
             )
         )
     return Spec(

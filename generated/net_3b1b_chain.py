@@ -95,6 +95,16 @@ def _check_lr(lr):
         raise ValueError(f"lr: expected a finite real number; got {lr!r}")
 
 
+def _check_seed(seed):
+    """``seed``: None, a whole number >= 0 (int or NumPy integer) or a np.random.Generator."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return
+    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+        raise ValueError(
+            f"seed: expected None, a whole number >= 0 or a np.random.Generator; got {seed!r}"
+        )
+
+
 def _check_count(name, count, least):
     """``epochs`` or ``batch_size``: a whole number (int or NumPy integer) of at least ``least``."""
     value = np.asarray(count)
@@ -234,12 +244,11 @@ def _check_out(params, out):
         raise ValueError(f"out: expected a dict of arrays such as new_gradient() gives; got {type(out)}")
     for key, shape in PARAM_SHAPES.items():
         into = out.get(key)
-        kind = f"writeable C-contiguous {params[key].dtype}"
         fits = isinstance(into, np.ndarray) and into.shape == shape
         if not (fits and into.dtype == params[key].dtype and into.flags.c_contiguous):
-            raise _refuse(f"out[{key!r}]", into, shape, kind)
+            raise _refuse(f"out[{key!r}]", into, shape, f"writeable C-contiguous {params[key].dtype}")
         if not into.flags.writeable:
-            raise _refuse(f"out[{key!r}]", into, shape, kind)
+            raise _refuse(f"out[{key!r}]", into, shape, f"writeable C-contiguous {params[key].dtype}")
 
 
 def init_state(dtype=_DT):
@@ -376,9 +385,15 @@ def forward(params, x, state=None):
 
 
 @np.errstate(under="ignore")
-def loss(params, x, y):
-    """Batch cost: the mean over the m examples of the per-example cost."""
+def loss(params, x, y, seed=None):
+    """Batch cost: the mean over the m examples of the per-example cost.
+
+    ``seed`` is ignored (this network has no dropout); when given it must be None, a
+    whole number >= 0 or a np.random.Generator, as in a network with dropout.
+    """
     _check_batch(params, x, y)
+    if seed is not None:
+        _check_seed(seed)
     m = x.shape[1]
     _, _, _, _, _, a3 = _forward(params, x, _workspace(m, params["W1"].dtype))
     # cost: C = (1/m) sum over examples and units of (a3 - y)**2
@@ -387,7 +402,7 @@ def loss(params, x, y):
 
 
 @np.errstate(under="ignore")
-def loss_and_grad(params, x, y, out=None):
+def loss_and_grad(params, x, y, out=None, seed=None):
     """Cost and its gradient: (float, dict with the keys and shapes of ``params``).
 
     The forward values and deltas live in work buffers reused by the next call with
@@ -398,10 +413,15 @@ def loss_and_grad(params, x, y, out=None):
     Reusing ``out`` spares an allocation per parameter and call, which a multithreaded
     BLAS pays for dearly when it writes into freshly mapped memory. ``out`` must not
     share memory with ``params``, ``x`` or ``y``.
+
+    ``seed`` is ignored (this network has no dropout); when given it must be None, a
+    whole number >= 0 or a np.random.Generator, as in a network with dropout.
     """
     _check_batch(params, x, y)
     if out is not None:
         _check_out(params, out)
+    if seed is not None:
+        _check_seed(seed)
     return _loss_and_grad(params, x, y, out)
 
 
@@ -461,14 +481,19 @@ def new_gradient(dtype=_DT):
 
 
 @np.errstate(under="ignore")
-def sgd_step(params, x, y, lr, state=None):
+def sgd_step(params, x, y, lr, seed=None, state=None):
     """One gradient-descent step on the batch (x, y), in place; returns the batch cost.
+
+    ``seed`` is ignored (this network has no dropout); when given it must be None, a
+    whole number >= 0 or a np.random.Generator, as in a network with dropout.
 
     ``state`` (from init_state), when given, receives the batch-normalized layers'
     running statistics of this batch, in place, as in train.
     """
     _check_batch(params, x, y)
     _check_lr(lr)
+    if seed is not None:
+        _check_seed(seed)
     if state is not None:
         _check_state(state)
     ws = _workspace(x.shape[1], params["W1"].dtype)
@@ -640,8 +665,10 @@ def _require_finite(what, value):
         raise ValueError(f"check_gradient: {what}{entry} is {value[index]}")
 
 
-def check_gradient(params, x, y):
+def check_gradient(params, x, y, seed=0):
     """Worst relative error of ``loss_and_grad`` against central finite differences.
+
+    Every evaluation uses the same ``seed`` (ignored: this network has no dropout).
 
     Steps h_i = cbrt(eps) * max(1, |theta_i|) in float64; the error of entry i is
     |g_i - n_i| / (|n_i| + 0.01 * max(1, |loss|)), so a value <= 1e-6 means
@@ -654,6 +681,9 @@ def check_gradient(params, x, y):
         estimate is NaN or infinite (a comparison with NaN would pass): the message
         names which one, and its entry.
     """
+    _check_seed(seed)
+    if seed is None or isinstance(seed, np.random.Generator):
+        raise ValueError(f"seed: check_gradient needs a whole number >= 0; got {seed!r}")
     params = {key: np.asarray(value) for key, value in params.items()}
     x = np.asarray(x)
     y = np.asarray(y)
@@ -665,7 +695,7 @@ def check_gradient(params, x, y):
     _require_finite("y", y)
     for key, value in params.items():
         _require_finite(key, value)
-    cost, grads = loss_and_grad(params, x, y)
+    cost, grads = loss_and_grad(params, x, y, seed=seed)
     if not np.isfinite(cost):
         raise ValueError(f"check_gradient: the loss is {cost}")
     for key, grad in grads.items():
@@ -680,9 +710,9 @@ def check_gradient(params, x, y):
             old = flat[i]
             h = step * max(1.0, abs(old))
             flat[i] = old + h
-            up = loss(params, x, y)
+            up = loss(params, x, y, seed)
             flat[i] = old - h
-            down = loss(params, x, y)
+            down = loss(params, x, y, seed)
             flat[i] = old
             numeric = (up - down) / (2 * h)
             if not np.isfinite(numeric):

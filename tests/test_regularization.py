@@ -14,7 +14,7 @@ import pytest
 import sympy as sp
 from chainrule.codegen.plain import generate_plain
 from chainrule.codegen.render import generate_module
-from chainrule.derive.errors import ChainruleError, SpecError
+from chainrule.derive.errors import SpecError
 from chainrule.derive.spec import Spec, load_spec, preset, spec_from_dict
 
 from chainrule.cli import main
@@ -233,11 +233,14 @@ def test_cli_flags_reach_the_module(tmp_path, load_source) -> None:
     assert (module.SPEC["l2"], module.SPEC["l1"]) == (0.01, 0.005)
 
 
-def test_graph_refuses_a_penalty() -> None:
+def test_graph_draws_the_penalty() -> None:
+    """Each layer's penalty is drawn and counted (more in tests/test_graph_penalty.py)."""
     from chainrule.graph import build_graph
 
-    with pytest.raises(ChainruleError, match=r"^l2: graph has no L2/L1 penalty"):
-        build_graph(_spec("sigmoid-quadratic-columns", 0.1, 0.0))
+    plain = build_graph(_spec("sigmoid-quadratic-columns", 0.0, 0.0))
+    graph = build_graph(_spec("sigmoid-quadratic-columns", 0.1, 0.0))
+    assert "∂P¹/∂W¹ =\\nl2 W¹" in graph.dot and "∂P²/∂W² =\\nl2 W²" in graph.dot
+    assert graph.naive_walks == plain.naive_walks + 3 * 4 + 4 * 2
 
 
 @pytest.mark.parametrize(
@@ -471,13 +474,11 @@ def test_nielsen_lambda_over_n_is_l2(load_source) -> None:
     assert load_source(generate_module(spec)).loss(params, x, y) == pytest.approx(nielsen, 1e-13)
 
 
-@pytest.mark.parametrize("command", [["graph", "-o", "g.svg"]])
-def test_commands_without_the_penalty_refuse_it(command, tmp_path, capsys) -> None:
-    command = [str(tmp_path / part) if part == "g.svg" else part for part in command]
-    assert main([*command, *ONE_LINER, "--l1", "0.1"]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and err.count("\n") == 1 and "error: l1: " in err, err
-    assert not (tmp_path / "g.svg").exists()
+def test_graph_command_takes_the_penalty(tmp_path, capsys) -> None:
+    out = tmp_path / "g.dot"
+    assert main(["graph", *ONE_LINER, "--l1", "0.1", "-o", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    assert "penalty l1 = 0.1" in out.read_text(encoding="utf-8")
 
 
 def test_torch_import_takes_no_weight_decay() -> None:

@@ -247,7 +247,7 @@ def test_unknown_preset_suggests_the_closest_name():
 
 def test_public_api_generates_a_module():
     source = chainrule.generate(preset("3b1b-chain"))
-    assert "def loss_and_grad(params, x, y, out=None):" in source
+    assert "def loss_and_grad(params, x, y, out=None, seed=None):" in source
     assert "LAYER_SIZES = (1, 1, 1, 1)" in source
 
 

@@ -36,7 +36,7 @@ from chainrule.derive.document.text import to_unicode
 from chainrule.derive.document.vectorized import VectorizedSection
 from chainrule.derive.document.witness import WITNESS_BATCH, WITNESS_WIDTH
 from chainrule.derive.notation import notation as make_notation
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, refuse_dropout
 
 
 class DerivationWriter(
@@ -73,6 +73,7 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     backward pass, derived on a batch of symbolic examples
     (:mod:`chainrule.derive.document.batch_norm`).
     """
+    refuse_dropout(spec, "the step-by-step derivation")
     if spec.batch_norm_layers:
         return Derivation(spec, notation, (batch_norm_section(make_notation(notation, spec)),))
     # The document is laid out on a one-unit witness (fast at any depth); the sides
