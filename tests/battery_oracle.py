@@ -219,9 +219,11 @@ def _normalize_backward(u: Array, gamma: Array, beta: Array, delta: Array) -> Ar
 def _forward(
     spec: Mapping[str, Any], p: Mapping[str, Array], x: Array
 ) -> tuple[list[Array], list[Array], dict[int, Array]]:
+    """See :func:`loss_and_grad`; ``p`` holds the dropout masks ``D{l}`` too, if any."""
     """a^0..a^L, z^1..z^L and u^l = W^l a^(l-1) of the batch-normalized layers (columns
     layout): z^l = W^l a^(l-1) (+ b^l), or the batch normalization of u^l; a^l = f(z^l),
-    plus a^k when the layer has ``skip_from`` = k (a residual connection)."""
+    plus a^k when the layer has ``skip_from`` = k (a residual connection); with dropout,
+    a^l = D^l f(z^l) (+ a^k)."""
     acts = [x]
     zs = []
     us: dict[int, Array] = {}
@@ -235,15 +237,22 @@ def _forward(
         zs.append(z)
         act = layer["activation"]
         a = _softmax(z) if act == "softmax" else ELEMENTWISE[act].f(z)
+        if f"D{index}" in p:
+            a = p[f"D{index}"] * a
         if layer.get("skip_from") is not None:
             a = a + acts[layer["skip_from"]]
         acts.append(a)
     return acts, zs, us
 
 
-def weighted_inputs(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array) -> list[Array]:
+def weighted_inputs(
+    spec: Mapping[str, Any],
+    params: Mapping[str, Array],
+    x: Array,
+    masks: Mapping[str, Array] | None = None,
+) -> list[Array]:
     """z^1..z^L (columns layout), for kink resampling."""
-    p, a, _ = _to_columns(spec, params, x, np.zeros((1, 1)))
+    p, a, _ = _to_columns(spec, {**params, **(masks or {})}, x, np.zeros((1, 1)))
     return _forward(spec, p, a)[1]
 
 
@@ -261,13 +270,18 @@ def _penalty(spec: Mapping[str, Any], p: Mapping[str, Array]) -> tuple[float, di
 
 
 def loss_and_grad(
-    spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, y: Array
+    spec: Mapping[str, Any],
+    params: Mapping[str, Array],
+    x: Array,
+    y: Array,
+    masks: Mapping[str, Array] | None = None,
 ) -> tuple[float, dict[str, Array]]:
     """Cost (mean over examples of the summed per-unit cost) and its gradient.
 
-    ``spec`` is plain data in the spec file format (``Spec.to_dict()``).
+    ``spec`` is plain data in the spec file format (``Spec.to_dict()``); ``masks`` the
+    dropout masks ``D{l}`` (shaped like a^l in the layout), multiplied into a^l.
     """
-    p, x, y = _to_columns(spec, params, x, y)
+    p, x, y = _to_columns(spec, {**params, **(masks or {})}, x, y)
     m = x.shape[1]
     layers = spec["layers"]
     acts, zs, us = _forward(spec, p, x)
@@ -333,7 +347,7 @@ def loss_and_grad(
         if index > 1:
             below = layers[index - 2]["activation"]
             grad_a = p[f"W{index}"].T @ delta + skipped.pop(index - 1, 0.0)
-            delta = grad_a * ELEMENTWISE[below].df(zs[index - 2])
+            delta = grad_a * p.get(f"D{index - 1}", 1.0) * ELEMENTWISE[below].df(zs[index - 2])
     extra, penalty_grads = _penalty(spec, p)
     loss += extra
     for key, value in penalty_grads.items():
@@ -344,7 +358,11 @@ def loss_and_grad(
 
 
 def near_kink(
-    spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, margin: float
+    spec: Mapping[str, Any],
+    params: Mapping[str, Array],
+    x: Array,
+    margin: float,
+    masks: Mapping[str, Array] | None = None,
 ) -> bool:
     """True when some weighted input lies within ``margin`` of its activation's kink, or,
     with an L1 penalty, some weight lies within ``margin`` of |w|'s kink at 0."""
@@ -352,7 +370,8 @@ def near_kink(
         weights = [np.asarray(v) for k, v in params.items() if k.startswith("W")]
         if any(np.min(np.abs(w)) < margin for w in weights):
             return True
-    for layer, z in zip(spec["layers"], weighted_inputs(spec, params, x), strict=True):
+    zs = weighted_inputs(spec, params, x, masks)
+    for layer, z in zip(spec["layers"], zs, strict=True):
         act = layer["activation"]
         kinks = () if act == "softmax" else ELEMENTWISE[act].kinks
         if any(np.min(np.abs(z - k)) < margin for k in kinks):

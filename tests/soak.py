@@ -97,6 +97,8 @@ def _summary(results: list[tuple[Case, Outcome]], failures: list[str], elapsed: 
             f"batch norm: {normalized} layers in"
             f" {sum(bool(s.batch_norm_layers) for s in specs)} networks"
         )
+        dropped = sum(len(s.dropout_layers) for s in specs)
+        print(f"dropout: {dropped} layers in {sum(bool(s.dropout_layers) for s in specs)} networks")
         print(
             f"penalties: l2 > 0 in {sum(s.l2 > 0 for s in specs)}, l1 > 0 in"
             f" {sum(s.l1 > 0 for s in specs)}, both in {sum(s.l2 > 0 < s.l1 for s in specs)}"

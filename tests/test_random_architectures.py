@@ -6,8 +6,10 @@ ones and custom expressions such as ``"x*sigmoid(x)"``, ``"max(x, 0.1*x)"``,
 on or off per layer, residual connections (``skip_from``: about half the layers repeat an
 earlier layer's size, and about half of those that can take a skip do), L2 and L1
 weight penalties (each 0 about a third of the time), batch norm on about half the hidden
-layers when the batch has 2 or 3 examples (gamma and beta drawn away from 1 and 0), and
-batches of 1-3 examples. For each network chainrule generates
+layers when the batch has 2 or 3 examples (gamma and beta drawn away from 1 and 0),
+dropout (p from 0.05 to 0.7) on about half the other hidden layers, with a fixed ``seed``
+given to ``loss`` and ``loss_and_grad`` and the module's ``dropout_masks`` given to the
+oracle, and batches of 1-3 examples. For each network chainrule generates
 a module (through the lint and the atomic write) and imports it; then
 
 * central finite differences of the module's own ``loss`` must match ``loss_and_grad``
@@ -151,10 +153,15 @@ def cases(draw: st.DrawFn) -> Case:
     # Batch norm on hidden layers only, with at least two examples (a batch of one has
     # no variance); such a layer has no bias.
     norms = [batch >= 2 and draw(st.booleans()) for _ in range(depth - 1)] + [False]
+    # Dropout on hidden layers without batch norm, p from 0.05 to 0.7, about half the time.
+    drops = [
+        0.0 if norm or not draw(st.booleans()) else draw(st.floats(0.05, 0.7))
+        for norm in norms[:-1]
+    ]
     layers = tuple(
-        Layer(size, act, bias and not norm, skip, norm)
-        for size, act, bias, skip, norm in zip(
-            sizes[1:], [*hidden, output], biases, skips, norms, strict=True
+        Layer(size, act, bias and not norm, skip, norm, dropout=drop)
+        for size, act, bias, skip, norm, drop in zip(
+            sizes[1:], [*hidden, output], biases, skips, norms, [*drops, 0.0], strict=True
         )
     )
     spec = Spec(
@@ -211,6 +218,7 @@ def run_case(
     data = spec.to_dict()
     module = (build or build_module)(spec, folder)
     rng = np.random.default_rng(case.seed)
+    masks = None
     for resamples in range(200):
         params = {
             k: np.array(v, dtype=np.float64)
@@ -223,15 +231,18 @@ def run_case(
             elif key.startswith("beta"):
                 params[key] = 0.5 * rng.standard_normal(params[key].shape)
         x, y = _data(spec, case.batch, rng)
-        if not oracle.near_kink(data, params, x, KINK_MARGIN):
+        if spec.dropout_layers:  # the masks loss and loss_and_grad draw with this seed
+            masks = module.dropout_masks(case.batch, case.seed + resamples)
+        if not oracle.near_kink(data, params, x, KINK_MARGIN, masks):
             break
     else:
         raise AssertionError(f"every sample lies near a kink: {data}")
 
-    loss, grads = module.loss_and_grad(params, x, y)
+    seed = case.seed + resamples  # fixes the dropout masks (ignored without dropout)
+    loss, grads = module.loss_and_grad(params, x, y, seed=seed)
     assert sorted(grads) == sorted(params)
-    numeric = oracle.central_differences(lambda p: module.loss(p, x, y), params)
-    ref_loss, ref_grads = oracle.loss_and_grad(data, params, x, y)
+    numeric = oracle.central_differences(lambda p: module.loss(p, x, y, seed=seed), params)
+    ref_loss, ref_grads = oracle.loss_and_grad(data, params, x, y, masks)
     return measure(loss, grads, numeric, ref_loss, ref_grads, resamples, spec.parameter_count)
 
 
@@ -328,8 +339,8 @@ def test_every_activation_and_cost_is_in_the_battery() -> None:
 
 
 def test_the_strategy_draws_skips_and_penalties() -> None:
-    """In 200 derandomized cases of the strategy, residual connections, batch norm, l2 and
-    l1 (zero and not) occur in a good share; skips come from the input, enter the output,
+    """In 200 derandomized cases of the strategy, residual connections, batch norm, dropout,
+    l2 and l1 (zero and not) occur in a good share; skips come from the input, enter the output,
     and some hidden layer feeds two."""
     seen: list[Spec] = []
 
@@ -346,6 +357,8 @@ def test_the_strategy_draws_skips_and_penalties() -> None:
     assert any(sorted(s.skips.values()).count(k) >= 2 for s in seen for k in range(1, s.depth))
     assert len([s for s in seen if s.batch_norm_layers]) >= len(seen) // 10
     assert any(s.batch_norm_layers and s.skips for s in seen)
+    assert len([s for s in seen if s.dropout_layers]) >= len(seen) // 10
+    assert any(s.dropout_layers and s.skips for s in seen)
     for key in ("l2", "l1"):
         penalized = sum(bool(getattr(s, key)) for s in seen)
         assert len(seen) // 5 <= penalized <= len(seen) - len(seen) // 10, key
@@ -371,8 +384,8 @@ def test_the_oracle_catches_a_wrong_gradient(tmp_path: Path) -> None:
     module = build_module(spec, tmp_path)
     real = module.loss_and_grad
 
-    def off_by_a_little(params: dict, x: np.ndarray, y: np.ndarray) -> tuple:
-        loss, grads = real(params, x, y)
+    def off_by_a_little(params: dict, x: np.ndarray, y: np.ndarray, seed: Any = None) -> tuple:
+        loss, grads = real(params, x, y, seed=seed)
         grads = dict(grads)
         grads["W1"] = grads["W1"].copy()
         grads["W1"][0, 0] *= 1.001
