@@ -12,8 +12,19 @@ Two output/cost pairs use the textbook identities that keep them exact when the 
 saturates: sigmoid with binary cross-entropy (loss softplus(z) - y z, delta s(z) - y) and
 softmax with cross-entropy (log-softmax, delta -y + a sum_k y_k).
 
+A residual connection (``skip_from`` = k) adds a^k to a^l = f(z^l) in the forward pass;
+the backward pass carries dC/da^l and adds it to dC/da^k (the skip's path) before
+delta^k = dC/da^k f'(z^k). The weight penalty (l2/2) sum W^2 + l1 sum |W| and its
+derivative l2 W + l1 sign(W) are written from the formula, on weights only.
+
+A batch-normalized layer's z^l = gamma (u - mean) / sqrt(var + 1e-5) + beta, u = W^l
+a^(l-1), takes the mean and the biased variance over the batch itself; dC/du comes by
+brute force, the complex step through that function on one example at a time (not the
+three-term form), and dC/dgamma, dC/dbeta from the definitions.
+
 Every activation also lists its kinks, the points where the derivative jumps, so the
-battery can resample data whose weighted inputs come near one.
+battery can resample data whose weighted inputs come near one (and, with l1, parameters
+with a weight near |w|'s kink at 0).
 
 Shapes: ``columns`` layout W^l (n_l, n_{l-1}), b^l (n_l, 1), x (n_0, m); ``rows`` is
 the transpose of everything. The oracle works in columns.
@@ -180,39 +191,101 @@ def _to_columns(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, 
     return cols, np.asarray(x, float), np.asarray(y, float)
 
 
-def weighted_inputs(spec: Mapping[str, Any], params: Mapping[str, Array], x: Array) -> list[Array]:
-    """z^1..z^L (columns layout), for kink resampling."""
-    p, a, _ = _to_columns(spec, params, x, np.zeros((1, 1)))
+#: Batch norm's epsilon (PyTorch's BatchNorm1d default).
+BN_EPS = 1e-5
+
+
+def _normalize(u: Array, gamma: Array, beta: Array) -> Array:
+    """gamma (u - mean) / sqrt(var + eps) + beta, the mean and the biased variance per
+    unit (row) over the batch (columns). Written without abs or conjugates, so that it
+    takes a complex step."""
+    mean = u.sum(axis=1, keepdims=True) / u.shape[1]
+    var = ((u - mean) ** 2).sum(axis=1, keepdims=True) / u.shape[1]
+    return gamma * (u - mean) / np.sqrt(var + BN_EPS) + beta
+
+
+def _normalize_backward(u: Array, gamma: Array, beta: Array, delta: Array) -> Array:
+    """dC/du from dC/dz = ``delta`` by brute force: column j of the Jacobian dz/du_j of
+    every unit comes from one complex step on example j (units are independent)."""
+    out = np.zeros_like(u)
+    for j in range(u.shape[1]):
+        bumped = u.astype(complex)
+        bumped[:, j] += 1j * STEP
+        dz_duj = np.imag(_normalize(bumped, gamma, beta)) / STEP  # (n, m): dz_i / du_j
+        out[:, j] = np.sum(delta * dz_duj, axis=1)
+    return out
+
+
+def _forward(
+    spec: Mapping[str, Any], p: Mapping[str, Array], x: Array
+) -> tuple[list[Array], list[Array], dict[int, Array]]:
+    """See :func:`loss_and_grad`; ``p`` holds the dropout masks ``D{l}`` too, if any."""
+    """a^0..a^L, z^1..z^L and u^l = W^l a^(l-1) of the batch-normalized layers (columns
+    layout): z^l = W^l a^(l-1) (+ b^l), or the batch normalization of u^l; a^l = f(z^l),
+    plus a^k when the layer has ``skip_from`` = k (a residual connection); with dropout,
+    a^l = D^l f(z^l) (+ a^k)."""
+    acts = [x]
     zs = []
+    us: dict[int, Array] = {}
     for index, layer in enumerate(spec["layers"], start=1):
-        z = p[f"W{index}"] @ a
-        if layer.get("bias", True):
+        z = p[f"W{index}"] @ acts[-1]
+        if layer.get("batch_norm", False):
+            us[index] = z
+            z = _normalize(z, p[f"gamma{index}"], p[f"beta{index}"])
+        elif layer.get("bias", True):
             z = z + p[f"b{index}"]
         zs.append(z)
         act = layer["activation"]
         a = _softmax(z) if act == "softmax" else ELEMENTWISE[act].f(z)
-    return zs
+        if f"D{index}" in p:
+            a = p[f"D{index}"] * a
+        if layer.get("skip_from") is not None:
+            a = a + acts[layer["skip_from"]]
+        acts.append(a)
+    return acts, zs, us
+
+
+def weighted_inputs(
+    spec: Mapping[str, Any],
+    params: Mapping[str, Array],
+    x: Array,
+    masks: Mapping[str, Array] | None = None,
+) -> list[Array]:
+    """z^1..z^L (columns layout), for kink resampling."""
+    p, a, _ = _to_columns(spec, {**params, **(masks or {})}, x, np.zeros((1, 1)))
+    return _forward(spec, p, a)[1]
+
+
+def _penalty(spec: Mapping[str, Any], p: Mapping[str, Array]) -> tuple[float, dict[str, Array]]:
+    """(l2/2) sum ||W^l||^2 + l1 sum |W^l| over every layer's weights (never biases), and
+    its derivative l2 W + l1 sign(W) (sign(0) = 0), each written from the formula."""
+    l2, l1 = float(spec.get("l2", 0.0)), float(spec.get("l1", 0.0))
+    total = 0.0
+    grads = {}
+    for index in range(1, len(spec["layers"]) + 1):
+        w = p[f"W{index}"]
+        total += 0.5 * l2 * float(np.sum(w * w)) + l1 * float(np.sum(np.abs(w)))
+        grads[f"W{index}"] = l2 * w + l1 * np.sign(w)
+    return total, grads
 
 
 def loss_and_grad(
-    spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, y: Array
+    spec: Mapping[str, Any],
+    params: Mapping[str, Array],
+    x: Array,
+    y: Array,
+    masks: Mapping[str, Array] | None = None,
 ) -> tuple[float, dict[str, Array]]:
     """Cost (mean over examples of the summed per-unit cost) and its gradient.
 
-    ``spec`` is plain data in the spec file format (``Spec.to_dict()``).
+    ``spec`` is plain data in the spec file format (``Spec.to_dict()``); ``masks`` the
+    dropout masks ``D{l}`` (shaped like a^l in the layout), multiplied into a^l.
     """
-    p, x, y = _to_columns(spec, params, x, y)
+    p, x, y = _to_columns(spec, {**params, **(masks or {})}, x, y)
     m = x.shape[1]
     layers = spec["layers"]
-    acts = [x]
-    zs = []
-    for index, layer in enumerate(layers, start=1):
-        z = p[f"W{index}"] @ acts[-1]
-        if layer.get("bias", True):
-            z = z + p[f"b{index}"]
-        zs.append(z)
-        act = layer["activation"]
-        acts.append(_softmax(z) if act == "softmax" else ELEMENTWISE[act].f(z))
+    acts, zs, us = _forward(spec, p, x)
+    g = None  # dC/da^L, when the output's delta is computed through it
     cost, dcost = COSTS[spec["cost"]]
     a_out, z_out, out_act = acts[-1], zs[-1], layers[-1]["activation"]
     pair = (out_act, spec["cost"])
@@ -252,24 +325,53 @@ def loss_and_grad(
             delta = a_out * (g - np.sum(a_out * g, axis=0, keepdims=True))  # J^T g
         else:
             delta = g * ELEMENTWISE[out_act].df(z_out)
+    # Backward by dC/da^l: a skip from k into l adds dC/da^l to dC/da^k (the second
+    # path), before delta^k = dC/da^k * f'(z^k) is taken.
+    skipped: dict[int, Array] = {}
+    grad_a = g
     grads: dict[str, Array] = {}
     for index in range(len(layers), 0, -1):
+        source = layers[index - 1].get("skip_from")
+        if source is not None:
+            assert grad_a is not None, "a skip into an output whose delta is fused"
+            skipped[source] = skipped.get(source, 0.0) + grad_a
+        if index in us:  # batch norm: delta is dC/dz; the weights see dC/du
+            gamma, beta = p[f"gamma{index}"], p[f"beta{index}"]
+            xhat = _normalize(us[index], 1.0, 0.0)
+            grads[f"gamma{index}"] = np.sum(delta * xhat, axis=1, keepdims=True)
+            grads[f"beta{index}"] = delta.sum(axis=1, keepdims=True)
+            delta = _normalize_backward(us[index], gamma, beta, delta)
         grads[f"W{index}"] = delta @ acts[index - 1].T
-        if layers[index - 1].get("bias", True):
+        if layers[index - 1].get("bias", True) and index not in us:
             grads[f"b{index}"] = delta.sum(axis=1, keepdims=True)
         if index > 1:
             below = layers[index - 2]["activation"]
-            delta = (p[f"W{index}"].T @ delta) * ELEMENTWISE[below].df(zs[index - 2])
+            grad_a = p[f"W{index}"].T @ delta + skipped.pop(index - 1, 0.0)
+            delta = grad_a * p.get(f"D{index - 1}", 1.0) * ELEMENTWISE[below].df(zs[index - 2])
+    extra, penalty_grads = _penalty(spec, p)
+    loss += extra
+    for key, value in penalty_grads.items():
+        grads[key] = grads[key] + value
     if spec["layout"] == "rows":
         grads = {k: v.T for k, v in grads.items()}
     return loss, grads
 
 
 def near_kink(
-    spec: Mapping[str, Any], params: Mapping[str, Array], x: Array, margin: float
+    spec: Mapping[str, Any],
+    params: Mapping[str, Array],
+    x: Array,
+    margin: float,
+    masks: Mapping[str, Array] | None = None,
 ) -> bool:
-    """True when some weighted input lies within ``margin`` of its activation's kink."""
-    for layer, z in zip(spec["layers"], weighted_inputs(spec, params, x), strict=True):
+    """True when some weighted input lies within ``margin`` of its activation's kink, or,
+    with an L1 penalty, some weight lies within ``margin`` of |w|'s kink at 0."""
+    if spec.get("l1", 0.0):
+        weights = [np.asarray(v) for k, v in params.items() if k.startswith("W")]
+        if any(np.min(np.abs(w)) < margin for w in weights):
+            return True
+    zs = weighted_inputs(spec, params, x, masks)
+    for layer, z in zip(spec["layers"], zs, strict=True):
         act = layer["activation"]
         kinks = () if act == "softmax" else ELEMENTWISE[act].kinks
         if any(np.min(np.abs(z - k)) < margin for k in kinks):

@@ -86,6 +86,23 @@ def _summary(results: list[tuple[Case, Outcome]], failures: list[str], elapsed: 
         print(f"output + cost: {dict(sorted(pairs.items()))}")
         with_bias = sum(layer.bias for s in specs for layer in s.layers)
         print(f"layers with bias: {with_bias} of {sum(s.depth for s in specs)}")
+        skips = [(k, to, s.depth) for s in specs for to, k in s.skips.items()]
+        print(
+            f"residual connections: {len(skips)} in {sum(bool(s.skips) for s in specs)} networks"
+            f" ({sum(k == 0 for k, _, _ in skips)} from the input,"
+            f" {sum(to == d for _, to, d in skips)} into the output)"
+        )
+        normalized = sum(len(s.batch_norm_layers) for s in specs)
+        print(
+            f"batch norm: {normalized} layers in"
+            f" {sum(bool(s.batch_norm_layers) for s in specs)} networks"
+        )
+        dropped = sum(len(s.dropout_layers) for s in specs)
+        print(f"dropout: {dropped} layers in {sum(bool(s.dropout_layers) for s in specs)} networks")
+        print(
+            f"penalties: l2 > 0 in {sum(s.l2 > 0 for s in specs)}, l1 > 0 in"
+            f" {sum(s.l1 > 0 for s in specs)}, both in {sum(s.l2 > 0 < s.l1 for s in specs)}"
+        )
         print(
             "activations (layers): " + ", ".join(f"{k} {v}" for k, v in sorted(activations.items()))
         )

@@ -36,20 +36,27 @@ THREADS = 4
 
 
 def random_spec(rng: np.random.Generator) -> Spec:
-    """A small random network: 1 to 3 layers, a hidden tanh or sigmoid, a quadratic cost."""
+    """A small random network: 1 to 3 layers, a hidden tanh or sigmoid, a quadratic cost;
+    sizes 1 to 3 (so that equal sizes, and so residual connections, are common), a
+    ``skip_from`` from an earlier layer of the same size half the time one is possible,
+    and l2 and l1 each 0 or not."""
     depth = int(rng.integers(1, 4))
-    sizes = [int(n) for n in rng.integers(1, 7, depth + 1)]
-    layers = [
-        {
+    sizes = [int(n) for n in rng.integers(1, 4, depth + 1)]
+    layers: list[dict[str, object]] = []
+    for index, n in enumerate(sizes[1:], start=1):
+        layer: dict[str, object] = {
             "size": n,
             "activation": str(rng.choice(["tanh", "sigmoid"])),
             "bias": bool(rng.random() < 0.7),
         }
-        for n in sizes[1:]
-    ]
+        sources = [k for k in range(index) if sizes[k] == n]
+        if sources and rng.random() < 0.5:
+            layer["skip_from"] = int(rng.choice(sources))
+        layers.append(layer)
     layout = str(rng.choice(["columns", "rows"]))
+    penalty = {key: float(rng.choice([0.0, 0.01, 0.3])) for key in ("l2", "l1")}
     return spec_from_dict(
-        {"input": sizes[0], "layers": layers, "cost": "quadratic", "layout": layout}
+        {"input": sizes[0], "layers": layers, "cost": "quadratic", "layout": layout, **penalty}
     )
 
 

@@ -159,7 +159,10 @@ def test_random_architectures_in_plain_form(case, tmp_path_factory):
     rng = np.random.default_rng(case.seed)
     params = {k: v * battery.WEIGHT_SCALE for k, v in plain.init_params(case.seed).items()}
     x, y = battery._data(case.spec, case.batch, rng)
-    _assert_same(plain.loss_and_grad(params, x, y), fast.loss_and_grad(params, x, y))
+    same = case.seed  # one seed, so that both forms draw the same dropout masks
+    _assert_same(
+        plain.loss_and_grad(params, x, y, seed=same), fast.loss_and_grad(params, x, y, seed=same)
+    )
 
 
 def test_the_battery_fails_a_wrong_plain_module(tmp_path):

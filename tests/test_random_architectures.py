@@ -3,13 +3,20 @@
 Hypothesis draws networks of depth 1-4 and widths 1-6 with every activation (the named
 ones and custom expressions such as ``"x*sigmoid(x)"``, ``"max(x, 0.1*x)"``,
 ``"softplus(x) - log(2)"``), every cost valid for the output layer, both layouts, biases
-on or off per layer, and batches of 1-3 examples. For each network chainrule generates
+on or off per layer, residual connections (``skip_from``: about half the layers repeat an
+earlier layer's size, and about half of those that can take a skip do), L2 and L1
+weight penalties (each 0 about a third of the time), batch norm on about half the hidden
+layers when the batch has 2 or 3 examples (gamma and beta drawn away from 1 and 0),
+dropout (p from 0.05 to 0.7) on about half the other hidden layers, with a fixed ``seed``
+given to ``loss`` and ``loss_and_grad`` and the module's ``dropout_masks`` given to the
+oracle, and batches of 1-3 examples. For each network chainrule generates
 a module (through the lint and the atomic write) and imports it; then
 
 * central finite differences of the module's own ``loss`` must match ``loss_and_grad``
   on every parameter: |g - n| <= 1e-8 * max(1, |loss|) + 1e-6 * |n| (DESIGN.md), with
   data whose weighted inputs come within 1e-3 of a kink (ReLU, leaky ReLU, abs, max,
-  min) resampled, not ignored;
+  min), or, with l1, parameters with a weight within 1e-3 of 0 (|w|'s kink), resampled,
+  not ignored;
 * the independent oracle of :mod:`battery_oracle` must agree on the loss and every
   gradient entry to 1e-10 relative, |g - r| <= 1e-10 (|r| + 0.01 max(1, |loss|)). For
   analytic custom expressions the oracle's derivative comes from the complex step on a
@@ -40,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import battery_oracle as oracle  # noqa: E402
 from chainrule.codegen.emit import write_module  # noqa: E402
 from chainrule.codegen.render import generate_module  # noqa: E402
+from chainrule.derive.errors import SpecError  # noqa: E402
 from chainrule.derive.spec import Layer, Spec  # noqa: E402
 
 ABS_TOL = 1e-8
@@ -48,6 +56,8 @@ ORACLE_RTOL = 1e-10
 KINK_MARGIN = 1e-3
 ELEMENTWISE = tuple(oracle.ELEMENTWISE)
 COSTS = ("quadratic", "squared-error", "binary-cross-entropy", "cross-entropy", "huber")
+#: The costs defined on all reals, under which a skip may enter an elementwise output.
+REAL_COSTS = ("quadratic", "squared-error", "huber")
 _counter = itertools.count()
 
 
@@ -80,15 +90,53 @@ def costs_for(output_activation: str, width: int) -> list[str]:
     return costs
 
 
+def _sizes(draw: st.DrawFn, depth: int) -> list[int]:
+    """n_0..n_L. A third of the networks are a residual stack: every layer after the
+    input has one width. In the others each layer's size is either fresh or a repeat of
+    an earlier one (about half the time). So residual connections between equal sizes
+    are often possible, and some layers feed two skips."""
+    sizes = [draw(st.integers(1, 6))]
+    if draw(st.sampled_from((False, False, True))):
+        return sizes + [draw(st.integers(1, 6))] * depth
+    for _ in range(depth):
+        if draw(st.booleans()):
+            sizes.append(sizes[draw(st.integers(0, len(sizes) - 1))])
+        else:
+            sizes.append(draw(st.integers(1, 6)))
+    return sizes
+
+
+def _skips(draw: st.DrawFn, sizes: list[int], output: str, cost: str) -> list[int | None]:
+    """One ``skip_from`` per layer: None, or any earlier layer 0..l-1 of the same size
+    (about half the time when there is one). No skip enters a softmax output or an output
+    whose cost is computed on the logits (binary-cross-entropy, cross-entropy)."""
+    depth = len(sizes) - 1
+    skips: list[int | None] = []
+    for layer in range(1, depth + 1):
+        sources = [k for k in range(layer) if sizes[k] == sizes[layer]]
+        if layer == depth and (output == "softmax" or cost not in REAL_COSTS):
+            sources = []
+        skips.append(draw(st.sampled_from(sources)) if sources and draw(st.booleans()) else None)
+    return skips
+
+
+def _penalty(draw: st.DrawFn) -> float:
+    """A penalty coefficient: 0 (no term) about a third of the time, else from 1e-4 to 1."""
+    if not draw(st.sampled_from((False, True, True))):
+        return 0.0
+    return draw(st.floats(1e-4, 1.0))
+
+
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
     """A random valid network, batch size and seed.
 
     The cost is drawn first (uniformly), then an output layer it accepts, so that the
-    costs that need a sigmoid or softmax output are as common as the others.
+    costs that need a sigmoid or softmax output are as common as the others. Then the
+    residual connections (:func:`_skips`) and the L2 and L1 coefficients.
     """
     depth = draw(st.integers(min_value=1, max_value=4))
-    sizes = draw(st.lists(st.integers(1, 6), min_size=depth + 1, max_size=depth + 1))
+    sizes = _sizes(draw, depth)
     cost = draw(st.sampled_from(COSTS))
     if cost == "cross-entropy":
         output = "softmax"
@@ -100,9 +148,21 @@ def cases(draw: st.DrawFn) -> Case:
         sizes[-1] = max(sizes[-1], 2)
     hidden = [draw(st.sampled_from(ELEMENTWISE)) for _ in range(depth - 1)]
     biases = [draw(st.booleans()) for _ in range(depth)]
+    skips = _skips(draw, sizes, output, cost)
+    batch = draw(st.integers(min_value=1, max_value=3))
+    # Batch norm on hidden layers only, with at least two examples (a batch of one has
+    # no variance); such a layer has no bias.
+    norms = [batch >= 2 and draw(st.booleans()) for _ in range(depth - 1)] + [False]
+    # Dropout on hidden layers without batch norm, p from 0.05 to 0.7, about half the time.
+    drops = [
+        0.0 if norm or not draw(st.booleans()) else draw(st.floats(0.05, 0.7))
+        for norm in norms[:-1]
+    ]
     layers = tuple(
-        Layer(size, act, bias)
-        for size, act, bias in zip(sizes[1:], [*hidden, output], biases, strict=True)
+        Layer(size, act, bias and not norm, skip, norm, dropout=drop)
+        for size, act, bias, skip, norm, drop in zip(
+            sizes[1:], [*hidden, output], biases, skips, norms, [*drops, 0.0], strict=True
+        )
     )
     spec = Spec(
         input_size=sizes[0],
@@ -110,8 +170,10 @@ def cases(draw: st.DrawFn) -> Case:
         cost=cost,
         layout=draw(st.sampled_from(["columns", "rows"])),
         name="battery",
+        l2=_penalty(draw),
+        l1=_penalty(draw),
     )
-    return Case(spec, draw(st.integers(min_value=1, max_value=3)), draw(st.integers(0, 2**16)))
+    return Case(spec, batch, draw(st.integers(0, 2**16)))
 
 
 def build_module(
@@ -156,22 +218,31 @@ def run_case(
     data = spec.to_dict()
     module = (build or build_module)(spec, folder)
     rng = np.random.default_rng(case.seed)
+    masks = None
     for resamples in range(200):
         params = {
             k: np.array(v, dtype=np.float64)
             for k, v in module.init_params(case.seed + resamples).items()
         }
         params = {k: v * WEIGHT_SCALE for k, v in params.items()}
+        for key in params:  # batch norm's gamma and beta moved off 1 and 0
+            if key.startswith("gamma"):
+                params[key] = 1.0 + 0.5 * rng.standard_normal(params[key].shape)
+            elif key.startswith("beta"):
+                params[key] = 0.5 * rng.standard_normal(params[key].shape)
         x, y = _data(spec, case.batch, rng)
-        if not oracle.near_kink(data, params, x, KINK_MARGIN):
+        if spec.dropout_layers:  # the masks loss and loss_and_grad draw with this seed
+            masks = module.dropout_masks(case.batch, case.seed + resamples)
+        if not oracle.near_kink(data, params, x, KINK_MARGIN, masks):
             break
     else:
         raise AssertionError(f"every sample lies near a kink: {data}")
 
-    loss, grads = module.loss_and_grad(params, x, y)
+    seed = case.seed + resamples  # fixes the dropout masks (ignored without dropout)
+    loss, grads = module.loss_and_grad(params, x, y, seed=seed)
     assert sorted(grads) == sorted(params)
-    numeric = oracle.central_differences(lambda p: module.loss(p, x, y), params)
-    ref_loss, ref_grads = oracle.loss_and_grad(data, params, x, y)
+    numeric = oracle.central_differences(lambda p: module.loss(p, x, y, seed=seed), params)
+    ref_loss, ref_grads = oracle.loss_and_grad(data, params, x, y, masks)
     return measure(loss, grads, numeric, ref_loss, ref_grads, resamples, spec.parameter_count)
 
 
@@ -267,6 +338,45 @@ def test_every_activation_and_cost_is_in_the_battery() -> None:
     }
 
 
+def test_the_strategy_draws_skips_and_penalties() -> None:
+    """In 200 derandomized cases of the strategy, residual connections, batch norm, dropout,
+    l2 and l1 (zero and not) occur in a good share; skips come from the input, enter the output,
+    and some hidden layer feeds two."""
+    seen: list[Spec] = []
+
+    @settings(BATTERY, max_examples=200)
+    @given(case=cases())
+    def collect(case: Case) -> None:
+        seen.append(case.spec)
+
+    collect()
+    with_skip = [s for s in seen if s.skips]
+    assert len(with_skip) >= len(seen) // 4
+    assert any(0 in s.skips.values() for s in seen)
+    assert any(s.depth in s.skips for s in seen)
+    assert any(sorted(s.skips.values()).count(k) >= 2 for s in seen for k in range(1, s.depth))
+    assert len([s for s in seen if s.batch_norm_layers]) >= len(seen) // 10
+    assert any(s.batch_norm_layers and s.skips for s in seen)
+    assert len([s for s in seen if s.dropout_layers]) >= len(seen) // 10
+    assert any(s.dropout_layers and s.skips for s in seen)
+    for key in ("l2", "l1"):
+        penalized = sum(bool(getattr(s, key)) for s in seen)
+        assert len(seen) // 5 <= penalized <= len(seen) - len(seen) // 10, key
+
+
+def test_real_costs_are_those_a_skip_may_enter_an_output_under() -> None:
+    """The strategy's REAL_COSTS agree with the spec's rule for a skip into the output."""
+    for cost in COSTS:
+        output = "sigmoid" if cost == "binary-cross-entropy" else "tanh"
+        layers = (Layer(2, "tanh"), Layer(2, output, skip_from=1))
+        try:
+            Spec(input_size=2, layers=layers, cost=cost, name="battery")
+        except SpecError:
+            assert cost not in REAL_COSTS, cost
+        else:
+            assert cost in REAL_COSTS, cost
+
+
 def test_the_oracle_catches_a_wrong_gradient(tmp_path: Path) -> None:
     """The harness itself: a 0.1% error in one gradient entry fails both checks."""
     spec = Spec.from_sizes([3, 4, 2], ["tanh", "softmax"], "cross-entropy", name="battery")
@@ -274,8 +384,8 @@ def test_the_oracle_catches_a_wrong_gradient(tmp_path: Path) -> None:
     module = build_module(spec, tmp_path)
     real = module.loss_and_grad
 
-    def off_by_a_little(params: dict, x: np.ndarray, y: np.ndarray) -> tuple:
-        loss, grads = real(params, x, y)
+    def off_by_a_little(params: dict, x: np.ndarray, y: np.ndarray, seed: Any = None) -> tuple:
+        loss, grads = real(params, x, y, seed=seed)
         grads = dict(grads)
         grads["W1"] = grads["W1"].copy()
         grads["W1"][0, 0] *= 1.001
