@@ -338,6 +338,7 @@ def test_every_activation_and_cost_is_in_the_battery() -> None:
     }
 
 
+@pytest.mark.slow
 def test_the_strategy_draws_skips_and_penalties() -> None:
     """In 200 derandomized cases of the strategy, residual connections, batch norm, dropout,
     l2 and l1 (zero and not) occur in a good share; skips come from the input, enter the output,
