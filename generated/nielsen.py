@@ -92,7 +92,9 @@ def _check_seed(seed):
     """``seed``: None, a whole number >= 0 (int or NumPy integer) or a np.random.Generator."""
     if seed is None or isinstance(seed, np.random.Generator):
         return
-    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+    if not (
+        isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
+    ):
         raise ValueError(
             f"seed: expected None, a whole number >= 0 or a np.random.Generator; got {seed!r}"
         )
@@ -111,13 +113,20 @@ def _check_count(name, count, least):
 #: The update rules ``train`` takes, named as torch.optim names them.
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 #: The arrays each optimizer keeps per parameter (besides Adam's step count t).
-_SLOTS = {"sgd": (), "momentum": ("velocity",), "nesterov": ("velocity",), "adam": ("m", "v")}
+_SLOTS = {
+    "sgd": (),
+    "momentum": ("velocity",),
+    "nesterov": ("velocity",),
+    "adam": ("m", "v"),
+}
 
 
 def _check_fraction(name, value):
     """``momentum`` or a beta: one real number in [0, 1) (not an array, not a bool)."""
     number = np.asarray(value)
-    real = number.ndim == 0 and number.dtype.kind in "iuf" and not isinstance(value, bool)
+    real = (
+        number.ndim == 0 and number.dtype.kind in "iuf" and not isinstance(value, bool)
+    )
     if not (real and 0 <= number < 1):
         raise ValueError(f"{name}: expected a real number in [0, 1); got {value!r}")
     return float(number)
@@ -148,8 +157,13 @@ def _check_optimizer(params, optimizer, momentum, betas, eps):
     if isinstance(betas, np.ndarray) and betas.shape == (2,):
         betas = tuple(betas)
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise ValueError(f"betas: expected a pair (beta1, beta2) in [0, 1); got {betas!r}")
-    pair = (_check_fraction("betas[0]", betas[0]), _check_fraction("betas[1]", betas[1]))
+        raise ValueError(
+            f"betas: expected a pair (beta1, beta2) in [0, 1); got {betas!r}"
+        )
+    pair = (
+        _check_fraction("betas[0]", betas[0]),
+        _check_fraction("betas[1]", betas[1]),
+    )
     number = np.asarray(eps)
     real = number.ndim == 0 and number.dtype.kind in "iuf" and not isinstance(eps, bool)
     if not (real and np.isfinite(number) and number > 0):
@@ -171,7 +185,7 @@ def _optimizer_state(params, optimizer, state):
     if state is None:
         state = {}
     if not isinstance(state, dict):
-        raise ValueError(f"optimizer_state: expected a dict; got {type(state)}")
+        raise ValueError(f"optimizer_state: expected a dict; got {type(state)}")  # noqa: TRY004
     slots = _SLOTS[optimizer]
     if not state:
         state["optimizer"] = optimizer
@@ -205,7 +219,11 @@ def _optimizer_state(params, optimizer, state):
         for key, shape in PARAM_SHAPES.items():
             into = arrays.get(key)
             dtype = params[key].dtype
-            fits = isinstance(into, np.ndarray) and into.shape == shape and into.dtype == dtype
+            fits = (
+                isinstance(into, np.ndarray)
+                and into.shape == shape
+                and into.dtype == dtype
+            )
             if not (fits and into.flags.writeable):
                 name = f"optimizer_state[{slot!r}][{key!r}]"
                 raise _refuse(name, into, shape, f"writeable {dtype}")
@@ -253,15 +271,26 @@ def _check_out(params, out):
     C-contiguous array of that parameter's shape and dtype (as ``new_gradient`` makes),
     none of them a parameter's array or another key's (the gradient would overwrite it)."""
     if not isinstance(out, dict):
-        raise ValueError(f"out: expected a dict of arrays such as new_gradient() gives; got {type(out)}")
+        got = type(out)
+        raise ValueError(f"out: expected a dict like new_gradient(); got {got}")  # noqa: TRY004
     taken = [params[key] for key in PARAM_SHAPES]
     for key, shape in PARAM_SHAPES.items():
         into = out.get(key)
         fits = isinstance(into, np.ndarray) and into.shape == shape
         if not (fits and into.dtype == params[key].dtype and into.flags.c_contiguous):
-            raise _refuse(f"out[{key!r}]", into, shape, f"writeable C-contiguous {params[key].dtype}")
+            raise _refuse(
+                f"out[{key!r}]",
+                into,
+                shape,
+                f"writeable C-contiguous {params[key].dtype}",
+            )
         if not into.flags.writeable:
-            raise _refuse(f"out[{key!r}]", into, shape, f"writeable C-contiguous {params[key].dtype}")
+            raise _refuse(
+                f"out[{key!r}]",
+                into,
+                shape,
+                f"writeable C-contiguous {params[key].dtype}",
+            )
         for other in taken:
             if into is other:
                 raise ValueError(
@@ -640,7 +669,8 @@ def train(
                 cost = _adam_step(params, xb, yb, lr, betas, eps, slots, scratch)
             else:
                 nesterov = optimizer == "nesterov"
-                cost = _momentum_step(params, xb, yb, lr, momentum, nesterov, slots, scratch)
+                step = (lr, momentum, nesterov, slots, scratch)
+                cost = _momentum_step(params, xb, yb, *step)
             total += cost * len(idx)
         history.append(total / n)
     return history
@@ -673,7 +703,9 @@ def check_gradient(params, x, y, seed=0):
     """
     _check_seed(seed)
     if seed is None or isinstance(seed, np.random.Generator):
-        raise ValueError(f"seed: check_gradient needs a whole number >= 0; got {seed!r}")
+        raise ValueError(
+            f"seed: check_gradient needs a whole number >= 0; got {seed!r}"
+        )
     params = {key: np.asarray(value) for key, value in params.items()}
     x = np.asarray(x)
     y = np.asarray(y)

@@ -92,7 +92,7 @@ def test_a_bad_out_entry_is_named_and_nothing_is_written(
 def test_out_that_is_not_a_dict_is_named(net: ModuleType, out: object) -> None:
     params = net.init_params(0)
     x, y = _batch()
-    with pytest.raises(ValueError, match=r"^out: expected a dict of arrays such as new_gradient"):
+    with pytest.raises(ValueError, match=r"^out: expected a dict like new_gradient"):
         net.loss_and_grad(params, x, y, out=out)
 
 
