@@ -424,6 +424,39 @@ def test_kinks_are_seen_for_resampling() -> None:
     assert oracle.near_kink(data, params, np.full((2, 1), 0.5001), KINK_MARGIN)
 
 
+def test_a_batch_norm_unit_of_small_spread_is_resampled(tmp_path: Path) -> None:
+    """CI found a network whose batch-normalized unit had sigma = 0.017 over two examples:
+    central differences were 0.5% off there (ratio 10.3), the module and the oracle
+    agreed to 1e-12. Such a point is now resampled, and the case passes."""
+    layers = (
+        Layer(4, "x*tanh(softplus(x))", False, 0, True),
+        Layer(4, "tanh(x)**2 + x/4", False, 1, True),
+        Layer(4, "max(x, 0.1*x)", False, 2, dropout=0.6897086410033315),
+        Layer(2, "softmax"),
+    )
+    spec = Spec(input_size=4, layers=layers, cost="cross-entropy", name="battery", l2=1.0)
+    case = Case(spec, batch=2, seed=214)
+    outcome = run_case(case, tmp_path)
+    assert outcome.resamples >= 1
+    check_outcome(case, outcome)
+    # The spread test itself: two equal examples leave no spread at all.
+    data = Spec(
+        input_size=2,
+        layers=(Layer(2, "tanh", False, batch_norm=True), Layer(1, "linear")),
+        cost="quadratic",
+        name="battery",
+    ).to_dict()
+    params = {
+        "W1": np.eye(2),
+        "gamma1": np.ones((2, 1)),
+        "beta1": np.zeros((2, 1)),
+        "W2": np.ones((1, 2)),
+        "b2": np.zeros((1, 1)),
+    }
+    assert oracle.near_kink(data, params, np.array([[1.0, 1.05], [-1.0, 1.0]]), KINK_MARGIN)
+    assert not oracle.near_kink(data, params, np.array([[1.0, 1.5], [-1.0, 1.0]]), KINK_MARGIN)
+
+
 def test_a_saturated_sigmoid_output_found_by_the_soak(tmp_path: Path) -> None:
     """Soak seed 20260 found the sigmoid output saturating (a = 1 - 1e-7): the module's
     logits form was right; the oracle had to stop computing 1 - a."""
