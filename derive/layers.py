@@ -306,8 +306,15 @@ def tidy(expr: sp.Expr) -> sp.Expr:
 
 def derive_output(spec: Spec) -> OutputDerivation:
     """BP1: the output error delta^L for the spec's output activation and cost."""
-    out_name = spec.layers[-1].activation
-    c = _cost_element(spec.cost)
+    return _derive_output(spec.layers[-1].activation, spec.cost, spec.sizes[-1])
+
+
+@functools.lru_cache(maxsize=256)
+def _derive_output(out_name: str, cost: str, units: int) -> OutputDerivation:
+    """:func:`derive_output` of an output activation, a cost and the output layer's
+    width, derived once per process (the result is frozen, SymPy's expressions are
+    immutable)."""
+    c = _cost_element(cost)
     dc_da = sp.simplify(sp.diff(c, A))
     assumptions: list[str] = []
     if out_name == "softmax":
@@ -333,7 +340,7 @@ def derive_output(spec: Spec) -> OutputDerivation:
         if LOG1MP in loss.free_symbols:
             if A in loss.free_symbols:  # pragma: no cover - no cost row mixes both forms
                 raise DerivationError("cost", "mixes a and log(1 - a)", "report this")
-            complement = _complement_jvp(loss, spec.sizes[-1])
+            complement = _complement_jvp(loss, units)
         return OutputDerivation(
             c, dc_da, None, softmax, loss, tuple(assumptions), complement=complement
         )
