@@ -278,6 +278,20 @@ def _scalar_columns(spec: Spec) -> list[str]:
     return [_column(ids) for ids in columns]
 
 
+def forward_edges(spec: Spec) -> list[str]:
+    """The scalar graph's forward edges a^(l-1)_k -> z^l_j (labelled with the weight when
+    a layer has at most four) and z^l_j -> a^l_j, in DOT."""
+    n, lines = spec.sizes, []
+    for l in range(1, spec.depth + 1):  # noqa: E741
+        for j in range(n[l]):
+            for k in range(n[l - 1]):
+                src = f"x_{k}" if l == 1 else f"a{l - 1}_{k}"
+                w = f", xlabel={_quote(f'w{_sup(l)}{_sub(j, k)}')}" if n[l] * n[l - 1] <= 4 else ""
+                lines.append(f'  {src} -> z{l}_{j} [color="#4a78a8"{w}];')
+            lines.append(f'  z{l}_{j} -> a{l}_{j} [color="#4a78a8"];')
+    return lines
+
+
 def scalar_graph(spec: Spec) -> Graph:
     """One node per unit: x_k, z^l_j, a^l_j, C; delta^l_j and the gradients below them.
 
@@ -295,13 +309,7 @@ def scalar_graph(spec: Spec) -> Graph:
     fold = folded(spec)
     if fold:
         body += [f"  a{i}_0 -> delta{i}_0 [style=invis];" for i in range(1, depth + 1)]
-    for l in range(1, depth + 1):  # noqa: E741
-        for j in range(n[l]):
-            for k in range(n[l - 1]):
-                src = f"x_{k}" if l == 1 else f"a{l - 1}_{k}"
-                w = f", xlabel={_quote(f'w{_sup(l)}{_sub(j, k)}')}" if n[l] * n[l - 1] <= 4 else ""
-                body.append(f'  {src} -> z{l}_{j} [color="#4a78a8"{w}];')
-            body.append(f'  z{l}_{j} -> a{l}_{j} [color="#4a78a8"];')
+    body += forward_edges(spec)
     for j in range(n[depth]):
         body.append(f'  a{depth}_{j} -> C [color="#4a78a8"];')
     for j in range(n[depth]):

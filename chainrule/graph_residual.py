@@ -27,6 +27,7 @@ from chainrule.graph import (
     _scalar_nodes,
     _sub,
     _sup,
+    forward_edges,
     penalty_part,
 )
 
@@ -75,13 +76,7 @@ def residual_scalar_graph(spec: Spec) -> Graph:
             label = f"∂C/∂a{_sup(l)}{_sub(j)}"
             body.append(f'  {_g(l, j)} [label="{label}", {_DELTA}];')
         body.append(_column([_g(l, j) for j in range(n[l])]))
-    for l in range(1, depth + 1):  # noqa: E741
-        for j in range(n[l]):
-            for k in range(n[l - 1]):
-                src = f"x_{k}" if l == 1 else f"a{l - 1}_{k}"
-                w = f", xlabel={_quote(f'w{_sup(l)}{_sub(j, k)}')}" if n[l] * n[l - 1] <= 4 else ""
-                body.append(f'  {src} -> z{l}_{j} [color="#4a78a8"{w}];')
-            body.append(f'  z{l}_{j} -> a{l}_{j} [color="#4a78a8"];')
+    body += forward_edges(spec)
     for l, k in sorted(skips.items()):  # noqa: E741
         for j in range(n[l]):
             src = f"x_{j}" if k == 0 else f"a{k}_{j}"

@@ -562,6 +562,14 @@ class _BatchProgramBuilder:
             name = function_name(self.d, layer)
             self.add(delta, "alias", (g,), None, label, layer, f"{delta} = {g} ({name}' = 1)")
             return
+        sprime = self.residual_sigma_prime(layer, label, cached)
+        expr = naming.symbol(g) * naming.symbol(sprime)
+        self.add(delta, "map", (g, sprime), expr, label, layer, f"{delta} = {g} * {sprime}")
+
+    def residual_sigma_prime(self, layer: int, label: str, cached: sp.Expr) -> str:
+        """The statement sigma'(z^l) = its derivative = its cached form, at a layer a skip
+        touches; returns its name."""
+        act = self.d.activations[layer - 1]
         sprime = naming.sigma_prime(layer)
         derivative = act.derivative.subs(Z, naming.symbol(naming.weighted_input(layer)))
         forms = [f"{function_name(self.d, layer)}'({naming.weighted_input(layer)})"]
@@ -570,25 +578,16 @@ class _BatchProgramBuilder:
                 forms.append(plain(form))
         eq = f"{sprime} = " + " = ".join(forms)
         self.add(sprime, "map", _names(cached), cached, label, layer, eq, derivative)
-        expr = naming.symbol(g) * naming.symbol(sprime)
-        self.add(delta, "map", (g, sprime), expr, label, layer, f"{delta} = {g} * {sprime}")
+        return sprime
 
     def residual_dropout_delta(self, layer: int, label: str, cached: sp.Expr) -> None:
         """delta^l = dC/da^l * D^l * sigma'(z^l) at a dropout layer a skip touches (the mask
         factor is SymPy's, as in BP2 without a skip)."""
-        act = self.d.activations[layer - 1]
         g, delta = naming.activation_gradient(layer), naming.delta(layer)
         factor = dropout_factor().subs(MASK, naming.symbol(naming.dropout_mask(layer)))
         product = naming.symbol(g) * factor
         if cached != 1:
-            sprime = naming.sigma_prime(layer)
-            derivative = act.derivative.subs(Z, naming.symbol(naming.weighted_input(layer)))
-            forms = [f"{function_name(self.d, layer)}'({naming.weighted_input(layer)})"]
-            for form in (derivative, cached):
-                if plain(form) not in forms:
-                    forms.append(plain(form))
-            eq = f"{sprime} = " + " = ".join(forms)
-            self.add(sprime, "map", _names(cached), cached, label, layer, eq, derivative)
+            sprime = self.residual_sigma_prime(layer, label, cached)
             product *= naming.symbol(sprime)
         eq = f"{delta} = {g} * {plain(factor)}" + (f" * {sprime}" if cached != 1 else "")
         self.add(delta, "map", _names(product), product, label, layer, eq + " (dropout mask)")
