@@ -407,10 +407,15 @@ def generate_unrolled(
             "grad_lines": body,
             "grad_arrays": _grad_dict(g),
             "helpers": sorted(helpers),
-            "layer_output": naming.activation(big_l),
-            "layer_z": naming.weighted_input(big_l),
         }
     )
+    # loss() unpacks z^L and a^L from _forward: an array its cost does not read is "_".
+    cost_text = "\n".join([*cost_unpack, context["cost_code"], *context["cost_target_lines"]])
+    for key, name in (
+        ("layer_output", naming.activation(big_l)),
+        ("layer_z", naming.weighted_input(big_l)),
+    ):
+        context[key] = name if re.search(rf"\b{name}\b", cost_text) else "_"
     return _ENV.get_template("unrolled.py.j2").render(**context)
 
 

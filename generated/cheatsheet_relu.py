@@ -64,11 +64,12 @@ def _refuse(name, value, expected, kind):
 
 
 def _check_lr(lr):
-    """A learning rate is one finite real number (not an array, not a bool)."""
+    """A learning rate is one finite real number >= 0 (not an array, not a bool), as
+    torch.optim requires: a negative one would climb the cost."""
     value = np.asarray(lr)
     real = value.ndim == 0 and value.dtype.kind in "iuf" and not isinstance(lr, bool)
-    if not (real and np.isfinite(value)):
-        raise ValueError(f"lr: expected a finite real number; got {lr!r}")
+    if not (real and np.isfinite(value) and value >= 0):
+        raise ValueError(f"lr: expected a finite real number >= 0; got {lr!r}")
 
 
 def _check_seed(seed):
@@ -155,6 +156,15 @@ def _check_optimizer(params, optimizer, momentum, betas, eps):
         dtype = params[key].dtype
         if np.array(number, dtype=dtype) == 0:
             raise ValueError(f"eps: {eps!r} is 0 in {dtype} ({key}); give a larger eps")
+    # betas and eps are Adam's own: given to another optimizer, they are a mistake.
+    if optimizer != "adam":
+        adams = (("betas", pair, (0.9, 0.999), betas), ("eps", number, 1e-8, eps))
+        for name, value, default, given in adams:
+            if value != default:
+                raise ValueError(
+                    f"{name}: {optimizer} takes none; got {given!r} "
+                    f"(use optimizer='adam', or leave {name} {default})"
+                )
     return mu, pair, float(number)
 
 
@@ -593,12 +603,13 @@ def train(
         "adam"      m <- beta1 m + (1 - beta1) g;  v <- beta2 v + (1 - beta2) g^2;
                     theta <- theta - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-    with ``betas`` = (beta1, beta2), each in [0, 1), and ``eps`` > 0 (Adam's only;
-    momentum is 0 for "sgd" and "adam"). v and m start at zero (so the first momentum
-    step sets v = g) and have each parameter's shape and dtype. They live in new
-    arrays local to the call, or in ``optimizer_state`` when it is given: a dict,
-    empty the first time, that train fills and a later call with the same optimizer
-    continues (e.g. to train one epoch per call).
+    with ``betas`` = (beta1, beta2), each in [0, 1), and ``eps`` > 0 (Adam's only: the
+    other optimizers refuse any but the defaults; momentum is 0 for "sgd" and "adam").
+    v and m start at zero (so the first momentum step sets v = g) and have each
+    parameter's shape and dtype. They live in new arrays local to the call, or in
+    ``optimizer_state`` when it is given: a dict, empty the first time, that train
+    fills and a later call with the same optimizer continues (e.g. to train one epoch
+    per call).
 
     ``state`` (from init_state) receives the running statistics of the batch-normalized
     layers after each batch, as in sgd_step (None: not kept).

@@ -213,6 +213,7 @@ def test_train_matches_torch_autograd_and_optim_end_to_end(
     assert _worst(params, start) > 1e-3
 
 
+@pytest.mark.slow
 def test_the_tolerance_tells_the_rules_apart(torch, make):
     """Nesterov for plain momentum, or Adam without its bias correction, misses by far more
     than the tolerance after 3 steps: the torch comparisons above would catch either."""
@@ -273,6 +274,11 @@ BAD_ARGUMENTS = [
     ("eps", {"optimizer": "adam", "eps": "1e-8"}),
     ("eps", {"optimizer": "adam", "eps": np.array([1e-8])}),
     ("eps", {"optimizer": "adam", "eps": 1e-330}),
+    # Adam's own hyperparameters given to another optimizer (the defaults pass).
+    ("betas", {"betas": (0.8, 0.9)}),
+    ("betas", {"optimizer": "momentum", "momentum": 0.9, "betas": (0.9, 0.99)}),
+    ("eps", {"eps": 1e-6}),
+    ("eps", {"optimizer": "nesterov", "momentum": 0.5, "eps": 1e-3}),
     ("optimizer_state", {"optimizer": "adam", "optimizer_state": [1]}),
     ("optimizer_state", {"optimizer": "adam", "optimizer_state": {"optimizer": "momentum"}}),
     ("optimizer_state", {"optimizer": "adam", "optimizer_state": {"anything": 1}}),
@@ -289,6 +295,21 @@ def test_each_bad_optimizer_argument_is_refused_by_name(make, form, name, kwargs
     with pytest.raises(ValueError, match=f"^{prefix}: "):
         module.train(params, x, y, epochs=2, batch_size=4, lr=0.1, **kwargs)
     for key, value in start.items():  # refused before any step
+        np.testing.assert_array_equal(params[key], value)
+
+
+@pytest.mark.parametrize("form", ["columns", "plain"])
+def test_a_negative_learning_rate_is_refused_and_zero_is_taken(make, form):
+    """As torch.optim: lr < 0 would climb the cost; lr = 0 leaves every parameter."""
+    module = make(SIGMOID, form)
+    start, x, y = _problem(module)
+    params = {k: v.copy() for k, v in start.items()}
+    with pytest.raises(ValueError, match=r"^lr: expected a finite real number >= 0; got -0.1$"):
+        module.train(params, x, y, epochs=1, batch_size=4, lr=-0.1)
+    with pytest.raises(ValueError, match=r"^lr: expected a finite real number >= 0; got -1$"):
+        module.sgd_step(params, x, y, -1)
+    module.train(params, x, y, epochs=1, batch_size=4, lr=0, betas=(0.9, 0.999), eps=1e-8)
+    for key, value in start.items():
         np.testing.assert_array_equal(params[key], value)
 
 
@@ -516,6 +537,7 @@ def test_the_readme_shows_trains_signature_and_optimizer_names(make):
         assert f'| `"{name}"` |' in readme
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["momentum", "nesterov", "adam"])
 def test_float32_steps_match_torch_optim_in_float32(torch, make, config):
     """float32 parameters: state and arithmetic in float32, as PyTorch's with float32

@@ -14,7 +14,7 @@ import sympy as sp
 from chainrule.codegen.emit import lint_module
 from chainrule.codegen.unrolled import MAX_PARAMETERS, _cost_expr, generate_unrolled
 from chainrule.derive.errors import CodegenError, DerivationError
-from chainrule.derive.spec import Spec, preset
+from chainrule.derive.spec import Layer, Spec, preset
 from conftest import GENERATED, import_path
 
 from chainrule.cli import main, preset_filename
@@ -175,6 +175,7 @@ def test_size_limits_are_clear_errors():
     assert issubclass(CodegenError, Exception) and DerivationError is not CodegenError
 
 
+@pytest.mark.slow
 def test_cli_generate_unrolled(tmp_path, capsys):
     out = tmp_path / "chain_naive.py"
     status = main(
@@ -374,3 +375,34 @@ def test_every_unrolled_comment_is_true_for_the_code_under_it(spec, strategy, un
         else:
             assert strategy == "backprop" and label in ("forward", "BP1", "BP2", "BP3", "BP4")
             _check_equation(spec, module, comment, target, code)
+
+
+@pytest.mark.slow
+def test_unrolled_modules_pass_ruff_check_in_isolation(tmp_path) -> None:
+    """Every network above, in each strategy, plus a residual one and one with both
+    penalties, passes ``ruff check`` with no configuration (loss() unpacked z^L even
+    where its cost reads only a^L: ruff's RUF059). Their layout is not ruff format's:
+    an expanded naive gradient is one expression per line, however long."""
+    import subprocess
+
+    extra = [
+        Spec.from_sizes([2, 2, 2], ["tanh", "sigmoid"], "quadratic", l2=0.1, l1=0.01),
+        Spec(
+            input_size=2,
+            layers=(Layer(2, "tanh", skip_from=0), Layer(1, "linear")),
+            cost="huber",
+        ),
+    ]
+    names = []
+    for index, spec in enumerate([*NETWORKS, *extra]):
+        for strategy in STRATEGIES:
+            path = tmp_path / f"unrolled_{index}_{strategy}.py"
+            path.write_text(generate_unrolled(spec, strategy), encoding="utf-8")
+            names.append(str(path))
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", *names],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout
