@@ -184,6 +184,7 @@ def test_finite_differences_on_every_entry(make, layout, form):
     assert module.check_gradient(params, x, y) < 1e-6
 
 
+@pytest.mark.slow
 def test_gamma_one_beta_zero_and_no_bias(make):
     module = make(_spec("relu", 1))
     params = module.init_params(3)
@@ -271,6 +272,7 @@ def test_train_updates_the_state_like_sgd_steps(make, form):
     assert not np.array_equal(adam["running_mean1"], module.init_state()["running_mean1"])
 
 
+@pytest.mark.slow
 def test_forward_without_state_uses_the_batch_statistics(make):
     module = make(_spec("tanh", 1))
     params, x, y = _problem(module)
@@ -544,6 +546,7 @@ def test_torch_import_takes_batchnorm1d_weights_and_running_statistics(torch, ma
     assert np.max(np.abs(ours - (batch if layout == "rows" else batch.T))) < 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
@@ -561,6 +564,7 @@ def test_torch_batchnorm1d_settings_are_refused_by_name(torch, settings, field):
     assert info.value.field.endswith(f".{field}")
 
 
+@pytest.mark.slow
 def test_torch_batchnorm1d_must_follow_a_linear_without_bias(torch):
     from chainrule.importers import spec_from_torch
 
@@ -674,6 +678,7 @@ def test_the_derivation_shows_batch_norm_and_sympy_checks_every_step(notation):
     assert "\\sqrt{" in doc.to_latex()
 
 
+@pytest.mark.slow
 def test_a_wrong_three_term_form_fails_the_derivation_check():
     from chainrule.derive.document import derivation, sides_agree
 

@@ -127,6 +127,7 @@ def test_a_wrong_equation_of_a_table_fails_its_check() -> None:
     assert not check_step(dataclasses.replace(step, source=wrong), points=1)
 
 
+@pytest.mark.slow
 def test_each_source_speaks_only_its_own_labels() -> None:
     for name, notation in [("3b1b-chain", "3b1b"), ("cheatsheet-relu", "cheatsheet")]:
         text = derivation(preset(name), notation).to_text()
@@ -150,6 +151,7 @@ def _readme_pages() -> list[tuple[list[str], list[str]]]:
     return pages
 
 
+@pytest.mark.slow
 def test_the_readme_shows_one_page_per_notation_as_printed() -> None:
     pages = _readme_pages()
     notations = set()

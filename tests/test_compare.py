@@ -71,6 +71,7 @@ def test_nielsen_is_counted_at_layer_level_and_naive_refused(capsys):
     assert data["per_parameter"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_obeys_the_cheap_gradient_principle(name):
     c = compare_spec(preset(name), with_temporaries=False)
@@ -104,6 +105,7 @@ def test_depth_sweep_growth(capsys):
     assert all(r["naive_ops"] > r["cse_ops"] >= r["backprop_ops"] for r in rows)
 
 
+@pytest.mark.slow
 def test_width_sweep_table(capsys):
     assert main(["compare", "--sweep", "width=1:3", "--depth", "2"]) == 0
     out = capsys.readouterr().out

@@ -33,6 +33,7 @@ def test_every_package_is_walked():
     assert "chainrule.derive.spec" in MODULES and "chainrule.codegen.emit" in MODULES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     module = importlib.import_module(name)

@@ -97,6 +97,7 @@ def test_expanded_chain_is_compared_with_diff_of_the_full_scalar_cost() -> None:
     assert len(step.sides) == 3 and check_step(step)
 
 
+@pytest.mark.slow
 def test_steps_carry_title_latex_and_a_sympy_equality() -> None:
     doc = chainrule.derivation(preset("nielsen"))
     steps = list(doc)
@@ -165,6 +166,7 @@ def test_cheatsheet_reproduces_e_o_and_e_h() -> None:
     assert "C'(Wₕ) = Eₕ · X" in text
 
 
+@pytest.mark.slow
 def test_simplified_output_error_for_sigmoid_and_cross_entropy() -> None:
     doc = derivation(preset("deep-relu-sigmoid"))
     bp1 = doc.sections[5].steps[0]
@@ -299,6 +301,7 @@ def test_unknown_notation_is_a_spec_error() -> None:
         derivation(preset("nielsen"), "leibniz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["nielsen", "deep-relu-sigmoid"])
 def test_layout_does_not_depend_on_the_witness_width(name: str) -> None:
     from chainrule.derive.document import WITNESS_WIDTH, _sections
@@ -325,6 +328,7 @@ READS_TRUE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(READS_TRUE))
 def test_sigma_is_only_the_logistic_function(name: str) -> None:
     doc = derivation(READS_TRUE[name])
@@ -346,6 +350,7 @@ def test_sigma_is_only_the_logistic_function(name: str) -> None:
         assert "a²ⱼ = tanh(z²ⱼ) = (exp(z²ⱼ)" in text  # no tanh(z) = tanh(z)
 
 
+@pytest.mark.slow
 def test_sum_to_one_assumption_reads_as_one_sentence() -> None:
     doc = derivation(READS_TRUE["softmax-ce"])
     assert "(Σⱼ yⱼ = 1)." in doc.to_text()

@@ -29,6 +29,7 @@ def test_the_cheatsheet_gives_the_input_its_shape_in_the_networks_layout() -> No
     assert to_unicode(_step(rows.vectorized, "Input batch").latex) == "X ∈ ℝᵐˣ¹"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["deep-relu-sigmoid", "3b1b-chain", "nielsen"])
 @pytest.mark.parametrize("nota", ["cheatsheet", "nielsen", "course"])
 def test_a_title_names_the_layer_its_symbols_belong_to(name: str, nota: str) -> None:
@@ -54,6 +55,7 @@ def test_3b1b_says_what_L_is() -> None:
     assert "a⁽ᴸ⁻¹⁾ is the activation of layer 2" in text
 
 
+@pytest.mark.slow
 def test_the_network_sentence_counts_its_layers_in_english() -> None:
     assert "with 2 weight layers," in derivation(preset("cheatsheet-relu"), "3b1b").to_text()
     one = derivation(SOFTMAX_ONLY, "course").to_text()
@@ -116,6 +118,7 @@ def test_the_two_layer_texts_symbols_are_all_mapped() -> None:
     assert "there , " not in one and "there its y is the output a²" in one
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nota", NOTATIONS)
 def test_a_softmax_network_defines_J_and_writes_no_sigma(nota: str) -> None:
     """J is defined where it first appears (the softmax step), and with no sigmoid
@@ -132,6 +135,7 @@ def test_a_softmax_network_defines_J_and_writes_no_sigma(nota: str) -> None:
     assert jac in to_unicode(summary.latex)
 
 
+@pytest.mark.slow
 def test_the_output_units_ones_vector_is_named_with_its_length() -> None:
     """A softmax's ones vector runs over the output units, not the m examples: it carries
     its length, the intro defines it (and I), and text shows no underscore for k ≠ j."""
@@ -145,6 +149,7 @@ def test_the_output_units_ones_vector_is_named_with_its_length() -> None:
     assert not re.search("𝟙(?![ₘ₂])", text)
 
 
+@pytest.mark.slow
 def test_the_other_units_term_keeps_the_example_index_on_every_entry() -> None:
     # R, V and A are matrices of units by examples: each entry of the sum names both.
     for layout, line in (
@@ -155,6 +160,7 @@ def test_the_other_units_term_keeps_the_example_index_on_every_entry() -> None:
         assert line in derivation(spec, "course").to_text(), layout
 
 
+@pytest.mark.slow
 def test_the_readme_names_the_activations_as_printed() -> None:
     """README: σ only for the sigmoid, relu' by its name, f for an expression and for the
     generic layer of a network that is not all sigmoids."""
@@ -196,6 +202,7 @@ def test_the_course_names_the_activation_letter_the_equations_use() -> None:
     assert "g'" not in sig and ", g," not in sig
 
 
+@pytest.mark.slow
 def test_a_one_layer_network_gets_no_step_or_symbol_it_does_not_have() -> None:
     """Without a hidden layer: no dA step promised, no g' or ⊙ defined for nothing, and
     the cheatsheet counts one weight layer."""

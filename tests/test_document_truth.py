@@ -105,6 +105,7 @@ def test_a_dropped_index_never_moves_into_the_other_slot() -> None:
     assert "keeps" not in chain  # every layer has one unit: every index is dropped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", preset_names())
 @pytest.mark.parametrize("notation", NOTATIONS)
 def test_sigma_is_only_the_sigmoid(name: str, notation: str) -> None:

@@ -679,6 +679,7 @@ def test_keras_dropout_first_or_last_is_refused() -> None:
         spec_from_keras(last, "cross-entropy")
 
 
+@pytest.mark.slow
 def test_torch_dropout_sets_the_layer_before() -> None:
     torch = pytest.importorskip("torch")
     from chainrule.importers import from_torch
@@ -690,6 +691,7 @@ def test_torch_dropout_sets_the_layer_before() -> None:
     assert from_torch(net, "quadratic").dropout_layers == {1: 0.3, 2: 0.1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "words"),
     [

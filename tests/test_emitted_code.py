@@ -200,6 +200,7 @@ LABELLED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_every_backward_statement_of_a_fresh_module_is_labelled(key):
     spec = CASES[key]

@@ -307,6 +307,7 @@ def _comments_and_docstrings(source: str) -> list[str]:
     return texts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in SAFE_NAMES if n.isprintable()])
 def test_names_are_only_string_literals(name: str, tmp_path) -> None:  # noqa: ANN001
     spec = Spec.from_sizes([3, 2], ["x*sigmoid(x)"], "quadratic", name=name)

@@ -110,6 +110,7 @@ def test_finite_differences_on_every_entry(build, key):
         assert failures == [], failures[:5]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(ALL_SPECS))
 def test_agrees_with_the_oracle(build, key):
     spec = ALL_SPECS[key]
@@ -438,6 +439,7 @@ def _product_in_comment(comment):
     return numpy_name(left), numpy_name(right)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["columns", "rows"])
 def test_comments_state_the_equations_of_the_code_under_them(layout):
     from chainrule.codegen.render import generate_module

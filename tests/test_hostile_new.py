@@ -256,6 +256,7 @@ def test_a_users_pdf_is_refused_before_the_worked_derivation_and_pdflatex_run(
     assert (tmp_path / "thesis.pdf").read_bytes() == b"%PDF-1.5 my thesis"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
@@ -372,6 +373,7 @@ def test_a_layer_gradient_that_cancels_to_zero_is_worked_not_reported_as_a_bug()
     assert chainrule.derivation(MAZUR, at=point).worked.checked
 
 
+@pytest.mark.slow
 def test_numpy_arrays_are_taken_as_given_from_python(
     load_source: Callable[[str], ModuleType],
 ) -> None:

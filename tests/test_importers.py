@@ -271,6 +271,7 @@ def _torch_net(torch):
     ).double()
 
 
+@pytest.mark.slow
 def test_from_torch_reads_the_architecture(torch) -> None:
     from chainrule.importers import from_torch
 
@@ -281,6 +282,7 @@ def test_from_torch_reads_the_architecture(torch) -> None:
     assert spec.layout == "columns"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("module", "message"),
     [
@@ -336,6 +338,7 @@ def test_torch_weights_give_the_same_loss_and_gradient(torch, tmp_path: Path, la
             )
 
 
+@pytest.mark.slow
 def test_cli_generate_from_torch_file(torch, tmp_path: Path) -> None:
     model = tmp_path / "model.py"
     model.write_text(
@@ -461,6 +464,7 @@ def test_hostile_keras_json_is_one_line_and_exit_2(tmp_path: Path, capsys, text,
     assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "field"),
     [
@@ -518,6 +522,7 @@ def test_new_activations_match_torch_autograd_in_float64(torch, tmp_path: Path, 
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "field", "words"),
     [

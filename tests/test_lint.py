@@ -14,6 +14,7 @@ from chainrule.derive.spec import Spec, preset, preset_names
 HEADER = "import numpy as np\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_module_passes(name: str) -> None:
     lint_module(generate_module(preset(name)))

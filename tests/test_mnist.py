@@ -196,6 +196,7 @@ def _hostile(folder: Path, case: str) -> str:
     return images.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "words"),
     [

@@ -89,6 +89,7 @@ def _uses(path: Path) -> list[tuple[int, str, str]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_evaluator_use_is_on_trusted_input() -> None:
     unexplained = source_scan.unexplained(_uses, ALLOWED)
     assert not unexplained, "uses without a reason in ALLOWED:\n" + "\n".join(unexplained)

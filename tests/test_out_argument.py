@@ -42,6 +42,7 @@ def _zeros(params: dict) -> dict:
     return {key: np.zeros_like(value) for key, value in params.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("spoil", "message"),
     [

@@ -76,6 +76,7 @@ def test_every_preset_compiles_and_renders(name: str, tmp_path: Path) -> None:
     assert 0.005 < ink < 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("notation", NOTATIONS)
 def test_every_notation_compiles(notation: str) -> None:
     pdf = compile_pdf(derivation(preset("deep-relu-sigmoid"), notation).to_latex())

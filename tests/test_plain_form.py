@@ -310,6 +310,7 @@ def test_plain_modules_pass_ruff_check_and_format_in_isolation(tmp_path):
 
 
 # ------------------------------------------------------------------------- CLI and README
+@pytest.mark.slow
 def test_generate_form_plain_and_regenerate_round_trip(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "--preset", "nielsen", "--form", "plain", "-o", "x.py"]) == 0

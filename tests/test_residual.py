@@ -697,6 +697,7 @@ def test_readme_says_the_one_liner_and_importers_cannot_skip() -> None:
     assert "--skip" not in generate_help.format_help()
 
 
+@pytest.mark.slow
 def test_an_imported_sequential_model_has_no_skip(torch) -> None:
     from chainrule.importers import from_torch
 

@@ -101,6 +101,7 @@ def test_train_data_refuses_object_arrays_one_line(
     assert status == 2 and err.count("\n") == 1 and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_train_data_reads_only_x_and_y(tmp_path: Path) -> None:
     data = tmp_path / "padded.npz"
     rng = np.random.default_rng(0)

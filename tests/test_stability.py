@@ -153,6 +153,7 @@ def test_saturated_sigmoid_layers_give_exact_gradients(
     assert np.all(grads["W1"] == 0) and np.all(grads["b1"] == 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", "softplus", "x*sigmoid(x)", "relu", "leaky-relu"])
 def test_other_activations_at_800(build: Callable[[Spec], ModuleType], activation: str) -> None:
     spec = Spec.from_sizes([1, 2], [activation], "quadratic")

@@ -38,6 +38,7 @@ def test_sgd_step_refuses_a_learning_rate_that_is_not_one_number(modules, form, 
     assert all(np.array_equal(before[k], params[k]) for k in params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["vectorized", "unrolled"])
 @pytest.mark.parametrize(
     ("field", "kwargs"),

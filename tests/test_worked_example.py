@@ -166,6 +166,7 @@ def test_cli_reproduces_mazurs_printed_figures(
     ] == [True, True, True]
 
 
+@pytest.mark.slow
 def test_chain_product_for_w5_factor_by_factor(mazur_doc: chainrule.Derivation) -> None:
     # Mazur: dE/dw5 = 0.74136507 * 0.186815602 * 0.593269992 = 0.082167041.
     text = mazur_doc.to_text()
@@ -179,6 +180,7 @@ def test_chain_product_for_w5_factor_by_factor(mazur_doc: chainrule.Derivation) 
     assert "×" in lines[at + 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["to_markdown", "to_latex"])
 def test_markdown_and_latex_show_the_same_figures(
     mazur_doc: chainrule.Derivation, fmt: str
@@ -366,6 +368,7 @@ def test_the_worked_latex_compiles(tmp_path: Path, mazur_doc: chainrule.Derivati
     assert pdf.startswith(b"%PDF-")
 
 
+@pytest.mark.slow
 def test_readme_shows_what_the_command_prints(
     tmp_path: Path, mazur_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
