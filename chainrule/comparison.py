@@ -10,6 +10,11 @@ cost). :func:`render_comparison` prints it as a Markdown table.
 Networks too large for a scalar expansion (such as ``nielsen``, 784-30-10) get the
 forward and backprop counts at layer level, which are exact at any width; naive and
 cse are then reported as refused, with the estimated naive size.
+
+A layer with dropout is counted with its mask entries D^l_j as symbols, constants of the
+training step: a^l_j = D^l_j f(z^l_j), so every strategy pays for the mask where its
+expressions hold it (one product per unit forward, one factor per unit in BP2 for
+backprop; one factor per occurrence in the naive trees).
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ class LayerRow:
 
 @dataclass
 class Comparison:
-    """Everything ``compare`` reports for one network (plain data, JSON-ready)."""
+    """Everything ``compare`` reports for one network (plain data, JSON-ready).
+
+    ``dropout`` is each layer's drop probability p (0 without dropout)."""
 
     network: str
     sizes: tuple[int, ...]
@@ -70,6 +77,7 @@ class Comparison:
     temporaries: dict[str, int] | None
     times: dict[str, float] | None = None
     ratios: dict[str, float | None] = field(default_factory=dict)
+    dropout: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The comparison as JSON-ready data."""
@@ -214,6 +222,7 @@ def compare_spec(
         layers=_layer_rows(spec, scalar, lc, fd),
         per_parameter=scalar.per_parameter,
         temporaries=scalar.temporaries,
+        dropout=tuple(float(layer.dropout) for layer in spec.layers),
     )
     result.ratios = {
         "backprop_over_forward": _ratio(lc.backprop_ops, lc.forward_ops),
@@ -250,6 +259,17 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]
     return [line(header), "| " + " | ".join(rules) + " |", *(line(r) for r in rows)]
 
 
+def _dropout_lines(c: Comparison) -> list[str]:
+    """One line on the dropout masks when a layer has dropout (none otherwise)."""
+    layers = [f"layer {i} p = {p:g}" for i, p in enumerate(c.dropout, start=1) if p]
+    if not layers:
+        return []
+    return [
+        f"dropout: {', '.join(layers)}; each mask entry D^l_j = r/(1 - p) is a constant of "
+        "the step: a^l_j = D^l_j f(z^l_j), and BP2 multiplies delta^l_j by D^l_j"
+    ]
+
+
 def render_comparison(c: Comparison) -> str:
     """The comparison as a Markdown table with the ratios below it."""
     header = ["layer", "params", "naive", "cse", "backprop", "finite diff", "forward"]
@@ -273,6 +293,7 @@ def render_comparison(c: Comparison) -> str:
         "",
         *_table(header, rows),
         "",
+        *_dropout_lines(c),
     ]
     r = c.ratios
     lines.append(

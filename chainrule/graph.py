@@ -15,6 +15,11 @@ of layer l to the parameters at or below it.
 A regularized spec (``l2``, ``l1``) adds each layer's penalty term, drawn and counted by
 :mod:`chainrule.graph_penalty`: one more path per weight, C -> P^l -> w.
 
+A layer with dropout multiplies each unit's output by its mask entry D^l_j = r/(1 - p), a
+constant of the training step: a^l_j = D^l_j f(z^l_j). The edge z^l_j -> a^l_j is
+labelled ``×D^l_j`` and delta^l_j carries the same factor (BP2). The mask adds a factor
+to the paths through the unit, not a path, so the walk counts are those without dropout.
+
 Small networks get the scalar graph (one node per unit); larger ones the layer graph
 (one node per vector). DOT is always written; SVG and PNG come from Graphviz's ``dot``
 program when it is installed (``apt-get install graphviz``). ``chainrule graph``
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from chainrule import graph_penalty
 from chainrule.derive.errors import SpecError
 from chainrule.derive.scalar_network import refuse_batch_norm
-from chainrule.derive.spec import Spec, refuse_dropout
+from chainrule.derive.spec import Spec
 
 #: Networks at most this big (weights, units) get the scalar graph under ``--level auto``.
 SCALAR_MAX_WEIGHTS = 60
@@ -52,6 +57,7 @@ _COST = 'shape=doublecircle, style=filled, fillcolor="#f6e0a4", color="#a07c1c"'
 _DELTA = 'shape=ellipse, style="filled,bold", fillcolor="#f9b46b", color="#c0561b", penwidth=2'
 _GRAD = 'shape=box, style=filled, fillcolor="#f3f3f3", color="#999999"'
 _PARAM = 'shape=box, style=filled, fillcolor="#ffffff", color="#4a78a8"'
+_MASK = 'shape=note, style=filled, fillcolor="#ffffff", color="#4a78a8", fontcolor="#4a78a8"'
 
 
 @dataclass(frozen=True)
@@ -166,10 +172,26 @@ def _column(ids: list[str]) -> str:
     return f"  {{ rank=same; {' -> '.join(ids)} [style=invis]; }}"
 
 
+def dropped(spec: Spec, layer: int) -> bool:
+    """True when ``layer`` (1..L) has dropout."""
+    return bool(spec.layers[layer - 1].dropout)
+
+
+def mask_label(layer: int, *units: int) -> str:
+    """The mask factor ``×D¹₀`` of unit j of a layer (``×D¹`` for the whole layer)."""
+    return f"×D{_sup(layer)}{_sub(*units) if units else ''}"
+
+
+def _dropout_title(spec: Spec) -> str:
+    """`` + dropout p = 0.2 (layer 1)`` for the title (empty without dropout)."""
+    parts = [f"p = {ly.dropout:g} (layer {i})" for i, ly in enumerate(spec.layers, 1) if ly.dropout]
+    return f" + dropout {', '.join(parts)}" if parts else ""
+
+
 def _header(spec: Spec, level: str, naive: int, backprop: int) -> list[str]:
     title = _quote(
         f"{spec.name}: {'-'.join(map(str, spec.sizes))}, {spec.cost}"
-        f"{graph_penalty.title(spec)} ({level} graph)",
+        f"{graph_penalty.title(spec)}{_dropout_title(spec)} ({level} graph)",
         f"backward edge walks: naive chain rule {naive:,}, backpropagation {backprop:,} "
         "(red: walked again by the naive chain rule)",
     )
@@ -183,9 +205,22 @@ def _header(spec: Spec, level: str, naive: int, backprop: int) -> list[str]:
     ]
 
 
-def _legend(penalty: bool = False) -> list[str]:
-    """The legend cluster; with ``penalty`` also the penalty term's box."""
-    extra = graph_penalty.legend() if penalty else []
+def _mask_legend() -> list[str]:
+    """The legend's dropout entry: what the ×D labels are."""
+    text = _quote(
+        "×D: dropout mask D = r/(1 − p), r ~ Bernoulli(1 − p),",
+        "fixed for the step: a = D·f(z), and BP2 gives δ the same factor",
+    )
+    return [
+        f"    legend_mask [label={text}, {_MASK}];",
+        "    { rank=same; legend_fwd -> legend_mask [style=invis]; }",
+    ]
+
+
+def _legend(penalty: bool = False, dropout: bool = False) -> list[str]:
+    """The legend cluster; with ``penalty`` also the penalty term's box, with ``dropout``
+    the mask's note."""
+    extra = (graph_penalty.legend() if penalty else []) + (_mask_legend() if dropout else [])
     return [
         "  subgraph cluster_legend {",
         '    label="legend"; fontsize=10; color="#bbbbbb";',
@@ -238,7 +273,8 @@ def _scalar_nodes(spec: Spec) -> list[str]:
     body.append(f'  C [label="C", {_COST}];')
     for l in range(depth, 0, -1):  # noqa: E741
         for j in range(n[l]):
-            body.append(f'  delta{l}_{j} [label="δ{_sup(l)}{_sub(j)}", {_DELTA}];')
+            mask = f"\\n({mask_label(l, j)})" if dropped(spec, l) else ""
+            body.append(f'  delta{l}_{j} [label="δ{_sup(l)}{_sub(j)}{mask}", {_DELTA}];')
             label = f"∂C/∂w{_sup(l)}{_sub(j)}· = δ{_sup(l)}{_sub(j)} a{_sup(l - 1)}"
             if spec.regularized:  # BP4's penalty term
                 label += f" + ∂P{_sup(l)}/∂w{_sup(l)}{_sub(j)}·"
@@ -280,7 +316,7 @@ def _scalar_columns(spec: Spec) -> list[str]:
 
 def forward_edges(spec: Spec) -> list[str]:
     """The scalar graph's forward edges a^(l-1)_k -> z^l_j (labelled with the weight when
-    a layer has at most four) and z^l_j -> a^l_j, in DOT."""
+    a layer has at most four) and z^l_j -> a^l_j (labelled ×D^l_j with dropout), in DOT."""
     n, lines = spec.sizes, []
     for l in range(1, spec.depth + 1):  # noqa: E741
         for j in range(n[l]):
@@ -288,7 +324,8 @@ def forward_edges(spec: Spec) -> list[str]:
                 src = f"x_{k}" if l == 1 else f"a{l - 1}_{k}"
                 w = f", xlabel={_quote(f'w{_sup(l)}{_sub(j, k)}')}" if n[l] * n[l - 1] <= 4 else ""
                 lines.append(f'  {src} -> z{l}_{j} [color="#4a78a8"{w}];')
-            lines.append(f'  z{l}_{j} -> a{l}_{j} [color="#4a78a8"];')
+            mask = f", xlabel={_quote(mask_label(l, j))}" if dropped(spec, l) else ""
+            lines.append(f'  z{l}_{j} -> a{l}_{j} [color="#4a78a8"{mask}];')
     return lines
 
 
@@ -329,8 +366,21 @@ def scalar_graph(spec: Spec) -> Graph:
     extra, pen_naive, pen_backprop = penalty_part(spec, scalar=True, constraint=not fold)
     naive, backprop = naive + pen_naive, backprop + pen_backprop
     body = [line for line in body + extra if line]
-    lines = _header(spec, "scalar", naive, backprop) + body + _legend(spec.regularized) + ["}"]
+    lines = _header(spec, "scalar", naive, backprop) + body + legend(spec) + ["}"]
     return Graph("\n".join(lines) + "\n", "scalar", spec.name, naive, backprop)
+
+
+def legend(spec: Spec) -> list[str]:
+    """The legend cluster of ``spec``'s graph (penalty and dropout entries when it has them)."""
+    return _legend(spec.regularized, any(layer.dropout for layer in spec.layers))
+
+
+def activation_label(spec: Spec, layer: int, plus: str = "") -> str:
+    """The layer graph's a^l label: ``a¹ = tanh(z¹)``, ``a¹ = D¹ ⊙ tanh(z¹)`` with dropout,
+    followed by ``plus`` (a skip's `` + aᵏ``)."""
+    act = spec.layers[layer - 1].activation
+    mask = f"D{_sup(layer)} ⊙ " if dropped(spec, layer) else ""
+    return f"a{_sup(layer)} = {mask}{act}(z{_sup(layer)}){plus}"
 
 
 def layer_graph(spec: Spec) -> Graph:
@@ -341,12 +391,11 @@ def layer_graph(spec: Spec) -> Graph:
     body = ['  subgraph cluster_forward { label="forward pass"; color="#4a78a8";']
     body.append(f'    a0 [label="x = a⁰\\n({n[0]})", {_INPUT}];')
     for l in range(1, depth + 1):  # noqa: E741
-        act = spec.layers[l - 1].activation
         body.append(f'    W{l} [label="W{_sup(l)}\\n({n[l]}×{n[l - 1]})", {_PARAM}];')
         if spec.layers[l - 1].bias:
             body.append(f'    b{l} [label="b{_sup(l)}\\n({n[l]})", {_PARAM}];')
         body.append(f'    z{l} [label="z{_sup(l)}\\n({n[l]})", {_FORWARD}];')
-        body.append(f"    a{l} [label={_quote(f'a{_sup(l)} = {act}(z{_sup(l)})')}, {_FORWARD}];")
+        body.append(f"    a{l} [label={_quote(activation_label(spec, l))}, {_FORWARD}];")
     body.append(f'    C [label="C\\n{spec.cost}", {_COST}];')
     forward_pen, backward_pen = (
         graph_penalty.nodes(spec, weights=False, indent="    ") if spec.regularized else ([], [])
@@ -361,7 +410,8 @@ def layer_graph(spec: Spec) -> Graph:
     body.append(f'  a{depth} -> C [color="#4a78a8"];')
     body.append('  subgraph cluster_backward { label="backward pass"; color="#c0561b";')
     for l in range(depth, 0, -1):  # noqa: E741
-        body.append(f'    delta{l} [label="δ{_sup(l)}\\n({n[l]})", {_DELTA}];')
+        mask = f" ({mask_label(l)})" if dropped(spec, l) else ""
+        body.append(f'    delta{l} [label="δ{_sup(l)}{mask}\\n({n[l]})", {_DELTA}];')
         pen = f" + ∂P{_sup(l)}/∂W{_sup(l)}" if spec.regularized else ""
         body.append(
             f'    dC_dW{l} [label="∂C/∂W{_sup(l)} = δ{_sup(l)} (a{_sup(l - 1)})ᵀ{pen}", {_GRAD}];'
@@ -387,7 +437,7 @@ def layer_graph(spec: Spec) -> Graph:
             body.append(f'  delta{l} -> dC_db{l} [color="#c0561b", label="BP3"];')
     extra, pen_naive, pen_backprop = penalty_part(spec, scalar=False, nodes=False)
     naive, backprop = naive + pen_naive, backprop + pen_backprop
-    lines = _header(spec, "layer", naive, backprop) + body + extra + _legend(spec.regularized)
+    lines = _header(spec, "layer", naive, backprop) + body + extra + legend(spec)
     lines.append("}")
     return Graph("\n".join(lines) + "\n", "layer", spec.name, naive, backprop)
 
@@ -409,7 +459,6 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
     >>> g.level, g.naive_walks, g.backprop_walks
     ('scalar', 12, 3)
     """
-    refuse_dropout(spec, "the graph")
     refuse_batch_norm(spec, "graph")
     weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
     if level == "auto":

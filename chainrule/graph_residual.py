@@ -22,12 +22,15 @@ from chainrule.graph import (
     _column,
     _edge_style,
     _header,
-    _legend,
     _quote,
     _scalar_nodes,
     _sub,
     _sup,
+    activation_label,
+    dropped,
     forward_edges,
+    legend,
+    mask_label,
     penalty_part,
 )
 
@@ -114,7 +117,7 @@ def residual_scalar_graph(spec: Spec) -> Graph:
     extra, pen_naive, pen_backprop = penalty_part(spec, scalar=True)
     naive, backprop = sum(c for *_, c in edges) + pen_naive, len(edges) + pen_backprop
     body = [b for b in body + extra if b]
-    lines = _header(spec, "scalar", naive, backprop) + body + _legend(spec.regularized) + ["}"]
+    lines = _header(spec, "scalar", naive, backprop) + body + legend(spec) + ["}"]
     return Graph("\n".join(lines) + "\n", "scalar", spec.name, naive, backprop)
 
 
@@ -126,11 +129,11 @@ def residual_layer_graph(spec: Spec) -> Graph:
     stored = touched(spec)
     body = [f'  a0 [label="x = a⁰\\n({n[0]})", shape=box];', '  C [label="C"];']
     for l in range(1, depth + 1):  # noqa: E741
-        act = spec.layers[l - 1].activation
         plus = f" + a{_sup(skips[l])}" if l in skips else ""
         body.append(f'  z{l} [label="z{_sup(l)}\\n({n[l]})"];')
-        body.append(f"  a{l} [label={_quote(f'a{_sup(l)} = {act}(z{_sup(l)}){plus}')}];")
-        body.append(f'  delta{l} [label="δ{_sup(l)}\\n({n[l]})", {_DELTA}];')
+        body.append(f"  a{l} [label={_quote(activation_label(spec, l, plus))}];")
+        mask = f" ({mask_label(l)})" if dropped(spec, l) else ""
+        body.append(f'  delta{l} [label="δ{_sup(l)}{mask}\\n({n[l]})", {_DELTA}];')
         body += [f'  a{l - 1} -> z{l} [color="#4a78a8"];', f'  z{l} -> a{l} [color="#4a78a8"];']
         if l in stored:
             body.append(f'  g{l} [label="∂C/∂a{_sup(l)}\\n({n[l]})", {_DELTA}];')
@@ -161,7 +164,7 @@ def residual_layer_graph(spec: Spec) -> Graph:
     extra, pen_naive, pen_backprop = penalty_part(spec, scalar=False, gradients=False)
     naive = sum(e[2] for e in edges) + pen_naive
     backprop = sum(e[3] for e in edges) + pen_backprop
-    lines = _header(spec, "layer", naive, backprop) + body + extra + _legend(spec.regularized)
+    lines = _header(spec, "layer", naive, backprop) + body + extra + legend(spec)
     lines.append("}")
     return Graph("\n".join(lines) + "\n", "layer", spec.name, naive, backprop)
 

@@ -7,7 +7,9 @@ expressions; every check and strategy that needs them builds them here.
 :func:`scalar_batch` builds the forward network with one symbol per scalar and an
 examples axis: x is n_0 x m, W^l is n_l x n_(l-1), b^l is n_l x 1, and z^l, a^l are
 n_l x m matrices of expressions in them; the cost is (1/m) sum over examples of
-sum_j c(a^L_j, y_j). The scalar strategies use it with m = 1.
+sum_j c(a^L_j, y_j). The scalar strategies use it with m = 1. A layer with dropout gets
+one mask symbol D^l_j per unit and example, a constant of the training step, and
+a^l = D^l ⊙ f(z^l).
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def _replace_x(template: sp.Expr, value: sp.Expr) -> sp.Expr:
 class ScalarBatch:
     """The forward network over m examples, one symbol per scalar (see :func:`scalar_batch`).
 
-    ``z[l]`` and ``a[l]`` are n_l x m matrices for l = 1..L; ``a[0]`` is ``x``.
+    ``z[l]`` and ``a[l]`` are n_l x m matrices for l = 1..L; ``a[0]`` is ``x``; ``D[l]``
+    is the n_l x m matrix of dropout mask symbols of a layer with dropout (absent otherwise).
     """
 
     spec: Spec
@@ -99,6 +102,7 @@ class ScalarBatch:
     apply: Apply = field(repr=False)
     z: dict[int, sp.Matrix] = field(default_factory=dict)
     a: dict[int, sp.Matrix] = field(default_factory=dict)
+    D: dict[int, sp.Matrix] = field(default_factory=dict)
 
     def ones(self) -> sp.Matrix:
         """The 1 x m row of ones that broadcasts a bias over the examples."""
@@ -212,6 +216,13 @@ def scalar_batch(
     for layer in range(1, big_l + 1):
         batch.z[layer] = batch.affine(layer, batch.a[layer - 1])
         batch.a[layer] = batch.activate(layer, batch.z[layer])
+        if spec.layers[layer - 1].dropout:  # inverted dropout: a^l = D^l * f(z^l), per unit
+            batch.D[layer] = sp.Matrix(
+                n[layer],
+                m,
+                lambda j, i, ly=layer: entry(naming.dropout_mask_entry(ly, j), i),
+            )
+            batch.a[layer] = batch.D[layer].multiply_elementwise(batch.a[layer])
         source = spec.layers[layer - 1].skip_from
         if source is not None:  # a residual connection: a^l = f(z^l) + a^k
             batch.a[layer] = batch.a[layer] + batch.a[source]

@@ -78,6 +78,12 @@ def input_entry(k: int) -> str:
     return f"x_{k}"
 
 
+def dropout_mask_entry(layer: int, j: int) -> str:
+    """Identifier of the scalar dropout mask entry D^l_j of unit j, e.g. ``D1_0``: a
+    constant of one training step (the masks are drawn once per step)."""
+    return f"{dropout_mask(layer)}_{j}"
+
+
 def target_entry(j: int) -> str:
     """Identifier of the scalar target y_j."""
     return f"y_{j}"
@@ -108,15 +114,15 @@ def latex(name: str) -> str:
 
     Examples
     --------
-    >>> latex("W2"), latex("w2_1_0"), latex("delta3"), latex("_t4")
-    ('W^{2}', 'w^{2}_{10}', '\\\\delta^{3}', 't_{4}')
+    >>> latex("W2"), latex("w2_1_0"), latex("delta3"), latex("_t4"), latex("D1_0")
+    ('W^{2}', 'w^{2}_{10}', '\\\\delta^{3}', 't_{4}', 'D^{1}_{0}')
     """
     if name.startswith(TEMP_PREFIX) and name[len(TEMP_PREFIX) :].isdigit():
         return f"t_{{{name[len(TEMP_PREFIX) :]}}}"
     parts = name.split("_")
     if len(parts) == 3 and parts[0][:1] in "wb" and parts[0][1:].isdigit():
         return f"{parts[0][0]}^{{{parts[0][1:]}}}_{{{parts[1]}{parts[2]}}}"
-    if len(parts) == 2 and parts[0][:1] in "wbz" and parts[0][1:].isdigit():
+    if len(parts) == 2 and parts[0][:1] in "wbzD" and parts[0][1:].isdigit():
         return f"{parts[0][0]}^{{{parts[0][1:]}}}_{{{parts[1]}}}"
     if len(parts) == 2 and parts[0] in ("x", "y") and parts[1].isdigit():
         return f"{parts[0]}_{{{parts[1]}}}"

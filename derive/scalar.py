@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import mpmath
@@ -200,12 +201,30 @@ def gradients(
 
 
 def random_point(net: ScalarNetwork, seed: int = 0) -> dict[sp.Symbol, sp.Rational]:
-    """Random rationals for every parameter and input in [-1.5, 1.5], and targets in the
-    cost row's target range (see :func:`chainrule.derive.numeric.sample_targets`)."""
+    """Random rationals for every parameter and input in [-1.5, 1.5], targets in the
+    cost row's target range (see :func:`chainrule.derive.numeric.sample_targets`), and
+    each dropout mask entry D^l_j = r/(1 - p) with r ~ Bernoulli(1 - p), as in training."""
     rng = random.Random(seed)
     point = sample_point((*net.params, *net.inputs), rng)
     point.update(sample_targets(net.targets, rng, COSTS[net.spec.cost].targets))
+    point.update(sample_masks(net, rng))
     return point
+
+
+def sample_masks(net: ScalarNetwork, rng: random.Random) -> dict[sp.Symbol, sp.Rational]:
+    """A mask entry r/(1 - p) for each D^l_j of ``net``: 0 with probability p (the unit is
+    dropped), else 1/(1 - p), with p read as the shortest fraction of its decimal form."""
+    out = {}
+    for layer in range(1, net.depth + 1):
+        p = net.spec.layers[layer - 1].dropout
+        if not p:
+            continue
+        keep = Fraction(p).limit_denominator(10**6)
+        scale = sp.Rational(keep.denominator, keep.denominator - keep.numerator)
+        for j in range(net.spec.sizes[layer]):
+            mask = _sym(naming.dropout_mask_entry(layer, j))
+            out[mask] = scale if rng.random() >= p else sp.Integer(0)
+    return out
 
 
 def gradient_values(g: Gradients, point: dict[sp.Symbol, Any], digits: int = 40) -> list[Any]:
@@ -227,14 +246,17 @@ def _backprop_values(net: ScalarNetwork, point: dict) -> dict[str, list[str]]:
     reference = Evaluator(point, 30)
     known: dict[str, list[str]] = {}
     sigma_primes: set[sp.Symbol] = set()
+    masks = set(net.masks)
     for s in _backprop_program(net.spec)[0]:
         value = reference.assign(s.target, s.expr)
         entries = [(value, s.note)] if s.note.startswith(("delta", "z^", "a^", "sigma")) else []
         if s.note.startswith("sigma'"):
             sigma_primes.add(s.target)
         if s.label == "BP2" and s.note.startswith("delta"):
-            # delta^l_j = (sum_i w^(l+1)_ij delta^(l+1)_i) sigma'(z^l_j): the sum is dC/da^l_j.
-            back = s.expr.xreplace(dict.fromkeys(s.expr.free_symbols & sigma_primes, 1))
+            # delta^l_j = (sum_i w^(l+1)_ij delta^(l+1)_i) D^l_j sigma'(z^l_j): the sum is
+            # dC/da^l_j (D^l_j only with dropout).
+            local = s.expr.free_symbols & (sigma_primes | masks)
+            back = s.expr.xreplace(dict.fromkeys(local, 1))
             entries.append((reference(back), "dC/da" + s.note[len("delta") :]))
         for v, note in entries:
             known.setdefault(_key(v), []).append(note)
@@ -316,6 +338,7 @@ __all__ = [
     "label_temporaries",
     "layer_counts",
     "random_point",
+    "sample_masks",
     "resolve_engine",
     "scalar_network",
     "symengine_available",

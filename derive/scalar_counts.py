@@ -18,7 +18,7 @@ from chainrule.derive.layers import activation_expr
 from chainrule.derive.opcount import program_ops, tree_ops, tree_ops_many
 from chainrule.derive.scalar_network import MAX_SCALAR_PARAMETERS, check_scalar_size
 from chainrule.derive.scalar_program import _backprop_program, _cost_statement, attribute_layers
-from chainrule.derive.spec import Spec, refuse_dropout
+from chainrule.derive.spec import Spec
 from chainrule.derive.tables import COSTS
 from chainrule.derive.tables import A as COST_A
 
@@ -76,6 +76,9 @@ def estimate_naive_ops(spec: Spec) -> int:
             d = sp.diff(f, X)
             occ_d, own_d = _template_size(d, X)
             t_d[layer] = occ_d * t_z[layer] + own_d
+        if spec.layers[layer - 1].dropout:  # a^l = D^l f(z^l): one factor more, in both
+            t_a[layer] += 1
+            t_d[layer] += 1
         if spec.layers[layer - 1].skip_from is not None:  # a^l = f(z^l) + a^k
             t_a[layer] += t_a[spec.layers[layer - 1].skip_from] + 1
     dc = sp.diff(COSTS[spec.cost].expr, COST_A)
@@ -110,16 +113,12 @@ def estimate_naive_ops(spec: Spec) -> int:
 def check_naive_budget(spec: Spec, budget: int | None = DEFAULT_BUDGET) -> int:
     """Refuse a naive expansion whose estimated size passes ``budget``; return the estimate.
 
-    A spec with dropout is refused first (:class:`SpecError`): the scalar level does not
-    support it.
-
     Raises
     ------
     DerivationError
         One line saying how big the expansion would be, and suggesting ``backprop``
         or a smaller network.
     """
-    refuse_dropout(spec, "the scalar-level expansion (compare, graph)")
     if spec.parameter_count > MAX_SCALAR_PARAMETERS:
         check_scalar_size(spec)
     estimate = estimate_naive_ops(spec)

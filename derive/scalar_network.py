@@ -2,7 +2,8 @@
 
 Every scalar of a small network gets its own symbol (w^l_jk, b^l_j, x_k, y_j, named
 by :mod:`chainrule.derive.naming`), and the per-example cost C is built as one
-expression in them.
+expression in them. A layer with dropout adds one symbol D^l_j per unit: the mask entry
+r/(1 - p), a constant during one training step, with a^l_j = D^l_j f(z^l_j).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import sympy as sp
 from chainrule.derive import naming
 from chainrule.derive.errors import DerivationError
-from chainrule.derive.spec import Spec, refuse_dropout
+from chainrule.derive.spec import Spec
 
 #: Above this many parameters no scalar network is built (use layer-level counts).
 MAX_SCALAR_PARAMETERS = 4000
@@ -54,7 +55,9 @@ class ScalarNetwork:
 
     ``params`` lists w^1 (row-major over j, k), b^1, w^2, b^2, ...; ``z[l][j]`` and
     ``a[l][j]`` are expressions for l = 1..L (``z[0]`` is empty and ``a[0]`` is the
-    inputs); ``cost`` is the per-example cost sum_j c(a^L_j, y_j).
+    inputs); ``cost`` is the per-example cost sum_j c(a^L_j, y_j). ``masks`` lists the
+    dropout mask entries D^l_j (layer by layer, empty without dropout): constants, not
+    parameters, so no gradient is taken with respect to them.
 
     Examples
     --------
@@ -74,6 +77,7 @@ class ScalarNetwork:
     z: tuple[tuple[sp.Expr, ...], ...]
     a: tuple[tuple[sp.Expr, ...], ...]
     cost: sp.Expr
+    masks: tuple[sp.Symbol, ...] = ()
 
     @property
     def depth(self) -> int:
@@ -103,9 +107,7 @@ def _param_infos(spec: Spec) -> tuple[ParamInfo, ...]:
 
 
 def check_scalar_size(spec: Spec, limit: int = MAX_SCALAR_PARAMETERS) -> None:
-    """Raise :class:`DerivationError` when ``spec`` has too many parameters for scalars
-    (and :class:`SpecError` for dropout, which the scalar level does not support)."""
-    refuse_dropout(spec, "the scalar-level expansion (compare, graph)")
+    """Raise :class:`DerivationError` when ``spec`` has too many parameters for scalars."""
     if spec.parameter_count > limit:
         raise DerivationError(
             "network",
@@ -150,6 +152,7 @@ def scalar_network(spec: Spec) -> ScalarNetwork:
     zs = ((), *(tuple(batch.z[layer]) for layer in range(1, spec.depth + 1)))
     acts = (inputs, *(tuple(batch.a[layer]) for layer in range(1, spec.depth + 1)))
     cost = batch.cost
+    masks = tuple(s for layer in sorted(batch.D) for s in batch.D[layer])
     info = _param_infos(spec)
     return ScalarNetwork(
         spec=spec,
@@ -160,4 +163,5 @@ def scalar_network(spec: Spec) -> ScalarNetwork:
         z=tuple(zs),
         a=tuple(acts),
         cost=cost,
+        masks=masks,
     )

@@ -1,7 +1,9 @@
 """The backprop strategy as a straight-line program over scalar symbols.
 
 The forward pass unit by unit, then delta^L (BP1), delta^l from delta^(l+1) (BP2),
-dC/db = delta (BP3) and dC/dw = delta a (BP4); each delta is computed once. The
+dC/db = delta (BP3) and dC/dw = delta a (BP4); each delta is computed once. With
+dropout on layer l, a^l_j = D^l_j h^l_j (h^l_j = sigma(z^l_j) cached for sigma') and BP2
+multiplies delta^l_j by the same mask entry D^l_j, an input of the step. The
 local partials (sigma'(z) in terms of the cached a, dC/da^L) come from
 :mod:`chainrule.derive.layers`. With ``representative=True`` one unit per layer is
 built, with a count of how many identical statements it stands for.
@@ -16,6 +18,7 @@ import sympy as sp
 from chainrule.derive import naming, penalty
 from chainrule.derive.exprparse import X
 from chainrule.derive.layers import (
+    MASK,
     UPSTREAM,
     A,
     ActivationDerivation,
@@ -25,6 +28,7 @@ from chainrule.derive.layers import (
     _softmax_jvp,
     activation_expr,
     derive_network,
+    dropout_factor,
 )
 from chainrule.derive.scalar_network import _param_infos, _sym, softmax_normalizer, unit_name
 from chainrule.derive.spec import Spec
@@ -134,7 +138,7 @@ def _forward_program(net_or_spec: Spec, representative: bool = False) -> list[As
                         layer,
                     )
                 )
-            _residual_forward(spec, layer, units, count, out)
+            _own_output(spec, layer, units, count, out)
         prev = avals
     return out
 
@@ -147,13 +151,23 @@ def _gsym(layer: int, j: int) -> sp.Symbol:
     return _sym(unit_name(naming.activation_gradient(layer), j))
 
 
-def _residual_forward(
-    spec: Spec, layer: int, units: range, count: int, out: list[Assignment]
-) -> None:
-    """With a skip into ``layer`` from k, the unit values just appended become h^l_j and
-    a^l_j = h^l_j + a^k_j follows each."""
+def _msym(layer: int, j: int) -> sp.Symbol:
+    return _sym(naming.dropout_mask_entry(layer, j))
+
+
+def _mask_factor(spec: Spec, layer: int, j: int) -> sp.Expr:
+    """D^l_j for a layer with dropout (SymPy's d(D sigma(z))/dz over sigma'(z)), else 1."""
+    if not spec.layers[layer - 1].dropout:
+        return sp.Integer(1)
+    return dropout_factor().xreplace({MASK: _msym(layer, j)})
+
+
+def _own_output(spec: Spec, layer: int, units: range, count: int, out: list[Assignment]) -> None:
+    """With dropout or a skip into ``layer`` from k, the unit values just appended become
+    h^l_j = sigma(z^l_j), and a^l_j = D^l_j h^l_j (dropout), h^l_j + a^k_j (skip) or
+    D^l_j h^l_j + a^k_j (both) follows each."""
     source = spec.layers[layer - 1].skip_from
-    if source is None:
+    if source is None and not spec.layers[layer - 1].dropout:
         return
     for j in units:
         index = max(i for i, s in enumerate(out) if s.target == _asym(layer, j))
@@ -161,7 +175,9 @@ def _residual_forward(
         out[index] = Assignment(
             _hsym(layer, j), own.expr, own.label, f"sigma(z^{layer}_{j})", own.layer, count, layer
         )
-        total = _hsym(layer, j) + _asym(source, j)
+        total = _mask_factor(spec, layer, j) * _hsym(layer, j)
+        if source is not None:
+            total += _asym(source, j)
         out.append(
             Assignment(_asym(layer, j), total, "forward", f"a^{layer}_{j}", own.layer, count, layer)
         )
@@ -171,7 +187,8 @@ def _residual_error(
     spec: Spec, act: ActivationDerivation, layer: int, representative: bool, back: list[sp.Expr]
 ) -> list[Assignment]:
     """dC/da^l_j = back_j + sum of dC/da of the layers l feeds by a skip, stored;
-    then delta^l_j = dC/da^l_j sigma'(z^l_j) (sigma' from h^l_j when a skip enters l)."""
+    then delta^l_j = dC/da^l_j D^l_j sigma'(z^l_j) (D^l_j only with dropout; sigma' from
+    h^l_j when a skip enters l or dropout masks it)."""
     n = spec.sizes[layer]
     mult = n if representative else 1
     label = "BP1" if layer == spec.depth else "BP2"
@@ -181,14 +198,12 @@ def _residual_error(
         g = _gsym(layer, j)
         total = sp.Add(back[j], *(_gsym(dest, j) for dest in fed))
         out.append(Assignment(g, total, label, f"dC/da^{layer}_{j}", layer, mult))
-        own = _hsym(layer, j) if layer in spec.skips else _asym(layer, j)
-        cached = act.cached.xreplace({A: own, Z: _zsym(layer, j)})
-        cached = cached.xreplace(_masks(layer, j, act.forward.xreplace({Z: _zsym(layer, j)})))
-        expr = g
+        cached = _cached_sigma_prime(spec, act, layer, j)
+        expr = g * _mask_factor(spec, layer, j)
         if cached != 1:
             spj = _sym(unit_name(naming.sigma_prime(layer), j))
             out.append(Assignment(spj, cached, label, f"sigma'(z^{layer}_{j})", layer, mult))
-            expr = g * spj
+            expr = expr * spj
         out.append(Assignment(_dsym(layer, j), expr, label, f"delta^{layer}_{j}", layer, mult))
     return out
 
@@ -288,10 +303,20 @@ def _output_error(spec: Spec, output: OutputDerivation, representative: bool) ->
     return out
 
 
+def _cached_sigma_prime(spec: Spec, act: ActivationDerivation, layer: int, j: int) -> sp.Expr:
+    """sigma'(z^l_j) in terms of the cached values: of h^l_j = sigma(z^l_j) when a skip
+    enters the layer or dropout masks it (a^l_j is then not sigma(z^l_j)), else of a^l_j."""
+    masked = layer in spec.skips or bool(spec.layers[layer - 1].dropout)
+    own = _hsym(layer, j) if masked else _asym(layer, j)
+    cached = act.cached.xreplace({A: own, Z: _zsym(layer, j)})
+    return cached.xreplace(_masks(layer, j, act.forward.xreplace({Z: _zsym(layer, j)})))
+
+
 def _hidden_error(
     spec: Spec, act: ActivationDerivation, layer: int, representative: bool
 ) -> list[Assignment]:
-    """BP2: sigma'(z^l_j) (when it is not 1) and delta^l_j from delta^(l+1)."""
+    """BP2: sigma'(z^l_j) (when it is not 1) and delta^l_j from delta^(l+1), times the
+    mask entry D^l_j with dropout."""
     n, n_up = spec.sizes[layer], spec.sizes[layer + 1]
     mult = n if representative else 1
     out: list[Assignment] = []
@@ -299,13 +324,12 @@ def _hidden_error(
         back = sp.Add(
             *(_sym(naming.weight_entry(layer + 1, i, j)) * _dsym(layer + 1, i) for i in range(n_up))
         )
-        cached = act.cached.xreplace({A: _asym(layer, j), Z: _zsym(layer, j)})
-        cached = cached.xreplace(_masks(layer, j, act.forward.xreplace({Z: _zsym(layer, j)})))
-        expr = back
+        cached = _cached_sigma_prime(spec, act, layer, j)
+        expr = back * _mask_factor(spec, layer, j)
         if cached != 1:
             spj = _sym(unit_name(naming.sigma_prime(layer), j))
             out.append(Assignment(spj, cached, "BP2", f"sigma'(z^{layer}_{j})", layer, mult))
-            expr = back * spj
+            expr = expr * spj
         out.append(Assignment(_dsym(layer, j), expr, "BP2", f"delta^{layer}_{j}", layer, mult))
     return out
 

@@ -439,7 +439,7 @@ def _check_dropout(spec: Spec) -> None:
 
 def refuse_dropout(spec: Spec, what: str) -> None:
     """Raise :class:`SpecError` on the first layer with dropout when ``what`` does not
-    support dropout (the vectorized and plain modules do)."""
+    support dropout (the vectorized and plain modules, ``compare`` and ``graph`` do)."""
     for i, layer in enumerate(spec.layers):
         if layer.dropout:
             raise SpecError(

@@ -538,8 +538,6 @@ activation = "softmax"
     [
         (["derive"], "the step-by-step derivation does not support dropout"),
         (["derive", "--at", "values.toml"], "the step-by-step derivation does not support"),
-        (["compare"], "the scalar-level expansion (compare, graph) does not support dropout"),
-        (["graph"], "the graph does not support dropout"),
         (["generate", "--form", "unrolled"], "the unrolled form does not support dropout"),
     ],
 )
@@ -547,7 +545,7 @@ def test_commands_without_dropout_refuse_in_one_line(tmp_path, capsys, args, wha
     path = tmp_path / "net.toml"
     path.write_text(SPEC_TOML)
     out = tmp_path / "out.py"
-    extra = ["-o", str(out)] if args[0] in ("generate", "graph") else []
+    extra = ["-o", str(out)] if args[0] == "generate" else []
     assert main([args[0], str(path), *args[1:], *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("chainrule: error: layers[0].dropout: ")
