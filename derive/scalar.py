@@ -213,14 +213,14 @@ def random_point(net: ScalarNetwork, seed: int = 0) -> dict[sp.Symbol, sp.Ration
 
 def sample_masks(net: ScalarNetwork, rng: random.Random) -> dict[sp.Symbol, sp.Rational]:
     """A mask entry r/(1 - p) for each D^l_j of ``net``: 0 with probability p (the unit is
-    dropped), else 1/(1 - p), with p read as the shortest fraction of its decimal form."""
+    dropped), else 1/(1 - p), with p read exactly as its shortest decimal (0.2 is 1/5)."""
     out = {}
     for layer in range(1, net.depth + 1):
         p = net.spec.layers[layer - 1].dropout
         if not p:
             continue
-        keep = Fraction(p).limit_denominator(10**6)
-        scale = sp.Rational(keep.denominator, keep.denominator - keep.numerator)
+        drop = Fraction(repr(float(p)))  # the float's shortest decimal, exactly
+        scale = sp.Rational(drop.denominator, drop.denominator - drop.numerator)
         for j in range(net.spec.sizes[layer]):
             mask = _sym(naming.dropout_mask_entry(layer, j))
             out[mask] = scale if rng.random() >= p else sp.Integer(0)
