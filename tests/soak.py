@@ -137,6 +137,15 @@ def hostile(rounds: int, random_seed: int) -> int:
     print(
         f"hostile: {rounds} networks (threads, NaN check, header bomb), paths; seed {random_seed}"
     )
+    specs = soak_hostile.networks(rounds, random_seed)
+    normalized = [s.batch_norm_layers for s in specs]
+    dropped = [s.dropout_layers for s in specs]
+    print(
+        f"hostile batch norm: {sum(map(len, normalized))} layers in"
+        f" {sum(map(bool, normalized))} networks; dropout: {sum(map(len, dropped))} layers in"
+        f" {sum(map(bool, dropped))} networks; both in"
+        f" {sum(bool(n) and bool(d) for n, d in zip(normalized, dropped, strict=True))}"
+    )
     print(f"hostile failures: {len(failures)}")
     for line in failures:
         print(f"FAILED {line}")

@@ -1,8 +1,10 @@
 """Concurrency and hostile cases at length, for ``python -m tests.soak``.
 
-Each round generates a random network's module and then: calls ``loss_and_grad``,
-``sgd_step`` and ``train`` from several threads at once, each thread with its own batch
-size, and compares every result with the same call made alone; plants a NaN in the
+Each round generates a random network's module (some layers batch-normalized, some with
+dropout) and then: calls ``loss_and_grad``, ``sgd_step`` and ``train`` from several
+threads at once, each thread with its own batch size, dropout seed and batch-norm
+``state``, and compares every result with the same call made alone (calls with
+``seed=None`` run among them and must give finite results); plants a NaN in the
 module's gradient and requires ``chainrule check`` to fail; feeds ``load_params`` an
 archive whose header claims an enormous array; and points the one file writer at a
 symbolic link, a FIFO, a directory and a file chainrule did not write, requiring a
@@ -39,7 +41,8 @@ def random_spec(rng: np.random.Generator) -> Spec:
     """A small random network: 1 to 3 layers, a hidden tanh or sigmoid, a quadratic cost;
     sizes 1 to 3 (so that equal sizes, and so residual connections, are common), a
     ``skip_from`` from an earlier layer of the same size half the time one is possible,
-    and l2 and l1 each 0 or not."""
+    and l2 and l1 each 0 or not. About a third of the hidden layers are batch-normalized
+    (with no bias) and another third have dropout; the output layer has neither."""
     depth = int(rng.integers(1, 4))
     sizes = [int(n) for n in rng.integers(1, 4, depth + 1)]
     layers: list[dict[str, object]] = []
@@ -49,6 +52,11 @@ def random_spec(rng: np.random.Generator) -> Spec:
             "activation": str(rng.choice(["tanh", "sigmoid"])),
             "bias": bool(rng.random() < 0.7),
         }
+        kind = rng.random()
+        if index < depth and kind < 1 / 3:
+            layer.update(batch_norm=True, bias=False)
+        elif index < depth and kind < 2 / 3:
+            layer["dropout"] = float(rng.choice([0.1, 0.3, 0.5]))
         sources = [k for k in range(index) if sizes[k] == n]
         if sources and rng.random() < 0.5:
             layer["skip_from"] = int(rng.choice(sources))
@@ -67,35 +75,80 @@ def _batch(net: ModuleType, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (x.T.copy(), y.T.copy()) if net.LAYOUT == "rows" else (x, y)
 
 
-def _calls(net: ModuleType, index: int) -> Callable[[], list[np.ndarray]]:
-    """The work of thread ``index``: its own batch size, parameters and data."""
-    m = 1 + 7 * index
-    x, y = _batch(net, m, index)
+#: The batch_size of every thread's ``train``.
+TRAIN_BATCH = 3
+
+
+def _examples(spec: Spec, index: int) -> int:
+    """Thread ``index``'s number of examples m. Batch norm needs at least 2 examples in
+    every batch: m = 2 + 6 index leaves train a last batch of 2 (of TRAIN_BATCH = 3)."""
+    return 2 + 6 * index if spec.batch_norm_layers else 1 + 7 * index
+
+
+def _calls(net: ModuleType, spec: Spec, index: int) -> Callable[[], list[np.ndarray]]:
+    """The work of thread ``index``: its own batch size, parameters, data, dropout seed
+    and (with batch norm) running statistics from its own ``init_state()``."""
+    x, y = _batch(net, _examples(spec, index), index)
+    seed = 100 + index  # fixes the dropout masks of every call
 
     def work() -> list[np.ndarray]:
         params = net.init_params(seed=index)
-        cost, grads = net.loss_and_grad(params, x, y)
+        state = net.init_state() if spec.batch_norm_layers else None
+        cost, grads = net.loss_and_grad(params, x, y, seed=seed)
         out = [np.array(cost)] + [grads[k].copy() for k in sorted(grads)]
-        out.append(np.array(net.sgd_step(params, x, y, 0.1)))
-        out.append(np.array(net.train(params, x, y, epochs=2, batch_size=3, lr=0.1, seed=index)))
+        out.append(np.array(net.sgd_step(params, x, y, 0.1, seed=seed)))
+        out.append(np.array(net.sgd_step(params, x, y, 0.1, seed=seed, state=state)))
+        step = {"epochs": 2, "batch_size": TRAIN_BATCH, "lr": 0.1, "seed": index}
+        out.append(np.array(net.train(params, x, y, **step, state=state)))
+        if state is not None:
+            out.append(net.forward(params, x, state))
+            out += [state[k].copy() for k in sorted(state)]
         return out + [params[k] for k in sorted(params)]
 
     return work
 
 
-def concurrency(net: ModuleType, repeats: int = 10) -> list[str]:
-    """Every thread's results, called together, equal the same calls made alone."""
-    works = [_calls(net, i) for i in range(THREADS)]
+def _unseeded(net: ModuleType, spec: Spec, index: int) -> Callable[[], list[str]]:
+    """Thread ``index``'s calls with ``seed=None`` (fresh dropout masks): they must run
+    and give a finite cost and gradient of the parameters' shapes; returns what did not."""
+    x, y = _batch(net, _examples(spec, index), index)
+
+    def work() -> list[str]:
+        params = net.init_params(seed=index)
+        cost, grads = net.loss_and_grad(params, x, y, seed=None)
+        costs = [cost, net.sgd_step(params, x, y, 0.1, seed=None)]
+        costs += net.train(params, x, y, epochs=1, batch_size=TRAIN_BATCH, lr=0.1, seed=None)
+        wrong = [f"cost {c}" for c in costs if not np.isfinite(c)]
+        for key, shape in net.PARAM_SHAPES.items():
+            if grads[key].shape != shape or not np.all(np.isfinite(grads[key])):
+                wrong.append(f"gradient {key} {grads[key].shape}")
+        return [f"seed=None: {w}" for w in wrong]
+
+    return work
+
+
+def concurrency(net: ModuleType, spec: Spec, repeats: int = 10) -> list[str]:
+    """Every thread's results, called together, equal the same calls made alone; with
+    dropout, calls with ``seed=None`` run among them."""
+    works = [_calls(net, spec, i) for i in range(THREADS)]
+    unseeded = [_unseeded(net, spec, i) for i in range(THREADS)] if spec.dropout_layers else []
     expected = [work() for work in works]
     barrier = threading.Barrier(THREADS)
     wrong: list[str] = []
 
     def run(index: int) -> None:
+        where = f"thread {index} (batch {_examples(spec, index)})"
         barrier.wait()
         for repeat in range(repeats):
-            got = works[index]()
+            try:
+                got = works[index]()
+                problems = unseeded[index]() if unseeded else []
+            except Exception as exc:  # noqa: BLE001 - a thread's exception is a failure
+                wrong.append(f"{where}, repeat {repeat} raised {type(exc).__name__}: {exc}")
+                return
             if any(not np.array_equal(a, b) for a, b in zip(got, expected[index], strict=True)):
-                wrong.append(f"thread {index} (batch {1 + 7 * index}), repeat {repeat}")
+                wrong.append(f"{where}, repeat {repeat}: results differ from the lone calls")
+            wrong.extend(f"{where}, repeat {repeat}: {p}" for p in problems)
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
@@ -107,7 +160,7 @@ def concurrency(net: ModuleType, repeats: int = 10) -> list[str]:
             thread.join()
     finally:
         sys.setswitchinterval(interval)
-    return [f"concurrent calls differ from lone calls: {w}" for w in wrong]
+    return [f"concurrent calls: {w}" for w in wrong]
 
 
 def nan_check(source: str, folder: Path) -> list[str]:
@@ -171,12 +224,16 @@ def hostile_paths(folder: Path) -> list[str]:
     return failures
 
 
+def networks(rounds: int, seed: int) -> list[Spec]:
+    """The ``rounds`` random networks that :func:`run` checks with this ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [random_spec(rng) for _ in range(rounds)]
+
+
 def run(rounds: int, seed: int, folder: Path) -> list[str]:
     """``rounds`` random networks through every case; returns the failures."""
-    rng = np.random.default_rng(seed)
     failures: list[str] = []
-    for round_ in range(rounds):
-        spec = random_spec(rng)
+    for round_, spec in enumerate(networks(rounds, seed)):
         where = f" (round {round_}: {spec.to_dict()})"
         here = folder / f"round{round_}"
         here.mkdir()
@@ -184,7 +241,10 @@ def run(rounds: int, seed: int, folder: Path) -> list[str]:
         path = here / "net.py"
         path.write_text(source, encoding="utf-8")
         net = import_path(path)
-        found = concurrency(net) + nan_check(source, here) + header_bomb(net, here)
+        try:
+            found = concurrency(net, spec) + nan_check(source, here) + header_bomb(net, here)
+        except Exception as exc:  # noqa: BLE001 - a soak records every failure
+            found = [f"raised {type(exc).__name__}: {exc}"]
         failures += [line + where for line in found]
     paths = folder / "paths"
     paths.mkdir()

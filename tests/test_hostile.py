@@ -206,10 +206,99 @@ def test_train_input_width_fix_followed_literally_trains(
     assert "test accuracy" in done.stdout
 
 
+@pytest.mark.slow
 def test_soak_hostile_cases_pass_on_a_few_networks(tmp_path: Path) -> None:
     import soak_hostile
 
-    assert soak_hostile.run(2, 7, tmp_path) == []
+    assert soak_hostile.run(3, 7, tmp_path) == []
+
+
+#: SMALL with a batch-normalized layer and a layer with dropout and a skip before its
+#: output (so that its generation reuses SMALL's derivation of the output).
+SOAKED = spec_from_dict(
+    {
+        "input": 2,
+        "layers": [
+            {"size": 3, "activation": "tanh", "batch_norm": True},
+            {"size": 3, "activation": "tanh", "dropout": 0.3, "skip_from": 1},
+            {"size": 2, "activation": "sigmoid"},
+        ],
+        "cost": "quadratic",
+        "l2": 0.01,
+    }
+)
+
+
+def _soak_network(build: Callable) -> tuple:
+    """SOAKED and its module, from the session's cache."""
+    return SOAKED, build(SOAKED)
+
+
+def test_soak_draws_batch_norm_and_dropout_on_a_third_of_hidden_layers_each() -> None:
+    import numpy as np
+    import soak_hostile
+
+    rng = np.random.default_rng(0)
+    specs = [soak_hostile.random_spec(rng) for _ in range(600)]
+    hidden = [layer for spec in specs for layer in spec.layers[:-1]]
+    normalized = [layer for layer in hidden if layer.batch_norm]
+    dropped = [layer for layer in hidden if layer.dropout]
+    assert all(not layer.bias and not layer.dropout for layer in normalized)
+    assert all(not spec.layers[-1].batch_norm and not spec.layers[-1].dropout for spec in specs)
+    assert {layer.dropout for layer in dropped} == {0.1, 0.3, 0.5}
+    spread = (1 / 3 * 2 / 3 / len(hidden)) ** 0.5  # the standard deviation of a share
+    for share in (len(normalized) / len(hidden), len(dropped) / len(hidden)):
+        assert abs(share - 1 / 3) < 4 * spread, share
+
+
+def test_soak_hostile_cases_pass_on_a_network_with_batch_norm_and_dropout(
+    tmp_path: Path, build: Callable
+) -> None:
+    import soak_hostile
+
+    spec, net = _soak_network(build)
+    source = Path(net.__file__).read_text(encoding="utf-8")
+    assert soak_hostile.concurrency(net, spec, repeats=3) == []
+    assert soak_hostile.nan_check(source, tmp_path) == []
+    assert soak_hostile.header_bomb(net, tmp_path) == []
+    (tmp_path / "paths").mkdir()
+    assert soak_hostile.hostile_paths(tmp_path / "paths") == []
+
+
+def test_soak_concurrency_reports_a_call_that_raises_in_a_thread(
+    build: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exception in a thread only reaches threading.excepthook: the check must catch it.
+    import threading
+
+    import soak_hostile
+
+    spec, net = _soak_network(build)
+    train = net.train
+
+    def main_thread_only(*args: object, **kwargs: object) -> list[float]:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("planted")
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(net, "train", main_thread_only)
+    found = soak_hostile.concurrency(net, spec, repeats=1)
+    assert len(found) == soak_hostile.THREADS
+    assert all("raised RuntimeError: planted" in line for line in found), found
+
+
+def test_soak_concurrency_compares_each_threads_batch_norm_state(
+    build: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One state dict for every thread: the parameters still agree, the statistics do not.
+    import soak_hostile
+
+    spec, net = _soak_network(build)
+    shared = net.init_state()
+    monkeypatch.setattr(net, "init_state", lambda: shared)
+    found = soak_hostile.concurrency(net, spec, repeats=1)
+    assert found
+    assert all("results differ from the lone calls" in line for line in found), found
 
 
 def test_npz_array_under_the_cap_but_over_the_memory_is_refused_before_reading(
