@@ -99,6 +99,9 @@ class ScalarBatch:
     apply: Apply = field(repr=False)
     z: dict[int, sp.Matrix] = field(default_factory=dict)
     a: dict[int, sp.Matrix] = field(default_factory=dict)
+    #: The dropout mask D^l (n_l x m, one symbol per unit and example) of each layer
+    #: with dropout, when the batch was built with ``masks=True``.
+    mask: dict[int, sp.Matrix] = field(default_factory=dict)
 
     def ones(self) -> sp.Matrix:
         """The 1 x m row of ones that broadcasts a bias over the examples."""
@@ -117,6 +120,13 @@ class ScalarBatch:
 
         template = activation_expr(self.spec.layers[layer - 1].activation)
         return z.applyfunc(lambda v: self.apply(template, v))
+
+    def dropped(self, layer: int, own: sp.Matrix) -> sp.Matrix:
+        """``own`` (f(z^l), n_l x k with k <= m) times the layer's dropout mask elementwise
+        (its first k columns); ``own`` itself when the layer has no mask."""
+        if layer not in self.mask:
+            return own
+        return own.multiply_elementwise(self.mask[layer][:, : own.cols])
 
     def example_costs(self, out: sp.Matrix) -> list[sp.Expr]:
         """Per-example cost sum_j c(a^L_j, y_j) for each column of ``out``."""
@@ -154,6 +164,7 @@ def scalar_batch(
     apply: Apply = _replace_x,
     targets_sum_to_one: bool = False,
     indexed: bool | None = None,
+    masks: bool = False,
 ) -> ScalarBatch:
     """Build the forward network of ``spec`` over ``m`` examples.
 
@@ -174,6 +185,10 @@ def scalar_batch(
     indexed : bool, optional
         Suffix each per-example symbol with its example index ``_i`` (x_0_2); the
         default is True when m > 1.
+    masks : bool
+        Give each layer with dropout a mask D^l of symbols ``D{l}_{j}`` (per example:
+        ``D{l}_{j}_{i}``), so that a^l = D^l * f(z^l) elementwise (training with inverted
+        dropout; the mask's values are the inputs r / (1 - p)).
 
     Examples
     --------
@@ -210,8 +225,11 @@ def scalar_batch(
     batch = ScalarBatch(spec, m, n, x, y, weights, biases, apply)
     batch.a[0] = x
     for layer in range(1, big_l + 1):
+        if masks and spec.layers[layer - 1].dropout:
+            mask = naming.dropout_mask(layer)
+            batch.mask[layer] = sp.Matrix(n[layer], m, lambda j, i, d=mask: entry(f"{d}_{j}", i))
         batch.z[layer] = batch.affine(layer, batch.a[layer - 1])
-        batch.a[layer] = batch.activate(layer, batch.z[layer])
+        batch.a[layer] = batch.dropped(layer, batch.activate(layer, batch.z[layer]))
         source = spec.layers[layer - 1].skip_from
         if source is not None:  # a residual connection: a^l = f(z^l) + a^k
             batch.a[layer] = batch.a[layer] + batch.a[source]

@@ -45,10 +45,15 @@ class SourceSection(SectionWriterBase):
                 f"{nota.delta('l+1')}\\right) \\odot {nota.sprime('l')}"
             )
             by_layer = dict(zip(range(big_l - 1, 0, -1), summary[1:], strict=True))
-            plain = [step for ly, step in by_layer.items() if not self.fed_by(ly)]
+            plain = [
+                step
+                for ly, step in by_layer.items()
+                if not self.fed_by(ly) and not self.dropped(ly)
+            ]
             checks = tuple(sides for step in plain for sides in step.checks)
             if plain:
                 steps.append(Step("The error of layer l from layer l+1", latex, checks, "BP2"))
+            steps.extend(self.dropout_general_bp2(by_layer))
             if len(plain) < big_l - 1:
                 steps.append(self.residual_general_bp2(by_layer))
         gradients = [s for ly in range(big_l, 0, -1) for s in self.gradient_steps(ly)]
@@ -86,6 +91,7 @@ class SourceSection(SectionWriterBase):
         if outer:
             steps.extend(outer)
             intro += " " + self.outer_product_words()
+        intro += self.dropout_words()
         return Section("As the book writes it", intro, tuple(steps))
 
     def residual_general_bp2(self, by_layer: dict[int, Step]) -> Step:
@@ -423,7 +429,7 @@ class SourceSection(SectionWriterBase):
         a_free = net.afree[below]
         out = a_free
         for upper in range(layer, self.depth + 1):
-            out = net.activate(upper, net.affine(upper, out))
+            out = net.dropped(upper, net.activate(upper, net.affine(upper, out)))
         cost = net.batch_cost(out)
         d_a = a_free.applyfunc(lambda v: net.m * sp.Derivative(cost, v))
         upper_delta = net.delta_at(layer, net.affine(layer, a_free))
@@ -446,8 +452,10 @@ class SourceSection(SectionWriterBase):
         through = (net.W[layer].T * net.delta_at(layer, inner)).multiply_elementwise(
             z.applyfunc(lambda v: self.sprime_at(below, v))
         )
+        through = through.multiply_elementwise(self.mask_factors(below, net))
+        mask = f"{nota.mask(below)} \\odot " if self.dropped(below) else ""
         latex = (
-            f"{nota.batch('D', below)} = {da_tex} \\odot "
+            f"{nota.batch('D', below)} = {da_tex} \\odot {mask}"
             f"{nota.act_letter(below)}'({nota.batch('Z', below)})"
         )
         title = f"Error of layer {below} from dA"

@@ -158,6 +158,9 @@ class SummarySection(SectionWriterBase):
         inner = net.affine(layer + 1, net.output_of(layer, z))
         upper = net.delta_at(layer + 1, inner)
         sprime = z.applyfunc(lambda v: self.sprime_at(layer, v))
+        # With dropout on the layer: SymPy's mask factor, entry by entry, before sigma'.
+        masks = sp.Matrix(z.rows, 1, lambda j, _: self.mask_factor(layer, j))
+        sprime = sprime.multiply_elementwise(masks)
         if nota.rows:
             lhs = net.delta(layer).T
             rhs = (upper.T * net.W[layer + 1].T.T).multiply_elementwise(sprime.T)
@@ -166,20 +169,17 @@ class SummarySection(SectionWriterBase):
             rhs = (net.W[layer + 1].T * upper).multiply_elementwise(sprime)
         weight = nota.weight_matrix(layer + 1)
         up = nota.delta(layer + 1)
+        local = self.masked_sprime_tex(layer, vector=True)  # D^l before f' with dropout
         if self.scalar_pair(layer + 1, layer):
             weight = nota.w(layer + 1, None, None)
-            factors = (
-                [up, weight, nota.sprime(layer)]
-                if not self.forward_order
-                else [nota.sprime(layer), weight, up]
-            )
+            factors = [up, weight, local] if not self.forward_order else [local, weight, up]
             body = self.join(factors)
         elif nota.rows:
             back = f"\\left({up} {nota.transpose(weight)}\\right)"
-            body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
+            body = f"{back} {nota.times(layer)} {local}"
         else:
             back = f"\\left({nota.transpose(weight)} {up}\\right)"
-            body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
+            body = f"{back} {nota.times(layer)} {local}"
         latex = f"{nota.delta(layer)} = {body}"
         title = self.hidden_error_title(layer, "Error of layer")
         return Step(title, latex, ((lhs, rhs),), label="BP2")
