@@ -39,6 +39,7 @@ activation = "sigmoid"
 #: the batch. Each notation writes the hidden layer with its own symbols.
 EXPECTED = {
     "nielsen": [
+        "Dˡⱼ: dropout mask of unit j of layer l (training only): layer 2 (p = 0.2)",
         "D²ⱼ = r²ⱼ/(1 - p), r²ⱼ ~ Bernoulli(1 - p), p = 0.2, E[D²ⱼ] = 1 "
         "(drawn per unit and per example in training; no mask at inference)",
         "a²ⱼ = D²ⱼ tanh(z²ⱼ) = D²ⱼ (exp(z²ⱼ) - exp(- z²ⱼ))/(exp(z²ⱼ) + exp(- z²ⱼ))",
@@ -149,7 +150,7 @@ def test_every_equation_of_a_deeper_dropout_network_holds() -> None:
     # Two dropout layers (relu, then sigmoid), a softmax output, the rows layout.
     spec = Spec(
         2,
-        (Layer(3, "relu", dropout=0.5), Layer(2, "sigmoid", dropout=0.25), Layer(3, "softmax")),
+        (Layer(2, "relu", dropout=0.5), Layer(2, "sigmoid", dropout=0.25), Layer(2, "softmax")),
         "cross-entropy",
         layout="rows",
     )
@@ -160,10 +161,13 @@ def test_every_equation_of_a_deeper_dropout_network_holds() -> None:
 
 def test_the_mask_step_holds_and_a_wrong_mask_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     writer = DerivationWriter(SPEC, "nielsen", 1)
-    assert check_step(writer.mask_step(1))
+    batch_mask = next(s for s in writer.vectorized().steps if s.target == "D1")
+    assert check_step(writer.mask_step(1)) and check_step(batch_mask)
     # Planted: D = r (1 - p), not inverted dropout: E[D] = (1 - p)^2, not 1.
     monkeypatch.setattr(document_dropout, "mask_value", lambda: KEEP * (1 - DROP))
     assert not check_step(writer.mask_step(1))
+    fresh = DerivationWriter(SPEC, "nielsen", 1)
+    assert not check_step(next(s for s in fresh.vectorized().steps if s.target == "D1"))
 
 
 def test_a_wrong_bp2_factor_fails_its_check(monkeypatch: pytest.MonkeyPatch) -> None:

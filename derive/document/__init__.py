@@ -13,6 +13,12 @@ target its own symbol. The per-unit equations do not depend on the width, so the
 witness checks them for every width; :func:`check_step` evaluates the sides at
 random rational points (derivatives taken by ``sympy.diff`` of the full scalar cost).
 
+A layer with dropout adds its mask D^l (:mod:`chainrule.derive.document.dropout`,
+checked with ``sympy.stats``) to the forward equations, and the mask's factor, SymPy's
+:func:`~chainrule.derive.layers.dropout_factor`, to that layer's BP2 in every section;
+the witness then carries one mask symbol per unit and example, so the deltas that
+check BP2 are derivatives of the masked cost.
+
 The document renders to standalone LaTeX (amsmath and xcolor only), to Markdown with
 ``$$`` blocks, and to plain Unicode text. The network's user-given name never
 appears in it; custom activations appear only as SymPy's LaTeX of the parsed

@@ -60,6 +60,17 @@ class NetworkSections(SectionWriterBase):
             items.insert(1, (f"${matrix}$", f"the matrix of the weights ${entry}$ of layer l"))
         if any(ly.bias for ly in spec.layers):
             items.insert(1, (f"${nota.b('l', 'j')}$", "bias of unit j of layer l"))
+        dropped = [ly for ly in range(1, big_l + 1) if self.dropped(ly)]
+        if dropped:
+            which = ", ".join(
+                f"{nota.number(ly)} (p = {spec.layers[ly - 1].dropout!r})" for ly in dropped
+            )
+            items.append(
+                (
+                    f"${nota.mask('l', 'j')}$",
+                    f"dropout mask of unit j of layer l (training only): layer {which}",
+                )
+            )
         intro = (
             f"A feedforward network with {big_l} weight layer{'s' if big_l > 1 else ''}, sizes "
             f"{'-'.join(map(str, spec.sizes))}, {spec.cost} cost, {spec.layout} layout. "

@@ -161,7 +161,12 @@ class VectorizedSection(SectionWriterBase):
     # -- checking -------------------------------------------------------------------------
     def batch_sides(self, target: str) -> tuple[tuple[Side, ...], ...]:
         """The sides of one statement's check: the witness's value of its target, then the
-        statement run on the witness batch (for sigma', the derivative form between)."""
+        statement run on the witness batch (for sigma', the derivative form between). A
+        dropout mask is an input of the step: its check adds the mask's own, E[D] = 1 and
+        P(D = 0) = p."""
+        masks = {naming.dropout_mask(ly): ly for ly in range(1, self.depth + 1) if self.dropped(ly)}
+        if target in masks:
+            return (self.batch_results[target], *self.mask_sides(masks[target]))
         return (self.batch_results[target],)
 
     @functools.cached_property
