@@ -42,7 +42,7 @@ EXPECTED = {
         "Dˡⱼ: dropout mask of unit j of layer l (training only): layer 2 (p = 0.2)",
         "D²ⱼ = r²ⱼ/(1 - p), r²ⱼ ~ Bernoulli(1 - p), p = 0.2, E[D²ⱼ] = 1 "
         "(drawn per unit and per example in training; no mask at inference)",
-        "a²ⱼ = D²ⱼ tanh(z²ⱼ) = D²ⱼ (exp(z²ⱼ) - exp(- z²ⱼ))/(exp(z²ⱼ) + exp(- z²ⱼ))",
+        "a²ⱼ = D²ⱼ tanh(z²ⱼ) = D²ⱼ ((exp(z²ⱼ) - exp(- z²ⱼ))/(exp(z²ⱼ) + exp(- z²ⱼ)))",
         "∂a²ⱼ/∂z²ⱼ = D²ⱼ tanh'(z²ⱼ) = D²ⱼ (1 - tanh²(z²ⱼ))",
         "δ²ⱼ = ∂C/∂z²ⱼ = δ³ w³₁ⱼ D²ⱼ tanh'(z²ⱼ)",
         "δˡ = ((wˡ⁺¹)ᵀ δˡ⁺¹) ⊙ Dˡ ⊙ f'(zˡ)",
@@ -55,7 +55,7 @@ EXPECTED = {
         "D⁽ᴸ⁻¹⁾ⱼ = r⁽ᴸ⁻¹⁾ⱼ/(1 - p), r⁽ᴸ⁻¹⁾ⱼ ~ Bernoulli(1 - p), p = 0.2, E[D⁽ᴸ⁻¹⁾ⱼ] = 1 "
         "(drawn per unit and per example in training; no mask at inference)",
         "a⁽ᴸ⁻¹⁾ⱼ = D⁽ᴸ⁻¹⁾ⱼ tanh(z⁽ᴸ⁻¹⁾ⱼ) = D⁽ᴸ⁻¹⁾ⱼ "
-        "(exp(z⁽ᴸ⁻¹⁾ⱼ) - exp(- z⁽ᴸ⁻¹⁾ⱼ))/(exp(z⁽ᴸ⁻¹⁾ⱼ) + exp(- z⁽ᴸ⁻¹⁾ⱼ))",
+        "((exp(z⁽ᴸ⁻¹⁾ⱼ) - exp(- z⁽ᴸ⁻¹⁾ⱼ))/(exp(z⁽ᴸ⁻¹⁾ⱼ) + exp(- z⁽ᴸ⁻¹⁾ⱼ)))",
         "∂C₀/∂z⁽ᴸ⁻¹⁾ⱼ = D⁽ᴸ⁻¹⁾ⱼ tanh'(z⁽ᴸ⁻¹⁾ⱼ) w⁽ᴸ⁾₀ⱼ ∂C₀/∂z⁽ᴸ⁾",
         "∂C₀/∂z⁽ᴸ⁻¹⁾ = ((W⁽ᴸ⁾)ᵀ ∂C₀/∂z⁽ᴸ⁾) ⊙ D⁽ᴸ⁻¹⁾ ⊙ tanh'(z⁽ᴸ⁻¹⁾)",
         "Δ⁽ᴸ⁻¹⁾ = ((W⁽ᴸ⁾)ᵀ Δ⁽ᴸ⁾) ⊙ D⁽ᴸ⁻¹⁾ ⊙ tanh'(Z⁽ᴸ⁻¹⁾)",
@@ -65,7 +65,7 @@ EXPECTED = {
     "cheatsheet": [
         "Dₕ,ⱼ = rₕ,ⱼ/(1 - p), rₕ,ⱼ ~ Bernoulli(1 - p), p = 0.2, E[Dₕ,ⱼ] = 1 "
         "(drawn per unit and per example in training; no mask at inference)",
-        "Hⱼ = Dₕ,ⱼ · tanh(Zₕ,ⱼ) = Dₕ,ⱼ · (exp(Zₕ,ⱼ) - exp(- Zₕ,ⱼ))/(exp(Zₕ,ⱼ) + exp(- Zₕ,ⱼ))",
+        "Hⱼ = Dₕ,ⱼ · tanh(Zₕ,ⱼ) = Dₕ,ⱼ · ((exp(Zₕ,ⱼ) - exp(- Zₕ,ⱼ))/(exp(Zₕ,ⱼ) + exp(- Zₕ,ⱼ)))",
         "Hⱼ'(Zₕ,ⱼ) = Dₕ,ⱼ · tanh'(Zₕ,ⱼ) = Dₕ,ⱼ · (1 - tanh²(Zₕ,ⱼ))",
         "Eₕ,ⱼ = C'(Zₕ,ⱼ) = Eₒ · Wₒ,₁ⱼ · Dₕ,ⱼ · tanh'(Zₕ,ⱼ)",
         "Eₕ = (Wₒᵀ Eₒ) ⊙ Dₕ ⊙ tanh'(Zₕ)",
@@ -75,7 +75,7 @@ EXPECTED = {
     "course": [
         "D¹ⱼ = r¹ⱼ/(1 - p), r¹ⱼ ~ Bernoulli(1 - p), p = 0.2, E[D¹ⱼ] = 1 "
         "(drawn per unit and per example in training; no mask at inference)",
-        "a¹ⱼ = D¹ⱼ tanh(z¹ⱼ) = D¹ⱼ (exp(z¹ⱼ) - exp(- z¹ⱼ))/(exp(z¹ⱼ) + exp(- z¹ⱼ))",
+        "a¹ⱼ = D¹ⱼ tanh(z¹ⱼ) = D¹ⱼ ((exp(z¹ⱼ) - exp(- z¹ⱼ))/(exp(z¹ⱼ) + exp(- z¹ⱼ)))",
         "dz¹ⱼ = ∂C/∂z¹ⱼ = dz² w²₁ⱼ D¹ⱼ tanh'(z¹ⱼ)",
         "dz¹ = ((W²)ᵀ dz²) ⊙ D¹ ⊙ tanh'(z¹)",
         "dZ¹ = dA¹ ⊙ D¹ ⊙ tanh'(Z¹)",
@@ -109,6 +109,8 @@ def test_sigma_names_only_the_sigmoid() -> None:
     spec = Spec(2, (Layer(2, "sigmoid", dropout=0.5), Layer(1, "sigmoid")), "quadratic")
     lines = [ln.strip() for ln in derivation(spec).to_text().splitlines()]
     assert "A² = D² ⊙ σ(Z²)" in lines
+    # A form that is not a function's value is parenthesized after the mask.
+    assert "∂a²ⱼ/∂z²ⱼ = D²ⱼ σ'(z²ⱼ) = D²ⱼ (- (σ(z²ⱼ) - 1) σ(z²ⱼ))" in lines
     assert "δ² = ((w³)ᵀ δ³) ⊙ D² ⊙ σ'(z²)" in lines
 
 

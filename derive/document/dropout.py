@@ -80,8 +80,10 @@ class DropoutPieces(SectionWriterBase):
         return shown, [sp.diff(own, z), *(factor * side for side in sides[1:])]
 
     def masked(self, mask: str, text: str, form: sp.Expr | None) -> str:
-        """``mask`` times ``text`` (the LaTeX of ``form``), in parentheses when it is a sum."""
-        if isinstance(form, sp.Add):
+        """``mask`` times ``text`` (the LaTeX of ``form``), in parentheses unless ``form`` is
+        a symbol or a function's value (a sum, a negated product or a fraction would read
+        as something else after the mask)."""
+        if form is not None and not isinstance(form, (sp.Symbol, sp.Function)):
             text = f"\\left({text}\\right)"
         return f"{mask}{self.sep}{text}"
 
