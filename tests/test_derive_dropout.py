@@ -1,6 +1,6 @@
 """The derivation of a network with dropout: the mask, the masked forward pass and BP2 with
 the mask's factor, in every notation, each equation checked by SymPy; and the one-line
-refusals (``derive --at``, dropout next to a skip or in a batch-normalized network)."""
+refusals (``derive --at``, dropout in a batch-normalized network)."""
 
 from __future__ import annotations
 
@@ -240,18 +240,37 @@ def test_derive_at_with_dropout_is_refused_in_one_line(tmp_path: Path, capsys) -
     )
 
 
-def test_dropout_by_a_skip_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
-    path = tmp_path / "net.toml"
-    path.write_text(
-        'input = 3\ncost = "quadratic"\n'
-        '[[layers]]\nsize = 4\nactivation = "tanh"\ndropout = 0.2\n'
-        '[[layers]]\nsize = 4\nactivation = "tanh"\nskip_from = 1\n'
-        '[[layers]]\nsize = 1\nactivation = "sigmoid"\n'
-    )
-    assert main(["derive", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("chainrule: error: layers[0].dropout: ")
-    assert "residual connection" in err
+#: Dropout on the source of a skip (layer 1) and on its target (layer 2).
+SKIP_SOURCE = Spec(
+    2,
+    (Layer(2, "tanh", dropout=0.5), Layer(2, "tanh", skip_from=1), Layer(1, "sigmoid")),
+    "quadratic",
+)
+SKIP_TARGET = Spec(
+    2,
+    (Layer(2, "tanh"), Layer(2, "sigmoid", skip_from=1, dropout=0.5), Layer(1, "sigmoid")),
+    "quadratic",
+)
+
+
+def test_dropout_next_to_a_skip_is_derived() -> None:
+    source = [ln.strip() for ln in derivation(SKIP_SOURCE).to_text().splitlines()]
+    assert "δ²ⱼ = ∂C/∂z²ⱼ = ∂C/∂a²ⱼ D²ⱼ tanh'(z²ⱼ)" in source
+    assert "δˡ = ((wˡ⁺¹)ᵀ δˡ⁺¹ + Σ_d ∂C/∂a^d) ⊙ Dˡ ⊙ f'(zˡ)" in source
+    assert "δ² = ((w³)ᵀ δ³ + ∂C/∂a³) ⊙ D² ⊙ tanh'(z²)" in source
+    assert "Δ² = D² ⊙ ∂C/∂A² ⊙ tanh'(Z²) (elementwise)" in source
+    target = [ln.strip() for ln in derivation(SKIP_TARGET).to_text().splitlines()]
+    assert "a³ⱼ = D³ⱼ σ(z³ⱼ) + a²ⱼ = D³ⱼ (1/(1 + exp(- z³ⱼ))) + a²ⱼ" in target
+    assert "A³ = D³ ⊙ σ(Z³) + A²" in target
+    assert "δ³ = ((w⁴)ᵀ δ⁴) ⊙ D³ ⊙ σ'(z³)" in target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", [SKIP_SOURCE, SKIP_TARGET], ids=["source", "target"])
+def test_every_equation_with_dropout_next_to_a_skip_holds(spec: Spec) -> None:
+    doc = derivation(spec, "nielsen")
+    failed = [s.title for s in doc if not check_step(s, points=1, seed=11)]
+    assert failed == []
 
 
 def test_the_readme_says_derive_shows_dropout() -> None:
@@ -260,6 +279,7 @@ def test_the_readme_says_derive_shows_dropout() -> None:
     assert "`chainrule derive` (also with `--at`)" not in flat
     assert "`chainrule derive` shows dropout in every notation" in flat
     assert "the unrolled form, `derive --at`, `compare` and `graph` refuse" in flat
+    assert "also on a layer a residual connection goes into or out of" in flat
 
 
 def test_dropout_in_a_batch_normalized_network_is_refused_in_one_line(

@@ -42,7 +42,6 @@ from chainrule.derive.document.summary import SummarySection
 from chainrule.derive.document.text import to_unicode
 from chainrule.derive.document.vectorized import VectorizedSection
 from chainrule.derive.document.witness import WITNESS_BATCH, WITNESS_WIDTH
-from chainrule.derive.errors import SpecError
 from chainrule.derive.notation import notation as make_notation
 from chainrule.derive.spec import Spec, refuse_dropout
 
@@ -81,7 +80,6 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     backward pass, derived on a batch of symbolic examples
     (:mod:`chainrule.derive.document.batch_norm`).
     """
-    _refuse_dropout_by_a_skip(spec)
     if spec.batch_norm_layers:
         # The batch-norm document is that layer's backward pass alone: it has no place to
         # show a mask, so a network that also has dropout is refused rather than shown
@@ -105,20 +103,6 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
         )
         lazy.append(dataclasses.replace(section, steps=steps))
     return Derivation(spec, notation, tuple(lazy))
-
-
-def _refuse_dropout_by_a_skip(spec: Spec) -> None:
-    """Refuse dropout on a layer a residual connection touches (into it or out of it): the
-    document's residual steps do not write the mask (the generated modules handle it)."""
-    touched = set(spec.skips) | set(spec.skips.values())
-    for layer in sorted(touched):
-        if layer >= 1 and spec.layers[layer - 1].dropout:
-            raise SpecError(
-                f"layers[{layer - 1}].dropout",
-                "the step-by-step derivation does not support dropout on a layer that a "
-                "residual connection (skip_from) touches",
-                "put the dropout on a layer without a skip into or out of it, or set dropout = 0",
-            )
 
 
 @functools.lru_cache(maxsize=16)

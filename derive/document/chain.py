@@ -318,13 +318,17 @@ class ChainSection(SectionWriterBase):
         ratio = nota.partial(nota.cost, nota.z(layer, "j"))
         if ratio != head:
             head = f"{head} = {ratio}"
-        factors = self.in_order([_color(self.grad_a_tex(layer, "j")), nota.sprime(layer, "j")])
+        factors = self.in_order(
+            [_color(self.grad_a_tex(layer, "j")), self.masked_sprime_tex(layer, "j")]
+        )
         latex = f"{head} = {self.join(factors)}"
         z = net.z[layer]
         checks = tuple(
             (
                 net.delta_full(layer)[j, 0],
-                net.grad_a_full(layer)[j, 0] * self.sprime_at(layer, z[j, 0]),
+                net.grad_a_full(layer)[j, 0]
+                * self.mask_factor(layer, j)
+                * self.sprime_at(layer, z[j, 0]),
             )
             for j in self.units(layer)
         )

@@ -89,18 +89,27 @@ class DropoutPieces(SectionWriterBase):
 
     def dropout_general_bp2(self, by_layer: dict[int, Step]) -> list[Step]:
         """BP2 for a layer l with dropout (not the book's: chapter 3 describes dropout in
-        words only): the mask D^l joins sigma'(z^l), checked on every such layer."""
-        nota = self.nota
-        dropped = [step for ly, step in by_layer.items() if self.dropped(ly)]
-        if not dropped:
-            return []
-        latex = (
-            f"{nota.delta('l')} = \\left(({nota.weight_matrix('l+1')})^{{T}} "
-            f"{nota.delta('l+1')}\\right) \\odot {nota.mask('l')} \\odot {nota.sprime('l')}"
-        )
-        checks = tuple(sides for step in dropped for sides in step.checks)
-        title = "The error of a layer l with dropout, from layer l+1"
-        return [Step(title, latex, checks, "BP2")]
+        words only): the mask D^l joins sigma'(z^l), checked on every such layer; a layer
+        with dropout that feeds skips has the skips' dC/da^d in the sum too."""
+        nota, steps = self.nota, []
+        back = f"({nota.weight_matrix('l+1')})^{{T}} {nota.delta('l+1')}"
+        local = f"{nota.mask('l')} \\odot {nota.sprime('l')}"
+        skips = f" + \\sum_{{d}} {nota.partial(nota.cost, nota.a('d'))}"
+        for feeds, title in (
+            (False, "The error of a layer l with dropout, from layer l+1"),
+            (True, "The error of a layer l with dropout that feeds skips into layers d"),
+        ):
+            chosen = [
+                step
+                for ly, step in by_layer.items()
+                if self.dropped(ly) and bool(self.fed_by(ly)) == feeds
+            ]
+            if not chosen:
+                continue
+            body = f"\\left({back}{skips if feeds else ''}\\right) \\odot {local}"
+            checks = tuple(sides for step in chosen for sides in step.checks)
+            steps.append(Step(title, f"{nota.delta('l')} = {body}", checks, "BP2"))
+        return steps
 
     def dropout_words(self) -> str:
         """One sentence on dropout for the source's algorithm ('' without dropout)."""

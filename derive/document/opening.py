@@ -196,19 +196,20 @@ class NetworkSections(SectionWriterBase):
                 sides.append(form.subs(Z, z[0, 0]))
         if len(sides) == 1:
             sides.append(forward.subs(Z, z[0, 0]))
-        source = self.spec.layers[layer - 1].skip_from
-        if source is not None:  # a residual connection: a^l = sigma(z^l) + a^k
-            skip = net.a[source][0, 0]
-            parts = [parts[0], *(f"{p} + {nota.a(source, 'j')}" for p in parts[1:])]
-            sides = [net.output_of(layer, z)[0, 0], *(side + skip for side in sides[1:])]
-        elif self.dropped(layer):  # inverted dropout: a^l = D^l f(z^l) in training
+        if self.dropped(layer):  # inverted dropout: a^l = D^l f(z^l) in training
             mask = nota.mask(layer, "j")
             # The SymPy form behind each part after the first (a side may have no part).
             forms = [None, *sides[1:]]
             masked = zip(parts[1:], forms, strict=False)
             parts = [parts[0], *(self.masked(mask, p, f) for p, f in masked)]
             factor = net.mask[layer][0, 0]
-            sides = [net.output_of(layer, z)[0, 0], *(factor * side for side in sides[1:])]
+            sides = [sides[0], *(factor * side for side in sides[1:])]
+        source = self.spec.layers[layer - 1].skip_from
+        if source is not None:  # a residual connection: a^l = sigma(z^l) + a^k
+            skip = net.a[source][0, 0]
+            parts = [parts[0], *(f"{p} + {nota.a(source, 'j')}" for p in parts[1:])]
+            sides = [sides[0], *(side + skip for side in sides[1:])]
+        sides[0] = net.output_of(layer, z)[0, 0]
         return Step(
             f"Activation of layer {self.nota.number(layer)}", " = ".join(parts), (tuple(sides),)
         )

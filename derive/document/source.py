@@ -54,7 +54,7 @@ class SourceSection(SectionWriterBase):
             if plain:
                 steps.append(Step("The error of layer l from layer l+1", latex, checks, "BP2"))
             steps.extend(self.dropout_general_bp2(by_layer))
-            if len(plain) < big_l - 1:
+            if any(self.fed_by(ly) and not self.dropped(ly) for ly in by_layer):
                 steps.append(self.residual_general_bp2(by_layer))
         gradients = [s for ly in range(big_l, 0, -1) for s in self.gradient_steps(ly)]
         bias = [s for s in gradients if s.label == "BP3"]
@@ -103,7 +103,9 @@ class SourceSection(SectionWriterBase):
             f"{nota.delta('l+1')} + \\sum_{{d}} {nota.partial(nota.cost, nota.a('d'))}\\right) "
             f"\\odot {nota.sprime('l')}"
         )
-        sources = [step for ly, step in by_layer.items() if self.fed_by(ly)]
+        sources = [
+            step for ly, step in by_layer.items() if self.fed_by(ly) and not self.dropped(ly)
+        ]
         checks = tuple(sides for step in sources for sides in step.checks)
         title = "The error of a layer l that feeds skips into layers d (residual connections)"
         return Step(title, latex, checks, "BP2")
@@ -462,6 +464,7 @@ class SourceSection(SectionWriterBase):
         if self.spec.skips:
             sprime = net.z[below].applyfunc(lambda v: self.sprime_at(below, v))
             through = net.grad_a_full(below).multiply_elementwise(sprime)
+            through = through.multiply_elementwise(self.mask_factors(below, net))
             steps.append(Step(title, latex, ((net.delta_full(below), through),), "BP2"))
             return steps
         steps.append(Step(title, latex, ((net.delta(below), through),), "BP2"))

@@ -137,6 +137,8 @@ class SummarySection(SectionWriterBase):
         fed = self.fed_by(layer)
         z = net.z[layer]
         sprime = z.applyfunc(lambda v: self.sprime_at(layer, v))
+        masks = sp.Matrix(z.rows, 1, lambda j, _: self.mask_factor(layer, j))
+        sprime = sprime.multiply_elementwise(masks)  # SymPy's mask factor with dropout
         total = net.W[layer + 1].T * net.delta_full(layer + 1)
         for d in fed:
             total += net.grad_a_full(d)
@@ -144,7 +146,8 @@ class SummarySection(SectionWriterBase):
         weight, up = nota.weight_matrix(layer + 1), nota.delta(layer + 1)
         back = f"{up} {nota.transpose(weight)}" if nota.rows else f"{nota.transpose(weight)} {up}"
         skips = "".join(f" + {nota.partial(nota.cost, nota.a(d))}" for d in fed)
-        body = f"\\left({back}{skips}\\right) {nota.times(layer)} {nota.sprime(layer)}"
+        local = self.masked_sprime_tex(layer, vector=True)
+        body = f"\\left({back}{skips}\\right) {nota.times(layer)} {local}"
         if nota.rows:
             lhs, rhs = lhs.T, rhs.T
         title = self.hidden_error_title(layer, "Error of layer")

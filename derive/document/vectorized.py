@@ -326,13 +326,12 @@ class VectorizedSection(SectionWriterBase):
 
     def batch_latex(self, s: BatchStatement) -> str:
         """The statement in the notation; an elementwise one printed from its expression."""
+        dropout = self.dropout_latex(s) if self.dropped(s.layer) else None
+        if dropout is not None:
+            return dropout
         residual = self.residual_latex(s) if self.spec.skips else None
         if residual is not None:
             return residual
-        if self.dropped(s.layer):
-            dropout = self.dropout_latex(s)
-            if dropout is not None:
-                return dropout
         nota = self.nota
         layer = s.layer
         zb = nota.batch("Z", layer)
