@@ -299,3 +299,15 @@ def test_dropout_in_a_batch_normalized_network_is_refused_in_one_line(
         "chainrule: error: layers[0].dropout: the derivation of a batch-normalized network "
         "does not support dropout; "
     )
+
+
+def test_the_python_api_derives_dropout_and_refuses_a_point() -> None:
+    from chainrule.derive.errors import SpecError
+
+    import chainrule
+
+    text = chainrule.derivation(SPEC, "course").to_text()
+    assert "A¹ = D¹ ⊙ tanh(Z¹)" in [ln.strip() for ln in text.splitlines()]
+    point = {"x": [1.0, 2.0], "y": [0.0], "params": {}}
+    with pytest.raises(SpecError, match=r"^layers\[0\]\.dropout: the worked derivation"):
+        chainrule.derivation(SPEC, at=point)
