@@ -72,10 +72,12 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     """
     from chainrule.derive.document import derivation as symbolic
     from chainrule.derive.scalar_network import refuse_batch_norm
+    from chainrule.derive.spec import AT_DROPOUT_FIX, refuse_dropout
 
     if at is None:
         return symbolic(spec, notation)
     refuse_batch_norm(spec, "the worked derivation (derive --at)")
+    refuse_dropout(spec, "the worked derivation (derive --at)", AT_DROPOUT_FIX)
     from chainrule.derive.document.worked import worked
     from chainrule.derive.values import read_point
     from chainrule.worked_check import check_against_module

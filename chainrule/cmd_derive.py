@@ -19,7 +19,7 @@ from chainrule.codegen.emit import check_target, starts_with, write_file
 from chainrule.derive.document import derivation
 from chainrule.derive.errors import CodegenError
 from chainrule.derive.notation import NOTATIONS
-from chainrule.derive.spec import refuse_dropout
+from chainrule.derive.spec import AT_DROPOUT_FIX, refuse_dropout
 
 FORMATS = ("text", "md", "tex", "pdf")
 #: Written first in every tex file chainrule produces (and set as the PDF creator).
@@ -154,7 +154,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
     """Render the derivation of the named network; returns the exit status."""
     fmt = output_format(args.format, args.output)
     spec = spec_from_args(args)
-    refuse_dropout(spec, "the step-by-step derivation")  # before reading --at's values
+    if args.at is not None:  # before reading --at's values
+        refuse_dropout(spec, "derive --at (worked numbers)", AT_DROPOUT_FIX)
     if args.output is not None or fmt == "pdf":  # refused now, not after the work
         check_target(args.output or "derivation.pdf", force=args.force, ours=_written_by_chainrule)
     if args.at is not None:

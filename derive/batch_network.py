@@ -88,8 +88,8 @@ def _replace_x(template: sp.Expr, value: sp.Expr) -> sp.Expr:
 class ScalarBatch:
     """The forward network over m examples, one symbol per scalar (see :func:`scalar_batch`).
 
-    ``z[l]`` and ``a[l]`` are n_l x m matrices for l = 1..L; ``a[0]`` is ``x``; ``D[l]``
-    is the n_l x m matrix of dropout mask symbols of a layer with dropout (absent otherwise).
+    ``z[l]`` and ``a[l]`` are n_l x m matrices for l = 1..L; ``a[0]`` is ``x``; ``mask[l]``
+    is the n_l x m matrix of dropout mask symbols of a layer with dropout.
     """
 
     spec: Spec
@@ -102,7 +102,9 @@ class ScalarBatch:
     apply: Apply = field(repr=False)
     z: dict[int, sp.Matrix] = field(default_factory=dict)
     a: dict[int, sp.Matrix] = field(default_factory=dict)
-    D: dict[int, sp.Matrix] = field(default_factory=dict)
+    #: The dropout mask D^l (n_l x m, one symbol per unit and example) of each layer
+    #: with dropout (absent otherwise).
+    mask: dict[int, sp.Matrix] = field(default_factory=dict)
 
     def ones(self) -> sp.Matrix:
         """The 1 x m row of ones that broadcasts a bias over the examples."""
@@ -121,6 +123,13 @@ class ScalarBatch:
 
         template = activation_expr(self.spec.layers[layer - 1].activation)
         return z.applyfunc(lambda v: self.apply(template, v))
+
+    def dropped(self, layer: int, own: sp.Matrix) -> sp.Matrix:
+        """``own`` (f(z^l), n_l x k with k <= m) times the layer's dropout mask elementwise
+        (its first k columns); ``own`` itself when the layer has no mask."""
+        if layer not in self.mask:
+            return own
+        return own.multiply_elementwise(self.mask[layer][:, : own.cols])
 
     def example_costs(self, out: sp.Matrix) -> list[sp.Expr]:
         """Per-example cost sum_j c(a^L_j, y_j) for each column of ``out``."""
@@ -214,15 +223,12 @@ def scalar_batch(
     batch = ScalarBatch(spec, m, n, x, y, weights, biases, apply)
     batch.a[0] = x
     for layer in range(1, big_l + 1):
-        batch.z[layer] = batch.affine(layer, batch.a[layer - 1])
-        batch.a[layer] = batch.activate(layer, batch.z[layer])
-        if spec.layers[layer - 1].dropout:  # inverted dropout: a^l = D^l * f(z^l), per unit
-            batch.D[layer] = sp.Matrix(
-                n[layer],
-                m,
-                lambda j, i, ly=layer: entry(naming.dropout_mask_entry(ly, j), i),
+        if spec.layers[layer - 1].dropout:  # inverted dropout: a^l = D^l * f(z^l)
+            batch.mask[layer] = sp.Matrix(
+                n[layer], m, lambda j, i, ly=layer: entry(naming.dropout_mask_entry(ly, j), i)
             )
-            batch.a[layer] = batch.D[layer].multiply_elementwise(batch.a[layer])
+        batch.z[layer] = batch.affine(layer, batch.a[layer - 1])
+        batch.a[layer] = batch.dropped(layer, batch.activate(layer, batch.z[layer]))
         source = spec.layers[layer - 1].skip_from
         if source is not None:  # a residual connection: a^l = f(z^l) + a^k
             batch.a[layer] = batch.a[layer] + batch.a[source]

@@ -400,3 +400,23 @@ def dropout_factor() -> sp.Expr:
     sigma = sp.Function("sigma")
     local = sp.diff(MASK * sigma(Z), Z)
     return local.subs(sp.Derivative(sigma(Z), Z), 1)
+
+
+#: The keep indicator r of a dropout mask entry (1 with probability 1 - p, else 0) and
+#: the drop probability p.
+KEEP = sp.Symbol("r", nonnegative=True)
+DROP = sp.Symbol("p", positive=True)
+
+
+def mask_value() -> sp.Expr:
+    """A dropout mask entry D in the keep indicator r and the drop probability p.
+
+    Inverted dropout scales a kept unit by 1/(1 - p), so that E[D] = 1 and the expected
+    activation in training is the activation at inference, where there is no mask.
+
+    Examples
+    --------
+    >>> mask_value()
+    r/(1 - p)
+    """
+    return KEEP / (1 - DROP)

@@ -189,6 +189,11 @@ class Notation:
         letter = {"cheatsheet": "E", "course": "dz"}.get(self.name, "\\delta")
         return self._base(letter, layer, self._idx(layer, index))
 
+    def mask(self, layer: int | str, index: str | None = None) -> str:
+        """The dropout mask D^l of a layer (one entry per unit, and per example in a batch),
+        written with the layer's tag as the notation writes its other quantities."""
+        return self._base("D", layer, self._idx(layer, index))
+
     @property
     def only_unit(self) -> str:
         """The number of the one unit of a single-unit layer (3Blue1Brown counts from 0)."""

@@ -152,7 +152,7 @@ def scalar_network(spec: Spec) -> ScalarNetwork:
     zs = ((), *(tuple(batch.z[layer]) for layer in range(1, spec.depth + 1)))
     acts = (inputs, *(tuple(batch.a[layer]) for layer in range(1, spec.depth + 1)))
     cost = batch.cost
-    masks = tuple(s for layer in sorted(batch.D) for s in batch.D[layer])
+    masks = tuple(s for layer in sorted(batch.mask) for s in batch.mask[layer])
     info = _param_infos(spec)
     return ScalarNetwork(
         spec=spec,

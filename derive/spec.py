@@ -437,16 +437,21 @@ def _check_dropout(spec: Spec) -> None:
             )
 
 
-def refuse_dropout(spec: Spec, what: str) -> None:
+#: The fix named when derive --at meets dropout: the worked numbers have no masks.
+AT_DROPOUT_FIX = "derive without --at to see the dropout steps symbolically, or set dropout = 0"
+
+
+def refuse_dropout(
+    spec: Spec,
+    what: str,
+    fix: str = "use chainrule generate (vectorized or plain form), or set dropout = 0",
+) -> None:
     """Raise :class:`SpecError` on the first layer with dropout when ``what`` does not
-    support dropout (the vectorized and plain modules, ``compare`` and ``graph`` do)."""
+    support dropout (the vectorized and plain modules, the derivation, ``compare`` and
+    ``graph`` do)."""
     for i, layer in enumerate(spec.layers):
         if layer.dropout:
-            raise SpecError(
-                f"layers[{i}].dropout",
-                f"{what} does not support dropout",
-                "use chainrule generate (vectorized or plain form), or set dropout = 0",
-            )
+            raise SpecError(f"layers[{i}].dropout", f"{what} does not support dropout", fix)
 
 
 def _check_cost(cost: CostRow, out: Layer) -> None:

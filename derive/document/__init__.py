@@ -13,6 +13,12 @@ target its own symbol. The per-unit equations do not depend on the width, so the
 witness checks them for every width; :func:`check_step` evaluates the sides at
 random rational points (derivatives taken by ``sympy.diff`` of the full scalar cost).
 
+A layer with dropout adds its mask D^l (:mod:`chainrule.derive.document.dropout`,
+checked with ``sympy.stats``) to the forward equations, and the mask's factor, SymPy's
+:func:`~chainrule.derive.layers.dropout_factor`, to that layer's BP2 in every section;
+the witness then carries one mask symbol per unit and example, so the deltas that
+check BP2 are derivatives of the masked cost.
+
 The document renders to standalone LaTeX (amsmath and xcolor only), to Markdown with
 ``$$`` blocks, and to plain Unicode text. The network's user-given name never
 appears in it; custom activations appear only as SymPy's LaTeX of the parsed
@@ -27,6 +33,7 @@ import functools
 from chainrule.derive.document.base import SHARED_COLOR
 from chainrule.derive.document.batch_norm import batch_norm_section
 from chainrule.derive.document.chain import ChainSection
+from chainrule.derive.document.dropout import DropoutPieces
 from chainrule.derive.document.opening import NetworkSections
 from chainrule.derive.document.render import Derivation
 from chainrule.derive.document.source import SourceSection
@@ -40,7 +47,7 @@ from chainrule.derive.spec import Spec, refuse_dropout
 
 
 class DerivationWriter(
-    NetworkSections, ChainSection, SummarySection, SourceSection, VectorizedSection
+    NetworkSections, ChainSection, SummarySection, SourceSection, VectorizedSection, DropoutPieces
 ):
     """Writes the seven sections of one derivation (one spec, one notation, one width)."""
 
@@ -73,8 +80,15 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     backward pass, derived on a batch of symbolic examples
     (:mod:`chainrule.derive.document.batch_norm`).
     """
-    refuse_dropout(spec, "the step-by-step derivation")
     if spec.batch_norm_layers:
+        # The batch-norm document is that layer's backward pass alone: it has no place to
+        # show a mask, so a network that also has dropout is refused rather than shown
+        # without it.
+        refuse_dropout(
+            spec,
+            "the derivation of a batch-normalized network",
+            "derive the network without batch_norm to see the dropout steps, or set dropout = 0",
+        )
         return Derivation(spec, notation, (batch_norm_section(make_notation(notation, spec)),))
     # The document is laid out on a one-unit witness (fast at any depth); the sides
     # of each step come from the full witness, built when a check first asks for them.

@@ -8,7 +8,17 @@ import sympy as sp
 from chainrule.derive import penalty
 from chainrule.derive.document.text import to_unicode
 from chainrule.derive.document.witness import WITNESS_WIDTH, WitnessNetwork, at, witness
-from chainrule.derive.layers import LOGP, A, Y, Z, activation_expr, derive_network, tidy
+from chainrule.derive.layers import (
+    LOGP,
+    MASK,
+    A,
+    Y,
+    Z,
+    activation_expr,
+    derive_network,
+    dropout_factor,
+    tidy,
+)
 from chainrule.derive.notation import notation
 from chainrule.derive.spec import Spec
 from chainrule.derive.tables import ACTIVATIONS
@@ -233,6 +243,35 @@ class SectionWriterBase:
 
     def sprime_at(self, layer: int, z: sp.Expr) -> sp.Expr:
         return at(self.d.activations[layer - 1].derivative, z)
+
+    # -- dropout -------------------------------------------------------------------------
+    def dropped(self, layer: int) -> bool:
+        """True when ``layer`` (1..L) applies inverted dropout to its output in training."""
+        return 1 <= layer <= self.depth and bool(self.spec.layers[layer - 1].dropout)
+
+    def mask_factor(self, layer: int, unit: int, net: WitnessNetwork | None = None) -> sp.Expr:
+        """What the mask multiplies f'(z^l_j) by in da^l_j/dz^l_j, at unit ``unit`` of the
+        first example: SymPy's :func:`~chainrule.derive.layers.dropout_factor` at the
+        witness's mask entry (1 for a layer without dropout)."""
+        net = self.example_net if net is None else net
+        if not self.dropped(layer):
+            return sp.Integer(1)
+        return dropout_factor().xreplace({MASK: net.mask[layer][unit, 0]})
+
+    def mask_factors(self, layer: int, net: WitnessNetwork) -> sp.Matrix:
+        """The mask factor of every unit and example of ``net`` (ones without dropout)."""
+        if not self.dropped(layer):
+            return sp.ones(net.n[layer], net.m)
+        return net.mask[layer].applyfunc(lambda v: dropout_factor().xreplace({MASK: v}))
+
+    def masked_sprime_tex(self, layer: int, index: str | None = None, vector: bool = False) -> str:
+        """f'(z^l) in the notation, preceded by the mask D^l at a dropout layer (joined by
+        the notation's product, elementwise for ``vector``)."""
+        sprime = self.nota.sprime(layer, index)
+        if not self.dropped(layer):
+            return sprime
+        joint = f" {self.nota.times(layer)} " if vector else self.sep
+        return f"{self.nota.mask(layer, index)}{joint}{sprime}"
 
     # -- residual connections ------------------------------------------------------------
     def written_out(self, layer: int) -> bool:

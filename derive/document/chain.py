@@ -70,7 +70,7 @@ class ChainSection(SectionWriterBase):
                     cost = nota.partial(nota.cost, nota.a(big_l, i))
                     atoms.append(_Factor(cost, self.dcda_tex(i, factor=True), True))
                 local = nota.partial(nota.a(m, i), nota.z(m, i))
-                atoms.append(_Factor(local, nota.sprime(m, i), m >= first_shared))
+                atoms.append(_Factor(local, self.masked_sprime_tex(m, i), m >= first_shared))
             if m > layer:
                 link = nota.partial(nota.z(m, i), nota.a(m - 1, letters[m - 1]))
                 weight = nota.w(m, i, letters[m - 1])
@@ -123,10 +123,11 @@ class ChainSection(SectionWriterBase):
         cost = net.example_costs(a_top)[0]
 
         def local(m: int, i: int) -> sp.Expr:
-            derived = d.activations[m - 1]
+            derived, factor = d.activations[m - 1], self.mask_factor(m, i)
             if mode == "ratio":
-                return at(sp.diff(closed(derived.forward), Z), net.z[m][i, 0])
-            return at(derived.derivative, net.z[m][i, 0])
+                own = factor * closed(derived.forward).subs(Z, net.zfree[m][i, 0])
+                return net.free_to_full(sp.diff(own, net.zfree[m][i, 0]))
+            return factor * at(derived.derivative, net.z[m][i, 0])
 
         def final(i: int) -> sp.Expr:
             if mode == "ratio":
@@ -317,13 +318,17 @@ class ChainSection(SectionWriterBase):
         ratio = nota.partial(nota.cost, nota.z(layer, "j"))
         if ratio != head:
             head = f"{head} = {ratio}"
-        factors = self.in_order([_color(self.grad_a_tex(layer, "j")), nota.sprime(layer, "j")])
+        factors = self.in_order(
+            [_color(self.grad_a_tex(layer, "j")), self.masked_sprime_tex(layer, "j")]
+        )
         latex = f"{head} = {self.join(factors)}"
         z = net.z[layer]
         checks = tuple(
             (
                 net.delta_full(layer)[j, 0],
-                net.grad_a_full(layer)[j, 0] * self.sprime_at(layer, z[j, 0]),
+                net.grad_a_full(layer)[j, 0]
+                * self.mask_factor(layer, j)
+                * self.sprime_at(layer, z[j, 0]),
             )
             for j in self.units(layer)
         )
@@ -348,13 +353,13 @@ class ChainSection(SectionWriterBase):
             [
                 _color(nota.delta(layer + 1, q)),
                 nota.w(layer + 1, q, "j"),
-                nota.sprime(layer, "j"),
+                self.masked_sprime_tex(layer, "j"),
             ]
         )
         if self.forward_order:
             body = (
-                f"{nota.sprime(layer, 'j')} {nota.sum(layer + 1, q)}{nota.w(layer + 1, q, 'j')} "
-                + _color(nota.delta(layer + 1, q))
+                f"{self.masked_sprime_tex(layer, 'j')} {nota.sum(layer + 1, q)}"
+                f"{nota.w(layer + 1, q, 'j')} " + _color(nota.delta(layer + 1, q))
             )
         else:
             body = nota.sum(layer + 1, q) + self.join(factors)
@@ -362,8 +367,12 @@ class ChainSection(SectionWriterBase):
         inner = net.affine(layer + 1, net.output_of(layer, z))
         upper = net.delta_at(layer + 1, inner)
         for j in self.units(layer):
-            rhs = self.sprime_at(layer, z[j, 0]) * sp.Add(
-                *[net.W[layer + 1][q_, j] * upper[q_, 0] for q_ in range(net.n[layer + 1])]
+            rhs = (
+                self.mask_factor(layer, j)
+                * self.sprime_at(layer, z[j, 0])
+                * sp.Add(
+                    *[net.W[layer + 1][q_, j] * upper[q_, 0] for q_ in range(net.n[layer + 1])]
+                )
             )
             checks.append((net.delta(layer)[j, 0], rhs))
         return Step(

@@ -60,6 +60,17 @@ class NetworkSections(SectionWriterBase):
             items.insert(1, (f"${matrix}$", f"the matrix of the weights ${entry}$ of layer l"))
         if any(ly.bias for ly in spec.layers):
             items.insert(1, (f"${nota.b('l', 'j')}$", "bias of unit j of layer l"))
+        dropped = [ly for ly in range(1, big_l + 1) if self.dropped(ly)]
+        if dropped:
+            which = ", ".join(
+                f"{nota.number(ly)} (p = {spec.layers[ly - 1].dropout!r})" for ly in dropped
+            )
+            items.append(
+                (
+                    f"${nota.mask('l', 'j')}$",
+                    f"dropout mask of unit j of layer l (training only): layer {which}",
+                )
+            )
         intro = (
             f"A feedforward network with {big_l} weight layer{'s' if big_l > 1 else ''}, sizes "
             f"{'-'.join(map(str, spec.sizes))}, {spec.cost} cost, {spec.layout} layout. "
@@ -129,6 +140,8 @@ class NetworkSections(SectionWriterBase):
                     tuple(checks),
                 )
             )
+            if self.dropped(layer):
+                steps.append(self.mask_step(layer))
             steps.append(self.activation_step(layer))
         big_l = self.depth
         out = self.d.output
@@ -183,11 +196,20 @@ class NetworkSections(SectionWriterBase):
                 sides.append(form.subs(Z, z[0, 0]))
         if len(sides) == 1:
             sides.append(forward.subs(Z, z[0, 0]))
+        if self.dropped(layer):  # inverted dropout: a^l = D^l f(z^l) in training
+            mask = nota.mask(layer, "j")
+            # The SymPy form behind each part after the first (a side may have no part).
+            forms = [None, *sides[1:]]
+            masked = zip(parts[1:], forms, strict=False)
+            parts = [parts[0], *(self.masked(mask, p, f) for p, f in masked)]
+            factor = net.mask[layer][0, 0]
+            sides = [sides[0], *(factor * side for side in sides[1:])]
         source = self.spec.layers[layer - 1].skip_from
         if source is not None:  # a residual connection: a^l = sigma(z^l) + a^k
             skip = net.a[source][0, 0]
             parts = [parts[0], *(f"{p} + {nota.a(source, 'j')}" for p in parts[1:])]
-            sides = [net.output_of(layer, z)[0, 0], *(side + skip for side in sides[1:])]
+            sides = [sides[0], *(side + skip for side in sides[1:])]
+        sides[0] = net.output_of(layer, z)[0, 0]
         return Step(
             f"Activation of layer {self.nota.number(layer)}", " = ".join(parts), (tuple(sides),)
         )
@@ -205,8 +227,10 @@ class NetworkSections(SectionWriterBase):
             parts = [nota.partial(nota.a(layer, "j"), nota.z(layer, "j")), nota.sprime(layer, "j")]
             parts.append(_tex(derived.derivative, names))
             sides = [sp.diff(closed(derived.forward), Z).subs(Z, z), derived.derivative.subs(Z, z)]
+            if self.dropped(layer):  # a^l = D^l f(z^l): SymPy's factor D^l in front of f'
+                parts, sides = self.masked_partial(layer, parts, sides)
             # With a skip into the layer a^l = sigma(z^l) + a^k: no form in a^l holds.
-            if derived.cached != derived.derivative and layer not in self.spec.skips:
+            elif derived.cached != derived.derivative and layer not in self.spec.skips:
                 parts.append(_tex(derived.cached, names))
                 sides.append(derived.cached.subs({A: derived.forward.subs(Z, z), Z: z}))
             steps.append(

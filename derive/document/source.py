@@ -45,11 +45,16 @@ class SourceSection(SectionWriterBase):
                 f"{nota.delta('l+1')}\\right) \\odot {nota.sprime('l')}"
             )
             by_layer = dict(zip(range(big_l - 1, 0, -1), summary[1:], strict=True))
-            plain = [step for ly, step in by_layer.items() if not self.fed_by(ly)]
+            plain = [
+                step
+                for ly, step in by_layer.items()
+                if not self.fed_by(ly) and not self.dropped(ly)
+            ]
             checks = tuple(sides for step in plain for sides in step.checks)
             if plain:
                 steps.append(Step("The error of layer l from layer l+1", latex, checks, "BP2"))
-            if len(plain) < big_l - 1:
+            steps.extend(self.dropout_general_bp2(by_layer))
+            if any(self.fed_by(ly) and not self.dropped(ly) for ly in by_layer):
                 steps.append(self.residual_general_bp2(by_layer))
         gradients = [s for ly in range(big_l, 0, -1) for s in self.gradient_steps(ly)]
         bias = [s for s in gradients if s.label == "BP3"]
@@ -86,6 +91,7 @@ class SourceSection(SectionWriterBase):
         if outer:
             steps.extend(outer)
             intro += " " + self.outer_product_words()
+        intro += self.dropout_words()
         return Section("As the book writes it", intro, tuple(steps))
 
     def residual_general_bp2(self, by_layer: dict[int, Step]) -> Step:
@@ -97,7 +103,9 @@ class SourceSection(SectionWriterBase):
             f"{nota.delta('l+1')} + \\sum_{{d}} {nota.partial(nota.cost, nota.a('d'))}\\right) "
             f"\\odot {nota.sprime('l')}"
         )
-        sources = [step for ly, step in by_layer.items() if self.fed_by(ly)]
+        sources = [
+            step for ly, step in by_layer.items() if self.fed_by(ly) and not self.dropped(ly)
+        ]
         checks = tuple(sides for step in sources for sides in step.checks)
         title = "The error of a layer l that feeds skips into layers d (residual connections)"
         return Step(title, latex, checks, "BP2")
@@ -423,7 +431,7 @@ class SourceSection(SectionWriterBase):
         a_free = net.afree[below]
         out = a_free
         for upper in range(layer, self.depth + 1):
-            out = net.activate(upper, net.affine(upper, out))
+            out = net.dropped(upper, net.activate(upper, net.affine(upper, out)))
         cost = net.batch_cost(out)
         d_a = a_free.applyfunc(lambda v: net.m * sp.Derivative(cost, v))
         upper_delta = net.delta_at(layer, net.affine(layer, a_free))
@@ -446,14 +454,17 @@ class SourceSection(SectionWriterBase):
         through = (net.W[layer].T * net.delta_at(layer, inner)).multiply_elementwise(
             z.applyfunc(lambda v: self.sprime_at(below, v))
         )
+        through = through.multiply_elementwise(self.mask_factors(below, net))
+        mask = f"{nota.mask(below)} \\odot " if self.dropped(below) else ""
         latex = (
-            f"{nota.batch('D', below)} = {da_tex} \\odot "
+            f"{nota.batch('D', below)} = {da_tex} \\odot {mask}"
             f"{nota.act_letter(below)}'({nota.batch('Z', below)})"
         )
         title = f"Error of layer {below} from dA"
         if self.spec.skips:
             sprime = net.z[below].applyfunc(lambda v: self.sprime_at(below, v))
             through = net.grad_a_full(below).multiply_elementwise(sprime)
+            through = through.multiply_elementwise(self.mask_factors(below, net))
             steps.append(Step(title, latex, ((net.delta_full(below), through),), "BP2"))
             return steps
         steps.append(Step(title, latex, ((net.delta(below), through),), "BP2"))

@@ -137,6 +137,8 @@ class SummarySection(SectionWriterBase):
         fed = self.fed_by(layer)
         z = net.z[layer]
         sprime = z.applyfunc(lambda v: self.sprime_at(layer, v))
+        masks = sp.Matrix(z.rows, 1, lambda j, _: self.mask_factor(layer, j))
+        sprime = sprime.multiply_elementwise(masks)  # SymPy's mask factor with dropout
         total = net.W[layer + 1].T * net.delta_full(layer + 1)
         for d in fed:
             total += net.grad_a_full(d)
@@ -144,7 +146,8 @@ class SummarySection(SectionWriterBase):
         weight, up = nota.weight_matrix(layer + 1), nota.delta(layer + 1)
         back = f"{up} {nota.transpose(weight)}" if nota.rows else f"{nota.transpose(weight)} {up}"
         skips = "".join(f" + {nota.partial(nota.cost, nota.a(d))}" for d in fed)
-        body = f"\\left({back}{skips}\\right) {nota.times(layer)} {nota.sprime(layer)}"
+        local = self.masked_sprime_tex(layer, vector=True)
+        body = f"\\left({back}{skips}\\right) {nota.times(layer)} {local}"
         if nota.rows:
             lhs, rhs = lhs.T, rhs.T
         title = self.hidden_error_title(layer, "Error of layer")
@@ -158,6 +161,9 @@ class SummarySection(SectionWriterBase):
         inner = net.affine(layer + 1, net.output_of(layer, z))
         upper = net.delta_at(layer + 1, inner)
         sprime = z.applyfunc(lambda v: self.sprime_at(layer, v))
+        # With dropout on the layer: SymPy's mask factor, entry by entry, before sigma'.
+        masks = sp.Matrix(z.rows, 1, lambda j, _: self.mask_factor(layer, j))
+        sprime = sprime.multiply_elementwise(masks)
         if nota.rows:
             lhs = net.delta(layer).T
             rhs = (upper.T * net.W[layer + 1].T.T).multiply_elementwise(sprime.T)
@@ -166,20 +172,17 @@ class SummarySection(SectionWriterBase):
             rhs = (net.W[layer + 1].T * upper).multiply_elementwise(sprime)
         weight = nota.weight_matrix(layer + 1)
         up = nota.delta(layer + 1)
+        local = self.masked_sprime_tex(layer, vector=True)  # D^l before f' with dropout
         if self.scalar_pair(layer + 1, layer):
             weight = nota.w(layer + 1, None, None)
-            factors = (
-                [up, weight, nota.sprime(layer)]
-                if not self.forward_order
-                else [nota.sprime(layer), weight, up]
-            )
+            factors = [up, weight, local] if not self.forward_order else [local, weight, up]
             body = self.join(factors)
         elif nota.rows:
             back = f"\\left({up} {nota.transpose(weight)}\\right)"
-            body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
+            body = f"{back} {nota.times(layer)} {local}"
         else:
             back = f"\\left({nota.transpose(weight)} {up}\\right)"
-            body = f"{back} {nota.times(layer)} {nota.sprime(layer)}"
+            body = f"{back} {nota.times(layer)} {local}"
         latex = f"{nota.delta(layer)} = {body}"
         title = self.hidden_error_title(layer, "Error of layer")
         return Step(title, latex, ((lhs, rhs),), label="BP2")

@@ -78,6 +78,7 @@ _COMMANDS = {
     "qquad": "    ",
     "infty": "∞",
     "otimes": "⊗",
+    "sim": "~",
     "times": "×",
     "leq": "≤",
     "geq": "≥",

@@ -40,6 +40,7 @@ _TITLES = {
     ("map", "activation_gradient"): "Output gradient of the batch",
     ("backsum", "activation_gradient"): "Gradient of the cost in the activations of layer {}",
     ("alias", "delta"): "Error of layer {} over the batch",
+    ("dropout", "dropout_mask"): "Dropout mask of layer {} (training only)",
 }
 
 _ELEMENTWISE = " \\quad (\\text{elementwise})"
@@ -153,12 +154,19 @@ class VectorizedSection(SectionWriterBase):
             and s.operands == (naming.log_output(s.layer),)
         ):
             return "Softmax"
+        if s.quantity == "own_activation" and self.dropped(s.layer):
+            return f"Own activation of layer {self.nota.number(s.layer)} (before the mask)"
         return _TITLES[(s.op, s.quantity)].format(self.nota.number(s.layer))
 
     # -- checking -------------------------------------------------------------------------
     def batch_sides(self, target: str) -> tuple[tuple[Side, ...], ...]:
         """The sides of one statement's check: the witness's value of its target, then the
-        statement run on the witness batch (for sigma', the derivative form between)."""
+        statement run on the witness batch (for sigma', the derivative form between). A
+        dropout mask is an input of the step: its check adds the mask's own, E[D] = 1 and
+        P(D = 0) = p."""
+        masks = {naming.dropout_mask(ly): ly for ly in range(1, self.depth + 1) if self.dropped(ly)}
+        if target in masks:
+            return (self.batch_results[target], *self.mask_sides(masks[target]))
         return (self.batch_results[target],)
 
     @functools.cached_property
@@ -217,6 +225,8 @@ class VectorizedSection(SectionWriterBase):
         for layer in range(1, self.depth + 1):
             env[naming.weight(layer)] = o(net.W[layer])
             env[naming.bias(layer)] = o(net.b[layer])
+            if layer in net.mask:  # the module draws the mask; here each entry is a symbol
+                env[naming.dropout_mask(layer)] = o(net.mask[layer])
         return env
 
     def batch_references(self, net: WitnessNetwork) -> dict[str, Side]:
@@ -236,7 +246,8 @@ class VectorizedSection(SectionWriterBase):
                 refs[naming.sigma_prime(layer)] = o(
                     z.applyfunc(lambda v, ly=layer: self.sprime_at(ly, v))
                 )
-            if layer in self.spec.skips:  # residual: sigma(z^l) kept, before a^k is added
+            if layer in self.spec.skips or self.dropped(layer):
+                # residual or dropout: sigma(z^l) kept, before a^k is added or the mask applied
                 refs[naming.own_activation(layer)] = o(net.activate(layer, z))
             if layer in self.spec.skips or self.spec.skips and layer in self.spec.skips.values():
                 refs[naming.activation_gradient(layer)] = o(net.grad_a_full(layer))
@@ -264,8 +275,11 @@ class VectorizedSection(SectionWriterBase):
             names[sym(naming.log_complement(layer))] = f"\\log(1 - {ab})"
             names[sym(naming.other_units(layer))] = nota.batch("R", layer)
             names[sym(naming.unit_sum(layer))] = unit_sum
-            if self.spec.skips:
+            names[sym(naming.sigma_prime(layer))] = f"{nota.act_letter(layer)}'({zb})"
+            if self.spec.skips or self.dropped(layer):
                 names.update(self.residual_names(layer))
+            if self.dropped(layer):
+                names[sym(naming.dropout_mask(layer))] = nota.mask(layer)
         return names
 
     def residual_names(self, layer: int) -> dict[sp.Symbol, str]:
@@ -312,6 +326,9 @@ class VectorizedSection(SectionWriterBase):
 
     def batch_latex(self, s: BatchStatement) -> str:
         """The statement in the notation; an elementwise one printed from its expression."""
+        dropout = self.dropout_latex(s) if self.dropped(s.layer) else None
+        if dropout is not None:
+            return dropout
         residual = self.residual_latex(s) if self.spec.skips else None
         if residual is not None:
             return residual
@@ -342,6 +359,20 @@ class VectorizedSection(SectionWriterBase):
         if s.op == "map":
             return self.map_latex(s)
         return self.product_latex(s)
+
+    def dropout_latex(self, s: BatchStatement) -> str | None:
+        """The statements particular to a dropout layer (the mask, sigma(Z^l) kept, the
+        masked activation), or None."""
+        names, sym, layer = self.batch_names, naming.symbol, s.layer
+        if s.op == "dropout":
+            return self.mask_latex(layer, batch=True)
+        if s.quantity == "own_activation":
+            sprime = names[sym(naming.sigma_prime(layer))]
+            own = names[sym(s.target)]
+            return f"{own} \\quad (\\text{{kept: }} {sprime} \\text{{ is computed from it}})"
+        if s.quantity == "activation" and naming.dropout_mask(layer) in s.operands:
+            return f"{self.nota.batch('A', layer)} = {odot_tex(s.expr, names)}"
+        return None
 
     def affine_latex(self, s: BatchStatement) -> str:
         nota, layer = self.nota, s.layer
@@ -426,9 +457,9 @@ class VectorizedSection(SectionWriterBase):
         if s.op == "backprop":
             weight, up = nota.weight_matrix(layer + 1), nota.batch("D", layer + 1)
             back = f"{up} {nota.transpose(weight)}" if rows else f"{nota.transpose(weight)} {up}"
-            if len(s.operands) == 3:
-                sprime = f"{nota.act_letter(layer)}'({nota.batch('Z', layer)})"
-                back = f"\\left({back}\\right) \\odot {sprime}"
+            if len(s.operands) > 2:
+                factors = [self.batch_names[naming.symbol(name)] for name in s.operands[2:]]
+                back = f"\\left({back}\\right) \\odot " + " \\odot ".join(factors)
             return f"{nota.batch('D', layer)} = {back}"
         dl = nota.batch("D", layer)
         if s.op == "outer":

@@ -115,6 +115,7 @@ class WitnessNetwork:
         self.x, self.y, self.W, self.b = batch.x, batch.y, batch.W, batch.b
         self.z, self.a = batch.z, batch.a
         self.ones, self.affine, self.activate = batch.ones, batch.affine, batch.activate
+        self.mask, self.dropped = batch.mask, batch.dropped
         self.example_costs, self.batch_cost = batch.example_costs, batch.batch_cost
         self.cost = batch.cost
         sym = naming.symbol
@@ -139,11 +140,12 @@ class WitnessNetwork:
         costs = {}
         for layer in range(1, self.depth + 1):
             if self.spec.skips:
-                costs[layer] = self._residual_cost(layer, self.activate(layer, self.zfree[layer]))
+                own = self.dropped(layer, self.activate(layer, self.zfree[layer]))
+                costs[layer] = self._residual_cost(layer, own)
                 continue
-            a = self.activate(layer, self.zfree[layer])
+            a = self.dropped(layer, self.activate(layer, self.zfree[layer]))
             for upper in range(layer + 1, self.depth + 1):
-                a = self.activate(upper, self.affine(upper, a))
+                a = self.dropped(upper, self.activate(upper, self.affine(upper, a)))
             costs[layer] = self.batch_cost(a)
         return costs
 
@@ -155,7 +157,9 @@ class WitnessNetwork:
         source = self.spec.layers[layer - 1].skip_from
         values[layer] = own + values[source] if skip and source is not None else own
         for upper in range(layer + 1, self.depth + 1):
-            values[upper] = self.activate(upper, self.affine(upper, values[upper - 1]))
+            values[upper] = self.dropped(
+                upper, self.activate(upper, self.affine(upper, values[upper - 1]))
+            )
             k = self.spec.layers[upper - 1].skip_from
             if k is not None:
                 values[upper] = values[upper] + values[k]
@@ -172,7 +176,7 @@ class WitnessNetwork:
         """a^l at weighted inputs ``z``: sigma(z), plus a^k at its value when the layer
         has a residual connection from k."""
         source = self.spec.layers[layer - 1].skip_from
-        own = self.activate(layer, z)
+        own = self.dropped(layer, self.activate(layer, z))
         return own if source is None else own + self.a[source][:, : z.cols]
 
     def grad_a_full(self, layer: int) -> sp.Matrix:
