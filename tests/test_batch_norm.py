@@ -332,6 +332,7 @@ def test_the_mini_batch_statements_evaluate_to_the_module_values(make):
         assert np.max(np.abs(value - grad)) < 1e-12
 
 
+@pytest.mark.slow
 def test_the_equation_comments_name_the_forward_and_the_three_terms():
     source = generate_module(_spec("relu", 1))
     assert "# forward: xhat1 = (u1 - mean1) / sqrt(var1 + 1e-05)" in source
@@ -391,6 +392,7 @@ def test_one_example_is_refused_in_training_mode(make, form):
     assert all(np.array_equal(before[k], params[k]) for k in params)
 
 
+@pytest.mark.slow
 def test_a_constant_input_column_stays_finite(torch, make):
     """var = 0 for a unit whose u is constant over the batch: eps keeps xhat at 0."""
     module = make(_spec("tanh", 0))

@@ -213,6 +213,7 @@ def torch_loss_and_grad(module: ModuleType, params: dict, x, y, masks: dict) -> 
     return float(cost.detach()), {k: v.grad.numpy() for k, v in p.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("net", "form", "layout"), FORMS)
 def test_equals_pytorch_autograd_with_the_same_masks(modules, net, form, layout) -> None:
     module = modules(net, form, layout)

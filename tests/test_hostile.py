@@ -251,6 +251,7 @@ def test_soak_draws_batch_norm_and_dropout_on_a_third_of_hidden_layers_each() ->
         assert abs(share - 1 / 3) < 4 * spread, share
 
 
+@pytest.mark.slow
 def test_soak_hostile_cases_pass_on_a_network_with_batch_norm_and_dropout(
     tmp_path: Path, build: Callable
 ) -> None:

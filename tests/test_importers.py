@@ -301,6 +301,7 @@ def test_from_torch_unsupported_is_a_clear_error(torch, module, message) -> None
     assert message in str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["columns", "rows"])
 @pytest.mark.parametrize("cost", ["cross-entropy", "quadratic"])
 def test_torch_weights_give_the_same_loss_and_gradient(torch, tmp_path: Path, layout, cost) -> None:

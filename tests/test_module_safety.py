@@ -209,6 +209,7 @@ def test_load_params_refuses_what_is_not_plain_numbers(
         net.load_params(tmp_path / "text.npz")
 
 
+@pytest.mark.slow
 def test_load_params_checks_headers_before_reading(
     build: Callable[[Spec], ModuleType], tmp_path: Path
 ) -> None:

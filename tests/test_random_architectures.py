@@ -424,6 +424,7 @@ def test_kinks_are_seen_for_resampling() -> None:
     assert oracle.near_kink(data, params, np.full((2, 1), 0.5001), KINK_MARGIN)
 
 
+@pytest.mark.slow
 def test_a_batch_norm_unit_of_small_spread_is_resampled(tmp_path: Path) -> None:
     """CI found a network whose batch-normalized unit had sigma = 0.017 over two examples:
     central differences were 0.5% off there (ratio 10.3), the module and the oracle

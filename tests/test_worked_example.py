@@ -253,6 +253,7 @@ def test_without_lr_no_descent_step_is_shown() -> None:
     assert "←" not in text
 
 
+@pytest.mark.slow
 def test_a_batch_shows_the_module_mean_cost(tmp_path: Path) -> None:
     point = dict(MAZUR_POINT, x=[[0.05, 0.10], [0.9, -0.3]], y=[[0.01, 0.99], [0.5, 0.2]])
     doc = chainrule.derivation(mazur_spec(), at=point)
