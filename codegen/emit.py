@@ -149,6 +149,7 @@ OBJECT_ATTRIBUTES = frozenset(
         "T",
         "append",
         "astype",
+        "bit_generator",  # with "state": the plain form puts a mask generator's state back
         "c_contiguous",
         "close",
         "copy",
@@ -173,6 +174,7 @@ OBJECT_ATTRIBUTES = frozenset(
         "shares_memory",
         "size",
         "standard_normal",
+        "state",
         "sum",
         "tiny",
         "uniform",

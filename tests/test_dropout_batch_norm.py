@@ -149,21 +149,52 @@ def test_running_statistics_are_those_of_the_masked_step(make, layout) -> None:
     np.testing.assert_allclose(_rows(module, state["running_var2"])[0], expected_var)
 
 
-def test_plain_form_refuses_state_before_any_step(make) -> None:
-    module = make("plain", "rows")
-    params, x, y = _problem(module)
-    before = {key: value.copy() for key, value in params.items()}
-    for call in (
-        lambda: module.sgd_step(params, x, y, 0.1, seed=SEED, state=module.init_state()),
-        lambda: module.train(
-            params, x, y, epochs=1, batch_size=3, lr=0.1, state=module.init_state()
-        ),
-    ):
-        with pytest.raises(ValueError, match="^state: the plain form"):
-            call()
-        for key, value in before.items():
-            np.testing.assert_array_equal(params[key], value)
-    assert np.isfinite(module.sgd_step(params, x, y, 0.1, seed=SEED))
+@pytest.mark.parametrize("seed", [SEED, "generator", None], ids=["int", "generator", "none"])
+def test_plain_form_keeps_the_running_statistics_of_the_masked_step(make, seed) -> None:
+    """The plain form's statistics pass and its step draw the same masks (the generator's
+    state is put back in between): the state, the parameters, the cost and what is left
+    of a given generator equal the vectorized module's. With seed=None the two forms
+    draw different masks, so the plain step is checked against its own masks instead."""
+    plain, fast = make("plain", "columns"), make("vectorized", "columns")
+    params, x, y = _problem(plain)
+    runs = []
+    for module in (plain, fast):
+        p = {k: v.copy() for k, v in params.items()}
+        state = module.init_state()
+        rng = np.random.default_rng(SEED) if seed == "generator" else None
+        given = rng if seed == "generator" else seed
+        cost = module.sgd_step(p, x, y, 0.1, seed=given, state=state)
+        runs.append((cost, p, state, None if rng is None else rng.random()))
+    if seed is None:
+        (cost, p, state, _), _ = runs
+        assert np.isfinite(cost) and not np.array_equal(state["running_mean2"], 0)
+        return
+    (cost, p, state, after), (fast_cost, fast_p, fast_state, fast_after) = runs
+    assert cost == pytest.approx(fast_cost, rel=1e-13)
+    assert after == fast_after  # the generator advanced by the same draws
+    for key in fast_state:
+        np.testing.assert_allclose(state[key], fast_state[key], rtol=1e-12, err_msg=key)
+    for key in fast_p:
+        np.testing.assert_allclose(p[key], fast_p[key], rtol=1e-12, atol=1e-15, err_msg=key)
+    u2 = _numpy_forward(plain, params, x, plain.dropout_masks(M, SEED))["u2"]
+    np.testing.assert_allclose(_rows(plain, state["running_mean2"])[0], 0.1 * u2.mean(0))
+
+
+def test_plain_form_train_keeps_the_vectorized_forms_statistics(make) -> None:
+    """train with state: the same masks, statistics and parameters in both forms."""
+    runs = []
+    for form in ("plain", "vectorized"):
+        module = make(form, "rows")
+        params, x, y = _problem(module)
+        state = module.init_state()
+        history = module.train(params, x, y, epochs=2, batch_size=3, lr=0.1, seed=4, state=state)
+        runs.append((history, params, state))
+    (history, params, state), (fast_history, fast_params, fast_state) = runs
+    np.testing.assert_allclose(history, fast_history, rtol=1e-12)
+    for key in fast_state:
+        np.testing.assert_allclose(state[key], fast_state[key], rtol=1e-12, err_msg=key)
+    for key in fast_params:
+        np.testing.assert_allclose(params[key], fast_params[key], rtol=1e-11, err_msg=key)
 
 
 def test_dropout_on_a_batch_normalized_layer_is_refused() -> None:
