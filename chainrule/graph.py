@@ -184,7 +184,8 @@ def mask_label(layer: int, *units: int) -> str:
 
 def _dropout_title(spec: Spec) -> str:
     """`` + dropout p = 0.2 (layer 1)`` for the title (empty without dropout)."""
-    parts = [f"p = {ly.dropout:g} (layer {i})" for i, ly in enumerate(spec.layers, 1) if ly.dropout]
+    # p as written (its shortest repr): 0.9999999 must not read as 1
+    parts = [f"p = {ly.dropout!r} (layer {i})" for i, ly in enumerate(spec.layers, 1) if ly.dropout]
     return f" + dropout {', '.join(parts)}" if parts else ""
 
 
