@@ -112,3 +112,15 @@ def test_residual_words_carry_the_mask_of_a_dropout_layer() -> None:
     )
     text = derivation(Spec(2, layers, "quadratic")).to_text()
     assert "This network has residual connections (a³ = D³ ⊙ relu(z³) + a²)" in text
+
+
+def test_cse_temporaries_are_labelled_the_same_whatever_p() -> None:
+    # Was: the labels were matched at random points whose masks were drawn as in training,
+    # so with p near 1 every mask was 0, a dropped unit's delta equalled its (zero)
+    # activation, and compare said "11 temporaries, of which 1 are deltas" (4 at p = 0.2).
+    from chainrule.comparison import compare_spec
+
+    counts = {p: compare_spec(_spec(p), engine="sympy").temporaries for p in (0.2, 0.99, 0.9999999)}
+    assert counts[0.2] == counts[0.99] == counts[0.9999999]
+    # delta^2 and the two delta^1_j of the hidden units
+    assert counts[0.99]["delta"] == 3
