@@ -124,3 +124,26 @@ def test_cse_temporaries_are_labelled_the_same_whatever_p() -> None:
     assert counts[0.2] == counts[0.99] == counts[0.9999999]
     # delta^2 and the two delta^1_j of the hidden units
     assert counts[0.99]["delta"] == 3
+
+
+def test_sgd_treats_eps_and_betas_alike_in_float32(tmp_path) -> None:
+    # Was: eps=np.float32(1e-8) passed for sgd as "the default" (NumPy compared it in
+    # float32) while betas=(np.float32(0.9), np.float32(0.999)) was refused; both are now
+    # compared as Python floats, and the true defaults, in any float type, still pass.
+    from chainrule import generate, load_module
+
+    path = tmp_path / "net.py"
+    path.write_text(generate(_spec(0.2)))
+    module = load_module(path)
+    x = np.linspace(-1, 1, 8).reshape(2, 4)
+    y = np.linspace(0, 1, 4).reshape(1, 4)
+
+    def train(**kw: object) -> list:
+        return module.train(module.init_params(0), x, y, epochs=1, batch_size=2, lr=0.1, **kw)
+
+    assert len(train(eps=np.float64(1e-8), betas=np.array([0.9, 0.999]))) == 1
+    with pytest.raises(ValueError, match=r"^eps: sgd takes none; got np\.float32"):
+        train(eps=np.float32(1e-8))
+    with pytest.raises(ValueError, match=r"^betas: sgd takes none"):
+        train(betas=(np.float32(0.9), np.float32(0.999)))
+    assert len(train(optimizer="adam", eps=np.float32(1e-8))) == 1
