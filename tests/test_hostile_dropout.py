@@ -147,3 +147,20 @@ def test_sgd_treats_eps_and_betas_alike_in_float32(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"^betas: sgd takes none"):
         train(betas=(np.float32(0.9), np.float32(0.999)))
     assert len(train(optimizer="adam", eps=np.float32(1e-8))) == 1
+
+
+@pytest.mark.parametrize(
+    "option", [["--dropout", "0.2,0"], ["--l2", "0.1"], ["--l1", "0.1"], ["--no-bias"]]
+)
+def test_a_sweep_refuses_options_it_would_ignore(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was: `compare --sweep depth=1:2 --dropout 0.2,0` printed the counts of networks
+    # without dropout (the same table as without the option), exit 0.
+    assert main(["compare", "--sweep", "depth=1:2", *option]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"chainrule: error: {option[0]}: a sweep builds its own networks without it; "
+        f"leave out {option[0]}\n"
+    )
