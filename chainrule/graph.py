@@ -378,10 +378,13 @@ def legend(spec: Spec) -> list[str]:
 
 def activation_label(spec: Spec, layer: int, plus: str = "") -> str:
     """The layer graph's a^l label: ``a¹ = tanh(z¹)``, ``a¹ = D¹ ⊙ tanh(z¹)`` with dropout,
-    followed by ``plus`` (a skip's `` + aᵏ``)."""
-    act = spec.layers[layer - 1].activation
+    followed by ``plus`` (a skip's `` + aᵏ``); an expression in x is named f and given
+    after it (``a¹ = f(z¹), f(x) = x*sigmoid(x)``), not applied to z as if it were a name."""
+    own = spec.layers[layer - 1]
     mask = f"D{_sup(layer)} ⊙ " if dropped(spec, layer) else ""
-    return f"a{_sup(layer)} = {mask}{act}(z{_sup(layer)}){plus}"
+    act = "f" if own.is_custom else own.activation
+    where = f", f(x) = {own.activation}" if own.is_custom else ""
+    return f"a{_sup(layer)} = {mask}{act}(z{_sup(layer)}){plus}{where}"
 
 
 def layer_graph(spec: Spec) -> Graph:

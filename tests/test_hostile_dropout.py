@@ -164,3 +164,14 @@ def test_a_sweep_refuses_options_it_would_ignore(
         f"chainrule: error: {option[0]}: a sweep builds its own networks without it; "
         f"leave out {option[0]}\n"
     )
+
+
+def test_layer_graph_names_an_expression_activation_f() -> None:
+    # Was: "a¹ = D¹ ⊙ x*tanh(softplus(x))(z¹)", the expression in x applied to z¹ as if
+    # it were a function's name (it reads as the expression times z¹).
+    from chainrule.graph import activation_label
+
+    layers = (Layer(2, "x*tanh(softplus(x))", dropout=0.5), Layer(2, "relu"), Layer(1, "linear"))
+    spec = Spec(2, layers, "quadratic")
+    assert activation_label(spec, 1) == "a¹ = D¹ ⊙ f(z¹), f(x) = x*tanh(softplus(x))"
+    assert activation_label(spec, 2) == "a² = relu(z²)"
