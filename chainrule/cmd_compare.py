@@ -236,6 +236,13 @@ def _sweep(args: argparse.Namespace, budget: int) -> int:
         raise SpecError(
             "sweep", "a sweep builds its own networks", "leave out the spec with --sweep"
         )
+    # Options that would change the networks' counts, which the sweep's networks lack.
+    for flag in ("dropout", "l2", "l1", "no_bias", "from_keras", "from_torch"):
+        if getattr(args, flag, None):
+            option = "--" + flag.replace("_", "-")
+            raise SpecError(
+                option, "a sweep builds its own networks without it", f"leave out {option}"
+            )
     if args.plot:
         plot_format(args.plot, "--plot")  # refuse a bad name or a user's file before the work
         refuse_foreign_picture(args.plot, force=args.force)

@@ -261,7 +261,8 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]
 
 def _dropout_lines(c: Comparison) -> list[str]:
     """One line on the dropout masks when a layer has dropout (none otherwise)."""
-    layers = [f"layer {i} p = {p:g}" for i, p in enumerate(c.dropout, start=1) if p]
+    # p as written (its shortest repr): 0.9999999 must not read as 1, nor 0.30000000000000004 as 0.3
+    layers = [f"layer {i} p = {p!r}" for i, p in enumerate(c.dropout, start=1) if p]
     if not layers:
         return []
     return [

@@ -184,7 +184,8 @@ def mask_label(layer: int, *units: int) -> str:
 
 def _dropout_title(spec: Spec) -> str:
     """`` + dropout p = 0.2 (layer 1)`` for the title (empty without dropout)."""
-    parts = [f"p = {ly.dropout:g} (layer {i})" for i, ly in enumerate(spec.layers, 1) if ly.dropout]
+    # p as written (its shortest repr): 0.9999999 must not read as 1
+    parts = [f"p = {ly.dropout!r} (layer {i})" for i, ly in enumerate(spec.layers, 1) if ly.dropout]
     return f" + dropout {', '.join(parts)}" if parts else ""
 
 
@@ -377,10 +378,13 @@ def legend(spec: Spec) -> list[str]:
 
 def activation_label(spec: Spec, layer: int, plus: str = "") -> str:
     """The layer graph's a^l label: ``a¹ = tanh(z¹)``, ``a¹ = D¹ ⊙ tanh(z¹)`` with dropout,
-    followed by ``plus`` (a skip's `` + aᵏ``)."""
-    act = spec.layers[layer - 1].activation
+    followed by ``plus`` (a skip's `` + aᵏ``); an expression in x is named f and given
+    after it (``a¹ = f(z¹), f(x) = x*sigmoid(x)``), not applied to z as if it were a name."""
+    own = spec.layers[layer - 1]
     mask = f"D{_sup(layer)} ⊙ " if dropped(spec, layer) else ""
-    return f"a{_sup(layer)} = {mask}{act}(z{_sup(layer)}){plus}"
+    act = "f" if own.is_custom else own.activation
+    where = f", f(x) = {own.activation}" if own.is_custom else ""
+    return f"a{_sup(layer)} = {mask}{act}(z{_sup(layer)}){plus}{where}"
 
 
 def layer_graph(spec: Spec) -> Graph:

@@ -214,6 +214,15 @@ def random_point(net: ScalarNetwork, seed: int = 0) -> dict[sp.Symbol, sp.Ration
 def sample_masks(net: ScalarNetwork, rng: random.Random) -> dict[sp.Symbol, sp.Rational]:
     """A mask entry r/(1 - p) for each D^l_j of ``net``: 0 with probability p (the unit is
     dropped), else 1/(1 - p), with p read exactly as its shortest decimal (0.2 is 1/5)."""
+    return {
+        mask: kept if rng.random() >= net.spec.layers[layer - 1].dropout else sp.Integer(0)
+        for (mask, layer), kept in _kept_masks(net).items()
+    }
+
+
+def _kept_masks(net: ScalarNetwork) -> dict[tuple[sp.Symbol, int], sp.Rational]:
+    """{(D^l_j, l): 1/(1 - p)} for each mask entry of ``net``, in layer and unit order,
+    with p read exactly as its shortest decimal (0.2 is 1/5)."""
     out = {}
     for layer in range(1, net.depth + 1):
         p = net.spec.layers[layer - 1].dropout
@@ -222,8 +231,7 @@ def sample_masks(net: ScalarNetwork, rng: random.Random) -> dict[sp.Symbol, sp.R
         drop = Fraction(repr(float(p)))  # the float's shortest decimal, exactly
         scale = sp.Rational(drop.denominator, drop.denominator - drop.numerator)
         for j in range(net.spec.sizes[layer]):
-            mask = _sym(naming.dropout_mask_entry(layer, j))
-            out[mask] = scale if rng.random() >= p else sp.Integer(0)
+            out[(_sym(naming.dropout_mask_entry(layer, j)), layer)] = scale
     return out
 
 
@@ -269,15 +277,19 @@ def label_temporaries(g: Gradients, seed: int = 0) -> dict[sp.Symbol, str]:
     """Say what each CSE temporary is: a delta^l_j, another backward term, or forward.
 
     Each temporary's value is matched against the values the backprop program computes
-    (delta^l_j, z^l_j, a^l_j, sigma'(z^l_j)) at :data:`LABEL_POINTS` random points, and
+    (delta^l_j, z^l_j, a^l_j, sigma'(z^l_j)) at :data:`LABEL_POINTS` random points (every
+    dropout mask entry at its kept value 1/(1 - p)), and
     named by the first one it equals at all of them; an unmatched temporary is a
     *forward value* when it does not depend on the targets y, and a *backward term* (a
     partial product of the chain rule) otherwise.
     """
     net = g.network
     candidates: dict[sp.Symbol, list[str]] = {}
+    # Matching is by identity, so every unit is kept (D = 1/(1 - p)): a dropped unit's
+    # zeros (its a^l_j, its delta^l_j) would coincide, and the labels would follow p.
+    masks = {mask: value for (mask, _), value in _kept_masks(net).items()}
     for i in range(LABEL_POINTS):
-        point = random_point(net, seed + i)
+        point = {**random_point(net, seed + i), **masks}
         known = _backprop_values(net, point)
         ev = Evaluator(point, 30)
         for s in g.program:

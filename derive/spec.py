@@ -30,7 +30,7 @@ import json
 import math
 import numbers
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,10 @@ class Spec:
         self.validate()
         for key in ("l2", "l1"):  # validated: a finite number >= 0; -0.0 and ints as 0.0 floats
             object.__setattr__(self, key, float(getattr(self, key)) + 0.0)
+        # Validated: each dropout is a real number in [0, 1); a Fraction or a NumPy scalar
+        # as the float it equals, so every view (derive, compare, graph) reads one p.
+        layers = tuple(replace(ly, dropout=float(ly.dropout) + 0.0) for ly in self.layers)
+        object.__setattr__(self, "layers", layers)
 
     @property
     def regularized(self) -> bool:

@@ -175,7 +175,11 @@ def _check_optimizer(params, optimizer, momentum, betas, eps):
             raise ValueError(f"eps: {eps!r} is 0 in {dtype} ({key}); give a larger eps")
     # betas and eps are Adam's own: given to another optimizer, they are a mistake.
     if optimizer != "adam":
-        adams = (("betas", pair, (0.9, 0.999), betas), ("eps", number, 1e-8, eps))
+        # Compared as Python floats, as the betas are: np.float32(1e-8) is not 1e-8.
+        adams = (
+            ("betas", pair, (0.9, 0.999), betas),
+            ("eps", float(number), 1e-8, eps),
+        )
         for name, value, default, given in adams:
             if value != default:
                 raise ValueError(

@@ -254,8 +254,10 @@ class ChainSection(SectionWriterBase):
     def residual_words(self) -> str:
         """What the chain rule does at a residual connection, in this notation."""
         nota = self.nota
+        # A layer with dropout masks its own output before the skip is added.
+        mask = {d: f"{nota.mask(d)} \\odot " if self.dropped(d) else "" for d in self.spec.skips}
         pairs = ", ".join(
-            f"${nota.a(d)} = {nota.act_letter(d)}({nota.z(d)}) + {nota.a(k)}$"
+            f"${nota.a(d)} = {mask[d]}{nota.act_letter(d)}({nota.z(d)}) + {nota.a(k)}$"
             for d, k in sorted(self.spec.skips.items())
         )
         return (

@@ -17,6 +17,23 @@ from chainrule.derive.document.steps import Step, closed
 from chainrule.derive.layers import DROP, KEEP, Z, mask_value
 
 
+def p_latex(p: float) -> str:
+    """``p`` as written (its shortest repr) in LaTeX: an exponent as a power of ten, since
+    ``1e-12`` in math mode reads as 1 e - 12.
+
+    Examples
+    --------
+    >>> p_latex(0.2), p_latex(1e-12), p_latex(2.5e-07)
+    ('0.2', '10^{-12}', '2.5 \\times 10^{-7}')
+    """
+    text = repr(float(p))
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    power = f"10^{{{int(exponent)}}}"
+    return power if mantissa == "1" else f"{mantissa} \\times {power}"
+
+
 class DropoutPieces(SectionWriterBase):
     """The mask's step and LaTeX, in the notation's symbols."""
 
@@ -36,7 +53,7 @@ class DropoutPieces(SectionWriterBase):
         draw = " \\quad \\text{(entrywise)}" if batch else ""
         return (
             f"{mask} = {_tex(mask_value(), names)}, \\quad {keep} \\sim "
-            f"\\operatorname{{Bernoulli}}(1 - p){draw}, \\quad p = {p!r}"
+            f"\\operatorname{{Bernoulli}}(1 - p){draw}, \\quad p = {p_latex(p)}"
         )
 
     def mask_sides(self, layer: int) -> tuple[tuple[sp.Expr, ...], ...]:

@@ -305,6 +305,8 @@ class VectorizedSection(SectionWriterBase):
             own = names[sym(s.target)]
             if _same_text(shown) != _same_text(own):
                 return f"{own} = {shown}"
+            if not self.sigma_prime_reads(s.target):
+                return own
             sprime = names[sym(naming.sigma_prime(layer))]
             return f"{own} \\quad (\\text{{kept: }} {sprime} \\text{{ is computed from it}})"
         if s.quantity == "activation" and naming.own_activation(layer) in s.operands:
@@ -367,12 +369,21 @@ class VectorizedSection(SectionWriterBase):
         if s.op == "dropout":
             return self.mask_latex(layer, batch=True)
         if s.quantity == "own_activation":
-            sprime = names[sym(naming.sigma_prime(layer))]
-            own = names[sym(s.target)]
-            return f"{own} \\quad (\\text{{kept: }} {sprime} \\text{{ is computed from it}})"
+            own, shown = names[sym(s.target)], odot_tex(s.expr, names)
+            if self.sigma_prime_reads(s.target):
+                sprime = names[sym(naming.sigma_prime(layer))]
+                return f"{own} \\quad (\\text{{kept: }} {sprime} \\text{{ is computed from it}})"
+            # f' read from z (relu, mish, an expression) or not needed (linear): no claim
+            return own if _same_text(shown) == _same_text(own) else f"{own} = {shown}"
         if s.quantity == "activation" and naming.dropout_mask(layer) in s.operands:
             return f"{self.nota.batch('A', layer)} = {odot_tex(s.expr, names)}"
         return None
+
+    def sigma_prime_reads(self, own: str) -> bool:
+        """True when a sigma' statement of the program reads the kept output ``own``."""
+        return any(
+            s.quantity == "sigma_prime" and own in s.operands for s in batch.batch_program(self.d)
+        )
 
     def affine_latex(self, s: BatchStatement) -> str:
         nota, layer = self.nota, s.layer
