@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chainrule.codegen.render import generate_module
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, require_spec
 
 
 def generate(spec: Spec, form: str = "vectorized") -> str:
@@ -20,6 +20,7 @@ def generate(spec: Spec, form: str = "vectorized") -> str:
     >>> "z1 = W1 @ a0 + b1" in generate(preset("nielsen"), form="plain")
     True
     """
+    require_spec(spec)
     if form == "plain":
         from chainrule.codegen.plain import generate_plain
 
@@ -74,6 +75,7 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     from chainrule.derive.scalar_network import refuse_batch_norm
     from chainrule.derive.spec import AT_DROPOUT_FIX, refuse_dropout
 
+    require_spec(spec)
     if at is None:
         return symbolic(spec, notation)
     refuse_batch_norm(spec, "the worked derivation (derive --at)")

@@ -36,7 +36,7 @@ from chainrule.derive.scalar import (
     resolve_engine,
 )
 from chainrule.derive.scalar_network import refuse_batch_norm
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, require_spec
 
 
 @dataclass
@@ -199,6 +199,7 @@ def compare_spec(
     >>> c.naive_ops > c.cse_ops and c.backprop_ops / c.forward_ops <= 4
     True
     """
+    require_spec(spec)
     refuse_batch_norm(spec, "compare")
     lc = layer_counts(spec)
     fd = finite_difference_ops(spec, lc.forward_ops)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from chainrule import graph_penalty
 from chainrule.derive.errors import SpecError
 from chainrule.derive.scalar_network import refuse_batch_norm
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, require_spec
 
 #: Networks at most this big (weights, units) get the scalar graph under ``--level auto``.
 SCALAR_MAX_WEIGHTS = 60
@@ -463,6 +463,7 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
     >>> g.level, g.naive_walks, g.backprop_walks
     ('scalar', 12, 3)
     """
+    require_spec(spec)
     refuse_batch_norm(spec, "graph")
     weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
     if level == "auto":

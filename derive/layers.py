@@ -31,7 +31,7 @@ from chainrule.derive import batch_network, numeric
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.exprparse import X, parse_activation
 from chainrule.derive.functions import sigmoid, stable_log_rules
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Spec, require_spec
 from chainrule.derive.tables import ACTIVATIONS, COSTS
 from chainrule.derive.tables import A as COST_A
 from chainrule.derive.tables import Y as COST_Y
@@ -374,6 +374,7 @@ def derive_network(spec: Spec) -> NetworkDerivation:
     >>> derive_network(preset("deep-relu-sigmoid")).output.delta
     a - y
     """
+    require_spec(spec)
     acts = tuple(
         None if layer.activation == "softmax" else derive_activation(layer.activation)
         for layer in spec.layers

@@ -607,6 +607,29 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def require_spec(spec: Any) -> Spec:
+    """``spec`` itself when it is a :class:`Spec`; otherwise a one-line SpecError that
+    says how to make one (a path or a preset name given in its place is the usual slip).
+
+    Examples
+    --------
+    >>> require_spec(preset("nielsen")).name
+    'nielsen'
+    >>> try:
+    ...     require_spec("net.toml")
+    ... except SpecError as error:
+    ...     print(error.field, "|", error.message)
+    spec | expected a Spec, got 'net.toml' (str)
+    """
+    if not isinstance(spec, Spec):
+        raise SpecError(
+            "spec",
+            f"expected a Spec, got {_show(spec)} ({type(spec).__name__})",
+            "load a file with chainrule.load_spec(path), or take chainrule.preset(name)",
+        )
+    return spec
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a ``.toml`` or ``.json`` spec file.
 

@@ -175,3 +175,30 @@ def test_layer_graph_names_an_expression_activation_f() -> None:
     spec = Spec(2, layers, "quadratic")
     assert activation_label(spec, 1) == "a¹ = D¹ ⊙ f(z¹), f(x) = x*tanh(softplus(x))"
     assert activation_label(spec, 2) == "a² = relu(z²)"
+
+
+@pytest.mark.parametrize("given", ["net.toml", None, {"input": 3}], ids=["path", "none", "dict"])
+def test_the_python_api_names_a_spec_given_as_something_else(tmp_path, given) -> None:
+    """Every public function that takes a network says, in one line, that it wants a Spec
+    and how to get one (it raised a raw AttributeError); the fix, followed, works."""
+    import chainrule
+
+    functions = (
+        chainrule.derivation,
+        chainrule.generate,
+        chainrule.compare_spec,
+        chainrule.build_graph,
+        chainrule.derive_network,
+    )
+    for function in functions:
+        with pytest.raises(chainrule.SpecError) as caught:
+            function(given)
+        assert caught.value.field == "spec", function.__name__
+        assert "\n" not in str(caught.value)
+        assert "chainrule.load_spec(path)" in str(caught.value)
+    path = tmp_path / "net.toml"
+    path.write_text(
+        'input = 2\ncost = "quadratic"\n[[layers]]\nsize = 1\nactivation = "sigmoid"\n',
+        encoding="utf-8",
+    )
+    assert "def loss_and_grad(" in chainrule.generate(chainrule.load_spec(path))
