@@ -18,7 +18,7 @@ from chainrule.derive.layers import DROP, KEEP, Z, mask_value
 
 
 def p_latex(p: float) -> str:
-    """``p`` as written (its shortest repr) in LaTeX: an exponent as a power of ten, since
+    r"""``p`` as written (its shortest repr) in LaTeX: an exponent as a power of ten, since
     ``1e-12`` in math mode reads as 1 e - 12.
 
     Examples
