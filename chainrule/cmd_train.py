@@ -9,7 +9,8 @@ with arrays ``x`` (examples first, shape (N, n0)) and ``y`` (integer labels of s
 ``--save`` writes the trained weights through the module's ``save_params``. A held-out
 test split measures accuracy after every epoch; the command prints per-epoch loss, test
 accuracy and seconds, or with ``--json`` one object ``{"test_accuracy", "epochs",
-"seconds_per_epoch"}`` (and ``"validation_accuracy"`` for MNIST).
+"seconds_per_epoch", "history"}`` (and ``"validation_accuracy"`` for MNIST), where
+``history`` holds each epoch's ``{"epoch", "loss", "test_accuracy", "seconds"}``.
 
 Examples
 --------
@@ -528,12 +529,20 @@ def _module_of(args: argparse.Namespace) -> types.ModuleType:
     return module
 
 
-def _summary(args: argparse.Namespace, result: TrainResult, sizes: str, name: str) -> None:
-    """Print the closing line (or the JSON object) and each file written."""
+def _summary(
+    args: argparse.Namespace,
+    result: TrainResult,
+    sizes: str,
+    name: str,
+    history: list[dict[str, float]],
+) -> None:
+    """Print the closing line (or the JSON object, with ``history``: one entry per epoch,
+    the figures of its printed line) and each file written."""
     summary = {
         "test_accuracy": result.test_accuracy,
         "epochs": args.epochs,
         "seconds_per_epoch": result.seconds_per_epoch,
+        "history": history,
     }
     if result.validation_accuracy is not None:
         summary["validation_accuracy"] = result.validation_accuracy
@@ -567,7 +576,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_eps_dtype(options, str(module.DTYPE))
     dataset = _dataset_of(args)
 
+    history: list[dict[str, float]] = []
+
     def report(epoch: int, loss: float, acc: float, seconds: float) -> None:
+        history.append({"epoch": epoch, "loss": loss, "test_accuracy": acc, "seconds": seconds})
         line = f"epoch {epoch:>3}  loss {loss:.4f}  test accuracy {acc:.4f}  {seconds:.3f} s"
         if not args.json:
             print(line, flush=True)
@@ -602,7 +614,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ) from None
     if args.plot:
         plot_losses(result, args.plot, force=args.force)
-    _summary(args, result, sizes, dataset.name)
+    _summary(args, result, sizes, dataset.name, history)
     return EXIT_OK
 
 

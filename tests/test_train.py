@@ -102,8 +102,13 @@ def test_npz_file_trains_through_the_cli(tmp_path, run_cli):
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert set(summary) == {"test_accuracy", "epochs", "seconds_per_epoch"}
+    assert set(summary) == {"test_accuracy", "epochs", "seconds_per_epoch", "history"}
     assert summary["epochs"] == 10 and summary["test_accuracy"] > 0.9
+    history = summary["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 11))
+    assert all(set(h) == {"epoch", "loss", "test_accuracy", "seconds"} for h in history)
+    assert history[-1]["test_accuracy"] == summary["test_accuracy"]
+    assert history[-1]["loss"] < history[0]["loss"]
 
 
 @pytest.mark.slow
