@@ -38,6 +38,7 @@ import mpmath
 import sympy as sp
 from chainrule.derive import naming
 from chainrule.derive.errors import DerivationError
+from chainrule.derive.layers import DROP, KEEP, mask_value
 from chainrule.derive.numeric import Evaluator, evaluate, sample_point, sample_targets
 from chainrule.derive.scalar_counts import (
     DEFAULT_BUDGET,
@@ -228,8 +229,8 @@ def _kept_masks(net: ScalarNetwork) -> dict[tuple[sp.Symbol, int], sp.Rational]:
         p = net.spec.layers[layer - 1].dropout
         if not p:
             continue
-        drop = Fraction(repr(float(p)))  # the float's shortest decimal, exactly
-        scale = sp.Rational(drop.denominator, drop.denominator - drop.numerator)
+        drop = sp.Rational(Fraction(repr(float(p))))  # the float's shortest decimal, exactly
+        scale = mask_value().xreplace({KEEP: 1, DROP: drop})  # a kept unit's D
         for j in range(net.spec.sizes[layer]):
             out[(_sym(naming.dropout_mask_entry(layer, j)), layer)] = scale
     return out
@@ -350,8 +351,8 @@ __all__ = [
     "label_temporaries",
     "layer_counts",
     "random_point",
-    "sample_masks",
     "resolve_engine",
+    "sample_masks",
     "scalar_network",
     "symengine_available",
 ]
