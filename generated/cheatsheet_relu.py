@@ -274,20 +274,10 @@ def _check_out(params, out):
     for key, shape in PARAM_SHAPES.items():
         into = out.get(key)
         fits = isinstance(into, np.ndarray) and into.shape == shape
-        if not (fits and into.dtype == params[key].dtype and into.flags.c_contiguous):
-            raise _refuse(
-                f"out[{key!r}]",
-                into,
-                shape,
-                f"writeable C-contiguous {params[key].dtype}",
-            )
-        if not into.flags.writeable:
-            raise _refuse(
-                f"out[{key!r}]",
-                into,
-                shape,
-                f"writeable C-contiguous {params[key].dtype}",
-            )
+        fits = fits and into.dtype == params[key].dtype and into.flags.c_contiguous
+        if not (fits and into.flags.writeable):
+            kind = f"writeable C-contiguous {params[key].dtype}"
+            raise _refuse(f"out[{key!r}]", into, shape, kind)
         for other in taken:
             if into is other:
                 raise ValueError(
