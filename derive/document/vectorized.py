@@ -63,9 +63,14 @@ def _entry(expr: sp.Expr, values: dict) -> sp.Expr:
 class VectorizedSection(SectionWriterBase):
     """Renders the mini-batch program in the notation and checks it on the witness batch."""
 
+    @functools.cached_property
+    def program(self) -> tuple[BatchStatement, ...]:
+        """The module's mini-batch program, built once per document."""
+        return batch.batch_program(self.d)
+
     def vectorized(self) -> Section:
         """The mini-batch statements, in the order and with the labels of the module."""
-        statements = batch.batch_program(self.d)
+        statements = self.program
         steps = tuple(
             Step(
                 self.batch_title(s),
@@ -176,7 +181,7 @@ class VectorizedSection(SectionWriterBase):
         reference = self.batch_references(net)
         env = self.batch_inputs(net)
         results: dict[str, tuple[Side, ...]] = {}
-        for s in batch.batch_program(self.d):
+        for s in self.program:
             got = run_statement(s, env, rows, net.m, at=_entry)
             ref = reference.get(s.target)
             if s.derivative is not None:
@@ -381,9 +386,7 @@ class VectorizedSection(SectionWriterBase):
 
     def sigma_prime_reads(self, own: str) -> bool:
         """True when a sigma' statement of the program reads the kept output ``own``."""
-        return any(
-            s.quantity == "sigma_prime" and own in s.operands for s in batch.batch_program(self.d)
-        )
+        return any(s.quantity == "sigma_prime" and own in s.operands for s in self.program)
 
     def affine_latex(self, s: BatchStatement) -> str:
         nota, layer = self.nota, s.layer
