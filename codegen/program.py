@@ -275,6 +275,8 @@ class _ModuleProgramBuilder:
         sizes, layer = self.spec.sizes, s.layer
         if s.op == "affine":
             w, prev, *bias = s.operands
+            if self.spec.layers[layer - 1].batch_norm:
+                return self.normalized_input(s)
             code = f"np.matmul({self.pair(w, prev)}, out={self.buffer(s.target, sizes[layer])})"
             return self.statement(
                 s, code, buffer=s.target, updates=tuple(f"{s.target} += {b}" for b in bias)
@@ -300,6 +302,17 @@ class _ModuleProgramBuilder:
         self.gradient_buffer(param, *((1, sizes[layer]) if self.rows else (sizes[layer], 1)))
         code = f"np.matmul({self.pair(delta, self.ones())}, out={gradient_ref(param)})"
         return self.statement(s, code, equation=s.equation + held)
+
+    def normalized_input(self, s: BatchStatement) -> Statement:
+        """u^l = W^l a^(l-1) of a batch-normalized layer, into x̂^l's buffer: it is centred
+        and scaled there in place (a pass that writes into another buffer costs up to twice
+        as much), so u^l is not one of the values _forward returns."""
+        w, prev = s.operands
+        xhat = naming.normalized(s.layer)
+        into = self.buffer(xhat, self.spec.sizes[s.layer])
+        code = f"np.matmul({self.pair(w, prev)}, out={into})"
+        note = f" (in {xhat}'s buffer, which becomes {xhat} below)"
+        return self.statement(s, code, buffer=xhat, equation=s.equation + note)
 
     def dropout_mask(self, s: BatchStatement) -> Statement:
         """D^l drawn into its work buffer by the module helper (1 when ``rng`` is None)."""
@@ -329,20 +342,21 @@ class _ModuleProgramBuilder:
             return self.statement(s, code, updates=(f"{s.target} /= {m}",))
         if s.op == "bn_var":
             u, mean = s.operands
-            self.buffer(naming.normalized(layer), n)
             self.buffer(naming.weighted_input(layer), n)
-            centered = f"np.subtract({u}, {mean}, out={xhat})"
             into = self.vector_buffer(s.target, n)
             # einsum sums the squares per unit in one pass, without writing them out
-            total = f"np.einsum({self.per_unit}, {centered}, {xhat}, out={s.target}{self.flat})"
-            note = f" ({naming.normalized(layer)}'s buffer keeps {u} - {mean})"
-            return self.statement(
-                s, into, updates=(total, f"{s.target} /= {m}"), equation=s.equation + note
-            )
+            total = f"np.einsum({self.per_unit}, {u}, {u}, out={s.target}{self.flat})"
+            note = f" ({u}'s buffer is centred in place first, to {u} - {mean})"
+            updates = (f"{u} -= {mean}", total, f"{s.target} /= {m}")
+            return self.statement(s, into, updates=updates, equation=s.equation + note)
         if s.op == "bn_normalize":
             rstd = f"1 / np.sqrt({s.operands[2]} + {batch_norm.EPS_TEXT})"
             code = f"np.multiply({xhat}, {rstd}, out={xhat})"
-            return self.statement(s, code, buffer=naming.normalized(layer))
+            u, mean = naming.linear(layer), naming.batch_mean(layer)
+            note = f" (the buffer holds {u} - {mean})"
+            return self.statement(
+                s, code, buffer=naming.normalized(layer), equation=s.equation + note
+            )
         if s.op == "bn_scale":
             gamma, xh, beta = s.operands
             return self.statement(
@@ -355,7 +369,6 @@ class _ModuleProgramBuilder:
             self.gradient_buffer(param, *shape)
             code = f"np.matmul({self.pair(s.operands[0], ones)}, out={gradient_ref(param)})"
             return self.statement(s, code, equation=s.equation + held)
-        deltau = buffer_ref(naming.linear_delta(layer))
         if s.op == "bn_gamma_grad":
             param = naming.scale(layer)
             self.gradient_buffer(param, *shape)
@@ -364,26 +377,27 @@ class _ModuleProgramBuilder:
             return self.statement(
                 s, gradient_ref(param), updates=(total,), equation=s.equation + held
             )
-        self.buffer(naming.linear_delta(layer), n)
-        return self.three_terms(s, deltau)
+        return self.three_terms(s)
 
-    def three_terms(self, s: BatchStatement, deltau: str) -> list[Statement]:
-        """The error at u in place: delta and the two gradients hold the 1/m, so the two
-        mean terms are divided by m once more. Checked against the statement's SymPy form."""
+    def three_terms(self, s: BatchStatement) -> list[Statement]:
+        """The error at u, in place in delta's buffer: delta and the two gradients hold the
+        1/m, so the two mean terms are divided by m once more. x̂'s buffer, whose last use
+        is dC/dgamma's sum, holds the mean terms. Checked against the statement's SymPy
+        form."""
         layer, sym = s.layer, naming.symbol
         delta, xhat = naming.delta(layer), naming.normalized(layer)
         gamma, var = naming.scale(layer), naming.batch_var(layer)
         d_gamma, d_beta = naming.grad(gamma), naming.grad(naming.shift(layer))
         target, m = s.target, sym(naming.BATCH)
         # What the code below computes, with delta stored as delta / m:
-        computed = (
-            sym(gamma)
-            / sp.sqrt(sym(var) + batch_norm.EPS)
-            * (sym(delta) / m - (sym(xhat) * sym(d_gamma) + sym(d_beta)) / m)
+        scale_ = sym(gamma) / sp.sqrt(sym(var) + batch_norm.EPS)
+        computed = sym(delta) / m * scale_ - (
+            sym(xhat) * (sym(d_gamma) * scale_ / m) + sym(d_beta) * scale_ / m
         )
         if sp.simplify(computed * m - s.expr) != 0:
             raise AssertionError(f"{target}: the fast form differs from the three-term form")
-        # Four passes over the batch: the mean terms' per-unit factors are small vectors.
+        # Four passes over the batch, each in place (a pass that writes into another
+        # buffer costs up to twice as much): the mean terms' factors are small vectors.
         name = next(self.temporary_names()).name
         factor = sym(gamma) / sp.sqrt(sym(var) + batch_norm.EPS)
         scale = Statement(
@@ -395,19 +409,20 @@ class _ModuleProgramBuilder:
             temporary_equation(name, factor, target),
             s.label,
         )
-        code = f"np.multiply({xhat}, {d_gamma} * {name} / {naming.BATCH}, out={deltau})"
+        code = f"np.multiply({delta}, {name}, out={buffer_ref(delta)})"
         updates = (
-            f"{target} += {d_beta} * {name} / {naming.BATCH}",
-            f"{delta} *= {name}",
-            f"np.subtract({delta}, {target}, out={target})",
+            f"{xhat} *= {d_gamma} * {name} / {naming.BATCH}",
+            f"{xhat} += {d_beta} * {name} / {naming.BATCH}",
+            f"{target} -= {xhat}",
         )
         note = (
             f" ({delta} and dC/d{gamma}, dC/d{naming.shift(layer)} hold the 1/m; "
-            f"{delta}'s buffer is scaled in place)"
+            f"{target} is computed in {delta}'s buffer, and {xhat}'s buffer, not needed "
+            "again, holds the two mean terms)"
         )
         return [
             scale,
-            self.statement(s, code, buffer=target, updates=updates, equation=s.equation + note),
+            self.statement(s, code, buffer=delta, updates=updates, equation=s.equation + note),
         ]
 
     def residual(self, s: BatchStatement) -> list[Statement]:
@@ -513,7 +528,13 @@ def build_program(derivation: NetworkDerivation, builder: CodeBuilder | None = N
         if act is not None and _has_kink(spec.layers[index - 1].activation, act.derivative)
     )
     # _forward returns the cached forward values in order; a^L last (log(1 - a^L) before it).
-    cache = tuple(s.target for s in parts["forward"] if s.source is not None and s.op != "alias")
+    # u^l of a batch-normalized layer is not among them: x̂^l is computed in its buffer.
+    overwritten = {naming.linear(layer) for layer in spec.batch_norm_layers}
+    cache = tuple(
+        s.target
+        for s in parts["forward"]
+        if s.source is not None and s.op != "alias" and s.target not in overwritten
+    )
     order = {p: i for i, p in enumerate(params)}
     (cost,) = parts["cost"]
     return Program(

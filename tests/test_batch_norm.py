@@ -288,7 +288,7 @@ def test_a_planted_bug_in_the_three_terms_is_caught(torch, make, load_source):
     spec = _spec("tanh", 0)
     source = generate_module(spec)
     # drop the middle term, mean(delta), of the first layer's three-term error
-    planted, count = re.subn(r"\n +deltau1 \+= dC_dbeta1 [^\n]*\n", "\n", source)
+    planted, count = re.subn(r"\n +xhat1 \+= dC_dbeta1 [^\n]*\n", "\n", source)
     assert count == 1
     module, broken = make(spec), load_source(planted)
     params, x, y = _problem(module)
