@@ -368,3 +368,43 @@ def test_the_readme_says_what_the_unrolled_form_does_with_dropout_and_batch_norm
     assert "The vectorized, plain and unrolled forms, `chainrule derive`, `compare` and" in flat
     assert "so the same seed gives the vectorized module's masks" in flat
     assert "`--form unrolled` refuse batch norm" not in flat
+
+
+def _same_value(module, left: str, right: str, seed: int) -> None:
+    """``left`` (a comment's right-hand side) and ``right`` (the code under it) agree at
+    random values of their names, 4 examples each (mean is the mean over them)."""
+    from test_unrolled import _names
+
+    rng = np.random.default_rng(seed)
+    env = dict(vars(module))
+    env.update(exp=np.exp, log=np.log, tanh=np.tanh, sqrt=np.sqrt, sign=np.sign, m=4)
+    env.update(sigmoid=module._sigmoid, mean=lambda value: np.mean(value * np.ones(4)))
+    for name in sorted((_names(left) | _names(right)) - set(env)):
+        env[name] = 0.1 + 0.8 * rng.random(4)
+    np.testing.assert_allclose(eval(left, env), eval(right, env), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["dropout-skip-l1-rows", "both-skip-l2-rows", "skip-into-norm"])
+def test_every_backprop_comment_is_true_for_the_code_under_it(name, modules):
+    """Each statement's comment ``label: target = [meaning =] rhs``: rhs computes what the
+    code does; a dropout layer's a^l names its mask; deltau is dC/du."""
+    from test_unrolled import _commented_statements
+
+    module, _, source = modules(name, "backprop")
+    spec = NETWORKS[name]
+    seen = set()
+    for function in ("_forward", "loss_and_grad"):
+        for comment, target, code in _commented_statements(source, function):
+            label, _, rest = comment.partition(": ")
+            parts = rest.split(" = ")
+            assert parts[0] == target and len(parts) >= 2, comment
+            for seed in range(2):
+                _same_value(module, parts[-1], code, seed)
+            layer = re.search(r"\d+", target).group()
+            if target.startswith("a") and spec.layers[int(layer) - 1].dropout:
+                assert parts[1].startswith(f"D{layer}_{target.rsplit('_', 1)[1]}*"), comment
+            if target.startswith("deltau"):
+                assert label == "BN" and parts[1] == f"dC/du{target[len('deltau') :]}", comment
+            seen.add(label)
+    assert {"forward", "BP1", "BP2", "BP4"} <= seen
+    assert ("BN" in seen) == bool(spec.batch_norm_layers)
