@@ -408,3 +408,34 @@ def test_every_backprop_comment_is_true_for_the_code_under_it(name, modules):
             seen.add(label)
     assert {"forward", "BP1", "BP2", "BP4"} <= seen
     assert ("BN" in seen) == bool(spec.batch_norm_layers)
+
+
+def test_float32_module_with_dropout_and_batch_norm_keeps_its_dtype(load_source):
+    """Masks are drawn in the parameters' dtype, as the vectorized module draws them."""
+    spec = Spec(
+        input_size=2,
+        layers=BOTH.layers,
+        cost="cross-entropy",
+        dtype="float32",
+    )
+    module = load_source(generate_unrolled(spec, "backprop"))
+    fast = load_source(generate_module(spec))
+    params, x, y = problem(spec)
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    masks, ref_masks = module.dropout_masks(M, SEED), fast.dropout_masks(M, SEED)
+    np.testing.assert_array_equal(masks["D2"], ref_masks["D2"])
+    assert masks["D2"].dtype == np.float32
+    cost, grads = module.loss_and_grad(params, x, y, seed=SEED)
+    ref_cost, ref_grads = fast.loss_and_grad(params, x, y, seed=SEED)
+    assert cost == pytest.approx(ref_cost, rel=1e-5)
+    for key, ref in ref_grads.items():
+        assert grads[key].dtype == np.float32, key
+        np.testing.assert_allclose(grads[key], ref, rtol=1e-3, atol=1e-5, err_msg=key)
+    state, ref_state = module.init_state(), fast.init_state()
+    module.sgd_step(_copy(params), x, y, 0.1, seed=SEED, state=state)
+    fast.sgd_step(_copy(params), x, y, 0.1, seed=SEED, state=ref_state)
+    for key, ref in ref_state.items():
+        assert state[key].dtype == np.float32
+        np.testing.assert_allclose(state[key], ref, rtol=1e-5, atol=1e-6, err_msg=key)
+    assert module.forward(params, x, state).dtype == np.float32
