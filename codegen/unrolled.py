@@ -12,7 +12,13 @@ the statements of one strategy from :mod:`chainrule.derive.scalar`:
 
 Each scalar variable holds one value per example (a NumPy array of shape (m,)), so
 the modules take the same batches as the vectorized module and have the same public
-API, keys, shapes and layout. They are meant for small networks: past
+API, keys, shapes and layout. With dropout each mask entry D^l_j is an input of the
+scalar code, taken from ``dropout_masks(m, seed)`` (the vectorized module's draw, so a
+seed gives the same masks in both). A batch-normalized layer is written unit by unit
+with each unit's batch mean and variance as one value for the batch
+(:mod:`chainrule.derive.scalar_batch_norm`), in the backprop strategy only: naive and
+cse expand one example's cost, which batch norm's coupling of the examples does not
+have. They are meant for small networks: past
 :data:`MAX_PARAMETERS` (or a naive expansion past :data:`MAX_NAIVE_OPS`) generation
 is refused.
 """
@@ -402,6 +408,28 @@ def _strategy_lines(g: Gradients, labels: dict[sp.Symbol, str], helpers: set[str
     return lines
 
 
+def _strategy_gradients(
+    spec: Spec, strategy: str, engine: str, budget: int | None
+) -> tuple[Gradients, list]:
+    """The gradient statements of ``strategy`` and the forward pass's statements (the
+    backprop program of :mod:`chainrule.derive.scalar_batch_norm` with batch norm)."""
+    if spec.batch_norm_layers:
+        g = batch_norm_gradients(spec)
+        return g, [s for s in g.program if s.label == "forward"]
+    g = gradients(spec, strategy, engine=engine, budget=budget)
+    return g, [s for s in forward_program(spec) if s.label == "forward"]
+
+
+def _shared_helpers(spec: Spec, program: Any) -> set[str]:
+    """The base template's helpers the module needs beyond its own printed code:
+    ``dropout_masks`` draws with the vectorized module's ``_dropout_mask``, and batch norm's
+    inference (forward with state) is the base template's, in the plain form's statements."""
+    helpers: set[str] = set(program.helpers) if spec.batch_norm_layers else set()
+    if spec.dropout_layers:
+        helpers.add("_dropout_mask")
+    return helpers
+
+
 def generate_unrolled(
     spec: Spec, strategy: str, *, engine: str = "auto", budget: int | None = None
 ) -> str:
@@ -424,21 +452,12 @@ def generate_unrolled(
             "strategy", f"unknown strategy {strategy!r}", "use one of: " + ", ".join(STRATEGIES)
         )
     check_unrolled_size(spec, strategy)
-    if spec.batch_norm_layers:
-        g = batch_norm_gradients(spec)
-        forward = [s for s in g.program if s.label == "forward"]
-    else:
-        g = gradients(spec, strategy, engine=engine, budget=budget)
-        forward = [s for s in forward_program(spec) if s.label == "forward"]
+    g, forward = _strategy_gradients(spec, strategy, engine, budget)
     labels = label_temporaries(g) if strategy == "cse" else {}
     counts = count_strategy(g)
     program = build_program(derive_network(spec))
     context = _context(program)
-    # Batch norm's inference (forward with state) is the base template's, in the plain
-    # form's statements: their helpers too.
-    helpers: set[str] = set(program.helpers) if spec.batch_norm_layers else set()
-    if spec.dropout_layers:
-        helpers.add("_dropout_mask")  # dropout_masks draws with the vectorized module's helper
+    helpers = _shared_helpers(spec, program)
     forward_lines, cache, stacks = _forward_section(spec, forward, helpers)
     cost = _cost_expr(spec)
     body = _strategy_lines(g, labels, helpers)

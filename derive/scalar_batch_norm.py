@@ -23,6 +23,7 @@ moved to one unit; the means are the operations those statements name.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import sympy as sp
@@ -104,8 +105,10 @@ def _at_unit(expr: sp.Expr, j: int) -> sp.Expr:
     return expr.xreplace({s: _sym(unit_name(s.name, j)) for s in expr.free_symbols})
 
 
+@lru_cache(maxsize=16)
 def _statements(spec: Spec, layer: int) -> dict[str, BatchStatement]:
-    """The mini-batch program's batch-norm statements of ``layer``, by operation."""
+    """The mini-batch program's batch-norm statements of ``layer``, by operation (not to be
+    changed: cached)."""
     program = batch_program(derive_network(spec))
     return {s.op: s for s in program if s.layer == layer and s.op.startswith("bn_")}
 
@@ -155,8 +158,8 @@ def _program(spec: Spec) -> tuple[list[Assignment], list[Assignment]]:
     last_delta = {layer: _unit(naming.delta(layer), spec.sizes[layer] - 1) for layer in normed}
     swap: dict[sp.Symbol, sp.Symbol] = {}
     program: list[Assignment] = []
-    for s in plain_program:
-        s = replace(s, expr=s.expr.xreplace(swap))  # noqa: PLW2901 - the renamed statement
+    for old in plain_program:
+        s = replace(old, expr=old.expr.xreplace(swap))
         if s.label == "forward" and s.stage in normed and s.note.startswith("z^"):
             j = int(s.note.rsplit("_", 1)[1])
             program.extend(normalization(spec, s.stage, j, s.expr))

@@ -187,6 +187,9 @@ def test_unrolled_equals_the_vectorized_module_with_the_same_seed(name, strategy
         # Fresh masks (seed None) differ between calls; forward is inference, without masks.
         assert module.loss(params, x, y) != module.loss(params, x, y)
         np.testing.assert_array_equal(module.forward(params, x), module.forward(params, x))
+        for bad in (-1, 1.5, True, "7"):
+            with pytest.raises(ValueError, match=r"^seed: expected None, a whole number"):
+                module.loss_and_grad(params, x, y, seed=bad)
     if spec.batch_norm_layers:
         assert module.STATE_SHAPES == fast.STATE_SHAPES
         for layer in spec.batch_norm_layers:
