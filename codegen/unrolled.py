@@ -12,7 +12,13 @@ the statements of one strategy from :mod:`chainrule.derive.scalar`:
 
 Each scalar variable holds one value per example (a NumPy array of shape (m,)), so
 the modules take the same batches as the vectorized module and have the same public
-API, keys, shapes and layout. They are meant for small networks: past
+API, keys, shapes and layout. With dropout each mask entry D^l_j is an input of the
+scalar code, taken from ``dropout_masks(m, seed)`` (the vectorized module's draw, so a
+seed gives the same masks in both). A batch-normalized layer is written unit by unit
+with each unit's batch mean and variance as one value for the batch
+(:mod:`chainrule.derive.scalar_batch_norm`), in the backprop strategy only: naive and
+cse expand one example's cost, which batch norm's coupling of the examples does not
+have. They are meant for small networks: past
 :data:`MAX_PARAMETERS` (or a naive expansion past :data:`MAX_NAIVE_OPS`) generation
 is refused.
 """
@@ -51,7 +57,8 @@ from chainrule.derive.scalar import (
     label_temporaries,
     unit_name,
 )
-from chainrule.derive.spec import Spec, refuse_dropout
+from chainrule.derive.scalar_batch_norm import ExampleMean, batch_norm_gradients
+from chainrule.derive.spec import Spec
 
 #: Largest network (in parameters) an unrolled module is generated for.
 MAX_PARAMETERS = 200
@@ -78,9 +85,17 @@ _STRATEGY_TEXT = {
 
 
 def check_unrolled_size(spec: Spec, strategy: str) -> None:
-    """Raise :class:`CodegenError` when ``spec`` is too large for an unrolled module
-    (and :class:`SpecError` for dropout, which the unrolled form does not support)."""
-    refuse_dropout(spec, "the unrolled form")
+    """Raise :class:`CodegenError` when ``spec`` is too large for an unrolled module, or
+    has batch norm under the naive or cse strategy (they expand one example's cost, and
+    batch norm couples the examples of a batch)."""
+    if spec.batch_norm_layers and strategy in ("naive", "cse"):
+        index = spec.batch_norm_layers[0] - 1
+        raise CodegenError(
+            "strategy",
+            f"the {strategy} strategy expands one example's cost, and batch norm "
+            f"(layers[{index}].batch_norm) couples the examples of a batch",
+            "use --strategy backprop",
+        )
     if spec.parameter_count > MAX_PARAMETERS:
         raise CodegenError(
             "form",
@@ -133,6 +148,10 @@ class UnrolledPrinter(ChainrulePrinter):
         cond, yes, no = (self._print(a) for a in expr.args)
         return f"np.where({cond}, {yes}, {no})"
 
+    def _print_ExampleMean(self, expr: ExampleMean) -> str:  # noqa: N802 - printer dispatch name
+        """The mean over the batch's m examples: the module's ``_mean`` helper."""
+        return f"_mean({self._print(expr.args[0])}, m)"
+
 
 def _code(expr: sp.Expr, helpers: set[str]) -> str:
     printer = UnrolledPrinter()
@@ -146,8 +165,9 @@ def _line(target: str, expr: sp.Expr, comment: str, helpers: set[str]) -> dict[s
 
 
 def _index(spec: Spec, kind: str, j: int, k: int) -> str:
-    """Index of w^l_jk (or b^l_j) in its parameter array, in the spec's layout."""
-    if kind == "b":
+    """Index of w^l_jk (or of b^l_j, gamma^l_j, beta^l_j) in its parameter array, in the
+    spec's layout."""
+    if kind != "w":
         return f"[0, {j}]" if spec.layout == "rows" else f"[{j}, 0]"
     return f"[{k}, {j}]" if spec.layout == "rows" else f"[{j}, {k}]"
 
@@ -177,7 +197,25 @@ def _input_lines(g: Gradients, used: set[str]) -> list[str]:
     for j, y in enumerate(g.network.targets):
         if y.name in used:
             lines.append(f"{y.name} = {_unit_index(spec, naming.TARGET, j)}")
+    for name in _mask_entries(spec):
+        if name in used:
+            lines.append(f"{name} = {_mask_index(spec, name)}")
     return lines
+
+
+def _mask_entries(spec: Spec) -> list[str]:
+    """The dropout mask entries D^l_j (``D2_0``), layer by layer."""
+    return [
+        naming.dropout_mask_entry(layer, j)
+        for layer in spec.dropout_layers
+        for j in range(spec.sizes[layer])
+    ]
+
+
+def _mask_index(spec: Spec, name: str) -> str:
+    """``masks["D2"][0]``: unit j's row (column) of its layer's mask, as dropout_masks draws it."""
+    array, _, j = name.rpartition("_")
+    return _unit_index(spec, f"masks[{py_literal(array)}]", int(j))
 
 
 def _free_names(exprs: list[sp.Expr]) -> set[str]:
@@ -191,13 +229,15 @@ def _grad_dict(g: Gradients) -> list[dict[str, str]]:
     """``{"key": '"W1"', "value": "np.array([[...]], dtype=_DT)"}`` per parameter array."""
     spec = g.network.spec
     sizes = spec.sizes
-    entries = {a.target.name: a.target.name for a in g.grads}
+    # A per-example entry is averaged over the batch; dC/dgamma and dC/dbeta of batch norm
+    # are batch means already.
+    means = {a.target.name for a in g.grads if a.expr == a.target}
     out = []
     for layer in range(1, spec.depth + 1):
         n, n_prev = sizes[layer], sizes[layer - 1]
 
         def cell(name: str) -> str:
-            return f"_mean({entries[name]}, m)"
+            return name if name in means else f"_mean({name}, m)"
 
         w_rows = [
             [cell(naming.grad(naming.weight_entry(layer, j, k))) for k in range(n_prev)]
@@ -206,10 +246,13 @@ def _grad_dict(g: Gradients) -> list[dict[str, str]]:
         if spec.layout == "rows":
             w_rows = [list(col) for col in zip(*w_rows, strict=True)]
         out.append({"key": py_literal(naming.weight(layer)), "rows": w_rows})
-        if spec.layers[layer - 1].bias:
-            cells = [cell(naming.grad(naming.bias_entry(layer, j))) for j in range(n)]
+        vectors = [naming.bias(layer)] if spec.layers[layer - 1].bias else []
+        if spec.layers[layer - 1].batch_norm:
+            vectors += [naming.scale(layer), naming.shift(layer)]
+        for array in vectors:
+            cells = [cell(naming.grad(unit_name(array, j))) for j in range(n)]
             b_rows = [cells] if spec.layout == "rows" else [[c] for c in cells]
-            out.append({"key": py_literal(naming.bias(layer)), "rows": b_rows})
+            out.append({"key": py_literal(array), "rows": b_rows})
     return out
 
 
@@ -243,7 +286,11 @@ def _meaning(spec: Spec, statement: Any) -> str:
     if label == "forward" and note.startswith("a^") and derivation.activations[layer - 1]:
         source = spec.layers[layer - 1].skip_from
         skip = "" if source is None else f" + {naming.activation(source)}_{j}"
-        return f"{function_name(derivation, layer)}({z}){skip}"
+        dropout = spec.layers[layer - 1].dropout
+        mask = f"{naming.dropout_mask_entry(layer, int(j))}*" if dropout else ""
+        return f"{mask}{function_name(derivation, layer)}({z}){skip}"
+    if label == "BN" and note.startswith("deltau"):
+        return f"dC/d{naming.linear(layer)}_{j}"
     return ""
 
 
@@ -269,19 +316,43 @@ def _equation_comment(spec: Spec, statement: Any) -> str:
     return f"{statement.label}: {' = '.join(parts)}"
 
 
-def _forward_section(spec: Spec, helpers: set[str]) -> tuple[list[dict], list[str], list[dict]]:
-    """Forward statements, FORWARD_VALUES and the stacking of per-unit values."""
-    statements = [s for s in forward_program(spec) if s.label == "forward"]
+def _forward_section(
+    spec: Spec, statements: list, helpers: set[str]
+) -> tuple[list[dict], list[str], list[dict]]:
+    """Forward statements, FORWARD_VALUES and the stacking of per-unit values: z^l and a^l
+    of each layer, after u^l, mean^l, var^l and xhat^l of a batch-normalized one (the
+    mean and the variance, one value per unit, shaped like a bias)."""
     lines = [_line(s.target.name, s.expr, _equation_comment(spec, s), helpers) for s in statements]
     cache = []
     stacks = []
     axis = 1 if spec.layout == "rows" else 0
     for layer in range(1, spec.depth + 1):
-        for base in (naming.weighted_input(layer), naming.activation(layer)):
-            names = [unit_name(base, j) for j in range(spec.sizes[layer])]
+        n = spec.sizes[layer]
+        bases = [naming.weighted_input(layer), naming.activation(layer)]
+        if spec.layers[layer - 1].batch_norm:
+            bases[:0] = [naming.linear(layer), naming.batch_mean(layer), naming.batch_var(layer)]
+            bases[3:3] = [naming.normalized(layer)]
+        statistics = (naming.batch_mean(layer), naming.batch_var(layer))
+        for base in bases:
+            names = ", ".join(unit_name(base, j) for j in range(n))
             cache.append(base)
-            stacks.append({"name": base, "code": f"np.stack([{', '.join(names)}], axis={axis})"})
+            if base in statistics:
+                shape = (1, n) if spec.layout == "rows" else (n, 1)
+                code = f"np.stack([{names}]).reshape{shape}"
+            else:
+                code = f"np.stack([{names}], axis={axis})"
+            stacks.append({"name": base, "code": code})
     return lines, cache, stacks
+
+
+def _forward_mask_lines(spec: Spec, used: set[str]) -> list[str]:
+    """``D2_0 = 1.0 if masks is None else masks["D2"][0]``: _forward's mask entries (1
+    without masks: inference)."""
+    return [
+        f"{name} = 1.0 if masks is None else {_mask_index(spec, name)}"
+        for name in _mask_entries(spec)
+        if name in used
+    ]
 
 
 def _cost_expr(spec: Spec) -> sp.Expr:
@@ -324,6 +395,8 @@ def _strategy_lines(g: Gradients, labels: dict[sp.Symbol, str], helpers: set[str
             comment = _equation_comment(spec, s)
         lines.append(_line(s.target.name, s.expr, comment, helpers))
     for a in g.grads:
+        if a.expr == a.target:  # dC/dgamma, dC/dbeta: a statement of the program above
+            continue
         param = a.target.name[len(naming.grad("")) :]
         if g.strategy == "naive":
             comment = f"naive: {a.target.name} = dC/d{param}, diff of the expanded cost"
@@ -333,6 +406,28 @@ def _strategy_lines(g: Gradients, labels: dict[sp.Symbol, str], helpers: set[str
             comment = _equation_comment(spec, a)
         lines.append(_line(a.target.name, a.expr, comment, helpers))
     return lines
+
+
+def _strategy_gradients(
+    spec: Spec, strategy: str, engine: str, budget: int | None
+) -> tuple[Gradients, list]:
+    """The gradient statements of ``strategy`` and the forward pass's statements (the
+    backprop program of :mod:`chainrule.derive.scalar_batch_norm` with batch norm)."""
+    if spec.batch_norm_layers:
+        g = batch_norm_gradients(spec)
+        return g, [s for s in g.program if s.label == "forward"]
+    g = gradients(spec, strategy, engine=engine, budget=budget)
+    return g, [s for s in forward_program(spec) if s.label == "forward"]
+
+
+def _shared_helpers(spec: Spec, program: Any) -> set[str]:
+    """The base template's helpers the module needs beyond its own printed code:
+    ``dropout_masks`` draws with the vectorized module's ``_dropout_mask``, and batch norm's
+    inference (forward with state) is the base template's, in the plain form's statements."""
+    helpers: set[str] = set(program.helpers) if spec.batch_norm_layers else set()
+    if spec.dropout_layers:
+        helpers.add("_dropout_mask")
+    return helpers
 
 
 def generate_unrolled(
@@ -357,16 +452,17 @@ def generate_unrolled(
             "strategy", f"unknown strategy {strategy!r}", "use one of: " + ", ".join(STRATEGIES)
         )
     check_unrolled_size(spec, strategy)
-    g = gradients(spec, strategy, engine=engine, budget=budget)
+    g, forward = _strategy_gradients(spec, strategy, engine, budget)
     labels = label_temporaries(g) if strategy == "cse" else {}
     counts = count_strategy(g)
-    context = _context(build_program(derive_network(spec)))
-    helpers: set[str] = set()
-    forward_lines, cache, stacks = _forward_section(spec, helpers)
+    program = build_program(derive_network(spec))
+    context = _context(program)
+    helpers = _shared_helpers(spec, program)
+    forward_lines, cache, stacks = _forward_section(spec, forward, helpers)
     cost = _cost_expr(spec)
     body = _strategy_lines(g, labels, helpers)
     used = _free_names([s.expr for s in (*g.program, *g.grads)])
-    fwd_used = _free_names([s.expr for s in forward_program(spec)])
+    fwd_used = _free_names([s.expr for s in forward])
     big_l = spec.depth
     out_names = [
         unit_name(base, j)
@@ -379,7 +475,7 @@ def generate_unrolled(
         if name in cost_used:
             base, _, j = name.rpartition("_")
             cost_unpack.append(f"{name} = {_unit_index(spec, base, int(j))}")
-    forward_ops = program_ops([(s.expr, 1) for s in forward_program(spec)])
+    forward_ops = program_ops([(s.expr, 1) for s in (*forward, forward_program(spec)[-1])])
     summary = (
         f"Unrolled {strategy} gradient of a {'-'.join(map(str, spec.sizes))} network "
         f"({spec.cost} cost), derived by SymPy."
@@ -394,7 +490,8 @@ def generate_unrolled(
             "cache_literal": py_literal(tuple(cache)),
             "cache_tuple": ", ".join(cache),
             "forward_param_lines": _param_lines(g, fwd_used),
-            "forward_input_lines": [ln for ln in _input_lines(g, fwd_used) if ln.startswith("x_")],
+            "forward_input_lines": [ln for ln in _input_lines(g, fwd_used) if ln.startswith("x_")]
+            + _forward_mask_lines(spec, fwd_used),
             "forward_lines": forward_lines,
             "stacks": stacks,
             "output_stack": naming.activation(big_l),

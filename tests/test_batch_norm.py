@@ -482,7 +482,7 @@ activation = "softmax"
         ("derive", "bn.toml", "--at", "at.toml"),
         ("compare", "bn.toml"),
         ("graph", "bn.toml", "-o", "g.svg"),
-        ("generate", "bn.toml", "--form", "unrolled", "-o", "u.py"),
+        ("generate", "bn.toml", "--form", "unrolled", "--strategy", "naive", "-o", "u.py"),
     ],
 )
 def test_the_commands_without_batch_norm_refuse_it_in_one_line(run_cli, tmp_path, args):

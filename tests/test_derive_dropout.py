@@ -278,7 +278,7 @@ def test_the_readme_says_derive_shows_dropout() -> None:
     flat = " ".join(readme.split())
     assert "`chainrule derive` (also with `--at`)" not in flat
     assert "`chainrule derive` shows dropout in every notation" in flat
-    assert "the unrolled form and `derive --at` refuse a spec with dropout" in flat
+    assert "`derive --at` refuses a spec with dropout" in flat
     assert "also on a layer a residual connection goes into or out of" in flat
 
 

@@ -538,7 +538,6 @@ activation = "softmax"
     ("args", "what"),
     [
         (["derive", "--at", "values.toml"], "derive --at (worked numbers) does not support"),
-        (["generate", "--form", "unrolled"], "the unrolled form does not support dropout"),
     ],
 )
 def test_commands_without_dropout_refuse_in_one_line(tmp_path, capsys, args, what) -> None:
