@@ -24,6 +24,7 @@ from chainrule.cliargs import (
     spec_from_args,
 )
 from chainrule.comparison import _num, _table, compare_spec, render_comparison
+from chainrule.comparison_batch import add_batch_argument, check_batch
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.scalar import DEFAULT_BUDGET, ENGINES, estimate_naive_ops
 from chainrule.derive.spec import Spec
@@ -237,7 +238,7 @@ def _sweep(args: argparse.Namespace, budget: int) -> int:
             "sweep", "a sweep builds its own networks", "leave out the spec with --sweep"
         )
     # Options that would change the networks' counts, which the sweep's networks lack.
-    for flag in ("dropout", "l2", "l1", "no_bias", "from_keras", "from_torch"):
+    for flag in ("dropout", "l2", "l1", "no_bias", "from_keras", "from_torch", "batch"):
         if getattr(args, flag, None):
             option = "--" + flag.replace("_", "-")
             raise SpecError(
@@ -299,8 +300,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     from chainrule.progress import stage_printer
 
+    check_batch(spec, args.batch, "--batch")  # refused, naming the flag, without batch norm
     _warn_long([spec], budget)
-    result = compare_spec(spec, engine=args.engine, budget=budget, progress=stage_printer())
+    result = compare_spec(
+        spec, engine=args.engine, budget=budget, progress=stage_printer(), batch=args.batch
+    )
     if args.time:
         result.times = time_strategies(spec, args.engine, budget)
     if args.json:
@@ -328,6 +332,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_spec_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_batch_argument(parser)
     parser.add_argument(
         "--time", action="store_true", help="also time each unrolled module's gradient"
     )
