@@ -289,6 +289,9 @@ def _backprop_values(net: ScalarNetwork, point: dict) -> dict[str, list[str]]:
             local = s.expr.free_symbols & (sigma_primes | masks)
             back = s.expr.xreplace(dict.fromkeys(local, 1))
             entries.append((reference(back), "dC/da" + s.note[len("delta") :]))
+        if net.m > 1 and s.note.startswith("delta"):  # a batch: the error is m dC/dz
+            with mpmath.workdps(30):
+                entries += [(v / net.m, f"{note} / m") for v, note in list(entries)]
         for v, note in entries:
             known.setdefault(_key(v), []).append(note)
             with mpmath.workdps(30):
