@@ -120,6 +120,21 @@ def _as_network(spec_or_net: Spec | ScalarNetwork) -> ScalarNetwork:
     return scalar_network(spec_or_net)
 
 
+def _backprop(spec_or_net: Spec | ScalarNetwork) -> Gradients:
+    """The ``backprop`` strategy: the memoized program (over the m examples of a batch
+    network, :mod:`chainrule.derive.scalar_batch_program`)."""
+    spec = spec_or_net.spec if isinstance(spec_or_net, ScalarNetwork) else spec_or_net
+    check_scalar_size(spec)
+    net = _as_network(spec_or_net)
+    if net.m > 1:
+        from chainrule.derive.scalar_batch_program import batch_program
+
+        program, grads = batch_program(spec, net.m)
+    else:
+        program, grads = _backprop_program(spec)
+    return Gradients("backprop", net, tuple(program), tuple(grads), "sympy")
+
+
 def gradients(
     spec_or_net: Spec | ScalarNetwork,
     strategy: str,
@@ -163,18 +178,9 @@ def gradients(
             "strategy", f"unknown strategy {strategy!r}", "use one of: " + ", ".join(STRATEGIES)
         )
     spec = spec_or_net.spec if isinstance(spec_or_net, ScalarNetwork) else spec_or_net
-    batch = isinstance(spec_or_net, ScalarNetwork) and spec_or_net.m > 1
     if strategy == "backprop":
-        check_scalar_size(spec)
-        net = _as_network(spec_or_net)
-        if batch:  # a batch network (batch norm): the program over its m examples
-            from chainrule.derive.scalar_batch_program import batch_program
-
-            program, grads = batch_program(spec, net.m)
-        else:
-            program, grads = _backprop_program(spec)
-        return Gradients("backprop", net, tuple(program), tuple(grads), "sympy")
-    if batch:
+        return _backprop(spec_or_net)
+    if isinstance(spec_or_net, ScalarNetwork) and spec_or_net.m > 1:
         from chainrule.derive.scalar_batch_program import check_batch_budget
 
         check_batch_budget(spec_or_net, budget)

@@ -143,7 +143,6 @@ def test_naive_cse_and_backprop_agree_at_random_points(name: str) -> None:
         assert _worst(naive, gradients(net, strategy, engine="sympy")) < mpmath.mpf("1e-30")
 
 
-@pytest.mark.slow
 def test_a_batch_of_three_agrees_too() -> None:
     net = batch_scalar_network(NETS["tanh-sigmoid"], 3)
     naive = gradients(net, "naive", engine="sympy")
@@ -399,3 +398,21 @@ def test_cli_bad_batch_has_no_traceback_in_a_subprocess(run_cli, tmp_path) -> No
         done = run_cli(command, "bn.toml", "--batch", "２", cwd=tmp_path)
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_the_readme_figures_are_the_code_s() -> None:
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).parents[1] / "README.md").read_text("utf-8").split())
+    c = compare_spec(HAND, engine="sympy", with_temporaries=False)
+    counts = (
+        f"counts forward {c.forward_ops}, backprop {c.backprop_ops}, cse {c.cse_ops} "
+        f"and naive {c.naive_ops:,} operations"
+    )
+    assert counts in text
+    g = build_graph(HAND)
+    assert (
+        f"walks its backward edges {g.naive_walks:,} times by the naive chain rule, "
+        f"{g.backprop_walks:,} by backpropagation" in text
+    )
+    assert "`derive --at` and `--form unrolled` refuse batch norm in one line" in text
