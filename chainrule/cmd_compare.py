@@ -279,6 +279,26 @@ def _warn_long(specs: list[Spec], budget: int) -> None:
         )
 
 
+#: A batch expansion (batch norm) runs at about 25 us per estimated operation: from
+#: this estimate on it takes more than about half a minute.
+SLOW_BATCH_ESTIMATE = 1_000_000
+
+
+def _warn_long_batch(spec: Spec, m: int, budget: int) -> None:
+    """One line on stderr when the naive expansion over a batch of ``m`` will take long."""
+    from chainrule.derive.scalar_batch_program import estimate_batch_naive_ops
+    from chainrule.derive.scalar_network import batch_scalar_network
+
+    estimate = estimate_batch_naive_ops(batch_scalar_network(spec, m))
+    if SLOW_BATCH_ESTIMATE < estimate <= budget:
+        print(
+            f"chainrule: the naive expansion over a batch of {m} is estimated at "
+            f"{estimate:.2g} operations; it can take minutes (Ctrl-C stops it, a smaller "
+            "--budget refuses it)",
+            file=sys.stderr,
+        )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print the comparison of one network, or of a sweep of networks."""
     budget = args.budget
@@ -300,8 +320,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     from chainrule.progress import stage_printer
 
-    check_batch(spec, args.batch, "--batch")  # refused, naming the flag, without batch norm
-    _warn_long([spec], budget)
+    m = check_batch(spec, args.batch, "--batch")  # refused, naming the flag, without batch norm
+    if m > 1:
+        _warn_long_batch(spec, m, budget)
+    else:
+        _warn_long([spec], budget)
     result = compare_spec(
         spec, engine=args.engine, budget=budget, progress=stage_printer(), batch=args.batch
     )

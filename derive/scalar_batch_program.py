@@ -262,7 +262,9 @@ def check_batch_budget(net: ScalarNetwork, budget: int | None) -> int:
             f"the naive (fully expanded) gradient of the {'-'.join(map(str, net.spec.sizes))} "
             f"network over a batch of {net.m} would take about {estimate:.2g} operations, "
             f"over the budget of {budget:.2g}",
-            "use a smaller network or batch (--batch 2), or raise the budget (--budget)",
+            "use a smaller network"
+            + (" or batch (--batch 2)" if net.m > 2 else "")
+            + ", or raise the budget (--budget)",
         )
     return estimate
 

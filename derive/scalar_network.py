@@ -162,8 +162,7 @@ def scalar_network(spec: Spec) -> ScalarNetwork:
     refuse_batch_norm(
         spec,
         "the one-example scalar level (unrolled modules)",
-        "use the vectorized module (chainrule generate); compare and graph take a batch "
-        "of examples (batch_scalar_network)",
+        "use the vectorized or plain form (chainrule generate)",
     )
     return _from_batch(spec, 1)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import mpmath
 import pytest
@@ -19,9 +20,11 @@ import sympy as sp
 from chainrule.derive import batch_norm
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.scalar import gradient_values, gradients, random_point
+from chainrule.derive.scalar_batch_program import estimate_batch_naive_ops
 from chainrule.derive.scalar_network import batch_scalar_network, scalar_network
 from chainrule.derive.spec import Layer, Spec, preset, preset_names
 
+from chainrule import cmd_compare
 from chainrule.cli import main
 from chainrule.comparison import compare_spec, render_comparison
 from chainrule.graph import build_graph
@@ -224,6 +227,8 @@ def test_the_naive_budget_refuses_with_a_fix_and_keeps_backprop() -> None:
     c = compare_spec(HAND, budget=100)
     assert c.naive_ops is None and c.cse_ops is None and c.backprop_ops == 117
     assert "over a batch of 2" in c.refused and "--budget" in c.refused
+    assert "--batch 2" not in c.refused  # already the smallest batch
+    assert "--batch 2" in compare_spec(HAND, budget=100, batch=3).refused
     assert c.naive_estimate > 100
 
 
@@ -391,6 +396,18 @@ def test_cli_compare_and_graph_accept_batch_norm(tmp_path, capsys) -> None:
     assert dot.startswith("digraph chainrule {") and "mean1_0" in dot
 
 
+def test_cli_warns_before_a_long_batch_expansion(tmp_path, capsys, monkeypatch) -> None:
+    path = tmp_path / "bn.toml"
+    path.write_text(SPEC_TOML, encoding="utf-8")
+    monkeypatch.setattr(cmd_compare, "SLOW_BATCH_ESTIMATE", 10)
+    assert main(["--quiet", "compare", str(path), "--engine", "sympy"]) == 0
+    err = capsys.readouterr().err
+    assert "the naive expansion over a batch of 2 is estimated at" in err
+    assert err.count("\n") == 1
+    assert main(["compare", str(path), "--budget", "10"]) == 0  # refused: no warning
+    assert "estimated at" not in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_cli_bad_batch_has_no_traceback_in_a_subprocess(run_cli, tmp_path) -> None:
     (tmp_path / "bn.toml").write_text(SPEC_TOML, encoding="utf-8")
@@ -401,8 +418,6 @@ def test_cli_bad_batch_has_no_traceback_in_a_subprocess(run_cli, tmp_path) -> No
 
 
 def test_the_readme_figures_are_the_code_s() -> None:
-    from pathlib import Path
-
     text = " ".join((Path(__file__).parents[1] / "README.md").read_text("utf-8").split())
     c = compare_spec(HAND, engine="sympy", with_temporaries=False)
     counts = (
@@ -416,3 +431,8 @@ def test_the_readme_figures_are_the_code_s() -> None:
         f"{g.backprop_walks:,} by backpropagation" in text
     )
     assert "`derive --at` and `--form unrolled` refuse batch norm in one line" in text
+    assert cmd_compare.SLOW_BATCH_ESTIMATE == 1e6 and "past an estimated 1e6" in text
+    relu = Spec(4, (Layer(6, "relu", batch_norm=True), Layer(3, "softmax")), "cross-entropy")
+    estimate = estimate_batch_naive_ops(batch_scalar_network(relu, 2))
+    shown = f"{estimate:.2g}".replace("e+0", "e")
+    assert f"softmax and cross-entropy: estimated at {shown} operations" in text
