@@ -131,6 +131,7 @@ def _normalized_errors(spec: Spec, layer: int, m: int) -> list[Assignment]:
         for i in range(m):
             error = batch_norm.input_error(gamma, var, delta[i], mdelta, xhat[i], mdx)
             error = error.xreplace(inverse)
+            assert set(inverse.values()) <= error.free_symbols, "input_error: rstd not shared"
             target = _entry(naming.linear_delta(layer), j, i)
             out.append(Assignment(target, error, "BN", f"deltau{note} (example {i})", layer))
     return out
