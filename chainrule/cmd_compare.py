@@ -24,6 +24,7 @@ from chainrule.cliargs import (
     spec_from_args,
 )
 from chainrule.comparison import _num, _table, compare_spec, render_comparison
+from chainrule.comparison_batch import add_batch_argument, check_batch
 from chainrule.derive.errors import ChainruleError, SpecError
 from chainrule.derive.scalar import DEFAULT_BUDGET, ENGINES, estimate_naive_ops
 from chainrule.derive.spec import Spec
@@ -237,7 +238,7 @@ def _sweep(args: argparse.Namespace, budget: int) -> int:
             "sweep", "a sweep builds its own networks", "leave out the spec with --sweep"
         )
     # Options that would change the networks' counts, which the sweep's networks lack.
-    for flag in ("dropout", "l2", "l1", "no_bias", "from_keras", "from_torch"):
+    for flag in ("dropout", "l2", "l1", "no_bias", "from_keras", "from_torch", "batch"):
         if getattr(args, flag, None):
             option = "--" + flag.replace("_", "-")
             raise SpecError(
@@ -278,6 +279,26 @@ def _warn_long(specs: list[Spec], budget: int) -> None:
         )
 
 
+#: A batch expansion (batch norm) runs at about 25 us per estimated operation: from
+#: this estimate on it takes more than about half a minute.
+SLOW_BATCH_ESTIMATE = 1_000_000
+
+
+def _warn_long_batch(spec: Spec, m: int, budget: int) -> None:
+    """One line on stderr when the naive expansion over a batch of ``m`` will take long."""
+    from chainrule.derive.scalar_batch_program import estimate_batch_naive_ops
+    from chainrule.derive.scalar_network import batch_scalar_network
+
+    estimate = estimate_batch_naive_ops(batch_scalar_network(spec, m))
+    if SLOW_BATCH_ESTIMATE < estimate <= budget:
+        print(
+            f"chainrule: the naive expansion over a batch of {m} is estimated at "
+            f"{estimate:.2g} operations; it can take minutes (Ctrl-C stops it, a smaller "
+            "--budget refuses it)",
+            file=sys.stderr,
+        )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print the comparison of one network, or of a sweep of networks."""
     budget = args.budget
@@ -299,8 +320,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     from chainrule.progress import stage_printer
 
-    _warn_long([spec], budget)
-    result = compare_spec(spec, engine=args.engine, budget=budget, progress=stage_printer())
+    m = check_batch(spec, args.batch, "--batch")  # refused, naming the flag, without batch norm
+    if m > 1:
+        _warn_long_batch(spec, m, budget)
+    else:
+        _warn_long([spec], budget)
+    result = compare_spec(
+        spec, engine=args.engine, budget=budget, progress=stage_printer(), batch=args.batch
+    )
     if args.time:
         result.times = time_strategies(spec, args.engine, budget)
     if args.json:
@@ -328,6 +355,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_spec_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_batch_argument(parser)
     parser.add_argument(
         "--time", action="store_true", help="also time each unrolled module's gradient"
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from chainrule.cliargs import add_spec_arguments, spec_from_args
 from chainrule.codegen.emit import write_file
+from chainrule.comparison_batch import add_batch_argument, check_batch
 from chainrule.derive.errors import SpecError
 from chainrule.graph import FORMATS, build_graph
 from chainrule.outfiles import PNG_MARK, PNG_SIGNATURE, mark_png
@@ -42,7 +43,8 @@ def _write_atomic(path: Path, data: bytes, force: bool) -> None:
 def cmd_graph(args: argparse.Namespace) -> int:
     """Write the graph as DOT, SVG or PNG (DOT text on standard output without -o)."""
     spec = spec_from_args(args)
-    graph = build_graph(spec, args.level)
+    check_batch(spec, args.batch, "--batch")  # refused, naming the flag, without batch norm
+    graph = build_graph(spec, args.level, args.batch)
     if args.output is None:
         sys.stdout.write(graph.dot)
         return 0
@@ -91,6 +93,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "file is written instead, with a message saying how to render it."
     )
     add_spec_arguments(parser)
+    add_batch_argument(parser)
     parser.add_argument("-o", "--output", help="FILE.dot, FILE.svg or FILE.png (default: DOT text)")
     parser.add_argument(
         "--level",

@@ -15,6 +15,10 @@ A layer with dropout is counted with its mask entries D^l_j as symbols, constant
 training step: a^l_j = D^l_j f(z^l_j), so every strategy pays for the mask where its
 expressions hold it (one product per unit forward, one factor per unit in BP2 for
 backprop; one factor per occurrence in the naive trees).
+
+A network with batch norm is counted on a symbolic batch of m examples (m = 2 by
+default, ``batch``), every count per batch (:mod:`chainrule.comparison_batch`): batch
+norm couples the examples, so one example cannot show it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chainrule.comparison_batch import batch_counts, check_batch
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.scalar import (
     DEFAULT_BUDGET,
@@ -35,7 +40,6 @@ from chainrule.derive.scalar import (
     layer_counts,
     resolve_engine,
 )
-from chainrule.derive.scalar_network import refuse_batch_norm
 from chainrule.derive.spec import Spec, require_spec
 
 
@@ -56,7 +60,9 @@ class LayerRow:
 class Comparison:
     """Everything ``compare`` reports for one network (plain data, JSON-ready).
 
-    ``dropout`` is each layer's drop probability p (0 without dropout)."""
+    ``dropout`` is each layer's drop probability p (0 without dropout); ``batch`` the
+    number of symbolic examples counted together (1, but m for a network with batch
+    norm: then every count is per batch of m examples)."""
 
     network: str
     sizes: tuple[int, ...]
@@ -78,11 +84,14 @@ class Comparison:
     times: dict[str, float] | None = None
     ratios: dict[str, float | None] = field(default_factory=dict)
     dropout: tuple[float, ...] = ()
+    batch: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        """The comparison as JSON-ready data."""
+        """The comparison as JSON-ready data (``batch`` only when it is not 1)."""
         data = asdict(self)
         data["layers"] = [asdict(row) for row in self.layers]
+        if self.batch == 1:
+            del data["batch"]
         return data
 
 
@@ -189,8 +198,12 @@ def compare_spec(
     budget: int | None = DEFAULT_BUDGET,
     with_temporaries: bool = True,
     progress: Any = None,
+    batch: int | None = None,
 ) -> Comparison:
     """Count the operations of every strategy for ``spec``.
+
+    A network with batch norm is counted on ``batch`` symbolic examples (default 2, at
+    most 4); ``batch`` is refused for a network without batch norm.
 
     Examples
     --------
@@ -200,7 +213,9 @@ def compare_spec(
     True
     """
     require_spec(spec)
-    refuse_batch_norm(spec, "compare")
+    m = check_batch(spec, batch)
+    if m > 1:
+        return _batch_comparison(spec, m, engine, budget, with_temporaries, progress)
     lc = layer_counts(spec)
     fd = finite_difference_ops(spec, lc.forward_ops)
     used_engine = resolve_engine(engine, spec)
@@ -232,6 +247,74 @@ def compare_spec(
         "finite_difference_over_backprop": _ratio(fd, lc.backprop_ops),
     }
     return result
+
+
+def _batch_comparison(
+    spec: Spec, m: int, engine: str, budget: int | None, with_temporaries: bool, progress: Any
+) -> Comparison:
+    """:func:`compare_spec` of a network with batch norm, on a batch of ``m`` examples."""
+    c = batch_counts(spec, m, engine, budget, with_temporaries, progress)
+    naive, cse, bp, forward = c.get("naive"), c.get("cse"), c["backprop"], c["forward"]
+    fwd = sum(forward)
+    fd = finite_difference_ops(spec, fwd)
+    rows = []
+    for index in range(1, spec.depth + 1):
+        p = sum(1 for info in c["net"].info if info.layer == index)
+        rows.append(
+            LayerRow(
+                index,
+                p,
+                naive.per_layer[index - 1] if naive else None,
+                cse.per_layer[index - 1] if cse else None,
+                bp.per_layer[index - 1],
+                2 * p * fwd,
+                forward[index - 1],
+            )
+        )
+    totals = (naive.total if naive else None), (cse.total if cse else None)
+    rows.append(LayerRow(0, spec.parameter_count, *totals, bp.total, fd, fwd))
+    result = Comparison(
+        network="-".join(map(str, spec.sizes)),
+        sizes=tuple(spec.sizes),
+        activations=spec.activations,
+        cost=spec.cost,
+        engine=resolve_engine(engine, spec),
+        parameters=spec.parameter_count,
+        forward_ops=fwd,
+        naive_ops=totals[0],
+        naive_estimate=c["naive_estimate"],
+        cse_ops=totals[1],
+        backprop_ops=bp.total,
+        finite_difference_ops=fd,
+        finite_difference_one_sided_ops=finite_difference_ops(spec, fwd, central=False),
+        refused=c.get("refused"),
+        layers=rows,
+        per_parameter=_per_parameter(c) if naive else None,
+        temporaries=c.get("temporaries"),
+        dropout=tuple(float(layer.dropout) for layer in spec.layers),
+        batch=m,
+    )
+    result.ratios = {
+        "backprop_over_forward": _ratio(bp.total, fwd),
+        "naive_over_backprop": _ratio(totals[0], bp.total),
+        "cse_over_backprop": _ratio(totals[1], bp.total),
+        "finite_difference_over_backprop": _ratio(fd, bp.total),
+    }
+    return result
+
+
+def _per_parameter(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per parameter: its name, layer and the three strategies' counts."""
+    return [
+        {"name": info.symbol.name, "layer": info.layer, "naive": n, "cse": s, "backprop": b}
+        for info, n, s, b in zip(
+            c["net"].info,
+            c["naive"].per_parameter,
+            c["cse"].per_parameter,
+            c["backprop"].per_parameter,
+            strict=True,
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- output
@@ -272,6 +355,17 @@ def _dropout_lines(c: Comparison) -> list[str]:
     ]
 
 
+def _batch_lines(c: Comparison) -> list[str]:
+    """One line on the batch of a network with batch norm (none for one example)."""
+    if c.batch == 1:
+        return []
+    return [
+        f"batch norm couples the examples of a batch, so the counts are of a symbolic batch "
+        f"of m = {c.batch} examples: the batch cost (1/m) sum_i C_i, the mean and biased "
+        "variance of each unit once per batch, and backprop's three-term error through them"
+    ]
+
+
 def render_comparison(c: Comparison) -> str:
     """The comparison as a Markdown table with the ratios below it."""
     header = ["layer", "params", "naive", "cse", "backprop", "finite diff", "forward"]
@@ -291,10 +385,13 @@ def render_comparison(c: Comparison) -> str:
         )
     lines = [
         f"network {c.network} ({', '.join(c.activations)}; {c.cost} cost), "
-        f"{c.parameters:,} parameters; operations per example (engine: {c.engine})",
+        f"{c.parameters:,} parameters; operations per "
+        + ("example" if c.batch == 1 else f"batch of {c.batch} examples")
+        + f" (engine: {c.engine})",
         "",
         *_table(header, rows),
         "",
+        *_batch_lines(c),
         *_dropout_lines(c),
     ]
     r = c.ratios

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 from chainrule import graph_penalty
 from chainrule.derive.errors import SpecError
-from chainrule.derive.scalar_network import refuse_batch_norm
 from chainrule.derive.spec import Spec, require_spec
 
 #: Networks at most this big (weights, units) get the scalar graph under ``--level auto``.
@@ -453,8 +452,12 @@ def _residual(level: str) -> Callable[[Spec], Graph]:
     return getattr(graph_residual, f"residual_{level}_graph")
 
 
-def build_graph(spec: Spec, level: str = "auto") -> Graph:
+def build_graph(spec: Spec, level: str = "auto", batch: int | None = None) -> Graph:
     """The scalar graph for small networks, the layer graph otherwise.
+
+    A network with batch norm gets the scalar graph over a batch of ``batch`` examples
+    (default 2, :mod:`chainrule.graph_batch_norm`); it has no layer graph, and ``batch``
+    is refused for a network without batch norm.
 
     Examples
     --------
@@ -464,7 +467,8 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
     ('scalar', 12, 3)
     """
     require_spec(spec)
-    refuse_batch_norm(spec, "graph")
+    if spec.batch_norm_layers or batch is not None:
+        return _batch_norm_graph(spec, level, batch)
     weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
     if level == "auto":
         small = weights <= SCALAR_MAX_WEIGHTS and sum(spec.sizes) <= SCALAR_MAX_UNITS
@@ -480,6 +484,22 @@ def build_graph(spec: Spec, level: str = "auto") -> Graph:
     if level == "layer":
         return (_residual("layer") if spec.skips else layer_graph)(spec)
     raise SpecError("level", f"unknown level {level!r}", "use auto, scalar or layer")
+
+
+def _batch_norm_graph(spec: Spec, level: str, batch: int | None) -> Graph:
+    """The batch graph of a network with batch norm (scalar level only)."""
+    from chainrule.graph_batch_norm import batch_norm_graph
+
+    if level not in ("auto", "scalar", "layer"):
+        raise SpecError("level", f"unknown level {level!r}", "use auto, scalar or layer")
+    if level == "layer" and spec.batch_norm_layers:
+        raise SpecError(
+            "level",
+            "the layer graph does not draw batch norm (its mean and variance couple the "
+            "examples of a batch)",
+            "use --level scalar (or auto): it draws a batch of m examples",
+        )
+    return batch_norm_graph(spec, batch)
 
 
 def render_dot(dot: str, fmt: str) -> bytes:

@@ -9,7 +9,10 @@ examples axis: x is n_0 x m, W^l is n_l x n_(l-1), b^l is n_l x 1, and z^l, a^l 
 n_l x m matrices of expressions in them; the cost is (1/m) sum over examples of
 sum_j c(a^L_j, y_j). The scalar strategies use it with m = 1. A layer with dropout gets
 one mask symbol D^l_j per unit and example, a constant of the training step, and
-a^l = D^l ⊙ f(z^l).
+a^l = D^l ⊙ f(z^l). A batch-normalized layer gets gamma^l_j and beta^l_j per unit and
+computes u^l = W^l a^(l-1), the batch mean and biased variance of each unit (over the
+m columns), xhat^l and z^l = gamma^l xhat^l + beta^l by the definitions of
+:mod:`chainrule.derive.batch_norm`.
 """
 
 from __future__ import annotations
@@ -105,6 +108,14 @@ class ScalarBatch:
     #: The dropout mask D^l (n_l x m, one symbol per unit and example) of each layer
     #: with dropout (absent otherwise).
     mask: dict[int, sp.Matrix] = field(default_factory=dict)
+    #: A batch-normalized layer's gamma^l and beta^l (n_l x 1 symbols), u^l = W^l a^(l-1)
+    #: and xhat^l (n_l x m), and its batch mean and variance (n_l x 1 expressions in u^l).
+    gamma: dict[int, sp.Matrix] = field(default_factory=dict)
+    beta: dict[int, sp.Matrix] = field(default_factory=dict)
+    u: dict[int, sp.Matrix] = field(default_factory=dict)
+    mean: dict[int, sp.Matrix] = field(default_factory=dict)
+    var: dict[int, sp.Matrix] = field(default_factory=dict)
+    xhat: dict[int, sp.Matrix] = field(default_factory=dict)
 
     def ones(self) -> sp.Matrix:
         """The 1 x m row of ones that broadcasts a bias over the examples."""
@@ -123,6 +134,25 @@ class ScalarBatch:
 
         template = activation_expr(self.spec.layers[layer - 1].activation)
         return z.applyfunc(lambda v: self.apply(template, v))
+
+    def normalized(self, layer: int, u: sp.Matrix) -> sp.Matrix:
+        """z^l = gamma^l xhat^l + beta^l of a batch-normalized layer, from u^l (n_l x m),
+        each unit normalized by its own batch mean and biased variance over the columns;
+        u, the statistics and xhat are kept on the batch."""
+        from chainrule.derive import batch_norm
+
+        sym = naming.symbol
+        n = u.rows
+        gamma = sp.Matrix(n, 1, lambda j, _: sym(naming.bn_entry(naming.scale(layer), j)))
+        beta = sp.Matrix(n, 1, lambda j, _: sym(naming.bn_entry(naming.shift(layer), j)))
+        mean = sp.Matrix(n, 1, lambda j, _: batch_norm.batch_mean(list(u[j, :])))
+        var = sp.Matrix(n, 1, lambda j, _: batch_norm.batch_variance(list(u[j, :]), mean[j]))
+        xhat = sp.Matrix(n, u.cols, lambda j, i: batch_norm.normalize(u[j, i], mean[j], var[j]))
+        self.gamma[layer], self.beta[layer], self.u[layer] = gamma, beta, u
+        self.mean[layer], self.var[layer], self.xhat[layer] = mean, var, xhat
+        return sp.Matrix(
+            n, u.cols, lambda j, i: batch_norm.scale_shift(gamma[j], xhat[j, i], beta[j])
+        )
 
     def dropped(self, layer: int, own: sp.Matrix) -> sp.Matrix:
         """``own`` (f(z^l), n_l x k with k <= m) times the layer's dropout mask elementwise
@@ -228,6 +258,8 @@ def scalar_batch(
                 n[layer], m, lambda j, i, ly=layer: entry(naming.dropout_mask_entry(ly, j), i)
             )
         batch.z[layer] = batch.affine(layer, batch.a[layer - 1])
+        if spec.layers[layer - 1].batch_norm:  # u^l = W^l a^(l-1) (no bias), normalized
+            batch.z[layer] = batch.normalized(layer, batch.z[layer])
         batch.a[layer] = batch.dropped(layer, batch.activate(layer, batch.z[layer]))
         source = spec.layers[layer - 1].skip_from
         if source is not None:  # a residual connection: a^l = f(z^l) + a^k

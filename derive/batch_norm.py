@@ -11,6 +11,7 @@ stands for all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -49,6 +50,55 @@ class BatchNormDerivation:
     dbeta: sp.Expr
 
 
+def batch_mean(u: Sequence[sp.Expr]) -> sp.Expr:
+    """mean = (1/m) sum_i u_i over the m values of one unit.
+
+    Examples
+    --------
+    >>> batch_mean(sp.symbols("u1:3"))
+    u1/2 + u2/2
+    """
+    return sp.Add(*u) / len(u)
+
+
+def batch_variance(u: Sequence[sp.Expr], mean: sp.Expr) -> sp.Expr:
+    """The biased variance (1/m) sum_i (u_i - mean)^2 (PyTorch's, in training mode).
+
+    Examples
+    --------
+    >>> batch_variance(sp.symbols("u1:3"), sp.Symbol("mu"))
+    (-mu + u1)**2/2 + (-mu + u2)**2/2
+    """
+    return sp.Add(*[(ui - mean) ** 2 for ui in u]) / len(u)
+
+
+def normalize(u: sp.Expr, mean: sp.Expr, var: sp.Expr, eps: sp.Expr = EPS) -> sp.Expr:
+    """xhat = (u - mean) / sqrt(var + eps)."""
+    return (u - mean) / sp.sqrt(var + eps)
+
+
+def scale_shift(gamma: sp.Expr, xhat: sp.Expr, beta: sp.Expr) -> sp.Expr:
+    """z = gamma xhat + beta."""
+    return gamma * xhat + beta
+
+
+def input_error(
+    gamma: sp.Expr,
+    var: sp.Expr,
+    delta: sp.Expr,
+    mean_delta: sp.Expr,
+    xhat: sp.Expr,
+    mean_delta_xhat: sp.Expr,
+    eps: sp.Expr = EPS,
+) -> sp.Expr:
+    """The three-term form of m dC/du_i, with delta_i = m dC/dz_i (the program's error):
+    gamma / sqrt(var + eps) (delta_i - mean(delta) - xhat_i mean(delta xhat)).
+
+    :func:`derive_backward` checks it against the chain rule through every z_k.
+    """
+    return gamma / sp.sqrt(var + eps) * (delta - mean_delta - xhat * mean_delta_xhat)
+
+
 @lru_cache(maxsize=4)
 def derive_backward(m: int = 3) -> BatchNormDerivation:
     """Differentiate through the batch mean and variance and check the three-term form.
@@ -71,26 +121,39 @@ def derive_backward(m: int = 3) -> BatchNormDerivation:
     g = sp.symbols(f"g1:{m + 1}", real=True)
     gamma, beta = sp.symbols("gamma beta", real=True)
     eps = sp.Symbol("epsilon", positive=True)
-    mean = sp.Add(*u) / m
-    var = sp.Add(*[(ui - mean) ** 2 for ui in u]) / m
-    xhat = tuple((ui - mean) / sp.sqrt(var + eps) for ui in u)
-    z = [gamma * xi + beta for xi in xhat]
+    mean = batch_mean(u)
+    var = batch_variance(u, mean)
+    xhat = tuple(normalize(ui, mean, var, eps) for ui in u)
+    z = [scale_shift(gamma, xi, beta) for xi in xhat]
     cost = sp.Add(*[gi * zi for gi, zi in zip(g, z, strict=True)])  # dC/dz_i = g_i
     chain = tuple(sp.diff(cost, uj) for uj in u)
     delta = [m * gi for gi in g]
     mean_delta = sp.Add(*delta) / m
     mean_dx = sp.Add(*[d * x for d, x in zip(delta, xhat, strict=True)]) / m
-    scale = gamma / sp.sqrt(var + eps)
     three = tuple(
-        scale * (d - mean_delta - x * mean_dx) / m for d, x in zip(delta, xhat, strict=True)
+        input_error(gamma, var, d, mean_delta, x, mean_dx, eps) / m
+        for d, x in zip(delta, xhat, strict=True)
     )
     for left, right in zip(chain, three, strict=True):
         assert sp.simplify(left - right) == 0, "batch norm: chain rule != three-term form"
     dgamma = sp.diff(cost, gamma)
     dbeta = sp.diff(cost, beta)
+    # dC/dgamma = mean(delta xhat) and dC/dbeta = mean(delta): the two shared terms.
+    assert sp.simplify(dgamma - mean_dx) == 0 and sp.simplify(dbeta - mean_delta) == 0
     return BatchNormDerivation(
         m, u, g, gamma, beta, eps, mean, var, xhat, chain, three, dgamma, dbeta
     )
 
 
-__all__ = ["EPS", "EPS_TEXT", "MOMENTUM_TEXT", "BatchNormDerivation", "derive_backward"]
+__all__ = [
+    "EPS",
+    "EPS_TEXT",
+    "MOMENTUM_TEXT",
+    "BatchNormDerivation",
+    "batch_mean",
+    "batch_variance",
+    "derive_backward",
+    "input_error",
+    "normalize",
+    "scale_shift",
+]

@@ -120,6 +120,21 @@ def _as_network(spec_or_net: Spec | ScalarNetwork) -> ScalarNetwork:
     return scalar_network(spec_or_net)
 
 
+def _backprop(spec_or_net: Spec | ScalarNetwork) -> Gradients:
+    """The ``backprop`` strategy: the memoized program (over the m examples of a batch
+    network, :mod:`chainrule.derive.scalar_batch_program`)."""
+    spec = spec_or_net.spec if isinstance(spec_or_net, ScalarNetwork) else spec_or_net
+    check_scalar_size(spec)
+    net = _as_network(spec_or_net)
+    if net.m > 1:
+        from chainrule.derive.scalar_batch_program import batch_program
+
+        program, grads = batch_program(spec, net.m)
+    else:
+        program, grads = _backprop_program(spec)
+    return Gradients("backprop", net, tuple(program), tuple(grads), "sympy")
+
+
 def gradients(
     spec_or_net: Spec | ScalarNetwork,
     strategy: str,
@@ -133,7 +148,9 @@ def gradients(
     Parameters
     ----------
     spec_or_net : Spec or ScalarNetwork
-        The network (a spec is expanded with :func:`scalar_network`).
+        The network (a spec is expanded with :func:`scalar_network`); a batch network
+        (:func:`~chainrule.derive.scalar_network.batch_scalar_network`, for batch norm)
+        gives the gradient of its batch cost, and ``backprop`` runs over its m examples.
     strategy : str
         ``naive``, ``cse`` or ``backprop`` (see the module docstring).
     engine : str
@@ -162,11 +179,13 @@ def gradients(
         )
     spec = spec_or_net.spec if isinstance(spec_or_net, ScalarNetwork) else spec_or_net
     if strategy == "backprop":
-        check_scalar_size(spec)
-        net = _as_network(spec_or_net)
-        program, grads = _backprop_program(spec)
-        return Gradients("backprop", net, tuple(program), tuple(grads), "sympy")
-    check_naive_budget(spec, budget)
+        return _backprop(spec_or_net)
+    if isinstance(spec_or_net, ScalarNetwork) and spec_or_net.m > 1:
+        from chainrule.derive.scalar_batch_program import check_batch_budget
+
+        check_batch_budget(spec_or_net, budget)
+    else:
+        check_naive_budget(spec, budget)
     engine = resolve_engine(engine, spec)
     net = _as_network(spec_or_net)
     targets = [_grad_target(p) for p in net.params]
@@ -232,7 +251,10 @@ def _kept_masks(net: ScalarNetwork) -> dict[tuple[sp.Symbol, int], sp.Rational]:
         drop = sp.Rational(Fraction(repr(float(p))))  # the float's shortest decimal, exactly
         scale = mask_value().xreplace({KEEP: 1, DROP: drop})  # a kept unit's D
         for j in range(net.spec.sizes[layer]):
-            out[(_sym(naming.dropout_mask_entry(layer, j)), layer)] = scale
+            name = naming.dropout_mask_entry(layer, j)
+            examples = [name] if net.m == 1 else [f"{name}_{i}" for i in range(net.m)]
+            for entry in examples:
+                out[(_sym(entry), layer)] = scale
     return out
 
 
@@ -256,7 +278,13 @@ def _backprop_values(net: ScalarNetwork, point: dict) -> dict[str, list[str]]:
     known: dict[str, list[str]] = {}
     sigma_primes: set[sp.Symbol] = set()
     masks = set(net.masks)
-    for s in _backprop_program(net.spec)[0]:
+    if net.m > 1:
+        from chainrule.derive.scalar_batch_program import batch_program
+
+        program = list(batch_program(net.spec, net.m)[0])
+    else:
+        program = _backprop_program(net.spec)[0]
+    for s in program:
         value = reference.assign(s.target, s.expr)
         entries = [(value, s.note)] if s.note.startswith(("delta", "z^", "a^", "sigma")) else []
         if s.note.startswith("sigma'"):
@@ -267,6 +295,9 @@ def _backprop_values(net: ScalarNetwork, point: dict) -> dict[str, list[str]]:
             local = s.expr.free_symbols & (sigma_primes | masks)
             back = s.expr.xreplace(dict.fromkeys(local, 1))
             entries.append((reference(back), "dC/da" + s.note[len("delta") :]))
+        if net.m > 1 and s.note.startswith("delta"):  # a batch: the error is m dC/dz
+            with mpmath.workdps(30):
+                entries += [(v / net.m, f"{note} / m") for v, note in list(entries)]
         for v, note in entries:
             known.setdefault(_key(v), []).append(note)
             with mpmath.workdps(30):

@@ -480,8 +480,6 @@ activation = "softmax"
     "args",
     [
         ("derive", "bn.toml", "--at", "at.toml"),
-        ("compare", "bn.toml"),
-        ("graph", "bn.toml", "-o", "g.svg"),
         ("generate", "bn.toml", "--form", "unrolled", "--strategy", "naive", "-o", "u.py"),
     ],
 )
