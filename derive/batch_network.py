@@ -9,7 +9,9 @@ examples axis: x is n_0 x m, W^l is n_l x n_(l-1), b^l is n_l x 1, and z^l, a^l 
 n_l x m matrices of expressions in them; the cost is (1/m) sum over examples of
 sum_j c(a^L_j, y_j). The scalar strategies use it with m = 1. A layer with dropout gets
 one mask symbol D^l_j per unit and example, a constant of the training step, and
-a^l = D^l ⊙ f(z^l).
+a^l = D^l ⊙ f(z^l). A batch-normalized layer gets one gamma^l_j and beta^l_j per unit and
+z^l = gamma^l (u^l - mean) / sqrt(var + eps) + beta^l with u^l = W^l a^(l-1), the mean and
+the biased variance taken per unit over the m examples (:mod:`chainrule.derive.batch_norm`).
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ class ScalarBatch:
     W: dict[int, sp.Matrix]
     b: dict[int, sp.Matrix]
     apply: Apply = field(repr=False)
+    #: gamma^l and beta^l (n_l x 1) of each batch-normalized layer (absent otherwise).
+    gamma: dict[int, sp.Matrix] = field(default_factory=dict)
+    beta: dict[int, sp.Matrix] = field(default_factory=dict)
     z: dict[int, sp.Matrix] = field(default_factory=dict)
     a: dict[int, sp.Matrix] = field(default_factory=dict)
     #: The dropout mask D^l (n_l x m, one symbol per unit and example) of each layer
@@ -111,8 +116,32 @@ class ScalarBatch:
         return sp.ones(1, self.m)
 
     def affine(self, layer: int, prev: sp.Matrix) -> sp.Matrix:
-        """W^l prev + b^l 1^T."""
-        return self.W[layer] * prev + self.b[layer] * self.ones()
+        """z^l from the previous activations ``prev`` (n_(l-1) x k): W^l prev + b^l 1^T, or
+        for a batch-normalized layer :meth:`normalize` of W^l prev (over the k columns)."""
+        if layer in self.gamma:
+            return self.normalize(layer, self.W[layer] * prev)
+        return self.W[layer] * prev + self.b[layer] * sp.ones(1, prev.cols)
+
+    def statistics(self, u: sp.Matrix) -> tuple[sp.Matrix, sp.Matrix]:
+        """The batch mean and biased variance of each row of ``u`` (units x k), n x 1 each."""
+        k = u.cols
+        mean = u * sp.ones(k, 1) / k
+        centered = u - mean * sp.ones(1, k)
+        return mean, centered.multiply_elementwise(centered) * sp.ones(k, 1) / k
+
+    def normalized(self, u: sp.Matrix) -> sp.Matrix:
+        """xhat = (u - mean) / sqrt(var + eps), per unit over the columns of ``u``."""
+        from chainrule.derive.batch_norm import EPS
+
+        mean, var = self.statistics(u)
+        return sp.Matrix(
+            u.rows, u.cols, lambda j, i: (u[j, i] - mean[j, 0]) / sp.sqrt(var[j, 0] + EPS)
+        )
+
+    def normalize(self, layer: int, u: sp.Matrix) -> sp.Matrix:
+        """z^l = gamma^l xhat + beta^l of a batch-normalized layer at weighted sums ``u``."""
+        xhat, gamma, beta = self.normalized(u), self.gamma[layer], self.beta[layer]
+        return sp.Matrix(u.rows, u.cols, lambda j, i: gamma[j, 0] * xhat[j, i] + beta[j, 0])
 
     def activate(self, layer: int, z: sp.Matrix) -> sp.Matrix:
         """The activation of ``layer`` applied to a matrix of weighted inputs."""
@@ -221,6 +250,13 @@ def scalar_batch(
             else sp.zeros(n[layer], 1)
         )
     batch = ScalarBatch(spec, m, n, x, y, weights, biases, apply)
+    for layer in spec.batch_norm_layers:
+        batch.gamma[layer] = sp.Matrix(
+            n[layer], 1, lambda j, _, ly=layer: sym(naming.scale_entry(ly, j))
+        )
+        batch.beta[layer] = sp.Matrix(
+            n[layer], 1, lambda j, _, ly=layer: sym(naming.shift_entry(ly, j))
+        )
     batch.a[0] = x
     for layer in range(1, big_l + 1):
         if spec.layers[layer - 1].dropout:  # inverted dropout: a^l = D^l * f(z^l)

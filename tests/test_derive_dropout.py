@@ -1,6 +1,6 @@
 """The derivation of a network with dropout: the mask, the masked forward pass and BP2 with
 the mask's factor, in every notation, each equation checked by SymPy; and the one-line
-refusals (``derive --at``, dropout in a batch-normalized network)."""
+refusal of ``derive --at``; and dropout next to batch norm on another layer."""
 
 from __future__ import annotations
 
@@ -282,9 +282,7 @@ def test_the_readme_says_derive_shows_dropout() -> None:
     assert "also on a layer a residual connection goes into or out of" in flat
 
 
-def test_dropout_in_a_batch_normalized_network_is_refused_in_one_line(
-    tmp_path: Path, capsys
-) -> None:
+def test_dropout_in_a_batch_normalized_network_is_derived(tmp_path: Path, capsys) -> None:
     path = tmp_path / "net.toml"
     path.write_text(
         'input = 3\ncost = "quadratic"\n'
@@ -292,13 +290,11 @@ def test_dropout_in_a_batch_normalized_network_is_refused_in_one_line(
         '[[layers]]\nsize = 3\nactivation = "relu"\nbatch_norm = true\n'
         '[[layers]]\nsize = 2\nactivation = "sigmoid"\n'
     )
-    assert main(["derive", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0
-    assert err.startswith(
-        "chainrule: error: layers[0].dropout: the derivation of a batch-normalized network "
-        "does not support dropout; "
-    )
+    assert main(["derive", str(path)]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert "2. Batch normalization's backward pass" in lines
+    # the mask in the forward pass, and in BP2 under the batch-normalized layer's error at U
+    assert "A² = D² ⊙ tanh(Z²)" in lines and "Δ² = ((w³)ᵀ (m ∂C/∂U³)) ⊙ D² ⊙ tanh'(Z²)" in lines
 
 
 def test_the_python_api_derives_dropout_and_refuses_a_point() -> None:
