@@ -441,10 +441,6 @@ def _check_dropout(spec: Spec) -> None:
             )
 
 
-#: The fix named when derive --at meets dropout: the worked numbers have no masks.
-AT_DROPOUT_FIX = "derive without --at to see the dropout steps symbolically, or set dropout = 0"
-
-
 def refuse_dropout(
     spec: Spec,
     what: str,

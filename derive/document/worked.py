@@ -91,6 +91,9 @@ def _matrix(rows: tuple[tuple[float, ...], ...]) -> sp.Matrix:
 def run_point(spec: Spec, point: Point, first_only: bool = False) -> Env:
     """Run the mini-batch program on ``point`` (only its first example if ``first_only``).
 
+    The dropout masks are the point's (``point.masks``, the module's draw on the whole
+    batch; the first example's column with ``first_only``).
+
     Returns every statement's value by target (units x examples for columns, the
     transpose for rows; the parameters in the module's shapes), plus ``dC_da`` (the
     derivative of the cost by the output activations), ``cost_units`` (the cost of each
@@ -109,6 +112,9 @@ def run_point(spec: Spec, point: Point, first_only: bool = False) -> Env:
         naming.TARGET: oriented(_matrix(targets)),
     }
     env.update({name: _matrix(value) for name, value in point.params})
+    for name, rows_of_mask in point.masks:  # drawn by the module (dropout_masks(m, seed))
+        mask = _matrix(rows_of_mask)
+        env[name] = (mask[:1, :] if rows else mask[:, :1]) if first_only else mask
     m = len(examples)
     program = batch_program(d)
     for s in program:
@@ -246,7 +252,8 @@ def witness_point(spec: Spec, first: Env) -> tuple[dict, dict]:
 
     Only for a network whose layers all fit the witness: its symbols are then the
     network's own weights, biases, inputs, targets, weighted inputs and activations.
-    A role is (kind, layer, j, k) with kind one of x, y, grad_a, w, b, z, a.
+    A role is (kind, layer, j, k) with kind one of x, y, grad_a, w, b, z, a, D (a dropout
+    mask entry).
     """
     net, rows = witness(spec, 1, max(WITNESS_WIDTH, *spec.sizes)), spec.layout == "rows"
     values: dict[sp.Symbol, sp.Expr] = {}
@@ -274,6 +281,9 @@ def witness_point(spec: Spec, first: Env) -> tuple[dict, dict]:
             put(net.zfree[layer][j, 0], z, ("z", layer, j, 0))
             a = _unit(first[naming.activation(layer)], j, rows)
             put(net.afree[layer][j, 0], a, ("a", layer, j, 0))
+            if layer in net.mask:  # the first example's mask entry, as the module drew it
+                mask = _unit(first[naming.dropout_mask(layer)], j, rows)
+                put(net.mask[layer][j, 0], mask, ("D", layer, j, 0))
         # A side that is one of the witness's own forward expressions (in the inputs
         # and parameters, or in the free values of the layer below) is named by it.
         free_z = net.affine(layer, net.afree[layer - 1])

@@ -122,6 +122,7 @@ class Namer:
             "z": lambda: nota.z(layer, i),
             "a": lambda: nota.a(layer, i),
             "C": lambda: nota.cost,
+            "D": lambda: nota.mask(layer, i),
         }
         return names[kind]()
 
@@ -207,7 +208,16 @@ def blocks(spec: Spec, notation_name: str, point: Point, env: Env, first: Env) -
     """The worked section's paragraphs (see the module docstring)."""
     namer = Namer(spec, notation_name, first)
     which = "the example" if point.m == 1 else f"the first of {point.m} examples"
-    out = [
+    out = []
+    if point.masks:
+        title = (
+            f"Dropout masks, drawn with seed {point.seed} as the module's "
+            f"dropout_masks({point.m}, {point.seed}) draws them (one column per example)"
+        )
+        if namer.rows:
+            title = title.replace("column", "row")
+        out.append(Block(title, tuple(mask_lines(namer, env))))
+    out += [
         Block(f"Forward values ({which})", tuple(forward_lines(namer))),
         Block(f"Cost ({which})", tuple(cost_lines(namer, env, point.m))),
         Block(f"Local partial derivatives ({which})", tuple(partial_lines(namer))),
@@ -355,6 +365,7 @@ def chain_lines(namer: Namer, layer: int) -> list[Line]:
                 upstream = upstreams[j]
             factors = [
                 (nota.partial(nota.cost, nota.a(layer, i)), upstream),
+                *_mask_factor(namer, layer, j),
                 (nota.sprime(layer, i), _unit(first[naming.sigma_prime(layer)], j, rows)),
                 below,
             ]
@@ -376,6 +387,23 @@ def chain_lines(namer: Namer, layer: int) -> list[Line]:
         values += [PLUS, factor(decay)] if decay_tex else []
         lines.append(join(*values, EQ, number(product)))
     return lines
+
+
+def _mask_factor(namer: Namer, layer: int, j: int) -> list[tuple[str, sp.Expr]]:
+    """The dropout mask entry D^l_j of the first example as a chain-rule factor (a^l_j =
+    D^l_j f(z^l_j)); none for a layer without dropout."""
+    if not namer.spec.layers[layer - 1].dropout:
+        return []
+    value = _unit(namer.first[naming.dropout_mask(layer)], j, namer.rows)
+    return [(namer.nota.mask(layer, str(j + 1)), value)]
+
+
+def mask_lines(namer: Namer, env: Env) -> list[Line]:
+    """Each dropout layer's mask D^l over the whole batch, as the module draws it."""
+    return [
+        join(name(namer.nota.mask(layer)), EQ, matrix_line(env[naming.dropout_mask(layer)]))
+        for layer in namer.spec.dropout_layers
+    ]
 
 
 def delta_lines(namer: Namer) -> list[Line]:
@@ -431,6 +459,8 @@ def updated(spec: Spec, env: Env, lr: float) -> dict[str, sp.Matrix]:
         names = [naming.weight(layer)]
         if spec.layers[layer - 1].bias:
             names.append(naming.bias(layer))
+        if spec.layers[layer - 1].batch_norm:
+            names += [naming.scale(layer), naming.shift(layer)]
         for param in names:
             out[param] = env[param] - rate * env[naming.grad(param)]
     return out
