@@ -73,12 +73,10 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     True
     """
     from chainrule.derive.document import derivation as symbolic
-    from chainrule.derive.scalar_network import refuse_batch_norm
 
     require_spec(spec)
     if at is None:
         return symbolic(spec, notation)
-    refuse_batch_norm(spec, "the worked derivation (derive --at)")
     from chainrule.cmd_train import module_from_spec
     from chainrule.derive.document.worked import worked
     from chainrule.derive.values import read_point

@@ -248,6 +248,12 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
         raise SpecError(
             "y", f"{len(y)} target example(s) for {len(x)} input example(s)", "give one per input"
         )
+    if spec.batch_norm_layers and len(x) < 2:
+        raise SpecError(
+            "x",
+            f"{len(x)} example: batch normalization needs at least 2 (the variance of one is 0)",
+            "give two or more examples, one per row",
+        )
     _check_targets(spec, y)
     weights = _weights(spec)
     if len(x) * weights > MAX_WORK:

@@ -479,7 +479,6 @@ activation = "softmax"
 @pytest.mark.parametrize(
     "args",
     [
-        ("derive", "bn.toml", "--at", "at.toml"),
         ("compare", "bn.toml"),
         ("graph", "bn.toml", "-o", "g.svg"),
         ("generate", "bn.toml", "--form", "unrolled", "-o", "u.py"),

@@ -214,3 +214,172 @@ def test_the_readme_documents_the_seed():
     flat = " ".join(readme.split())
     assert "seed = 3 # required with dropout: a whole number from 0 to 2**63 - 1" in flat
     assert "a `seed` for a network without dropout is refused" in flat
+
+
+# ------------------------------------------------------------------------------ batch norm
+
+#: Batch norm on layer 1, dropout on layer 2 with a skip from layer 1, L2, a softmax output.
+BATCH_NORM = Spec(
+    2,
+    (
+        Layer(3, "relu", batch_norm=True),
+        Layer(3, "tanh", dropout=0.25, skip_from=1),
+        Layer(2, "softmax"),
+    ),
+    "cross-entropy",
+    l2=0.01,
+)
+BN_POINT = {
+    "x": [[0.5, -1.0], [1.5, 0.25], [-0.3, 0.8]],
+    "y": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]],
+    "lr": 0.5,
+    "seed": 3,
+    "params": {
+        "W1": [[0.1, -0.2], [0.3, 0.4], [0.5, -0.6]],
+        "gamma1": [1.0, 1.5, 0.5],
+        "beta1": [0.0, 0.1, -0.2],
+        "W2": [[0.2, -0.3, 0.4], [0.1, 0.2, 0.3], [-0.4, 0.2, 0.1]],
+        "b2": [0.0, 0.1, 0.2],
+        "W3": [[0.3, 0.1, -0.2], [0.2, 0.2, 0.1]],
+        "b3": [0.05, -0.05],
+    },
+}
+#: The same network without dropout (forward with batch statistics is then the output).
+PLAIN_BN = Spec(
+    2,
+    (Layer(3, "relu", batch_norm=True), Layer(3, "tanh", skip_from=1), Layer(2, "softmax")),
+    "cross-entropy",
+    l2=0.01,
+)
+PLAIN_POINT = {k: v for k, v in BN_POINT.items() if k != "seed"}
+
+
+def test_batch_norm_worked_numbers_equal_the_module():
+    doc = chainrule.derivation(PLAIN_BN, at=PLAIN_POINT)
+    env = doc.worked.env
+    module = module_from_spec(PLAIN_BN)
+    params, x, y = _arrays(PLAIN_POINT)
+    cost, grads = module.loss_and_grad(params, x, y)
+    assert abs(float(env["C"][0, 0]) - cost) <= 1e-12
+    assert set(grads) == {"W1", "gamma1", "beta1", "W2", "b2", "W3", "b3"}
+    for name, grad in grads.items():
+        np.testing.assert_allclose(_as_array(env[naming.grad(name)]), grad, rtol=1e-10, atol=1e-14)
+    # forward with the batch's statistics (state None) is the worked output
+    np.testing.assert_allclose(_as_array(env["a3"]), module.forward(params, x), rtol=1e-12)
+    # the batch statistics by hand from u = W1 x, and the three-term error from the gradient
+    u = params["W1"] @ x
+    np.testing.assert_allclose(_as_array(env["mean1"]), u.mean(axis=1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(_as_array(env["var1"]), u.var(axis=1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(
+        _as_array(env["deltau1"]) @ x.T / 3, grads["W1"] - 0.01 * params["W1"]
+    )
+    module.sgd_step(params, x, y, 0.5)
+    text = doc.to_text()
+    assert "γ²₂ ← 1.5 - 0.5 × " in text and f"= {params['gamma1'][1, 0]:.10g}" in text
+
+
+def test_batch_norm_with_dropout_is_worked_out_on_the_whole_batch():
+    doc = chainrule.derivation(BATCH_NORM, "course", at=BN_POINT)
+    assert doc.worked.checked
+    module = module_from_spec(BATCH_NORM)
+    params, x, y = _arrays(BN_POINT)
+    cost, _ = module.loss_and_grad(params, x, y, seed=3)
+    assert abs(float(doc.worked.env["C"][0, 0]) - cost) <= 1e-12
+    lines = [line.strip() for line in doc.to_text().splitlines()]
+    assert "Batch statistics of layer 1 (per unit, over the 3 examples)" in lines
+    title = next(
+        i for i, line in enumerate(lines) if line.startswith("Three-term error of layer 1")
+    )
+    assert lines[title + 1].startswith(
+        "unit 1, example 1: m ∂C/∂u¹ = γ¹/(√(v¹ + ε)) (dz¹ - ∂C/∂β¹ - x̂¹ ∂C/∂γ¹) = "
+    )
+    # no one-example numbers: batch norm needs two examples
+    assert not any("first of 3 examples" in line for line in lines)
+
+
+def test_a_batch_of_one_is_refused_for_batch_norm(tmp_path, capsys):
+    spec_text = (
+        'input = 2\ncost = "quadratic"\n[[layers]]\nsize = 2\nactivation = "tanh"\n'
+        'batch_norm = true\n[[layers]]\nsize = 1\nactivation = "sigmoid"\n'
+    )
+    values = json.dumps(
+        {
+            "x": [0.5, -1.0],
+            "y": [1.0],
+            "params": {
+                "W1": [[0.1, 0.2], [0.3, 0.4]],
+                "gamma1": [1, 1],
+                "beta1": [0, 0],
+                "W2": [[0.5, 0.6]],
+                "b2": [0],
+            },
+        }
+    )
+    line = _refusal(tmp_path, capsys, spec_text, values, "v.json")
+    assert line == (
+        "chainrule: error: x: 1 example: batch normalization needs at least 2 (the variance of "
+        "one is 0); give two or more examples, one per row"
+    )
+
+
+def _fake(real, forward):  # noqa: ANN001, ANN202 - the module with another _forward
+    import types
+
+    names = ("loss_and_grad", "loss", "forward", "sgd_step", "dropout_masks", "_loss_and_grad")
+    kept = {n: getattr(real, n) for n in names if hasattr(real, n)}
+    return types.SimpleNamespace(**kept, _forward=forward)
+
+
+def test_a_wrong_batch_statistic_in_the_module_fails_the_check(monkeypatch):
+    real = module_from_spec(PLAIN_BN)
+
+    def cache(params, x, *rest):  # noqa: ANN001, ANN202 - var1 off by 1e-7
+        u1, mean1, var1, *others = real._forward(params, x, *rest)
+        return (u1, mean1, var1 * (1 + 1e-7), *others)
+
+    monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: _fake(real, cache))
+    with pytest.raises(DerivationError, match=r"forward cache on the batch: var1\[0, 0\]"):
+        chainrule.derivation(PLAIN_BN, at=PLAIN_POINT)
+
+
+def test_a_forward_cache_of_another_length_is_an_error_not_skipped(monkeypatch):
+    real = module_from_spec(PLAIN_BN)
+
+    def cache(params, x, *rest):  # noqa: ANN001, ANN202 - one value short
+        return real._forward(params, x, *rest)[1:]
+
+    monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: _fake(real, cache))
+    with pytest.raises(DerivationError, match="_forward gives 11 values for 12 statements"):
+        chainrule.derivation(PLAIN_BN, at=PLAIN_POINT)
+
+
+def test_shared_buffers_of_u_and_x_hat_do_not_matter(monkeypatch):
+    real = module_from_spec(PLAIN_BN)
+
+    def cache(params, x, *rest):  # noqa: ANN001, ANN202 - u1 holds x-hat's values
+        u1, mean1, var1, xhat1, *others = real._forward(params, x, *rest)
+        return (xhat1, mean1, var1, xhat1 * 0, *others)
+
+    monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: _fake(real, cache))
+    assert chainrule.derivation(PLAIN_BN, at=PLAIN_POINT).worked.checked
+
+
+def test_the_command_works_batch_norm_out(tmp_path, capsys):
+    spec_text = (
+        'input = 2\ncost = "cross-entropy"\n[[layers]]\nsize = 3\nactivation = "relu"\n'
+        'batch_norm = true\n[[layers]]\nsize = 2\nactivation = "softmax"\n'
+    )
+    values = {
+        "x": BN_POINT["x"],
+        "y": BN_POINT["y"],
+        "params": {k: BN_POINT["params"][k] for k in ("W1", "gamma1", "beta1")}
+        | {"W2": [[0.3, 0.1, -0.2], [0.2, 0.2, 0.1]], "b2": [0.05, -0.05]},
+    }
+    (tmp_path / "net.toml").write_text(spec_text, encoding="utf-8")
+    (tmp_path / "v.json").write_text(json.dumps(values), encoding="utf-8")
+    for fmt in ("text", "md", "tex"):
+        argv = ["derive", str(tmp_path / "net.toml"), "--at", str(tmp_path / "v.json")]
+        assert main([*argv, "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        assert "Every number agrees with the generated module" in out
+        assert "Batch statistics of layer" in out

@@ -204,9 +204,12 @@ def worked(spec: Spec, notation_name: str, point: Point, sections: Any) -> Worke
     from chainrule.derive.document.worked_blocks import blocks, vectorized_values
 
     env = run_point(spec, point)
-    first = env if point.m == 1 else run_point(spec, point, first_only=True)
+    # Batch norm couples the examples and needs m >= 2: no one-example run, no per-example
+    # step values (its document has no per-example sections).
+    coupled = bool(spec.batch_norm_layers)
+    first = env if point.m == 1 or coupled else run_point(spec, point, first_only=True)
     after = dict(vectorized_values(spec, notation_name, env, sections))
-    full = full_width_sections(spec, notation_name, sections)
+    full = None if coupled else full_width_sections(spec, notation_name, sections)
     if full is not None:
         after.update(step_values(spec, notation_name, point, first, full))
     made = blocks(spec, notation_name, point, env, first)

@@ -217,6 +217,10 @@ def blocks(spec: Spec, notation_name: str, point: Point, env: Env, first: Env) -
         if namer.rows:
             title = title.replace("column", "row")
         out.append(Block(title, tuple(mask_lines(namer, env))))
+    if spec.batch_norm_layers:  # the examples are coupled: numbers over the whole batch
+        from chainrule.derive.document.worked_batch_norm import batch_norm_blocks
+
+        return (*out, *batch_norm_blocks(namer, point, env))
     out += [
         Block(f"Forward values ({which})", tuple(forward_lines(namer))),
         Block(f"Cost ({which})", tuple(cost_lines(namer, env, point.m))),
@@ -426,6 +430,13 @@ def _parameters(namer: Namer):
         if spec.layers[layer - 1].bias:
             for j in shown_units(spec.sizes[layer]):
                 yield namer.nota.b(layer, str(j + 1)), naming.bias(layer), j, 0
+        if spec.layers[layer - 1].batch_norm:
+            for letter, param in (
+                ("\\gamma", naming.scale(layer)),
+                ("\\beta", naming.shift(layer)),
+            ):
+                for j in shown_units(spec.sizes[layer]):
+                    yield namer.nota._base(letter, layer, str(j + 1)), param, j, 0
 
 
 def gradient_lines(namer: Namer, env: Env) -> list[Line]:
@@ -485,6 +496,12 @@ def section_lines(values: WorkedValues, number_: int, fmt: str) -> list[str]:
             "the per-unit equations unit by unit, so those equations show no numbers of their "
             "own; the mini-batch statements do, and the representative units are worked out "
             "here."
+        )
+    if values.spec.batch_norm_layers:
+        intro += (
+            " Batch normalization couples the examples (and needs at least two), so the numbers "
+            "are those of the whole batch: the mini-batch statements show theirs, and the "
+            "batch-normalized layers are worked out here unit by unit and example by example."
         )
     if values.checked:
         intro += " Every number agrees with the generated module's loss_and_grad."
