@@ -201,7 +201,7 @@ def test_every_equation_of_a_batch_normalized_network_holds(notation):
 def test_every_equation_holds_in_the_rows_layout_with_dropout_below_batch_norm():
     spec = Spec(
         2,
-        (Layer(2, "relu", dropout=0.25), Layer(2, "tanh", batch_norm=True), Layer(1, "sigmoid")),
+        (Layer(2, "tanh", dropout=0.25), Layer(2, "sigmoid", batch_norm=True), Layer(1, "sigmoid")),
         "quadratic",
         layout="rows",
         l1=0.02,

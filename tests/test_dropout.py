@@ -537,7 +537,6 @@ activation = "softmax"
 @pytest.mark.parametrize(
     ("args", "what"),
     [
-        (["derive", "--at", "values.toml"], "derive --at (worked numbers) does not support"),
         (["generate", "--form", "unrolled"], "the unrolled form does not support dropout"),
     ],
 )

@@ -383,3 +383,23 @@ def test_the_command_works_batch_norm_out(tmp_path, capsys):
         out = capsys.readouterr().out
         assert "Every number agrees with the generated module" in out
         assert "Batch statistics of layer" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notation", ["nielsen", "3b1b", "cheatsheet", "course"])
+def test_the_worked_batch_norm_document_compiles_to_pdf(tmp_path, capsys, notation):
+    import shutil
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed")
+    spec_text = (
+        'input = 2\ncost = "cross-entropy"\nl2 = 0.01\n[[layers]]\nsize = 3\nactivation = "relu"\n'
+        'batch_norm = true\n[[layers]]\nsize = 3\nactivation = "tanh"\ndropout = 0.25\n'
+        'skip_from = 1\n[[layers]]\nsize = 2\nactivation = "softmax"\n'
+    )
+    (tmp_path / "net.toml").write_text(spec_text, encoding="utf-8")
+    (tmp_path / "v.json").write_text(json.dumps(BN_POINT), encoding="utf-8")
+    out = tmp_path / "d.pdf"
+    argv = ["derive", str(tmp_path / "net.toml"), "--at", str(tmp_path / "v.json")]
+    assert main([*argv, "--notation", notation, "-o", str(out)]) == 0, capsys.readouterr().err
+    assert out.read_bytes().startswith(b"%PDF-")

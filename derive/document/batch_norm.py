@@ -36,7 +36,11 @@ class _Names:
         self.inverse = f"\\frac{{1}}{{\\sqrt{{{self.var} + \\epsilon}}}}"
 
     def per(self, letter: str, i: str) -> str:
-        """``letter`` of the layer for example ``i``, e.g. ``{u^{2}}_{i}``."""
+        """``letter`` of the layer for example ``i``, e.g. ``{u^{2}}_{i}``; the cheatsheet's
+        subscripted layer takes the example after a comma, ``u_{1,i}`` (TeX refuses a
+        second subscript on a braced accent, ``{\\hat{x}_{1}}_{i}``)."""
+        if self.nota.name == "cheatsheet":
+            return self.nota._base(letter, self.layer, i)
         return f"{{{self.nota._base(letter, self.layer, None)}}}_{{{i}}}"
 
     def u(self, i: str) -> str:
