@@ -22,6 +22,12 @@ Every number comes from the derived expressions, two ways:
 
 Large layers show their first and last units (the document's representative units);
 layers of at most :data:`SHOW_ALL` units show every unit. Units are numbered from 1.
+
+A network with dropout is worked out with the masks the generated module draws for the
+point's seed (``point.masks``; the first example takes its own column of them). A
+batch-normalized network couples its examples and needs m >= 2: it has no one-example
+run and no per-example step values; its numbers are the whole batch's
+(:mod:`chainrule.derive.document.worked_batch_norm`).
 """
 
 from __future__ import annotations
