@@ -222,3 +222,17 @@ def test_the_command_derives_batch_norm_with_dropout(tmp_path: Path, capsys, fmt
     assert "Vectorized over a mini-batch" in out
     assert "Forward equations" not in out and "Summary: BP1 to BP4" not in out
     assert ("D^{3}" if fmt != "text" else "D³ = R³/(1 - p)") in out
+
+
+def test_bp4_and_the_layer_below_take_the_error_at_u_as_the_section_says():
+    spec = Spec(
+        2, (Layer(2, "tanh"), Layer(2, "relu", batch_norm=True), Layer(1, "sigmoid")), "quadratic"
+    )
+    program = batch_program(derive_network(spec))
+    weight_gradient = next(s for s in program if s.target == "dC_dW2")
+    below = next(s for s in program if s.target == "delta1")
+    assert weight_gradient.operands[0] == "deltau2" and below.operands[1] == "deltau2"
+    words = derivation(spec).sections[-1].intro  # the section's words name those takers
+    assert "BP2 of the layer below and BP4 take it in place of the error" in words
+    course = derivation(spec, "course").sections[-1].intro
+    assert "the error of the layer below and the weights' gradient take it" in course

@@ -125,6 +125,11 @@ class VectorizedSection(SectionWriterBase):
         def name(identifier: str) -> str:
             return names[naming.symbol(identifier)]
 
+        takers = (
+            "BP2 of the layer below and BP4"
+            if self.nota.bp_labels
+            else "the error of the layer below and the weights' gradient"
+        )
         return (
             f"In a batch-normalized layer (here layer {self.nota.number(layer)}), "
             f"${name(naming.linear(layer))}$ holds the weighted sums (no bias), "
@@ -132,8 +137,8 @@ class VectorizedSection(SectionWriterBase):
             f"unit's mean and biased variance over the m examples (${ONES}$ is the vector of m "
             "ones; an elementwise statement repeats them over the examples), "
             f"$\\epsilon = 10^{{-5}}$, and ${self.linear_error_tex(layer)}$ is the error at "
-            "the weighted sums, by the three-term form of the batch-norm section; BP2 of the "
-            "layer below and BP4 take it in place of the error."
+            "the weighted sums, by the three-term form of the batch-norm section; "
+            f"{takers} take it in place of the error."
         )
 
     def batch_cost_words(self) -> str:
