@@ -447,8 +447,8 @@ def refuse_dropout(
     fix: str = "use chainrule generate (vectorized or plain form), or set dropout = 0",
 ) -> None:
     """Raise :class:`SpecError` on the first layer with dropout when ``what`` does not
-    support dropout (the vectorized and plain modules, the derivation, ``compare`` and
-    ``graph`` do)."""
+    support dropout (the vectorized and plain modules, the derivation, also worked out at
+    a point, ``compare`` and ``graph`` do)."""
     for i, layer in enumerate(spec.layers):
         if layer.dropout:
             raise SpecError(f"layers[{i}].dropout", f"{what} does not support dropout", fix)

@@ -236,3 +236,11 @@ def test_bp4_and_the_layer_below_take_the_error_at_u_as_the_section_says():
     assert "BP2 of the layer below and BP4 take it in place of the error" in words
     course = derivation(spec, "course").sections[-1].intro
     assert "the error of the layer below and the weights' gradient take it" in course
+
+
+def test_the_readme_says_what_derive_shows_for_batch_norm():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    flat = " ".join(readme.split())
+    assert "`chainrule derive` on such a network shows three sections, in each notation" in flat
+    assert "and dropout on another layer." in flat
+    assert "It refuses dropout in a network with batch norm" not in flat

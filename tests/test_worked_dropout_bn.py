@@ -403,3 +403,10 @@ def test_the_worked_batch_norm_document_compiles_to_pdf(tmp_path, capsys, notati
     argv = ["derive", str(tmp_path / "net.toml"), "--at", str(tmp_path / "v.json")]
     assert main([*argv, "--notation", notation, "-o", str(out)]) == 0, capsys.readouterr().err
     assert out.read_bytes().startswith(b"%PDF-")
+
+
+def test_the_readme_says_derive_at_works_batch_norm_out():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    flat = " ".join(readme.split())
+    assert "`derive --at` works a batch-normalized network out on the whole batch" in flat
+    assert "`derive --at`, `compare`, `graph` and `--form unrolled` refuse batch norm" not in flat
