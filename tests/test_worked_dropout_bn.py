@@ -291,7 +291,7 @@ def test_batch_norm_with_dropout_is_worked_out_on_the_whole_batch():
         i for i, line in enumerate(lines) if line.startswith("Three-term error of layer 1")
     )
     assert lines[title + 1].startswith(
-        "unit 1, example 1: m ∂C/∂u¹ = γ¹/(√(v¹ + ε)) (dz¹ - ∂C/∂β¹ - x̂¹ ∂C/∂γ¹) = "
+        "unit 1, example 1: m ∂C/∂u¹₁ = γ¹₁/(√(v¹₁ + ε)) (dz¹₁ - ∂C/∂β¹₁ - x̂¹₁ ∂C/∂γ¹₁) = "
     )
     # no one-example numbers: batch norm needs two examples
     assert not any("first of 3 examples" in line for line in lines)
@@ -410,3 +410,40 @@ def test_the_readme_says_derive_at_works_batch_norm_out():
     flat = " ".join(readme.split())
     assert "`derive --at` works a batch-normalized network out on the whole batch" in flat
     assert "`derive --at`, `compare`, `graph` and `--form unrolled` refuse batch norm" not in flat
+
+
+def test_batch_norm_in_rows_with_dropout_below_is_worked_out():
+    spec = Spec(
+        2,
+        (Layer(2, "relu", dropout=0.25), Layer(2, "tanh", batch_norm=True), Layer(1, "sigmoid")),
+        "quadratic",
+        layout="rows",
+    )
+    point = {
+        "x": [[0.5, -1.0], [1.5, 0.25], [-0.3, 0.8], [0.1, 0.1]],
+        "y": [[1.0], [0.0], [1.0], [0.5]],
+        "lr": 0.1,
+        "seed": 5,
+        "params": {
+            "W1": [[0.1, -0.2], [0.3, 0.4]],
+            "b1": [0.1, 0.25],
+            "W2": [[0.2, -0.3], [0.1, 0.2]],
+            "gamma2": [1.0, 2.0],
+            "beta2": [0.1, -0.1],
+            "W3": [[0.3], [-0.5]],
+            "b3": [0.05],
+        },
+    }
+    doc = chainrule.derivation(spec, "cheatsheet", at=point)
+    assert doc.worked.checked
+    lines = [line.strip() for line in doc.to_text().splitlines()]
+    assert "unit 2: μ₁,₂ = -0.001166666667, v₁,₂ = 0.01124141667" in lines
+    module = module_from_spec(spec)
+    params, x, y = _arrays(point, "rows")
+    params = {
+        k: v.reshape(1, -1) if v.shape[1] == 1 and k[0] in "bg" else v for k, v in params.items()
+    }
+    u = (
+        module.dropout_masks(4, 5)["D1"] * np.maximum(x @ params["W1"] + params["b1"], 0)
+    ) @ params["W2"]
+    np.testing.assert_allclose(u.mean(axis=0)[1], -0.001166666667, rtol=1e-9)

@@ -51,20 +51,23 @@ class _Layer:
     def __init__(self, namer: Namer, env: Env, layer: int) -> None:
         self.namer, self.env, self.layer, self.rows = namer, env, layer, namer.rows
         self.m = env[naming.INPUT].shape[0 if self.rows else 1]
-        nota = namer.nota
-        self.tex = {
-            key: nota._base(letter, layer, None)
+
+    def names(self, j: int) -> dict[str, str]:
+        """LaTeX of the layer's quantities at unit ``j`` (numbered from 1 when shown)."""
+        nota, index = self.namer.nota, str(j + 1)
+        tex = {
+            key: nota._base(letter, self.layer, index)
             for key, letter in (
                 ("u", "u"),
                 ("mu", "\\mu"),
                 ("v", "v"),
                 ("xhat", "\\hat{x}"),
-                ("z", "z"),
                 ("gamma", "\\gamma"),
                 ("beta", "\\beta"),
             )
         }
-        self.tex["delta"] = nota.delta(layer)
+        tex["z"], tex["delta"] = nota.z(self.layer, index), nota.delta(self.layer, index)
+        return tex
 
     def value(self, identifier: str, j: int, i: int | None = None) -> sp.Expr:
         matrix = self.env[identifier]
@@ -76,15 +79,15 @@ class _Layer:
 
     def statistics(self) -> list[Line]:
         """mu_j and v_j of each shown unit, from the batch's u."""
-        ly, t = self.layer, self.tex
+        ly = self.layer
         return [
             join(
                 self.where(j),
-                name(t["mu"]),
+                name(self.names(j)["mu"]),
                 EQ,
                 number(self.value(naming.batch_mean(ly), j)),
                 COMMA,
-                name(t["v"]),
+                name(self.names(j)["v"]),
                 EQ,
                 number(self.value(naming.batch_var(ly), j)),
             )
@@ -93,9 +96,10 @@ class _Layer:
 
     def normalized(self) -> list[Line]:
         """x-hat = (u - mu) / sqrt(v + eps) and z = gamma x-hat + beta, written out."""
-        ly, t, lines = self.layer, self.tex, []
-        root = f"\\sqrt{{{t['v']} + \\epsilon}}"
+        ly, lines = self.layer, []
         for j in shown_units(self.namer.spec.sizes[ly]):
+            t = self.names(j)
+            root = f"\\sqrt{{{t['v']} + \\epsilon}}"
             mu, var = self.value(naming.batch_mean(ly), j), self.value(naming.batch_var(ly), j)
             gamma, beta = self.value(naming.scale(ly), j), self.value(naming.shift(ly), j)
             for i in _examples(self.m):
@@ -136,14 +140,14 @@ class _Layer:
     def three_terms(self) -> list[Line]:
         """m dC/du = gamma / sqrt(v + eps) (delta - mean(delta) - x-hat mean(delta x-hat)),
         term by term; the product must equal the program's error at u."""
-        ly, t, lines = self.layer, self.tex, []
-        nota = self.namer.nota
-        error = (
-            f"m \\frac{{\\partial C}}{{\\partial {t['u']}}} = "
-            f"\\frac{{{t['gamma']}}}{{\\sqrt{{{t['v']} + \\epsilon}}}} \\left({t['delta']} - "
-            f"{nota.grad('C', t['beta'])} - {t['xhat']} {nota.grad('C', t['gamma'])}\\right)"
-        )
+        ly, lines, nota = self.layer, [], self.namer.nota
         for j in shown_units(self.namer.spec.sizes[ly]):
+            t = self.names(j)
+            error = (
+                f"m \\frac{{\\partial C}}{{\\partial {t['u']}}} = "
+                f"\\frac{{{t['gamma']}}}{{\\sqrt{{{t['v']} + \\epsilon}}}} \\left({t['delta']} - "
+                f"{nota.grad('C', t['beta'])} - {t['xhat']} {nota.grad('C', t['gamma'])}\\right)"
+            )
             var, gamma = self.value(naming.batch_var(ly), j), self.value(naming.scale(ly), j)
             mean_delta = self.value(naming.grad(naming.shift(ly)), j)
             mean_dx = self.value(naming.grad(naming.scale(ly)), j)
