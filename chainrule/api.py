@@ -52,9 +52,10 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
         A point, as in a ``--at`` values file: ``x`` (one example as a flat list, or a
         list of examples, one per row), ``y`` likewise, optional ``lr``, and ``params``
         mapping W1, b1, ... to nested lists in the generated module's shapes (a flat
-        list for a bias). With it, every equation is followed by its value and a last
-        section works the numbers out unit by unit; every number is checked against
-        the generated module's ``loss_and_grad`` first.
+        list for a bias), and ``seed`` when the network has dropout (the masks are the
+        module's ``dropout_masks(m, seed)``). With it, every equation is followed by its
+        value and a last section works the numbers out unit by unit; every number is
+        checked against the generated module's ``loss_and_grad`` first.
 
     Raises
     ------
@@ -72,20 +73,19 @@ def derivation(spec: Spec, notation: str = "nielsen", at: Any = None) -> Derivat
     True
     """
     from chainrule.derive.document import derivation as symbolic
-    from chainrule.derive.scalar_network import refuse_batch_norm
-    from chainrule.derive.spec import AT_DROPOUT_FIX, refuse_dropout
 
     require_spec(spec)
     if at is None:
         return symbolic(spec, notation)
-    refuse_batch_norm(spec, "the worked derivation (derive --at)")
-    refuse_dropout(spec, "the worked derivation (derive --at)", AT_DROPOUT_FIX)
+    from chainrule.cmd_train import module_from_spec
     from chainrule.derive.document.worked import worked
     from chainrule.derive.values import read_point
-    from chainrule.worked_check import check_against_module
+    from chainrule.worked_check import check_against_module, with_masks
 
     point = read_point(spec, at)  # a bad point is refused before any derivation work
+    module = module_from_spec(spec)
+    point = with_masks(point, module)  # the module's own dropout masks for the seed
     doc = symbolic(spec, notation)
     values = worked(spec, notation, point, doc.sections)
-    check_against_module(values)
+    check_against_module(values, module)
     return dataclasses.replace(doc, worked=dataclasses.replace(values, checked=True))

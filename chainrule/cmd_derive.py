@@ -19,7 +19,6 @@ from chainrule.codegen.emit import check_target, starts_with, write_file
 from chainrule.derive.document import derivation
 from chainrule.derive.errors import CodegenError
 from chainrule.derive.notation import NOTATIONS
-from chainrule.derive.spec import AT_DROPOUT_FIX, refuse_dropout
 
 FORMATS = ("text", "md", "tex", "pdf")
 #: Written first in every tex file chainrule produces (and set as the PDF creator).
@@ -58,7 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--at",
         metavar="VALUES",
-        help="a .toml or .json file with x, y, optional lr and [params]: every equation "
+        help="a .toml or .json file with x, y, optional lr, seed (with dropout) and [params]: "
+        "every equation "
         "is followed by its value there, checked against the generated module",
     )
     parser.add_argument(
@@ -154,8 +154,6 @@ def cmd_derive(args: argparse.Namespace) -> int:
     """Render the derivation of the named network; returns the exit status."""
     fmt = output_format(args.format, args.output)
     spec = spec_from_args(args)
-    if args.at is not None:  # before reading --at's values
-        refuse_dropout(spec, "derive --at (worked numbers)", AT_DROPOUT_FIX)
     if args.output is not None or fmt == "pdf":  # refused now, not after the work
         check_target(args.output or "derivation.pdf", force=args.force, ours=_written_by_chainrule)
     if args.at is not None:

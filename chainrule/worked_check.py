@@ -15,6 +15,7 @@ first disagreement raises ``DerivationError``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from chainrule.derive import naming
 from chainrule.derive.batch import batch_program
 from chainrule.derive.document.worked import WorkedValues
 from chainrule.derive.document.worked_blocks import module_mismatch, updated
-from chainrule.derive.errors import SpecError
+from chainrule.derive.errors import DerivationError, SpecError
 from chainrule.derive.layers import derive_network
 from chainrule.derive.values import Point
 
@@ -70,27 +71,85 @@ def _overflow(where: str, got: float) -> SpecError:
     )
 
 
-def _check_cache(values: WorkedValues, module: Any, params: dict, x: Any, tol: float) -> None:
-    """The first example's forward values against the module's forward cache.
+class _Replay:
+    """Stands in for the module's random generator so that its own mask drawing,
+    ``_dropout_mask`` (D = (u >= p) / (1 - p) for u from ``random``), gives the masks
+    given here, layer by layer: u = 1 where a mask keeps its unit and 0 where it drops it."""
 
-    The module's ``_forward`` returns the values of the program's forward statements
-    (z1, a1, ..., without the alias a0) in the program's order; a module without it, or
-    with another count of values, is checked through ``forward`` and the gradient only.
+    def __init__(self, masks: list[Any]) -> None:
+        self._masks = iter(masks)
+
+    def random(self, dtype: Any = None, out: Any = None) -> Any:
+        np.not_equal(next(self._masks), 0, out=out)  # 1.0 >= p keeps; 0.0 < p drops
+        return out
+
+
+def _masks(point: Point, dtype: str, layout: str, first_only: bool) -> list[Any] | None:
+    """The point's dropout masks (the module's draw) in layer order, of the first example
+    alone with ``first_only``; None for a network without dropout."""
+    if not point.masks:
+        return None
+    out = []
+    for _, rows in point.masks:
+        mask = np.array(rows, dtype=dtype)
+        if first_only:
+            mask = mask[:, :1] if layout == "columns" else mask[:1, :]
+        out.append(np.ascontiguousarray(mask))
+    return out
+
+
+def _cache_names(spec: Any) -> list[str]:
+    """The forward statements' targets in the order of the module's ``_forward`` cache."""
+    program = batch_program(derive_network(spec))
+    return [s.target for s in program if s.label == "forward" and s.op != "alias"]
+
+
+def _check_cache(
+    values: WorkedValues, module: Any, params: dict, x: Any, env: dict, tol: float, masks: Any
+) -> None:
+    """The forward values in ``env`` against the module's forward cache (``_forward``) on
+    the same examples, with the same dropout masks (replayed through the module's own
+    drawing).
+
+    The cache holds the program's forward statements (z1, a1, ..., without the alias a0)
+    in the program's order; a cache of another length is an error, never skipped. The
+    weighted sums u^l and x-hat^l of a batch-normalized layer are not compared there:
+    the module may share or overwrite their buffers (mean, variance and z^l are compared,
+    and x-hat^l's values reach the gradient of gamma, which is).
     """
-    cache = getattr(module, "_forward", None)
-    if cache is None:
-        return
-    program = batch_program(derive_network(values.spec))
-    names = [s.target for s in program if s.label == "forward" and s.op != "alias"]
-    got = cache(params, x)
+    spec = values.spec
+    names = _cache_names(spec)
+    rng = None if masks is None else _Replay(masks)
+    got = module._forward(params, x, None, rng) if masks is not None else module._forward(params, x)
     if not isinstance(got, tuple) or len(got) != len(names):
-        return
+        count = len(got) if isinstance(got, tuple) else type(got).__name__
+        raise DerivationError(
+            "forward cache",
+            f"the generated module's _forward gives {count} values for {len(names)} statements",
+            "report this: the module and the program disagree",
+        )
+    shared = {f(ly) for ly in spec.batch_norm_layers for f in (naming.linear, naming.normalized)}
     # z = W a + b can cancel to about 0 in every unit (0.3 * 1 + 0.1 * (-3)): its float
     # rounding (5.6e-17) is then noise on the scale of the forward values.
-    noise = _noise(values, {"x": x, **dict(zip(names, got, strict=True))})
-    for name, value in zip(names, got, strict=True):
-        field = f"forward cache on the first example: {name}"
-        compare(field, value, values.first[name], tol, noise)
+    cache = {name: value for name, value in zip(names, got, strict=True) if name not in shared}
+    noise = _noise(values, {"x": x, **cache})
+    which = "the first example" if x.shape[0 if spec.layout == "rows" else 1] == 1 else "the batch"
+    for name, value in cache.items():
+        compare(f"forward cache on {which}: {name}", value, env[name], tol, noise)
+
+
+def with_masks(point: Point, module: Any) -> Point:
+    """``point`` with the dropout masks the generated module draws on its m examples with
+    its seed (``module.dropout_masks(m, seed)``, in the module's dtype); ``point`` itself
+    for a network without dropout."""
+    if point.seed is None:
+        return point
+    drawn = module.dropout_masks(point.m, point.seed)
+    masks = tuple(
+        (name, tuple(tuple(float(v) for v in row) for row in np.asarray(mask).tolist()))
+        for name, mask in drawn.items()
+    )
+    return dataclasses.replace(point, masks=masks)
 
 
 def check_against_module(values: WorkedValues, module: Any = None) -> None:
@@ -130,26 +189,43 @@ def _check(values: WorkedValues, module: Any) -> None:
     tol = _tolerance(values)
     params, x, y = _arrays(point, spec.dtype, spec.layout, first_only=False)
     env = values.env
-    cost, grads = module.loss_and_grad(params, x, y)
+    seeded = {} if point.seed is None else {"seed": point.seed}  # the masks' seed
+    cost, grads = module.loss_and_grad(params, x, y, **seeded)
     compare("loss_and_grad: cost", cost, env[naming.COST][0, 0], tol)
+    compare("loss: cost", module.loss(params, x, y, **seeded), env[naming.COST][0, 0], tol)
     noise = _noise(values, grads)  # a layer's gradient can cancel to about 0 in every entry
     for name in grads:
         field = f"loss_and_grad: {naming.grad(name)}"
         compare(field, grads[name], env[naming.grad(name)], tol, noise)
-    output = naming.activation(spec.depth)
-    compare(f"forward: {output}", module.forward(params, x), env[output], tol)
-    first_params, x1, y1 = _arrays(point, spec.dtype, spec.layout, first_only=True)
-    _check_cache(values, module, first_params, x1, tol)
-    _, first_grads = module.loss_and_grad(first_params, x1, y1)
-    noise = _noise(values, first_grads)
-    for name in first_grads:
-        field = f"loss_and_grad on the first example: {naming.grad(name)}"
-        compare(field, first_grads[name], values.first[naming.grad(name)], tol, noise)
+    masks = _masks(point, spec.dtype, spec.layout, first_only=False)
+    if masks is None:  # forward is inference: without dropout, the training network itself
+        output = naming.activation(spec.depth)
+        compare(f"forward: {output}", module.forward(params, x), env[output], tol)
+    _check_cache(values, module, params, x, env, tol, masks)
+    if not spec.batch_norm_layers:  # batch norm needs m >= 2: no one-example numbers
+        _check_first(values, module, tol)
     if point.lr is not None:
-        module.sgd_step(params, x, y, point.lr)
+        module.sgd_step(params, x, y, point.lr, **seeded)
         noise = _noise(values, params)
         for name, after in updated(spec, env, point.lr).items():
             compare(f"sgd_step: {name}", params[name], after, tol, noise)
+
+
+def _check_first(values: WorkedValues, module: Any, tol: float) -> None:
+    """The first example's forward values and gradient against the module on that example
+    alone, with the first example's column of the batch's dropout masks."""
+    spec, point = values.spec, values.point
+    params, x1, y1 = _arrays(point, spec.dtype, spec.layout, first_only=True)
+    masks = _masks(point, spec.dtype, spec.layout, first_only=True)
+    _check_cache(values, module, params, x1, values.first, tol, masks)
+    if masks is None:
+        _, grads = module.loss_and_grad(params, x1, y1)
+    else:  # the module's own step, with the masks replayed through its own drawing
+        _, grads = module._loss_and_grad(params, x1, y1, None, _Replay(masks))
+    noise = _noise(values, grads)
+    for name in grads:
+        field = f"loss_and_grad on the first example: {naming.grad(name)}"
+        compare(field, grads[name], values.first[naming.grad(name)], tol, noise)
 
 
 def _noise(values: WorkedValues, arrays: dict[str, Any]) -> float:

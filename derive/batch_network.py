@@ -103,27 +103,56 @@ class ScalarBatch:
     W: dict[int, sp.Matrix]
     b: dict[int, sp.Matrix]
     apply: Apply = field(repr=False)
+    #: gamma^l and beta^l (n_l x 1) of each batch-normalized layer (absent otherwise).
+    gamma: dict[int, sp.Matrix] = field(default_factory=dict)
+    beta: dict[int, sp.Matrix] = field(default_factory=dict)
     z: dict[int, sp.Matrix] = field(default_factory=dict)
     a: dict[int, sp.Matrix] = field(default_factory=dict)
     #: The dropout mask D^l (n_l x m, one symbol per unit and example) of each layer
     #: with dropout (absent otherwise).
     mask: dict[int, sp.Matrix] = field(default_factory=dict)
-    #: A batch-normalized layer's gamma^l and beta^l (n_l x 1 symbols), u^l = W^l a^(l-1)
-    #: and xhat^l (n_l x m), and its batch mean and variance (n_l x 1 expressions in u^l).
-    gamma: dict[int, sp.Matrix] = field(default_factory=dict)
-    beta: dict[int, sp.Matrix] = field(default_factory=dict)
-    u: dict[int, sp.Matrix] = field(default_factory=dict)
-    mean: dict[int, sp.Matrix] = field(default_factory=dict)
-    var: dict[int, sp.Matrix] = field(default_factory=dict)
-    xhat: dict[int, sp.Matrix] = field(default_factory=dict)
 
     def ones(self) -> sp.Matrix:
         """The 1 x m row of ones that broadcasts a bias over the examples."""
         return sp.ones(1, self.m)
 
     def affine(self, layer: int, prev: sp.Matrix) -> sp.Matrix:
-        """W^l prev + b^l 1^T."""
-        return self.W[layer] * prev + self.b[layer] * self.ones()
+        """z^l from the previous activations ``prev`` (n_(l-1) x k): W^l prev + b^l 1^T, or
+        for a batch-normalized layer :meth:`normalize` of W^l prev (over the k columns)."""
+        if layer in self.gamma:
+            return self.normalize(layer, self.W[layer] * prev)
+        return self.W[layer] * prev + self.b[layer] * sp.ones(1, prev.cols)
+
+    def statistics(self, u: sp.Matrix) -> tuple[sp.Matrix, sp.Matrix]:
+        """The batch mean and biased variance of each row of ``u`` (units x k), n x 1 each,
+        by :func:`chainrule.derive.batch_norm.batch_mean` and ``batch_variance``."""
+        from chainrule.derive import batch_norm
+
+        mean = sp.Matrix(u.rows, 1, lambda j, _: batch_norm.batch_mean(list(u[j, :])))
+        var = sp.Matrix(
+            u.rows, 1, lambda j, _: batch_norm.batch_variance(list(u[j, :]), mean[j, 0])
+        )
+        return mean, var
+
+    def normalized(self, u: sp.Matrix) -> sp.Matrix:
+        """xhat = (u - mean) / sqrt(var + eps), per unit over the columns of ``u``."""
+        from chainrule.derive import batch_norm
+
+        mean, var = self.statistics(u)
+        return sp.Matrix(
+            u.rows, u.cols, lambda j, i: batch_norm.normalize(u[j, i], mean[j, 0], var[j, 0])
+        )
+
+    def normalize(self, layer: int, u: sp.Matrix) -> sp.Matrix:
+        """z^l = gamma^l xhat + beta^l of a batch-normalized layer at weighted sums ``u``."""
+        from chainrule.derive import batch_norm
+
+        xhat, gamma, beta = self.normalized(u), self.gamma[layer], self.beta[layer]
+        return sp.Matrix(
+            u.rows,
+            u.cols,
+            lambda j, i: batch_norm.scale_shift(gamma[j, 0], xhat[j, i], beta[j, 0]),
+        )
 
     def activate(self, layer: int, z: sp.Matrix) -> sp.Matrix:
         """The activation of ``layer`` applied to a matrix of weighted inputs."""
@@ -134,25 +163,6 @@ class ScalarBatch:
 
         template = activation_expr(self.spec.layers[layer - 1].activation)
         return z.applyfunc(lambda v: self.apply(template, v))
-
-    def normalized(self, layer: int, u: sp.Matrix) -> sp.Matrix:
-        """z^l = gamma^l xhat^l + beta^l of a batch-normalized layer, from u^l (n_l x m),
-        each unit normalized by its own batch mean and biased variance over the columns;
-        u, the statistics and xhat are kept on the batch."""
-        from chainrule.derive import batch_norm
-
-        sym = naming.symbol
-        n = u.rows
-        gamma = sp.Matrix(n, 1, lambda j, _: sym(naming.bn_entry(naming.scale(layer), j)))
-        beta = sp.Matrix(n, 1, lambda j, _: sym(naming.bn_entry(naming.shift(layer), j)))
-        mean = sp.Matrix(n, 1, lambda j, _: batch_norm.batch_mean(list(u[j, :])))
-        var = sp.Matrix(n, 1, lambda j, _: batch_norm.batch_variance(list(u[j, :]), mean[j]))
-        xhat = sp.Matrix(n, u.cols, lambda j, i: batch_norm.normalize(u[j, i], mean[j], var[j]))
-        self.gamma[layer], self.beta[layer], self.u[layer] = gamma, beta, u
-        self.mean[layer], self.var[layer], self.xhat[layer] = mean, var, xhat
-        return sp.Matrix(
-            n, u.cols, lambda j, i: batch_norm.scale_shift(gamma[j], xhat[j, i], beta[j])
-        )
 
     def dropped(self, layer: int, own: sp.Matrix) -> sp.Matrix:
         """``own`` (f(z^l), n_l x k with k <= m) times the layer's dropout mask elementwise
@@ -251,6 +261,13 @@ def scalar_batch(
             else sp.zeros(n[layer], 1)
         )
     batch = ScalarBatch(spec, m, n, x, y, weights, biases, apply)
+    for layer in spec.batch_norm_layers:
+        batch.gamma[layer] = sp.Matrix(
+            n[layer], 1, lambda j, _, ly=layer: sym(naming.scale_entry(ly, j))
+        )
+        batch.beta[layer] = sp.Matrix(
+            n[layer], 1, lambda j, _, ly=layer: sym(naming.shift_entry(ly, j))
+        )
     batch.a[0] = x
     for layer in range(1, big_l + 1):
         if spec.layers[layer - 1].dropout:  # inverted dropout: a^l = D^l * f(z^l)
@@ -258,8 +275,6 @@ def scalar_batch(
                 n[layer], m, lambda j, i, ly=layer: entry(naming.dropout_mask_entry(ly, j), i)
             )
         batch.z[layer] = batch.affine(layer, batch.a[layer - 1])
-        if spec.layers[layer - 1].batch_norm:  # u^l = W^l a^(l-1) (no bias), normalized
-            batch.z[layer] = batch.normalized(layer, batch.z[layer])
         batch.a[layer] = batch.dropped(layer, batch.activate(layer, batch.z[layer]))
         source = spec.layers[layer - 1].skip_from
         if source is not None:  # a residual connection: a^l = f(z^l) + a^k

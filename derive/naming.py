@@ -73,6 +73,16 @@ def bias_entry(layer: int, j: int) -> str:
     return f"b{layer}_{j}"
 
 
+def scale_entry(layer: int, j: int) -> str:
+    """Identifier of the scalar gamma^l_j of a batch-normalized layer, e.g. ``gamma2_1``."""
+    return f"{scale(layer)}_{j}"
+
+
+def shift_entry(layer: int, j: int) -> str:
+    """Identifier of the scalar beta^l_j of a batch-normalized layer, e.g. ``beta2_1``."""
+    return f"{shift(layer)}_{j}"
+
+
 def input_entry(k: int) -> str:
     """Identifier of the scalar input x_k."""
     return f"x_{k}"

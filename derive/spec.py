@@ -441,23 +441,6 @@ def _check_dropout(spec: Spec) -> None:
             )
 
 
-#: The fix named when derive --at meets dropout: the worked numbers have no masks.
-AT_DROPOUT_FIX = "derive without --at to see the dropout steps symbolically, or set dropout = 0"
-
-
-def refuse_dropout(
-    spec: Spec,
-    what: str,
-    fix: str = "use chainrule generate (vectorized or plain form), or set dropout = 0",
-) -> None:
-    """Raise :class:`SpecError` on the first layer with dropout when ``what`` does not
-    support dropout (the vectorized, plain and unrolled modules, the derivation, ``compare``
-    and ``graph`` do)."""
-    for i, layer in enumerate(spec.layers):
-        if layer.dropout:
-            raise SpecError(f"layers[{i}].dropout", f"{what} does not support dropout", fix)
-
-
 def _check_cost(cost: CostRow, out: Layer) -> None:
     """The output layer must produce values the cost is defined on (read from the rows)."""
     if out.size < cost.min_outputs:

@@ -3,7 +3,9 @@
 :func:`read_point` validates plain data (as read from a TOML or JSON values file, or
 given in Python) against a spec and returns a :class:`Point`: ``x`` and ``y`` one
 example or a list of examples (one per row), every parameter in the shape the
-generated module uses (a flat list for a bias), and an optional learning rate. Every
+generated module uses (a flat list for a bias, gamma or beta), an optional learning
+rate, and the seed of the dropout masks (required exactly when the network has
+dropout: the masks are the module's ``dropout_masks(m, seed)``). Every
 number must be a finite int or float; a wrong shape, a missing or unknown key or a
 target outside the cost's range raises :class:`~chainrule.derive.errors.SpecError`
 naming the field. :func:`load_values` reads such a file (TOML or JSON, at most
@@ -34,7 +36,10 @@ MAX_EXAMPLES = 1_000
 #: Most multiply-adds of one forward pass over the batch (examples times weights): the
 #: numbers are worked out in 30-digit arithmetic, about 40 s per million.
 MAX_WORK = 1_000_000
-TOP_KEYS = ("x", "y", "lr", "params")
+TOP_KEYS = ("x", "y", "lr", "seed", "params")
+#: Largest dropout seed taken (the module's seeds are any whole number >= 0; a values file
+#: keeps to a signed 64-bit integer, TOML's range).
+MAX_SEED = 2**63 - 1
 
 Rows = tuple[tuple[float, ...], ...]
 
@@ -53,6 +58,13 @@ class Point:
     y: Rows
     params: tuple[tuple[str, Rows], ...]
     lr: float | None = None
+    #: The seed of the dropout masks (given exactly when the network has dropout).
+    seed: int | None = None
+    #: The dropout masks the generated module draws on these m examples with ``seed``, by
+    #: name (``D1``) as rows in the module's shape; empty until drawn (see
+    #: :func:`chainrule.api.derivation`, which draws them with the module's
+    #: ``dropout_masks``).
+    masks: tuple[tuple[str, Rows], ...] = ()
 
     @property
     def m(self) -> int:
@@ -78,8 +90,11 @@ def param_shapes(spec: Spec) -> dict[str, tuple[int, int]]:
     for layer in range(1, spec.depth + 1):
         w = (n[layer], n[layer - 1])
         shapes[naming.weight(layer)] = w[::-1] if rows else w
+        vector = (1, n[layer]) if rows else (n[layer], 1)
         if spec.layers[layer - 1].bias:
-            shapes[naming.bias(layer)] = (1, n[layer]) if rows else (n[layer], 1)
+            shapes[naming.bias(layer)] = vector
+        if spec.layers[layer - 1].batch_norm:  # gamma and beta are shaped like a bias
+            shapes[naming.scale(layer)] = shapes[naming.shift(layer)] = vector
     return shapes
 
 
@@ -202,7 +217,8 @@ def _listed(value: Any) -> Any:
 
 
 def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
-    """Validate ``data`` (keys ``x``, ``y``, optional ``lr``, table ``params``) against ``spec``.
+    """Validate ``data`` (keys ``x``, ``y``, optional ``lr``, ``seed`` with dropout, table
+    ``params``) against ``spec``.
 
     Examples
     --------
@@ -231,6 +247,12 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
     if len(x) != len(y):
         raise SpecError(
             "y", f"{len(y)} target example(s) for {len(x)} input example(s)", "give one per input"
+        )
+    if spec.batch_norm_layers and len(x) < 2:
+        raise SpecError(
+            "x",
+            f"{len(x)} example: batch normalization needs at least 2 (the variance of one is 0)",
+            "give two or more examples, one per row",
         )
     _check_targets(spec, y)
     weights = _weights(spec)
@@ -265,9 +287,46 @@ def read_point(spec: Spec, data: Mapping[str, Any]) -> Point:
     for name, shape in shapes.items():
         if name not in given:
             raise SpecError(f"params.{name}", "missing", f"give {name} with shape {shape}")
-        flat_ok = name.startswith("b")
+        flat_ok = name.startswith(("b", "gamma", "beta"))
         params.append((name, _matrix(given[name], f"params.{name}", shape, flat_ok)))
-    return Point(x, y, tuple(params), lr)
+    return Point(x, y, tuple(params), lr, _seed(spec, data))
+
+
+def _seed(spec: Spec, data: Mapping[str, Any]) -> int | None:
+    """The values' ``seed``: required (a whole number from 0 to :data:`MAX_SEED`) when the
+    network has dropout, refused when it has none (there would be no mask to draw).
+
+    Examples
+    --------
+    >>> from chainrule.derive.spec import Layer, Spec
+    >>> s = Spec(1, (Layer(2, "tanh", dropout=0.5), Layer(1, "sigmoid")), "quadratic")
+    >>> _seed(s, {"seed": 7})
+    7
+    """
+    if not spec.dropout_layers:
+        if "seed" in data:
+            raise SpecError(
+                "seed", "this network has no dropout, so there is no mask to draw", "remove seed"
+            )
+        return None
+    if "seed" not in data:
+        raise SpecError(
+            "seed",
+            "missing: this network has dropout, and its masks are drawn from a seed",
+            "give seed = 0 (any whole number >= 0), as loss_and_grad(..., seed=0) takes",
+        )
+    seed = data["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SpecError(
+            "seed", f"expected a whole number >= 0, got {_short(seed)}", "write seed = 0"
+        )
+    if not 0 <= seed <= MAX_SEED:
+        raise SpecError(
+            "seed",
+            f"{_short(seed)} is outside 0 to {MAX_SEED}",
+            "give a whole number from 0 to 2**63 - 1",
+        )
+    return seed
 
 
 def most_numbers(spec: Spec) -> int:
@@ -332,6 +391,8 @@ def _as_data(point: Point) -> dict[str, Any]:
     data["params"] = {name: rows(value) for name, value in point.params}
     if point.lr is not None:
         data["lr"] = point.lr
+    if point.seed is not None:
+        data["seed"] = point.seed
     return data
 
 

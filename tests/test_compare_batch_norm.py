@@ -430,7 +430,7 @@ def test_the_readme_figures_are_the_code_s() -> None:
         f"walks its backward edges {g.naive_walks:,} times by the naive chain rule, "
         f"{g.backprop_walks:,} by backpropagation" in text
     )
-    assert "`derive --at` and `--form unrolled` refuse batch norm in one line" in text
+    assert "`compare` and `graph` work on a symbolic batch of examples (`--batch M`" in text
     assert cmd_compare.SLOW_BATCH_ESTIMATE == 1e6 and "past an estimated 1e6" in text
     relu = Spec(4, (Layer(6, "relu", batch_norm=True), Layer(3, "softmax")), "cross-entropy")
     estimate = estimate_batch_naive_ops(batch_scalar_network(relu, 2))

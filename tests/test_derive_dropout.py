@@ -1,6 +1,6 @@
 """The derivation of a network with dropout: the mask, the masked forward pass and BP2 with
 the mask's factor, in every notation, each equation checked by SymPy; and the one-line
-refusals (``derive --at``, dropout in a batch-normalized network)."""
+seed that ``derive --at`` needs; and dropout next to batch norm on another layer."""
 
 from __future__ import annotations
 
@@ -226,17 +226,23 @@ def test_the_pdf_compiles(tmp_path: Path) -> None:
     assert out.read_bytes().startswith(b"%PDF-")
 
 
-def test_derive_at_with_dropout_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+def test_derive_at_with_dropout_without_a_seed_is_refused_in_one_line(
+    tmp_path: Path, capsys
+) -> None:
     path = tmp_path / "net.toml"
     path.write_text(SPEC_TOML)
     values = tmp_path / "values.toml"
-    values.write_text("x = [1.0, 2.0, 3.0]\ny = [0.0, 1.0]\n")
+    values.write_text(
+        "x = [1.0, 2.0, 3.0]\ny = [0.0, 1.0]\n[params]\n"
+        "W1 = [[0.1, 0.2, 0.3], [0.0, -0.1, 0.2], [0.3, 0.1, 0.0], [-0.2, 0.1, 0.4]]\n"
+        "b1 = [0, 0, 0, 0]\nW2 = [[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]\nb2 = [0, 0]\n"
+    )
     assert main(["derive", str(path), "--at", str(values)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert err == (
-        "chainrule: error: layers[0].dropout: derive --at (worked numbers) does not support "
-        "dropout; derive without --at to see the dropout steps symbolically, or set dropout = 0"
+        "chainrule: error: seed: missing: this network has dropout, and its masks are drawn "
+        "from a seed; give seed = 0 (any whole number >= 0), as loss_and_grad(..., seed=0) takes"
     )
 
 
@@ -276,15 +282,13 @@ def test_every_equation_with_dropout_next_to_a_skip_holds(spec: Spec) -> None:
 def test_the_readme_says_derive_shows_dropout() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     flat = " ".join(readme.split())
-    assert "`chainrule derive` (also with `--at`)" not in flat
+    assert "`chainrule derive` (also with `--at`, given a `seed` in the values" in flat
     assert "`chainrule derive` shows dropout in every notation" in flat
-    assert "`derive --at` refuses a spec with dropout" in flat
+    assert "in an unrolled module (every strategy) each mask entry" in flat
     assert "also on a layer a residual connection goes into or out of" in flat
 
 
-def test_dropout_in_a_batch_normalized_network_is_refused_in_one_line(
-    tmp_path: Path, capsys
-) -> None:
+def test_dropout_in_a_batch_normalized_network_is_derived(tmp_path: Path, capsys) -> None:
     path = tmp_path / "net.toml"
     path.write_text(
         'input = 3\ncost = "quadratic"\n'
@@ -292,22 +296,23 @@ def test_dropout_in_a_batch_normalized_network_is_refused_in_one_line(
         '[[layers]]\nsize = 3\nactivation = "relu"\nbatch_norm = true\n'
         '[[layers]]\nsize = 2\nactivation = "sigmoid"\n'
     )
-    assert main(["derive", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0
-    assert err.startswith(
-        "chainrule: error: layers[0].dropout: the derivation of a batch-normalized network "
-        "does not support dropout; "
-    )
+    assert main(["derive", str(path)]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    assert "2. Batch normalization's backward pass" in lines
+    # the mask in the forward pass, and in BP2 under the batch-normalized layer's error at U
+    assert "A² = D² ⊙ tanh(Z²)" in lines and "Δ² = ((w³)ᵀ (m ∂C/∂U³)) ⊙ D² ⊙ tanh'(Z²)" in lines
 
 
-def test_the_python_api_derives_dropout_and_refuses_a_point() -> None:
-    from chainrule.derive.errors import SpecError
-
+def test_the_python_api_derives_dropout_and_works_a_seeded_point_out() -> None:
     import chainrule
 
     text = chainrule.derivation(SPEC, "course").to_text()
     assert "A¹ = D¹ ⊙ tanh(Z¹)" in [ln.strip() for ln in text.splitlines()]
-    point = {"x": [1.0, 2.0], "y": [0.0], "params": {}}
-    with pytest.raises(SpecError, match=r"^layers\[0\]\.dropout: the worked derivation"):
-        chainrule.derivation(SPEC, at=point)
+    point = {
+        "x": [1.0, 2.0],
+        "y": [0.0],
+        "seed": 0,
+        "params": {"W1": [[0.1, 0.2], [0.3, -0.4]], "b1": [0, 0], "W2": [[0.5, 0.6]], "b2": [0]},
+    }
+    doc = chainrule.derivation(SPEC, at=point)
+    assert doc.worked.checked and doc.worked.point.seed == 0

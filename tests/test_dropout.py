@@ -533,25 +533,6 @@ activation = "softmax"
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("args", "what"),
-    [
-        (["derive", "--at", "values.toml"], "derive --at (worked numbers) does not support"),
-    ],
-)
-def test_commands_without_dropout_refuse_in_one_line(tmp_path, capsys, args, what) -> None:
-    path = tmp_path / "net.toml"
-    path.write_text(SPEC_TOML)
-    out = tmp_path / "out.py"
-    extra = ["-o", str(out)] if args[0] == "generate" else []
-    assert main([args[0], str(path), *args[1:], *extra]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("chainrule: error: layers[0].dropout: ")
-    assert what in err
-    assert not out.exists()
-
-
 def test_bad_dropout_in_a_file_is_one_line(tmp_path, capsys) -> None:
     path = tmp_path / "net.toml"
     path.write_text(SPEC_TOML.replace("dropout = 0.2", 'dropout = "0.2"'))

@@ -371,7 +371,7 @@ def test_the_readme_says_what_the_unrolled_form_does_with_dropout_and_batch_norm
     flat = " ".join(readme.split())
     assert "`--form unrolled` writes it with `--strategy backprop` (the default)" in flat
     assert "refuse a batch-normalized network in one line suggesting `--strategy backprop`" in flat
-    assert "The vectorized, plain and unrolled forms, `chainrule derive`, `compare` and" in flat
+    assert "The vectorized, plain and unrolled forms, `chainrule derive` (also with `--at`" in flat
     assert "so the same seed gives the vectorized module's masks" in flat
     assert "`--form unrolled` refuse batch norm" not in flat
 

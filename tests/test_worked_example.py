@@ -278,7 +278,11 @@ def test_the_cross_check_fires_when_the_module_disagrees(monkeypatch: pytest.Mon
         return cost, grads
 
     fake = types.SimpleNamespace(
-        loss_and_grad=loss_and_grad, forward=real.forward, sgd_step=real.sgd_step
+        loss_and_grad=loss_and_grad,
+        loss=real.loss,
+        forward=real.forward,
+        sgd_step=real.sgd_step,
+        _forward=real._forward,
     )
     monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: fake)
     with pytest.raises(DerivationError, match=r"dC_dW1\[0, 1\].*generated module gives"):
@@ -296,7 +300,11 @@ def test_the_cross_check_fires_through_the_cli(
         return real.forward(params, x) + 1e-6
 
     fake = types.SimpleNamespace(
-        loss_and_grad=real.loss_and_grad, forward=forward, sgd_step=real.sgd_step
+        loss_and_grad=real.loss_and_grad,
+        loss=real.loss,
+        forward=forward,
+        sgd_step=real.sgd_step,
+        _forward=real._forward,
     )
     monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: fake)
     spec_file, values_file = mazur_files
@@ -319,6 +327,7 @@ def test_the_cross_check_covers_the_hidden_forward_values(
 
     fake = types.SimpleNamespace(
         loss_and_grad=real.loss_and_grad,
+        loss=real.loss,
         forward=real.forward,
         sgd_step=real.sgd_step,
         _forward=cache,

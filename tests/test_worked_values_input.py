@@ -78,7 +78,7 @@ def test_an_unknown_top_level_key_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     line = run(tmp_path, capsys, "eta = 0.5\n" + toml(), "values.toml")
-    assert "eta: unknown key in the values; use only: x, y, lr, params" in line
+    assert "eta: unknown key in the values; use only: x, y, lr, seed, params" in line
 
 
 def test_json_nan_and_malformed_toml_are_refused(

@@ -19,6 +19,11 @@ checked with ``sympy.stats``) to the forward equations, and the mask's factor, S
 the witness then carries one mask symbol per unit and example, so the deltas that
 check BP2 are derivatives of the masked cost.
 
+A network with a batch-normalized layer has three sections: the network, batch norm's
+backward pass (in place of the per-example sections, which do not hold when the
+examples of a batch are coupled) and the mini-batch section, whose witness batch is
+batch-normalized (its L2/L1 term, skips and dropout masks are checked as above).
+
 The document renders to standalone LaTeX (amsmath and xcolor only), to Markdown with
 ``$$`` blocks, and to plain Unicode text. The network's user-given name never
 appears in it; custom activations appear only as SymPy's LaTeX of the parsed
@@ -42,8 +47,7 @@ from chainrule.derive.document.summary import SummarySection
 from chainrule.derive.document.text import to_unicode
 from chainrule.derive.document.vectorized import VectorizedSection
 from chainrule.derive.document.witness import WITNESS_BATCH, WITNESS_WIDTH
-from chainrule.derive.notation import notation as make_notation
-from chainrule.derive.spec import Spec, refuse_dropout
+from chainrule.derive.spec import Spec
 
 
 class DerivationWriter(
@@ -76,20 +80,11 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
     >>> [s.label for s in doc.vectorized][-2:]
     ['BP4', 'BP3']
 
-    A network with a batch-normalized layer gets one section instead: batch norm's
-    backward pass, derived on a batch of symbolic examples
-    (:mod:`chainrule.derive.document.batch_norm`).
+    A network with a batch-normalized layer gets the sections that hold for it: the
+    network, batch norm's backward pass derived on a batch of symbolic examples
+    (:mod:`chainrule.derive.document.batch_norm`, in place of the per-example sections)
+    and the mini-batch section, checked on a batch-normalized witness batch.
     """
-    if spec.batch_norm_layers:
-        # The batch-norm document is that layer's backward pass alone: it has no place to
-        # show a mask, so a network that also has dropout is refused rather than shown
-        # without it.
-        refuse_dropout(
-            spec,
-            "the derivation of a batch-normalized network",
-            "derive the network without batch_norm to see the dropout steps, or set dropout = 0",
-        )
-        return Derivation(spec, notation, (batch_norm_section(make_notation(notation, spec)),))
     # The document is laid out on a one-unit witness (fast at any depth); the sides
     # of each step come from the full witness, built when a check first asks for them.
     sections = _sections(spec, notation, 1)
@@ -108,6 +103,10 @@ def derivation(spec: Spec, notation: str = "nielsen") -> Derivation:
 @functools.lru_cache(maxsize=16)
 def _sections(spec: Spec, notation: str, width: int) -> tuple[Section, ...]:
     builder = DerivationWriter(spec, notation, width)
+    if spec.batch_norm_layers:
+        # One example's equations (BP1 to BP4 per example) do not hold when batch norm
+        # couples the examples: the batch-norm section takes their place.
+        return (builder.network(), batch_norm_section(builder.nota), builder.vectorized())
     return (
         builder.network(),
         builder.forward(),

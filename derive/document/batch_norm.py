@@ -1,10 +1,11 @@
 """The derivation of a batch-normalized network: batch norm's backward pass, step by step.
 
 Batch normalization couples the examples of a batch, so the per-example sections of a
-derivation (one example's chain rule, BP1 to BP4) do not describe such a network. This
-section takes one unit of a batch-normalized layer over a batch of m examples and
-derives dC/du_j through the batch mean and variance (SymPy's ``diff`` on m = 3 symbolic
-examples, :func:`chainrule.derive.batch_norm.derive_backward`), then simplifies it to the
+derivation (one example's chain rule, BP1 to BP4) do not describe such a network: this
+section takes their place, next to the network and the mini-batch sections. It takes
+one unit of a batch-normalized layer over a batch of m examples and derives dC/du_j
+through the batch mean and variance (SymPy's ``diff`` on m = 3 symbolic examples,
+:func:`chainrule.derive.batch_norm.derive_backward`), then simplifies it to the
 three-term form the generated module computes. Every step is checked by SymPy at random
 points, like the other sections' steps; the symbols come from the notation.
 """
@@ -35,7 +36,11 @@ class _Names:
         self.inverse = f"\\frac{{1}}{{\\sqrt{{{self.var} + \\epsilon}}}}"
 
     def per(self, letter: str, i: str) -> str:
-        """``letter`` of the layer for example ``i``, e.g. ``{u^{2}}_{i}``."""
+        """``letter`` of the layer for example ``i``, e.g. ``{u^{2}}_{i}``; the cheatsheet's
+        subscripted layer takes the example after a comma, ``u_{1,i}`` (TeX refuses a
+        second subscript on a braced accent, ``{\\hat{x}_{1}}_{i}``)."""
+        if self.nota.name == "cheatsheet":
+            return self.nota._base(letter, self.layer, i)
         return f"{{{self.nota._base(letter, self.layer, None)}}}_{{{i}}}"
 
     def u(self, i: str) -> str:
@@ -193,9 +198,10 @@ def batch_norm_section(nota: Notation) -> Section:
         f"per-example error, m times ${names.dz('i')}$. SymPy checks every step on a batch "
         f"of {CHECK_BATCH} symbolic examples, with $\\epsilon = 10^{{-5}}$ (PyTorch's). "
         f"The weights' gradient takes m dC/du in place of the error{below}. "
-        f"The per-example sections of a derivation (one "
-        f"example's chain rule, BP1 to BP4) are not shown for a batch-normalized network: "
-        f"the examples of a batch are coupled."
+        "This section replaces the per-example sections (one example's forward pass, local "
+        "partials, chain rule and BP1 to BP4): with batch normalization the error of a layer "
+        "at u depends on every example of the batch, through the mean and the variance, so "
+        "equations written for one example alone do not hold."
     )
     return Section(
         "Batch normalization's backward pass", intro, (*_steps(names), _weight_step(names))

@@ -71,6 +71,7 @@ class NetworkSections(SectionWriterBase):
                     f"dropout mask of unit j of layer l (training only): layer {which}",
                 )
             )
+        items += self.batch_norm_items()
         intro = (
             f"A feedforward network with {big_l} weight layer{'s' if big_l > 1 else ''}, sizes "
             f"{'-'.join(map(str, spec.sizes))}, {spec.cost} cost, {spec.layout} layout. "
@@ -101,6 +102,22 @@ class NetworkSections(SectionWriterBase):
                 "layer: the per-unit equations do not depend on the width."
             )
         return Section("The network and the notation", intro, (), tuple(table), tuple(items))
+
+    def batch_norm_items(self) -> list[tuple[str, str]]:
+        """The legend's lines for batch normalization (none without a batch-normalized layer)."""
+        nota, layers = self.nota, self.spec.batch_norm_layers
+        if not layers:
+            return []
+        which = ", ".join(str(nota.number(ly)) for ly in layers)
+        gamma, beta = nota._base("\\gamma", "l", "j"), nota._base("\\beta", "l", "j")
+        return [
+            (
+                f"${gamma}$, ${beta}$",
+                f"scale and shift of unit j of a batch-normalized layer (layer {which}, which "
+                "has no bias): its weighted input is the weighted sum normalized over the "
+                "batch, then scaled and shifted",
+            )
+        ]
 
     def error_item(self) -> tuple[str, str]:
         """The legend's line for the layer error, in the notation's own words."""

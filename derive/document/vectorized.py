@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 
 import sympy as sp
-from chainrule.derive import batch, naming
+from chainrule.derive import batch, batch_norm, naming
 from chainrule.derive.batch import BatchStatement, run_statement
 from chainrule.derive.document.base import SectionWriterBase, _same_text, _tex, odot_tex
 from chainrule.derive.document.steps import Section, Side, Step
@@ -41,12 +41,23 @@ _TITLES = {
     ("backsum", "activation_gradient"): "Gradient of the cost in the activations of layer {}",
     ("alias", "delta"): "Error of layer {} over the batch",
     ("dropout", "dropout_mask"): "Dropout mask of layer {} (training only)",
+    ("affine", "linear"): "Weighted sums of layer {} (before batch norm)",
+    ("bn_mean", "batch_mean"): "Batch mean of layer {}",
+    ("bn_var", "batch_var"): "Biased batch variance of layer {}",
+    ("bn_normalize", "normalized"): "Normalized weighted sums of layer {}",
+    ("bn_scale", "weighted_input"): "Weighted inputs of layer {} (scaled and shifted)",
+    ("bn_gamma_grad", "scale_gradient"): "Scale gradient of layer {} over the batch",
+    ("bn_beta_grad", "shift_gradient"): "Shift gradient of layer {} over the batch",
+    ("bn_backward", "linear_delta"): "Error of layer {} at the weighted sums (three terms)",
 }
 
 _ELEMENTWISE = " \\quad (\\text{elementwise})"
 
 #: The vector of m ones: a bias added to every example, a gradient summed over them.
 ONES = "\\mathbf{1}_{m}"
+
+#: Batch norm's epsilon as the displayed equations name it (its value, 10^-5, is in words).
+EPSILON = sp.Symbol("epsilon", positive=True)
 
 
 def _entry(expr: sp.Expr, values: dict) -> sp.Expr:
@@ -101,8 +112,34 @@ class VectorizedSection(SectionWriterBase):
                 f" ${ONES}$ is the vector of m ones: it adds a bias to every example and sums "
                 "a bias gradient over the examples."
             )
+        if self.spec.batch_norm_layers:
+            intro += " " + self.batch_norm_words()
         intro += self.unit_ones_words(statements)
         return Section("Vectorized over a mini-batch", intro, steps)
+
+    def batch_norm_words(self) -> str:
+        """What the batch-normalized layers' statements name (their first layer's symbols)."""
+        layer = self.spec.batch_norm_layers[0]
+        names = self.batch_norm_names(layer)
+
+        def name(identifier: str) -> str:
+            return names[naming.symbol(identifier)]
+
+        takers = (
+            "BP2 of the layer below and BP4"
+            if self.nota.bp_labels
+            else "the error of the layer below and the weights' gradient"
+        )
+        return (
+            f"In a batch-normalized layer (here layer {self.nota.number(layer)}), "
+            f"${name(naming.linear(layer))}$ holds the weighted sums (no bias), "
+            f"${name(naming.batch_mean(layer))}$ and ${name(naming.batch_var(layer))}$ each "
+            f"unit's mean and biased variance over the m examples (${ONES}$ is the vector of m "
+            "ones; an elementwise statement repeats them over the examples), "
+            f"$\\epsilon = 10^{{-5}}$, and ${self.linear_error_tex(layer)}$ is the error at "
+            "the weighted sums, by the three-term form of the batch-norm section; "
+            f"{takers} take it in place of the error."
+        )
 
     def batch_cost_words(self) -> str:
         """What C means in this section: the batch mean, not the cost of one example that
@@ -232,6 +269,9 @@ class VectorizedSection(SectionWriterBase):
             env[naming.bias(layer)] = o(net.b[layer])
             if layer in net.mask:  # the module draws the mask; here each entry is a symbol
                 env[naming.dropout_mask(layer)] = o(net.mask[layer])
+            if layer in net.gamma:
+                env[naming.scale(layer)] = o(net.gamma[layer])
+                env[naming.shift(layer)] = o(net.beta[layer])
         return env
 
     def batch_references(self, net: WitnessNetwork) -> dict[str, Side]:
@@ -262,7 +302,30 @@ class VectorizedSection(SectionWriterBase):
             if self.spec.layers[layer - 1].bias:
                 b = sp.Matrix(n_out, 1, lambda j, _, ly=layer: net.dcost(net.b[ly][j, 0]))
                 refs[naming.grad(naming.bias(layer))] = o(b)
+            if layer in net.gamma:
+                refs.update(self.batch_norm_references(net, layer))
         return refs
+
+    def batch_norm_references(self, net: WitnessNetwork, layer: int) -> dict[str, Side]:
+        """The witness's values of a batch-normalized layer's statements: u, its batch mean
+        and variance and xhat by their definitions; m dC/du, dC/dgamma and dC/dbeta by
+        ``diff`` of the batch cost (through the mean and the variance)."""
+        o, u = self.oriented, net.linear(layer)
+        mean, var = net.batch.statistics(u)
+        n = net.n[layer]
+
+        def dcost(params: sp.Matrix) -> sp.Matrix:
+            return sp.Matrix(n, 1, lambda j, _: net.dcost(params[j, 0]))
+
+        return {
+            naming.linear(layer): o(u),
+            naming.batch_mean(layer): o(mean),
+            naming.batch_var(layer): o(var),
+            naming.normalized(layer): o(net.batch.normalized(u)),
+            naming.linear_delta(layer): o(net.linear_delta_full(layer)),
+            naming.grad(naming.scale(layer)): o(dcost(net.gamma[layer])),
+            naming.grad(naming.shift(layer)): o(dcost(net.beta[layer])),
+        }
 
     # -- rendering ------------------------------------------------------------------------
     @functools.cached_property
@@ -285,7 +348,44 @@ class VectorizedSection(SectionWriterBase):
                 names.update(self.residual_names(layer))
             if self.dropped(layer):
                 names[sym(naming.dropout_mask(layer))] = nota.mask(layer)
+            if self.spec.layers[layer - 1].batch_norm:
+                names.update(self.batch_norm_names(layer))
         return names
+
+    def batch_norm_names(self, layer: int) -> dict[sp.Symbol, str]:
+        """LaTeX of a batch-normalized layer's identifiers (U, mu, v, X-hat, gamma, beta,
+        the error at U and the two parameter gradients), as the batch-norm section writes
+        them."""
+        nota, sym = self.nota, naming.symbol
+        gamma, beta = nota._base("\\gamma", layer, None), nota._base("\\beta", layer, None)
+        return {
+            sym(naming.linear(layer)): nota._base("U", layer, None),
+            sym(naming.batch_mean(layer)): nota._base("\\mu", layer, None),
+            sym(naming.batch_var(layer)): nota._base("v", layer, None),
+            sym(naming.normalized(layer)): nota._base("\\hat{X}", layer, None),
+            sym(naming.scale(layer)): gamma,
+            sym(naming.shift(layer)): beta,
+            sym(naming.delta(layer)): nota.batch("D", layer),
+            sym(naming.linear_delta(layer)): self.linear_error_tex(layer, factor=True),
+            sym(naming.grad(naming.scale(layer))): nota.grad("C", gamma),
+            sym(naming.grad(naming.shift(layer))): nota.grad("C", beta),
+        }
+
+    def linear_error_tex(self, layer: int, factor: bool = False) -> str:
+        """The error at U^l of a batch-normalized layer: m dC/dU^l (the course's dU^l), in
+        parentheses as a ``factor``."""
+        nota = self.nota
+        if nota.name == "course":
+            return nota._base("dU", layer, None)
+        body = f"m {nota.partial('C', nota._base('U', layer, None))}"  # C: the batch's cost
+        return f"\\left({body}\\right)" if factor else body
+
+    def error_tex(self, name: str) -> str:
+        """The error matrix ``name`` stands for: Delta^l, or the error at U^l of a
+        batch-normalized layer (which BP2 below it and BP4 take)."""
+        if naming.kind(name) == "linear_delta":
+            return self.batch_names[naming.symbol(name)]
+        return self.nota.batch("D", naming.layer_of(name))
 
     def residual_names(self, layer: int) -> dict[sp.Symbol, str]:
         """LaTeX of sigma(Z^l), dC/dA^l and sigma'(Z^l), the residual statements' operands."""
@@ -320,7 +420,7 @@ class VectorizedSection(SectionWriterBase):
         if s.quantity == "activation_gradient" and s.op == "map":
             return f"{names[sym(s.target)]} = {odot_tex(s.expr, names)}"
         if s.op == "backsum":
-            weight, up = nota.weight_matrix(layer + 1), nota.batch("D", layer + 1)
+            weight, up = nota.weight_matrix(layer + 1), self.error_tex(s.operands[1])
             back = (
                 f"{up} {nota.transpose(weight)}" if nota.rows else f"{nota.transpose(weight)} {up}"
             )
@@ -333,6 +433,8 @@ class VectorizedSection(SectionWriterBase):
 
     def batch_latex(self, s: BatchStatement) -> str:
         """The statement in the notation; an elementwise one printed from its expression."""
+        if s.op.startswith("bn_") or s.quantity == "linear":
+            return self.batch_norm_latex(s)
         dropout = self.dropout_latex(s) if self.dropped(s.layer) else None
         if dropout is not None:
             return dropout
@@ -366,6 +468,77 @@ class VectorizedSection(SectionWriterBase):
         if s.op == "map":
             return self.map_latex(s)
         return self.product_latex(s)
+
+    def batch_norm_latex(self, s: BatchStatement) -> str:
+        """A batch-normalized layer's statements: U = W A, the batch mean and biased
+        variance per unit, X-hat, Z = gamma X-hat + beta, the two parameter gradients and
+        the three-term error at U (the elementwise ones printed from their expressions,
+        epsilon named)."""
+        nota, names, sym, layer = self.nota, self.batch_names, naming.symbol, s.layer
+        rows, mean = nota.rows, "\\frac{1}{m}"
+
+        def name(identifier: str) -> str:
+            return names[sym(identifier)]
+
+        def over_examples(body: str) -> str:  # (1/m) times body summed over the examples
+            return f"{mean} {ONES}^{{T}} {body}" if rows else f"{mean} {body} {ONES}"
+
+        shown = s.expr.xreplace({batch_norm.EPS: EPSILON}) if s.expr is not None else None
+        if s.quantity == "linear":
+            return f"{name(s.target)} = {self.affine_latex(s)}"
+        if s.op == "bn_mean":
+            return f"{name(s.target)} = {over_examples(name(s.operands[0]))}"
+        if s.op == "bn_var":
+            u, mu = name(s.operands[0]), name(s.operands[1])
+            spread = f"{ONES} {mu}" if rows else f"{mu} {ONES}^{{T}}"
+            centered = f"\\left({u} - {spread}\\right)"
+            squares = f"{centered} \\odot {centered}"
+            return f"{name(s.target)} = {over_examples(squares)}"
+        if s.op in ("bn_gamma_grad", "bn_beta_grad"):
+            error = nota.batch("D", layer)
+            if s.op == "bn_gamma_grad":
+                error = f"\\left({error} \\odot {name(naming.normalized(layer))}\\right)"
+            return f"{name(s.target)} = {over_examples(error)}"
+        lhs = self.linear_error_tex(layer) if s.op == "bn_backward" else name(s.target)
+        return f"{lhs} = {self.batch_norm_rhs(s, shown)}{_ELEMENTWISE}"
+
+    def batch_norm_rhs(self, s: BatchStatement, shown: sp.Expr) -> str:
+        """The right side of an elementwise batch-norm statement in the order a reader
+        expects (u - mean over the root; the three terms in their order), used only when
+        SymPy finds it equal to the statement's expression; else that expression as printed."""
+        names, sym, layer = self.batch_names, naming.symbol, s.layer
+        u, mean, var, xhat = (
+            sym(f(layer))
+            for f in (naming.linear, naming.batch_mean, naming.batch_var, naming.normalized)
+        )
+        gamma, beta, delta = (
+            sym(naming.scale(layer)),
+            sym(naming.shift(layer)),
+            sym(naming.delta(layer)),
+        )
+        d_gamma, d_beta = (
+            sym(naming.grad(naming.scale(layer))),
+            sym(naming.grad(naming.shift(layer))),
+        )
+        root = sp.sqrt(var + EPSILON)
+        tex = {n: names[n] for n in (u, mean, var, xhat, gamma, beta, delta, d_gamma, d_beta)}
+        sqrt = f"\\sqrt{{{tex[var]} + \\epsilon}}"
+        laid = {
+            "bn_normalize": (
+                (u - mean) / root,
+                f"\\frac{{{tex[u]} - {tex[mean]}}}{{{sqrt}}}",
+            ),
+            "bn_scale": (gamma * xhat + beta, f"{tex[gamma]} \\odot {tex[xhat]} + {tex[beta]}"),
+            "bn_backward": (
+                gamma / root * (delta - d_beta - xhat * d_gamma),
+                f"\\frac{{{tex[gamma]}}}{{{sqrt}}} \\odot \\left({tex[delta]} - {tex[d_beta]} - "
+                f"{tex[xhat]} \\odot {tex[d_gamma]}\\right)",
+            ),
+        }
+        built, written = laid.get(s.op, (None, ""))
+        if built is not None and sp.expand(built - shown) == 0:
+            return written
+        return odot_tex(shown, names)
 
     def dropout_latex(self, s: BatchStatement) -> str | None:
         """The statements particular to a dropout layer (the mask, sigma(Z^l) kept, the
@@ -469,13 +642,13 @@ class VectorizedSection(SectionWriterBase):
     def product_latex(self, s: BatchStatement) -> str:
         nota, layer, rows = self.nota, s.layer, self.nota.rows
         if s.op == "backprop":
-            weight, up = nota.weight_matrix(layer + 1), nota.batch("D", layer + 1)
+            weight, up = nota.weight_matrix(layer + 1), self.error_tex(s.operands[1])
             back = f"{up} {nota.transpose(weight)}" if rows else f"{nota.transpose(weight)} {up}"
             if len(s.operands) > 2:
                 factors = [self.batch_names[naming.symbol(name)] for name in s.operands[2:]]
                 back = f"\\left({back}\\right) \\odot " + " \\odot ".join(factors)
             return f"{nota.batch('D', layer)} = {back}"
-        dl = nota.batch("D", layer)
+        dl = self.error_tex(s.operands[0])
         if s.op == "outer":
             ab = nota.transpose(nota.batch("A", layer - 1))
             body = f"{ab} {dl}" if rows else f"{dl} {ab}"

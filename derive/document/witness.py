@@ -118,8 +118,16 @@ class WitnessNetwork:
         self.mask, self.dropped = batch.mask, batch.dropped
         self.example_costs, self.batch_cost = batch.example_costs, batch.batch_cost
         self.cost = batch.cost
+        self.gamma, self.beta = batch.gamma, batch.beta
         sym = naming.symbol
         n, big_l = self.n, self.depth
+        #: The free weighted sums u^l (before batch norm) of each batch-normalized layer.
+        self.ufree = {
+            layer: sp.Matrix(
+                n[layer], m, lambda j, i, ly=layer: sym(_name(naming.linear(ly), j, i))
+            )
+            for layer in spec.batch_norm_layers
+        }
         self.zfree = {
             layer: sp.Matrix(
                 n[layer], m, lambda j, i, ly=layer: sym(_name(naming.weighted_input(ly), j, i))
@@ -171,6 +179,21 @@ class WitnessNetwork:
             layer: self._residual_cost(layer, self.afree[layer], skip=False)
             for layer in range(1, self.depth + 1)
         }
+
+    def linear(self, layer: int) -> sp.Matrix:
+        """u^l = W^l a^(l-1) of a batch-normalized layer, in the inputs and parameters."""
+        return self.W[layer] * self.a[layer - 1]
+
+    def linear_delta_full(self, layer: int) -> sp.Matrix:
+        """m dC/du^l of a batch-normalized layer (through the batch mean and variance, by
+        ``diff`` of the cost), as a function of the inputs and parameters, unevaluated."""
+        free = self.ufree[layer]
+        own = self.dropped(layer, self.activate(layer, self.batch.normalize(layer, free)))
+        cost = self._residual_cost(layer, own)
+        values = sp.Tuple(*self.linear(layer))
+        return free.applyfunc(
+            lambda v: _At(self.m * sp.Derivative(cost, v), sp.Tuple(*free), values)
+        )
 
     def output_of(self, layer: int, z: sp.Matrix) -> sp.Matrix:
         """a^l at weighted inputs ``z``: sigma(z), plus a^k at its value when the layer

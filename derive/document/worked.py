@@ -22,6 +22,12 @@ Every number comes from the derived expressions, two ways:
 
 Large layers show their first and last units (the document's representative units);
 layers of at most :data:`SHOW_ALL` units show every unit. Units are numbered from 1.
+
+A network with dropout is worked out with the masks the generated module draws for the
+point's seed (``point.masks``; the first example takes its own column of them). A
+batch-normalized network couples its examples and needs m >= 2: it has no one-example
+run and no per-example step values; its numbers are the whole batch's
+(:mod:`chainrule.derive.document.worked_batch_norm`).
 """
 
 from __future__ import annotations
@@ -91,6 +97,9 @@ def _matrix(rows: tuple[tuple[float, ...], ...]) -> sp.Matrix:
 def run_point(spec: Spec, point: Point, first_only: bool = False) -> Env:
     """Run the mini-batch program on ``point`` (only its first example if ``first_only``).
 
+    The dropout masks are the point's (``point.masks``, the module's draw on the whole
+    batch; the first example's column with ``first_only``).
+
     Returns every statement's value by target (units x examples for columns, the
     transpose for rows; the parameters in the module's shapes), plus ``dC_da`` (the
     derivative of the cost by the output activations), ``cost_units`` (the cost of each
@@ -109,6 +118,9 @@ def run_point(spec: Spec, point: Point, first_only: bool = False) -> Env:
         naming.TARGET: oriented(_matrix(targets)),
     }
     env.update({name: _matrix(value) for name, value in point.params})
+    for name, rows_of_mask in point.masks:  # drawn by the module (dropout_masks(m, seed))
+        mask = _matrix(rows_of_mask)
+        env[name] = (mask[:1, :] if rows else mask[:, :1]) if first_only else mask
     m = len(examples)
     program = batch_program(d)
     for s in program:
@@ -198,9 +210,12 @@ def worked(spec: Spec, notation_name: str, point: Point, sections: Any) -> Worke
     from chainrule.derive.document.worked_blocks import blocks, vectorized_values
 
     env = run_point(spec, point)
-    first = env if point.m == 1 else run_point(spec, point, first_only=True)
+    # Batch norm couples the examples and needs m >= 2: no one-example run, no per-example
+    # step values (its document has no per-example sections).
+    coupled = bool(spec.batch_norm_layers)
+    first = env if point.m == 1 or coupled else run_point(spec, point, first_only=True)
     after = dict(vectorized_values(spec, notation_name, env, sections))
-    full = full_width_sections(spec, notation_name, sections)
+    full = None if coupled else full_width_sections(spec, notation_name, sections)
     if full is not None:
         after.update(step_values(spec, notation_name, point, first, full))
     made = blocks(spec, notation_name, point, env, first)
@@ -246,7 +261,8 @@ def witness_point(spec: Spec, first: Env) -> tuple[dict, dict]:
 
     Only for a network whose layers all fit the witness: its symbols are then the
     network's own weights, biases, inputs, targets, weighted inputs and activations.
-    A role is (kind, layer, j, k) with kind one of x, y, grad_a, w, b, z, a.
+    A role is (kind, layer, j, k) with kind one of x, y, grad_a, w, b, z, a, D (a dropout
+    mask entry).
     """
     net, rows = witness(spec, 1, max(WITNESS_WIDTH, *spec.sizes)), spec.layout == "rows"
     values: dict[sp.Symbol, sp.Expr] = {}
@@ -274,6 +290,9 @@ def witness_point(spec: Spec, first: Env) -> tuple[dict, dict]:
             put(net.zfree[layer][j, 0], z, ("z", layer, j, 0))
             a = _unit(first[naming.activation(layer)], j, rows)
             put(net.afree[layer][j, 0], a, ("a", layer, j, 0))
+            if layer in net.mask:  # the first example's mask entry, as the module drew it
+                mask = _unit(first[naming.dropout_mask(layer)], j, rows)
+                put(net.mask[layer][j, 0], mask, ("D", layer, j, 0))
         # A side that is one of the witness's own forward expressions (in the inputs
         # and parameters, or in the free values of the layer below) is named by it.
         free_z = net.affine(layer, net.afree[layer - 1])

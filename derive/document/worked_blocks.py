@@ -122,6 +122,7 @@ class Namer:
             "z": lambda: nota.z(layer, i),
             "a": lambda: nota.a(layer, i),
             "C": lambda: nota.cost,
+            "D": lambda: nota.mask(layer, i),
         }
         return names[kind]()
 
@@ -207,7 +208,20 @@ def blocks(spec: Spec, notation_name: str, point: Point, env: Env, first: Env) -
     """The worked section's paragraphs (see the module docstring)."""
     namer = Namer(spec, notation_name, first)
     which = "the example" if point.m == 1 else f"the first of {point.m} examples"
-    out = [
+    out = []
+    if point.masks:
+        title = (
+            f"Dropout masks, drawn with seed {point.seed} as the module's "
+            f"dropout_masks({point.m}, {point.seed}) draws them (one column per example)"
+        )
+        if namer.rows:
+            title = title.replace("column", "row")
+        out.append(Block(title, tuple(mask_lines(namer, env))))
+    if spec.batch_norm_layers:  # the examples are coupled: numbers over the whole batch
+        from chainrule.derive.document.worked_batch_norm import batch_norm_blocks
+
+        return (*out, *batch_norm_blocks(namer, point, env))
+    out += [
         Block(f"Forward values ({which})", tuple(forward_lines(namer))),
         Block(f"Cost ({which})", tuple(cost_lines(namer, env, point.m))),
         Block(f"Local partial derivatives ({which})", tuple(partial_lines(namer))),
@@ -355,6 +369,7 @@ def chain_lines(namer: Namer, layer: int) -> list[Line]:
                 upstream = upstreams[j]
             factors = [
                 (nota.partial(nota.cost, nota.a(layer, i)), upstream),
+                *_mask_factor(namer, layer, j),
                 (nota.sprime(layer, i), _unit(first[naming.sigma_prime(layer)], j, rows)),
                 below,
             ]
@@ -378,6 +393,23 @@ def chain_lines(namer: Namer, layer: int) -> list[Line]:
     return lines
 
 
+def _mask_factor(namer: Namer, layer: int, j: int) -> list[tuple[str, sp.Expr]]:
+    """The dropout mask entry D^l_j of the first example as a chain-rule factor (a^l_j =
+    D^l_j f(z^l_j)); none for a layer without dropout."""
+    if not namer.spec.layers[layer - 1].dropout:
+        return []
+    value = _unit(namer.first[naming.dropout_mask(layer)], j, namer.rows)
+    return [(namer.nota.mask(layer, str(j + 1)), value)]
+
+
+def mask_lines(namer: Namer, env: Env) -> list[Line]:
+    """Each dropout layer's mask D^l over the whole batch, as the module draws it."""
+    return [
+        join(name(namer.nota.mask(layer)), EQ, matrix_line(env[naming.dropout_mask(layer)]))
+        for layer in namer.spec.dropout_layers
+    ]
+
+
 def delta_lines(namer: Namer) -> list[Line]:
     nota, first, rows, spec = namer.nota, namer.first, namer.rows, namer.spec
     lines = []
@@ -398,6 +430,13 @@ def _parameters(namer: Namer):
         if spec.layers[layer - 1].bias:
             for j in shown_units(spec.sizes[layer]):
                 yield namer.nota.b(layer, str(j + 1)), naming.bias(layer), j, 0
+        if spec.layers[layer - 1].batch_norm:
+            for letter, param in (
+                ("\\gamma", naming.scale(layer)),
+                ("\\beta", naming.shift(layer)),
+            ):
+                for j in shown_units(spec.sizes[layer]):
+                    yield namer.nota._base(letter, layer, str(j + 1)), param, j, 0
 
 
 def gradient_lines(namer: Namer, env: Env) -> list[Line]:
@@ -431,6 +470,8 @@ def updated(spec: Spec, env: Env, lr: float) -> dict[str, sp.Matrix]:
         names = [naming.weight(layer)]
         if spec.layers[layer - 1].bias:
             names.append(naming.bias(layer))
+        if spec.layers[layer - 1].batch_norm:
+            names += [naming.scale(layer), naming.shift(layer)]
         for param in names:
             out[param] = env[param] - rate * env[naming.grad(param)]
     return out
@@ -455,6 +496,12 @@ def section_lines(values: WorkedValues, number_: int, fmt: str) -> list[str]:
             "the per-unit equations unit by unit, so those equations show no numbers of their "
             "own; the mini-batch statements do, and the representative units are worked out "
             "here."
+        )
+    if values.spec.batch_norm_layers:
+        intro += (
+            " Batch normalization couples the examples (and needs at least two), so the numbers "
+            "are those of the whole batch: the mini-batch statements show theirs, and the "
+            "batch-normalized layers are worked out here unit by unit and example by example."
         )
     if values.checked:
         intro += " Every number agrees with the generated module's loss_and_grad."
