@@ -185,7 +185,8 @@ def test_unrolled_equals_the_vectorized_module_with_the_same_seed(name, strategy
         assert module.DROPOUT == fast.DROPOUT
         params, x, y = problem(spec)
         # Fresh masks (seed None) differ between calls; forward is inference, without masks.
-        assert module.loss(params, x, y) != module.loss(params, x, y)
+        # (two draws of a small network's masks can coincide: eight all do with odds ~0)
+        assert len({module.loss(params, x, y) for _ in range(8)}) > 1
         np.testing.assert_array_equal(module.forward(params, x), module.forward(params, x))
         for bad in (-1, 1.5, True, "7"):
             with pytest.raises(ValueError, match=r"^seed: expected None, a whole number"):
