@@ -30,7 +30,7 @@ from chainrule.codegen.program import (
     penalty_code,
     temporary_equation,
 )
-from chainrule.codegen.pyformat import format_expr
+from chainrule.codegen.pyformat import assignment_layout, format_expr
 from chainrule.codegen.render import _ENV, _comment, _context, py_literal
 from chainrule.derive import naming
 from chainrule.derive.batch import BatchStatement, plain
@@ -174,7 +174,11 @@ def build_plain_program(derivation: NetworkDerivation) -> Program:
 def _commented(statements: tuple[Statement, ...]) -> list[Statement]:
     # The code is laid out already: formatting it again would drop the parentheses that
     # group (W^T delta) as the book does.
-    return [replace(s, equation=_comment(s)) for s in statements]
+    # A line still too long is wrapped as ruff wraps it.
+    return [
+        replace(s, code=assignment_layout(s.target, s.code), equation=_comment(s))
+        for s in statements
+    ]
 
 
 def render_plain(program: Program) -> str:

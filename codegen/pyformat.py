@@ -74,3 +74,167 @@ def format_expr(code: str) -> str:
     """
     tree = ast.parse(code, mode="eval")
     return _RuffStyleUnparser().visit(tree.body)
+
+
+#: ruff format's default line length: a generated line longer than this is laid out anew.
+LINE_LENGTH = 88
+
+
+def _fits(*lines: str) -> bool:
+    return all(len(line) <= LINE_LENGTH for line in lines)
+
+
+def exploded(items: list[str] | tuple[str, ...], indent: int, last: str = "") -> str:
+    """``(``, one item a line with its trailing comma (ruff's magic comma), then ``)``.
+
+    ``indent`` is the indentation level of the line the bracket opens on; ``last`` follows
+    the closing bracket.
+
+    Examples
+    --------
+    >>> print(exploded(["a", "b"], 0, " = f()"))
+    (
+        a,
+        b,
+    ) = f()
+    """
+    pad = "    " * (indent + 1)
+    return "(\n" + "".join(f"{pad}{item},\n" for item in items) + "    " * indent + ")" + last
+
+
+def tuple_layout(items: list[str] | tuple[str, ...], lead: str, indent: int = 0) -> str:
+    """A parenthesized tuple after ``lead`` (``FORWARD_VALUES = ``) as ruff lays it out: on
+    its line when that fits, else one item a line. Returns the text after ``lead``.
+
+    Examples
+    --------
+    >>> tuple_layout(['"z1"', '"a1"'], "FORWARD_VALUES = ")
+    '("z1", "a1")'
+    """
+    flat = f"({items[0]},)" if len(items) == 1 else "(" + ", ".join(items) + ")"
+    if _fits("    " * indent + lead + flat):
+        return flat
+    return exploded(items, indent)
+
+
+def return_layout(names: list[str] | tuple[str, ...], indent: int = 1) -> str:
+    """The text after ``return `` for a tuple of ``names``: bare on the line when it fits,
+    else parenthesized one name a line, as ruff does.
+
+    Examples
+    --------
+    >>> return_layout(["z1", "a1"])
+    'z1, a1'
+    """
+    flat = ", ".join(names)
+    if len(names) == 1 or _fits("    " * indent + "return " + flat):
+        return flat
+    return exploded(names, indent)
+
+
+def unpack_layout(targets: str, function: str, *args: str, indent: int = 1) -> str:
+    """``targets = function(args)`` as ruff lays it out, for a tuple of short targets and a
+    call with short arguments: on one line; else the call's arguments on a line of their
+    own; else the call parenthesized on a line of its own; else one target a line.
+
+    Examples
+    --------
+    >>> unpack_layout("_, a1", "_forward", "params", "x")
+    '_, a1 = _forward(params, x)'
+    """
+    pad = "    " * indent
+    inner = pad + "    "
+    arguments = ", ".join(args)
+    call = f"{function}({arguments})"
+    if _fits(f"{pad}{targets} = {call}"):
+        return f"{targets} = {call}"
+    if _fits(f"{pad}{targets} = {function}(", inner + arguments):
+        return f"{targets} = {function}(\n{inner}{arguments}\n{pad})"
+    if _fits(f"{pad}{targets} = (", inner + call):
+        return f"{targets} = (\n{inner}{call}\n{pad})"
+    return exploded(targets.split(", "), indent, f" = {call}")
+
+
+def _level(op: ast.operator) -> object:
+    """The precedence of a binary operator, as ast's unparser ranks it."""
+    return _RuffStyleUnparser.binop_precedence[_RuffStyleUnparser.binop[type(op).__name__]]
+
+
+def _operator_chain(node: ast.expr) -> list[ast.expr | ast.operator]:
+    """The operands and operators of a left-nested run of binary operators of one
+    precedence (``a * b / c``): ruff breaks such a run before each operator."""
+    if not isinstance(node, ast.BinOp):
+        return [node]
+    left = node.left
+    # A left operand in parentheses starts after the run's first character: it stays whole.
+    same = (
+        isinstance(left, ast.BinOp)
+        and left.col_offset == node.col_offset
+        and _level(left.op) == _level(node.op)
+        and not isinstance(node.op, ast.Pow)
+    )
+    head = _operator_chain(left) if same else [left]
+    return [*head, node.op, node.right]
+
+
+def _call_layout(target: str, code: str, node: ast.Call, indent: int) -> str:
+    """``target = f(args)`` past the line length: the arguments on a line of their own
+    when that fits, else one a line with a trailing comma; the call parenthesized on a
+    line of its own when even ``target = f(`` is too long."""
+    pad = "    " * indent
+    inner = pad + "    "
+    parts = sorted([*node.args, *node.keywords], key=lambda n: (n.lineno, n.col_offset))
+    head = code[: node.func.end_col_offset] + "("
+    if not (parts and code.endswith(")") and code[len(head) - 1] == "("):
+        return code  # not a plain f(...) call: left as it is
+    arguments = [code[p.col_offset : p.end_col_offset] for p in parts]
+    if not _fits(f"{pad}{target} = {head}"):
+        return f"(\n{inner}{code}\n{pad})" if _fits(inner + code) else code
+    if _fits(inner + ", ".join(arguments)):
+        return f"{head}\n{inner}{', '.join(arguments)}\n{pad})"
+    return head + "\n" + "".join(f"{inner}{a},\n" for a in arguments) + pad + ")"
+
+
+def assignment_layout(target: str, code: str, indent: int = 1) -> str:
+    """The text after ``target = `` for the expression ``code`` (one line, laid out by
+    :func:`format_expr`), as ruff lays out a statement past :data:`LINE_LENGTH`: an
+    expression that is not a call is parenthesized on a line of its own, and broken
+    before each operator of its outermost run of binary operators when it is still
+    too long; a call has its arguments on a line of their own, or one a line (see
+    :func:`_call_layout`). A line that fits is left as it is.
+
+    Examples
+    --------
+    >>> assignment_layout("d", "a * b")
+    'a * b'
+    >>> print(assignment_layout("delta", "x" * 38 + " * " + "y" * 38))
+    (
+            xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx * yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy
+        )
+    >>> print(assignment_layout("delta", "x" * 40 + " * " + "y" * 40))
+    (
+            xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+            * yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy
+        )
+    """
+    pad = "    " * indent
+    inner = pad + "    "
+    if "\n" in code or _fits(f"{pad}{target} = {code}"):
+        return code
+    node = ast.parse(code, mode="eval").body
+    if isinstance(node, ast.Call):
+        return _call_layout(target, code, node, indent)
+    if _fits(inner + code):
+        return f"(\n{inner}{code}\n{pad})"
+    lines = []
+    for part in _operator_chain(node):
+        if isinstance(part, ast.operator):
+            operator = _RuffStyleUnparser.binop[type(part).__name__]
+            continue
+        # An operand the parser read inside parentheses keeps them.
+        start, end = part.col_offset, part.end_col_offset
+        while start > 0 and code[start - 1] == "(" and end < len(code) and code[end] == ")":
+            start, end = start - 1, end + 1
+        text = code[start:end]
+        lines.append(f"{inner}{text}" if not lines else f"{inner}{operator} {text}")
+    return "(\n" + "\n".join(lines) + f"\n{pad})"

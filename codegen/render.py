@@ -17,7 +17,14 @@ from importlib import metadata
 import jinja2
 import sympy as sp
 from chainrule.codegen.program import Program, Statement, build_program
-from chainrule.codegen.pyformat import format_expr
+from chainrule.codegen.pyformat import (
+    LINE_LENGTH,
+    assignment_layout,
+    format_expr,
+    return_layout,
+    tuple_layout,
+    unpack_layout,
+)
 from chainrule.derive import batch_norm, naming
 from chainrule.derive.layers import derive_network
 from chainrule.derive.spec import Spec, preset_names
@@ -34,6 +41,8 @@ _ENV = jinja2.Environment(
     trim_blocks=False,
     lstrip_blocks=False,
 )
+#: ``{{ unpack(targets, "_forward", "params", "x") }}``: an unpacking call in ruff's layout.
+_ENV.globals["unpack"] = unpack_layout
 
 
 def chainrule_version() -> str:
@@ -57,12 +66,17 @@ def _comment(statement: Statement) -> str:
 
 
 def _formatted(statements: tuple[Statement, ...]) -> list[Statement]:
-    return [replace(s, code=format_expr(s.code), equation=_comment(s)) for s in statements]
+    return [
+        replace(s, code=assignment_layout(s.target, format_expr(s.code)), equation=_comment(s))
+        for s in statements
+    ]
 
 
-def py_literal(value: object, indent: int = 0) -> str:
-    """A Python literal in ruff's layout: double quotes, containers exploded with a
-    magic trailing comma (so the layout is the same at any line length).
+def py_literal(value: object, indent: int = 0, lead: str | None = None) -> str:
+    """A Python literal in ruff's layout: double quotes, lists and dicts exploded with a
+    magic trailing comma (so the layout is the same at any line length). A tuple stays on
+    one line, unless ``lead`` (the text before it on its line, e.g. ``"NAME = "``) is
+    given and the line would pass ruff's line length: then it is exploded too.
 
     Examples
     --------
@@ -77,6 +91,8 @@ def py_literal(value: object, indent: int = 0) -> str:
         return json.dumps(value)
     if isinstance(value, tuple):
         items = [py_literal(v, indent) for v in value]
+        if lead is not None and items:
+            return tuple_layout(items, lead, indent)
         return f"({items[0]},)" if len(items) == 1 else "(" + ", ".join(items) + ")"
     if isinstance(value, list):
         body = "".join(f"{pad}{py_literal(v, indent + 1)},\n" for v in value)
@@ -106,6 +122,18 @@ def _shape(spec: Spec, rows: int | str, cols: int | str) -> str:
     return f"({cols}, {rows})" if spec.layout == "rows" else f"({rows}, {cols})"
 
 
+def _draw(key: str, shape: str, scale: str) -> str:
+    """init_params' draw of one parameter, the text after ``params[key] = ``, in ruff's
+    layout: a line too long splits ``.astype(_DT)``, or else wraps the product."""
+    product = f"rng.standard_normal({shape}) * {scale}"
+    lead = f"    params[{key}] = "
+    if len(f"{lead}({product}).astype(_DT)") <= LINE_LENGTH:
+        return f"({product}).astype(_DT)"
+    if len(f"{lead}({product}).astype(") <= LINE_LENGTH:
+        return f"({product}).astype(\n        _DT\n    )"
+    return f"(\n        {product}\n    ).astype(_DT)"
+
+
 def _parameter_lines(spec: Spec) -> tuple[list[str], list[dict[str, str]]]:
     """The parameters' shapes (``W1: (30, 784)``) and init_params' entries, layer by layer."""
     sizes = spec.sizes
@@ -114,13 +142,10 @@ def _parameter_lines(spec: Spec) -> tuple[list[str], list[dict[str, str]]]:
     for index, layer in enumerate(spec.layers, start=1):
         w_shape = _shape(spec, sizes[index], sizes[index - 1])
         param_shape_lines.append(f"{naming.weight(index)}: {w_shape}")
+        key = json.dumps(naming.weight(index))
+        scale = repr(1 / float(sizes[index - 1]) ** 0.5)
         init_lines.append(
-            {
-                "key": json.dumps(naming.weight(index)),
-                "shape": w_shape,
-                "scale": repr(1 / float(sizes[index - 1]) ** 0.5),
-                "fill": "",
-            }
+            {"key": key, "shape": w_shape, "draw": _draw(key, w_shape, scale), "fill": ""}
         )
         if layer.bias:
             b_shape = _shape(spec, sizes[index], 1)
@@ -129,7 +154,7 @@ def _parameter_lines(spec: Spec) -> tuple[list[str], list[dict[str, str]]]:
                 {
                     "key": json.dumps(naming.bias(index)),
                     "shape": b_shape,
-                    "scale": "0.1",
+                    "draw": _draw(json.dumps(naming.bias(index)), b_shape, "0.1"),
                     "fill": "",
                 }
             )
@@ -196,6 +221,7 @@ def _state_context(program: Program) -> dict:
         "momentum": batch_norm.MOMENTUM_TEXT,
         "inference": _formatted(program.inference),
         "inference_output": naming.activation(spec.depth),
+        "variances_literal": py_literal(tuple(b["var_key"] for b in layers), lead="_VARIANCES = "),
         "state_keys": ", ".join(f"{b['mean_key']}, {b['var_key']}" for b in layers),
     }
 
@@ -250,22 +276,22 @@ def _context(program: Program, form: str = "vectorized") -> dict:
         "shape_lines": shape_lines,
         "assumptions": list(program.assumptions),
         "name_literal": py_literal(spec.name),
-        "layer_sizes": py_literal(tuple(sizes)),
-        "activations_literal": py_literal(spec.activations),
+        "layer_sizes": py_literal(tuple(sizes), lead="LAYER_SIZES = "),
+        "activations_literal": py_literal(spec.activations, lead="ACTIVATIONS = "),
         "cost_literal": py_literal(spec.cost),
         "layout_literal": py_literal(spec.layout),
         "dtype_literal": py_literal(spec.dtype),
         "dtype": spec.dtype,
         "spec_literal": py_literal(spec.to_dict()),
-        "kink_layers": py_literal(program.kink_layers),
+        "kink_layers": py_literal(program.kink_layers, lead="KINK_LAYERS = "),
         "helpers": sorted(program.helpers),
         "param_list": ", ".join(program.params),
         "param_shape_lines": param_shape_lines,
         "init_lines": init_lines,
         "params": list(program.params),
         "cache_list": ", ".join(cache),
-        "cache_literal": py_literal(cache),
-        "cache_tuple": ", ".join(cache),
+        "cache_literal": py_literal(cache, lead="FORWARD_VALUES = "),
+        "cache_tuple": return_layout(cache),
         "loss_unpack": _unpack(cache, _used_names((program.cost,))),
         "grad_unpack": _unpack(cache, _used_names((program.cost, *program.backward))),
         "backward_params": [p for p in program.params if p in _used_names(program.backward)],

@@ -18,6 +18,7 @@ import oracle
 import pytest
 from chainrule.derive.spec import Layer, Spec, preset, preset_names
 from conftest import GENERATED, import_path
+from layout_specs import LAYOUT_SPECS, WRAPPED, covers_every_feature
 
 from chainrule.cli import preset_filename
 
@@ -334,14 +335,28 @@ def _ruff(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_generated_files_pass_ruff_check_and_format_in_isolation(module_files):
+def test_generated_files_pass_ruff_check_and_format_in_isolation(module_files, tmp_path):
     # mish's derivative repeats tanh(softplus(z)): computed once into a temporary, its
-    # statements fit ruff's line length too.
+    # statements fit ruff's line length too. The networks of layout_specs (batch norm,
+    # dropout, skips, L2/L1, rows, float32, wide and deep) have lines ruff would break:
+    # the renderer breaks them as ruff does.
+    from chainrule.codegen.render import generate_module
+
+    assert covers_every_feature(LAYOUT_SPECS) == []
+    sources = {key: generate_module(spec) for key, spec in sorted(LAYOUT_SPECS.items())}
     names = [str(p) for p in module_files]
+    for key, source in sources.items():
+        path = tmp_path / f"layout_{key}.py"
+        path.write_text(source, encoding="utf-8")
+        names.append(str(path))
     done = _ruff("check", "--isolated", *names)
     assert done.returncode == 0, done.stdout
     done = _ruff("format", "--isolated", "--check", *names)
     assert done.returncode == 0, done.stdout
+    # Every layout past one line was checked (the plain form's statements are its own).
+    text = "".join(sources.values())
+    missing = [name for name, wrapped in WRAPPED.items() if wrapped not in text]
+    assert missing == ["parenthesized statement", "operator run"]
 
 
 def test_custom_activation_needs_no_template_or_printer_entry():
