@@ -104,6 +104,24 @@ def _cache_names(spec: Any) -> list[str]:
     return [s.target for s in program if s.label == "forward" and s.op != "alias"]
 
 
+def _module_cache_names(module: Any, program: list[str], shared: set[str]) -> list[str]:
+    """The names of the module's ``_forward`` values: its ``FORWARD_VALUES``, which must be
+    the program's forward statements in order, less at most the shared u^l of a
+    batch-normalized layer (the fast form computes x-hat^l in u^l's buffer)."""
+    names = list(getattr(module, "FORWARD_VALUES", program))
+    if (
+        names != [name for name in program if name in names]
+        or not set(program) - set(names) <= shared
+    ):
+        raise DerivationError(
+            "forward cache",
+            f"the generated module's FORWARD_VALUES {tuple(names)} are not the program's "
+            f"forward statements {tuple(program)}",
+            "report this: the module and the program disagree",
+        )
+    return names
+
+
 def _check_cache(
     values: WorkedValues, module: Any, params: dict, x: Any, env: dict, tol: float, masks: Any
 ) -> None:
@@ -111,14 +129,14 @@ def _check_cache(
     the same examples, with the same dropout masks (replayed through the module's own
     drawing).
 
-    The cache holds the program's forward statements (z1, a1, ..., without the alias a0)
-    in the program's order; a cache of another length is an error, never skipped. The
-    weighted sums u^l and x-hat^l of a batch-normalized layer are not compared there:
-    the module may share or overwrite their buffers (mean, variance and z^l are compared,
-    and x-hat^l's values reach the gradient of gamma, which is).
+    The cache holds the values its ``FORWARD_VALUES`` names: the program's forward
+    statements (z1, a1, ..., without the alias a0) in the program's order, where the fast
+    form leaves out u^l of a batch-normalized layer (it computes x-hat^l in u^l's buffer).
+    Any other set, or a cache of another length, is an error, never skipped.
     """
     spec = values.spec
-    names = _cache_names(spec)
+    shared = {naming.linear(ly) for ly in spec.batch_norm_layers}
+    names = _module_cache_names(module, _cache_names(spec), shared)
     rng = None if masks is None else _Replay(masks)
     got = module._forward(params, x, None, rng) if masks is not None else module._forward(params, x)
     if not isinstance(got, tuple) or len(got) != len(names):
@@ -128,7 +146,6 @@ def _check_cache(
             f"the generated module's _forward gives {count} values for {len(names)} statements",
             "report this: the module and the program disagree",
         )
-    shared = {f(ly) for ly in spec.batch_norm_layers for f in (naming.linear, naming.normalized)}
     # z = W a + b can cancel to about 0 in every unit (0.3 * 1 + 0.1 * (-3)): its float
     # rounding (5.6e-17) is then noise on the scale of the forward values.
     cache = {name: value for name, value in zip(names, got, strict=True) if name not in shared}

@@ -325,7 +325,15 @@ def test_a_batch_of_one_is_refused_for_batch_norm(tmp_path, capsys):
 def _fake(real, forward):  # noqa: ANN001, ANN202 - the module with another _forward
     import types
 
-    names = ("loss_and_grad", "loss", "forward", "sgd_step", "dropout_masks", "_loss_and_grad")
+    names = (
+        "loss_and_grad",
+        "loss",
+        "forward",
+        "sgd_step",
+        "dropout_masks",
+        "_loss_and_grad",
+        "FORWARD_VALUES",
+    )
     kept = {n: getattr(real, n) for n in names if hasattr(real, n)}
     return types.SimpleNamespace(**kept, _forward=forward)
 
@@ -334,8 +342,8 @@ def test_a_wrong_batch_statistic_in_the_module_fails_the_check(monkeypatch):
     real = module_from_spec(PLAIN_BN)
 
     def cache(params, x, *rest):  # noqa: ANN001, ANN202 - var1 off by 1e-7
-        u1, mean1, var1, *others = real._forward(params, x, *rest)
-        return (u1, mean1, var1 * (1 + 1e-7), *others)
+        mean1, var1, *others = real._forward(params, x, *rest)  # u1: x-hat1's buffer
+        return (mean1, var1 * (1 + 1e-7), *others)
 
     monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: _fake(real, cache))
     with pytest.raises(DerivationError, match=r"forward cache on the batch: var1\[0, 0\]"):
@@ -349,19 +357,35 @@ def test_a_forward_cache_of_another_length_is_an_error_not_skipped(monkeypatch):
         return real._forward(params, x, *rest)[1:]
 
     monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: _fake(real, cache))
-    with pytest.raises(DerivationError, match="_forward gives 11 values for 12 statements"):
+    with pytest.raises(DerivationError, match="_forward gives 10 values for 11 statements"):
         chainrule.derivation(PLAIN_BN, at=PLAIN_POINT)
 
 
-def test_shared_buffers_of_u_and_x_hat_do_not_matter(monkeypatch):
+def test_forward_values_other_than_the_program_s_are_an_error(monkeypatch):
     real = module_from_spec(PLAIN_BN)
+    fake = _fake(real, real._forward)
+    fake.FORWARD_VALUES = ("var1", "mean1", *real.FORWARD_VALUES[2:])  # out of order
+    monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: fake)
+    with pytest.raises(DerivationError, match="are not the program's forward statements"):
+        chainrule.derivation(PLAIN_BN, at=PLAIN_POINT)
+    fake.FORWARD_VALUES = real.FORWARD_VALUES[1:]  # a^l or z^l missing, not only u^l
+    with pytest.raises(DerivationError, match="are not the program's forward statements"):
+        chainrule.derivation(PLAIN_BN, at=PLAIN_POINT)
 
-    def cache(params, x, *rest):  # noqa: ANN001, ANN202 - u1 holds x-hat's values
-        u1, mean1, var1, xhat1, *others = real._forward(params, x, *rest)
-        return (xhat1, mean1, var1, xhat1 * 0, *others)
+
+def test_the_fast_module_s_x_hat_is_checked_and_its_u_left_out(monkeypatch):
+    real = module_from_spec(PLAIN_BN)
+    # the fast module computes x-hat1 in u1's buffer: u1 is not among its forward values
+    assert "u1" not in real.FORWARD_VALUES and real.FORWARD_VALUES[:3] == ("mean1", "var1", "xhat1")
+    assert chainrule.derivation(PLAIN_BN, at=PLAIN_POINT).worked.checked
+
+    def cache(params, x, *rest):  # noqa: ANN001, ANN202 - x-hat1 off by 1e-7
+        mean1, var1, xhat1, *others = real._forward(params, x, *rest)
+        return (mean1, var1, xhat1 * (1 + 1e-7), *others)
 
     monkeypatch.setattr("chainrule.cmd_train.module_from_spec", lambda spec: _fake(real, cache))
-    assert chainrule.derivation(PLAIN_BN, at=PLAIN_POINT).worked.checked
+    with pytest.raises(DerivationError, match=r"forward cache on the batch: xhat1\[0, 0\]"):
+        chainrule.derivation(PLAIN_BN, at=PLAIN_POINT)
 
 
 def test_the_command_works_batch_norm_out(tmp_path, capsys):
