@@ -145,7 +145,11 @@ def _walks_label(count: int) -> str:
 
 
 def _edge_style(
-    count: int, label: str | None = None, *, constraint: bool = True, key: str = "xlabel"
+    count: int,
+    label: str | tuple[str, ...] | None = None,
+    *,
+    constraint: bool = True,
+    key: str = "xlabel",
 ) -> str:
     """Red with the naive walk count when the naive chain rule walks the edge again.
 
@@ -154,10 +158,11 @@ def _edge_style(
     layer graph keeps ``label`` (``key``): its long BP labels would overlap the nodes.
     """
     text = _walks_label(count) if label is None else label
+    quoted = _quote(*text) if isinstance(text, tuple) else _quote(text)  # a tuple: lines
     free = "" if constraint else ", constraint=false"
     if count > 1:
-        return f'color="#d62728", fontcolor="#d62728", penwidth=1.6, {key}={_quote(text)}{free}'
-    return f'color="#555555", {key}={_quote(text)}{free}'
+        return f'color="#d62728", fontcolor="#d62728", penwidth=1.6, {key}={quoted}{free}'
+    return f'color="#555555", {key}={quoted}{free}'
 
 
 def _column(ids: list[str]) -> str:
@@ -455,9 +460,10 @@ def _residual(level: str) -> Callable[[Spec], Graph]:
 def build_graph(spec: Spec, level: str = "auto", batch: int | None = None) -> Graph:
     """The scalar graph for small networks, the layer graph otherwise.
 
-    A network with batch norm gets the scalar graph over a batch of ``batch`` examples
-    (default 2, :mod:`chainrule.graph_batch_norm`); it has no layer graph, and ``batch``
-    is refused for a network without batch norm.
+    A network with batch norm is drawn over a batch of ``batch`` examples (default 2): the
+    scalar graph (:mod:`chainrule.graph_batch_norm`) when it is small enough to read, the
+    layer graph (:mod:`chainrule.graph_batch_norm_layer`) otherwise; ``batch`` is refused
+    for a network without batch norm.
 
     Examples
     --------
@@ -487,19 +493,19 @@ def build_graph(spec: Spec, level: str = "auto", batch: int | None = None) -> Gr
 
 
 def _batch_norm_graph(spec: Spec, level: str, batch: int | None) -> Graph:
-    """The batch graph of a network with batch norm (scalar level only)."""
-    from chainrule.graph_batch_norm import batch_norm_graph
+    """The batch graph of a network with batch norm: scalar
+    (:mod:`chainrule.graph_batch_norm`) or layer (:mod:`chainrule.graph_batch_norm_layer`);
+    ``auto`` takes the scalar one when it is small enough to read."""
+    from chainrule.comparison_batch import check_batch
+    from chainrule.graph_batch_norm import batch_norm_graph, fits
+    from chainrule.graph_batch_norm_layer import batch_norm_layer_graph
 
     if level not in ("auto", "scalar", "layer"):
         raise SpecError("level", f"unknown level {level!r}", "use auto, scalar or layer")
-    if level == "layer" and spec.batch_norm_layers:
-        raise SpecError(
-            "level",
-            "the layer graph does not draw batch norm (its mean and variance couple the "
-            "examples of a batch)",
-            "use --level scalar (or auto): it draws a batch of m examples",
-        )
-    return batch_norm_graph(spec, batch)
+    m = check_batch(spec, batch)
+    if level == "auto":
+        level = "scalar" if fits(spec, m) else "layer"
+    return (batch_norm_graph if level == "scalar" else batch_norm_layer_graph)(spec, batch)
 
 
 def render_dot(dot: str, fmt: str) -> bytes:

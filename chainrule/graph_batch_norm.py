@@ -15,6 +15,12 @@ to a parameter that uses it: (paths from C to its top) * (paths from its bottom 
 parameters), as in :mod:`chainrule.graph`; the last step to the parameter is not counted.
 A parameter's node hands on to: delta^l_j,i of a plain layer its weights and bias, delta
 at z of a normalized layer gamma^l_j and beta^l_j, dC/du^l_j,i the weights of unit j.
+
+A residual connection (``skip_from`` = k, a^l = f(z^l) + a^k) is drawn per example, as in
+:mod:`chainrule.graph_residual`: forward a^k_j,i -> a^l_j,i; backward a node dC/da^l_j,i
+for each layer a skip touches, with the skip's edge dC/da^l_j,i -> dC/da^k_j,i (none from
+the input). :mod:`chainrule.graph_batch_norm_layer` draws the same graph one node per
+matrix, for networks too big for this one.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from chainrule.graph import (
     mask_label,
     penalty_part,
 )
+from chainrule.graph_residual import touched
 
 #: Largest number of unit nodes (units of every layer times m) a batch graph draws.
 MAX_BATCH_UNITS = 120
@@ -50,23 +57,24 @@ _STAT = 'shape=hexagon, style=filled, fillcolor="#c9e7c9", color="#3f7f3f"'
 _STAT_BACK = 'shape=hexagon, style="filled,bold", fillcolor="#f9b46b", color="#c0561b"'
 
 
-def _check(spec: Spec, m: int) -> None:
-    """Refuse a residual connection with batch norm, and a batch graph too large to read."""
-    for index, layer in enumerate(spec.layers):
-        if layer.skip_from is not None:
-            raise SpecError(
-                f"layers[{index}].skip_from",
-                "graph does not draw a residual connection together with batch norm",
-                "draw the network without skip_from, or use chainrule compare for its counts",
-            )
+def fits(spec: Spec, m: int) -> bool:
+    """True when the batch scalar graph of ``spec`` over m examples is small enough to read:
+    at most :data:`~chainrule.graph.SCALAR_HARD_MAX_WEIGHTS` weights and
+    :data:`MAX_BATCH_UNITS` unit nodes (units of every layer times m)."""
     weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
-    units = m * sum(spec.sizes)
-    if weights > SCALAR_HARD_MAX_WEIGHTS or units > MAX_BATCH_UNITS:
+    return weights <= SCALAR_HARD_MAX_WEIGHTS and m * sum(spec.sizes) <= MAX_BATCH_UNITS
+
+
+def _check(spec: Spec, m: int) -> None:
+    """Refuse a batch graph too large to read (:func:`fits`)."""
+    if not fits(spec, m):
+        weights = sum(a * b for a, b in zip(spec.sizes, spec.sizes[1:], strict=False))
         raise SpecError(
             "network",
-            f"a batch graph of {weights} weights and {units} unit nodes "
+            f"a batch graph of {weights} weights and {m * sum(spec.sizes)} unit nodes "
             f"(m = {m}) would be unreadable",
-            f"use a smaller network or batch (at most {MAX_BATCH_UNITS} unit nodes)",
+            f"use --level layer, or a smaller network or batch (at most {MAX_BATCH_UNITS} "
+            "unit nodes)",
         )
 
 
@@ -80,8 +88,9 @@ def _label(text: str, layer: int, j: int, i: int | None = None) -> str:
 
 
 def _nodes(spec: Spec, m: int) -> list[str]:
-    """Forward nodes (x, u, mean, var, xhat, z, a, C) and backward ones, and gradients."""
-    n, body = spec.sizes, []
+    """Forward nodes (x, u, mean, var, xhat, z, a, C), backward ones (with dC/da^l of each
+    layer a skip touches) and gradients."""
+    n, body, stored = spec.sizes, [], touched(spec)
     for i in range(m):
         body += [f'  x_{k}_e{i} [label="x{_sub(k, i)}", {_INPUT}];' for k in range(n[0])]
     for l in range(1, spec.depth + 1):  # noqa: E741
@@ -111,6 +120,11 @@ def _nodes(spec: Spec, m: int) -> list[str]:
                     body.append(
                         f'  {_name(base, l, j, i)} [label="{_label(text, l, j, i)}", {_DELTA}];'
                     )
+            if l in stored:  # dC/da^l_j,i: the sum over the paths through a skip's end
+                body += [
+                    f'  {_name("g", l, j, i)} [label="{_label("∂C/∂a", l, j, i)}", {_DELTA}];'
+                    for i in range(m)
+                ]
             body.append(f"  grad{l}_{j} [label={_quote(*_grad_lines(spec, l, j))}, {_GRAD}];")
     body.append(f'  C [label="C = (1/m) Σᵢ Cᵢ", {_COST}];')
     return body
@@ -150,6 +164,12 @@ def _forward_edges(spec: Spec, m: int) -> list[str]:
                 )
             if norm:
                 out.append(f"  {_name('mean', l, j)} -> {_name('var', l, j)} {blue};")
+            if l in spec.skips:  # a^l_j,i = f(z^l_j,i) + a^k_j,i, example by example
+                k = spec.skips[l]
+                for i in range(m):
+                    src = f"x_{j}_e{i}" if k == 0 else _name("a", k, j, i)
+                    dst = _name("a", l, j, i)
+                    out.append(f'  {src} -> {dst} [color="#4a78a8", style=dashed, xlabel="skip"];')
     out += [
         f"  {_name('a', spec.depth, j, i)} -> C {blue};" for j in range(n[-1]) for i in range(m)
     ]
@@ -157,12 +177,22 @@ def _forward_edges(spec: Spec, m: int) -> list[str]:
 
 
 def backward_edges(spec: Spec, m: int) -> list[tuple[str, str]]:
-    """The backward edges (from, to), each the reverse of one forward dependency."""
-    n, depth, edges = spec.sizes, spec.depth, []
-    edges += [("C", _name("delta", depth, j, i)) for j in range(n[depth]) for i in range(m)]
+    """The backward edges (from, to), each the reverse of one forward dependency; a layer a
+    skip touches goes through its dC/da^l_j,i (as in :mod:`chainrule.graph_residual`)."""
+    n, depth, edges, stored = spec.sizes, spec.depth, [], touched(spec)
+
+    def entry(l: int, j: int, i: int) -> str:  # noqa: E741
+        return _name("g" if l in stored else "delta", l, j, i)
+
+    edges += [("C", entry(depth, j, i)) for j in range(n[depth]) for i in range(m)]
     for l in range(depth, 0, -1):  # noqa: E741
         norm = spec.layers[l - 1].batch_norm
         for j in range(n[l]):
+            if l in stored:
+                edges += [(_name("g", l, j, i), _name("delta", l, j, i)) for i in range(m)]
+            if spec.skips.get(l, 0) > 0:
+                k = spec.skips[l]
+                edges += [(_name("g", l, j, i), _name("g", k, j, i)) for i in range(m)]
             if norm:
                 gmean, gvar = _name("gmean", l, j), _name("gvar", l, j)
                 for i in range(m):
@@ -174,7 +204,7 @@ def backward_edges(spec: Spec, m: int) -> list[tuple[str, str]]:
             if l > 1:
                 top = "du" if norm else "delta"
                 edges += [
-                    (_name(top, l, j, i), _name("delta", l - 1, k, i))
+                    (_name(top, l, j, i), entry(l - 1, k, i))
                     for i in range(m)
                     for k in range(n[l - 1])
                 ]

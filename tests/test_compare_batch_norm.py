@@ -219,8 +219,10 @@ def test_a_network_too_large_for_the_batch_expansion_is_refused() -> None:
         compare_spec(wide, batch=4)  # 1,762 parameters, over 4000 / 4
     assert "too many for a scalar-level expansion (limit 1000)" in str(info.value)
     with pytest.raises(SpecError) as info:
-        build_graph(wide)
+        build_graph(wide, "scalar")
     assert info.value.field == "network" and "unreadable" in str(info.value)
+    assert "--level layer" in str(info.value)
+    assert build_graph(wide).level == "layer"  # auto falls back to the layer graph
 
 
 def test_the_naive_budget_refuses_with_a_fix_and_keeps_backprop() -> None:
@@ -331,11 +333,8 @@ def test_the_batch_graph_draws_the_statistics_and_explains_them() -> None:
 
 def test_graph_refuses_what_it_does_not_draw() -> None:
     with pytest.raises(SpecError) as info:
-        build_graph(HAND, "layer")
+        build_graph(HAND, "vector")
     assert info.value.field == "level"
-    with pytest.raises(SpecError) as info:
-        build_graph(NETS["two-normalized-residual-l2"])
-    assert info.value.field == "layers[1].skip_from"
     with pytest.raises(SpecError) as info:
         build_graph(preset("3b1b-chain"), batch=2)
     assert info.value.field == "batch"
