@@ -99,7 +99,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--level",
         choices=("auto", "scalar", "layer"),
         default="auto",
-        help="scalar: one node per unit; layer: one node per vector (default: by size)",
+        help="scalar: one node per unit; layer: one node per vector, or per matrix of the "
+        "batch with batch norm (default: by size)",
     )
     parser.add_argument(
         "--force", action="store_true", help="overwrite an existing file not written by chainrule"

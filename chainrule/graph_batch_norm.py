@@ -284,4 +284,4 @@ def _legend_entries() -> list[str]:
     ]
 
 
-__all__ = ["MAX_BATCH_UNITS", "backward_edges", "batch_norm_graph", "walk_counts"]
+__all__ = ["MAX_BATCH_UNITS", "backward_edges", "batch_norm_graph", "fits", "walk_counts"]

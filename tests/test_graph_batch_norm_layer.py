@@ -390,6 +390,14 @@ def test_cli_draws_batch_norm_with_a_skip(tmp_path: Path, capsys, level: str) ->
     assert f"batch of 3 examples, {level} graph" in dot and "skip" in dot
 
 
+def test_help_says_the_layer_graph_draws_the_batch_s_matrices(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["graph", "--help"])
+    assert "per matrix of the batch with batch norm" in " ".join(capsys.readouterr().out.split())
+    dot = build_graph(NETS["1-2-1"], "layer").dot
+    assert 'a0 [label="X = A⁰\\n(1 × m)"' in dot and 'a2 [label="A² = linear(Z²)\\n(1 × m)"' in dot
+
+
 def test_readme_passage_is_true() -> None:
     root = Path(__file__).parents[1]
     text = " ".join((root / "README.md").read_text("utf-8").split())
