@@ -390,6 +390,15 @@ def test_cli_draws_batch_norm_with_a_skip(tmp_path: Path, capsys, level: str) ->
     assert f"batch of 3 examples, {level} graph" in dot and "skip" in dot
 
 
+def test_the_layer_graph_labels_dropout_and_an_expression_activation() -> None:
+    dot = build_graph(NETS["1-1-1 penalty dropout"], "layer").dot
+    assert 'a2 [label="A² = D² ⊙ tanh(Z²)\\n(1 × m)"' in dot
+    assert 'delta2 [label="δ²: error at Z² (×D²)\\n(1 × m)"' in dot
+    assert "(×D¹)" not in dot and "D¹ ⊙" not in dot
+    spec = Spec(1, (Layer(2, "x*sigmoid(x)", batch_norm=True), Layer(1, "linear")), "quadratic")
+    assert 'a1 [label="A¹ = f(Z¹), f(x) = x*sigmoid(x)\\n(2 × m)"' in build_graph(spec, "layer").dot
+
+
 def test_help_says_the_layer_graph_draws_the_batch_s_matrices(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["graph", "--help"])
