@@ -204,3 +204,31 @@ def test_fast_loss_and_grad_refuses_out_sharing_memory_with_params(load_source):
         return
     for key, value in ref.items():
         np.testing.assert_allclose(grads[key], value, rtol=1e-12, err_msg=key)
+
+
+@pytest.mark.slow
+def test_unrolled_step_with_state_never_rewinds_a_shared_generator(load_source):
+    """Two threads step with running statistics, drawing their masks from one shared
+    np.random.Generator. _statistics_before drew the masks and put the generator's state
+    back, undoing the other thread's draws in between (two steps then share masks); now
+    it draws from a twin, and the generator advances by exactly one draw per step, as
+    the vectorized module's does."""
+    module = load_source(generate_unrolled(BOTH, "backprop"))
+    params, x, y = problem(BOTH, m=4)
+    shared = np.random.default_rng(0)
+    steps = 300
+
+    def work() -> None:
+        mine, state = _copy(params), module.init_state()
+        for _ in range(steps):
+            module.sgd_step(mine, x, y, 0.0, seed=shared, state=state)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = np.random.default_rng(0)
+    for _ in range(2 * steps):
+        module.dropout_masks(4, expected)
+    assert shared.bit_generator.state == expected.bit_generator.state
