@@ -202,9 +202,12 @@ def batch_norm_gradients(spec: Spec) -> Gradients:
     """
     program, grads = _program(spec)
     values: dict[sp.Symbol, sp.Expr] = {}
-    for s in forward_statements(program):
-        values[s.target] = s.expr.xreplace(values)
-    cost = forward_program(_without_batch_norm(spec))[-1].expr.xreplace(values)
+    # Substituted as written, not evaluated: evaluating asks SymPy's assumptions about
+    # every nested exp and sqrt, which took minutes from 16 inputs up (hours at 64).
+    with sp.evaluate(False):
+        for s in forward_statements(program):
+            values[s.target] = s.expr.xreplace(values)
+        cost = forward_program(_without_batch_norm(spec))[-1].expr.xreplace(values)
     sizes = spec.sizes
     info = param_infos(spec)
     net = ScalarNetwork(
