@@ -112,6 +112,7 @@ NUMPY_NAMES = frozenset(
         "lib.format.read_magic",
         "load",
         "max",
+        "may_share_memory",
         "mean",
         "min",
         "ndarray",

@@ -263,14 +263,15 @@ def _check_batch(params, x, y=None):
             raise _refuse("y", y, expected, "real")
 
 
-def _check_out(params, out):
+def _check_out(params, out, x, y):
     """Raise ValueError unless ``out`` holds, under each key of ``params``, a writeable
     C-contiguous array of that parameter's shape and dtype (as ``new_gradient`` makes),
-    none of them a parameter's array or another key's (the gradient would overwrite it)."""
+    none of them sharing memory with a parameter, x, y or another key's array (the
+    gradient would overwrite what it still reads)."""
     if not isinstance(out, dict):
         got = type(out)
         raise ValueError(f"out: expected a dict like new_gradient(); got {got}")  # noqa: TRY004
-    taken = [params[key] for key in PARAM_SHAPES]
+    taken = [params[key] for key in PARAM_SHAPES] + [x, y]
     for key, shape in PARAM_SHAPES.items():
         into = out.get(key)
         fits = isinstance(into, np.ndarray) and into.shape == shape
@@ -279,10 +280,10 @@ def _check_out(params, out):
             kind = f"writeable C-contiguous {params[key].dtype}"
             raise _refuse(f"out[{key!r}]", into, shape, kind)
         for other in taken:
-            if into is other:
+            if np.may_share_memory(into, other):
                 raise ValueError(
-                    f"out[{key!r}]: is a parameter's array or another key's; "
-                    "pass new_gradient(), or arrays of your own for each key"
+                    f"out[{key!r}]: shares memory with a parameter, x, y or another key's "
+                    "array; pass new_gradient(), or arrays of your own for each key"
                 )
         taken.append(into)
 
@@ -428,7 +429,7 @@ def loss_and_grad(params, x, y, out=None, seed=None):
     """
     _check_batch(params, x, y)
     if out is not None:
-        _check_out(params, out)
+        _check_out(params, out, x, y)
     if seed is not None:
         _check_seed(seed)
     return _loss_and_grad(params, x, y, out)

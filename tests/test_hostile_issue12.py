@@ -220,7 +220,7 @@ def test_out_that_is_a_parameter_or_repeated_is_refused(load_source, form, mista
         out, key = module.new_gradient(), "W2"
         out["W2"] = out["W1"]
     before = {k: v.copy() for k, v in params.items()}
-    with pytest.raises(ValueError, match=rf"out\['{key}'\]: is a parameter's array"):
+    with pytest.raises(ValueError, match=rf"out\['{key}'\]: shares memory with a parameter"):
         module.loss_and_grad(params, x, y, out=out)
     assert all(np.array_equal(params[k], before[k]) for k in params)
 

@@ -168,18 +168,12 @@ def test_unrolled_batch_norm_module_of_64_inputs_is_generated_in_seconds(
         np.testing.assert_allclose(grads[key], ref, rtol=1e-9, atol=1e-13, err_msg=key)
 
 
-#: Defects found here in files this test file's changes do not own
-#: (codegen/templates/base.py.j2); strict: when fixed, these pass and must lose the mark.
-_BASE_TEMPLATE = "codegen/templates/base.py.j2 is not changed here; see the test's docstring"
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_BASE_TEMPLATE)
 @pytest.mark.parametrize("form", ["vectorized", "unrolled"])
 def test_train_refuses_batch_size_1_with_batch_norm_in_one_line(form, load_source):
     """batch_size = 1 leaves every batch with 1 example; _check_batches tests only
     n % batch_size == 1 (0 here), so train fails inside the first step with the forward
     pass's message, and ``chainrule train spec.toml --batch-size 1`` prints a traceback
-    (exit 1). Fix: ``if n < 2 or batch_size < 2 or n % batch_size == 1``."""
+    (exit 1). Now refused: ``if n < 2 or batch_size < 2 or n % batch_size == 1``."""
     source = generate_module(BATCH_NORM) if form == "vectorized" else None
     module = load_source(source or generate_unrolled(BATCH_NORM, "backprop"))
     params, x, y = problem(BATCH_NORM)
@@ -188,20 +182,20 @@ def test_train_refuses_batch_size_1_with_batch_norm_in_one_line(form, load_sourc
     assert str(refused.value).startswith("batch_size: 1 leaves")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_BASE_TEMPLATE)
 def test_fast_loss_and_grad_refuses_out_sharing_memory_with_params(load_source):
     """out={key: params[key][...]} (views, not the arrays themselves) passes _check_out's
     identity test; the fast module then writes dC/dW^L over W^L and reads the clobbered
     W^L for the next layer's error, so the gradient is silently wrong (the unrolled module
-    copies at the end and stays right). Fix: refuse with np.may_share_memory."""
+    copies at the end and stays right). Now refused: np.may_share_memory."""
     fast = load_source(generate_module(BATCH_NORM))
     params, x, y = problem(BATCH_NORM)
     _, ref = fast.loss_and_grad(_copy(params), x, y)
     mine = _copy(params)
-    try:
-        _, grads = fast.loss_and_grad(mine, x, y, out={k: v[...] for k, v in mine.items()})
-    except ValueError:
-        return
+    with pytest.raises(ValueError, match=r"^out\['W1'\]: shares memory with a parameter"):
+        fast.loss_and_grad(mine, x, y, out={k: v[...] for k, v in mine.items()})
+    for key, value in params.items():  # nothing was written
+        np.testing.assert_array_equal(mine[key], value)
+    _, grads = fast.loss_and_grad(mine, x, y, out={k: np.zeros_like(v) for k, v in mine.items()})
     for key, value in ref.items():
         np.testing.assert_allclose(grads[key], value, rtol=1e-12, err_msg=key)
 
