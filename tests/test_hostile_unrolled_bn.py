@@ -16,6 +16,7 @@ from dataclasses import replace
 import battery_oracle
 import numpy as np
 import pytest
+from chainrule.codegen.plain import generate_plain
 from chainrule.codegen.render import generate_module
 from chainrule.codegen.unrolled import generate_unrolled
 from chainrule.derive.spec import Layer, Spec, load_spec
@@ -201,13 +202,15 @@ def test_fast_loss_and_grad_refuses_out_sharing_memory_with_params(load_source):
 
 
 @pytest.mark.slow
-def test_unrolled_step_with_state_never_rewinds_a_shared_generator(load_source):
+@pytest.mark.parametrize("form", ["unrolled", "plain"])
+def test_a_step_with_state_never_rewinds_a_shared_generator(load_source, form):
     """Two threads step with running statistics, drawing their masks from one shared
     np.random.Generator. _statistics_before drew the masks and put the generator's state
     back, undoing the other thread's draws in between (two steps then share masks); now
     it draws from a twin, and the generator advances by exactly one draw per step, as
     the vectorized module's does."""
-    module = load_source(generate_unrolled(BOTH, "backprop"))
+    source = generate_unrolled(BOTH, "backprop") if form == "unrolled" else generate_plain(BOTH)
+    module = load_source(source)
     params, x, y = problem(BOTH, m=4)
     shared = np.random.default_rng(0)
     steps = 300
