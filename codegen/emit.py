@@ -150,7 +150,7 @@ OBJECT_ATTRIBUTES = frozenset(
         "T",
         "append",
         "astype",
-        "bit_generator",  # with "state": plain and unrolled modules copy a mask generator into a twin
+        "bit_generator",  # with "state": plain/unrolled modules copy a generator into a twin
         "c_contiguous",
         "close",
         "copy",

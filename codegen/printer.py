@@ -77,6 +77,15 @@ class ChainrulePrinter(NumPyPrinter):
         *branches, (last_value, last_cond) = expr.args
         if last_cond is not sp.true:
             raise ValueError("Piecewise without a default branch cannot be printed")
+        if len(branches) == 1 and last_value == 0:
+            value, cond = branches[0]
+            if cond in (sp.StrictGreaterThan(value, 0), sp.GreaterThan(value, 0)):
+                # max(v, 0): np.where(v > 0, v, 0) would turn a NaN v into 0
+                return f"np.maximum({self._print(value)}, 0)"
+            if not value.is_number:
+                # a NaN v fails every comparison: keep it, as max(v, 0) does, not 0
+                v, zero = self._print(value), self._branch(sp.Integer(0))
+                return f"np.where({self._print(cond)} | np.isnan({v}), {v}, {zero})"
         out = self._branch(_clamped(last_value, [cond for _, cond in branches], False))
         for i in range(len(branches) - 1, -1, -1):
             value, cond = branches[i]

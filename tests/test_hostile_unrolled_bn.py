@@ -229,3 +229,23 @@ def test_a_step_with_state_never_rewinds_a_shared_generator(load_source, form):
     for _ in range(2 * steps):
         module.dropout_masks(4, expected)
     assert shared.bit_generator.state == expected.bit_generator.state
+
+
+@pytest.mark.parametrize("form", ["plain", "unrolled"])
+def test_a_nan_through_relu_stays_nan_as_in_the_vectorized_module(load_source, form):
+    """ReLU was printed np.where(z > 0, z, 0), which turns a NaN z into 0: a NaN example
+    gave a finite loss (with batch norm, a NaN mean for every example but a finite
+    cost). It is np.maximum(z, 0) now, which keeps the NaN, as the vectorized module's
+    np.maximum(z, zeros) does."""
+    spec = Spec(3, (Layer(4, "relu"), Layer(2, "sigmoid")), "quadratic", name="relu_nan")
+    source = generate_unrolled(spec, "backprop") if form == "unrolled" else generate_plain(spec)
+    module, fast = load_source(source), load_source(generate_module(spec))
+    assert "np.where(z1_0 > 0" not in source and "np.where(z1 > 0, z1" not in source
+    params = fast.init_params(0)
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    x[1, 2] = np.nan
+    y = np.full((2, 4), 0.5)
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(fast.loss(params, x, y))
+        assert np.isnan(module.loss(params, x, y))
+        assert np.isnan(module.forward(params, x)[:, 2]).all()

@@ -60,8 +60,13 @@ def test_print_log_uses_log1p_only_for_one_plus(expr, text):
 
 def test_print_piecewise_is_nested_where_with_dtype_constants():
     helpers: set[str] = set()
+    # a constant 0 default would turn a NaN into 0: max(z, 0) keeps it, as does the test
     relu = sp.Piecewise((z, z > 0), (0, True))
-    assert print_expr(relu, helpers) == "np.where(z2 > 0, z2, _DT(0))"
+    assert print_expr(relu, helpers) == "np.maximum(z2, 0)"
+    flag = sp.Symbol("mask2_0")
+    assert print_expr(sp.Piecewise((z, flag), (0, True)), helpers) == (
+        "np.where(mask2_0 | np.isnan(z2), z2, _DT(0))"
+    )
     assert helpers == {DTYPE_NAME}
     step = sp.Piecewise((1, z > 0), (sp.Rational(1, 100), True))
     assert print_expr(step) == "np.where(z2 > 0, _DT(1), _DT(1/100))"
