@@ -22,6 +22,7 @@ import numpy as np
 
 from chainrule.derive import naming
 from chainrule.derive.batch import batch_program
+from chainrule.derive.batch_norm import EPS as bn_eps
 from chainrule.derive.document.worked import WorkedValues
 from chainrule.derive.document.worked_blocks import module_mismatch, updated
 from chainrule.derive.errors import DerivationError, SpecError
@@ -207,6 +208,10 @@ def _check(values: WorkedValues, module: Any) -> None:
     params, x, y = _arrays(point, spec.dtype, spec.layout, first_only=False)
     env = values.env
     seeded = {} if point.seed is None else {"seed": point.seed}  # the masks' seed
+    masks = _masks(point, spec.dtype, spec.layout, first_only=False)
+    # The forward values first: a batch variance that overflows to inf (u of 1e200) makes
+    # x-hat 0 and the gradient finite but wrong; its inf names the cause (overflow).
+    _check_cache(values, module, params, x, env, tol, masks)
     cost, grads = module.loss_and_grad(params, x, y, **seeded)
     compare("loss_and_grad: cost", cost, env[naming.COST][0, 0], tol)
     compare("loss: cost", module.loss(params, x, y, **seeded), env[naming.COST][0, 0], tol)
@@ -214,11 +219,9 @@ def _check(values: WorkedValues, module: Any) -> None:
     for name in grads:
         field = f"loss_and_grad: {naming.grad(name)}"
         compare(field, grads[name], env[naming.grad(name)], tol, noise)
-    masks = _masks(point, spec.dtype, spec.layout, first_only=False)
     if masks is None:  # forward is inference: without dropout, the training network itself
         output = naming.activation(spec.depth)
         compare(f"forward: {output}", module.forward(params, x), env[output], tol)
-    _check_cache(values, module, params, x, env, tol, masks)
     if not spec.batch_norm_layers:  # batch norm needs m >= 2: no one-example numbers
         _check_first(values, module, tol)
     if point.lr is not None:
@@ -246,6 +249,31 @@ def _check_first(values: WorkedValues, module: Any, tol: float) -> None:
 
 
 def _noise(values: WorkedValues, arrays: dict[str, Any]) -> float:
-    """64 units of rounding of the module's dtype at the largest entry of ``arrays``."""
+    """64 units of rounding of the module's dtype at the largest entry of ``arrays``, or
+    at the scale batch norm magnifies its rounding to (:func:`_batch_norm_scale`)."""
     largest = max((float(np.max(np.abs(a))) for a in arrays.values() if np.size(a)), default=0)
-    return 64 * float(np.finfo(values.spec.dtype).eps) * largest
+    return 64 * float(np.finfo(values.spec.dtype).eps) * max(largest, _batch_norm_scale(values))
+
+
+def _largest(values: WorkedValues, name: str) -> float:
+    """The largest magnitude of the worked value ``name`` on the batch."""
+    return float(np.max(np.abs(np.array(values.env[name].tolist(), dtype=float))))
+
+
+def _batch_norm_scale(values: WorkedValues) -> float:
+    """The scale of the float rounding of a batch-normalized layer's values: u - mean
+    rounds at about eps |u| and 1/sqrt(var + eps) magnifies it (up to 316 times when
+    every example is alike, var = 0), so x-hat and z carry |u| / sqrt(var + eps); the
+    error at u, gamma / sqrt(var + eps) times a difference of errors, sums to the
+    weights' gradient with the previous activations, which cancels where the examples
+    are alike. 0 for a network without batch norm."""
+    scale = 0.0
+    for layer in values.spec.batch_norm_layers:
+        var = np.array(values.env[naming.batch_var(layer)].tolist(), dtype=float)
+        rstd = 1.0 / float(np.sqrt(np.min(var) + float(bn_eps)))
+        u, gamma = _largest(values, naming.linear(layer)), _largest(values, naming.scale(layer))
+        delta = _largest(values, naming.delta(layer))
+        below = _largest(values, naming.activation(layer - 1))
+        error_at_u = max(_largest(values, naming.linear_delta(layer)), gamma * rstd * delta)
+        scale = max(scale, u * rstd, error_at_u * below)
+    return scale
