@@ -4,8 +4,13 @@ where the module's batch variance overflows, and the text each notation shows.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from chainrule.derive.document.batch_norm import batch_norm_section
+from chainrule.derive.document.steps import Section
 from chainrule.derive.errors import SpecError
+from chainrule.derive.notation import notation
 from chainrule.derive.spec import Layer, Spec
 
 import chainrule
@@ -48,3 +53,53 @@ def test_a_batch_variance_that_overflows_is_named_as_an_overflow() -> None:
     point = _point([[1e300], [1.5], [-1.0]])
     with pytest.raises(SpecError, match=r"^--at: .*var1\[0, 0\].*overflows.*give smaller"):
         chainrule.derivation(BN, at=point)
+
+
+#: Batch norm on the second of two hidden layers: its error at u feeds the layer below.
+DEEP_BN = Spec(
+    2, (Layer(2, "relu"), Layer(2, "tanh", batch_norm=True), Layer(1, "linear")), "quadratic"
+)
+
+
+def _section(name: str) -> Section:
+    return batch_norm_section(notation(name, DEEP_BN))
+
+
+@pytest.mark.parametrize("name", ["3b1b", "cheatsheet", "course"])
+def test_the_batch_norm_section_names_bp_labels_only_in_nielsens_notation(name: str) -> None:
+    """BP1 to BP4 are the labels of Nielsen's book: the other notations' batch-norm
+    section says what it replaces and who takes m dC/du in their own words."""
+    intro = _section(name).intro
+    assert "BP" not in intro
+    assert "the error of the layer below takes m dC/du in place of the error" in intro
+
+
+def test_nielsens_batch_norm_section_keeps_its_bp_labels() -> None:
+    intro = _section("nielsen").intro
+    assert "BP2 of the layer below takes m dC/du" in intro and "BP1 to BP4" in intro
+
+
+def test_3b1b_per_example_error_takes_the_cost_of_its_own_example() -> None:
+    """The per-example error of example j is dC_j/dz_j: every dC_a/dz_b of the 3Blue1Brown
+    batch-norm steps has a = b (the first term of the three-term form wrote dC_i/dz_j,
+    with i free outside of its sum)."""
+    pairs = [
+        pair
+        for step in _section("3b1b").steps
+        for pair in re.findall(
+            r"\\partial C_\{(\w)\}\}\{\\partial \{z\^\{\(L-1\)\}\}_\{(\w)\}\}", step.latex
+        )
+    ]
+    assert len(pairs) == 5  # three in the three-term form, one each for gamma and beta
+    assert all(cost == example for cost, example in pairs), pairs
+    assert ("j", "j") in pairs
+
+
+def test_cheatsheet_worked_error_at_u_is_in_prime_notation() -> None:
+    """The cheatsheet writes derivatives as C'(.): the worked three-term error at u too,
+    as its batch-norm section does (m C'(u))."""
+    doc = chainrule.derivation(BN, "cheatsheet", at=_point([[0.5], [1.5], [-1.0]]))
+    text = doc.to_text()
+    lines = [ln for ln in text.splitlines() if "unit 1, example 1: m " in ln]
+    assert lines and lines[0].split(": ", 1)[1].startswith("m C'(uₕ,₁) = γₕ,₁/")
+    assert "∂" not in text.split("4. Worked numbers")[1]
