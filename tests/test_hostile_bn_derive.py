@@ -103,3 +103,36 @@ def test_cheatsheet_worked_error_at_u_is_in_prime_notation() -> None:
     lines = [ln for ln in text.splitlines() if "unit 1, example 1: m " in ln]
     assert lines and lines[0].split(": ", 1)[1].startswith("m C'(uₕ,₁) = γₕ,₁/")
     assert "∂" not in text.split("4. Worked numbers")[1]
+
+
+def test_the_batch_expansion_is_built_once_for_the_estimate_and_the_counts() -> None:
+    """compare estimates the naive size from the expanded batch network, then counts on
+    it: the expansion (minutes for a few hundred parameters) is kept, not built twice."""
+    from chainrule.derive.scalar_network import batch_scalar_network
+
+    assert batch_scalar_network(BN, 2) is batch_scalar_network(BN, 2)
+    assert batch_scalar_network(BN, 3).m == 3
+
+
+def test_a_slow_batch_expansion_says_so_on_stderr(monkeypatch, capsys) -> None:
+    """A symbolic expansion still running after a few seconds prints one line on stderr
+    (8-8-8-2 with tanh and two batch-normalized layers took 100 s, silently)."""
+    import time
+
+    from chainrule.derive import scalar_network
+
+    from chainrule import cmd_compare
+
+    real = scalar_network.batch_scalar_network
+
+    def slow(spec: Spec, m: int) -> object:
+        time.sleep(0.5)
+        return real(spec, m)
+
+    monkeypatch.setattr(scalar_network, "batch_scalar_network", slow)
+    monkeypatch.setattr(cmd_compare, "SLOW_EXPANSION_SECONDS", 0.05)
+    cmd_compare._warn_long_batch(BN, 2, 20_000_000)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("chainrule: expanding the 1-2-1 network over a batch of 2")
+    assert "Ctrl-C stops it" in err
