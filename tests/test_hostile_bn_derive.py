@@ -136,3 +136,15 @@ def test_a_slow_batch_expansion_says_so_on_stderr(monkeypatch, capsys) -> None:
     assert err.count("\n") == 1
     assert err.startswith("chainrule: expanding the 1-2-1 network over a batch of 2")
     assert "Ctrl-C stops it" in err
+
+
+@pytest.mark.parametrize("name", ["nielsen", "3b1b", "cheatsheet", "course"])
+def test_batch_norm_step_titles_hold_no_ascii_subscripts(name: str) -> None:
+    """A title is prose, printed as is in the TeX and PDF (u\\_j there): an index is said
+    in words, not written as an ASCII subscript."""
+    titles = [step.title for step in _section(name).steps]
+    assert not [t for t in titles if "_" in t]
+    assert (
+        "Every example's z depends on the u of example j (through the mean and the variance)"
+        in titles
+    )

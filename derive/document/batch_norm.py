@@ -128,7 +128,7 @@ def _steps(n: _Names) -> tuple[Step, ...]:
             ((z[0], d.gamma * (u[0] - d.mean) / s + d.beta),),
         ),
         Step(
-            "Every example's z depends on u_j (through the mean and the variance)",
+            "Every example's z depends on the u of example j (through the mean and the variance)",
             f"{n.nota.partial('C', n.u('j'))} = {sum_k} {n.dz('k')} "
             f"{n.nota.partial(n.z('k'), n.u('j'))}",
             (
