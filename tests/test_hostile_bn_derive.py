@@ -148,3 +148,13 @@ def test_batch_norm_step_titles_hold_no_ascii_subscripts(name: str) -> None:
         "Every example's z depends on the u of example j (through the mean and the variance)"
         in titles
     )
+
+
+@pytest.mark.parametrize("text", ["1", "0", "-2", "5", "44"])
+def test_a_batch_out_of_range_is_told_the_whole_range(text: str) -> None:
+    """--batch 1 said 'give 2 or more', and --batch 5, followed literally, was refused in
+    turn: the message gives the range 2 to 4 either side."""
+    from chainrule.comparison_batch import batch_type
+
+    with pytest.raises(SpecError, match=rf"^--batch: {text} is outside 2 to 4; give 2 to 4$"):
+        batch_type(text)
