@@ -4,6 +4,7 @@ where the module's batch variance overflows, and the text each notation shows.""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -158,3 +159,22 @@ def test_a_batch_out_of_range_is_told_the_whole_range(text: str) -> None:
 
     with pytest.raises(SpecError, match=rf"^--batch: {text} is outside 2 to 4; give 2 to 4$"):
         batch_type(text)
+
+
+def test_large_close_examples_are_checked_within_their_rounding() -> None:
+    """Inputs of 1e5 apart by 1: u - mean keeps 5 fewer digits, and the weights'
+    gradient sums error-at-u terms that cancel; the module's float64 numbers are right to
+    their rounding, not a disagreement to report."""
+    doc = chainrule.derivation(BN, at=_point([[1e5], [1e5], [1.00001e5]]))
+    assert "C = 0.009386219035" in doc.to_text()
+
+
+@pytest.mark.parametrize(("dtype", "x"), [("float64", 1e8), ("float32", 1e5)])
+def test_examples_closer_than_the_dtype_resolves_are_refused_naming_x(dtype: str, x) -> None:
+    """Inputs of 1e8 apart by 1 (float32: 1e5): x-hat's rounding alone passes the
+    check's tolerance, so the module's numbers cannot be checked; refused in one line
+    naming x and the fix, not reported as a disagreement between module and derivation."""
+    spec = dataclasses.replace(BN, dtype=dtype)
+    point = _point([[x], [x], [x * 1.00001 if dtype == "float32" else x + 1]])
+    with pytest.raises(SpecError, match=r"^x: the weighted sums u1 of a batch-normalized .*"):
+        chainrule.derivation(spec, at=point)
