@@ -54,8 +54,9 @@ class Parser(argparse.ArgumentParser):
             (file or sys.stderr).write(message)
 
 
-def whole_number(text: str, flag: str, *, minimum: int = 0) -> int:
-    """``text`` as a whole number of ASCII digits (one leading minus), at least ``minimum``.
+def whole_number(text: str, flag: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """``text`` as a whole number of ASCII digits (one leading minus), at least ``minimum``
+    and, when given, at most ``maximum`` (a value outside is refused naming the range).
 
     Raises
     ------
@@ -76,6 +77,10 @@ def whole_number(text: str, flag: str, *, minimum: int = 0) -> int:
     if len(item.lstrip("-")) > MAX_DIGITS:
         raise SpecError(flag, f"{len(item)} digits is too long", "give a smaller number")
     value = int(item)
+    if maximum is not None and not minimum <= value <= maximum:
+        raise SpecError(
+            flag, f"{value} is outside {minimum} to {maximum}", f"give {minimum} to {maximum}"
+        )
     if value < minimum:
         raise SpecError(flag, f"{value} is below {minimum}", f"give {minimum} or more")
     return value

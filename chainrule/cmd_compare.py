@@ -10,10 +10,13 @@ the one atomic writer, replacing only a picture chainrule drew unless ``--force`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -284,12 +287,38 @@ def _warn_long(specs: list[Spec], budget: int) -> None:
 SLOW_BATCH_ESTIMATE = 1_000_000
 
 
+#: Seconds of symbolic expansion after which ``compare`` says that it is taking long.
+SLOW_EXPANSION_SECONDS = 5.0
+
+
+@contextlib.contextmanager
+def _notice_if_slow(line: str, seconds: float | None = None) -> Iterator[None]:
+    """Print ``line`` on stderr once if the body is still running after ``seconds``
+    (:data:`SLOW_EXPANSION_SECONDS`): a long expansion is never silent."""
+    timer = threading.Timer(SLOW_EXPANSION_SECONDS if seconds is None else seconds, _say, (line,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _warn_long_batch(spec: Spec, m: int, budget: int) -> None:
     """One line on stderr when the naive expansion over a batch of ``m`` will take long."""
     from chainrule.derive.scalar_batch_program import estimate_batch_naive_ops
     from chainrule.derive.scalar_network import batch_scalar_network
 
-    estimate = estimate_batch_naive_ops(batch_scalar_network(spec, m))
+    with _notice_if_slow(
+        f"chainrule: expanding the {'-'.join(map(str, spec.sizes))} network over a batch of "
+        f"{m} symbolically is taking long (it can take minutes past a few hundred "
+        "parameters; Ctrl-C stops it, a smaller network or --batch 2 is faster)"
+    ):
+        estimate = estimate_batch_naive_ops(batch_scalar_network(spec, m))
     if SLOW_BATCH_ESTIMATE < estimate <= budget:
         print(
             f"chainrule: the naive expansion over a batch of {m} is estimated at "

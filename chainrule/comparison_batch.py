@@ -58,10 +58,7 @@ def batch_type(text: str) -> int:
     """argparse type of ``--batch``: ASCII digits, 2..:data:`MAX_BATCH`."""
     from chainrule.cliargs import whole_number
 
-    value = whole_number(text, "--batch", minimum=2)
-    if value > MAX_BATCH:
-        raise SpecError("--batch", f"{value} is above {MAX_BATCH}", f"give 2 to {MAX_BATCH}")
-    return value
+    return whole_number(text, "--batch", minimum=2, maximum=MAX_BATCH)
 
 
 def add_batch_argument(parser: argparse.ArgumentParser) -> None:

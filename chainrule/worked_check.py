@@ -22,6 +22,7 @@ import numpy as np
 
 from chainrule.derive import naming
 from chainrule.derive.batch import batch_program
+from chainrule.derive.batch_norm import EPS as bn_eps
 from chainrule.derive.document.worked import WorkedValues
 from chainrule.derive.document.worked_blocks import module_mismatch, updated
 from chainrule.derive.errors import DerivationError, SpecError
@@ -203,22 +204,27 @@ def _tolerance(values: WorkedValues) -> float:
 def _check(values: WorkedValues, module: Any) -> None:
     """The checks of :func:`check_against_module`, in order."""
     spec, point = values.spec, values.point
+    _refuse_unresolved(values)
     tol = _tolerance(values)
     params, x, y = _arrays(point, spec.dtype, spec.layout, first_only=False)
     env = values.env
     seeded = {} if point.seed is None else {"seed": point.seed}  # the masks' seed
+    masks = _masks(point, spec.dtype, spec.layout, first_only=False)
+    # The forward values first: a batch variance that overflows to inf (u of 1e200) makes
+    # x-hat 0 and the gradient finite but wrong; its inf names the cause (overflow).
+    _check_cache(values, module, params, x, env, tol, masks)
     cost, grads = module.loss_and_grad(params, x, y, **seeded)
-    compare("loss_and_grad: cost", cost, env[naming.COST][0, 0], tol)
-    compare("loss: cost", module.loss(params, x, y, **seeded), env[naming.COST][0, 0], tol)
+    noise = _noise(values, {})  # x-hat's rounding, magnified by batch norm (0 without it)
+    compare("loss_and_grad: cost", cost, env[naming.COST][0, 0], tol, noise)
+    loss = module.loss(params, x, y, **seeded)
+    compare("loss: cost", loss, env[naming.COST][0, 0], tol, noise)
     noise = _noise(values, grads)  # a layer's gradient can cancel to about 0 in every entry
     for name in grads:
         field = f"loss_and_grad: {naming.grad(name)}"
         compare(field, grads[name], env[naming.grad(name)], tol, noise)
-    masks = _masks(point, spec.dtype, spec.layout, first_only=False)
     if masks is None:  # forward is inference: without dropout, the training network itself
         output = naming.activation(spec.depth)
         compare(f"forward: {output}", module.forward(params, x), env[output], tol)
-    _check_cache(values, module, params, x, env, tol, masks)
     if not spec.batch_norm_layers:  # batch norm needs m >= 2: no one-example numbers
         _check_first(values, module, tol)
     if point.lr is not None:
@@ -246,6 +252,54 @@ def _check_first(values: WorkedValues, module: Any, tol: float) -> None:
 
 
 def _noise(values: WorkedValues, arrays: dict[str, Any]) -> float:
-    """64 units of rounding of the module's dtype at the largest entry of ``arrays``."""
+    """64 units of rounding of the module's dtype at the largest entry of ``arrays``, or
+    at the scale batch norm magnifies its rounding to (:func:`_batch_norm_scale`)."""
     largest = max((float(np.max(np.abs(a))) for a in arrays.values() if np.size(a)), default=0)
-    return 64 * float(np.finfo(values.spec.dtype).eps) * largest
+    return 64 * float(np.finfo(values.spec.dtype).eps) * max(largest, _batch_norm_scale(values))
+
+
+def _refuse_unresolved(values: WorkedValues) -> None:
+    """Refuse a point whose batch-normalized weighted sums are so large against their
+    spread over the batch (|u| / sqrt(var + eps)) that the module's x-hat keeps fewer
+    digits than the check needs: its numbers there are rounding, not a disagreement."""
+    spec = values.spec
+    eps = float(np.finfo(spec.dtype).eps)
+    for layer in spec.batch_norm_layers:
+        var = np.array(values.env[naming.batch_var(layer)].tolist(), dtype=float)
+        ratio = _largest(values, naming.linear(layer)) / float(np.sqrt(np.min(var) + float(bn_eps)))
+        if eps * ratio > TOLERANCE[spec.dtype]:
+            raise SpecError(
+                "x",
+                f"the weighted sums {naming.linear(layer)} of a batch-normalized layer are "
+                f"{ratio:.2g} times their spread over the batch: {spec.dtype} keeps too few "
+                "digits of u - mean to check the module's numbers",
+                "give examples that differ more, or smaller inputs and weights",
+            )
+
+
+def _largest(values: WorkedValues, name: str) -> float:
+    """The largest magnitude of the worked value ``name`` on the batch."""
+    return float(np.max(np.abs(np.array(values.env[name].tolist(), dtype=float))))
+
+
+def _batch_norm_scale(values: WorkedValues) -> float:
+    """The scale of the float rounding of a batch-normalized layer's values: u - mean
+    rounds at about eps |u| and 1/sqrt(var + eps) magnifies it (up to 316 times when
+    every example is alike, var = 0; and where the examples are large and close, u of
+    3e7 apart by 0.3), so x-hat carries |u| / sqrt(var + eps), and z, the cost and the
+    gradient of gamma that times |gamma delta|; the error at u, gamma / sqrt(var + eps)
+    times a difference of errors, sums to the weights' gradient with the previous
+    activations, which cancels where the examples are alike (each term then off by
+    x-hat's rounding). 0 for a network without batch norm (:func:`_refuse_unresolved`
+    refuses a point where x-hat's rounding alone passes the tolerance)."""
+    scale = 0.0
+    for layer in values.spec.batch_norm_layers:
+        var = np.array(values.env[naming.batch_var(layer)].tolist(), dtype=float)
+        rstd = 1.0 / float(np.sqrt(np.min(var) + float(bn_eps)))
+        u, gamma = _largest(values, naming.linear(layer)), _largest(values, naming.scale(layer))
+        delta = _largest(values, naming.delta(layer))
+        below = _largest(values, naming.activation(layer - 1))
+        error_at_u = max(_largest(values, naming.linear_delta(layer)), gamma * rstd * delta)
+        xhat = u * rstd  # and the cost and gamma's gradient carry x-hat's through gamma delta
+        scale = max(scale, xhat, xhat * gamma * delta, error_at_u * below * max(1.0, xhat))
+    return scale

@@ -13,6 +13,7 @@ batch cost (1/m) sum_i C_i, for ``compare`` and ``graph``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import sympy as sp
@@ -168,10 +169,13 @@ def scalar_network(spec: Spec) -> ScalarNetwork:
     return _from_batch(spec, 1)
 
 
+@functools.lru_cache(maxsize=4)
 def batch_scalar_network(spec: Spec, m: int) -> ScalarNetwork:
     """Build the scalar network of ``spec`` over ``m`` symbolic examples: a symbol per
     parameter (gamma^l_j and beta^l_j too) and per example's input, target and mask, and
-    the batch cost (1/m) sum_i C_i. Used for a network with batch norm.
+    the batch cost (1/m) sum_i C_i. Used for a network with batch norm. The expansion
+    can take minutes for a few hundred parameters, so the last few are kept (the network
+    is immutable): ``compare`` estimates from it, then counts on it, expanding it once.
 
     Examples
     --------

@@ -57,12 +57,19 @@ PER_EXAMPLE = (
     "Summary: BP1 to BP4",
 )
 
-WHY = (
-    "This section replaces the per-example sections (one example's forward pass, local "
-    "partials, chain rule and BP1 to BP4): with batch normalization the error of a layer at u "
-    "depends on every example of the batch, through the mean and the variance, so equations "
-    "written for one example alone do not hold."
-)
+
+def why(notation: str) -> str:
+    """The sentence saying why the per-example sections are replaced (BP1 to BP4 are the
+    labels of Nielsen's book alone)."""
+    replaced = (
+        "BP1 to BP4" if notation == "nielsen" else "the error of each layer and the gradients"
+    )
+    return (
+        "This section replaces the per-example sections (one example's forward pass, local "
+        f"partials, chain rule and {replaced}): with batch normalization the error of a layer "
+        "at u depends on every example of the batch, through the mean and the variance, so "
+        "equations written for one example alone do not hold."
+    )
 
 
 @pytest.mark.parametrize("notation", NOTATIONS)
@@ -75,7 +82,7 @@ def test_the_document_holds_the_sections_true_for_a_batch_normalized_network(not
         "Vectorized over a mini-batch",
     ]
     assert not set(PER_EXAMPLE) & set(titles)
-    assert WHY in doc.sections[1].intro
+    assert why(notation) in doc.sections[1].intro
     # the mini-batch section is the module's program, statement by statement, in order
     program = batch_program(derive_network(SPEC))
     assert [s.target for s in doc.vectorized] == [s.target for s in program]

@@ -59,7 +59,7 @@ class _Names:
     def delta(self, i: str) -> str:
         """The per-example error of example i (m dC/dz_i)."""
         if self.nota.name == "3b1b":
-            return self.nota.partial("C_{i}", self.z(i))
+            return self.nota.partial(f"C_{{{i}}}", self.z(i))
         return f"{{{self.nota.delta(self.layer)}}}_{{{i}}}"
 
 
@@ -128,7 +128,7 @@ def _steps(n: _Names) -> tuple[Step, ...]:
             ((z[0], d.gamma * (u[0] - d.mean) / s + d.beta),),
         ),
         Step(
-            "Every example's z depends on u_j (through the mean and the variance)",
+            "Every example's z depends on the u of example j (through the mean and the variance)",
             f"{n.nota.partial('C', n.u('j'))} = {sum_k} {n.dz('k')} "
             f"{n.nota.partial(n.z('k'), n.u('j'))}",
             (
@@ -186,7 +186,10 @@ def batch_norm_section(nota: Notation) -> Section:
     first = layers[0]
     names = _Names(nota, first)
     numbers = ", ".join(str(nota.number(layer)) for layer in layers)
-    below = " (BP2 of the layer below takes m dC/du in place of the error)" if first > 1 else ""
+    bp = nota.bp_labels  # BP1 to BP4 are the labels of Nielsen's book alone
+    taker = "BP2 of the layer below" if bp else "the error of the layer below"
+    below = f" ({taker} takes m dC/du in place of the error)" if first > 1 else ""
+    replaced = "BP1 to BP4" if bp else "the error of each layer and the gradients"
     plural = len(layers) > 1
     intro = (
         f"Layer{'s' if plural else ''} {numbers} normalize{'' if plural else 's'} "
@@ -199,7 +202,7 @@ def batch_norm_section(nota: Notation) -> Section:
         f"of {CHECK_BATCH} symbolic examples, with $\\epsilon = 10^{{-5}}$ (PyTorch's). "
         f"The weights' gradient takes m dC/du in place of the error{below}. "
         "This section replaces the per-example sections (one example's forward pass, local "
-        "partials, chain rule and BP1 to BP4): with batch normalization the error of a layer "
+        f"partials, chain rule and {replaced}): with batch normalization the error of a layer "
         "at u depends on every example of the batch, through the mean and the variance, so "
         "equations written for one example alone do not hold."
     )

@@ -144,7 +144,7 @@ class _Layer:
         for j in shown_units(self.namer.spec.sizes[ly]):
             t = self.names(j)
             error = (
-                f"m \\frac{{\\partial C}}{{\\partial {t['u']}}} = "
+                f"m {nota.partial('C', t['u'])} = "
                 f"\\frac{{{t['gamma']}}}{{\\sqrt{{{t['v']} + \\epsilon}}}} \\left({t['delta']} - "
                 f"{nota.grad('C', t['beta'])} - {t['xhat']} {nota.grad('C', t['gamma'])}\\right)"
             )
