@@ -150,6 +150,7 @@ OBJECT_ATTRIBUTES = frozenset(
         "T",
         "append",
         "astype",
+        "base",
         "bit_generator",  # with "state": plain/unrolled modules copy a generator into a twin
         "c_contiguous",
         "close",
