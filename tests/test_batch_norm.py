@@ -375,6 +375,7 @@ def test_batch_norm_on_the_output_layer_or_with_a_bias_is_refused():
 
 
 @pytest.mark.parametrize("form", ["vectorized", "plain"])
+@pytest.mark.slow
 def test_one_example_is_refused_in_training_mode(make, form):
     module = make(_spec("tanh", 1), form)
     params, x, y = _problem(module)

@@ -117,6 +117,7 @@ def test_backprop_and_forward_counts_of_a_small_case_by_hand() -> None:
     assert c.temporaries["delta"] >= 2
 
 
+@pytest.mark.slow
 def test_every_count_grows_with_the_batch() -> None:
     two, three = compare_spec(HAND, engine="sympy"), compare_spec(HAND, engine="sympy", batch=3)
     assert three.batch == 3
@@ -344,6 +345,7 @@ def test_graph_refuses_what_it_does_not_draw() -> None:
 
 
 @pytest.mark.parametrize("name", preset_names())
+@pytest.mark.slow
 def test_a_network_without_batch_norm_is_counted_and_drawn_as_before(name: str) -> None:
     spec = preset(name)
     graph = build_graph(spec)

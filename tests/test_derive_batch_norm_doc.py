@@ -73,6 +73,7 @@ def why(notation: str) -> str:
 
 
 @pytest.mark.parametrize("notation", NOTATIONS)
+@pytest.mark.slow
 def test_the_document_holds_the_sections_true_for_a_batch_normalized_network(notation):
     doc = derivation(SPEC, notation)
     titles = [s.title for s in doc.sections]
@@ -135,6 +136,7 @@ def _step(doc, target):
     return next(s for s in doc.vectorized if s.target == target)
 
 
+@pytest.mark.slow
 def test_the_batch_norm_forward_statements_and_the_masked_error_hold():
     doc = derivation(SPEC, "course")
     for target in ("mean1", "var1", "xhat1", "z1", "D2"):
@@ -178,6 +180,7 @@ def test_a_batch_norm_network_without_its_dropout_mask_fails(planted):
     assert not check_step(step, points=1)
 
 
+@pytest.mark.slow
 def test_a_wrong_three_term_statement_fails(planted):
     def two_terms(s):  # the variance's term dropped
         if s.op == "bn_backward":

@@ -303,6 +303,7 @@ def test_dropout_in_a_batch_normalized_network_is_derived(tmp_path: Path, capsys
     assert "A² = D² ⊙ tanh(Z²)" in lines and "Δ² = ((w³)ᵀ (m ∂C/∂U³)) ⊙ D² ⊙ tanh'(Z²)" in lines
 
 
+@pytest.mark.slow
 def test_the_python_api_derives_dropout_and_works_a_seeded_point_out() -> None:
     import chainrule
 

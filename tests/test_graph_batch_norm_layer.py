@@ -343,6 +343,7 @@ def test_auto_takes_the_scalar_graph_while_it_is_readable_then_the_layer_graph()
     assert build_graph(NETS["1-2-1"], "layer").level == "layer"  # forced
 
 
+@pytest.mark.slow
 def test_the_benchmark_network_falls_back_to_the_layer_graph() -> None:
     graph = build_graph(BENCHMARK)
     assert graph.level == "layer" and "batch of 2 examples, layer graph" in graph.dot

@@ -37,6 +37,7 @@ def _point(x: list[list[float]], **params: list) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_every_example_alike_is_worked_out_not_reported_as_a_disagreement() -> None:
     """Every example equal: the variance is 0 and x-hat is 0 exactly in the derivation;
     the module's u - mean rounds to about 1e-17, which 1/sqrt(0 + eps) magnifies 316

@@ -53,6 +53,7 @@ def _copy(params: dict) -> dict:
 
 
 @pytest.mark.parametrize("spec", [BOTH, DROPOUT, BATCH_NORM], ids=["both", "dropout", "bn"])
+@pytest.mark.slow
 def test_unrolled_gradient_has_the_parameters_dtype_as_the_vectorized_one(spec, load_source):
     """A float32 module given float64 parameters: the vectorized module computes and
     returns the gradient in float64; the unrolled one returned it rounded to float32

@@ -64,6 +64,7 @@ def _uses(path: Path) -> list[tuple[int, str, str]]:
     return out
 
 
+@pytest.mark.slow
 def test_numbers_come_from_the_one_evaluator() -> None:
     unexplained = source_scan.unexplained(_uses, ALLOWED, skip=EVALUATOR)
     assert not unexplained, "evaluation outside derive/numeric.py:\n" + "\n".join(unexplained)

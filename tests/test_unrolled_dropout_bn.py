@@ -171,6 +171,7 @@ def discrepancy(module, fast, spec: Spec) -> float:
 
 
 @pytest.mark.parametrize(("name", "strategy"), CASES)
+@pytest.mark.slow
 def test_unrolled_equals_the_vectorized_module_with_the_same_seed(name, strategy, modules):
     module, fast, _ = modules(name, strategy)
     spec = NETWORKS[name]
@@ -297,6 +298,7 @@ PLANTED = [
 @pytest.mark.parametrize(
     ("name", "what", "pattern", "replacement"), PLANTED, ids=[p[1] for p in PLANTED]
 )
+@pytest.mark.slow
 def test_planted_bugs_are_caught(name, what, pattern, replacement, modules, load_source):
     module, fast, source = modules(name, "backprop")
     spec = NETWORKS[name]
@@ -306,6 +308,7 @@ def test_planted_bugs_are_caught(name, what, pattern, replacement, modules, load
     assert discrepancy(load_source(planted), fast, spec) > 1e-6, what
 
 
+@pytest.mark.slow
 def test_naive_and_cse_refuse_batch_norm_in_one_line(run_cli, tmp_path):
     for strategy in ("naive", "cse"):
         with pytest.raises(
@@ -392,6 +395,7 @@ def _same_value(module, left: str, right: str, seed: int) -> None:
 
 
 @pytest.mark.parametrize("name", ["dropout-skip-l1-rows", "both-skip-l2-rows", "skip-into-norm"])
+@pytest.mark.slow
 def test_every_backprop_comment_is_true_for_the_code_under_it(name, modules):
     """Each statement's comment ``label: target = [meaning =] rhs``: rhs computes what the
     code does; a dropout layer's a^l names its mask; deltau is dC/du."""

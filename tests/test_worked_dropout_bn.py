@@ -60,6 +60,7 @@ def _as_array(matrix) -> np.ndarray:  # noqa: ANN001 - a SymPy matrix of worked 
     return np.array(matrix.tolist(), dtype=float)
 
 
+@pytest.mark.slow
 def test_the_worked_numbers_equal_the_module_with_the_same_seed():
     doc = chainrule.derivation(DROPOUT, at=POINT)
     env = doc.worked.env
@@ -95,6 +96,7 @@ def test_the_masks_are_shown_as_numbers():
     assert "∂C/∂w²₂₁ = ∂C/∂a²₂ D²₂ tanh'(z²₂) x₁" in lines
 
 
+@pytest.mark.slow
 def test_a_mask_of_another_seed_fails_the_check(monkeypatch):
     from chainrule import worked_check
 
@@ -109,6 +111,7 @@ def test_a_mask_of_another_seed_fails_the_check(monkeypatch):
         chainrule.derivation(DROPOUT, at=POINT)
 
 
+@pytest.mark.slow
 def test_a_dropout_network_in_rows_with_a_skip_is_worked_out():
     spec = Spec(
         2,
@@ -200,6 +203,7 @@ def test_a_seed_for_a_network_without_dropout_is_refused(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_the_command_works_a_dropout_network_out(tmp_path, capsys):
     (tmp_path / "net.toml").write_text(DROPOUT_TOML, encoding="utf-8")
     (tmp_path / "v.json").write_text(json.dumps(POINT), encoding="utf-8")
@@ -388,6 +392,7 @@ def test_the_fast_module_s_x_hat_is_checked_and_its_u_left_out(monkeypatch):
         chainrule.derivation(PLAIN_BN, at=PLAIN_POINT)
 
 
+@pytest.mark.slow
 def test_the_command_works_batch_norm_out(tmp_path, capsys):
     spec_text = (
         'input = 2\ncost = "cross-entropy"\n[[layers]]\nsize = 3\nactivation = "relu"\n'
