@@ -208,14 +208,6 @@ def shift(layer: int) -> str:
     return f"beta{layer}"
 
 
-def bn_entry(base: str, j: int) -> str:
-    """Identifier of unit j of a batch-norm quantity of one layer (``base`` from
-    :func:`scale`, :func:`shift`, :func:`linear`, :func:`batch_mean`, :func:`batch_var`,
-    :func:`normalized`, :func:`inverse_std`, :func:`linear_delta`, :func:`mean_error` or
-    :func:`mean_error_normalized`), e.g. ``bn_entry(scale(1), 0)`` is ``gamma1_0``."""
-    return f"{base}_{j}"
-
-
 def inverse_std(layer: int) -> str:
     """Identifier of 1 / sqrt(var^l + eps) per unit, e.g. ``rstd2`` (scalar batch level)."""
     return f"rstd{layer}"

@@ -22,7 +22,7 @@ moved to one unit; the means are the operations those statements name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -31,7 +31,7 @@ from chainrule.derive import naming
 from chainrule.derive.batch import BatchStatement, batch_program
 from chainrule.derive.layers import derive_network
 from chainrule.derive.scalar import Gradients
-from chainrule.derive.scalar_network import ParamInfo, ScalarNetwork, _param_infos, unit_name
+from chainrule.derive.scalar_network import ScalarNetwork, _param_infos, unit_name
 from chainrule.derive.scalar_program import (
     Assignment,
     _grad_target,
@@ -60,33 +60,8 @@ class ExampleMean(sp.Function):
         return f"mean({printer._print(self.args[0])})"
 
 
-@dataclass(frozen=True)
-class NormParamInfo(ParamInfo):
-    """gamma^l_j (kind ``"gamma"``) or beta^l_j (``"beta"``) of a batch-normalized layer
-    (k = -1): shaped like a bias in a module."""
-
-    @property
-    def array(self) -> str:
-        """Key of the parameter array holding it, e.g. ``gamma1``."""
-        return naming.scale(self.layer) if self.kind == "gamma" else naming.shift(self.layer)
-
-
 def _sym(name: str) -> sp.Symbol:
     return naming.symbol(name)
-
-
-def param_infos(spec: Spec) -> tuple[ParamInfo, ...]:
-    """Every scalar parameter in the modules' key order: w^l (row-major), b^l, then
-    gamma^l and beta^l of a batch-normalized layer, layer by layer."""
-    infos = list(_param_infos(spec))
-    out: list[ParamInfo] = []
-    for layer in range(1, spec.depth + 1):
-        out.extend(p for p in infos if p.layer == layer)
-        if spec.layers[layer - 1].batch_norm:
-            for kind, name in (("gamma", naming.scale(layer)), ("beta", naming.shift(layer))):
-                for j in range(spec.sizes[layer]):
-                    out.append(NormParamInfo(_sym(unit_name(name, j)), kind, layer, j, -1))
-    return tuple(out)
 
 
 def _without_batch_norm(spec: Spec) -> Spec:
@@ -171,7 +146,7 @@ def _program(spec: Spec) -> tuple[list[Assignment], list[Assignment]]:
                     program.extend(normalized_error(spec, layer, j))
                     swap[_unit(naming.delta(layer), j)] = _unit(naming.linear_delta(layer), j)
     grads = [replace(g, expr=g.expr.xreplace(swap)) for g in plain_grads]
-    order = {_grad_target(p.symbol): i for i, p in enumerate(param_infos(spec))}
+    order = {_grad_target(p.symbol): i for i, p in enumerate(_param_infos(spec))}
     # dC/dgamma and dC/dbeta stay statements of the program (the three-term error reads
     # them); their gradient entries name them.
     grads += [replace(s, expr=s.target) for s in program if s.target in order]
@@ -209,7 +184,7 @@ def batch_norm_gradients(spec: Spec) -> Gradients:
             values[s.target] = s.expr.xreplace(values)
         cost = forward_program(_without_batch_norm(spec))[-1].expr.xreplace(values)
     sizes = spec.sizes
-    info = param_infos(spec)
+    info = _param_infos(spec)
     net = ScalarNetwork(
         spec=spec,
         params=tuple(p.symbol for p in info),
@@ -243,10 +218,8 @@ def batch_norm_gradients(spec: Spec) -> Gradients:
 
 __all__ = [
     "ExampleMean",
-    "NormParamInfo",
     "batch_norm_gradients",
     "forward_statements",
     "normalization",
     "normalized_error",
-    "param_infos",
 ]

@@ -42,7 +42,7 @@ def example_symbol(s: sp.Symbol, i: int) -> sp.Symbol:
 
 
 def _entry(base: str, j: int, i: int | None = None) -> sp.Symbol:
-    name = naming.bn_entry(base, j)
+    name = unit_name(base, j)
     return _sym(name if i is None else f"{name}_{i}")
 
 

@@ -118,7 +118,7 @@ def _param_infos(spec: Spec) -> tuple[ParamInfo, ...]:
         if spec.layers[layer - 1].batch_norm:
             for kind, base in (("gamma", naming.scale(layer)), ("beta", naming.shift(layer))):
                 for j in range(sizes[layer]):
-                    out.append(ParamInfo(_sym(naming.bn_entry(base, j)), kind, layer, j, -1))
+                    out.append(ParamInfo(_sym(unit_name(base, j)), kind, layer, j, -1))
     return tuple(out)
 
 
