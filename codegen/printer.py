@@ -85,7 +85,9 @@ class ChainrulePrinter(NumPyPrinter):
             if not value.is_number:
                 # a NaN v fails every comparison: keep it, as max(v, 0) does, not 0
                 v, zero = self._print(value), self._branch(sp.Integer(0))
-                return f"np.where({self._print(cond)} | np.isnan({v}), {v}, {zero})"
+                test = self._print(cond)  # | binds tighter than a comparison in Python
+                test = f"({test})" if isinstance(cond, sp.core.relational.Relational) else test
+                return f"np.where({test} | np.isnan({v}), {v}, {zero})"
         out = self._branch(_clamped(last_value, [cond for _, cond in branches], False))
         for i in range(len(branches) - 1, -1, -1):
             value, cond = branches[i]

@@ -7,6 +7,7 @@ import ast
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import sympy as sp
 from chainrule.codegen.printer import DTYPE_NAME, ChainrulePrinter, print_expr, print_in_place
@@ -67,6 +68,12 @@ def test_print_piecewise_is_nested_where_with_dtype_constants():
     assert print_expr(sp.Piecewise((z, flag), (0, True)), helpers) == (
         "np.where(mask2_0 | np.isnan(z2), z2, _DT(0))"
     )
+    # a comparison is bracketed: | binds tighter than > in Python
+    shifted = print_expr(sp.Piecewise((z, z > 1), (0, True)), helpers)
+    assert shifted == "np.where((z2 > 1) | np.isnan(z2), z2, _DT(0))"
+    z2 = np.array([0.5, 2.0, np.nan])
+    got = eval(shifted, {"np": np, "z2": z2, "_DT": np.float64})  # noqa: S307 - our own text
+    np.testing.assert_array_equal(got, [0.0, 2.0, np.nan])
     assert helpers == {DTYPE_NAME}
     step = sp.Piecewise((1, z > 0), (sp.Rational(1, 100), True))
     assert print_expr(step) == "np.where(z2 > 0, _DT(1), _DT(1/100))"
