@@ -258,15 +258,19 @@ def interleaved(
     """Seconds of every call, per implementation, from interleaved rounds.
 
     Every round calls each implementation once, in turn, so a change of machine load
-    hits all of them alike. ``slow`` maps a name to a smaller number of rounds (it
-    runs only in the first ones).
+    hits all of them alike; the turn order rotates by one place each round, so that no
+    implementation always runs right after the same other one (which leaves the caches
+    in its own state). ``slow`` maps a name to a smaller number of rounds (it runs only
+    in the first ones).
     """
     for fn in fns.values():
         fn()  # warm up: buffers, JIT compilation, caches
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns.items())
     for r in range(rounds):
-        for name, fn in fns.items():
+        shift = r % len(order)
+        for name, fn in order[shift:] + order[:shift]:
             if r >= slow.get(name, rounds):
                 continue
             start = time.perf_counter()

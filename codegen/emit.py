@@ -135,6 +135,7 @@ NUMPY_NAMES = frozenset(
         "take_along_axis",
         "transpose",
         "unravel_index",
+        "vecdot",
         "where",
         "zeros",
         "zeros_like",

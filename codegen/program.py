@@ -323,12 +323,12 @@ class _ModuleProgramBuilder:
 
     @property
     def per_unit(self) -> str:
-        """einsum's subscripts of a sum over the examples of a product, per unit."""
-        return '"ij,ij->j"' if self.rows else '"ij,ij->i"'
+        """vecdot's axis for a sum over the examples of a product, per unit."""
+        return f"axis={1 - self.units_axis}"
 
     @property
     def flat(self) -> str:
-        """The index that views a per-unit buffer as a vector (einsum's ``out``)."""
+        """The index that views a per-unit buffer as a vector (vecdot's ``out``)."""
         return "[0]" if self.rows else "[:, 0]"
 
     def normalization(self, s: BatchStatement) -> Statement | list[Statement]:
@@ -344,8 +344,8 @@ class _ModuleProgramBuilder:
             u, mean = s.operands
             self.buffer(naming.weighted_input(layer), n)
             into = self.vector_buffer(s.target, n)
-            # einsum sums the squares per unit in one pass, without writing them out
-            total = f"np.einsum({self.per_unit}, {u}, {u}, out={s.target}{self.flat})"
+            # vecdot sums the squares per unit in one pass, without writing them out
+            total = f"np.vecdot({u}, {u}, {self.per_unit}, out={s.target}{self.flat})"
             note = f" ({u}'s buffer is centred in place first, to {u} - {mean})"
             updates = (f"{u} -= {mean}", total, f"{s.target} /= {m}")
             return self.statement(s, into, updates=updates, equation=s.equation + note)
@@ -373,7 +373,7 @@ class _ModuleProgramBuilder:
             param = naming.scale(layer)
             self.gradient_buffer(param, *shape)
             delta, xh = s.operands
-            total = f"np.einsum({self.per_unit}, {delta}, {xh}, out={s.target}{self.flat})"
+            total = f"np.vecdot({delta}, {xh}, {self.per_unit}, out={s.target}{self.flat})"
             return self.statement(
                 s, gradient_ref(param), updates=(total,), equation=s.equation + held
             )
