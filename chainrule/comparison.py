@@ -85,13 +85,18 @@ class Comparison:
     ratios: dict[str, float | None] = field(default_factory=dict)
     dropout: tuple[float, ...] = ()
     batch: int = 1
+    l2: float = 0.0
+    l1: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """The comparison as JSON-ready data (``batch`` only when it is not 1)."""
+        """The comparison as JSON-ready data (``batch`` only when it is not 1, ``l2`` and
+        ``l1`` only when the cost has a penalty)."""
         data = asdict(self)
         data["layers"] = [asdict(row) for row in self.layers]
         if self.batch == 1:
             del data["batch"]
+        if not (self.l2 or self.l1):
+            del data["l2"], data["l1"]
         return data
 
 
@@ -239,6 +244,8 @@ def compare_spec(
         per_parameter=scalar.per_parameter,
         temporaries=scalar.temporaries,
         dropout=tuple(float(layer.dropout) for layer in spec.layers),
+        l2=spec.l2,
+        l1=spec.l1,
     )
     result.ratios = {
         "backprop_over_forward": _ratio(lc.backprop_ops, lc.forward_ops),
@@ -293,6 +300,8 @@ def _batch_comparison(
         temporaries=c.get("temporaries"),
         dropout=tuple(float(layer.dropout) for layer in spec.layers),
         batch=m,
+        l2=spec.l2,
+        l1=spec.l1,
     )
     result.ratios = {
         "backprop_over_forward": _ratio(bp.total, fwd),
@@ -355,6 +364,25 @@ def _dropout_lines(c: Comparison) -> list[str]:
     ]
 
 
+def _penalty_title(c: Comparison) -> str:
+    """`` + penalty l2 = 0.01, l1 = 0.001`` after the cost's name (empty without one)."""
+    terms = [f"{key} = {value!r}" for key, value in (("l2", c.l2), ("l1", c.l1)) if value]
+    return f" + penalty {', '.join(terms)}" if terms else ""
+
+
+def _penalty_lines(c: Comparison) -> list[str]:
+    """One line on the L2/L1 weight penalty when the cost has one (none otherwise)."""
+    if not (c.l2 or c.l1):
+        return []
+    value = (["(l2/2) sum_l ||W^l||^2"] if c.l2 else []) + (["l1 sum_l sum |W^l|"] if c.l1 else [])
+    slope = (["l2 W^l"] if c.l2 else []) + (["l1 sign(W^l)"] if c.l1 else [])
+    where = "each example's cost C_x" if c.batch == 1 else "the batch cost, once"
+    return [
+        f"penalty: {' + '.join(value)} (weights, not biases) is part of {where}, and its "
+        f"gradient {' + '.join(slope)} part of BP4: every count includes both"
+    ]
+
+
 def _batch_lines(c: Comparison) -> list[str]:
     """One line on the batch of a network with batch norm (none for one example)."""
     if c.batch == 1:
@@ -384,7 +412,8 @@ def render_comparison(c: Comparison) -> str:
             ]
         )
     lines = [
-        f"network {c.network} ({', '.join(c.activations)}; {c.cost} cost), "
+        f"network {c.network} ({', '.join(c.activations)}; {c.cost} cost"
+        f"{_penalty_title(c)}), "
         f"{c.parameters:,} parameters; operations per "
         + ("example" if c.batch == 1 else f"batch of {c.batch} examples")
         + f" (engine: {c.engine})",
@@ -392,6 +421,7 @@ def render_comparison(c: Comparison) -> str:
         *_table(header, rows),
         "",
         *_batch_lines(c),
+        *_penalty_lines(c),
         *_dropout_lines(c),
     ]
     r = c.ratios
