@@ -105,7 +105,10 @@ def _steps(n: _Names) -> tuple[Step, ...]:
     mean_gx = sp.Add(*[gk * xk for gk, xk in zip(g, xhat, strict=True)]) / m
     delta = [m * gk for gk in g]
     sum_i = "\\frac{1}{m} \\sum_{i=1}^{m}"
-    sum_k = "\\sum_{k=1}^{m}"
+    # Two examples are i and s: j and k number a layer's units, as in w_jk.
+    other = "s"
+    sum_k = f"\\sum_{{{other}=1}}^{{m}}"
+    mean_k = f"\\frac{{1}}{{m}} {sum_k}"
 
     def kron(k: int, j: int) -> int:
         return 1 if k == j else 0
@@ -128,9 +131,9 @@ def _steps(n: _Names) -> tuple[Step, ...]:
             ((z[0], d.gamma * (u[0] - d.mean) / s + d.beta),),
         ),
         Step(
-            "Every example's z depends on the u of example j (through the mean and the variance)",
-            f"{n.nota.partial('C', n.u('j'))} = {sum_k} {n.dz('k')} "
-            f"{n.nota.partial(n.z('k'), n.u('j'))}",
+            "Every example's z depends on the u of example i (through the mean and the variance)",
+            f"{n.nota.partial('C', n.u('i'))} = {sum_k} {n.dz(other)} "
+            f"{n.nota.partial(n.z(other), n.u('i'))}",
             (
                 (
                     sp.Derivative(cost, u[0]),
@@ -140,21 +143,21 @@ def _steps(n: _Names) -> tuple[Step, ...]:
         ),
         Step(
             "The local partial through the mean and the variance",
-            f"{n.nota.partial(n.xhat('k'), n.u('j'))} = {n.inverse} \\left([k = j] - "
-            f"\\frac{{1}}{{m}} - \\frac{{{n.xhat('k')} {n.xhat('j')}}}{{m}}\\right)",
+            f"{n.nota.partial(n.xhat(other), n.u('i'))} = {n.inverse} \\left([s = i] - "
+            f"\\frac{{1}}{{m}} - \\frac{{{n.xhat(other)} {n.xhat('i')}}}{{m}}\\right)",
             tuple(local),
         ),
         Step(
             "Summed over the examples",
-            f"{n.nota.partial('C', n.u('j'))} = {n.scale} \\left({n.dz('j')} - \\frac{{1}}{{m}} "
-            f"{sum_k} {n.dz('k')} - {n.xhat('j')} \\frac{{1}}{{m}} {sum_k} {n.dz('k')} "
-            f"{n.xhat('k')}\\right)",
+            f"{n.nota.partial('C', n.u('i'))} = {n.scale} \\left({n.dz('i')} - \\frac{{1}}{{m}} "
+            f"{sum_k} {n.dz(other)} - {n.xhat('i')} \\frac{{1}}{{m}} {sum_k} {n.dz(other)} "
+            f"{n.xhat(other)}\\right)",
             ((sp.Derivative(cost, u[0]), d.gamma / s * (g[0] - mean_g - xhat[0] * mean_gx)),),
         ),
         Step(
             "The three-term form, in the per-example errors",
-            f"m {n.nota.partial('C', n.u('j'))} = {n.scale} \\left({n.delta('j')} - {sum_i} "
-            f"{n.delta('i')} - {n.xhat('j')} {sum_i} {n.delta('i')} {n.xhat('i')}\\right)",
+            f"m {n.nota.partial('C', n.u('i'))} = {n.scale} \\left({n.delta('i')} - {mean_k} "
+            f"{n.delta(other)} - {n.xhat('i')} {mean_k} {n.delta(other)} {n.xhat(other)}\\right)",
             ((m * sp.Derivative(cost, u[0]), d.three_term[0].subs(eps) * m),),
             label="BN",
         ),
@@ -195,7 +198,8 @@ def batch_norm_section(nota: Notation) -> Section:
         f"Layer{'s' if plural else ''} {numbers} normalize{'' if plural else 's'} "
         f"the weighted input over the batch: ${names.u('i')}$ is the weighted input "
         f"(weights times the previous activations, no bias) of one unit for example i of "
-        f"the m examples, ${names.mu}$ and ${names.var}$ its batch mean and biased variance; "
+        f"the m examples (s numbers another example; j and k number units, as elsewhere), "
+        f"${names.mu}$ and ${names.var}$ its batch mean and biased variance; "
         f"each unit is normalized on its own, so one unit is shown. "
         f"Here $C$ is the mean of the m examples' costs and ${names.delta('i')}$ is the "
         f"per-example error, m times ${names.dz('i')}$. SymPy checks every step on a batch "
