@@ -63,13 +63,13 @@ EXPECTED = {
         "A⁽ᴸ⁻¹⁾ = D⁽ᴸ⁻¹⁾ ⊙ tanh(Z⁽ᴸ⁻¹⁾)",
     ],
     "cheatsheet": [
-        "Dₕ,ⱼ = rₕ,ⱼ/(1 - p), rₕ,ⱼ ~ Bernoulli(1 - p), p = 0.2, E[Dₕ,ⱼ] = 1 "
+        "Dₕ,ⱼ = Kₕ,ⱼ/(1 - p), Kₕ,ⱼ ~ Bernoulli(1 - p), p = 0.2, E[Dₕ,ⱼ] = 1 "
         "(drawn per unit and per example in training; no mask at inference)",
         "Hⱼ = Dₕ,ⱼ · tanh(Zₕ,ⱼ) = Dₕ,ⱼ · ((exp(Zₕ,ⱼ) - exp(- Zₕ,ⱼ))/(exp(Zₕ,ⱼ) + exp(- Zₕ,ⱼ)))",
         "Hⱼ'(Zₕ,ⱼ) = Dₕ,ⱼ · tanh'(Zₕ,ⱼ) = Dₕ,ⱼ · (1 - tanh²(Zₕ,ⱼ))",
         "Eₕ,ⱼ = C'(Zₕ,ⱼ) = Eₒ · Wₒ,₁ⱼ · Dₕ,ⱼ · tanh'(Zₕ,ⱼ)",
         "Eₕ = (Wₒᵀ Eₒ) ⊙ Dₕ ⊙ tanh'(Zₕ)",
-        "Dₕ = Rₕ/(1 - p), Rₕ ~ Bernoulli(1 - p) (entrywise), p = 0.2",
+        "Dₕ = Kₕ/(1 - p), Kₕ ~ Bernoulli(1 - p) (entrywise), p = 0.2",
         "H = Dₕ ⊙ tanh(Zₕ)",
     ],
     "course": [
@@ -95,6 +95,18 @@ def test_each_notation_prints_the_mask_the_forward_pass_and_bp2(notation: str) -
     lines = _lines(notation)
     missing = [line for line in EXPECTED[notation] if line not in lines]
     assert missing == []
+
+
+def test_the_cheatsheet_draw_is_not_its_relu() -> None:
+    """The cheatsheet writes ReLU as R: its dropout draw is K (keep), so that no R in a
+    ReLU layer with dropout is a Bernoulli draw (it was: Dₕ = Rₕ/(1 - p) above
+    H = Dₕ ⊙ R(Zₕ))."""
+    spec = Spec(2, (Layer(2, "relu", dropout=0.5), Layer(1, "sigmoid")), "quadratic")
+    text = derivation(spec, "cheatsheet").to_text()
+    assert "Dₕ = Kₕ/(1 - p), Kₕ ~ Bernoulli(1 - p) (entrywise), p = 0.5" in text
+    assert "H = Dₕ ⊙ R(Zₕ)" in text
+    draws = [ln for ln in text.splitlines() if "Bernoulli" in ln]
+    assert len(draws) == 2 and not [ln for ln in draws if "R" in ln.split("Bernoulli")[0]]
 
 
 def test_without_dropout_no_mask_is_printed() -> None:

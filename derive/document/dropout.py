@@ -47,7 +47,10 @@ class DropoutPieces(SectionWriterBase):
         nota = self.nota
         index = None if batch else "j"
         mask = nota.mask(layer, index)
-        keep = nota._base("R" if batch else "r", layer, nota._idx(layer, index))
+        # The draw is r (R for the batch's matrix); the cheatsheet's R is ReLU, so there it
+        # is K (keep), capital like the cheatsheet's other per-unit symbols.
+        letter = "K" if nota.name == "cheatsheet" else ("R" if batch else "r")
+        keep = nota._base(letter, layer, nota._idx(layer, index))
         p = self.spec.layers[layer - 1].dropout
         names = {KEEP: keep, DROP: "p"}
         draw = " \\quad \\text{(entrywise)}" if batch else ""
