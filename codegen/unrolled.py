@@ -326,6 +326,9 @@ def _forward_section(
     cache = []
     stacks = []
     axis = 1 if spec.layout == "rows" else 0
+    # In the parameters' dtype, as the vectorized module's buffers: an integer or float64
+    # x with float32 parameters would otherwise give float64 values.
+    dtype = f"params[{naming.weight(1)!r}].dtype".replace("'", '"')
     for layer in range(1, spec.depth + 1):
         n = spec.sizes[layer]
         bases = [naming.weighted_input(layer), naming.activation(layer)]
@@ -338,9 +341,9 @@ def _forward_section(
             cache.append(base)
             if base in statistics:
                 shape = (1, n) if spec.layout == "rows" else (n, 1)
-                code = f"np.stack([{names}]).reshape{shape}"
+                code = f"np.stack([{names}], dtype={dtype}).reshape{shape}"
             else:
-                code = f"np.stack([{names}], axis={axis})"
+                code = f"np.stack([{names}], axis={axis}, dtype={dtype})"
             stacks.append({"name": base, "code": code})
     return lines, cache, stacks
 

@@ -80,6 +80,28 @@ def test_unrolled_gradient_has_the_parameters_dtype_as_the_vectorized_one(spec, 
     assert {value.dtype for value in grads32.values()} == {np.dtype(np.float32)}
 
 
+@pytest.mark.parametrize(
+    "spec", [DROPOUT, pytest.param(BATCH_NORM, marks=pytest.mark.slow)], ids=["dropout", "bn"]
+)
+def test_unrolled_forward_has_the_dtype_of_the_vectorized_one(spec, load_source):
+    """forward of a float32 unrolled module returned float64 for an integer or float64 x
+    (its scalar products promote), where the vectorized module returns the parameters'
+    dtype: now both give the parameters' dtype, and values within float32 rounding."""
+    spec = replace(spec, dtype="float32")
+    module = load_source(generate_unrolled(spec, "backprop"))
+    fast = load_source(generate_module(spec))
+    params, x, _ = problem(spec)
+    state = fast.init_state() if spec.batch_norm_layers else None
+    for kind in (np.int64, np.float32, np.float64):
+        xs = np.round(x * 3).astype(kind)
+        for cast in (np.float32, np.float64):
+            ps = {key: value.astype(cast) for key, value in params.items()}
+            for st in (None, state):
+                got, ref = module.forward(ps, xs, st), fast.forward(ps, xs, st)
+                assert got.dtype == ref.dtype == cast, (kind, cast, st is None)
+                np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
 def _oracle(spec: Spec, fast, params, x, y, seed: int):
     m = x.shape[0 if spec.layout == "rows" else 1]
     masks = fast.dropout_masks(m, seed) if spec.dropout_layers else None
