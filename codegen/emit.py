@@ -53,6 +53,7 @@ BUILTINS = frozenset(
         "dict",
         "enumerate",
         "float",
+        "id",
         "int",
         "isinstance",
         "len",

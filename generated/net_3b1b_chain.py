@@ -296,8 +296,10 @@ def _check_out(params, out, x, y):
         got = type(out)
         raise ValueError(f"out: expected a dict like new_gradient(); got {got}")  # noqa: TRY004
     taken = [params[key] for key in PARAM_SHAPES] + [x, y]
-    # Two arrays that each own their memory (base None) share none unless they are one:
-    # only a view needs NumPy's bounds test.
+    # Two arrays that each own their memory (base None) share none unless they are one
+    # object (looked up by id: all of them are alive until the end of the call); only a
+    # view needs NumPy's bounds test.
+    seen = {id(a): a for a in taken}
     views = [a for a in taken if not isinstance(a, np.ndarray) or a.base is not None]
     for key, shape in PARAM_SHAPES.items():
         into = out.get(key)
@@ -306,9 +308,7 @@ def _check_out(params, out, x, y):
         if not (fits and into.flags.writeable):
             kind = f"writeable C-contiguous {params[key].dtype}"
             raise _refuse(f"out[{key!r}]", into, shape, kind)
-        shared = False
-        for other in taken:
-            shared = shared or into is other
+        shared = id(into) in seen
         for other in views if into.base is None else taken:
             shared = shared or np.may_share_memory(into, other)
         if shared:
@@ -316,6 +316,7 @@ def _check_out(params, out, x, y):
                 f"out[{key!r}]: shares memory with a parameter, x, y or another key's "
                 "array; pass new_gradient(), or arrays of your own for each key"
             )
+        seen[id(into)] = into
         taken.append(into)
         if into.base is not None:
             views.append(into)
