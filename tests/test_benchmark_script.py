@@ -66,3 +66,19 @@ def test_the_hand_written_backprop_matches_the_generated_module(bench):
     for key in params:
         np.testing.assert_allclose(grads[key], want[key], rtol=1e-12)
         np.testing.assert_allclose(loop[key], want[key], rtol=1e-12)
+
+
+def test_interleaved_rounds_rotate_the_turn_order(bench):
+    """Each round calls every implementation once; the order rotates by one place per
+    round, so that each runs first (and right after each other one) equally often."""
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    times = bench.interleaved(fns, 6, {})
+    assert {name: len(t) for name, t in times.items()} == {"a": 6, "b": 6, "c": 6}
+    rounds = [calls[6 + 3 * r : 9 + 3 * r] for r in range(6)]  # after 2 warm-up calls each
+    assert [r[0] for r in rounds] == ["a", "b", "c", "a", "b", "c"]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    # "slow" implementations run only in the first rounds, still in rotation
+    calls.clear()
+    times = bench.interleaved(fns, 4, {"c": 2})
+    assert len(times["c"]) == 2 and len(times["a"]) == 4
