@@ -97,7 +97,6 @@ NUMPY_NAMES = frozenset(
         "diag",
         "dot",
         "e",
-        "einsum",
         "empty",
         "empty_like",
         "errstate",
