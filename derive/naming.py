@@ -213,17 +213,6 @@ def inverse_std(layer: int) -> str:
     return f"rstd{layer}"
 
 
-def mean_error(layer: int) -> str:
-    """Identifier of mean(delta^l) over the batch per unit, e.g. ``mdelta2`` (= dC/dbeta^l)."""
-    return f"mdelta{layer}"
-
-
-def mean_error_normalized(layer: int) -> str:
-    """Identifier of mean(delta^l xhat^l) over the batch per unit, e.g. ``mdx2``
-    (= dC/dgamma^l)."""
-    return f"mdx{layer}"
-
-
 def linear_delta(layer: int) -> str:
     """Identifier of the error at u^l, dC/du^l (per example), e.g. ``deltau2``."""
     return f"deltau{layer}"

@@ -1,23 +1,24 @@
-"""The backprop strategy of a network with batch normalization, unit by unit.
+"""The one place batch normalization is spliced into the scalar backprop program.
 
 The scalar backprop program (:mod:`chainrule.derive.scalar_program`) treats one example
 at a time; a batch-normalized layer couples a batch's examples through the mean and the
-variance of each unit. Here each scalar symbol stands for one value per example (an
-array over the batch, as in an unrolled module), and :class:`ExampleMean` is the mean
-over the batch's examples, one value shared by all of them. Unit j of a
-batch-normalized layer l is then, per example,
+variance of each unit. :func:`batch_norm_program` writes the program of one example in
+which each scalar symbol stands for one value per example and :class:`ExampleMean` is
+the mean over the batch's examples, one value shared by all of them. Unit j of a
+batch-normalized layer l is then, per example (the definitions of
+:mod:`chainrule.derive.batch_norm`),
 
     u^l_j = sum_k w^l_jk a^(l-1)_k,  mean^l_j = mean(u^l_j),
-    var^l_j = mean((u^l_j - mean^l_j)^2),  xhat^l_j = (u^l_j - mean^l_j) / sqrt(var^l_j + eps),
-    z^l_j = gamma^l_j xhat^l_j + beta^l_j,
+    var^l_j = mean((u^l_j - mean^l_j)^2),  rstd^l_j = 1 / sqrt(var^l_j + eps),
+    xhat^l_j = (u^l_j - mean^l_j) rstd^l_j,  z^l_j = gamma^l_j xhat^l_j + beta^l_j,
 
 and after delta^l_j = dC/dz^l_j (the per-example error, m dC/dz, as in the mini-batch
 program): dC/dgamma^l_j = mean(delta xhat), dC/dbeta^l_j = mean(delta), and the
 three-term error at u, deltau^l_j, which BP2 below and BP4 of the layer use in place
-of delta^l_j. The elementwise expressions (xhat, z, the three-term form) are the
-mini-batch program's statements (:mod:`chainrule.derive.batch`, whose three-term form
-:mod:`chainrule.derive.batch_norm` derives through the mean and the variance and checks),
-moved to one unit; the means are the operations those statements name.
+of delta^l_j. Two forms are read from it: :func:`batch_norm_gradients`, the unrolled
+module's program (each symbol an array over the batch, rstd written in place), and
+:func:`~chainrule.derive.scalar_batch_program.batch_program`, its mechanical expansion
+over m symbolic examples (counted by ``compare``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 import sympy as sp
-from chainrule.derive import naming
-from chainrule.derive.batch import BatchStatement, batch_program
-from chainrule.derive.layers import derive_network
+from chainrule.derive import batch_norm, naming
 from chainrule.derive.scalar import Gradients
 from chainrule.derive.scalar_network import ScalarNetwork, _param_infos, unit_name
 from chainrule.derive.scalar_program import (
@@ -75,59 +74,89 @@ def _without_batch_norm(spec: Spec) -> Spec:
     return replace(spec, layers=layers)
 
 
-def _at_unit(expr: sp.Expr, j: int) -> sp.Expr:
-    """A layer-level statement's expression at unit j: each symbol ``s`` becomes ``s_j``."""
-    return expr.xreplace({s: _sym(unit_name(s.name, j)) for s in expr.free_symbols})
-
-
-@lru_cache(maxsize=16)
-def _statements(spec: Spec, layer: int) -> dict[str, BatchStatement]:
-    """The mini-batch program's batch-norm statements of ``layer``, by operation (not to be
-    changed: cached)."""
-    program = batch_program(derive_network(spec))
-    return {s.op: s for s in program if s.layer == layer and s.op.startswith("bn_")}
-
-
 def _unit(name: str, j: int) -> sp.Symbol:
     return _sym(unit_name(name, j))
 
 
+def _named_rstd(layer: int, j: int) -> dict[sp.Expr, sp.Symbol]:
+    """{1/sqrt(var^l_j + eps): rstd^l_j}: the factor batch_norm's formulas write, named."""
+    var = _unit(naming.batch_var(layer), j)
+    return {1 / sp.sqrt(var + batch_norm.EPS): _unit(naming.inverse_std(layer), j)}
+
+
 def normalization(spec: Spec, layer: int, j: int, u_expr: sp.Expr) -> list[Assignment]:
-    """The forward statements of unit j of a batch-normalized layer: u, mean, var, xhat, z."""
-    bn = _statements(spec, layer)
-    u, mean, var = (
-        _unit(f(layer), j) for f in (naming.linear, naming.batch_mean, naming.batch_var)
+    """The forward statements of unit j of a batch-normalized layer: u (= ``u_expr``, the
+    one-example z^l_j without a bias), mean, var (biased), rstd, xhat and z, each per
+    example except the three statistics (means over the examples, shared)."""
+    u, mean, var, rstd, xhat, z = (
+        _unit(f(layer), j)
+        for f in (
+            naming.linear,
+            naming.batch_mean,
+            naming.batch_var,
+            naming.inverse_std,
+            naming.normalized,
+            naming.weighted_input,
+        )
     )
-    xhat, z = _unit(naming.normalized(layer), j), _unit(naming.weighted_input(layer), j)
-    big_l = spec.depth
+    gamma, beta = _unit(naming.scale(layer), j), _unit(naming.shift(layer), j)
+    normal = batch_norm.normalize(u, mean, var).xreplace(_named_rstd(layer, j))
+    assert rstd in normal.free_symbols, "normalize: 1/sqrt(var + eps) not shared"
     values = (
         (u, u_expr, "u"),
-        (mean, ExampleMean(u), "mean"),  # bn_mean: (1/m) u 1
-        (var, ExampleMean((u - mean) ** 2), "var"),  # bn_var: the biased variance
-        (xhat, _at_unit(bn["bn_normalize"].expr, j), "xhat"),
-        (z, _at_unit(bn["bn_scale"].expr, j), "z"),
+        (mean, ExampleMean(u), "mean"),  # batch_norm.batch_mean
+        (var, ExampleMean((u - mean) ** 2), "var"),  # batch_norm.batch_variance
+        (rstd, 1 / sp.sqrt(var + batch_norm.EPS), "rstd"),
+        (xhat, normal, "xhat"),
+        (z, batch_norm.scale_shift(gamma, xhat, beta), "z"),
     )
+    big_l = spec.depth
     return [
         Assignment(t, e, "forward", f"{what}^{layer}_{j}", big_l, 1, layer) for t, e, what in values
     ]
 
 
 def normalized_error(spec: Spec, layer: int, j: int) -> list[Assignment]:
-    """dC/dgamma^l_j = mean(delta xhat), dC/dbeta^l_j = mean(delta) and the three-term
-    error deltau^l_j at u, from delta^l_j."""
-    bn = _statements(spec, layer)
+    """dC/dgamma^l_j = mean(delta xhat), dC/dbeta^l_j = mean(delta) (shared) and the
+    three-term error deltau^l_j at u (per example), from delta^l_j (``spec`` unused: the
+    signature of :func:`normalization`)."""
     delta, xhat = _unit(naming.delta(layer), j), _unit(naming.normalized(layer), j)
-    gamma, beta = _unit(naming.scale(layer), j), _unit(naming.shift(layer), j)
-    three = _at_unit(bn["bn_backward"].expr, j)
+    gamma, var = _unit(naming.scale(layer), j), _unit(naming.batch_var(layer), j)
+    d_gamma, d_beta = _grad_target(gamma), _grad_target(_unit(naming.shift(layer), j))
+    three = batch_norm.input_error(gamma, var, delta, d_beta, xhat, d_gamma)
+    three = three.xreplace(_named_rstd(layer, j))
+    assert _unit(naming.inverse_std(layer), j) in three.free_symbols, "rstd not shared"
+    deltau = _unit(naming.linear_delta(layer), j)
+    note = f"^{layer}_{j}"
     return [
-        Assignment(_grad_target(gamma), ExampleMean(delta * xhat), "BN", "dC/dgamma", layer),
-        Assignment(_grad_target(beta), ExampleMean(delta), "BN", "dC/dbeta", layer),
-        Assignment(_unit(naming.linear_delta(layer), j), three, "BN", f"deltau^{layer}_{j}", layer),
+        Assignment(d_gamma, ExampleMean(delta * xhat), "BN", f"mean(delta{note} xhat)", layer),
+        Assignment(d_beta, ExampleMean(delta), "BN", f"mean(delta{note})", layer),
+        Assignment(deltau, three, "BN", f"deltau{note}", layer),
     ]
 
 
-def _program(spec: Spec) -> tuple[list[Assignment], list[Assignment]]:
-    """The backprop program and gradient statements of ``spec`` (with batch norm)."""
+@lru_cache(maxsize=16)
+def batch_norm_program(spec: Spec) -> tuple[tuple[Assignment, ...], tuple[Assignment, ...]]:
+    """The backprop program of ``spec`` (with batch norm) over per-example symbols, and its
+    gradient statements, as :func:`~chainrule.derive.scalar_program.backprop_program`.
+
+    The one-example program of ``spec`` without batch norm, with :func:`normalization` in
+    place of each z^l_j of a batch-normalized layer l, :func:`normalized_error` after its
+    last delta^l_j, and deltau^l_j in place of delta^l_j from there on (BP2 below, BP4).
+    dC/dgamma^l_j and dC/dbeta^l_j are statements (the three-term error reads them);
+    their gradient entries name them. BP3/BP4 entries are per example (their batch mean
+    is the gradient).
+
+    Examples
+    --------
+    >>> s = Spec(input_size=1, layers=(Layer(1, "tanh", batch_norm=True), Layer(1, "linear")),
+    ...          cost="quadratic")
+    >>> program, grads = batch_norm_program(s)
+    >>> [a.target.name for a in program][:6]
+    ['u1_0', 'mean1_0', 'var1_0', 'rstd1_0', 'xhat1_0', 'z1_0']
+    >>> [str(a.expr) for a in grads[:3]]
+    ['deltau1_0*x_0', 'dC_dgamma1_0', 'dC_dbeta1_0']
+    """
     plain_program, plain_grads = backprop_program(_without_batch_norm(spec))
     normed = spec.batch_norm_layers
     last_delta = {layer: _unit(naming.delta(layer), spec.sizes[layer] - 1) for layer in normed}
@@ -147,11 +176,23 @@ def _program(spec: Spec) -> tuple[list[Assignment], list[Assignment]]:
                     swap[_unit(naming.delta(layer), j)] = _unit(naming.linear_delta(layer), j)
     grads = [replace(g, expr=g.expr.xreplace(swap)) for g in plain_grads]
     order = {_grad_target(p.symbol): i for i, p in enumerate(_param_infos(spec))}
-    # dC/dgamma and dC/dbeta stay statements of the program (the three-term error reads
-    # them); their gradient entries name them.
     grads += [replace(s, expr=s.target) for s in program if s.target in order]
     grads.sort(key=lambda s: order[s.target])
-    return program, grads
+    return tuple(program), tuple(grads)
+
+
+def _rstd_in_place(program: tuple[Assignment, ...]) -> list[Assignment]:
+    """``program`` with each rstd^l_j statement substituted into the statements after it:
+    the unrolled module writes 1/sqrt(var + eps) where it is used, as the mini-batch
+    program's bn_normalize and bn_backward do."""
+    named: dict[sp.Symbol, sp.Expr] = {}
+    out = []
+    for s in program:
+        if s.note.startswith("rstd^"):
+            named[s.target] = s.expr
+        else:
+            out.append(replace(s, expr=s.expr.xreplace(named)))
+    return out
 
 
 def forward_statements(program: list[Assignment] | tuple[Assignment, ...]) -> list[Assignment]:
@@ -164,8 +205,8 @@ def batch_norm_gradients(spec: Spec) -> Gradients:
 
     The network's ``z``, ``a`` and ``cost`` are the forward statements substituted into
     each other: expressions in the per-example symbols and :class:`ExampleMean`.
-    dC/dgamma^l_j and dC/dbeta^l_j are statements of the program, since the three-term
-    error reads them; their entries in ``grads`` are their own targets.
+    The program is :func:`batch_norm_program`'s with rstd^l_j written in place; each symbol
+    stands for an array over the batch and :class:`ExampleMean` for its mean.
 
     Examples
     --------
@@ -175,7 +216,8 @@ def batch_norm_gradients(spec: Spec) -> Gradients:
     >>> [a.target.name for a in g.grads][:4]
     ['dC_dw1_0_0', 'dC_dw1_1_0', 'dC_dgamma1_0', 'dC_dgamma1_1']
     """
-    program, grads = _program(spec)
+    per_example, grads = batch_norm_program(spec)
+    program = _rstd_in_place(per_example)
     values: dict[sp.Symbol, sp.Expr] = {}
     # Substituted as written, not evaluated: evaluating asks SymPy's assumptions about
     # every nested exp and sqrt, which took minutes from 16 inputs up (hours at 64).
@@ -219,6 +261,7 @@ def batch_norm_gradients(spec: Spec) -> Gradients:
 __all__ = [
     "ExampleMean",
     "batch_norm_gradients",
+    "batch_norm_program",
     "forward_statements",
     "normalization",
     "normalized_error",

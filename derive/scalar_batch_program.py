@@ -1,37 +1,32 @@
 """The backprop strategy over a batch of m examples, for a network with batch norm.
 
 Batch norm couples the examples of a batch, so its memoized program runs on m symbolic
-examples at once. It is built from the one-example program of
-:mod:`chainrule.derive.scalar_program`: each of its statements is written once per
-example (x_k -> x_k_i, z^l_j -> z^l_j_i, ...; the parameters are shared), layer by layer,
-and a batch-normalized layer l adds, unit by unit, with the definitions of
-:mod:`chainrule.derive.batch_norm`:
-
-* forward: u^l_j_i (the one-example z^l_j, which has no bias), mean^l_j and var^l_j
-  (biased) over the examples, rstd^l_j = 1/sqrt(var^l_j + eps) once, xhat^l_j_i and
-  z^l_j_i = gamma^l_j xhat^l_j_i + beta^l_j;
-* backward, once delta^l_j_i = m dC/dz^l_j_i is known: mean(delta) (= dC/dbeta^l_j),
-  mean(delta xhat) (= dC/dgamma^l_j) and the three-term error deltau^l_j_i = m dC/du^l_j_i,
-  which BP2 of layer l - 1 and BP4 of layer l take in place of delta^l.
+examples at once. It is the per-example program of
+:func:`~chainrule.derive.scalar_batch_norm.batch_norm_program` (where batch norm is
+spliced in) expanded mechanically: each per-example symbol becomes m copies
+(x_k -> x_k_i, z^l_j -> z^l_j_i, ..., named by :func:`example_symbol`), the parameters
+and the per-unit statistics (mean, var, rstd, dC/dgamma, dC/dbeta) stay shared, and each
+mean over the examples is written (1/m) sum_i of its m copies. The statements between
+two shared ones are written example after example.
 
 The cost is the batch mean (1/m) sum_i C_i (plus the L2/L1 penalty once), so every
-gradient is a mean over the examples: dC/dw^l_jk = mean_i(delta^l_j_i a^(l-1)_k_i) (deltau
-for a batch-normalized layer) and dC/db^l_j = mean_i(delta^l_j_i).
+gradient is the mean of its per-example terms plus its shared ones:
+dC/dw^l_jk = mean_i(delta^l_j_i a^(l-1)_k_i) + the penalty's slope (deltau for a
+batch-normalized layer) and dC/db^l_j = mean_i(delta^l_j_i).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from functools import cached_property
+
 import sympy as sp
-from chainrule.derive import batch_norm, naming, penalty
+from chainrule.derive import batch_norm, naming
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.opcount import tree_ops
-from chainrule.derive.scalar_network import ScalarNetwork, _param_infos, _sym, unit_name
-from chainrule.derive.scalar_program import (
-    Assignment,
-    _backprop_program,
-    _cost_statement,
-    _grad_target,
-)
+from chainrule.derive.scalar_batch_norm import ExampleMean, batch_norm_program
+from chainrule.derive.scalar_network import ScalarNetwork, _sym
+from chainrule.derive.scalar_program import Assignment, _cost_statement
 from chainrule.derive.spec import Spec
 
 
@@ -41,131 +36,93 @@ def example_symbol(s: sp.Symbol, i: int) -> sp.Symbol:
     return sp.Symbol(f"{s.name}_{i}", **s.assumptions0)
 
 
-def _entry(base: str, j: int, i: int | None = None) -> sp.Symbol:
-    name = unit_name(base, j)
-    return _sym(name if i is None else f"{name}_{i}")
+def _outside_means(expr: sp.Basic) -> set[sp.Basic]:
+    """The symbols of ``expr`` outside its :class:`ExampleMean` terms."""
+    if isinstance(expr, ExampleMean):
+        return set()
+    if isinstance(expr, sp.Symbol):
+        return {expr}
+    return set().union(*(_outside_means(a) for a in expr.args))
 
 
-def _renamer(spec: Spec, program: list[Assignment], m: int) -> list[dict]:
-    """For each example i, the map of every per-example symbol to its example-i copy."""
-    shared = {p.symbol for p in _param_infos(spec)}
-    local = {s.target for s in program}
-    local |= {_sym(naming.input_entry(k)) for k in range(spec.sizes[0])}
-    local |= {_sym(naming.target_entry(j)) for j in range(spec.sizes[-1])}
-    for layer in range(1, spec.depth + 1):
-        if spec.layers[layer - 1].dropout:
-            local |= {_sym(naming.dropout_mask_entry(layer, j)) for j in range(spec.sizes[layer])}
-        if spec.layers[layer - 1].batch_norm:  # BP2 below it takes deltau^l_j per example
-            local |= {
-                _sym(unit_name(naming.linear_delta(layer), j)) for j in range(spec.sizes[layer])
-            }
-    local -= shared
-    return [{s: example_symbol(s, i) for s in local} for i in range(m)]
+@dataclass(frozen=True)
+class Examples:
+    """The expansion of a per-example program over ``m`` examples.
 
+    ``local`` holds the per-example symbols: x_k, y_j, the dropout masks D^l_j and the
+    target of every statement that reads one outside a mean; the others (parameters,
+    statistics) are shared.
+    """
 
-def _copy(s: Assignment, names: dict, note: str) -> Assignment:
-    return Assignment(
-        s.target.xreplace(names),
-        s.expr.xreplace(names),
-        s.label,
-        f"{s.note}{note}",
-        s.layer,
-        s.count,
-        s.stage,
-    )
+    m: int
+    local: frozenset[sp.Symbol]
 
+    @classmethod
+    def of(cls, spec: Spec, program: tuple[Assignment, ...], m: int) -> Examples:
+        """The expansion of ``program`` (per-example symbols of ``spec``'s network): a
+        statement is per example when it reads a per-example symbol outside a mean."""
+        local = {_sym(naming.input_entry(k)) for k in range(spec.sizes[0])}
+        local |= {_sym(naming.target_entry(j)) for j in range(spec.sizes[-1])}
+        local |= {
+            _sym(naming.dropout_mask_entry(layer, j))
+            for layer in spec.dropout_layers
+            for j in range(spec.sizes[layer])
+        }
+        for s in program:
+            if _outside_means(s.expr) & local:
+                local.add(s.target)
+        return cls(m, frozenset(local))
 
-def _normalization(spec: Spec, layer: int, m: int) -> list[Assignment]:
-    """mean, var, rstd per unit, then xhat and z per unit and example (batch norm forward)."""
-    big_l, out = spec.depth, []
-    rstd_of: dict[int, sp.Symbol] = {}
-    for j in range(spec.sizes[layer]):
-        u = [_entry(naming.linear(layer), j, i) for i in range(m)]
-        mean, var = _entry(naming.batch_mean(layer), j), _entry(naming.batch_var(layer), j)
-        rstd = rstd_of[j] = _entry(naming.inverse_std(layer), j)
-        out.append(
-            Assignment(
-                mean, batch_norm.batch_mean(u), "forward", f"mean^{layer}_{j}", big_l, 1, layer
+    @cached_property
+    def names(self) -> tuple[dict[sp.Symbol, sp.Symbol], ...]:
+        """For each example i, every per-example symbol to its example-i copy."""
+        return tuple({s: example_symbol(s, i) for s in self.local} for i in range(self.m))
+
+    def mean(self, expr: sp.Expr) -> sp.Expr:
+        """(1/m) sum_i of ``expr`` at example i (:func:`batch_norm.batch_mean`)."""
+        return batch_norm.batch_mean([expr.xreplace(names) for names in self.names])
+
+    def means_written(self, expr: sp.Expr) -> sp.Expr:
+        """``expr`` with each :class:`ExampleMean` written as :meth:`mean`."""
+        return expr.xreplace({e: self.mean(e.args[0]) for e in expr.atoms(ExampleMean)})
+
+    def copies(self, run: list[Assignment]) -> list[Assignment]:
+        """The per-example statements ``run`` at example 0, then at example 1, ..., each
+        note ending (example i)."""
+        return [
+            replace(
+                s,
+                target=names[s.target],
+                expr=self.means_written(s.expr).xreplace(names),
+                note=f"{s.note} (example {i})",
             )
-        )
-        variance = batch_norm.batch_variance(u, mean)
-        out.append(Assignment(var, variance, "forward", f"var^{layer}_{j}", big_l, 1, layer))
-        inverse = 1 / sp.sqrt(var + batch_norm.EPS)
-        out.append(Assignment(rstd, inverse, "forward", f"rstd^{layer}_{j}", big_l, 1, layer))
-    for j in range(spec.sizes[layer]):
-        mean, var = _entry(naming.batch_mean(layer), j), _entry(naming.batch_var(layer), j)
-        inverse = {1 / sp.sqrt(var + batch_norm.EPS): rstd_of[j]}
-        gamma, beta = _entry(naming.scale(layer), j), _entry(naming.shift(layer), j)
-        for i in range(m):
-            u, xhat = _entry(naming.linear(layer), j, i), _entry(naming.normalized(layer), j, i)
-            normal = batch_norm.normalize(u, mean, var).xreplace(inverse)
-            assert rstd_of[j] in normal.free_symbols, "normalize: 1/sqrt(var + eps) not shared"
-            note = f"^{layer}_{j} (example {i})"
-            out.append(Assignment(xhat, normal, "forward", "xhat" + note, big_l, 1, layer))
-            z = _sym(f"{unit_name(naming.weighted_input(layer), j)}_{i}")
-            shifted = batch_norm.scale_shift(gamma, xhat, beta)
-            out.append(Assignment(z, shifted, "forward", "z" + note, big_l, 1, layer))
-    return out
+            for i, names in enumerate(self.names)
+            for s in run
+        ]
 
+    def program(self, program: tuple[Assignment, ...]) -> list[Assignment]:
+        """``program`` over the m examples: a shared statement once, its means written
+        out; each run of per-example statements between two shared ones as :meth:`copies`."""
+        out: list[Assignment] = []
+        run: list[Assignment] = []
+        for s in program:
+            if s.target in self.local:
+                run.append(s)
+                continue
+            out += self.copies(run)
+            out.append(replace(s, expr=self.means_written(s.expr)))
+            run = []
+        return out + self.copies(run)
 
-def _normalized_errors(spec: Spec, layer: int, m: int) -> list[Assignment]:
-    """mean(delta), mean(delta xhat) per unit and the three-term deltau per unit and example."""
-    out = []
-    for j in range(spec.sizes[layer]):
-        delta = [_sym(f"{unit_name(naming.delta(layer), j)}_{i}") for i in range(m)]
-        xhat = [_entry(naming.normalized(layer), j, i) for i in range(m)]
-        mdelta, mdx = (
-            _entry(naming.mean_error(layer), j),
-            _entry(naming.mean_error_normalized(layer), j),
-        )
-        note = f"^{layer}_{j}"
-        out.append(
-            Assignment(mdelta, batch_norm.batch_mean(delta), "BN", f"mean(delta{note})", layer)
-        )
-        products = [d * x for d, x in zip(delta, xhat, strict=True)]
-        out.append(
-            Assignment(mdx, batch_norm.batch_mean(products), "BN", f"mean(delta{note} xhat)", layer)
-        )
-        gamma, var = _entry(naming.scale(layer), j), _entry(naming.batch_var(layer), j)
-        inverse = {1 / sp.sqrt(var + batch_norm.EPS): _entry(naming.inverse_std(layer), j)}
-        for i in range(m):
-            error = batch_norm.input_error(gamma, var, delta[i], mdelta, xhat[i], mdx)
-            error = error.xreplace(inverse)
-            assert set(inverse.values()) <= error.free_symbols, "input_error: rstd not shared"
-            target = _entry(naming.linear_delta(layer), j, i)
-            out.append(Assignment(target, error, "BN", f"deltau{note} (example {i})", layer))
-    return out
-
-
-def _gradients(spec: Spec, m: int) -> list[Assignment]:
-    """BP4 (and BP3) as means over the examples; gamma and beta from the batch-norm terms."""
-    slope = penalty.penalty_derivative(penalty.penalty_element(spec.l2, spec.l1))
-    slope = penalty.with_values(slope, spec.l2, spec.l1)
-    out = []
-    for p in _param_infos(spec):
-        layer, j = p.layer, p.j
-        normalized = spec.layers[layer - 1].batch_norm
-        base = naming.linear_delta(layer) if normalized else naming.delta(layer)
-        error = [_sym(f"{unit_name(base, j)}_{i}") for i in range(m)]
-        if p.kind == "w":
-            prev = (
-                naming.input_entry(p.k)
-                if layer == 1
-                else unit_name(naming.activation(layer - 1), p.k)
-            )
-            terms = [e * _sym(f"{prev}_{i}") for i, e in enumerate(error)]
-            expr = batch_norm.batch_mean(terms) + slope.xreplace({penalty.WEIGHT: p.symbol})
-            label, note = (
-                "BP4",
-                f"dC/dw^{layer}_{j}{p.k} = mean(err^{layer}_{j} a^{layer - 1}_{p.k})",
-            )
-        elif p.kind == "b":
-            expr, label, note = batch_norm.batch_mean(error), "BP3", f"dC/db^{layer}_{j}"
-        else:
-            base = naming.mean_error_normalized if p.kind == "gamma" else naming.mean_error
-            expr, label, note = _entry(base(layer), j), "BN", f"dC/d{p.kind}^{layer}_{j}"
-        out.append(Assignment(_grad_target(p.symbol), expr, label, note, layer))
-    return out
+    def batch_mean(self, s: Assignment) -> Assignment:
+        """A cost or gradient statement over the batch: the mean of its per-example terms
+        plus its shared ones (a mean of a constant is the constant: the penalty)."""
+        terms = sp.Add.make_args(s.expr)
+        own = [t for t in terms if _outside_means(t) & self.local]
+        if not own:
+            return s
+        shared = [t for t in terms if not _outside_means(t) & self.local]
+        return replace(s, expr=self.mean(sp.Add(*own)) + sp.Add(*shared))
 
 
 def batch_program(spec: Spec, m: int) -> tuple[tuple[Assignment, ...], tuple[Assignment, ...]]:
@@ -184,59 +141,18 @@ def batch_program(spec: Spec, m: int) -> tuple[tuple[Assignment, ...], tuple[Ass
     ['mean1_0']
     >>> [g.target.name for g in grads]
     ['dC_dw1_0_0', 'dC_dgamma1_0', 'dC_dbeta1_0', 'dC_dw2_0_0', 'dC_db2_0']
+    >>> str(grads[0].expr)
+    'deltau1_0_0*x_0_0/2 + deltau1_0_1*x_0_1/2'
     """
-    single, _ = _backprop_program(spec)
-    names = _renamer(spec, single, m)
-    bn_layers = set(spec.batch_norm_layers)
-    # BP2 below a batch-normalized layer takes its error at u, not at z.
-    to_u = {
-        _sym(unit_name(naming.delta(layer), j)): _sym(unit_name(naming.linear_delta(layer), j))
-        for layer in bn_layers
-        for j in range(spec.sizes[layer])
-    }
-    out: list[Assignment] = []
-    forward = [s for s in single if s.label == "forward"]
-    for layer in range(1, spec.depth + 1):
-        own = [s for s in forward if s.stage == layer]
-        if layer in bn_layers:  # the one-example z^l_j (no bias) is u^l_j_i here
-            zs = [
-                _sym(unit_name(naming.weighted_input(layer), j)) for j in range(spec.sizes[layer])
-            ]
-            firsts = {s.target: s for s in own if s.target in zs}
-            own = [s for s in own if s.target not in firsts]
-            for i in range(m):
-                for j, z in enumerate(zs):
-                    s = firsts[z]
-                    u = _entry(naming.linear(layer), j, i)
-                    note = f"u^{layer}_{j} (example {i})"
-                    expr = s.expr.xreplace(names[i])
-                    out.append(Assignment(u, expr, s.label, note, s.layer, s.count, s.stage))
-            out += _normalization(spec, layer, m)
-        for i in range(m):
-            out += [_copy(s, names[i], f" (example {i})") for s in own]
-    backward = [s for s in single if s.label != "forward"]
-    for layer in range(spec.depth, 0, -1):
-        for i in range(m):
-            for s in backward:
-                if s.layer == layer:
-                    moved = Assignment(s.target, s.expr.xreplace(to_u), s.label, s.note, s.layer)
-                    out.append(_copy(moved, names[i], f" (example {i})"))
-        if layer in bn_layers:
-            out += _normalized_errors(spec, layer, m)
-    return tuple(out), tuple(_gradients(spec, m))
+    program, grads = batch_norm_program(spec)
+    examples = Examples.of(spec, program, m)
+    return tuple(examples.program(program)), tuple(examples.batch_mean(g) for g in grads)
 
 
 def batch_cost_statement(spec: Spec, m: int) -> Assignment:
     """C = (1/m) sum_i C_i (each the one-example cost of example i) plus the penalty once."""
-    plain = spec.replace(l2=0.0, l1=0.0)
-    per_example = _cost_statement(plain)
-    single, _ = _backprop_program(spec)
-    names = _renamer(spec, single, m)
-    extra = _cost_statement(spec).expr - per_example.expr
-    costs = [per_example.expr.xreplace(names[i]) for i in range(m)]
-    return Assignment(
-        _sym(naming.COST), batch_norm.batch_mean(costs) + extra, "cost", "C", spec.depth
-    )
+    examples = Examples.of(spec, batch_norm_program(spec)[0], m)
+    return examples.batch_mean(_cost_statement(spec))
 
 
 #: The batch of a scalar expansion with batch norm: 2 examples by default, at most 4.

@@ -166,8 +166,9 @@ def test_planted_batch_norm_bugs_fail_the_checker() -> None:
     net = batch_scalar_network(NETS["tanh-sigmoid"], 2)
     naive, memo = gradients(net, "naive", engine="sympy"), gradients(net, "backprop")
     assert _worst(naive, memo) < mpmath.mpf("1e-30")
-    means = {s.target for s in memo.program if s.target.name.startswith("mdelta")}
-    spreads = {s.target for s in memo.program if s.target.name.startswith("mdx")}
+    # mean(delta) and mean(delta xhat) are the statements dC/dbeta and dC/dgamma
+    means = {s.target for s in memo.program if s.target.name.startswith("dC_dbeta")}
+    spreads = {s.target for s in memo.program if s.target.name.startswith("dC_dgamma")}
     assert len(means) == len(spreads) == 2
     m = 2
     bugs = {
