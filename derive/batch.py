@@ -229,7 +229,7 @@ class _BatchProgramBuilder:
             layer,
             f"{var} = (1/m) sum over examples of ({u} - {mean})**2 (biased variance)",
         )
-        normal = (sym(u) - sym(mean)) / sp.sqrt(sym(var) + batch_norm.EPS)
+        normal = batch_norm.normalize(sym(u), sym(mean), sym(var))
         self.add(
             xhat,
             "bn_normalize",
@@ -239,7 +239,7 @@ class _BatchProgramBuilder:
             layer,
             f"{xhat} = ({u} - {mean}) / sqrt({var} + {batch_norm.EPS_TEXT})",
         )
-        shifted = sym(gamma) * sym(xhat) + sym(beta)
+        shifted = batch_norm.scale_shift(sym(gamma), sym(xhat), sym(beta))
         self.add(
             z, "bn_scale", (gamma, xhat, beta), shifted, "forward", layer, f"{z} = {plain(shifted)}"
         )
@@ -507,10 +507,9 @@ class _BatchProgramBuilder:
             layer,
             f"dC/d{naming.shift(layer)} = (1/m) {self.product(delta, ones)} = mean({delta})",
         )
-        three = (
-            sym(gamma)
-            / sp.sqrt(sym(var) + batch_norm.EPS)
-            * (sym(delta) - sym(d_beta) - sym(xhat) * sym(d_gamma))
+        # The gradients of beta and gamma are mean(delta) and mean(delta xhat).
+        three = batch_norm.input_error(
+            sym(gamma), sym(var), sym(delta), sym(d_beta), sym(xhat), sym(d_gamma)
         )
         self.add(
             deltau,
