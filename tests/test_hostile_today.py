@@ -3,6 +3,7 @@ and dicts that misreport themselves, and the batch-norm derivation's letters."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from types import ModuleType
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from chainrule.codegen.render import generate_module
 from chainrule.codegen.unrolled import generate_unrolled
-from chainrule.derive.spec import Spec
+from chainrule.derive.spec import Layer, Spec
 
 import chainrule
 
@@ -92,3 +93,44 @@ def test_the_arrays_checked_are_the_arrays_written(net: ModuleType) -> None:
     for key in params:
         assert grads[key] is own[key]
         np.testing.assert_allclose(own[key], expected[key], rtol=1e-12, atol=1e-15)
+
+
+#: A softmax output under the quadratic cost: the mini-batch section defines s, the sum
+#: over the output units of each example, which BP1 uses.
+SOFTMAX_BN = Spec(
+    3,
+    (Layer(4, "relu", batch_norm=True), Layer(3, "softmax")),
+    "quadratic",
+)
+
+
+@pytest.mark.parametrize("name", ["nielsen", "3b1b", "cheatsheet", "course"])
+def test_the_batch_norm_example_letters_name_nothing_else(name: str) -> None:
+    """The batch-norm section summed over examples s (sum_{s=1}^m) in the document whose
+    mini-batch section defines s = 1^T (...), the per-example sum over the output units;
+    its example letters are free of every symbol the mini-batch section defines."""
+    doc = chainrule.derivation(SOFTMAX_BN, name)
+    bn, batch = doc.sections[1], doc.sections[2]
+    assert bn.title == "Batch normalization's backward pass"
+    defined = {step.latex.split(" = ", 1)[0].strip() for step in batch.steps}
+    assert "s" in defined  # the unit sum this network's BP1 needs
+    letters = {
+        letter for step in bn.steps for letter in re.findall(r"\\sum_\{([a-z])=1\}", step.latex)
+    }
+    assert "i" in letters and len(letters) == 2, letters
+    assert not letters & defined, letters & defined
+    other = (letters - {"i"}).pop()
+    assert f"({other} numbers another example; j and k number units" in bn.intro
+
+
+def test_3b1b_batch_norm_document_numbers_examples_i_in_every_section() -> None:
+    """The batch-norm section says j and k number units "as elsewhere"; the 3Blue1Brown
+    mini-batch section called the examples' costs C_k (the video's average, which a
+    batch-normalized document does not show): there they are C_i, as its cost sums i."""
+    doc = chainrule.derivation(SOFTMAX_BN, "3b1b")
+    batch = doc.sections[2]
+    assert "as elsewhere" in doc.sections[1].intro
+    assert "C_k" not in batch.intro and "C_{k}" not in batch.intro
+    assert "costs $C_i$" in batch.intro
+    cost = next(step for step in batch.steps if step.latex.startswith("C = "))
+    assert "\\sum_{i}" in cost.latex
