@@ -134,3 +134,25 @@ def test_3b1b_batch_norm_document_numbers_examples_i_in_every_section() -> None:
     assert "costs $C_i$" in batch.intro
     cost = next(step for step in batch.steps if step.latex.startswith("C = "))
     assert "\\sum_{i}" in cost.latex
+
+
+#: Two batch-normalized layers.
+TWO_BN = Spec(
+    3,
+    (Layer(4, "relu", batch_norm=True), Layer(4, "tanh", batch_norm=True), Layer(2, "linear")),
+    "quadratic",
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        (SOFTMAX_BN, "(layer 1, which has no bias)"),
+        (TWO_BN, "(layers 1, 2, which have no bias)"),
+    ],
+)
+def test_the_legend_names_the_batch_normalized_layers_in_number(spec: Spec, words: str) -> None:
+    """The legend read "(layer 1, 2, which has no bias)" for two batch-normalized layers."""
+    text = chainrule.derivation(spec, "course").to_text()
+    line = next(ln for ln in text.splitlines() if "scale and shift of unit j" in ln)
+    assert words in line, line
