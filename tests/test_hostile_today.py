@@ -156,3 +156,21 @@ def test_the_legend_names_the_batch_normalized_layers_in_number(spec: Spec, word
     text = chainrule.derivation(spec, "course").to_text()
     line = next(ln for ln in text.splitlines() if "scale and shift of unit j" in ln)
     assert words in line, line
+
+
+@pytest.mark.parametrize(("l2", "l1"), [(0.1, 0.0), (0.0, 0.1), (0.1, 0.05)])
+def test_the_naive_estimate_counts_the_weight_penalty(l2: float, l1: float) -> None:
+    """compare says every count includes the penalty; the naive estimate (the figure shown
+    when naive is refused, and the one the budget compares) left it out. Its gradient
+    adds l2 w (a product and a sum) and l1 sign(w) (a call, a product and a sum) per
+    weight: the estimate grows by that, at least as much as the expansion does."""
+    from chainrule.derive.scalar import count_strategy, estimate_naive_ops, gradients
+
+    bare = Spec.from_sizes([2, 3, 3, 2], ["tanh"] * 3, "quadratic")
+    spec = Spec.from_sizes([2, 3, 3, 2], ["tanh"] * 3, "quadratic", l2=l2, l1=l1)
+    weights = 2 * 3 + 3 * 3 + 3 * 2
+    grown = estimate_naive_ops(spec) - estimate_naive_ops(bare)
+    assert grown == weights * ((2 if l2 else 0) + (3 if l1 else 0))
+    actual = count_strategy(gradients(spec, "naive")).total
+    actual -= count_strategy(gradients(bare, "naive")).total
+    assert 0 < actual <= grown
