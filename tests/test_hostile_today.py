@@ -199,3 +199,17 @@ def test_the_batch_norm_benchmark_verdict_matches_its_table() -> None:
             assert "missed" in clause, verdict
         else:
             assert f"met in {words[met]} of {words[len(values)]} runs" in clause, verdict
+
+
+def test_cheatsheet_other_units_term_is_not_written_r() -> None:
+    """The cheatsheet's R is ReLU (the dropout draw became K for that reason): a softmax
+    output under binary cross-entropy still wrote its other-units term R_o, below
+    H = R(Z_h). There it takes a letter of its own."""
+    spec = Spec.from_sizes([3, 4, 3], ["relu", "softmax"], "binary-cross-entropy")
+    doc = chainrule.derivation(spec, "cheatsheet")
+    latex = [step.latex for step in doc.vectorized]
+    assert any("\\operatorname{R}" in t or "R(" in t for t in latex)  # ReLU is R
+    other = next(t for t in latex if "\\sum_{k \\neq j}" in t)
+    assert not re.search(r"\bR_", other), other
+    delta = next(t for t in latex if t.startswith("E_{o} = "))
+    assert not re.search(r"\bR_", delta), delta
