@@ -213,3 +213,28 @@ def test_cheatsheet_other_units_term_is_not_written_r() -> None:
     assert not re.search(r"\bR_", other), other
     delta = next(t for t in latex if t.startswith("E_{o} = "))
     assert not re.search(r"\bR_", delta), delta
+
+
+@pytest.mark.parametrize("layout", ["columns", "rows"])
+def test_batch_norm_per_unit_sums_run_along_the_contiguous_axis(layout: str) -> None:
+    """The variance and dC/dgamma sum a product over the examples, per unit. np.vecdot
+    over axis 1 of a C-contiguous (n, m) buffer (columns) is faster than np.einsum, but
+    over axis 0 of an (m, n) buffer (rows) it strides across rows: 2.5 times einsum's
+    time at m = 64 and 6.7 times at m = 1024 for n = 256, the whole gradient of
+    784-256-256-10 with batch norm 20% slower at m = 1024. The rows layout (the default
+    for Keras imports) keeps np.einsum, which picks its own loop order."""
+    spec = Spec(
+        3,
+        (Layer(4, "relu", batch_norm=True), Layer(2, "sigmoid")),
+        "quadratic",
+        layout=layout,
+    )
+    source = generate_module(spec)
+    sums = re.findall(r"np\.(vecdot|einsum)\((.*)\)", source)
+    assert len(sums) == 2, sums  # the variance and dC/dgamma1
+    for kind, args in sums:
+        if layout == "columns":
+            assert kind == "vecdot" and "axis=1" in args and args.endswith("[:, 0]"), args
+        else:
+            assert kind == "einsum" and args.startswith('"ij,ij->j", '), args
+            assert args.endswith("[0]"), args
