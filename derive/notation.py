@@ -284,9 +284,10 @@ class Notation:
 
     def batch(self, letter: str, layer: int) -> str:
         """A mini-batch matrix: Z^l, A^l, Delta^l (the cheatsheet's symbols already are), and
-        R^l, the other-units term of a softmax output's error under a cost in log(1 - a)."""
+        R^l, the other-units term of a softmax output's error under a cost in log(1 - a)
+        (Q in the cheatsheet, whose R is ReLU)."""
         if letter == "R":
-            return self._base("R", layer, None)
+            return self._base("Q" if self.name == "cheatsheet" else "R", layer, None)
         if self.name == "cheatsheet":
             table = {
                 "Z": self.z(layer),

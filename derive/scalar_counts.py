@@ -106,8 +106,13 @@ def estimate_naive_ops(spec: Spec) -> int:
                 per_param = t_dc + 1 + d
             count = sizes[layer] * (sizes[layer - 1] if kind == "w" else 1)
             total += count * per_param
+    # The weight penalty's gradient l2 w + l1 sign(w) joins each weight's: a product and
+    # a sum for l2, a call, a product and a sum for l1 (the cost's penalty is not in any
+    # gradient's tree otherwise).
+    per_weight = (2 if spec.l2 else 0) + (3 if spec.l1 else 0)
+    weights = sum(sizes[i] * sizes[i + 1] for i in range(big_l))
     # Each skip adds a path from every parameter below it: at most doubles every term.
-    return int(total) * 2 ** len(spec.skips)
+    return int(total) * 2 ** len(spec.skips) + per_weight * weights
 
 
 def check_naive_budget(spec: Spec, budget: int | None = DEFAULT_BUDGET) -> int:

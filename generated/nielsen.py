@@ -284,16 +284,21 @@ def _check_out(params, out, x, y):
     """Raise ValueError unless ``out`` holds, under each key of ``params``, a writeable
     C-contiguous array of that parameter's shape and dtype (as ``new_gradient`` makes),
     none of them sharing memory with a parameter, x, y or another key's array (the
-    gradient would overwrite what it still reads)."""
+    gradient would overwrite what it still reads).
+
+    Returns the arrays checked in a plain dict, for the caller to write into: a dict
+    subclass's ``[]`` could give other arrays than the ``get`` read here.
+    """
     if not isinstance(out, dict):
         got = type(out)
         raise ValueError(f"out: expected a dict like new_gradient(); got {got}")  # noqa: TRY004
     taken = [params[key] for key in PARAM_SHAPES] + [x, y]
-    # Two arrays that each own their memory (base None) share none unless they are one
-    # object (looked up by id: all of them are alive until the end of the call); only a
-    # view needs NumPy's bounds test.
+    # Two plain arrays that each own their memory (base None) share none unless they are
+    # one object (looked up by id: all of them are alive until the end of the call); a
+    # view needs NumPy's bounds test, and so does a subclass, whose base may say None.
     seen = {id(a): a for a in taken}
-    views = [a for a in taken if not isinstance(a, np.ndarray) or a.base is not None]
+    views = [a for a in taken if type(a) is not np.ndarray or a.base is not None]
+    checked = {}
     for key, shape in PARAM_SHAPES.items():
         into = out.get(key)
         fits = isinstance(into, np.ndarray) and into.shape == shape
@@ -301,8 +306,9 @@ def _check_out(params, out, x, y):
         if not (fits and into.flags.writeable):
             kind = f"writeable C-contiguous {params[key].dtype}"
             raise _refuse(f"out[{key!r}]", into, shape, kind)
+        owned = type(into) is np.ndarray and into.base is None
         shared = id(into) in seen
-        for other in views if into.base is None else taken:
+        for other in views if owned else taken:
             shared = shared or np.may_share_memory(into, other)
         if shared:
             raise ValueError(
@@ -311,8 +317,10 @@ def _check_out(params, out, x, y):
             )
         seen[id(into)] = into
         taken.append(into)
-        if into.base is not None:
+        if not owned:
             views.append(into)
+        checked[key] = into
+    return checked
 
 
 def init_state(dtype=_DT):
@@ -466,7 +474,7 @@ def loss_and_grad(params, x, y, out=None, seed=None):
     """
     _check_batch(params, x, y)
     if out is not None:
-        _check_out(params, out, x, y)
+        out = _check_out(params, out, x, y)
     if seed is not None:
         _check_seed(seed)
     return _loss_and_grad(params, x, y, out)

@@ -94,7 +94,7 @@ def test_3b1b_per_example_error_takes_the_cost_of_its_own_example() -> None:
     ]
     assert len(pairs) == 5  # three in the three-term form, one each for gamma and beta
     assert all(cost == example for cost, example in pairs), pairs
-    assert ("i", "i") in pairs and ("s", "s") in pairs
+    assert ("i", "i") in pairs and ("t", "t") in pairs
 
 
 def test_cheatsheet_worked_error_at_u_is_in_prime_notation() -> None:
@@ -153,20 +153,21 @@ def test_batch_norm_step_titles_hold_no_ascii_subscripts(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["nielsen", "3b1b", "cheatsheet", "course"])
-def test_batch_norm_examples_are_i_and_s_never_a_unit_letter(name: str) -> None:
+def test_batch_norm_examples_are_i_and_t_never_a_unit_letter(name: str) -> None:
     """j and k number a layer's units in every section (w_jk, BP4's a_k): the batch-norm
     steps numbered examples j and k too, so that u_j (example j) sat two lines above
-    w_jk (units j and k). Examples are now i and s; j and k appear only in BP4's w_jk."""
+    w_jk (units j and k). Examples are now i and t (s is the mini-batch section's sum over
+    the output units); j and k appear only in BP4's w_jk."""
     steps = _section(name).steps
     index = re.compile(r"(?:_\{|,)([a-z])\}")
     for step in steps[:-1]:
         letters = set(index.findall(step.latex))
-        assert letters <= {"i", "s", "h", "o"}, (step.title, letters)  # h, o: cheatsheet layers
+        assert letters <= {"i", "t", "h", "o"}, (step.title, letters)  # h, o: cheatsheet layers
     weight = steps[-1]
     assert weight.title == "Weight gradient, with m dC/du as the error"
     assert "jk}" in weight.latex and "\\sum_{i=1}^{m}" in weight.latex
     assert set(index.findall(weight.latex)) == {"i", "k"}  # example i; unit k of a^(l-1)
-    assert "s numbers another example; j and k number units" in _section(name).intro
+    assert "t numbers another example; j and k number units" in _section(name).intro
 
 
 @pytest.mark.parametrize("text", ["1", "0", "-2", "5", "44"])

@@ -105,8 +105,9 @@ def _steps(n: _Names) -> tuple[Step, ...]:
     mean_gx = sp.Add(*[gk * xk for gk, xk in zip(g, xhat, strict=True)]) / m
     delta = [m * gk for gk in g]
     sum_i = "\\frac{1}{m} \\sum_{i=1}^{m}"
-    # Two examples are i and s: j and k number a layer's units, as in w_jk.
-    other = "s"
+    # Two examples are i and t: j and k number a layer's units, as in w_jk, and s is the
+    # mini-batch section's sum over the output units (a softmax output's BP1).
+    other = "t"
     sum_k = f"\\sum_{{{other}=1}}^{{m}}"
     mean_k = f"\\frac{{1}}{{m}} {sum_k}"
 
@@ -143,7 +144,7 @@ def _steps(n: _Names) -> tuple[Step, ...]:
         ),
         Step(
             "The local partial through the mean and the variance",
-            f"{n.nota.partial(n.xhat(other), n.u('i'))} = {n.inverse} \\left([s = i] - "
+            f"{n.nota.partial(n.xhat(other), n.u('i'))} = {n.inverse} \\left([{other} = i] - "
             f"\\frac{{1}}{{m}} - \\frac{{{n.xhat(other)} {n.xhat('i')}}}{{m}}\\right)",
             tuple(local),
         ),
@@ -198,7 +199,7 @@ def batch_norm_section(nota: Notation) -> Section:
         f"Layer{'s' if plural else ''} {numbers} normalize{'' if plural else 's'} "
         f"the weighted input over the batch: ${names.u('i')}$ is the weighted input "
         f"(weights times the previous activations, no bias) of one unit for example i of "
-        f"the m examples (s numbers another example; j and k number units, as elsewhere), "
+        f"the m examples (t numbers another example; j and k number units, as elsewhere), "
         f"${names.mu}$ and ${names.var}$ its batch mean and biased variance; "
         f"each unit is normalized on its own, so one unit is shown. "
         f"Here $C$ is the mean of the m examples' costs and ${names.delta('i')}$ is the "

@@ -108,13 +108,16 @@ class NetworkSections(SectionWriterBase):
         nota, layers = self.nota, self.spec.batch_norm_layers
         if not layers:
             return []
-        which = ", ".join(str(nota.number(ly)) for ly in layers)
+        which = ("layers " if len(layers) > 1 else "layer ") + ", ".join(
+            str(nota.number(ly)) for ly in layers
+        )
         gamma, beta = nota._base("\\gamma", "l", "j"), nota._base("\\beta", "l", "j")
         return [
             (
                 f"${gamma}$, ${beta}$",
-                f"scale and shift of unit j of a batch-normalized layer (layer {which}, which "
-                "has no bias): its weighted input is the weighted sum normalized over the "
+                f"scale and shift of unit j of a batch-normalized layer ({which}, which "
+                f"{'have' if len(layers) > 1 else 'has'} no bias): its weighted input is the "
+                "weighted sum normalized over the "
                 "batch, then scaled and shifted",
             )
         ]

@@ -145,8 +145,11 @@ class VectorizedSection(SectionWriterBase):
         """What C means in this section: the batch mean, not the cost of one example that
         the legend calls C (3Blue1Brown: the video's average over n examples, with n = m)."""
         if self.nota.name == "3b1b":
+            # k numbers the examples in the video's average, which a batch-normalized
+            # document does not show: there k numbers units and i the examples.
+            k = "i" if self.spec.batch_norm_layers else "k"
             return (
-                "here $C$ is the mean of the examples' costs $C_k$ over the m examples, the "
+                f"here $C$ is the mean of the examples' costs $C_{k}$ over the m examples, the "
                 "video's average with n = m"
             )
         return "here $C$ is the mean of the m examples' costs, no longer the cost of one example"
