@@ -100,6 +100,7 @@ NUMPY_NAMES = frozenset(
         "empty",
         "empty_like",
         "errstate",
+        "einsum",
         "eye",
         "finfo",
         "float32",
