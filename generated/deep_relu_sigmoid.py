@@ -300,8 +300,8 @@ def _check_out(params, out, x, y):
     none of them sharing memory with a parameter, x, y or another key's array (the
     gradient would overwrite what it still reads).
 
-    Returns the arrays checked in a plain dict, for the caller to write into: a dict
-    subclass's ``[]`` could give other arrays than the ``get`` read here.
+    Returns the arrays checked in a plain dict, for the caller to write into: a dict type
+    of the caller's own could give other arrays from ``[]`` than the ``get`` read here.
     """
     if not isinstance(out, dict):
         got = type(out)
@@ -309,7 +309,8 @@ def _check_out(params, out, x, y):
     taken = [params[key] for key in PARAM_SHAPES] + [x, y]
     # Two plain arrays that each own their memory (base None) share none unless they are
     # one object (looked up by id: all of them are alive until the end of the call); a
-    # view needs NumPy's bounds test, and so does a subclass, whose base may say None.
+    # view needs NumPy's bounds test, and so does an array type derived from ndarray, whose
+    # base may say None.
     seen = {id(a): a for a in taken}
     views = [a for a in taken if type(a) is not np.ndarray or a.base is not None]
     checked = {}
