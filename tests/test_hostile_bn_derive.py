@@ -197,3 +197,11 @@ def test_examples_closer_than_the_dtype_resolves_are_refused_naming_x(dtype: str
     point = _point([[x], [x], [x * 1.00001 if dtype == "float32" else x + 1]])
     with pytest.raises(SpecError, match=r"^x: the weighted sums u1 of a batch-normalized .*"):
         chainrule.derivation(spec, at=point)
+
+
+def test_epsilon_is_spaced_like_any_other_symbol_in_text() -> None:
+    """The text rendering ate the space after epsilon, as TeX does after a command name:
+    "ε= 10⁻⁵". A space after ε is kept now, so the intro reads "ε = 10⁻⁵"."""
+    text = chainrule.derivation(BN, "nielsen").to_text()
+    assert "with ε = 10⁻⁵ (PyTorch's)" in text and "ε=" not in text
+    assert "√(v² + ε)" in text

@@ -47,7 +47,7 @@ _SUB = dict(
 )
 #: Commands after which a space only ends the command name.
 _TIGHT = frozenset(
-    {"partial", "nabla", "sigma", "delta", "Delta", "sum", "mu", "gamma", "beta", "epsilon"}
+    {"partial", "nabla", "sigma", "delta", "Delta", "sum", "mu", "gamma", "beta"}
 )
 _COMMANDS = {
     "sigma": "σ",
