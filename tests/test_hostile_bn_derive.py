@@ -159,7 +159,7 @@ def test_batch_norm_examples_are_i_and_t_never_a_unit_letter(name: str) -> None:
     w_jk (units j and k). Examples are now i and t (s is the mini-batch section's sum over
     the output units); j and k appear only in BP4's w_jk."""
     steps = _section(name).steps
-    index = re.compile(r"(?:_\{|,)([a-z])\}")
+    index = re.compile(r"(?:_\{|,)([a-z])(?=[},])")
     for step in steps[:-1]:
         letters = set(index.findall(step.latex))
         assert letters <= {"i", "t", "h", "o"}, (step.title, letters)  # h, o: cheatsheet layers

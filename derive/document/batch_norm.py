@@ -50,6 +50,8 @@ class _Names:
         return self.per("\\hat{x}", i)
 
     def z(self, i: str) -> str:
+        if self.nota.name == "cheatsheet":
+            return self.per("Z", i)  # Z_{h,i}, as u_{h,i}
         return f"{{{self.nota.z(self.layer)}}}_{{{i}}}"
 
     def dz(self, i: str) -> str:
@@ -60,6 +62,8 @@ class _Names:
         """The per-example error of example i (m dC/dz_i)."""
         if self.nota.name == "3b1b":
             return self.nota.partial(f"C_{{{i}}}", self.z(i))
+        if self.nota.name == "cheatsheet":
+            return self.per("E", i)  # E_{h,i}, as u_{h,i}
         return f"{{{self.nota.delta(self.layer)}}}_{{{i}}}"
 
 
@@ -78,7 +82,11 @@ def _weight_step(n: _Names) -> Step:
     errors = [m * t.subs(eps).subs(u_of_w) for t in d.three_term]  # m dC/du_i
     nota, layer = n.nota, n.layer
     weight = nota.w(layer, "j", "k")
-    prev = f"{{{nota.a(layer - 1, 'k')}}}_{{i}}"
+    below = nota.a(layer - 1, "k")
+    if nota.name == "cheatsheet" and below.endswith("}"):
+        prev = below[:-1] + ",i}"  # X_{k,i}: unit k, example i, as u_{h,i}
+    else:
+        prev = f"{{{below}}}_{{i}}"
     error = f"\\left(m {nota.partial('C', n.u('i'))}\\right)"
     return Step(
         "Weight gradient, with m dC/du as the error",

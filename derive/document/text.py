@@ -46,9 +46,7 @@ _SUB = dict(
     zip("0123456789+-=()aehijklmnoprstuvx,≠", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ,≠", strict=True)
 )
 #: Commands after which a space only ends the command name.
-_TIGHT = frozenset(
-    {"partial", "nabla", "sigma", "delta", "Delta", "sum", "mu", "gamma", "beta"}
-)
+_TIGHT = frozenset({"partial", "nabla", "sigma", "delta", "Delta", "sum", "mu", "gamma", "beta"})
 _COMMANDS = {
     "sigma": "σ",
     "mu": "μ",
