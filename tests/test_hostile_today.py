@@ -213,6 +213,8 @@ def test_cheatsheet_other_units_term_is_not_written_r() -> None:
     assert not re.search(r"\bR_", other), other
     delta = next(t for t in latex if t.startswith("E_{o} = "))
     assert not re.search(r"\bR_", delta), delta
+    # and its V is a derivative in the cheatsheet's prime notation, C'(.), not a partial
+    assert "V = C'(\\log(1 - \\hat{Y}))" in other and "\\partial" not in other, other
 
 
 @pytest.mark.parametrize("layout", ["columns", "rows"])

@@ -617,11 +617,11 @@ class VectorizedSection(SectionWriterBase):
         r_name, ab = nota.batch("R", s.layer), nota.batch("A", s.layer)
         idx, kdx = ("ij", "ik") if nota.rows else ("ji", "ki")  # unit and example, i the example
         v = _tex(s.expr, self.batch_names)
+        slope = nota.partial("C", f"\\log(1 - {ab})")  # C'(log(1 - Ŷ)) in the cheatsheet
         return (
             f"{{{r_name}}}_{{{idx}}} = \\sum_{{k \\neq j}} V_{{{kdx}}} "
             f"\\frac{{{{{ab}}}_{{{idx}}}}}"
-            f"{{1 - {{{ab}}}_{{{kdx}}}}}, \\quad V = \\frac{{\\partial C}}"
-            f"{{\\partial \\log(1 - {ab})}} = {v}"
+            f"{{1 - {{{ab}}}_{{{kdx}}}}}, \\quad V = {slope} = {v}"
         )
 
     def map_latex(self, s: BatchStatement) -> str:
