@@ -116,10 +116,9 @@ def normalization(spec: Spec, layer: int, j: int, u_expr: sp.Expr) -> list[Assig
     ]
 
 
-def normalized_error(spec: Spec, layer: int, j: int) -> list[Assignment]:
+def normalized_error(layer: int, j: int) -> list[Assignment]:
     """dC/dgamma^l_j = mean(delta xhat), dC/dbeta^l_j = mean(delta) (shared) and the
-    three-term error deltau^l_j at u (per example), from delta^l_j (``spec`` unused: the
-    signature of :func:`normalization`)."""
+    three-term error deltau^l_j at u (per example), from delta^l_j."""
     delta, xhat = _unit(naming.delta(layer), j), _unit(naming.normalized(layer), j)
     gamma, var = _unit(naming.scale(layer), j), _unit(naming.batch_var(layer), j)
     d_gamma, d_beta = _grad_target(gamma), _grad_target(_unit(naming.shift(layer), j))
@@ -172,27 +171,13 @@ def batch_norm_program(spec: Spec) -> tuple[tuple[Assignment, ...], tuple[Assign
         for layer, target in last_delta.items():
             if s.target == target:
                 for j in range(spec.sizes[layer]):
-                    program.extend(normalized_error(spec, layer, j))
+                    program.extend(normalized_error(layer, j))
                     swap[_unit(naming.delta(layer), j)] = _unit(naming.linear_delta(layer), j)
     grads = [replace(g, expr=g.expr.xreplace(swap)) for g in plain_grads]
     order = {_grad_target(p.symbol): i for i, p in enumerate(_param_infos(spec))}
     grads += [replace(s, expr=s.target) for s in program if s.target in order]
     grads.sort(key=lambda s: order[s.target])
     return tuple(program), tuple(grads)
-
-
-def _rstd_in_place(program: tuple[Assignment, ...]) -> list[Assignment]:
-    """``program`` with each rstd^l_j statement substituted into the statements after it:
-    the unrolled module writes 1/sqrt(var + eps) where it is used, as the mini-batch
-    program's bn_normalize and bn_backward do."""
-    named: dict[sp.Symbol, sp.Expr] = {}
-    out = []
-    for s in program:
-        if s.note.startswith("rstd^"):
-            named[s.target] = s.expr
-        else:
-            out.append(replace(s, expr=s.expr.xreplace(named)))
-    return out
 
 
 def forward_statements(program: list[Assignment] | tuple[Assignment, ...]) -> list[Assignment]:
@@ -205,8 +190,9 @@ def batch_norm_gradients(spec: Spec) -> Gradients:
 
     The network's ``z``, ``a`` and ``cost`` are the forward statements substituted into
     each other: expressions in the per-example symbols and :class:`ExampleMean`.
-    The program is :func:`batch_norm_program`'s with rstd^l_j written in place; each symbol
-    stands for an array over the batch and :class:`ExampleMean` for its mean.
+    The program is :func:`batch_norm_program`'s (1/sqrt(var + eps) named rstd^l_j once per
+    unit); each symbol stands for an array over the batch and :class:`ExampleMean` for its
+    mean.
 
     Examples
     --------
@@ -216,8 +202,7 @@ def batch_norm_gradients(spec: Spec) -> Gradients:
     >>> [a.target.name for a in g.grads][:4]
     ['dC_dw1_0_0', 'dC_dw1_1_0', 'dC_dgamma1_0', 'dC_dgamma1_1']
     """
-    per_example, grads = batch_norm_program(spec)
-    program = _rstd_in_place(per_example)
+    program, grads = batch_norm_program(spec)
     values: dict[sp.Symbol, sp.Expr] = {}
     # Substituted as written, not evaluated: evaluating asks SymPy's assumptions about
     # every nested exp and sqrt, which took minutes from 16 inputs up (hours at 64).

@@ -232,7 +232,7 @@ def test_batch_norm_statements_are_the_chain_rule_on_three_symbolic_examples():
     d = batch_norm.derive_backward(m)
     u = naming.symbol("u1_0")
     forward = normalization(BATCH_NORM, 1, 0, u)
-    backward = normalized_error(BATCH_NORM, 1, 0)
+    backward = normalized_error(1, 0)
     gamma, beta = naming.symbol("gamma1_0"), naming.symbol("beta1_0")
     delta = naming.symbol("delta1_0")
 
