@@ -19,10 +19,11 @@ import pytest
 import sympy as sp
 from chainrule.derive import batch_norm
 from chainrule.derive.errors import ChainruleError, SpecError
-from chainrule.derive.scalar import gradient_values, gradients, random_point
+from chainrule.derive.scalar import gradients
 from chainrule.derive.scalar_batch_program import estimate_batch_naive_ops
 from chainrule.derive.scalar_network import batch_scalar_network, scalar_network
 from chainrule.derive.spec import Layer, Spec, preset, preset_names
+from test_compare_dropout import _worst
 
 from chainrule import cmd_compare
 from chainrule.cli import main
@@ -64,18 +65,6 @@ NETS = {
     ),
 }
 QUICK = ("tanh-sigmoid",)
-
-
-def _worst(reference, other, seeds: range = range(3)) -> mpmath.mpf:
-    """The largest relative difference of ``other``'s gradient from ``reference``'s at
-    random rational points (masks drawn as in training)."""
-    worst = mpmath.mpf(0)
-    for seed in seeds:
-        point = random_point(reference.network, seed)
-        want, got = gradient_values(reference, point), gradient_values(other, point)
-        for w, g in zip(want, got, strict=True):
-            worst = max(worst, abs(w - g) / (1 + abs(w)))
-    return worst
 
 
 # ------------------------------------------------------------------------ counts
@@ -144,13 +133,14 @@ def test_naive_cse_and_backprop_agree_at_random_points(name: str) -> None:
     net = batch_scalar_network(NETS[name], 2)
     naive = gradients(net, "naive", engine="sympy")
     for strategy in ("cse", "backprop"):
-        assert _worst(naive, gradients(net, strategy, engine="sympy")) < mpmath.mpf("1e-30")
+        memo = gradients(net, strategy, engine="sympy")
+        assert _worst(naive, memo, range(3)) < mpmath.mpf("1e-30")
 
 
 def test_a_batch_of_three_agrees_too() -> None:
     net = batch_scalar_network(NETS["tanh-sigmoid"], 3)
     naive = gradients(net, "naive", engine="sympy")
-    assert _worst(naive, gradients(net, "backprop")) < mpmath.mpf("1e-30")
+    assert _worst(naive, gradients(net, "backprop"), range(3)) < mpmath.mpf("1e-30")
 
 
 def _planted(memo, target_prefix: str, wrong) -> object:
@@ -165,7 +155,7 @@ def _planted(memo, target_prefix: str, wrong) -> object:
 def test_planted_batch_norm_bugs_fail_the_checker() -> None:
     net = batch_scalar_network(NETS["tanh-sigmoid"], 2)
     naive, memo = gradients(net, "naive", engine="sympy"), gradients(net, "backprop")
-    assert _worst(naive, memo) < mpmath.mpf("1e-30")
+    assert _worst(naive, memo, range(3)) < mpmath.mpf("1e-30")
     # mean(delta) and mean(delta xhat) are the statements dC/dbeta and dC/dgamma
     means = {s.target for s in memo.program if s.target.name.startswith("dC_dbeta")}
     spreads = {s.target for s in memo.program if s.target.name.startswith("dC_dgamma")}
@@ -182,7 +172,7 @@ def test_planted_batch_norm_bugs_fail_the_checker() -> None:
         "unbiased variance": _planted(memo, "var", lambda s: s.expr * sp.Rational(m, m - 1)),
     }
     for name, planted in bugs.items():
-        assert _worst(naive, planted) > mpmath.mpf("1e-3"), name
+        assert _worst(naive, planted, range(3)) > mpmath.mpf("1e-3"), name
 
 
 def test_the_variance_path_through_the_mean_carries_zero() -> None:
