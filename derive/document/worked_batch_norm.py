@@ -108,8 +108,11 @@ class _Layer:
                     self.value(naming.normalized(ly), j, i),
                 )
                 z = self.value(naming.weighted_input(ly), j, i)
-                _agree([[xhat], [(u - mu) / sp.sqrt(var + batch_norm.EPS)]], "x-hat")
-                _agree([[z], [gamma * xhat + beta]], "z of a batch-normalized layer")
+                _agree([[xhat], [batch_norm.normalize(u, mu, var)]], "x-hat")
+                _agree(
+                    [[z], [batch_norm.scale_shift(gamma, xhat, beta)]],
+                    "z of a batch-normalized layer",
+                )
                 lines.append(
                     join(
                         self.where(j, i),
@@ -155,7 +158,7 @@ class _Layer:
             for i in _examples(self.m):
                 delta = self.value(naming.delta(ly), j, i)
                 xhat = self.value(naming.normalized(ly), j, i)
-                product = scale * (delta - mean_delta - xhat * mean_dx)
+                product = batch_norm.input_error(gamma, var, delta, mean_delta, xhat, mean_dx)
                 _agree([[product], [self.value(naming.linear_delta(ly), j, i)]], "three terms")
                 lines.append(
                     join(
