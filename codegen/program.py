@@ -392,16 +392,15 @@ class _ModuleProgramBuilder:
         d_gamma, d_beta = naming.grad(gamma), naming.grad(naming.shift(layer))
         target, m = s.target, sym(naming.BATCH)
         # What the code below computes, with delta stored as delta / m:
-        scale_ = sym(gamma) / sp.sqrt(sym(var) + batch_norm.EPS)
-        computed = sym(delta) / m * scale_ - (
-            sym(xhat) * (sym(d_gamma) * scale_ / m) + sym(d_beta) * scale_ / m
+        factor = sym(gamma) / sp.sqrt(sym(var) + batch_norm.EPS)
+        computed = sym(delta) / m * factor - (
+            sym(xhat) * (sym(d_gamma) * factor / m) + sym(d_beta) * factor / m
         )
         if sp.simplify(computed * m - s.expr) != 0:
             raise AssertionError(f"{target}: the fast form differs from the three-term form")
         # Four passes over the batch, each in place (a pass that writes into another
         # buffer costs up to twice as much): the mean terms' factors are small vectors.
         name = next(self.temporary_names()).name
-        factor = sym(gamma) / sp.sqrt(sym(var) + batch_norm.EPS)
         scale = Statement(
             name,
             "map",
