@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chainrule.comparison_batch import batch_counts, check_batch
+from chainrule.derive import penalty
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.scalar import (
     DEFAULT_BUDGET,
@@ -364,12 +365,6 @@ def _dropout_lines(c: Comparison) -> list[str]:
     ]
 
 
-def _penalty_title(c: Comparison) -> str:
-    """`` + penalty l2 = 0.01, l1 = 0.001`` after the cost's name (empty without one)."""
-    terms = [f"{key} = {value!r}" for key, value in (("l2", c.l2), ("l1", c.l1)) if value]
-    return f" + penalty {', '.join(terms)}" if terms else ""
-
-
 def _penalty_lines(c: Comparison) -> list[str]:
     """One line on the L2/L1 weight penalty when the cost has one (none otherwise)."""
     if not (c.l2 or c.l1):
@@ -413,7 +408,7 @@ def render_comparison(c: Comparison) -> str:
         )
     lines = [
         f"network {c.network} ({', '.join(c.activations)}; {c.cost} cost"
-        f"{_penalty_title(c)}), "
+        f"{penalty.title(c.l2, c.l1)}), "
         f"{c.parameters:,} parameters; operations per "
         + ("example" if c.batch == 1 else f"batch of {c.batch} examples")
         + f" (engine: {c.engine})",

@@ -15,6 +15,7 @@ counted, as the last step a^(l-1) of delta^l a^(l-1) is not.
 
 from __future__ import annotations
 
+from chainrule.derive import penalty
 from chainrule.derive.spec import Spec
 
 #: A penalty term: forward value P^l and its derivative (green: not a shared delta).
@@ -30,9 +31,8 @@ def _sup(n: int) -> str:
 
 def title(spec: Spec) -> str:
     """The penalty's coefficients for the graph's title, e.g. `` + penalty l2 = 0.01``
-    (empty without a penalty)."""
-    terms = [f"{key} = {getattr(spec, key)!r}" for key in ("l2", "l1") if getattr(spec, key)]
-    return f" + penalty {', '.join(terms)}" if terms else ""
+    (empty without a penalty): :func:`chainrule.derive.penalty.title`."""
+    return penalty.title(spec.l2, spec.l1)
 
 
 def forward_label(spec: Spec, layer: int) -> str:

@@ -69,6 +69,13 @@ def with_values(expr: sp.Expr, l2: float, l1: float) -> sp.Expr:
     return expr.xreplace({L2: values.get("l2", 0), L1: values.get("l1", 0)})
 
 
+def title(l2: float, l1: float) -> str:
+    """`` + penalty l2 = 0.01, l1 = 0.001`` after a cost's name, the coefficients as
+    written (their shortest repr), those that are not 0; empty without a penalty."""
+    terms = [f"{key} = {value!r}" for key, value in (("l2", l2), ("l1", l1)) if value]
+    return f" + penalty {', '.join(terms)}" if terms else ""
+
+
 def latex_names(notation_name: str) -> dict[sp.Symbol, str]:
     """The coefficients' LaTeX: Nielsen's lambda for l2 (his chapter 3), else lambda_2."""
     l2 = "\\lambda" if notation_name == "nielsen" else "\\lambda_{2}"
