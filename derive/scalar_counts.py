@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sympy as sp
+from chainrule.derive import penalty
 from chainrule.derive.errors import DerivationError
 from chainrule.derive.exprparse import X
 from chainrule.derive.layers import activation_expr
@@ -106,10 +107,12 @@ def estimate_naive_ops(spec: Spec) -> int:
                 per_param = t_dc + 1 + d
             count = sizes[layer] * (sizes[layer - 1] if kind == "w" else 1)
             total += count * per_param
-    # The weight penalty's gradient l2 w + l1 sign(w) joins each weight's: a product and
-    # a sum for l2, a call, a product and a sum for l1 (the cost's penalty is not in any
-    # gradient's tree otherwise).
-    per_weight = (2 if spec.l2 else 0) + (3 if spec.l1 else 0)
+    # The weight penalty's gradient l2 w + l1 sign(w) (SymPy's) joins each weight's by one
+    # sum (the cost's penalty is not in any gradient's tree otherwise).
+    slope = penalty.penalty_derivative(penalty.penalty_element(spec.l2, spec.l1))
+    per_weight = (
+        tree_ops(penalty.with_values(slope, spec.l2, spec.l1)) + 1 if spec.regularized else 0
+    )
     weights = sum(sizes[i] * sizes[i + 1] for i in range(big_l))
     # Each skip adds a path from every parameter below it: at most doubles every term.
     return int(total) * 2 ** len(spec.skips) + per_weight * weights
